@@ -1,0 +1,31 @@
+# `make demo`: set up .venv and mask the bundled example; `make test`: set up and run the tests.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test venv lint bench clean
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[test,plots]'
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/maxidetect mask examples/fitswcs_tpv_ctio_mosaic2.fits -o demo_output --overwrite -v
+	$(VENV)/bin/maxidetect mask examples/fitswcs_tpv_ctio_mosaic2.fits -o demo_output/single --single-mask --overwrite
+	@echo "Outputs: demo_output/fitswcs_tpv_ctio_mosaic2.masks.fits (uint8 cube, one plane per class)"
+	@echo "         demo_output/single/fitswcs_tpv_ctio_mosaic2.masks.fits (int32 bit-coded FLAG map)"
+
+test: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(PY) -m pytest -q -ra; rc=$$?; if [ $$rc -eq 5 ]; then echo "no tests ran" >&2; exit 1; fi; exit $$rc
+
+bench: $(STAMP)
+	$(PY) benchmarks/throughput.py
+
+clean:
+	rm -rf $(VENV) demo_output

@@ -1,0 +1,47 @@
+"""maxidetect: contaminant masks (MaxiMask network) for cleaner source catalogues.
+
+Python API first::
+
+    import maxidetect
+    probs = maxidetect.predict(image)          # (14, H, W) raw probabilities
+    masks = maxidetect.compute_masks(image)    # (14, H, W) uint8, priors + thresholds
+    maker = maxidetect.MaskMaker()             # holds the network for reuse
+    maker.process_file("frame.fits")           # writes frame.masks.fits
+"""
+
+import os
+
+__version__ = "0.1.0"
+
+# TensorFlow's C++ start-up chatter is noise for command-line users.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from .classes import CLASS_NAMES, CLASSES, ClassConfig  # noqa: E402
+from .priors import modify_priors, prior_factors, threshold  # noqa: E402
+
+__all__ = [
+    "__version__",
+    "CLASSES",
+    "CLASS_NAMES",
+    "ClassConfig",
+    "MaskMaker",
+    "Predictor",
+    "compute_masks",
+    "modify_priors",
+    "predict",
+    "prior_factors",
+    "threshold",
+]
+
+
+def __getattr__(name):
+    # The network pulls in Keras and a backend: import it only when used.
+    if name in ("MaskMaker", "predict", "compute_masks"):
+        from . import masks
+
+        return getattr(masks, name)
+    if name == "Predictor":
+        from .inference import Predictor
+
+        return Predictor
+    raise AttributeError(f"module 'maxidetect' has no attribute {name!r}")

@@ -1,0 +1,162 @@
+"""Reading inputs and writing outputs safely.
+
+Inputs: FITS files (also tile-compressed ``.fz``), ``file.fits[N]`` or
+``file.fits[EXTNAME]`` HDU selection, directories (their FITS files) and
+``.list`` files (one path per line). Outputs are written to a temporary
+file in the destination directory and renamed into place, never over an
+input, and carry the input's header (WCS included).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from astropy.io import fits
+
+__all__ = [
+    "InputError",
+    "InputSpec",
+    "expand_inputs",
+    "parse_input",
+    "is_image_hdu",
+    "output_path",
+    "write_hdulist_atomic",
+    "image_header",
+]
+
+FITS_SUFFIXES = (".fits", ".fit", ".fts", ".fits.fz", ".fit.fz", ".fz", ".fits.gz")
+_HDU_SEL = re.compile(r"^(?P<path>.+?)\[(?P<sel>[^\[\]]+)\]$")
+
+# Keywords astropy writes itself for the output's shape and type.
+_STRUCTURAL = re.compile(
+    r"^(SIMPLE|XTENSION|BITPIX|NAXIS\d*|EXTEND|PCOUNT|GCOUNT|BSCALE|BZERO|BLANK|"
+    r"CHECKSUM|DATASUM|Z[A-Z0-9_]*|TFIELDS|TTYPE\d+|TFORM\d+)$"
+)
+
+
+class InputError(ValueError):
+    """Bad input: the message names the file, the HDU and the problem."""
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """One input file and an optional HDU selection (index or EXTNAME)."""
+
+    path: Path
+    hdu: int | str | None = None
+
+    def __str__(self) -> str:
+        return f"{self.path}[{self.hdu}]" if self.hdu is not None else str(self.path)
+
+
+def parse_input(text: str) -> InputSpec:
+    """Parse ``file.fits``, ``file.fits[2]`` or ``file.fits[SCI]``."""
+    m = _HDU_SEL.match(text)
+    if m and not Path(text).exists():
+        sel = m.group("sel").strip()
+        hdu: int | str = int(sel) if sel.lstrip("-").isdigit() else sel
+        return InputSpec(Path(m.group("path")), hdu)
+    return InputSpec(Path(text))
+
+
+def _is_fits_name(p: Path) -> bool:
+    name = p.name.lower()
+    return any(name.endswith(s) for s in FITS_SUFFIXES) and ".masks." not in name
+
+
+def expand_inputs(items) -> list[InputSpec]:
+    """Expand paths, directories and ``.list`` files into input specs."""
+    out: list[InputSpec] = []
+    for item in items:
+        spec = parse_input(str(item))
+        p = spec.path
+        if p.is_dir():
+            out.extend(InputSpec(f) for f in sorted(p.iterdir()) if f.is_file() and _is_fits_name(f))
+        elif p.suffix == ".list":
+            if not p.exists():
+                raise InputError(f"{p}: list file does not exist")
+            base = p.parent
+            for line in p.read_text().splitlines():
+                line = line.strip()
+                if line and not line.startswith("#"):
+                    sub = parse_input(line)
+                    path = sub.path if sub.path.is_absolute() else base / sub.path
+                    out.append(InputSpec(path, sub.hdu))
+        else:
+            out.append(spec)
+    return out
+
+
+def is_image_hdu(hdu) -> bool:
+    """True for an HDU holding a 2-D or 3-D numeric image."""
+    if not isinstance(hdu, (fits.PrimaryHDU, fits.ImageHDU, fits.CompImageHDU)):
+        return False
+    naxis = hdu.header.get("ZNAXIS" if isinstance(hdu, fits.CompImageHDU) else "NAXIS", 0)
+    return naxis in (2, 3)
+
+
+def output_path(spec: InputSpec, suffix: str, out_dir: str | os.PathLike | None = None) -> Path:
+    """``NAME<suffix>`` beside the input (or in ``out_dir``); NAME drops FITS extensions."""
+    name = spec.path.name
+    for s in sorted(FITS_SUFFIXES, key=len, reverse=True):
+        if name.lower().endswith(s):
+            name = name[: -len(s)]
+            break
+    if isinstance(spec.hdu, (int, str)) and spec.hdu is not None:
+        name = f"{name}.hdu{spec.hdu}"
+    d = Path(out_dir) if out_dir is not None else spec.path.parent
+    return d / f"{name}{suffix}"
+
+
+def image_header(hdu) -> fits.Header:
+    """The HDU's header without structural keywords (shape, type, scaling).
+
+    For a compressed HDU this is the header of the image it holds.
+    """
+    src = hdu.header
+    hdr = fits.Header()
+    for card in src.cards:
+        if card.keyword in ("", "COMMENT", "HISTORY") or not _STRUCTURAL.match(card.keyword):
+            hdr.append(card, end=True)
+    return hdr
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return a.exists() and b.exists() and os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
+def write_hdulist_atomic(
+    hdul: fits.HDUList, path: str | os.PathLike, overwrite: bool = False, protect=()
+) -> Path:
+    """Write ``hdul`` to ``path`` via a temporary file and an atomic rename.
+
+    Refuses to replace an existing file unless ``overwrite``, and always
+    refuses to replace any path in ``protect`` (the inputs).
+    """
+    path = Path(path)
+    for p in protect:
+        if _same_file(Path(p), path) or Path(p).resolve() == path.resolve():
+            raise InputError(f"{path}: refusing to overwrite an input file")
+    if path.exists() and not overwrite:
+        raise FileExistsError(f"{path}: output exists (use --overwrite to replace it)")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        hdul.writeto(tmp, overwrite=True, output_verify="silentfix")
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; outputs are ordinary files
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
+

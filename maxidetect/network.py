@@ -1,0 +1,170 @@
+"""The MaxiMask network written in Keras 3 with backend-agnostic ``keras.ops``.
+
+Architecture read from the SavedModel shipped by ``maximask`` 1.4.1 (a SegNet
+with side branches): input ``asinh(x)``; five encoder levels, each ending in
+a 2x2/2 max-pool that remembers where its maximum was; a decoder that puts
+values back at those positions ("unpooling"), adds the encoder map and
+convolves; four side branches (``ucp4`` .. ``ucp1``) that unpool decoder
+maps straight back to full resolution; the five 14-channel maps are
+concatenated and a final 3x3 convolution gives one sigmoid per class.
+
+Max-pool-with-argmax is expressed as a one-hot "first maximum" selection in
+raster order within each window (TensorFlow's tie rule: ReLU outputs tie at
+zero often, and the unpooled value goes to the first position), so no
+backend-specific argmax/scatter op is needed. Odd sizes are padded at the
+bottom/right like TensorFlow's "SAME" pooling.
+"""
+
+from __future__ import annotations
+
+import keras
+from keras import layers, ops
+
+__all__ = ["MaxiMaskNet", "LAYER_SPECS", "build_model", "N_POOL", "ALIGN"]
+
+N_POOL = 5
+ALIGN = 2**N_POOL  # tile origins on multiples of this keep the pooling grid
+
+# (layer name, filters, activation) in checkpoint naming.
+LAYER_SPECS: tuple[tuple[str, int, str | None], ...] = (
+    ("conv1", 32, "relu"),
+    ("conv2", 64, "relu"),
+    ("conv3_1", 128, "relu"),
+    ("conv3_2", 128, "relu"),
+    ("conv4_1", 256, "relu"),
+    ("conv4_2", 256, "relu"),
+    ("conv5_1", 256, "relu"),
+    ("conv5_2", 256, "relu"),
+    ("convmid", 256, "relu"),
+    ("upconv5_2", 256, "relu"),
+    ("upconv5_1", 256, "relu"),
+    ("upconv4_2", 256, "relu"),
+    ("upconv4_1", 128, "relu"),
+    ("upconv3_2", 128, "relu"),
+    ("upconv3_1", 64, "relu"),
+    ("upconv2", 32, "relu"),
+    ("upconv1", 14, "relu"),
+    ("ucp4_conv4", 128, "relu"),
+    ("ucp4_conv3", 64, "relu"),
+    ("ucp4_conv2", 32, "relu"),
+    ("ucp4_conv1", 14, "relu"),
+    ("ucp3_conv3", 64, "relu"),
+    ("ucp3_conv2", 32, "relu"),
+    ("ucp3_conv1", 14, "relu"),
+    ("ucp2_conv2", 32, "relu"),
+    ("ucp2_conv1", 14, "relu"),
+    ("ucp1_conv1", 14, "relu"),
+    ("final_conv", 14, None),
+)
+
+
+def _pool_with_switches(x):
+    """2x2/2 max-pool; also return the one-hot map of each window's first maximum.
+
+    ``x`` is (N, H, W, C) with values >= 0 (ReLU outputs). Returns the pooled
+    map (N, ceil(H/2), ceil(W/2), C) and the switch map (N, H, W, C) in x's dtype.
+    """
+    h, w = x.shape[1], x.shape[2]
+    ph, pw = h % 2, w % 2
+    if ph or pw:
+        # -1 never wins against ReLU outputs, like TF's ignored SAME padding.
+        x = ops.pad(x, ((0, 0), (0, ph), (0, pw), (0, 0)), constant_values=-1.0)
+    a = x[:, 0::2, 0::2, :]
+    b = x[:, 0::2, 1::2, :]
+    c = x[:, 1::2, 0::2, :]
+    d = x[:, 1::2, 1::2, :]
+    m = ops.maximum(ops.maximum(a, b), ops.maximum(c, d))
+    sa = ops.equal(a, m)
+    sb = ops.logical_and(ops.equal(b, m), ops.logical_not(sa))
+    taken = ops.logical_or(sa, sb)
+    sc = ops.logical_and(ops.equal(c, m), ops.logical_not(taken))
+    sd = ops.logical_not(ops.logical_or(taken, sc))
+    switches = _interleave(*(ops.cast(s, x.dtype) for s in (sa, sb, sc, sd)))
+    if ph or pw:
+        switches = switches[:, :h, :w, :]
+    return m, switches
+
+
+def _interleave(a, b, c, d):
+    """Assemble four (N, h, w, C) maps into (N, 2h, 2w, C): a b / c d per window."""
+    n, h, w, ch = a.shape
+    top = ops.reshape(ops.stack([a, b], axis=3), (-1, h, 2 * w, ch))
+    bottom = ops.reshape(ops.stack([c, d], axis=3), (-1, h, 2 * w, ch))
+    return ops.reshape(ops.stack([top, bottom], axis=2), (-1, 2 * h, 2 * w, ch))
+
+
+def _unpool(v, switches):
+    """Put each value of ``v`` back where its window's maximum was."""
+    h, w = switches.shape[1], switches.shape[2]
+    up = ops.repeat(ops.repeat(v, 2, axis=1), 2, axis=2)
+    if up.shape[1] != h or up.shape[2] != w:
+        up = up[:, :h, :w, :]
+    return up * switches
+
+
+class MaxiMaskNet(keras.Model):
+    """MaxiMask's contaminant segmentation network (5.7 M parameters).
+
+    Call on a float batch of normalised images, shape (N, H, W, 1); returns
+    sigmoid probabilities (N, H, W, 14). Any H, W >= 1 works; H, W multiples
+    of 32 avoid padded pooling windows.
+    """
+
+    def __init__(self, n_classes: int = 14, width: float = 1.0, **kwargs):
+        super().__init__(**kwargs)
+        self.n_classes = n_classes
+        self.width = width
+        self.convs = {}
+        for name, filters, act in LAYER_SPECS:
+            if filters == 14:
+                filters = n_classes
+            elif width != 1.0:
+                filters = max(4, int(round(filters * width)))
+            layer = layers.Conv2D(filters, 3, padding="same", activation=act, name=name)
+            setattr(self, name, layer)
+            self.convs[name] = layer
+
+    def get_config(self):
+        return {**super().get_config(), "n_classes": self.n_classes, "width": self.width}
+
+    def call(self, x, logits: bool = False, training: bool = False):
+        c = self.convs
+        x = ops.arcsinh(x)
+        e1 = c["conv1"](x)
+        p, s1 = _pool_with_switches(e1)
+        e2 = c["conv2"](p)
+        p, s2 = _pool_with_switches(e2)
+        e3 = c["conv3_2"](c["conv3_1"](p))
+        p, s3 = _pool_with_switches(e3)
+        e4 = c["conv4_2"](c["conv4_1"](p))
+        p, s4 = _pool_with_switches(e4)
+        e5 = c["conv5_2"](c["conv5_1"](p))
+        p, s5 = _pool_with_switches(e5)
+        mid = c["convmid"](p)
+
+        d5 = c["upconv5_1"](c["upconv5_2"](_unpool(mid, s5) + e5))
+        d4 = c["upconv4_1"](c["upconv4_2"](_unpool(d5, s4) + e4))
+        d3 = c["upconv3_1"](c["upconv3_2"](_unpool(d4, s3) + e3))
+        d2 = c["upconv2"](_unpool(d3, s2) + e2)
+        main = c["upconv1"](_unpool(d2, s1) + e1)
+
+        b4 = c["ucp4_conv4"](_unpool(d5, s4))
+        b4 = c["ucp4_conv3"](_unpool(b4, s3))
+        b4 = c["ucp4_conv2"](_unpool(b4, s2))
+        b4 = c["ucp4_conv1"](_unpool(b4, s1))
+        b3 = c["ucp3_conv3"](_unpool(d4, s3))
+        b3 = c["ucp3_conv2"](_unpool(b3, s2))
+        b3 = c["ucp3_conv1"](_unpool(b3, s1))
+        b2 = c["ucp2_conv2"](_unpool(d3, s2))
+        b2 = c["ucp2_conv1"](_unpool(b2, s1))
+        b1 = c["ucp1_conv1"](_unpool(d2, s1))
+
+        out = c["final_conv"](ops.concatenate([main, b4, b3, b2, b1], axis=-1))
+        return out if logits else ops.sigmoid(out)
+
+
+def build_model(n_classes: int = 14, width: float = 1.0, dtype=None) -> MaxiMaskNet:
+    """Create the network and its variables (built on a small dummy input)."""
+    model = MaxiMaskNet(n_classes=n_classes, width=width, dtype=dtype)
+    model(ops.zeros((1, ALIGN, ALIGN, 1)))
+    return model

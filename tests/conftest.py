@@ -1,0 +1,31 @@
+"""Shared fixtures: the real pretrained network is loaded once per session."""
+
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+DATA = REPO.parent / "shared" / "data"
+REAL = DATA / "real"
+EXAMPLE = REPO / "examples" / "fitswcs_tpv_ctio_mosaic2.fits"
+
+
+def real(name: str) -> Path:
+    p = REAL / name
+    if not p.exists():
+        pytest.skip(f"reference data {p} not available")
+    return p
+
+
+@pytest.fixture(scope="session")
+def predictor():
+    from maxidetect.inference import Predictor
+
+    return Predictor()
+
+
+@pytest.fixture(scope="session")
+def maker(predictor):
+    from maxidetect.masks import MaskMaker
+
+    return MaskMaker(predictor=predictor)

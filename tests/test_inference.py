@@ -1,0 +1,58 @@
+"""Tiling: stitched == untiled, any size, pooling grid alignment."""
+
+import numpy as np
+import pytest
+from astropy.io import fits
+
+from maxidetect.inference import Predictor, tile_grid
+from maxidetect.normalise import normalise
+
+from .conftest import real
+
+
+def test_tile_grid_partitions_the_image_with_aligned_origins():
+    for shape in [(2048, 2048), (1056, 640), (4096, 1024), (352, 96)]:
+        grid, (th, tw) = tile_grid(shape, 1024, 160)
+        cover = np.zeros(shape, int)
+        for y0, x0, ky0, ky1, kx0, kx1 in grid:
+            assert y0 % 32 == 0 and x0 % 32 == 0
+            assert y0 + th <= shape[0] and x0 + tw <= shape[1]
+            # Each kept pixel is >= margin from any cut edge of its tile.
+            assert ky0 == 0 or ky0 - y0 >= 160
+            assert kx0 == 0 or kx0 - x0 >= 160
+            assert ky1 == shape[0] or y0 + th - ky1 >= 160
+            assert kx1 == shape[1] or x0 + tw - kx1 >= 160
+            cover[ky0:ky1, kx0:kx1] += 1
+        assert (cover == 1).all()
+
+
+@pytest.mark.slow
+def test_stitched_equals_untiled_on_real_image(predictor):
+    im = normalise(fits.getdata(real("fitswcs_zpn_ukirt_wfcam.fits")))
+    # 501 px pads to 512: one tile untiled, 2x2 tiles of 352 px with margin 160.
+    whole = predictor.predict(im)
+    tiled = Predictor(predictor.model, tile=352, margin=160).predict(im)
+    assert np.abs(tiled - whole).max() < 1e-5
+    # A too-small margin is visibly different: the margin matters.
+    rough = Predictor(predictor.model, tile=352, margin=32).predict(im)
+    assert np.abs(rough - whole).max() > 1e-3
+
+
+def test_any_size_including_tiny(predictor):
+    rng = np.random.default_rng(0)
+    for shape in [(1, 1), (7, 300), (150, 200), (33, 65)]:
+        out = predictor.predict(rng.normal(size=shape).astype(np.float32))
+        assert out.shape == (14,) + shape
+        assert np.isfinite(out).all() and out.min() >= 0 and out.max() <= 1
+
+
+def test_batching_does_not_change_results(predictor):
+    im = normalise(fits.getdata(real("fitswcs_tpv_ctio_mosaic2.fits")))[:400, :448]
+    one = Predictor(predictor.model, tile=224, margin=64, batch_size=1).predict(im)
+    four = Predictor(predictor.model, tile=224, margin=64, batch_size=4).predict(im)
+    assert np.abs(one - four).max() < 1e-5
+
+
+def test_bad_tile_settings_are_refused(predictor):
+    with pytest.raises(ValueError, match="no room"):
+        Predictor(predictor.model, tile=320, margin=160)

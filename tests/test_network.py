@@ -1,0 +1,89 @@
+"""The Keras 3 network against the SavedModel shipped by maximask 1.4.1."""
+
+import numpy as np
+import pytest
+from astropy.io import fits
+
+from maxidetect.classes import ClassConfig
+from maxidetect.normalise import normalise
+from maxidetect.priors import modify_priors, prior_factors, threshold
+
+from .conftest import real
+
+
+@pytest.fixture(scope="module")
+def savedmodel():
+    tf = pytest.importorskip("tensorflow")
+    from maxidetect.weights import maximask_savedmodel_dir
+
+    fn = tf.saved_model.load(str(maximask_savedmodel_dir())).signatures["serving_default"]
+
+    def run(batch):
+        n = 14
+        out = fn(
+            input_1=tf.constant(batch[..., None]),
+            input_2=tf.range(n, dtype=tf.int32),  # all classes
+            input_3=tf.zeros(n),  # no prior modification
+            input_4=tf.zeros(n),  # no threshold
+            input_5=tf.zeros(n),
+        )
+        return out["output_1"].numpy()
+
+    return run
+
+
+def _tiles():
+    a = normalise(fits.getdata(real("fitswcs_tpv_ctio_mosaic2.fits")))
+    b = normalise(fits.getdata(real("ccdproc_a8280271_saao_raw.fits")))
+    c = normalise(fits.getdata(real("fitswcs_zpn_ukirt_wfcam.fits")))
+    # Saturated star + CRs; raw frame with overscan on the right; crowded IR field.
+    return np.stack([a[:400, :400], b[100:500, 136:536], c[50:450, 80:480]]).astype(np.float32)
+
+
+def test_keras_network_equals_savedmodel_on_real_tiles(predictor, savedmodel):
+    batch = _tiles()
+    ref = savedmodel(batch)
+    ours = predictor.forward(batch)
+    assert ours.shape == ref.shape == (3, 400, 400, 14)
+    assert np.abs(ours - ref).max() < 1e-5
+    cfg = ClassConfig.default()
+    f = prior_factors(cfg.priors)
+    m_ref = threshold(modify_priors(ref, f, axis=-1), cfg.thresholds, axis=-1)
+    m_our = threshold(modify_priors(ours, f, axis=-1), cfg.thresholds, axis=-1)
+    assert m_ref.sum() > 1000  # the check is not vacuous
+    assert np.array_equal(m_ref, m_our)
+
+
+def test_parameter_count_and_weight_checksum(predictor):
+    from maxidetect.weights import get_model_info, weights_checksum
+
+    assert predictor.model.count_params() == 5_727_944
+    assert weights_checksum(predictor.model) == get_model_info("maximask").sha256
+
+
+def test_pooling_ties_go_to_first_position():
+    # Flat (tied) windows must unpool to the top-left pixel, as TF's argmax does.
+    from keras import ops
+
+    from maxidetect.network import _pool_with_switches, _unpool
+
+    x = np.zeros((1, 4, 4, 1), np.float32)
+    x[0, 2:, 2:, 0] = [[1.0, 3.0], [3.0, 2.0]]
+    pooled, sw = _pool_with_switches(ops.convert_to_tensor(x))
+    up = ops.convert_to_numpy(_unpool(ops.ones_like(pooled), sw))[0, :, :, 0]
+    assert up.tolist() == [[1, 0, 1, 0], [0, 0, 0, 0], [1, 0, 0, 1], [0, 0, 0, 0]]
+
+
+def test_corrupted_cache_is_rebuilt(tmp_path, monkeypatch):
+    from maxidetect import weights
+
+    monkeypatch.setenv("MAXIDETECT_CACHE", str(tmp_path))
+    info = weights.get_model_info()
+    info.cache_file.parent.mkdir(parents=True, exist_ok=True)
+    model, _ = weights.load_network()  # converts and caches
+    assert info.cache_file.exists()
+    # Damage one weight in the cached file: the checksum must catch it.
+    model.convs["conv1"].kernel.assign(np.zeros((3, 3, 1, 32), np.float32))
+    model.save_weights(str(info.cache_file), overwrite=True)
+    model2, _ = weights.load_network()
+    assert weights.weights_checksum(model2) == info.sha256
