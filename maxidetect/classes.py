@@ -180,7 +180,7 @@ def write_config_file(path: str | os.PathLike, values) -> None:
     if values.shape != (N_CLASSES,):
         raise ValueError(f"expected {N_CLASSES} values, got shape {values.shape}")
     lines = []
-    for abbr, v in zip(CLASS_NAMES, values.tolist()):
+    for abbr, v in zip(CLASS_NAMES, values.tolist(), strict=True):
         text = str(int(v)) if float(v).is_integer() and abs(v) < 2 else repr(float(v))
         lines.append(f"{abbr:<4}{text}\n")
     Path(path).write_text("".join(lines))

@@ -95,8 +95,7 @@ def is_image_hdu(hdu) -> bool:
     """True for an HDU holding a 2-D or 3-D numeric image."""
     if not isinstance(hdu, (fits.PrimaryHDU, fits.ImageHDU, fits.CompImageHDU)):
         return False
-    naxis = hdu.header.get("ZNAXIS" if isinstance(hdu, fits.CompImageHDU) else "NAXIS", 0)
-    return naxis in (2, 3)
+    return len(hdu.shape) in (2, 3)
 
 
 def output_path(spec: InputSpec, suffix: str, out_dir: str | os.PathLike | None = None) -> Path:

@@ -26,7 +26,7 @@ from .io import (
     write_hdulist_atomic,
 )
 from .normalise import normalise
-from .priors import modify_priors, prior_factors
+from .priors import bitmask, modify_priors, prior_factors
 
 __all__ = ["MaskMaker", "MaxidetectWarning", "predict", "compute_masks", "MASK_SUFFIX"]
 
@@ -125,15 +125,9 @@ class MaskMaker:
         """One int32 image: OR of the bit codes of the flagged selected classes."""
         image = _as_2d(image)
         out = np.zeros(image.shape, dtype=np.int32)
-        bits = np.array([CLASSES[i].bit for i in self.selected], dtype=np.int32)
         t = self._thresh[:, None, None]
         for (ys, xs), p in self._blocks(image):
-            flagged = p > t
-            block = np.zeros(flagged.shape[1:], dtype=np.int32)
-            for plane, bit in zip(flagged, bits):
-                if bit:
-                    block[plane] |= bit
-            out[ys, xs] = block
+            out[ys, xs] = bitmask(p > t, self.selected)
         return out
 
     def compute(self, image, kind: OutputKind) -> np.ndarray:

@@ -79,7 +79,7 @@ def bitmask(masks: np.ndarray, class_indices=None) -> np.ndarray:
     masks = np.asarray(masks)
     idx = range(N_CLASSES) if class_indices is None else class_indices
     out = np.zeros(masks.shape[1:], dtype=np.int32)
-    for plane, ci in zip(masks, idx):
+    for plane, ci in zip(masks, idx, strict=True):
         bit = CLASSES[ci].bit
         if bit:
             out[plane.astype(bool)] |= bit
