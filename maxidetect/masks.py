@@ -154,7 +154,7 @@ class MaskMaker:
         cards = [
             ("MDVERSN", __version__, "maxidetect version"),
             ("MDMODEL", info.name, "maxidetect model name"),
-            ("MDSHA256", info.sha256, "SHA-256 of the model weights"),
+            ("MDSHA256", info.sha256, ""),  # 64 chars: no room for a comment
             ("MDOUTPUT", what, "MASKS (uint8 per class), PROBS or BITMASK"),
             ("MDPRIOR", bool(self.apply_priors), "prior modification applied"),
             ("MDTHRESH", bool(self.apply_threshold and what != "PROBS"), "thresholds applied"),
