@@ -42,6 +42,12 @@ class OutputKind:
     probs: bool = False
     single: bool = False
 
+    def name(self, thresholded: bool) -> str:
+        """BITMASK, PROBS or MASKS: what :meth:`MaskMaker.compute` returns."""
+        if self.single:
+            return "BITMASK"
+        return "MASKS" if thresholded and not self.probs else "PROBS"
+
 
 class MaskMaker:
     """Computes contaminant masks with one loaded network.
@@ -135,22 +141,16 @@ class MaskMaker:
         data = np.asarray(image)
         if data.ndim == 3:
             return np.stack([self.compute(plane, kind) for plane in data])
-        if kind.single:
+        what = kind.name(self.apply_threshold)
+        if what == "BITMASK":
             return self.bitmask(data)
-        if kind.probs or not self.apply_threshold:
-            return self.probabilities(data)
-        return self.masks(data)
+        return self.probabilities(data) if what == "PROBS" else self.masks(data)
 
     # -- files ------------------------------------------------------------
     def header_cards(self, kind: OutputKind) -> list[tuple]:
         """Provenance keywords for output headers."""
         info = self.predictor.info
-        if kind.single:
-            what = "BITMASK"
-        elif kind.probs or not self.apply_threshold:
-            what = "PROBS"
-        else:
-            what = "MASKS"
+        what = kind.name(self.apply_threshold)
         cards = [
             ("MDVERSN", __version__, "maxidetect version"),
             ("MDMODEL", info.name, "maxidetect model name"),
@@ -197,7 +197,7 @@ class MaskMaker:
         if single and not self.apply_threshold:
             raise ValueError("a single bit-coded mask needs thresholds")
         out = Path(output) if output is not None else output_path(spec, MASK_SUFFIX, out_dir)
-        if out.exists() and not overwrite:
+        if out.exists() and not overwrite:  # fail before the costly inference
             raise FileExistsError(f"{out}: output exists (use --overwrite to replace it)")
         hdul_out = self._process_hdus(spec, kind)
         return write_hdulist_atomic(hdul_out, out, overwrite=overwrite, protect=[spec.path])
@@ -211,10 +211,6 @@ class MaskMaker:
         except Exception as exc:
             raise InputError(f"{path}: not a readable FITS file ({exc})") from None
         with hdul:
-            try:
-                hdul.verify("silentfix")
-            except Exception:
-                pass
             if spec.hdu is not None:
                 try:
                     hdu = hdul[spec.hdu]
