@@ -14,7 +14,7 @@ import os
 __version__ = "0.1.0"
 
 # TensorFlow's C++ start-up chatter is noise for command-line users.
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 from .classes import CLASS_NAMES, CLASSES, ClassConfig  # noqa: E402
 from .priors import modify_priors, prior_factors, threshold  # noqa: E402

@@ -37,23 +37,27 @@ class ContaminantClass:
     training_prior: float
     prior: float
     threshold: float
+    #: Default WEIGHT_IMAGE policy: "zero" (weight 0: never detected) or
+    #: "flag" (FLAG_IMAGE bit only) or "none". Classes that cover real
+    #: sources flag, or whole bright stars would vanish from catalogues.
+    weight_action: str
 
 
 CLASSES: tuple[ContaminantClass, ...] = (
-    ContaminantClass("CR", "cosmic rays", 1, 0.010, 5e-4, 0.43),
-    ContaminantClass("HCL", "hot columns/lines", 2, 0.009, 1e-5, 0.60),
-    ContaminantClass("DCL", "dead columns/lines/clusters", 4, 0.036, 1e-4, 0.74),
-    ContaminantClass("HP", "hot pixels", 8, 0.001, 1e-6, 0.43),
-    ContaminantClass("DP", "dead pixels", 16, 0.001, 1e-6, 0.99),
-    ContaminantClass("P", "persistence", 32, 0.010, 1e-3, 0.65),
-    ContaminantClass("TRL", "satellite trails", 64, 0.103, 1e-3, 0.28),
-    ContaminantClass("FR", "fringes", 128, 0.126, 1e-3, 0.76),
-    ContaminantClass("NEB", "nebulosities", 256, 0.171, 1e-3, 0.56),
-    ContaminantClass("SAT", "saturated pixels", 512, 0.002, 1e-3, 0.81),
-    ContaminantClass("SP", "diffraction spikes", 1024, 0.044, 5e-3, 0.54),
-    ContaminantClass("OV", "overscan", 2048, 0.118, 5e-3, 0.55),
-    ContaminantClass("BBG", "bright background", 4096, 0.126, 0.1, 0.44),
-    ContaminantClass("BG", "background", 0, 0.395, 0.9, 0.27),
+    ContaminantClass("CR", "cosmic rays", 1, 0.010, 5e-4, 0.43, "zero"),
+    ContaminantClass("HCL", "hot columns/lines", 2, 0.009, 1e-5, 0.60, "zero"),
+    ContaminantClass("DCL", "dead columns/lines/clusters", 4, 0.036, 1e-4, 0.74, "zero"),
+    ContaminantClass("HP", "hot pixels", 8, 0.001, 1e-6, 0.43, "zero"),
+    ContaminantClass("DP", "dead pixels", 16, 0.001, 1e-6, 0.99, "zero"),
+    ContaminantClass("P", "persistence", 32, 0.010, 1e-3, 0.65, "zero"),
+    ContaminantClass("TRL", "satellite trails", 64, 0.103, 1e-3, 0.28, "zero"),
+    ContaminantClass("FR", "fringes", 128, 0.126, 1e-3, 0.76, "flag"),
+    ContaminantClass("NEB", "nebulosities", 256, 0.171, 1e-3, 0.56, "flag"),
+    ContaminantClass("SAT", "saturated pixels", 512, 0.002, 1e-3, 0.81, "flag"),
+    ContaminantClass("SP", "diffraction spikes", 1024, 0.044, 5e-3, 0.54, "flag"),
+    ContaminantClass("OV", "overscan", 2048, 0.118, 5e-3, 0.55, "zero"),
+    ContaminantClass("BBG", "bright background", 4096, 0.126, 0.1, 0.44, "flag"),
+    ContaminantClass("BG", "background", 0, 0.395, 0.9, 0.27, "none"),
 )
 
 CLASS_NAMES: tuple[str, ...] = tuple(c.abbr for c in CLASSES)

@@ -107,6 +107,154 @@ def cmd_mask(args) -> int:
     return 1 if failures else 0
 
 
+def _add_map_options(p, sextractor: bool) -> None:
+    p.add_argument("images", nargs="+", metavar="IMAGE", help="FITS images (file.fits[N] selects an HDU)")
+    p.add_argument("-o", "--out-dir", help="output directory (default: beside each input)")
+    p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    if sextractor:
+        p.add_argument("--no-mask", action="store_true", help="run without maps (the reference run)")
+    p.add_argument("--policy", help="per-class map action overrides, e.g. SAT=zero,FR=none "
+                   "(actions: zero, flag, none; defaults in the class registry)")
+    p.add_argument("--grow", type=int, default=0, help="grow zero-weight regions by N pixels (default 0)")
+    p.add_argument("--soft-weights", action="store_true", help="weight 1-p instead of 0/1 outside zeroed pixels")
+    p.add_argument("--weight-image", help="your own weight map, multiplied in (its zeros stay zero)")
+    p.add_argument("--config-dir", help="directory with MaxiMask classes.flags/.priors/.thresh")
+    p.add_argument("--classes", help="comma-separated classes entering the maps (default: all)")
+    p.add_argument("--model", help="model name (see 'maxidetect models')")
+    p.add_argument("--tile", type=int, default=None, help="max tile side in pixels (default 1024)")
+    p.add_argument("--batch-size", type=int, default=1, help="tiles per forward pass (default 1)")
+    p.add_argument("--precision", choices=["float32", "bfloat16", "float16"], default="float32")
+    p.add_argument("--verbose", action="store_true", help="print timings and the commands run")
+
+
+_SEX_EPILOG = (
+    "SExtractor arguments (-c FILE, -KEY VALUE) pass through unchanged; maxidetect's own "
+    "options start with '--' (or -o)."
+)
+
+
+def _split_argv(argv: list[str], parser: argparse.ArgumentParser) -> tuple[list[str], list[str]]:
+    """Separate SExtractor's ``-c FILE`` / ``-KEY VALUE`` pairs from our options."""
+    import re
+
+    takes_value = {}
+    for action in parser._actions:
+        for opt in action.option_strings:
+            takes_value[opt] = action.nargs != 0
+    ours, theirs = [], []
+    i = 0
+    while i < len(argv):
+        tok = argv[i]
+        name = tok.split("=", 1)[0]
+        if name in takes_value:
+            ours.append(tok)
+            if takes_value[name] and "=" not in tok and i + 1 < len(argv):
+                ours.append(argv[i + 1])
+                i += 1
+        elif tok == "-c" or re.match(r"^-[A-Z][A-Z0-9_]*$", tok):
+            theirs.append(tok)
+            if i + 1 < len(argv):
+                theirs.append(argv[i + 1])
+                i += 1
+        else:
+            ours.append(tok)
+        i += 1
+    return ours, theirs
+
+
+def _maker_from_args(args):
+    from .classes import ClassConfig, parse_class_list
+    from .inference import DEFAULT_MARGIN, DEFAULT_TILE
+    from .masks import MaskMaker
+
+    config = ClassConfig.from_dir(args.config_dir) if args.config_dir else ClassConfig.default()
+    if args.classes:
+        config.selected = config.selected & parse_class_list(args.classes)
+    config.validate()
+    return MaskMaker(model=args.model, config=config, tile=args.tile or DEFAULT_TILE, margin=DEFAULT_MARGIN,
+                     batch_size=args.batch_size, precision=args.precision)
+
+
+def _run_maps_engine(args, engine: str) -> int:
+    """Shared driver of ``maps``, ``sex`` and ``detect``."""
+    import shlex
+
+    from .io import InputError, expand_inputs
+    from .maps import MapPolicy, sextractor_args, write_maps
+    from .masks import MaxidetectWarning
+    from .sexconfig import ConfigError, SexConfig, split_sextractor_args
+    from .sextractor import SExtractorError
+    from .weights import WeightsError
+
+    try:
+        cfile, over = split_sextractor_args(args.sex_args)
+        config = SexConfig(cfile, over)
+        if engine == "sex":
+            from .sexconfig import find_binary
+
+            find_binary(args.sex_binary)  # fail before the costly masks
+        specs = expand_inputs(args.images)
+        if not specs:
+            raise InputError("no input FITS files found")
+        policy = MapPolicy.parse(args.policy, grow=args.grow, soft=args.soft_weights)
+        maker = None if getattr(args, "no_mask", False) else _maker_from_args(args)
+    except (ConfigError, SExtractorError, InputError, WeightsError, OSError, ValueError) as exc:
+        print(f"maxidetect: error: {exc}", file=sys.stderr)
+        return 2
+    failures = 0
+    for spec in specs:
+        t0 = time.perf_counter()
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", MaxidetectWarning)
+            try:
+                maps = None
+                if maker is not None:
+                    maps = write_maps(spec, maker, policy, out_dir=args.out_dir, weight_image=args.weight_image,
+                                      overwrite=args.overwrite)
+                if engine == "maps":
+                    print(f"{spec} -> {maps[0]}, {maps[1]}")
+                    print("SExtractor arguments: " + shlex.join(sextractor_args(*maps)))
+                    continue
+                if engine == "sex":
+                    from .pipeline import sex_file
+
+                    cat, cmd = sex_file(spec, config, maps=maps, binary=args.sex_binary, out_dir=args.out_dir,
+                                        overwrite=args.overwrite)
+                    if args.verbose:
+                        print("ran: " + shlex.join(cmd))
+                else:
+                    from .pipeline import detect_file
+
+                    cat = detect_file(spec, config, maps=maps, out_dir=args.out_dir, overwrite=args.overwrite)
+            except (InputError, ConfigError, SExtractorError, FileExistsError, OSError, ValueError) as exc:
+                failures += 1
+                print(f"maxidetect: failed: {exc}", file=sys.stderr)
+                continue
+            finally:
+                for w in caught:
+                    if issubclass(w.category, MaxidetectWarning):
+                        print(f"maxidetect: warning: {w.message}", file=sys.stderr)
+        msg = f"{spec} -> {cat}"
+        if args.verbose:
+            msg += f" ({time.perf_counter() - t0:.1f} s)"
+        print(msg)
+    if failures:
+        print(f"maxidetect: {failures} of {len(specs)} file(s) failed", file=sys.stderr)
+    return 1 if failures else 0
+
+
+def cmd_maps(args) -> int:
+    return _run_maps_engine(args, "maps")
+
+
+def cmd_sex(args) -> int:
+    return _run_maps_engine(args, "sex")
+
+
+def cmd_detect(args) -> int:
+    return _run_maps_engine(args, "detect")
+
+
 def cmd_models(args) -> int:
     from .weights import load_manifest
 
@@ -126,11 +274,38 @@ def build_parser() -> argparse.ArgumentParser:
     _add_mask_parser(sub)
     p = sub.add_parser("models", help="list known models, the default first")
     p.set_defaults(func=cmd_models)
+    p = sub.add_parser("maps", help="write SExtractor WEIGHT_IMAGE/FLAG_IMAGE maps and print the arguments",
+                       description="Write NAME.weight.fits and NAME.flag.fits (layout of the image) and print "
+                       "the SExtractor arguments that use them.")
+    _add_map_options(p, sextractor=False)
+    p.set_defaults(func=cmd_maps)
+    p = sub.add_parser("sex", help="run the real SExtractor with maxidetect's maps",
+                       description="Compute masks and maps, then run SExtractor (source-extractor or sex) "
+                       "with -WEIGHT_TYPE MAP_WEIGHT -FLAG_IMAGE ... -INTERP_TYPE NONE added.",
+                       epilog=_SEX_EPILOG)
+    _add_map_options(p, sextractor=True)
+    p.add_argument("--sex-binary", help="SExtractor executable (default: source-extractor or sex on PATH)")
+    p.set_defaults(func=cmd_sex)
+    p = sub.add_parser("detect", help="detect sources in process with the SEP engine",
+                       description="SExtractor's steps in process (SEP): reads the same -c FILE and -KEY VALUE.",
+                       epilog=_SEX_EPILOG)
+    _add_map_options(p, sextractor=True)
+    p.set_defaults(func=cmd_detect)
     return parser
 
 
 def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    sex_args: list[str] = []
+    if argv and argv[0] in ("sex", "detect", "maps"):
+        sub = parser._subparsers._group_actions[0].choices[argv[0]]
+        ours, sex_args = _split_argv(argv[1:], sub)
+        argv = [argv[0]] + ours
+    args = parser.parse_args(argv)
+    args.sex_args = sex_args
+    if args.command == "maps" and sex_args:
+        parser.error("'maps' takes no SExtractor arguments")
     return args.func(args)
 
 

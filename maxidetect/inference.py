@@ -18,7 +18,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .network import ALIGN
+# 2**5 for the network's five 2x2 poolings (network.ALIGN); repeated here so
+# that importing the tiling does not import Keras.
+ALIGN = 32
 
 __all__ = ["Predictor", "tile_grid", "DEFAULT_TILE", "DEFAULT_MARGIN"]
 

@@ -19,6 +19,7 @@ from astropy.io import fits
 
 __all__ = [
     "InputError",
+    "MaxidetectWarning",
     "InputSpec",
     "expand_inputs",
     "parse_input",
@@ -40,6 +41,10 @@ _STRUCTURAL = re.compile(
 
 class InputError(ValueError):
     """Bad input: the message names the file, the HDU and the problem."""
+
+
+class MaxidetectWarning(UserWarning):
+    """Something in the input or the run that the user should know about."""
 
 
 @dataclass(frozen=True)

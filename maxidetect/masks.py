@@ -20,6 +20,7 @@ from .inference import DEFAULT_MARGIN, DEFAULT_TILE, Predictor
 from .io import (
     InputError,
     InputSpec,
+    MaxidetectWarning,
     image_header,
     is_image_hdu,
     output_path,
@@ -31,10 +32,6 @@ from .priors import bitmask, modify_priors, prior_factors
 __all__ = ["MaskMaker", "MaxidetectWarning", "predict", "compute_masks", "MASK_SUFFIX"]
 
 MASK_SUFFIX = ".masks.fits"
-
-
-class MaxidetectWarning(UserWarning):
-    """Something in the input that the user should know about."""
 
 
 @dataclass
@@ -173,6 +170,10 @@ class MaskMaker:
             if self.apply_threshold:
                 cards.append((f"{c.abbr}_TH", float(self.config.thresholds[ci]), f"{c.abbr} threshold"))
         return cards
+
+    def header_cards_common(self) -> list[tuple]:
+        """Provenance keywords for derived products (maps, catalogues)."""
+        return [c for c in self.header_cards(OutputKind(single=True)) if c[0] != "MDOUTPUT"]
 
     def process_file(
         self,

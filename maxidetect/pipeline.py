@@ -1,0 +1,119 @@
+"""File-level runs: maps -> SExtractor binary or SEP engine -> catalogue.
+
+The functions here tie the one-job modules together for one FITS file; the
+CLI calls them, and so can scripts.
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import numpy as np
+from astropy.io import fits
+
+from .catalog import CATALOG_TYPES, write_catalog
+from .detect import detect
+from .io import InputError, InputSpec, MaxidetectWarning, image_header, is_image_hdu, parse_input
+from .sexconfig import SexConfig, read_param_file
+from .sextractor import catalog_target, run_sextractor
+
+__all__ = ["detect_file", "sex_file"]
+
+
+def _as_spec(spec) -> InputSpec:
+    return spec if isinstance(spec, InputSpec) else parse_input(str(spec))
+
+
+def _open(path: Path, what: str) -> fits.HDUList:
+    if not path.exists():
+        raise InputError(f"{path}: {what} does not exist")
+    try:
+        return fits.open(path, memmap=False)
+    except Exception as exc:
+        raise InputError(f"{path}: {what} is not a readable FITS file ({exc})") from None
+
+
+def detect_file(
+    spec,
+    config: SexConfig | None = None,
+    maps: tuple[Path, Path] | None = None,
+    out_dir=None,
+    overwrite: bool = False,
+) -> Path | None:
+    """Run the SEP engine on every image HDU (or the selected one) of a file.
+
+    ``maps`` are (weight, flag) files laid out like the image, as written
+    by :func:`maxidetect.maps.write_maps`. Returns the catalogue path.
+    """
+    spec = _as_spec(spec)
+    cfg = config or SexConfig()
+    catalog, ctype = catalog_target(spec, cfg, out_dir)
+    if ctype not in CATALOG_TYPES:
+        raise InputError(f"CATALOG_TYPE {ctype} not supported by the SEP engine ({', '.join(CATALOG_TYPES)})")
+    if catalog.exists() and not overwrite and ctype != "NONE":
+        raise FileExistsError(f"{catalog}: output exists (use --overwrite to replace it)")
+    params = read_param_file(cfg.resolve("PARAMETERS_NAME", "default.param")) or None
+    hdul = _open(spec.path, "image")
+    wmaps = _open(maps[0], "weight map") if maps else None
+    fmaps = _open(maps[1], "flag map") if maps else None
+    tables, headers = [], []
+    try:
+        if spec.hdu is not None:
+            try:
+                pairs = [(hdul.index_of(spec.hdu), hdul[spec.hdu])]
+            except (KeyError, IndexError):
+                raise InputError(f"{spec.path}[{spec.hdu}]: no such HDU (file has {len(hdul)})") from None
+        else:
+            pairs = list(enumerate(hdul))
+        k_map = 0
+        for index, hdu in pairs:
+            where = f"{spec.path}[{index}]"
+            if not is_image_hdu(hdu):
+                if spec.hdu is not None:
+                    raise InputError(f"{where}: not a 2-D image HDU")
+                if index == 0 and wmaps is not None:
+                    k_map += 1  # maps keep the empty primary
+                continue
+            if hdu.data.ndim != 2:
+                raise InputError(f"{where}: the detection engine needs 2-D images, got shape {hdu.data.shape}")
+            weight = flag = None
+            if wmaps is not None:
+                if k_map >= len(wmaps) or k_map >= len(fmaps):
+                    raise InputError(f"{maps[0]}: has no map for image HDU {index}")
+                weight, flag = wmaps[k_map].data, fmaps[k_map].data
+                for arr, name in ((weight, maps[0]), (flag, maps[1])):
+                    if arr is None or arr.shape != hdu.data.shape:
+                        got = None if arr is None else arr.shape
+                        raise InputError(f"{name}[{k_map}]: map shape {got} does not match {where} {hdu.data.shape}")
+                k_map += 1
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always", MaxidetectWarning)
+                try:
+                    det = detect(hdu.data, cfg, weight=weight, flag=flag, header=hdu.header, params=params)
+                except ValueError as exc:
+                    raise InputError(f"{where}: {exc}") from None
+            for w in caught:
+                if issubclass(w.category, MaxidetectWarning):
+                    warnings.warn(f"{where}: {w.message}", w.category, stacklevel=2)
+            t = det.catalog
+            if params and "EXT_NUMBER" in [p.upper() for p in params]:
+                t["EXT_NUMBER"] = np.full(len(t), index, np.int16)
+            t.meta["EXTNUM"] = index
+            tables.append(t)
+            headers.append(image_header(hdu))
+        if not tables:
+            raise InputError(f"{spec.path}: no 2-D image HDU to detect on")
+    finally:
+        hdul.close()
+        for h in (wmaps, fmaps):
+            if h is not None:
+                h.close()
+    protect = [spec.path] + (list(maps) if maps else [])
+    return write_catalog(tables, catalog, ctype, headers=headers, overwrite=overwrite, protect=protect)
+
+
+def sex_file(spec, config: SexConfig, maps=None, binary=None, out_dir=None, overwrite=False):
+    """Run the real SExtractor on a file with optional maps; see
+    :func:`maxidetect.sextractor.run_sextractor`."""
+    return run_sextractor(_as_spec(spec), config, maps=maps, binary=binary, out_dir=out_dir, overwrite=overwrite)
