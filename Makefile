@@ -17,8 +17,15 @@ venv: $(STAMP)
 demo: $(STAMP)
 	$(VENV)/bin/maxidetect mask examples/fitswcs_tpv_ctio_mosaic2.fits -o demo_output --overwrite -v
 	$(VENV)/bin/maxidetect mask examples/fitswcs_tpv_ctio_mosaic2.fits -o demo_output/single --single-mask --overwrite
+	$(VENV)/bin/maxidetect detect examples/fitswcs_tpv_ctio_mosaic2.fits -o demo_output --overwrite --verbose
+	if command -v source-extractor >/dev/null 2>&1 || command -v sex >/dev/null 2>&1; then \
+	  $(VENV)/bin/maxidetect sex examples/fitswcs_tpv_ctio_mosaic2.fits -o demo_output/sextractor --overwrite; \
+	else echo "SExtractor not installed: skipping 'maxidetect sex' (apt-get install source-extractor)"; fi
 	@echo "Outputs: demo_output/fitswcs_tpv_ctio_mosaic2.masks.fits (uint8 cube, one plane per class)"
 	@echo "         demo_output/single/fitswcs_tpv_ctio_mosaic2.masks.fits (int32 bit-coded FLAG map)"
+	@echo "         demo_output/fitswcs_tpv_ctio_mosaic2.{weight,flag}.fits (SExtractor maps)"
+	@echo "         demo_output/fitswcs_tpv_ctio_mosaic2.cat.fits (SEP catalogue with IMAFLAGS_ISO)"
+	@echo "         demo_output/sextractor/fitswcs_tpv_ctio_mosaic2.cat.fits (SExtractor catalogue, if installed)"
 
 test: $(STAMP)
 	$(VENV)/bin/ruff check .

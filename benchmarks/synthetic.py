@@ -12,7 +12,8 @@ from astropy.io import fits
 from astropy.wcs import WCS
 
 
-def make_frame(size: int = 2048, seed: int = 42) -> tuple[np.ndarray, fits.Header]:
+def make_frame(size: int = 2048, seed: int = 42, return_truth: bool = False):
+    """(image, header), plus the stars' (x, y, flux) 0-based if ``return_truth``."""
     rng = np.random.default_rng(seed)
     h = w = size
     gain, rdnoise, sat = 2.0, 5.0, 60000.0
@@ -70,6 +71,8 @@ def make_frame(size: int = 2048, seed: int = 42) -> tuple[np.ndarray, fits.Heade
          "CRVAL1": 150.0, "CRVAL2": 2.0, "CD1_1": -7.5e-5, "CD2_2": 7.5e-5, "CD1_2": 0.0, "CD2_1": 0.0}
     ).to_header()
     hdr["GAIN"], hdr["RDNOISE"], hdr["SATURATE"] = gain, rdnoise, sat
+    if return_truth:
+        return img.astype(np.float32), hdr, {"x": xs, "y": ys, "flux": flux}
     return img.astype(np.float32), hdr
 
 

@@ -234,3 +234,27 @@ def test_engines_agree_on_real_images(maker, tmp_path):
             n_sex = len(read_catalog(sex_file(p, cfg, maps=m, out_dir=tmp_path / tag / "sex")[0]))
             tol = 0.02 if tag == "nomask" else 0.10
             assert abs(n_sep - n_sex) <= max(1, tol * n_sex), (name, tag, n_sep, n_sex)
+
+
+def test_maps_reuse_up_to_date_masks(maker, tmp_path, monkeypatch):
+    """An up-to-date NAME.masks.fits made with the same model and settings is
+    reused (the network is not run again); a different threshold is not."""
+    img, _ = _star_field(96)
+    path = _write(tmp_path / "im.fits", img)
+    maker.process_file(str(path))
+    import maxidetect.maps as maps_mod
+
+    def boom(*a, **k):
+        raise AssertionError("masks were recomputed")
+
+    monkeypatch.setattr(maps_mod, "compute_maps", boom)
+    w, f = write_maps(path, maker)
+    assert fits.getdata(w).shape == img.shape
+    from maxidetect.classes import ClassConfig
+    from maxidetect.masks import MaskMaker
+
+    cfg = ClassConfig.default()
+    cfg.thresholds[0] = 0.5
+    other = MaskMaker(config=cfg, predictor=maker.predictor)
+    with pytest.raises(AssertionError, match="recomputed"):
+        write_maps(path, other, overwrite=True)
