@@ -41,23 +41,29 @@ class ContaminantClass:
     #: "flag" (FLAG_IMAGE bit only) or "none". Classes that cover real
     #: sources flag, or whole bright stars would vanish from catalogues.
     weight_action: str
+    #: Threshold on the network's raw probability for the maps of the
+    #: catalogue pipeline (``ClassConfig.catalogue()``), and the growth of
+    #: its zero-weight pixels [pix]; tuned on simulated truth (seeds
+    #: 1000-1002, benchmarks/results/tuning.md), validated on other seeds.
+    map_threshold: float = 0.5
+    map_grow: int = 0
 
 
 CLASSES: tuple[ContaminantClass, ...] = (
-    ContaminantClass("CR", "cosmic rays", 1, 0.010, 5e-4, 0.43, "zero"),
-    ContaminantClass("HCL", "hot columns/lines", 2, 0.009, 1e-5, 0.60, "zero"),
-    ContaminantClass("DCL", "dead columns/lines/clusters", 4, 0.036, 1e-4, 0.74, "zero"),
-    ContaminantClass("HP", "hot pixels", 8, 0.001, 1e-6, 0.43, "zero"),
-    ContaminantClass("DP", "dead pixels", 16, 0.001, 1e-6, 0.99, "zero"),
-    ContaminantClass("P", "persistence", 32, 0.010, 1e-3, 0.65, "zero"),
-    ContaminantClass("TRL", "satellite trails", 64, 0.103, 1e-3, 0.28, "zero"),
-    ContaminantClass("FR", "fringes", 128, 0.126, 1e-3, 0.76, "flag"),
-    ContaminantClass("NEB", "nebulosities", 256, 0.171, 1e-3, 0.56, "flag"),
-    ContaminantClass("SAT", "saturated pixels", 512, 0.002, 1e-3, 0.81, "flag"),
-    ContaminantClass("SP", "diffraction spikes", 1024, 0.044, 5e-3, 0.54, "flag"),
-    ContaminantClass("OV", "overscan", 2048, 0.118, 5e-3, 0.55, "zero"),
-    ContaminantClass("BBG", "bright background", 4096, 0.126, 0.1, 0.44, "flag"),
-    ContaminantClass("BG", "background", 0, 0.395, 0.9, 0.27, "none"),
+    ContaminantClass("CR", "cosmic rays", 1, 0.010, 5e-4, 0.43, "zero", 0.85, 0),
+    ContaminantClass("HCL", "hot columns/lines", 2, 0.009, 1e-5, 0.60, "zero", 0.5, 0),
+    ContaminantClass("DCL", "dead columns/lines/clusters", 4, 0.036, 1e-4, 0.74, "zero", 0.9, 0),
+    ContaminantClass("HP", "hot pixels", 8, 0.001, 1e-6, 0.43, "zero", 0.5, 0),
+    ContaminantClass("DP", "dead pixels", 16, 0.001, 1e-6, 0.99, "zero", 0.9, 0),
+    ContaminantClass("P", "persistence", 32, 0.010, 1e-3, 0.65, "zero", 0.95, 0),
+    ContaminantClass("TRL", "satellite trails", 64, 0.103, 1e-3, 0.28, "zero", 0.3, 2),
+    ContaminantClass("FR", "fringes", 128, 0.126, 1e-3, 0.76, "flag", 0.5, 0),
+    ContaminantClass("NEB", "nebulosities", 256, 0.171, 1e-3, 0.56, "flag", 0.5, 0),
+    ContaminantClass("SAT", "saturated pixels", 512, 0.002, 1e-3, 0.81, "flag", 0.5, 0),
+    ContaminantClass("SP", "diffraction spikes", 1024, 0.044, 5e-3, 0.54, "flag", 0.5, 0),
+    ContaminantClass("OV", "overscan", 2048, 0.118, 5e-3, 0.55, "zero", 0.9, 0),
+    ContaminantClass("BBG", "bright background", 4096, 0.126, 0.1, 0.44, "flag", 0.5, 0),
+    ContaminantClass("BG", "background", 0, 0.395, 0.9, 0.27, "none", 0.5, 0),
 )
 
 CLASS_NAMES: tuple[str, ...] = tuple(c.abbr for c in CLASSES)
@@ -108,6 +114,16 @@ class ClassConfig:
             selected=np.ones(N_CLASSES, dtype=bool),
             priors=np.array([c.prior for c in CLASSES], dtype=np.float64),
             thresholds=np.array([c.threshold for c in CLASSES], dtype=np.float64),
+        )
+
+    @classmethod
+    def catalogue(cls) -> ClassConfig:
+        """The maps' default: no prior change (priors = training proportions)
+        and the registry's ``map_threshold`` per class."""
+        return cls(
+            selected=np.ones(N_CLASSES, dtype=bool),
+            priors=np.array([c.training_prior for c in CLASSES], dtype=np.float64),
+            thresholds=np.array([c.map_threshold for c in CLASSES], dtype=np.float64),
         )
 
     @classmethod

@@ -117,6 +117,10 @@ def _add_map_options(p, sextractor: bool) -> None:
                    "(actions: zero, flag, none; defaults in the class registry)")
     p.add_argument("--grow", type=int, default=0, help="grow zero-weight regions by N pixels (default 0)")
     p.add_argument("--soft-weights", action="store_true", help="weight 1-p instead of 0/1 outside zeroed pixels")
+    p.add_argument("--no-noise-weights", action="store_true",
+                   help="do not fold (global/local rms)^2 into the weights (0/1 weights only)")
+    p.add_argument("--maximask-defaults", action="store_true",
+                   help="MaxiMask 1.4.1's priors and thresholds instead of the catalogue defaults")
     p.add_argument("--weight-image", help="your own weight map, multiplied in (its zeros stay zero)")
     p.add_argument("--config-dir", help="directory with MaxiMask classes.flags/.priors/.thresh")
     p.add_argument("--classes", help="comma-separated classes entering the maps (default: all)")
@@ -167,7 +171,12 @@ def _maker_from_args(args):
     from .inference import DEFAULT_MARGIN, DEFAULT_TILE
     from .masks import MaskMaker
 
-    config = ClassConfig.from_dir(args.config_dir) if args.config_dir else ClassConfig.default()
+    if args.config_dir:
+        config = ClassConfig.from_dir(args.config_dir)
+    elif args.maximask_defaults:
+        config = ClassConfig.default()
+    else:
+        config = ClassConfig.catalogue()
     if args.classes:
         config.selected = config.selected & parse_class_list(args.classes)
     config.validate()
@@ -196,7 +205,8 @@ def _run_maps_engine(args, engine: str) -> int:
         specs = expand_inputs(args.images)
         if not specs:
             raise InputError("no input FITS files found")
-        policy = MapPolicy.parse(args.policy, grow=args.grow, soft=args.soft_weights)
+        policy = MapPolicy.parse(args.policy, grow=args.grow, soft=args.soft_weights,
+                                 noise=not args.no_noise_weights)
         maker = None if getattr(args, "no_mask", False) else _maker_from_args(args)
     except (ConfigError, SExtractorError, InputError, WeightsError, OSError, ValueError) as exc:
         print(f"maxidetect: error: {exc}", file=sys.stderr)
@@ -255,6 +265,68 @@ def cmd_detect(args) -> int:
     return _run_maps_engine(args, "detect")
 
 
+def cmd_simulate(args) -> int:
+    from .simulate import SimConfig, simulate_frame, write_frame
+
+    try:
+        cfg = SimConfig.from_file(args.config) if args.config else SimConfig()
+    except (OSError, ValueError) as exc:
+        print(f"maxidetect: error: {exc}", file=sys.stderr)
+        return 2
+    for k in range(args.n):
+        seed = args.seed + k
+        frame = simulate_frame(seed, cfg, size=args.size)
+        try:
+            paths = write_frame(frame, args.outdir, f"sim{seed}", overwrite=args.overwrite)
+        except (FileExistsError, OSError) as exc:
+            print(f"maxidetect: failed: {exc}", file=sys.stderr)
+            return 1
+        print(f"seed {seed}: {paths['image']} ({len(frame.catalog)} sources), {paths['truth']}, {paths['catalog']}")
+    return 0
+
+
+def cmd_bench(args) -> int:
+    import shlex
+
+    from .bench import BenchOptions, real_report, run_bench, write_report
+    from .maps import MapPolicy
+    from .simulate import SimConfig
+
+    try:
+        policy = MapPolicy.parse(args.policy, grow=args.grow, noise=not args.no_noise_weights)
+        opts = BenchOptions.quick() if args.quick else BenchOptions()
+        if args.frames is not None:
+            opts.n_frames = args.frames
+        if args.size is not None:
+            opts.size = args.size
+        if args.seed is not None:
+            opts.seed = args.seed
+        opts.policy = policy
+        opts.peers = args.peers
+        opts.engines = tuple(e.strip() for e in args.engines.split(","))
+        bad = set(opts.engines) - {"SEP", "SExtractor"}
+        if bad:
+            raise ValueError(f"unknown engine(s) {sorted(bad)}; use SEP and/or SExtractor")
+        if args.sim_config:
+            opts.sim_config = SimConfig.from_file(args.sim_config)
+    except (OSError, ValueError) as exc:
+        print(f"maxidetect: error: {exc}", file=sys.stderr)
+        return 2
+    command = "maxidetect " + shlex.join(sys.argv[1:]) if sys.argv and "maxidetect" in sys.argv[0] else ""
+    if args.real:
+        r = real_report(args.real, args.out_dir, policy=policy)
+        print(f"real-frame report: {r['report']}")
+        return 0
+    results = run_bench(opts, work_dir=args.work_dir)
+    paths = write_report(results, args.out_dir, command=command or f"maxidetect bench{' --quick' if args.quick else ''}")
+    for r in results["summary"]:
+        red = r.get("spurious_reduction", float("nan"))
+        print(f"{r['strategy']:>12} {r['engine']:<10} spurious {r['n_spurious']:5d} ({-red:+.1%})  "
+              f"completeness {r['completeness']:.4f} ({r.get('completeness_change_pp', 0):+.2f} pp)")
+    print(f"report: {paths['report']}")
+    return 0
+
+
 def cmd_models(args) -> int:
     from .weights import load_manifest
 
@@ -274,6 +346,33 @@ def build_parser() -> argparse.ArgumentParser:
     _add_mask_parser(sub)
     p = sub.add_parser("models", help="list known models, the default first")
     p.set_defaults(func=cmd_models)
+    p = sub.add_parser("simulate", help="simulate CCD frames with per-class truth masks and a truth catalogue",
+                       description="Write simSEED.fits, simSEED.truth.fits (bit mask + per-class planes) and "
+                       "simSEED.truth.cat.fits per frame; the same seed gives the same frame.")
+    p.add_argument("outdir", metavar="OUTDIR")
+    p.add_argument("--seed", type=int, default=0, help="first seed (default 0)")
+    p.add_argument("--size", type=int, default=2048, help="frame side in pixels (default 2048)")
+    p.add_argument("-n", type=int, default=1, help="number of frames (seeds SEED, SEED+1, ...)")
+    p.add_argument("--config", help="JSON file overriding simulation parameters (see maxidetect.simulate.SimConfig)")
+    p.add_argument("--overwrite", action="store_true")
+    p.set_defaults(func=cmd_simulate)
+    p = sub.add_parser("bench", help="completeness/contamination with and without masks on simulated truth",
+                       description="Simulate frames, run detection with each strategy and engine, cross-match to "
+                       "truth; writes report.md, results.json and PNG plots.")
+    p.add_argument("--quick", action="store_true", help="one 1024x1024 frame (CI, demos)")
+    p.add_argument("--frames", type=int, help="number of frames (default 3)")
+    p.add_argument("--size", type=int, help="frame side (default 2048)")
+    p.add_argument("--seed", type=int, help="first seed (default 100)")
+    p.add_argument("--engines", default="SEP,SExtractor", help="SEP,SExtractor (SExtractor skipped if missing)")
+    p.add_argument("--peers", action="store_true", help="also run MaxiMask's own CLI (slow)")
+    p.add_argument("--policy", help="per-class map action overrides, e.g. SAT=zero")
+    p.add_argument("--grow", type=int, default=0, help="grow zero-weight regions by N pixels")
+    p.add_argument("--no-noise-weights", action="store_true", help="0/1 weights only")
+    p.add_argument("--sim-config", help="JSON simulation overrides")
+    p.add_argument("--real", nargs="+", metavar="FITS", help="report on real frames without truth instead")
+    p.add_argument("-o", "--out-dir", default="bench_output", help="report directory (default bench_output)")
+    p.add_argument("--work-dir", help="keep the simulated frames, maps and catalogues here")
+    p.set_defaults(func=cmd_bench)
     p = sub.add_parser("maps", help="write SExtractor WEIGHT_IMAGE/FLAG_IMAGE maps and print the arguments",
                        description="Write NAME.weight.fits and NAME.flag.fits (layout of the image) and print "
                        "the SExtractor arguments that use them.")

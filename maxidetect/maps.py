@@ -39,6 +39,8 @@ __all__ = [
     "WEIGHT_SUFFIX",
     "FLAG_SUFFIX",
     "compute_maps",
+    "maps_from_masks",
+    "noise_weight",
     "write_maps",
 ]
 
@@ -62,11 +64,23 @@ class MapPolicy:
         element), to catch the faint halo of a defect below threshold.
     soft : bool
         Weight ``1 - max p`` over the "zero" classes instead of 0/1.
+    noise : bool
+        Multiply the weights by ``(global rms / local rms)**2`` (at most 1)
+        from a SEP background map (64 px mesh): thresholds then follow the
+        local noise where it is higher than typical,
+        as SExtractor's WEIGHT_TYPE BACKGROUND would, which stops noise peaks
+        in bright-background, nebular and fringed areas from being detected
+        (one weight map cannot carry both, so maxidetect folds it in).
+    class_grow : dict
+        Extra growth per class [pix] (default: the registry's ``map_grow``;
+        trails get 2 px because their faint wings break into fragments).
     """
 
     actions: dict = field(default_factory=dict)
     grow: int = 0
     soft: bool = False
+    noise: bool = True
+    class_grow: dict = field(default_factory=lambda: {c.abbr: c.map_grow for c in CLASSES})
 
     def __post_init__(self):
         full = {c.abbr: c.weight_action for c in CLASSES}
@@ -80,7 +94,7 @@ class MapPolicy:
             raise ValueError(f"grow must be >= 0 pixels, got {self.grow}")
 
     @classmethod
-    def parse(cls, spec: str | None, grow: int = 0, soft: bool = False) -> MapPolicy:
+    def parse(cls, spec: str | None, grow: int = 0, soft: bool = False, noise: bool = True) -> MapPolicy:
         """From ``"SAT=zero,FR=none"`` overrides of the registry defaults."""
         actions = {}
         for item in (spec or "").split(","):
@@ -90,7 +104,7 @@ class MapPolicy:
                 raise ValueError(f"policy item {item!r} is not CLASS=ACTION")
             abbr, act = item.split("=", 1)
             actions[abbr.strip()] = act.strip()
-        return cls(actions, grow=grow, soft=soft)
+        return cls(actions, grow=grow, soft=soft, noise=noise)
 
     def indices(self, action: str) -> list[int]:
         return [i for i, c in enumerate(CLASSES) if self.actions[c.abbr] == action]
@@ -103,7 +117,11 @@ class MapPolicy:
             ("MDWFLAG", flag, "classes only flagged"),
             ("MDWGROW", self.grow, "zero-weight growth [pix]"),
             ("MDWSOFT", self.soft, "soft weights 1-p"),
+            ("MDWNOISE", self.noise, "weights x (global/local rms)^2"),
         ]
+
+    def grow_of(self, ci: int) -> int:
+        return self.grow + int(self.class_grow.get(CLASSES[ci].abbr, 0))
 
 
 @dataclass
@@ -120,17 +138,80 @@ def _grow(mask: np.ndarray, n: int) -> np.ndarray:
     return ndimage.binary_dilation(mask, structure=np.ones((3, 3), bool), iterations=n)
 
 
+def noise_weight(image: np.ndarray, bad: np.ndarray | None = None, mesh: int = 64) -> np.ndarray:
+    """``(global rms / local rms)**2`` from a SEP background map, clipped to
+    [1/16, 1], float32 (H, W).
+
+    Only noisier-than-typical areas are down-weighted: quieter meshes
+    (overscan, saturated plateaus, dead regions) would otherwise get huge
+    weights and a threshold near zero."""
+    import sep
+
+    data = np.asarray(image, dtype=np.float64)
+    bad = ~np.isfinite(data) if bad is None else (bad | ~np.isfinite(data))
+    data = np.where(bad, 0.0, data)
+    bw = min(mesh, data.shape[1])
+    bh = min(mesh, data.shape[0])
+    bkg = sep.Background(data, mask=bad, bw=bw, bh=bh)
+    rms = bkg.rms()
+    with np.errstate(divide="ignore", invalid="ignore"):
+        w = (bkg.globalrms / rms) ** 2
+    w = np.where(np.isfinite(w) & (rms > 0), w, 1.0)
+    return np.clip(w, 1.0 / 16.0, 1.0).astype(np.float32)
+
+
+class _Accumulator:
+    """Builds the maps from per-class masks, tile by tile."""
+
+    def __init__(self, shape, maker: MaskMaker, policy: MapPolicy):
+        self.policy = policy
+        sel = list(maker.selected)
+        self.rows = [(k, ci, policy.actions[CLASSES[ci].abbr], policy.grow_of(ci)) for k, ci in enumerate(sel)]
+        self.flag = np.zeros(shape, np.int32)
+        self.zero = {}  # growth [pix] -> bool mask
+        self.soft = np.ones(shape, np.float32) if policy.soft else None
+
+    def add(self, ys, xs, masks, probs=None):
+        f = self.flag[ys, xs]
+        zero_rows = []
+        for k, ci, act, g in self.rows:
+            bit = CLASSES[ci].bit
+            if act != "none" and bit:
+                f[masks[k]] |= bit
+            if act == "zero":
+                z = self.zero.setdefault(g, np.zeros(self.flag.shape, bool))
+                z[ys, xs] |= masks[k]
+                zero_rows.append(k)
+        if self.soft is not None and zero_rows and probs is not None:
+            self.soft[ys, xs] = 1.0 - probs[zero_rows].max(axis=0)
+
+    def finish(self, image=None, user_weight=None) -> MapSet:
+        zero = np.zeros(self.flag.shape, bool)
+        for g, z in self.zero.items():
+            zero |= _grow(z, g)
+        weight = self.soft if self.soft is not None else np.ones(self.flag.shape, np.float32)
+        weight[zero] = 0.0
+        if self.policy.noise and image is not None:
+            weight *= noise_weight(image, zero)
+        if user_weight is not None:
+            user_weight = np.asarray(user_weight, dtype=np.float32)
+            if user_weight.shape != self.flag.shape:
+                raise ValueError(f"weight image shape {user_weight.shape} != image shape {self.flag.shape}")
+            weight *= np.where(np.isfinite(user_weight), user_weight, 0.0)
+        return MapSet(weight=weight, flag=self.flag)
+
+
 def compute_maps(image, maker: MaskMaker, policy: MapPolicy | None = None, user_weight=None) -> MapSet:
     """Weight and flag maps for a raw 2-D image.
 
-    Streams tile by tile (memory ~ a few image-sized planes, not 14).
+    Streams tile by tile (memory: a few image-sized planes, not 14).
 
     Parameters
     ----------
     image : array, shape (H, W)
     maker : MaskMaker
-        Supplies prior-modified probabilities and thresholds; only its
-        selected classes enter the maps.
+        Supplies probabilities and thresholds; only its selected classes
+        enter the maps.
     user_weight : array, shape (H, W), optional
         Multiplied in; its zeros stay zero.
     """
@@ -138,37 +219,22 @@ def compute_maps(image, maker: MaskMaker, policy: MapPolicy | None = None, user_
     image = np.asarray(image)
     if image.ndim != 2:
         raise ValueError(f"maps need a 2-D image, got shape {image.shape}")
-    sel = list(maker.selected)
-    zero_rows = [k for k, ci in enumerate(sel) if policy.actions[CLASSES[ci].abbr] == "zero"]
-    flag_rows = [k for k, ci in enumerate(sel) if policy.actions[CLASSES[ci].abbr] != "none"]
-    bits = np.array([CLASSES[ci].bit for ci in sel], dtype=np.int32)
-    thresh = maker.config.thresholds[sel].astype(np.float32)[:, None, None]
-
-    flag = np.zeros(image.shape, np.int32)
-    zero = np.zeros(image.shape, bool)
-    soft = np.ones(image.shape, np.float32) if policy.soft else None
+    thresh = maker.config.thresholds[list(maker.selected)].astype(np.float32)[:, None, None]
+    acc = _Accumulator(image.shape, maker, policy)
     for (ys, xs), p in maker._blocks(image):
-        m = p > thresh
-        f = flag[ys, xs]
-        for k in flag_rows:
-            if bits[k]:
-                f[m[k]] |= bits[k]
-        if zero_rows:
-            zero[ys, xs] = m[zero_rows].any(axis=0)
-            if soft is not None:
-                soft[ys, xs] = 1.0 - p[zero_rows].max(axis=0)
-    zero = _grow(zero, policy.grow)
-    if soft is not None:
-        weight = soft
-        weight[zero] = 0.0
-    else:
-        weight = (~zero).astype(np.float32)
-    if user_weight is not None:
-        user_weight = np.asarray(user_weight, dtype=np.float32)
-        if user_weight.shape != image.shape:
-            raise ValueError(f"weight image shape {user_weight.shape} != image shape {image.shape}")
-        weight *= np.where(np.isfinite(user_weight), user_weight, 0.0)
-    return MapSet(weight=weight, flag=flag)
+        acc.add(ys, xs, p > thresh, p)
+    return acc.finish(image, user_weight)
+
+
+def maps_from_masks(masks: np.ndarray, maker: MaskMaker, policy: MapPolicy | None = None, user_weight=None,
+                    image=None) -> MapSet:
+    """Maps from ready masks (bool, ``(n_selected, H, W)`` in ``maker``'s
+    class order); ``image`` is needed for noise weights."""
+    policy = policy or MapPolicy()
+    masks = np.asarray(masks, bool)
+    acc = _Accumulator(masks.shape[1:], maker, policy)
+    acc.add(slice(None), slice(None), masks)
+    return acc.finish(image, user_weight)
 
 
 # -- files -----------------------------------------------------------------
@@ -219,22 +285,6 @@ def _cached_masks(mask_path: Path, image_path: Path, index: int, maker: MaskMake
             return np.asarray(data, dtype=bool)
     except (OSError, IndexError, KeyError, ValueError):
         return None
-
-
-def _maps_from_masks(masks: np.ndarray, maker: MaskMaker, policy: MapPolicy, user_weight) -> MapSet:
-    sel = list(maker.selected)
-    flag = np.zeros(masks.shape[1:], np.int32)
-    zero = np.zeros(masks.shape[1:], bool)
-    for k, ci in enumerate(sel):
-        act = policy.actions[CLASSES[ci].abbr]
-        if act != "none" and CLASSES[ci].bit:
-            flag[masks[k]] |= CLASSES[ci].bit
-        if act == "zero":
-            zero |= masks[k]
-    weight = (~_grow(zero, policy.grow)).astype(np.float32)
-    if user_weight is not None:
-        weight *= np.where(np.isfinite(user_weight), user_weight, 0.0).astype(np.float32)
-    return MapSet(weight=weight, flag=flag)
 
 
 def write_maps(
@@ -296,7 +346,7 @@ def write_maps(
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always", MaxidetectWarning)
                 if masks is not None:
-                    ms = _maps_from_masks(masks, maker, policy, uw)
+                    ms = maps_from_masks(masks, maker, policy, uw, image=data)
                 else:
                     ms = compute_maps(data, maker, policy, uw)
             for w in caught:

@@ -1,0 +1,189 @@
+"""Scoring against truth: catalogue matching, completeness, contamination,
+flux accuracy, and pixel-level mask quality (TPR, FPR, purity, ROC, AUC).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy.spatial import cKDTree
+
+from .classes import CLASSES
+
+__all__ = [
+    "match_catalogs",
+    "score_catalog",
+    "mask_quality",
+    "roc_curve",
+    "CONTAMINANT_ORDER",
+]
+
+#: Order in which a spurious detection is attributed to one contaminant: the
+#: most specific (small, defect-like) classes first, diffuse ones last.
+CONTAMINANT_ORDER = ("CR", "HP", "HCL", "DP", "DCL", "TRL", "P", "SP", "SAT", "OV", "FR", "NEB", "BBG")
+
+
+def match_catalogs(det_xy, true_xy, radius: float) -> tuple[np.ndarray, np.ndarray]:
+    """One-to-one matching within ``radius``, closest pairs first.
+
+    Parameters
+    ----------
+    det_xy, true_xy : array, shape (N, 2) and (M, 2)
+        Positions in the same pixel convention.
+    radius : float
+        Maximum separation [pix].
+
+    Returns
+    -------
+    det_idx, true_idx : int arrays of equal length
+        Matched pairs; every detection and every true source is used at most once.
+    """
+    det_xy = np.asarray(det_xy, float).reshape(-1, 2)
+    true_xy = np.asarray(true_xy, float).reshape(-1, 2)
+    if radius <= 0:
+        raise ValueError(f"match radius must be > 0, got {radius}")
+    if len(det_xy) == 0 or len(true_xy) == 0:
+        return np.zeros(0, int), np.zeros(0, int)
+    pairs = cKDTree(det_xy).sparse_distance_matrix(cKDTree(true_xy), radius, output_type="ndarray")
+    if len(pairs) == 0:
+        return np.zeros(0, int), np.zeros(0, int)
+    order = np.lexsort((pairs["j"], pairs["i"], pairs["v"]))  # distance, then index: deterministic
+    used_d = np.zeros(len(det_xy), bool)
+    used_t = np.zeros(len(true_xy), bool)
+    di, ti = [], []
+    for k in order:
+        i, j = pairs["i"][k], pairs["j"][k]
+        if not used_d[i] and not used_t[j]:
+            used_d[i] = used_t[j] = True
+            di.append(i)
+            ti.append(j)
+    return np.array(di, int), np.array(ti, int)
+
+
+def _attribute(bits: np.ndarray) -> np.ndarray:
+    """One contaminant name per detection from its truth bits ("none" if 0)."""
+    out = np.full(len(bits), "none", dtype=object)
+    for abbr in reversed(CONTAMINANT_ORDER):
+        bit = next(c.bit for c in CLASSES if c.abbr == abbr)
+        out[(bits & bit) != 0] = abbr
+    return out
+
+
+def score_catalog(
+    cat,
+    truth_cat,
+    truth_mask: np.ndarray,
+    fwhm: float,
+    radius_fwhm: float = 1.0,
+    snr_cut: float = 10.0,
+    mag_bins=None,
+) -> dict:
+    """Completeness, contamination and flux accuracy of a detection catalogue.
+
+    Parameters
+    ----------
+    cat : Table
+        SExtractor-named columns (1-based X_IMAGE/Y_IMAGE, FLUX_AUTO).
+    truth_cat : Table
+        X, Y (0-based), FLUX, MAG, SNR of the true sources.
+    truth_mask : int array (H, W)
+        OR of contaminant bit codes; a spurious detection is attributed to the
+        contaminant under its centre (3x3 neighbourhood).
+    fwhm : float
+        PSF FWHM [pix]; the match radius is ``radius_fwhm * fwhm``.
+    snr_cut : float
+        Headline completeness counts true sources with expected S/N above this.
+    """
+    from scipy import ndimage
+
+    det_xy = np.c_[np.asarray(cat["X_IMAGE"]) - 1.0, np.asarray(cat["Y_IMAGE"]) - 1.0] if len(cat) else np.zeros((0, 2))
+    true_xy = np.c_[truth_cat["X"], truth_cat["Y"]]
+    di, ti = match_catalogs(det_xy, true_xy, radius_fwhm * fwhm)
+    matched_t = np.zeros(len(true_xy), bool)
+    matched_t[ti] = True
+    matched_d = np.zeros(len(det_xy), bool)
+    matched_d[di] = True
+    snr = np.asarray(truth_cat["SNR"])
+    bright = snr > snr_cut
+    grown = ndimage.grey_dilation(truth_mask, size=(3, 3))
+    h, w = truth_mask.shape
+    sx = np.clip(np.round(det_xy[~matched_d, 0]).astype(int), 0, w - 1)
+    sy = np.clip(np.round(det_xy[~matched_d, 1]).astype(int), 0, h - 1)
+    who = _attribute(grown[sy, sx])
+    by_class = {name: int(np.sum(who == name)) for name in (*CONTAMINANT_ORDER, "none")}
+    mags = np.asarray(truth_cat["MAG"])
+    if mag_bins is None:
+        mag_bins = np.arange(np.floor(mags.min()) if len(mags) else 0, np.ceil(mags.max()) + 0.5 if len(mags) else 1, 0.5)
+    idx = np.digitize(mags, mag_bins) - 1
+    curve = []
+    for k in range(len(mag_bins) - 1):
+        sel = idx == k
+        curve.append({"mag": float(0.5 * (mag_bins[k] + mag_bins[k + 1])), "n": int(sel.sum()),
+                      "completeness": float(matched_t[sel].mean()) if sel.any() else None})
+    flux = np.asarray(cat["FLUX_AUTO"])[di] if len(di) else np.zeros(0)
+    tflux = np.asarray(truth_cat["FLUX"])[ti]
+    good = snr[ti] > 20
+    rel = flux[good] / tflux[good] - 1 if good.any() else np.zeros(0)
+    return {
+        "n_detections": int(len(det_xy)),
+        "n_matched": int(len(di)),
+        "n_spurious": int((~matched_d).sum()),
+        "spurious_by_class": by_class,
+        "n_true_bright": int(bright.sum()),
+        "completeness": float(matched_t[bright].mean()) if bright.any() else float("nan"),
+        "completeness_all": float(matched_t.mean()) if len(matched_t) else float("nan"),
+        "completeness_curve": curve,
+        "flux_bias": float(np.median(rel)) if rel.size else float("nan"),
+        "flux_scatter": float(1.4826 * np.median(np.abs(rel - np.median(rel)))) if rel.size else float("nan"),
+        "match_radius_pix": float(radius_fwhm * fwhm),
+    }
+
+
+def roc_curve(probs: np.ndarray, truth: np.ndarray, n_bins: int = 1000) -> tuple[np.ndarray, np.ndarray, float]:
+    """ROC of probabilities against a boolean truth: (FPR, TPR, AUC).
+
+    Histogram-based (``n_bins`` probability bins), so memory stays flat.
+    """
+    p = np.asarray(probs, np.float32).ravel()
+    t = np.asarray(truth, bool).ravel()
+    edges = np.linspace(0, 1, n_bins + 1)
+    pos = np.histogram(p[t], edges)[0][::-1].cumsum()
+    neg = np.histogram(p[~t], edges)[0][::-1].cumsum()
+    npos, nneg = max(int(t.sum()), 1), max(int((~t).sum()), 1)
+    tpr = np.r_[0.0, pos / npos]
+    fpr = np.r_[0.0, neg / nneg]
+    auc = float(np.trapezoid(tpr, fpr)) if hasattr(np, "trapezoid") else float(np.trapz(tpr, fpr))
+    return fpr, tpr, auc
+
+
+def mask_quality(probs: np.ndarray, thresholds, truth: np.ndarray, class_indices) -> dict:
+    """Per-class pixel TPR, FPR, purity at the thresholds, and ROC AUC.
+
+    Parameters
+    ----------
+    probs : float (n, H, W)
+        Prior-modified probabilities of the classes in ``class_indices``.
+    truth : int (H, W)
+        Truth bit mask.
+    """
+    out = {}
+    for k, ci in enumerate(class_indices):
+        c = CLASSES[ci]
+        if not c.bit:
+            continue
+        t = (truth & c.bit) != 0
+        m = probs[k] > thresholds[k]
+        tp = int(np.sum(m & t))
+        fp = int(np.sum(m & ~t))
+        fn = int(np.sum(~m & t))
+        tn = int(t.size - tp - fp - fn)
+        fpr_c, tpr_c, auc = roc_curve(probs[k], t) if t.any() else (None, None, float("nan"))
+        out[c.abbr] = {
+            "n_true": int(t.sum()),
+            "n_flagged": int(m.sum()),
+            "tpr": tp / (tp + fn) if tp + fn else float("nan"),
+            "fpr": fp / (fp + tn) if fp + tn else float("nan"),
+            "purity": tp / (tp + fp) if tp + fp else float("nan"),
+            "auc": auc,
+            "roc": {"fpr": fpr_c[:: 20].tolist(), "tpr": tpr_c[:: 20].tolist()} if fpr_c is not None else None,
+        }
+    return out

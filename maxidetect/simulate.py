@@ -1,0 +1,494 @@
+"""Simulated CCD frames with known truth, reproducible by seed.
+
+As the MaxiMask training set was built: start from a clean sky with stars and
+galaxies, then add the contaminants one kind at a time, keeping each kind's
+ground-truth mask (in the registry's bit codes). Every frame also has a
+truth catalogue of its sources.
+
+Photon-like components (sky, gradient, bright background, nebulosities,
+fringes, persistence, sources, diffraction spikes, satellite trails) get
+Poisson noise at the gain; saturation bleeds along columns; charge-like
+defects (cosmic rays, hot pixels and columns) are added after the noise, dead
+pixels and columns scale the signal down, and an overscan strip holds only
+bias and read noise.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+import numpy as np
+from astropy.io import fits
+from astropy.table import Table
+from astropy.wcs import WCS
+from scipy import ndimage
+from scipy.signal import fftconvolve
+
+from .classes import CLASS_NAMES, CLASSES
+from .io import write_hdulist_atomic
+
+__all__ = ["SimConfig", "SimFrame", "simulate_frame", "write_frame", "BIT", "TRUTH_LEVEL", "truth_level"]
+
+BIT = {c.abbr: c.bit for c in CLASSES}
+
+#: Where an additive contaminant enters its truth mask: injected signal above
+#: this many sky-noise sigmas (BBG: above this fraction of the sky level).
+#: Pixel defects (HP, DP, HCL, DCL, OV) and SAT are marked where injected.
+TRUTH_LEVEL = {"CR": 0.5, "TRL": 0.5, "P": 1.0, "SP": 1.0, "NEB": 1.0, "BBG": 0.25}
+
+
+def truth_level(abbr: str, sky: float, noise: float) -> float:
+    """The injected-signal level [ADU] above which ``abbr`` is in the truth."""
+    return TRUTH_LEVEL[abbr] * (sky if abbr == "BBG" else noise)
+
+
+@dataclass
+class SimConfig:
+    """Frame and contaminant parameters. Counts of point-like items (sources,
+    cosmic rays, hot/dead pixels, persistence ghosts) are per 2048x2048 and
+    scale with the area (Poisson); frame-scale features (trails, columns,
+    fringes, nebulae, bright background) are counts per frame. Ranges are
+    drawn uniformly per frame (or per item)."""
+
+    size: int = 2048
+    gain: float = 2.0  # e-/ADU
+    rdnoise: float = 5.0  # e-
+    bias: float = 300.0  # ADU
+    sky: tuple = (400.0, 1500.0)  # ADU
+    sky_gradient: float = 0.15  # fractional change across the frame
+    saturate: float = 50000.0  # ADU above bias
+    zeropoint: float = 30.0  # mag for 1 ADU
+    fwhm: tuple = (2.5, 4.5)  # px
+    ellipticity: tuple = (0.0, 0.12)
+    moffat_beta: float = 3.0
+    n_stars: int = 700
+    star_mag: tuple = (12.0, 25.0)
+    star_slope: float = 0.2  # dN/dm ~ 10**(slope m)
+    n_galaxies: int = 500
+    galaxy_mag: tuple = (17.0, 26.0)
+    galaxy_slope: float = 0.32
+    n_cr: int = 450
+    n_hp: int = 150
+    n_dp: int = 100
+    n_hcl: int = 2
+    n_dcl: int = 3
+    n_persistence: int = 8
+    n_trails: int = 2
+    n_fringe_regions: int = 1
+    n_nebulae: int = 1
+    n_bbg: int = 1
+    overscan: int = 24  # columns at the right edge; 0 for none
+    spike_mag: float = 15.5  # stars brighter than this get spikes
+    noise: bool = True  # False: the expectation image (for tests of the truth masks)
+
+    @classmethod
+    def from_file(cls, path) -> SimConfig:
+        """Overrides from a JSON file (keys are field names)."""
+        data = json.loads(Path(path).read_text())
+        known = {f.name for f in fields(cls)}
+        bad = set(data) - known
+        if bad:
+            raise ValueError(f"{path}: unknown simulation parameters {sorted(bad)}")
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()})
+
+
+@dataclass
+class SimFrame:
+    """A simulated frame.
+
+    Attributes
+    ----------
+    image : float32 (H, W), ADU
+    header : Header (GAIN, RDNOISE, SATURATE, WCS, simulation parameters)
+    truth : int32 (H, W), OR of the registry bit codes of injected contaminants
+    catalog : Table, one row per source: X, Y (0-based), FLUX [ADU], MAG, KIND,
+        SNR (expected, local background), CONTAM (OR of truth bits within 1 FWHM)
+    """
+
+    image: np.ndarray
+    header: fits.Header
+    truth: np.ndarray
+    catalog: Table
+
+    def class_mask(self, abbr: str) -> np.ndarray:
+        return (self.truth & BIT[abbr.upper()]) != 0
+
+
+def _area_scale(cfg: SimConfig) -> float:
+    return (cfg.size / 2048.0) ** 2
+
+
+def _count(rng, n: float) -> int:
+    return int(rng.poisson(n)) if n > 0 else 0
+
+
+def _powerlaw_mags(rng, n, lo, hi, slope):
+    # Inverse CDF of dN/dm ~ 10**(slope m) on [lo, hi].
+    u = rng.uniform(0, 1, n)
+    a, b = 10 ** (slope * lo), 10 ** (slope * hi)
+    return np.log10(a + u * (b - a)) / slope
+
+
+def _moffat_stamp(fwhm, e, pa, beta, dx, dy, r):
+    yy, xx = np.mgrid[-r : r + 1, -r : r + 1].astype(np.float64)
+    x, y = xx - dx, yy - dy
+    c, s = np.cos(pa), np.sin(pa)
+    u, v = c * x + s * y, (-s * x + c * y) / (1 - e)
+    alpha = fwhm / (2 * np.sqrt(2 ** (1 / beta) - 1))
+    p = (1 + (u * u + v * v) / alpha**2) ** (-beta)
+    return p / p.sum()
+
+
+def _sersic_stamp(n, re, e, pa, dx, dy, r):
+    from astropy.modeling.models import Sersic2D
+
+    os_ = 3  # oversample the cusp
+    g = (np.arange((2 * r + 1) * os_) - (2 * r + 1) * os_ / 2 + 0.5) / os_
+    xx, yy = np.meshgrid(g - dx, g - dy)
+    m = Sersic2D(amplitude=1.0, r_eff=re, n=n, x_0=0, y_0=0, ellip=e, theta=pa)
+    img = m(xx, yy).reshape(2 * r + 1, os_, 2 * r + 1, os_).mean(axis=(1, 3))
+    return img / img.sum()
+
+
+def _add(img, stamp, x, y):
+    """Add a stamp centred on integer pixel (x, y), clipped to the image."""
+    r = stamp.shape[0] // 2
+    h, w = img.shape
+    y0, y1, x0, x1 = y - r, y + r + 1, x - r, x + r + 1
+    sy0, sx0 = max(0, -y0), max(0, -x0)
+    sy1, sx1 = stamp.shape[0] - max(0, y1 - h), stamp.shape[1] - max(0, x1 - w)
+    if sy1 <= sy0 or sx1 <= sx0:
+        return
+    img[max(0, y0) : min(h, y1), max(0, x0) : min(w, x1)] += stamp[sy0:sy1, sx0:sx1]
+
+
+def _line(img, x0, y0, ang, length, profile_sigma, amp, rng=None, glints=0):
+    """Add a straight Gaussian-profile line; returns its mask (signal > 0)."""
+    h, w = img.shape
+    yy, xx = np.mgrid[0:h, 0:w]
+    c, s = np.cos(ang), np.sin(ang)
+    along = (xx - x0) * c + (yy - y0) * s
+    across = -(xx - x0) * s + (yy - y0) * c
+    inside = (along >= 0) & (along <= length) & (np.abs(across) < 4 * profile_sigma + 1)
+    prof = np.zeros((h, w), np.float64)
+    prof[inside] = amp * np.exp(-0.5 * (across[inside] / profile_sigma) ** 2)
+    if glints and rng is not None:
+        for _ in range(glints):
+            at = rng.uniform(0, length)
+            width = rng.uniform(5, 40)
+            prof[inside] *= 1 + rng.uniform(1, 5) * np.exp(-0.5 * ((along[inside] - at) / width) ** 2)
+    img += prof
+    return prof
+
+
+def simulate_frame(seed: int = 0, config: SimConfig | None = None, size: int | None = None) -> SimFrame:
+    """Simulate one frame; the same seed and config give the same frame."""
+    cfg = config or SimConfig()
+    if size is not None:
+        cfg = SimConfig(**{**asdict(cfg), "size": size})
+    def stream(k: int) -> np.random.Generator:
+        # One random stream per component: switching a component off leaves
+        # every other component, and the noise, exactly as they were.
+        return np.random.default_rng([seed, k])
+
+    rng = stream(0)
+    n = cfg.size
+    h = w = n
+    area = _area_scale(cfg)
+    truth = np.zeros((h, w), np.int32)
+    sky = rng.uniform(*cfg.sky)
+    noise_adu = np.sqrt(sky * cfg.gain + cfg.rdnoise**2) / cfg.gain  # sky noise [ADU]
+    fwhm = rng.uniform(*cfg.fwhm)
+    ell = rng.uniform(*cfg.ellipticity)
+    pa = rng.uniform(0, np.pi)
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    gx, gy = rng.normal(0, 1, 2)
+    photons = (sky * (1 + cfg.sky_gradient * (gx * (xx / w - 0.5) + gy * (yy / h - 0.5)))).astype(np.float64)
+
+    def mark(abbr, signal, level):
+        truth[signal > level] |= BIT[abbr]
+
+    # -- diffuse components (photons), each with its truth mask
+    rng = stream(1)
+    for _ in range(cfg.n_bbg):
+        # A broad glow (scattered light of an off-field bright star).
+        cx, cy = rng.uniform(-0.2, 1.2) * w, rng.uniform(-0.2, 1.2) * h
+        rad = rng.uniform(0.1, 0.3) * n
+        glow = rng.uniform(0.5, 2.0) * sky * np.exp(-0.5 * ((xx - cx) ** 2 + (yy - cy) ** 2) / rad**2)
+        photons += glow
+        mark("BBG", glow, truth_level("BBG", sky, noise_adu))
+    rng = stream(2)
+    for _ in range(cfg.n_nebulae):
+        field = ndimage.gaussian_filter(rng.normal(0, 1, (h // 8 + 1, w // 8 + 1)), rng.uniform(3, 8))
+        field = ndimage.zoom(field, 8, order=1)[:h, :w]
+        field = np.clip(field / field.std() - 0.5, 0, None)
+        cx, cy, rad = rng.uniform(0.2, 0.8) * w, rng.uniform(0.2, 0.8) * h, rng.uniform(0.15, 0.35) * n
+        env = np.exp(-0.5 * ((xx - cx) ** 2 + (yy - cy) ** 2) / rad**2)
+        neb = rng.uniform(4, 15) * noise_adu * field * env
+        photons += neb
+        mark("NEB", neb, truth_level("NEB", sky, noise_adu))
+    rng = stream(3)
+    for _ in range(cfg.n_fringe_regions):
+        period = rng.uniform(15, 40)
+        ang = rng.uniform(0, np.pi)
+        wave = np.sin(2 * np.pi * ((xx * np.cos(ang) + yy * np.sin(ang)) / period
+                                   + 0.3 * np.sin(2 * np.pi * xx / (period * 7.3))))
+        x0, y0 = rng.uniform(0, 0.5) * w, rng.uniform(0, 0.5) * h
+        rw, rh = rng.uniform(0.3, 0.6) * w, rng.uniform(0.3, 0.6) * h
+        region = ((xx >= x0) & (xx < x0 + rw) & (yy >= y0) & (yy < y0 + rh)).astype(np.float64)
+        region = ndimage.gaussian_filter(region, 10)
+        fr = rng.uniform(0.2, 0.8) * noise_adu * wave * region  # residual: below the pixel noise
+        photons += fr
+        truth[region > 0.5] |= BIT["FR"]
+
+    # The local background (sky and diffuse light) sets each source's S/N.
+    background = photons.copy()
+
+    # -- sources
+    rows = []
+    rng = stream(4)
+    r_star = int(np.ceil(4 * fwhm)) + 3
+    n_st = _count(rng, cfg.n_stars * area)
+    mags = _powerlaw_mags(rng, n_st, *cfg.star_mag, cfg.star_slope)
+    spike_len = []
+    for m in mags:
+        x, y = rng.uniform(0, w), rng.uniform(0, h)
+        flux = 10 ** (-0.4 * (m - cfg.zeropoint))
+        ix, iy = int(x), int(y)
+        r = r_star if m > 15 else int(r_star * (1 + (15 - m)))  # bright wings
+        _add(photons, flux * _moffat_stamp(fwhm, ell, pa, cfg.moffat_beta, x - ix - 0.5, y - iy - 0.5, r), ix, iy)
+        rows.append((x, y, flux, m, "star"))
+        if m < cfg.spike_mag:
+            spike_len.append((x, y, flux))
+    rng = stream(5)
+    r_gal = int(np.ceil(6 * fwhm)) + 12
+    psf = _moffat_stamp(fwhm, ell, pa, cfg.moffat_beta, 0, 0, r_star)
+    for m in _powerlaw_mags(rng, _count(rng, cfg.n_galaxies * area), *cfg.galaxy_mag, cfg.galaxy_slope):
+        x, y = rng.uniform(0, w), rng.uniform(0, h)
+        flux = 10 ** (-0.4 * (m - cfg.zeropoint))
+        ix, iy = int(x), int(y)
+        nser = rng.uniform(0.5, 4.0)
+        re = rng.uniform(1.0, 5.0) * (1.0 + max(0.0, 20.0 - m) * 0.4)
+        rr = int(min(r_gal + 3 * re, 80))
+        gal = _sersic_stamp(nser, re, rng.uniform(0, 0.6), rng.uniform(0, np.pi), x - ix - 0.5, y - iy - 0.5, rr)
+        gal = fftconvolve(gal, psf, mode="same")
+        gal = np.clip(gal, 0, None)
+        _add(photons, flux * gal / gal.sum(), ix, iy)
+        rows.append((x, y, flux, m, "galaxy"))
+
+    # -- diffraction spikes of bright stars
+    spikes = np.zeros((h, w))
+    for x, y, flux in spike_len:
+        length = 6 * fwhm * np.sqrt(flux / 10 ** (-0.4 * (cfg.spike_mag - cfg.zeropoint)))
+        length = min(length, 0.25 * n)
+        amp = 2e-4 * flux / fwhm
+        box = (slice(max(0, int(y - length - 5)), min(h, int(y + length + 6))),
+               slice(max(0, int(x - length - 5)), min(w, int(x + length + 6))))
+        sub = np.zeros((box[0].stop - box[0].start, box[1].stop - box[1].start))
+        for k in range(4):
+            ang = pa + k * np.pi / 2 + np.pi / 4
+            _line(sub, x - box[1].start, y - box[0].start, ang, length, 0.6 * fwhm / 2.355, amp)
+        sub *= np.exp(-np.hypot(*np.mgrid[box[0], box[1]][::-1] - np.array([x, y])[:, None, None]) / (0.5 * length))
+        spikes[box] += sub
+    photons += spikes
+    mark("SP", spikes, truth_level("SP", sky, noise_adu))
+
+    # -- satellite trails
+    rng = stream(6)
+    for _ in range(cfg.n_trails):
+        ang = rng.uniform(0, np.pi)
+        cx, cy = rng.uniform(0.2, 0.8) * w, rng.uniform(0.2, 0.8) * h
+        x0, y0 = cx - np.cos(ang) * 2 * n, cy - np.sin(ang) * 2 * n
+        trl = np.zeros((h, w))
+        _line(trl, x0, y0, ang, 4 * n, rng.uniform(0.5, 1.8), rng.uniform(1.5, 15) * noise_adu, rng,
+              glints=int(rng.integers(0, 4)))
+        photons += trl
+        mark("TRL", trl, truth_level("TRL", sky, noise_adu))
+
+    # -- persistence: faint, soft ghosts of an earlier exposure's bright stars
+    pers = np.zeros((h, w))
+    rng = stream(7)
+    for _ in range(_count(rng, cfg.n_persistence * area)):
+        x, y = rng.uniform(0, w), rng.uniform(0, h)
+        r = int(3 * fwhm) + 4
+        blob = _moffat_stamp(fwhm * rng.uniform(1.0, 2.0), 0, 0, 2.5, x % 1 - 0.5, y % 1 - 0.5, r)
+        _add(pers, rng.uniform(3, 12) * noise_adu * blob / blob.max(), int(x), int(y))
+    photons += pers
+    mark("P", pers, truth_level("P", sky, noise_adu))
+
+    # -- saturation and bleeding along columns (charge conserved)
+    sat_level = cfg.saturate
+    over = photons > sat_level
+    if over.any():
+        lab, nlab = ndimage.label(over)
+        for sl in ndimage.find_objects(lab):
+            ys, xs = sl
+            for col in range(xs.start, xs.stop):
+                column = photons[ys, col]
+                excess = float(np.clip(column - sat_level, 0, None).sum())
+                if excess <= 0:
+                    continue
+                rows_over = np.nonzero(column > sat_level)[0] + ys.start
+                extra = int(excess / sat_level / 2)
+                lo, hi = max(0, rows_over.min() - extra), min(h, rows_over.max() + extra + 1)
+                photons[lo:hi, col] = np.maximum(photons[lo:hi, col], sat_level)
+    saturated = photons >= sat_level
+    truth[saturated] |= BIT["SAT"]
+
+    # -- noise
+    rng = stream(8)
+    if cfg.noise:
+        e = rng.poisson(np.clip(photons, 0, None) * cfg.gain).astype(np.float64)
+        img = e / cfg.gain + rng.normal(0, cfg.rdnoise / cfg.gain, (h, w))
+    else:
+        img = photons.copy()
+    img[saturated] = sat_level  # a full well does not fluctuate
+
+    # -- charge-like defects after the noise
+    rng = stream(9)
+    n_cr = _count(rng, cfg.n_cr * area)
+    cr = np.zeros((h, w))
+    for _ in range(n_cr):
+        y, x = rng.integers(0, h), rng.integers(0, w)
+        energy = rng.lognormal(np.log(3000), 0.9)  # e-
+        kind = rng.random()
+        if kind < 0.35:
+            cr[y, x] += energy / cfg.gain
+        elif kind < 0.7:
+            blob = rng.uniform(0.2, 1.0, (3, 3))
+            blob[blob < 0.5] = 0
+            blob[1, 1] = 1.0
+            _add(cr, energy / cfg.gain * blob / blob.sum() * 2, x, y)
+        else:
+            # Tracks and worms: a random walk with a preferred direction.
+            length = int(rng.integers(6, 60))
+            ang = rng.uniform(0, 2 * np.pi)
+            px, py = float(x), float(y)
+            per = energy / cfg.gain / length * 3
+            for _ in range(length):
+                ang += rng.normal(0, 0.25 if rng.random() < 0.5 else 0.05)
+                px += np.cos(ang)
+                py += np.sin(ang)
+                ix, iy = int(round(px)), int(round(py))
+                if 0 <= ix < w and 0 <= iy < h:
+                    cr[iy, ix] += per * rng.uniform(0.5, 1.5)
+    img += cr
+    truth[cr > truth_level("CR", sky, noise_adu)] |= BIT["CR"]
+
+    rng = stream(10)
+    for _ in range(_count(rng, cfg.n_hp * area)):
+        y, x = rng.integers(0, h), rng.integers(0, w)
+        img[y, x] += rng.uniform(10, 500) * noise_adu
+        truth[y, x] |= BIT["HP"]
+    rng = stream(11)
+    for _ in range(cfg.n_hcl):
+        vertical = rng.random() < 0.8
+        pos = rng.integers(0, w if vertical else h)
+        start = rng.integers(0, n // 2)
+        stop = rng.integers(start + n // 4, n + 1)
+        level = rng.uniform(2, 30) * noise_adu
+        if vertical:
+            img[start:stop, pos] += level
+            truth[start:stop, pos] |= BIT["HCL"]
+        else:
+            img[pos, start:stop] += level
+            truth[pos, start:stop] |= BIT["HCL"]
+    rng = stream(12)
+    for _ in range(_count(rng, cfg.n_dp * area)):
+        y, x = rng.integers(0, h), rng.integers(0, w)
+        img[y, x] *= rng.uniform(0.0, 0.2)
+        truth[y, x] |= BIT["DP"]
+    rng = stream(13)
+    for _ in range(cfg.n_dcl):
+        kind = rng.random()
+        if kind < 0.6:
+            pos = rng.integers(0, w)
+            start = rng.integers(0, n // 2)
+            stop = rng.integers(start + n // 4, n + 1)
+            img[start:stop, pos] *= rng.uniform(0.0, 0.3)
+            truth[start:stop, pos] |= BIT["DCL"]
+        else:
+            cy, cx = rng.integers(0, h), rng.integers(0, w)
+            cl = np.zeros((h, w), bool)
+            cl[cy, cx] = True
+            cl = ndimage.binary_dilation(cl, iterations=int(rng.integers(1, 4)))
+            img[cl] *= rng.uniform(0.0, 0.3)
+            truth[cl] |= BIT["DCL"]
+
+    img += cfg.bias
+    if cfg.overscan > 0:
+        ov = slice(w - cfg.overscan, w)
+        rng = stream(14)
+        ov_noise = rng.normal(0, cfg.rdnoise / cfg.gain, (h, cfg.overscan)) if cfg.noise else 0.0
+        img[:, ov] = cfg.bias + ov_noise
+        truth[:, ov] = BIT["OV"]
+    img = np.clip(img, 0, 65535).astype(np.float32)
+
+    # -- truth catalogue
+    cat = Table(rows=rows, names=("X", "Y", "FLUX", "MAG", "KIND")) if rows else Table(
+        names=("X", "Y", "FLUX", "MAG", "KIND"), dtype=(float, float, float, float, str))
+    npix = np.pi * fwhm**2
+    ix = np.clip(cat["X"].astype(int), 0, w - 1)
+    iy = np.clip(cat["Y"].astype(int), 0, h - 1)
+    local = np.clip(background[iy, ix], 0, None) if len(cat) else np.zeros(0)
+    cat["SNR"] = cat["FLUX"] * cfg.gain / np.sqrt(cat["FLUX"] * cfg.gain + npix * (local * cfg.gain + cfg.rdnoise**2))
+    near = ndimage.grey_dilation(truth, footprint=_disk(max(1, int(round(fwhm)))))
+    cat["CONTAM"] = near[iy, ix].astype(np.int32) if len(cat) else np.zeros(0, np.int32)
+    in_ov = cat["X"] >= w - cfg.overscan if cfg.overscan else np.zeros(len(cat), bool)
+    cat = cat[~np.asarray(in_ov)]  # overscan columns hold no sky
+    cat["X"].unit = cat["Y"].unit = "pix"
+    cat["FLUX"].unit = "adu"
+    cat["MAG"].unit = "mag"
+    cat.meta.update({"FWHM": fwhm, "SKY": sky, "SEED": seed})
+
+    rng = stream(15)
+    hdr = WCS({"CTYPE1": "RA---TAN", "CTYPE2": "DEC--TAN", "CRPIX1": w / 2, "CRPIX2": h / 2,
+               "CRVAL1": float(rng.uniform(0, 360)), "CRVAL2": float(rng.uniform(-60, 60)),
+               "CD1_1": -7.5e-5, "CD2_2": 7.5e-5, "CD1_2": 0.0, "CD2_1": 0.0}).to_header()
+    hdr["GAIN"] = (cfg.gain, "e-/ADU")
+    hdr["RDNOISE"] = (cfg.rdnoise, "read noise [e-]")
+    hdr["SATURATE"] = (float(cfg.bias + sat_level), "saturation level [ADU]")
+    hdr["MAGZERO"] = (cfg.zeropoint, "magnitude of 1 ADU")
+    hdr["SIMSEED"] = (seed, "maxidetect.simulate seed")
+    hdr["SIMFWHM"] = (round(fwhm, 4), "PSF FWHM [pix]")
+    hdr["SIMSKY"] = (round(sky, 3), "sky level [ADU]")
+    if cfg.overscan:
+        hdr["BIASSEC"] = (f"[{w - cfg.overscan + 1}:{w},1:{h}]", "overscan columns")
+    return SimFrame(image=img, header=hdr, truth=truth, catalog=cat)
+
+
+def _disk(r: int) -> np.ndarray:
+    y, x = np.mgrid[-r : r + 1, -r : r + 1]
+    return x * x + y * y <= r * r
+
+
+def write_frame(frame: SimFrame, out_dir, name: str, overwrite: bool = False) -> dict:
+    """Write NAME.fits (image), NAME.truth.fits (int32 bit mask + one uint8
+    plane per class) and NAME.truth.cat.fits; returns the paths."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {"image": out / f"{name}.fits", "truth": out / f"{name}.truth.fits",
+             "catalog": out / f"{name}.truth.cat.fits"}
+    write_hdulist_atomic(fits.HDUList([fits.PrimaryHDU(frame.image, frame.header)]), paths["image"], overwrite)
+    th = frame.header.copy()
+    th["MDOUTPUT"] = ("BITMASK", "truth: OR of class bit codes")
+    planes = np.stack([((frame.truth & c.bit) != 0) if c.bit else (frame.truth == 0)
+                       for c in CLASSES]).astype(np.uint8)
+    ph = frame.header.copy()
+    ph["WCSAXES"] = 2
+    for k, abbr in enumerate(CLASS_NAMES):
+        ph[f"MDCLS{k + 1}"] = abbr
+    write_hdulist_atomic(fits.HDUList([fits.PrimaryHDU(frame.truth, th),
+                                       fits.ImageHDU(planes, ph, name="CLASSES")]), paths["truth"], overwrite)
+    hdu = fits.table_to_hdu(frame.catalog)
+    hdu.name = "TRUTH"
+    write_hdulist_atomic(fits.HDUList([fits.PrimaryHDU(), hdu]), paths["catalog"], overwrite)
+    return paths
+
+
+def read_truth(path: str | os.PathLike) -> np.ndarray:
+    """The int32 truth bit mask of a NAME.truth.fits file."""
+    return np.asarray(fits.getdata(path, 0), dtype=np.int32)

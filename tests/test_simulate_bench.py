@@ -1,0 +1,128 @@
+"""Simulator, matcher, scoring and the benchmark report."""
+
+import json
+from dataclasses import replace
+
+import numpy as np
+import pytest
+from astropy.io import fits
+from astropy.table import Table
+
+from maxidetect.cli import main
+from maxidetect.evaluate import mask_quality, match_catalogs, roc_curve, score_catalog
+from maxidetect.simulate import BIT, TRUTH_LEVEL, SimConfig, simulate_frame, truth_level
+
+# The knob that switches each contaminant off.
+OFF = {
+    "CR": {"n_cr": 0}, "HP": {"n_hp": 0}, "HCL": {"n_hcl": 0}, "DP": {"n_dp": 0}, "DCL": {"n_dcl": 0},
+    "P": {"n_persistence": 0}, "TRL": {"n_trails": 0}, "FR": {"n_fringe_regions": 0}, "NEB": {"n_nebulae": 0},
+    "BBG": {"n_bbg": 0}, "OV": {"overscan": 0}, "SP": {"spike_mag": -99.0},
+}
+
+
+def test_reproducible_by_seed():
+    a = simulate_frame(3, size=256)
+    b = simulate_frame(3, size=256)
+    c = simulate_frame(4, size=256)
+    np.testing.assert_array_equal(a.image, b.image)
+    np.testing.assert_array_equal(a.truth, b.truth)
+    assert a.catalog.pformat() == b.catalog.pformat()
+    assert not np.array_equal(a.image, c.image)
+    assert a.header["GAIN"] == 2.0 and "SATURATE" in a.header and a.header["CTYPE1"] == "RA---TAN"
+
+
+@pytest.mark.parametrize("abbr", sorted(OFF))
+def test_truth_mask_covers_injected_signal(abbr):
+    """Noise-free frames with and without one contaminant (same seed): every
+    pixel it changed by more than a small fraction of the sky noise is in its
+    truth mask, and its truth mask is where it changed something."""
+    cfg = SimConfig(noise=False, n_cr=3000, n_hp=400, n_dp=400, n_persistence=200, n_stars=4000,
+                    star_mag=(10.0, 25.0))
+    size = 384
+    full = simulate_frame(11, cfg, size=size)
+    off = simulate_frame(11, replace(cfg, **OFF[abbr]), size=size)
+    noise = np.sqrt(full.header["SIMSKY"] * cfg.gain + cfg.rdnoise**2) / cfg.gain
+    diff = full.image.astype(np.float64) - off.image
+    truth = full.class_mask(abbr)
+    assert truth.any(), f"{abbr} was not injected"
+    assert not off.class_mask(abbr).any()
+    sat = full.class_mask("SAT") | off.class_mask("SAT")
+    level = truth_level(abbr, full.header["SIMSKY"], noise) if abbr in TRUTH_LEVEL else 0.5 * noise
+    changed = (np.abs(diff) > level) & ~sat
+    if abbr == "FR":  # a smooth-edged region: its truth is where the pattern is at half strength
+        from scipy import ndimage
+
+        truth = ndimage.binary_dilation(truth, iterations=40)
+    missed = changed & ~truth
+    assert missed.sum() <= 0.01 * max(changed.sum(), 1), f"{abbr}: {missed.sum()} changed pixels outside truth"
+    if abbr != "FR":
+        assert np.mean(np.abs(diff[truth & ~sat]) > 0) > 0.95
+
+
+def test_matcher_one_to_one_radius_and_edges():
+    true = np.array([[10.0, 10.0], [12.0, 10.0], [50.0, 50.0]])
+    det = np.array([[11.1, 10.0], [10.2, 10.0], [80.0, 80.0], [50.0, 52.5]])
+    di, ti = match_catalogs(det, true, radius=2.0)
+    pairs = dict(zip(di.tolist(), ti.tolist(), strict=True))
+    assert pairs == {1: 0, 0: 1}  # closest pair first, then the next; each used once
+    di, ti = match_catalogs(det, true, radius=3.0)
+    assert dict(zip(di.tolist(), ti.tolist(), strict=True))[3] == 2
+    assert match_catalogs(np.zeros((0, 2)), true, 2.0)[0].size == 0
+    assert match_catalogs(det, np.zeros((0, 2)), 2.0)[0].size == 0
+    with pytest.raises(ValueError):
+        match_catalogs(det, true, 0)
+    # Two detections on one source: only one matches.
+    di, ti = match_catalogs(np.array([[5.0, 5.0], [5.1, 5.0]]), np.array([[5.05, 5.0]]), 1.0)
+    assert len(di) == 1
+
+
+def test_score_and_quality_on_hand_made_catalogues():
+    truth_cat = Table({"X": [10.0, 30.0, 60.0], "Y": [10.0, 30.0, 60.0], "FLUX": [1e4, 1e4, 50.0],
+                       "MAG": [20.0, 20.0, 25.0], "SNR": [100.0, 100.0, 2.0]})
+    mask = np.zeros((80, 80), np.int32)
+    mask[70, 70] = BIT["CR"]
+    cat = Table({"X_IMAGE": [11.0, 71.0, 5.0], "Y_IMAGE": [11.2, 71.0, 75.0], "FLUX_AUTO": [9.0e3, 1.0, 1.0]})
+    s = score_catalog(cat, truth_cat, mask, fwhm=2.0)
+    assert s["n_matched"] == 1 and s["n_spurious"] == 2
+    assert s["spurious_by_class"]["CR"] == 1 and s["spurious_by_class"]["none"] == 1
+    assert s["completeness"] == 0.5  # the S/N 2 source does not count
+    assert s["flux_bias"] == pytest.approx(-0.1)
+    probs = np.zeros((1, 80, 80), np.float32)
+    probs[0, 70, 70] = 0.9
+    probs[0, 0, 0] = 0.8
+    from maxidetect.classes import class_index
+
+    q = mask_quality(probs, [0.5], mask, [class_index("CR")])["CR"]
+    assert q["tpr"] == 1.0 and q["purity"] == 0.5 and q["fpr"] == pytest.approx(1 / (80 * 80 - 1))
+    fpr, tpr, auc = roc_curve(probs[0], mask == BIT["CR"])
+    assert auc > 0.99 and tpr[-1] == 1.0 and fpr[-1] == 1.0
+
+
+def test_simulate_cli_writes_frame_truth_catalogue(tmp_path):
+    assert main(["simulate", str(tmp_path), "--seed", "5", "--size", "256"]) == 0
+    img = fits.getdata(tmp_path / "sim5.fits")
+    with fits.open(tmp_path / "sim5.truth.fits") as h:
+        assert h[0].data.shape == img.shape and h["CLASSES"].data.shape == (14, 256, 256)
+        np.testing.assert_array_equal(h["CLASSES"].data[0], (h[0].data & 1) != 0)
+    cat = Table.read(tmp_path / "sim5.truth.cat.fits")
+    assert {"X", "Y", "FLUX", "MAG", "KIND", "SNR", "CONTAM"} <= set(cat.colnames)
+    assert main(["simulate", str(tmp_path), "--seed", "5", "--size", "256"]) == 1  # exists
+    (tmp_path / "bad.json").write_text('{"nope": 1}')
+    assert main(["simulate", str(tmp_path), "--config", str(tmp_path / "bad.json")]) == 2
+
+
+@pytest.mark.slow
+def test_bench_quick_report(tmp_path, monkeypatch):
+    """`maxidetect bench --quick` end to end: report, JSON and plots."""
+    monkeypatch.chdir(tmp_path)
+    assert main(["bench", "--quick", "--engines", "SEP", "-o", "out"]) == 0
+    res = json.loads((tmp_path / "out" / "results.json").read_text())
+    strategies = {r["strategy"] for r in res["summary"]}
+    assert {"none", "maxidetect", "oracle"} <= strategies
+    oracle = next(r for r in res["summary"] if r["strategy"] == "oracle")
+    none = next(r for r in res["summary"] if r["strategy"] == "none")
+    assert oracle["n_spurious"] < none["n_spurious"]
+    text = (tmp_path / "out" / "report.md").read_text()
+    assert "| maxidetect | SEP |" in text and "Mask quality per class" in text
+    for png in ("completeness.png", "contamination.png", "roc.png"):
+        assert (tmp_path / "out" / png).stat().st_size > 1000
