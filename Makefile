@@ -32,6 +32,9 @@ test: $(STAMP)
 	$(PY) -m pytest -q -ra; rc=$$?; if [ $$rc -eq 5 ]; then echo "no tests ran" >&2; exit 1; fi; exit $$rc
 
 bench: $(STAMP)
+	$(VENV)/bin/maxidetect bench -o benchmarks/results/bench_default
+	$(VENV)/bin/maxidetect bench --real ../shared/data/real/*.fits -o benchmarks/results/real
+	$(PY) benchmarks/engines.py
 	$(PY) benchmarks/throughput.py
 
 clean:

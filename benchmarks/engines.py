@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from synthetic import make_frame  # noqa: E402
 
 from maxidetect.catalog import read_catalog  # noqa: E402
-from maxidetect.classes import CLASSES  # noqa: E402
+from maxidetect.classes import CLASSES, ClassConfig  # noqa: E402
 from maxidetect.maps import MapPolicy, write_maps  # noqa: E402
 from maxidetect.masks import MaskMaker  # noqa: E402
 from maxidetect.pipeline import detect_file, sex_file  # noqa: E402
@@ -58,11 +58,11 @@ def main(argv=None):
     work = Path(tempfile.mkdtemp(prefix="maxidetect-engines-"))
     path = work / "frame.fits"
     fits.PrimaryHDU(img, hdr).writeto(path)
-    maker = MaskMaker()
+    maker = MaskMaker(config=ClassConfig.catalogue())
     policies = {
         "weight+flag": MapPolicy(),
-        "weight+flag, grow 2": MapPolicy(grow=2),
-        "flag only": MapPolicy({c.abbr: "flag" for c in CLASSES if c.bit}),
+        "weight+flag, noise weights": MapPolicy(noise=True),
+        "flag only": MapPolicy({c.abbr: "flag" for c in CLASSES if c.bit}, noise=False),
     }
     maps = {"no mask": None}
     for name, pol in policies.items():

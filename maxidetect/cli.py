@@ -117,8 +117,9 @@ def _add_map_options(p, sextractor: bool) -> None:
                    "(actions: zero, flag, none; defaults in the class registry)")
     p.add_argument("--grow", type=int, default=0, help="grow zero-weight regions by N pixels (default 0)")
     p.add_argument("--soft-weights", action="store_true", help="weight 1-p instead of 0/1 outside zeroed pixels")
-    p.add_argument("--no-noise-weights", action="store_true",
-                   help="do not fold (global/local rms)^2 into the weights (0/1 weights only)")
+    p.add_argument("--noise-weights", action="store_true",
+                   help="fold (global/local rms)^2, capped at 1, into the weights (fewer noise peaks in "
+                   "bright areas, some completeness lost)")
     p.add_argument("--maximask-defaults", action="store_true",
                    help="MaxiMask 1.4.1's priors and thresholds instead of the catalogue defaults")
     p.add_argument("--weight-image", help="your own weight map, multiplied in (its zeros stay zero)")
@@ -206,7 +207,7 @@ def _run_maps_engine(args, engine: str) -> int:
         if not specs:
             raise InputError("no input FITS files found")
         policy = MapPolicy.parse(args.policy, grow=args.grow, soft=args.soft_weights,
-                                 noise=not args.no_noise_weights)
+                                 noise=args.noise_weights)
         maker = None if getattr(args, "no_mask", False) else _maker_from_args(args)
     except (ConfigError, SExtractorError, InputError, WeightsError, OSError, ValueError) as exc:
         print(f"maxidetect: error: {exc}", file=sys.stderr)
@@ -293,7 +294,7 @@ def cmd_bench(args) -> int:
     from .simulate import SimConfig
 
     try:
-        policy = MapPolicy.parse(args.policy, grow=args.grow, noise=not args.no_noise_weights)
+        policy = MapPolicy.parse(args.policy, grow=args.grow, noise=args.noise_weights)
         opts = BenchOptions.quick() if args.quick else BenchOptions()
         if args.frames is not None:
             opts.n_frames = args.frames
@@ -367,7 +368,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--peers", action="store_true", help="also run MaxiMask's own CLI (slow)")
     p.add_argument("--policy", help="per-class map action overrides, e.g. SAT=zero")
     p.add_argument("--grow", type=int, default=0, help="grow zero-weight regions by N pixels")
-    p.add_argument("--no-noise-weights", action="store_true", help="0/1 weights only")
+    p.add_argument("--noise-weights", action="store_true", help="fold the local noise into the weights")
     p.add_argument("--sim-config", help="JSON simulation overrides")
     p.add_argument("--real", nargs="+", metavar="FITS", help="report on real frames without truth instead")
     p.add_argument("-o", "--out-dir", default="bench_output", help="report directory (default bench_output)")

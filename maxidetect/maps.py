@@ -70,7 +70,10 @@ class MapPolicy:
         local noise where it is higher than typical,
         as SExtractor's WEIGHT_TYPE BACKGROUND would, which stops noise peaks
         in bright-background, nebular and fringed areas from being detected
-        (one weight map cannot carry both, so maxidetect folds it in).
+        (one weight map cannot carry both, so maxidetect folds it in). Off
+        by default: on simulated truth it cut spurious detections from -60%
+        to -71% but cost 1.2 points of completeness (sources merged into
+        bright-background isophotes; benchmarks/results/tuning.md).
     class_grow : dict
         Extra growth per class [pix] (default: the registry's ``map_grow``;
         trails get 2 px because their faint wings break into fragments).
@@ -79,7 +82,7 @@ class MapPolicy:
     actions: dict = field(default_factory=dict)
     grow: int = 0
     soft: bool = False
-    noise: bool = True
+    noise: bool = False
     class_grow: dict = field(default_factory=lambda: {c.abbr: c.map_grow for c in CLASSES})
 
     def __post_init__(self):
@@ -94,7 +97,7 @@ class MapPolicy:
             raise ValueError(f"grow must be >= 0 pixels, got {self.grow}")
 
     @classmethod
-    def parse(cls, spec: str | None, grow: int = 0, soft: bool = False, noise: bool = True) -> MapPolicy:
+    def parse(cls, spec: str | None, grow: int = 0, soft: bool = False, noise: bool = False) -> MapPolicy:
         """From ``"SAT=zero,FR=none"`` overrides of the registry defaults."""
         actions = {}
         for item in (spec or "").split(","):

@@ -46,7 +46,8 @@ def catalog_target(spec: InputSpec, config: SexConfig, out_dir=None) -> tuple[Pa
     ctype = config.get("CATALOG_TYPE", "FITS_1.0").upper() if config.user_set("CATALOG_TYPE") else "FITS_1.0"
     if config.user_set("CATALOG_NAME"):
         return Path(config.get("CATALOG_NAME")), ctype
-    return output_path(spec, CATALOG_SUFFIX, out_dir), ctype
+    suffix = CATALOG_SUFFIX if ctype.startswith("FITS") else ".cat"
+    return output_path(spec, suffix, out_dir), ctype
 
 
 def param_list(config: SexConfig, need_flags: bool, workdir: Path) -> Path:

@@ -79,7 +79,7 @@ def test_compute_maps_from_real_network(maker):
     user = np.ones_like(img)
     user[:, :10] = 0
     mu = compute_maps(img, maker, user_weight=user)
-    noisy = compute_maps(img, maker)  # noise weights: same zeros, positive elsewhere
+    noisy = compute_maps(img, maker, MapPolicy(noise=True))  # same zeros, positive elsewhere
     np.testing.assert_array_equal(noisy.weight == 0, ms.weight == 0)
     assert noisy.weight[ms.weight > 0].min() > 0
     assert np.all(mu.weight[:, :10] == 0)
