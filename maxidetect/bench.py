@@ -270,6 +270,14 @@ def write_report(results: dict, out_dir, command: str = "") -> dict:
     return paths
 
 
+def _save(fig, path: Path) -> Path:
+    import matplotlib.pyplot as plt
+
+    fig.savefig(path, dpi=100, bbox_inches="tight")
+    plt.close(fig)
+    return path
+
+
 def _plots(results, quality, out: Path) -> dict:
     import matplotlib
 
@@ -291,9 +299,7 @@ def _plots(results, quality, out: Path) -> dict:
     ax.set_ylabel("completeness")
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
-    paths["completeness"] = out / "completeness.png"
-    fig.savefig(paths["completeness"], dpi=100, bbox_inches="tight")
-    plt.close(fig)
+    paths["completeness"] = _save(fig, out / "completeness.png")
 
     fig, ax = plt.subplots(figsize=(9, 4.5))
     cls = (*CONTAMINANT_ORDER, "none")
@@ -307,9 +313,7 @@ def _plots(results, quality, out: Path) -> dict:
     ax.set_ylabel("spurious detections")
     ax.set_yscale("symlog")
     ax.legend(fontsize=7, ncol=2)
-    paths["contamination"] = out / "contamination.png"
-    fig.savefig(paths["contamination"], dpi=100, bbox_inches="tight")
-    plt.close(fig)
+    paths["contamination"] = _save(fig, out / "contamination.png")
 
     fig, ax = plt.subplots(figsize=(6, 5))
     f0 = results["frames"][0]["mask_quality"]
@@ -323,9 +327,7 @@ def _plots(results, quality, out: Path) -> dict:
     ax.set_ylabel("true positive rate")
     ax.legend(fontsize=7)
     ax.grid(alpha=0.3)
-    paths["roc"] = out / "roc.png"
-    fig.savefig(paths["roc"], dpi=100, bbox_inches="tight")
-    plt.close(fig)
+    paths["roc"] = _save(fig, out / "roc.png")
     return paths
 
 

@@ -27,6 +27,7 @@ __all__ = [
     "output_path",
     "write_hdulist_atomic",
     "image_header",
+    "open_fits",
 ]
 
 FITS_SUFFIXES = (".fits", ".fit", ".fts", ".fits.fz", ".fit.fz", ".fz", ".fits.gz")
@@ -127,6 +128,17 @@ def image_header(hdu) -> fits.Header:
         if card.keyword in ("", "COMMENT", "HISTORY") or not _STRUCTURAL.match(card.keyword):
             hdr.append(card, end=True)
     return hdr
+
+
+def open_fits(path: str | os.PathLike, what: str = "file") -> fits.HDUList:
+    """Open a FITS file (in memory), or raise InputError naming it and the problem."""
+    path = Path(path)
+    if not path.exists():
+        raise InputError(f"{path}: {what} does not exist")
+    try:
+        return fits.open(path, memmap=False)
+    except Exception as exc:
+        raise InputError(f"{path}: {what} is not a readable FITS file ({exc})") from None
 
 
 def _same_file(a: Path, b: Path) -> bool:

@@ -26,6 +26,7 @@ from .io import (
     InputSpec,
     image_header,
     is_image_hdu,
+    open_fits,
     output_path,
     parse_input,
     write_hdulist_atomic,
@@ -241,15 +242,6 @@ def maps_from_masks(masks: np.ndarray, maker: MaskMaker, policy: MapPolicy | Non
 
 
 # -- files -----------------------------------------------------------------
-def _open(path: Path, what: str) -> fits.HDUList:
-    if not path.exists():
-        raise InputError(f"{path}: {what} does not exist")
-    try:
-        return fits.open(path, memmap=False)
-    except Exception as exc:
-        raise InputError(f"{path}: {what} is not a readable FITS file ({exc})") from None
-
-
 def _select(hdul: fits.HDUList, spec: InputSpec) -> list[tuple[int, object]]:
     """(index, hdu) pairs to map: the selected HDU, or every HDU."""
     if spec.hdu is None:
@@ -321,8 +313,8 @@ def write_maps(
     mask_path = output_path(spec, MASK_SUFFIX, out_dir)
     user = None
     if weight_image is not None:
-        user = _open(Path(weight_image), "weight image")
-    hdul = _open(spec.path, "image")
+        user = open_fits(weight_image, "weight image")
+    hdul = open_fits(spec.path, "image")
     w_out: list = []
     f_out: list = []
     try:

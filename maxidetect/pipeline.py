@@ -10,11 +10,10 @@ import warnings
 from pathlib import Path
 
 import numpy as np
-from astropy.io import fits
 
 from .catalog import CATALOG_TYPES, write_catalog
 from .detect import detect
-from .io import InputError, InputSpec, MaxidetectWarning, image_header, is_image_hdu, parse_input
+from .io import InputError, InputSpec, MaxidetectWarning, image_header, is_image_hdu, open_fits, parse_input
 from .sexconfig import SexConfig, read_param_file
 from .sextractor import catalog_target, run_sextractor
 
@@ -23,15 +22,6 @@ __all__ = ["detect_file", "sex_file"]
 
 def _as_spec(spec) -> InputSpec:
     return spec if isinstance(spec, InputSpec) else parse_input(str(spec))
-
-
-def _open(path: Path, what: str) -> fits.HDUList:
-    if not path.exists():
-        raise InputError(f"{path}: {what} does not exist")
-    try:
-        return fits.open(path, memmap=False)
-    except Exception as exc:
-        raise InputError(f"{path}: {what} is not a readable FITS file ({exc})") from None
 
 
 def detect_file(
@@ -54,9 +44,9 @@ def detect_file(
     if catalog.exists() and not overwrite and ctype != "NONE":
         raise FileExistsError(f"{catalog}: output exists (use --overwrite to replace it)")
     params = read_param_file(cfg.resolve("PARAMETERS_NAME", "default.param")) or None
-    hdul = _open(spec.path, "image")
-    wmaps = _open(maps[0], "weight map") if maps else None
-    fmaps = _open(maps[1], "flag map") if maps else None
+    hdul = open_fits(spec.path, "image")
+    wmaps = open_fits(maps[0], "weight map") if maps else None
+    fmaps = open_fits(maps[1], "flag map") if maps else None
     tables, headers = [], []
     try:
         if spec.hdu is not None:
