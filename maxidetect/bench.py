@@ -379,7 +379,8 @@ def real_report(paths, out_dir, maker=None, policy: MapPolicy | None = None, con
 
                 fl = ndimage.grey_dilation(ms.flag, size=(3, 3))[iy, ix]
                 zw = ndimage.minimum_filter(ms.weight, size=3)[iy, ix] == 0
-                removed = {c.abbr: int(np.sum(gone & zw & ((fl & c.bit) != 0))) for c in CLASSES if c.bit}
+                removed = {c.abbr: int(np.sum(gone & zw & ((fl & c.bit) != 0))) if policy.actions[c.abbr] == "zero"
+                           else 0 for c in CLASSES if c.bit}
                 flagged = {c.abbr: int(np.sum((np.asarray(t1["IMAFLAGS_ISO"]) & c.bit) != 0)) for c in CLASSES if c.bit}
                 name = f"{spec.path.stem}_hdu{index}"
                 png = _preview(data, ms, out / f"{name}.png", title=f"{spec.path.name}[{index}]")
