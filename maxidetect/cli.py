@@ -328,6 +328,30 @@ def cmd_bench(args) -> int:
     return 0
 
 
+def cmd_train(args) -> int:
+    import json
+    from dataclasses import fields
+
+    from .train import TrainConfig, run_training
+
+    try:
+        data = json.loads(open(args.config).read()) if args.config else {}
+        known = {f.name for f in fields(TrainConfig)}
+        bad = set(data) - known
+        if bad:
+            raise ValueError(f"{args.config}: unknown training keys {sorted(bad)} (known: {sorted(known)})")
+        cfg = TrainConfig(**data)
+        if args.steps is not None:
+            cfg.steps = args.steps
+    except (OSError, ValueError, TypeError) as exc:
+        print(f"maxidetect: error: {exc}", file=sys.stderr)
+        return 2
+    rec = run_training(cfg, args.out)
+    print(f"{cfg.steps} steps in {rec['seconds']:.0f} s, loss {rec['loss_first']:.4g} -> {rec['loss_last']:.4g}; "
+          f"weights: {args.out}")
+    return 0
+
+
 def cmd_models(args) -> int:
     from .weights import load_manifest
 
@@ -374,6 +398,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--out-dir", default="bench_output", help="report directory (default bench_output)")
     p.add_argument("--work-dir", help="keep the simulated frames, maps and catalogues here")
     p.set_defaults(func=cmd_bench)
+    p = sub.add_parser("train", help="train or fine-tune the network on simulated patches (weighted BCE, Adam)",
+                       description="Reads a JSON of maxidetect.train.TrainConfig keys (init, width, trainable, patch, "
+                       "frame_size, batch, steps, learning_rate, l2, seed); writes OUT.weights.h5 and OUT.weights.json.")
+    p.add_argument("config", nargs="?", help="JSON training configuration (default: TrainConfig defaults)")
+    p.add_argument("--out", default="trained.weights.h5", help="output weights (.weights.h5)")
+    p.add_argument("--steps", type=int, help="override the number of steps")
+    p.set_defaults(func=cmd_train)
     p = sub.add_parser("maps", help="write SExtractor WEIGHT_IMAGE/FLAG_IMAGE maps and print the arguments",
                        description="Write NAME.weight.fits and NAME.flag.fits (layout of the image) and print "
                        "the SExtractor arguments that use them.")
