@@ -3,8 +3,9 @@ evaluation against the pretrained weights on held-out simulated frames.
 
     .venv/bin/python benchmarks/finetune_cpu.py --steps 120
 
-Only the 14-channel output convolutions (final_conv, ucp*_conv1) train: on
-2 CPU cores a full backward pass per 400x400 patch is too slow for more.
+``--trainable head`` trains only the 14-channel output convolutions
+(final_conv, ucp*_conv1); ``all`` the whole network. Not adopted as a model:
+a record of what CPU fine-tuning reaches (the real run needs the GPU).
 """
 
 from __future__ import annotations
@@ -43,11 +44,12 @@ def evaluate(model, seeds, size):
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--steps", type=int, default=120)
-    ap.add_argument("--out", default=str(Path(__file__).resolve().parent / "results" / "finetune_cpu"))
+    ap.add_argument("--trainable", choices=["head", "all"], default="head")
+    ap.add_argument("--out", help="results directory (default results/finetune_cpu_TRAINABLE)")
     args = ap.parse_args()
-    out = Path(args.out)
+    out = Path(args.out or Path(__file__).resolve().parent / "results" / f"finetune_cpu_{args.trainable}")
     out.mkdir(parents=True, exist_ok=True)
-    cfg = TrainConfig(init="maximask", trainable="head", patch=192, frame_size=576, batch=2, steps=args.steps,
+    cfg = TrainConfig(init="maximask", trainable=args.trainable, patch=192, frame_size=576, batch=2, steps=args.steps,
                       learning_rate=3e-4, l2=0.0, seed=7)
     t0 = time.perf_counter()
     rec = run_training(cfg, Path("/tmp") / "maxidetect_head.weights.h5", progress=False)
@@ -57,8 +59,9 @@ def main():
     tuned.load_weights("/tmp/maxidetect_head.weights.h5")
     seeds, size = (500, 501), 1024
     q0, q1 = evaluate(base, seeds, size), evaluate(tuned, seeds, size)
-    lines = [f"# CPU head fine-tuning ({args.steps} steps, batch 2 of 192x192 patches, {train_s:.0f} s)", "",
-             f"Command: `.venv/bin/python benchmarks/finetune_cpu.py --steps {args.steps}`; loss "
+    lines = [f"# CPU fine-tuning, {args.trainable} layers ({args.steps} steps, batch 2 of 192x192 patches, {train_s:.0f} s)", "",
+             f"Command: `.venv/bin/python benchmarks/finetune_cpu.py --steps {args.steps} "
+             f"--trainable {args.trainable}`; loss "
              f"{rec['loss_first']:.4g} -> {rec['loss_last']:.4g}. Held-out simulated frames: seeds {seeds}, "
              f"{size}x{size}; raw probabilities, threshold 0.5.", "",
              "| class | AUC pretrained | AUC tuned | TPR pretrained | TPR tuned | FPR pretrained | FPR tuned |",
