@@ -384,13 +384,17 @@ def _user_weight(user: fits.HDUList, name, index, shape, n_hdus) -> np.ndarray:
     return np.asarray(hdu.data, dtype=np.float32)
 
 
-def sextractor_args(weight_path: Path, flag_path: Path) -> list[str]:
-    """The SExtractor arguments that use the maps."""
-    return [
+def sextractor_args(weight_path, flag_path, interp_none: bool = True) -> list[str]:
+    """The SExtractor arguments that use the maps (absolute paths).
+
+    ``-INTERP_TYPE NONE`` keeps zero-weight pixels out: SExtractor's default
+    ``ALL`` refills them from their neighbours.
+    """
+    args = [
         "-WEIGHT_TYPE", "MAP_WEIGHT",
-        "-WEIGHT_IMAGE", str(weight_path),
-        "-FLAG_IMAGE", str(flag_path),
+        "-WEIGHT_IMAGE", str(Path(weight_path).resolve()),
+        "-FLAG_IMAGE", str(Path(flag_path).resolve()),
         "-FLAG_TYPE", "OR",
-        "-INTERP_TYPE", "NONE",
     ]
+    return args + ["-INTERP_TYPE", "NONE"] if interp_none else args
 

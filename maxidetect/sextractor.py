@@ -99,11 +99,9 @@ def build_command(
             cmd += [f"-{key}", value]
     cmd += ["-CATALOG_NAME", str(catalog), "-CATALOG_TYPE", catalog_type]
     if maps is not None:
-        weight, flag = maps
-        cmd += ["-WEIGHT_TYPE", "MAP_WEIGHT", "-WEIGHT_IMAGE", str(Path(weight).resolve()),
-                "-FLAG_IMAGE", str(Path(flag).resolve()), "-FLAG_TYPE", "OR"]
-        if not config.user_set("INTERP_TYPE"):
-            cmd += ["-INTERP_TYPE", "NONE"]
+        from .maps import sextractor_args
+
+        cmd += sextractor_args(*maps, interp_none=not config.user_set("INTERP_TYPE"))
     return cmd
 
 
