@@ -31,6 +31,11 @@ from .sexconfig import ConfigError, SexConfig, read_conv_file
 
 __all__ = ["Detection", "detect", "SUPPORTED_PARAMS"]
 
+# Noise of unusable pixels, in units of the global rms: large enough that
+# nothing within the filter's reach is detected, small enough that its
+# square stays finite in float32.
+_BAD_NOISE = 1e12
+
 _UNITS = {
     "X_IMAGE": "pix", "Y_IMAGE": "pix", "XWIN_IMAGE": "pix", "YWIN_IMAGE": "pix",
     "ALPHA_J2000": "deg", "DELTA_J2000": "deg", "A_IMAGE": "pix", "B_IMAGE": "pix",
@@ -139,11 +144,14 @@ def detect(
     # -- background
     if cfg.get("BACK_TYPE", "AUTO").upper() == "MANUAL":
         value = cfg.get_float("BACK_VALUE", 0.0)
-        bkg = sep.Background(data, mask=bad, bw=64, bh=64, fw=3, fh=3)
+        bkg_bw = bkg_bh = 64
+        bkg_fw = bkg_fh = 3
+        bkg = sep.Background(data, mask=bad, bw=bkg_bw, bh=bkg_bh, fw=bkg_fw, fh=bkg_fh)
         back = np.full(data.shape, value)
     else:
         bw, bh = _pair(cfg.get_floats("BACK_SIZE", [64]), "BACK_SIZE")
         fw, fh = _pair(cfg.get_floats("BACK_FILTERSIZE", [3]), "BACK_FILTERSIZE")
+        bkg_bw, bkg_bh, bkg_fw, bkg_fh = bw, bh, fw, fh
         bkg = sep.Background(data, mask=bad, bw=bw, bh=bh, fw=fw, fh=fh,
                              fthresh=cfg.get_float("BACK_FILTERTHRESH", 0.0))
         back = bkg.back()
@@ -151,22 +159,36 @@ def detect(
     sub = data - back
     sub[bad] = 0.0
 
-    # -- noise: SExtractor scales a weight map so that its typical pixel has
-    # the measured background variance.
+    # -- noise. SExtractor turns a weight map into variance 1/w scaled so
+    # that its background matches the image's measured noise (median over
+    # the background meshes of sigma/sqrt(variance background)).
     err: float | np.ndarray = globalrms
     if wmap is not None:
         good = ~bad
         if wtype == "MAP_WEIGHT":
-            w = wmap[good]
-            if w.size and not np.all(w == w[0]):
-                scale = np.median(w)
-                err = np.full(data.shape, np.inf)
-                err[good] = globalrms * np.sqrt(scale / wmap[good])
+            var = np.ones(data.shape)
+            var[good] = 1.0 / wmap[good]
+            sigfac = globalrms
+            if good.any() and not np.all(var[good] == var[good][0]):
+                # Ratio of the mesh medians (SEP exposes no mesh arrays);
+                # exact for 0/1 maps, where the variance background is 1.
+                vb = sep.Background(var, mask=bad, bw=bkg_bw, bh=bkg_bh, fw=bkg_fw, fh=bkg_fh)
+                if vb.globalback > 0:
+                    sigfac = globalrms / np.sqrt(vb.globalback)
+            elif good.any():
+                sigfac = globalrms / np.sqrt(var[good][0])
+            err = sigfac * np.sqrt(var)
         elif wtype in ("MAP_RMS", "MAP_VAR"):
-            rmsmap = np.sqrt(wmap) if wtype == "MAP_VAR" else wmap
-            err = np.where(good, rmsmap, np.inf)
+            err = np.sqrt(wmap) if wtype == "MAP_VAR" else wmap.copy()
         else:
             raise ConfigError(f"WEIGHT_TYPE {wtype} not supported by the SEP engine (use MAP_WEIGHT, MAP_RMS, MAP_VAR)")
+    if bad.any():
+        # Unusable pixels get huge (finite: inf x a zero tap is NaN) noise
+        # rather than SEP's mask, which would also blank them in the filtered
+        # image and so widen the dead zone by one more kernel radius.
+        if np.isscalar(err):
+            err = np.full(data.shape, err)
+        err[bad] = _BAD_NOISE * globalrms
 
     # -- detection
     thresh_items = cfg.get_list("DETECT_THRESH", ["1.5"])
@@ -176,14 +198,16 @@ def detect(
     kernel = read_conv_file(cfg.resolve("FILTER_NAME", "default.conv")) if cfg.get_bool("FILTER", True) else None
     sep.set_extract_pixstack(max(int(cfg.get_float("MEMORY_PIXSTACK", 300000)), data.size))
     sep.set_sub_object_limit(max(int(cfg.get_float("MEMORY_OBJSTACK", 3000)), 4096))
-    detmask = bad
-    if kernel is not None and bad.any():
-        # SExtractor filters the variance map with the image, so a bad pixel
-        # raises the threshold to infinity wherever the kernel reaches it:
-        # nothing is detected within the kernel's footprint of a bad pixel.
-        detmask = ndimage.binary_dilation(bad, structure=np.ones(kernel.shape, bool))
+    # SEP thresholds each pixel at thresh x err[pixel]; SExtractor at
+    # DETECT_THRESH x sqrt(variance convolved with the filter, zero beyond the
+    # edges). Hand SEP the latter so both engines compare the filtered image
+    # with the same threshold map: infinite within the kernel's reach of a
+    # bad pixel, lower where the kernel leaves the image.
+    detnoise = err
+    if kernel is not None and not np.isscalar(err):
+        detnoise = np.sqrt(ndimage.convolve(err**2, kernel.astype(np.float64), mode="constant", cval=0.0))
     objs, seg = sep.extract(
-        sub, thresh, err=err, mask=detmask if detmask.any() else None,
+        sub, thresh, err=detnoise,
         minarea=int(cfg.get_float("DETECT_MINAREA", 5)),
         filter_kernel=kernel, filter_type="conv",
         deblend_nthresh=int(cfg.get_float("DEBLEND_NTHRESH", 32)),
