@@ -224,10 +224,12 @@ def test_sex_cli_single_and_mef(maker, tmp_path, monkeypatch, capsys):
 
 @needs_sex
 def test_engines_agree_on_real_images(maker, tmp_path):
-    """Same settings and maps: SEP and SExtractor counts. Without maps they
-    agree within 2% on every real frame; with maps within 10% (deblending
-    next to zero-weight pixels differs slightly)."""
+    """Same settings and maps: SEP and SExtractor counts per frame within 2%
+    (or two objects, on frames of a few dozen) with and without maps, and the
+    total over the four frames within 2%. With maps this needs SExtractor's
+    threshold map (filtered variance); masking instead was 25% off on GMOS."""
     cfg = SexConfig()
+    totals = {"nomask": [0, 0], "mask": [0, 0]}
     for name in ("fitswcs_tpv_ctio_mosaic2.fits", "fitswcs_zpn_ukirt_wfcam.fits",
                  "astroscrappy_gmos.fits", "ccdproc_a8280271_saao_raw.fits"):
         p = shutil.copy(real(name), tmp_path / name)
@@ -235,8 +237,11 @@ def test_engines_agree_on_real_images(maker, tmp_path):
         for tag, m in (("nomask", None), ("mask", maps)):
             n_sep = len(read_catalog(detect_file(p, cfg, maps=m, out_dir=tmp_path / tag / "sep")))
             n_sex = len(read_catalog(sex_file(p, cfg, maps=m, out_dir=tmp_path / tag / "sex")[0]))
-            tol = 0.02 if tag == "nomask" else 0.10
-            assert abs(n_sep - n_sex) <= max(1, tol * n_sex), (name, tag, n_sep, n_sex)
+            assert abs(n_sep - n_sex) <= max(2, 0.02 * n_sex), (name, tag, n_sep, n_sex)
+            totals[tag][0] += n_sep
+            totals[tag][1] += n_sex
+    for tag, (n_sep, n_sex) in totals.items():
+        assert abs(n_sep - n_sex) <= 0.02 * n_sex, (tag, n_sep, n_sex)
 
 
 def test_maps_reuse_up_to_date_masks(maker, tmp_path, monkeypatch):
