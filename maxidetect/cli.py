@@ -349,6 +349,66 @@ def cmd_train(args) -> int:
     rec = run_training(cfg, args.out)
     print(f"{cfg.steps} steps in {rec['seconds']:.0f} s, loss {rec['loss_first']:.4g} -> {rec['loss_last']:.4g}; "
           f"weights: {args.out}")
+    if args.register:
+        from .classes import CLASSES
+        from .weights import register_model
+
+        props = rec["class_proportions"]
+        info = register_model(args.register, args.out, [props[c.abbr] for c in CLASSES],
+                              description=f"maxidetect training ({'fine-tuned from ' + cfg.init if cfg.init else 'from scratch'}"
+                              f", {cfg.steps} steps)", recipe=rec["config"])
+        print(f"registered model {info.name} (sha256 {info.sha256[:12]}...); 'maxidetect models' lists it")
+    return 0
+
+
+def _load_for_eval(spec: str):
+    """A manifest name, or a .weights.h5 file (any width)."""
+    from pathlib import Path
+
+    if not spec.endswith(".weights.h5"):
+        return spec
+    from .network import build_model
+    from .weights import weights_width
+
+    path = Path(spec)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no such weights file")
+    model = build_model(width=weights_width(path))
+    model.load_weights(str(path))
+    return (path.name.removesuffix(".weights.h5"), model)
+
+
+def cmd_evaluate(args) -> int:
+    from pathlib import Path
+
+    from .modeleval import GMOS_CR_SLICES, HELD_OUT_SEED0, evaluate_models, write_model_report
+
+    real = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "real"
+    # An empty string skips a real-frame check.
+    gmos = real / "astroscrappy_gmos.fits" if args.gmos is None else Path(args.gmos) if args.gmos else None
+    crowded = (real / "fitswcs_zpn_ukirt_wfcam.fits" if args.crowded is None
+               else Path(args.crowded) if args.crowded else None)
+    for what, path in (("--gmos", gmos), ("--crowded", crowded)):
+        if path is not None and not path.exists() and (args.gmos if what == "--gmos" else args.crowded):
+            print(f"maxidetect: error: {what} {path}: no such file", file=sys.stderr)
+            return 2
+    gmos = gmos if gmos is not None and gmos.exists() else None
+    crowded = crowded if crowded is not None and crowded.exists() else None
+    against = [args.against] if args.against and args.against != args.model else []
+    try:
+        models = [_load_for_eval(m) for m in [args.model] + against]
+    except (OSError, ValueError, RuntimeError) as exc:
+        print(f"maxidetect: error: {exc}", file=sys.stderr)
+        return 2
+    reports = evaluate_models(models, n_frames=args.frames, size=args.size, seed0=args.seed,
+                              gmos=gmos, crowded=crowded)
+    meta = {"n_frames": args.frames, "size": args.size, "seed0": args.seed, "gmos_cr_slices": str(GMOS_CR_SLICES),
+            "command": "maxidetect " + " ".join(sys.argv[1:]) if sys.argv else "", "held_out_from": HELD_OUT_SEED0}
+    report = write_model_report(reports, args.out_dir, purity=args.purity, meta=meta)
+    for r in reports:
+        s = r.summary(args.purity)
+        print(f"{r.name}: " + " ".join(f"{k} {v['auc']:.3f}" for k, v in s.items()))
+    print(f"report: {report}")
     return 0
 
 
@@ -404,7 +464,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("config", nargs="?", help="JSON training configuration (default: TrainConfig defaults)")
     p.add_argument("--out", default="trained.weights.h5", help="output weights (.weights.h5)")
     p.add_argument("--steps", type=int, help="override the number of steps")
+    p.add_argument("--register", metavar="NAME", help="add the result to weights/manifest.json as model NAME")
     p.set_defaults(func=cmd_train)
+    p = sub.add_parser("evaluate", help="per-class ROC/AUC of a model vs another on held-out simulated and real data",
+                       description="Scores MODEL (a manifest name or a .weights.h5 file) and --against on the same "
+                       "held-out simulated frames (seeds from 9000000, never used in training), the labelled "
+                       "cosmic rays of the GMOS frame and stars called CR/HP on the crowded UKIRT frame; writes "
+                       "report.md, report.json and roc.png.")
+    p.add_argument("model", metavar="MODEL")
+    p.add_argument("--against", default="maximask", help="model to compare with (default maximask; '' for none)")
+    p.add_argument("--frames", type=int, default=4, help="held-out simulated frames (default 4)")
+    p.add_argument("--size", type=int, default=1024, help="frame side (default 1024)")
+    p.add_argument("--seed", type=int, default=9_000_000, help="first held-out seed (default 9000000)")
+    p.add_argument("--purity", type=float, default=0.9, help="purity for the recomputed thresholds (default 0.9)")
+    p.add_argument("--gmos", help="GMOS frame with the labelled cosmic rays (default: shared data)")
+    p.add_argument("--crowded", help="crowded frame for the stars-as-defects check (default: shared UKIRT frame)")
+    p.add_argument("-o", "--out-dir", default="evaluation", help="report directory (default evaluation)")
+    p.set_defaults(func=cmd_evaluate)
     p = sub.add_parser("maps", help="write SExtractor WEIGHT_IMAGE/FLAG_IMAGE maps and print the arguments",
                        description="Write NAME.weight.fits and NAME.flag.fits (layout of the image) and print "
                        "the SExtractor arguments that use them.")

@@ -30,9 +30,23 @@ __all__ = [
     "weights_checksum",
     "load_network",
     "maximask_savedmodel_dir",
+    "register_model",
+    "weights_dir",
+    "weights_width",
 ]
 
 MANIFEST_PATH = Path(__file__).resolve().parent.parent / "weights" / "manifest.json"
+
+
+def weights_dir() -> Path:
+    """Directory of the manifest and shipped weights: ``$MAXIDETECT_WEIGHTS_DIR``
+    if set (a private model zoo), else the checkout's ``weights/``."""
+    env = os.environ.get("MAXIDETECT_WEIGHTS_DIR")
+    return Path(env) if env else MANIFEST_PATH.parent
+
+
+def manifest_path() -> Path:
+    return weights_dir() / "manifest.json"
 
 
 class WeightsError(RuntimeError):
@@ -52,6 +66,8 @@ class ModelInfo:
     architecture: dict = field(default_factory=dict)
     description: str = ""
     thresholds: list[float] | None = None
+    recipe: dict | None = None
+    evaluation: str | None = None
 
     @property
     def cache_file(self) -> Path:
@@ -60,9 +76,10 @@ class ModelInfo:
 
 def load_manifest() -> dict[str, ModelInfo]:
     """Read the manifest: ``{name: ModelInfo}`` in file order (default first)."""
-    if not MANIFEST_PATH.exists():
-        raise WeightsError(f"{MANIFEST_PATH}: model manifest missing (install from a checkout with pip -e)")
-    data = json.loads(MANIFEST_PATH.read_text())
+    path = manifest_path()
+    if not path.exists():
+        raise WeightsError(f"{path}: model manifest missing (install from a checkout with pip -e)")
+    data = json.loads(path.read_text())
     models = {}
     for entry in data["models"]:
         info = ModelInfo(**entry)
@@ -164,7 +181,7 @@ def load_network(name: str | None = None, dtype=None):
     arch = info.architecture or {}
     model = build_model(n_classes=len(info.classes), width=arch.get("width", 1.0), dtype=dtype)
 
-    repo_file = MANIFEST_PATH.parent / f"{info.name}.weights.h5"
+    repo_file = weights_dir() / f"{info.name}.weights.h5"
     candidates = [repo_file, info.cache_file]
     for f in candidates:
         if f.exists():
@@ -186,3 +203,86 @@ def load_network(name: str | None = None, dtype=None):
         _atomic_save_weights(model, info.cache_file)
         return model, info
     raise WeightsError(f"weights of model {info.name} not found (looked in {', '.join(map(str, candidates))})")
+
+
+def weights_width(path) -> float:
+    """Channel multiplier of a saved network, from its bottleneck convolution
+    (256 output channels at width 1; the narrow first layers are clamped)."""
+    import h5py
+
+    try:
+        with h5py.File(path, "r") as f:
+            node = f["convmid/vars/0"] if "convmid/vars/0" in f else f["layers/convmid/vars/0"]
+            return node.shape[-1] / 256.0
+    except (OSError, KeyError) as exc:
+        raise WeightsError(f"{path}: not a maxidetect network weights file ({exc})") from None
+
+
+def register_model(
+    name: str,
+    weights_file,
+    training_priors,
+    description: str = "",
+    thresholds=None,
+    width: float | None = None,
+    recipe: dict | None = None,
+    evaluation: str | None = None,
+) -> ModelInfo:
+    """Add (or replace) model ``name`` in the manifest, copying its weights
+    beside it as ``NAME.weights.h5`` with their checksum.
+
+    ``training_priors`` are the class proportions the network was trained on
+    (they become the priors of the prior modification); ``recipe`` records
+    the training data and settings; ``evaluation`` names the report.
+    Existing entries keep their order; a new one goes last, so the default
+    (first) model only changes by editing the manifest on purpose.
+    """
+    import shutil
+
+    from .network import build_model
+
+    if not name or any(ch in name for ch in "/\\ "):
+        raise ValueError(f"model name {name!r}: no spaces or slashes")
+    priors = [float(p) for p in training_priors]
+    if len(priors) != len(CLASS_NAMES) or not np.all(np.isfinite(priors)) or min(priors) < 0:
+        raise ValueError(f"training_priors: need {len(CLASS_NAMES)} non-negative proportions")
+    width = weights_width(weights_file) if width is None else width
+    model = build_model(n_classes=len(CLASS_NAMES), width=width)
+    model.load_weights(str(weights_file))
+    entry = {
+        "name": name,
+        "description": description,
+        "source": f"maxidetect:weights/{name}.weights.h5",
+        "classes": list(CLASS_NAMES),
+        "training_priors": priors,
+        "thresholds": [float(t) for t in thresholds] if thresholds is not None else None,
+        "normalisation": get_model_info("maximask").normalisation if "maximask" in load_manifest() else {},
+        "architecture": {"family": "maximask-segnet", "width": float(width), "parameters": int(model.count_params())},
+        "sha256": weights_checksum(model),
+    }
+    if recipe is not None:
+        entry["recipe"] = recipe
+    if evaluation is not None:
+        entry["evaluation"] = evaluation
+    target = weights_dir() / f"{name}.weights.h5"
+    if Path(weights_file).resolve() != target.resolve():
+        fd, tmp = tempfile.mkstemp(dir=target.parent, suffix=".weights.h5")
+        os.close(fd)
+        try:
+            shutil.copyfile(weights_file, tmp)
+            os.replace(tmp, target)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+    path = manifest_path()
+    data = json.loads(path.read_text()) if path.exists() else {"models": []}
+    models = [m for m in data["models"] if m["name"] != name]
+    at = next((i for i, m in enumerate(data["models"]) if m["name"] == name), len(models))
+    models.insert(at, entry)
+    data["models"] = models
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".json")
+    with os.fdopen(fd, "w") as f:
+        json.dump(data, f, indent=2)
+        f.write("\n")
+    os.replace(tmp, path)
+    return load_manifest()[name]

@@ -1,0 +1,98 @@
+"""Model evaluation (ROC/AUC, operating points), the manifest round trip
+for trained weights, and `maxidetect evaluate` end to end on a tiny model."""
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+from scipy.special import expit
+from scipy.stats import norm
+
+from maxidetect.modeleval import ScoreHistogram
+from maxidetect.weights import MANIFEST_PATH, WeightsError, load_manifest, load_network, register_model
+
+
+def _hist(pos_logits, neg_logits):
+    h = ScoreHistogram()
+    z = np.r_[pos_logits, neg_logits]
+    t = np.r_[np.ones(len(pos_logits), bool), np.zeros(len(neg_logits), bool)]
+    h.add(expit(z), t)
+    return h
+
+
+def test_auc_of_two_gaussians_matches_the_closed_form():
+    rng = np.random.default_rng(0)
+    h = _hist(rng.normal(1.0, 1.0, 200_000), rng.normal(0.0, 1.0, 200_000))
+    # AUC = P(pos > neg) = Phi(d / sqrt(2)) for unit-variance Gaussians d apart.
+    assert h.auc() == pytest.approx(norm.cdf(1 / np.sqrt(2)), abs=3e-3)
+    assert _hist(rng.normal(8, 0.5, 1000), rng.normal(-8, 0.5, 1000)).auc() == pytest.approx(1.0, abs=1e-6)
+    same = rng.normal(0, 1, 100_000)
+    assert _hist(same[:50_000], same[50_000:]).auc() == pytest.approx(0.5, abs=5e-3)
+
+
+def test_operating_points_and_purity_threshold():
+    # 100 positives at p=0.9, 900 negatives at p=0.2 and 100 at p=0.95.
+    h = ScoreHistogram()
+    h.add(np.r_[np.full(100, 0.9), np.full(900, 0.2), np.full(100, 0.95)],
+          np.r_[np.ones(100, bool), np.zeros(1000, bool)])
+    at = h.at_threshold(0.5)
+    assert at["tpr"] == 1.0 and at["fpr"] == pytest.approx(0.1) and at["purity"] == pytest.approx(0.5)
+    at = h.at_threshold(0.93)
+    assert at["tpr"] == 0.0 and at["fpr"] == pytest.approx(0.1)
+    # Purity 0.5 is first reached once the 0.9 bin is included; 0.6 never.
+    t = h.threshold_for_purity(0.5)
+    assert 0.2 < t <= 0.9
+    assert h.threshold_for_purity(0.6) is None
+    assert h.tpr_at_fpr(0.05) == 0.0 and h.tpr_at_fpr(0.1) == 1.0
+
+
+def test_register_and_load_round_trip(tmp_path, monkeypatch):
+    from maxidetect.network import build_model
+
+    zoo = tmp_path / "zoo"
+    zoo.mkdir()
+    shutil.copy(MANIFEST_PATH, zoo / "manifest.json")
+    monkeypatch.setenv("MAXIDETECT_WEIGHTS_DIR", str(zoo))
+    tiny = build_model(width=0.125)
+    tiny.save_weights(tmp_path / "t.weights.h5")
+    priors = np.full(14, 1 / 14)
+    info = register_model("tiny", tmp_path / "t.weights.h5", priors, width=0.125, recipe={"steps": 3},
+                          thresholds=np.full(14, 0.5))
+    assert list(load_manifest()) == ["maximask", "tiny"]  # the default stays first
+    assert info.architecture["width"] == 0.125 and info.recipe == {"steps": 3}
+    assert json.loads((zoo / "manifest.json").read_text())["models"][1]["training_priors"] == priors.tolist()
+    model, got = load_network("tiny")
+    x = np.random.default_rng(1).normal(size=(1, 64, 64, 1)).astype("float32")
+    np.testing.assert_array_equal(np.asarray(model(x)), np.asarray(tiny(x)))
+    # Re-registering replaces in place; a damaged file is refused, not used.
+    register_model("tiny", tmp_path / "t.weights.h5", priors, width=0.125)
+    assert list(load_manifest()) == ["maximask", "tiny"]
+    other = build_model(width=0.125)
+    other.save_weights(zoo / "tiny.weights.h5")
+    with pytest.raises(WeightsError, match="checksum"):
+        load_network("tiny")
+    with pytest.raises(ValueError):
+        register_model("bad name", tmp_path / "t.weights.h5", priors)
+    with pytest.raises(ValueError):
+        register_model("short", tmp_path / "t.weights.h5", priors[:5])
+
+
+def test_evaluate_cli_tiny_model_end_to_end(tmp_path, monkeypatch, capsys):
+    from maxidetect.cli import main
+    from maxidetect.network import build_model
+
+    monkeypatch.chdir(tmp_path)
+    build_model(width=0.125).save_weights("tiny.weights.h5")
+    rc = main(["evaluate", "tiny.weights.h5", "--against", "", "--frames", "1", "--size", "192",
+               "--crowded", "", "-o", "ev"])
+    assert rc == 0
+    rep = json.loads((tmp_path / "ev" / "report.json").read_text())
+    classes = rep["models"]["tiny"]["classes"]
+    assert {"CR", "HP"} <= set(classes)
+    for v in classes.values():
+        assert 0.0 <= v["auc"] <= 1.0
+    assert set(rep["models"]["tiny"]["gmos_labelled_crs"]) >= {"pixel_recall", "instances_found"}
+    md = (tmp_path / "ev" / "report.md").read_text()
+    assert "| CR (thr" in md and "GMOS" in md
+    assert main(["evaluate", "missing.weights.h5", "--against", ""]) == 2
