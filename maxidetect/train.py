@@ -157,15 +157,18 @@ def make_trainer(cfg: TrainConfig):
             layer.trainable = layer.name == "final_conv" or layer.name.endswith("_conv1") and "ucp" in layer.name
     elif cfg.trainable != "all":
         raise ValueError(f"trainable must be 'all' or 'head', got {cfg.trainable!r}")
-    kernels = [v for v in model.trainable_weights if "kernel" in v.path]
+    is_kernel = ["kernel" in v.path for v in model.trainable_weights]
+    kernels = [v for v, k in zip(model.trainable_weights, is_kernel, strict=True) if k]
     opt = keras.optimizers.Adam(learning_rate=cfg.learning_rate)
 
-    def loss_fn(x, y, w):
-        z = model(x, logits=True, training=True)
+    def objective(z, y, w, kernel_values):
         bce = ops.maximum(z, 0) - z * y + ops.log1p(ops.exp(-ops.abs(z)))
         data = ops.mean(w * ops.sum(bce, axis=-1))
-        reg = sum(ops.sum(k * k) for k in kernels) if kernels else 0.0
+        reg = sum(ops.sum(k * k) for k in kernel_values) if kernel_values else 0.0
         return data + cfg.l2 * reg
+
+    def loss_fn(x, y, w):
+        return objective(model(x, logits=True, training=True), y, w, kernels)
 
     backend = keras.backend.backend()
     if backend == "tensorflow":
@@ -187,13 +190,51 @@ def make_trainer(cfg: TrainConfig):
             loss.backward()
             opt.apply([v.value.grad for v in model.trainable_weights], model.trainable_weights)
             return loss
+    elif backend == "jax":
+        step = _jax_step(model, opt, objective, is_kernel)
     else:
-        raise NotImplementedError(f"training on the {backend} backend is not wired yet (use tensorflow or torch)")
+        raise NotImplementedError(f"training on the {backend} backend is not wired (use tensorflow, jax or torch)")
 
     def train_step(x, y, w) -> float:
         return float(step(x, y, w))
 
     return model, train_step
+
+
+def _jax_step(model, opt, objective, is_kernel):
+    """One jitted Adam step on JAX: Keras 3's stateless API, the variables
+    written back after each step so the model can be saved at any time."""
+    import jax
+
+    trainable = model.trainable_variables
+    frozen = model.non_trainable_variables
+    opt.build(trainable)
+
+    def loss_of(tv, ntv, x, y, w):
+        z, ntv = model.stateless_call(tv, ntv, x, logits=True, training=True)
+        kernels = [v for v, k in zip(tv, is_kernel, strict=True) if k]
+        return objective(z, y, w, kernels), ntv
+
+    grad_fn = jax.value_and_grad(loss_of, has_aux=True)
+
+    @jax.jit
+    def jstep(tv, ntv, ov, x, y, w):
+        (loss, ntv), grads = grad_fn(tv, ntv, x, y, w)
+        tv, ov = opt.stateless_apply(ov, grads, tv)
+        return loss, tv, ntv, ov
+
+    state = {"tv": [v.value for v in trainable], "ntv": [v.value for v in frozen],
+             "ov": [v.value for v in opt.variables]}
+
+    def step(x, y, w):
+        loss, state["tv"], state["ntv"], state["ov"] = jstep(state["tv"], state["ntv"], state["ov"], x, y, w)
+        for var, val in zip(trainable, state["tv"], strict=True):
+            var.assign(val)
+        for var, val in zip(frozen, state["ntv"], strict=True):
+            var.assign(val)
+        return loss
+
+    return step
 
 
 def run_training(cfg: TrainConfig, out, progress: bool = True) -> dict:
