@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
-import warnings
 
 
 def _add_mask_parser(sub):
@@ -32,6 +30,7 @@ def _add_mask_parser(sub):
     p.add_argument("--precision", choices=["float32", "bfloat16", "float16"], default="float32")
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     p.add_argument("-v", "--verbose", action="store_true", help="print timings per file")
+    _add_run_options(p)
     p.set_defaults(func=cmd_mask)
 
 
@@ -39,8 +38,7 @@ def cmd_mask(args) -> int:
     import numpy as np
 
     from .classes import ClassConfig, parse_class_list
-    from .inference import DEFAULT_MARGIN, DEFAULT_TILE
-    from .io import InputError, expand_inputs
+    from .io import expand_inputs
 
     try:
         config = ClassConfig.from_dir(args.config_dir) if args.config_dir else ClassConfig.default()
@@ -61,50 +59,98 @@ def cmd_mask(args) -> int:
         print("maxidetect: error: no class selected", file=sys.stderr)
         return 2
 
-    from .masks import MaskMaker, MaxidetectWarning
-    from .weights import WeightsError
+    from .runner import Job
+    from .weights import WeightsError, get_model_info
 
     try:
-        maker = MaskMaker(
-            model=args.model,
-            config=config,
-            apply_priors=not args.no_priors,
-            apply_threshold=not args.no_threshold,
-            tile=args.tile or DEFAULT_TILE,
-            margin=DEFAULT_MARGIN if args.margin is None else args.margin,
-            batch_size=args.batch_size,
-            precision=args.precision,
-        )
-    except (WeightsError, ValueError) as exc:
+        get_model_info(args.model)  # unknown model: fail before any work
+    except WeightsError as exc:
         print(f"maxidetect: error: {exc}", file=sys.stderr)
         return 2
+    options = {k: getattr(args, k) for k in ("model", "tile", "margin", "batch_size", "precision", "classes",
+                                             "config_dir", "no_priors", "no_threshold", "probs", "single_mask")}
+    job = Job("mask", options, out_dir=args.out_dir, overwrite=args.overwrite)
+    return _run_job(job, specs, args)
+
+
+def _add_run_options(p) -> None:
+    g = p.add_argument_group("many files")
+    g.add_argument("--workers", type=int, default=1,
+                   help="local worker processes, each loading the network once (default 1)")
+    g.add_argument("--scheduler", metavar="ADDRESS",
+                   help="run on an existing Dask cluster (e.g. tcp://host:8786), one task per file")
+    g.add_argument("-q", "--quiet", action="store_true", help="no progress bar or per-file lines (batch systems)")
+    g.add_argument("--summary", metavar="FILE", help="write the run summary (JSON) to FILE")
+
+
+def _run_job(job, specs, args) -> int:
+    """Run ``job`` over ``specs`` per the run options; per-file lines, a
+    summary of the failures (file, HDU, reason), JSON summary on request."""
+    import os
+    import shlex
 
     from tqdm import tqdm
 
-    failures = 0
-    bar = tqdm(specs, unit="file", disable=None if len(specs) > 1 else True, file=sys.stderr)
-    for spec in bar:
-        t0 = time.perf_counter()
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always", MaxidetectWarning)
-            try:
-                out = maker.process_file(
-                    spec, out_dir=args.out_dir, overwrite=args.overwrite,
-                    probs=args.probs, single=args.single_mask,
-                )
-            except (InputError, FileExistsError, OSError, ValueError) as exc:
-                failures += 1
-                tqdm.write(f"maxidetect: failed: {exc}", file=sys.stderr)
-                continue
-        for w in caught:
-            tqdm.write(f"maxidetect: warning: {w.message}", file=sys.stderr)
-        msg = f"{spec} -> {out}"
-        if args.verbose:
-            msg += f" ({time.perf_counter() - t0:.1f} s)"
-        tqdm.write(msg)
-    if failures:
-        print(f"maxidetect: {failures} of {len(specs)} file(s) failed", file=sys.stderr)
-    return 1 if failures else 0
+    from .runner import run_files
+
+    quiet = getattr(args, "quiet", False)
+    workers = max(1, getattr(args, "workers", 1) or 1)
+    client = None
+    if getattr(args, "scheduler", None):
+        try:
+            from dask.distributed import Client
+
+            client = Client(args.scheduler, timeout="20s")
+        except (ImportError, OSError) as exc:
+            print(f"maxidetect: error: cannot reach the Dask scheduler {args.scheduler}: {exc}", file=sys.stderr)
+            return 2
+    elif workers > 1:
+        job.threads = max(1, (os.cpu_count() or 1) // workers)
+
+    def report(r):
+        if quiet and r.status != "failed":
+            return
+        for w in r.warnings:
+            tqdm.write(f"maxidetect: warning: {w}", file=sys.stderr)
+        if r.status == "failed":
+            tqdm.write(f"maxidetect: failed: {r.reason}", file=sys.stderr)
+        elif r.status == "skipped":
+            tqdm.write(f"{r.input}: up to date ({', '.join(r.outputs)})")
+        else:
+            msg = f"{r.input} -> {', '.join(r.outputs)}"
+            if getattr(args, "verbose", False):
+                msg += f" ({r.seconds:.1f} s)"
+                for c in r.commands:
+                    tqdm.write(f"ran: {c}")
+            tqdm.write(msg)
+        if job.kind == "maps" and r.status != "failed" and len(r.outputs) == 2:
+            from .maps import sextractor_args
+
+            tqdm.write("SExtractor arguments: " + shlex.join(sextractor_args(*r.outputs)))
+
+    try:
+        summary = run_files(job, specs, workers=workers, client=client,
+                            progress=not quiet and len(specs) > 1, on_result=report)
+    finally:
+        if client is not None:
+            client.close()
+    info = summary.to_dict()
+    if args.summary:
+        from pathlib import Path
+
+        from .runner import _write_json_atomic
+
+        _write_json_atomic(Path(args.summary), info)
+    if summary.failed:
+        print(f"maxidetect: {len(summary.failed)} of {len(specs)} file(s) failed:", file=sys.stderr)
+        for r in summary.failed:
+            print(f"  {r.input}  HDU {r.hdu or '-'}  {r.reason}", file=sys.stderr)
+    if not quiet and len(specs) > 1:
+        c = summary.counts()
+        print(f"{len(specs)} files: {c['done']} done, {c['skipped']} up to date, {c['failed']} failed in "
+              f"{summary.seconds:.1f} s ({info['mpix_per_s']:.2f} MPix/s, {summary.mode}, "
+              f"{summary.workers} worker(s))", file=sys.stderr)
+    return 1 if summary.failed else 0
 
 
 def _add_map_options(p, sextractor: bool) -> None:
@@ -167,38 +213,20 @@ def _split_argv(argv: list[str], parser: argparse.ArgumentParser) -> tuple[list[
     return ours, theirs
 
 
-def _maker_from_args(args):
-    from .classes import ClassConfig, parse_class_list
-    from .inference import DEFAULT_MARGIN, DEFAULT_TILE
-    from .masks import MaskMaker
-
-    if args.config_dir:
-        config = ClassConfig.from_dir(args.config_dir)
-    elif args.maximask_defaults:
-        config = ClassConfig.default()
-    else:
-        config = ClassConfig.catalogue()
-    if args.classes:
-        config.selected = config.selected & parse_class_list(args.classes)
-    config.validate()
-    return MaskMaker(model=args.model, config=config, tile=args.tile or DEFAULT_TILE, margin=DEFAULT_MARGIN,
-                     batch_size=args.batch_size, precision=args.precision)
-
-
 def _run_maps_engine(args, engine: str) -> int:
-    """Shared driver of ``maps``, ``sex`` and ``detect``."""
-    import shlex
-
+    """Shared driver of ``maps``, ``sex`` and ``detect``: settings are
+    checked here (before any work), then the runner does the files."""
+    from .classes import ClassConfig, parse_class_list
     from .io import InputError, expand_inputs
-    from .maps import MapPolicy, sextractor_args, write_maps
-    from .masks import MaxidetectWarning
+    from .maps import MapPolicy
+    from .runner import Job
     from .sexconfig import ConfigError, SexConfig, split_sextractor_args
     from .sextractor import SExtractorError
-    from .weights import WeightsError
+    from .weights import WeightsError, get_model_info
 
     try:
         cfile, over = split_sextractor_args(args.sex_args)
-        config = SexConfig(cfile, over)
+        SexConfig(cfile, over)
         if engine == "sex":
             from .sexconfig import find_binary
 
@@ -206,52 +234,21 @@ def _run_maps_engine(args, engine: str) -> int:
         specs = expand_inputs(args.images)
         if not specs:
             raise InputError("no input FITS files found")
-        policy = MapPolicy.parse(args.policy, grow=args.grow, soft=args.soft_weights,
-                                 noise=args.noise_weights)
-        maker = None if getattr(args, "no_mask", False) else _maker_from_args(args)
+        MapPolicy.parse(args.policy, grow=args.grow, soft=args.soft_weights, noise=args.noise_weights)
+        if not getattr(args, "no_mask", False):
+            get_model_info(args.model)
+            config = ClassConfig.from_dir(args.config_dir) if args.config_dir else ClassConfig.default()
+            if args.classes:
+                config.selected = config.selected & parse_class_list(args.classes)
+            config.validate()
     except (ConfigError, SExtractorError, InputError, WeightsError, OSError, ValueError) as exc:
         print(f"maxidetect: error: {exc}", file=sys.stderr)
         return 2
-    failures = 0
-    for spec in specs:
-        t0 = time.perf_counter()
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always", MaxidetectWarning)
-            try:
-                maps = None
-                if maker is not None:
-                    maps = write_maps(spec, maker, policy, out_dir=args.out_dir, weight_image=args.weight_image,
-                                      overwrite=args.overwrite)
-                if engine == "maps":
-                    print(f"{spec} -> {maps[0]}, {maps[1]}")
-                    print("SExtractor arguments: " + shlex.join(sextractor_args(*maps)))
-                    continue
-                if engine == "sex":
-                    from .pipeline import sex_file
-
-                    cat, cmd = sex_file(spec, config, maps=maps, binary=args.sex_binary, out_dir=args.out_dir,
-                                        overwrite=args.overwrite)
-                    if args.verbose:
-                        print("ran: " + shlex.join(cmd))
-                else:
-                    from .pipeline import detect_file
-
-                    cat = detect_file(spec, config, maps=maps, out_dir=args.out_dir, overwrite=args.overwrite)
-            except (InputError, ConfigError, SExtractorError, FileExistsError, OSError, ValueError) as exc:
-                failures += 1
-                print(f"maxidetect: failed: {exc}", file=sys.stderr)
-                continue
-            finally:
-                for w in caught:
-                    if issubclass(w.category, MaxidetectWarning):
-                        print(f"maxidetect: warning: {w.message}", file=sys.stderr)
-        msg = f"{spec} -> {cat}"
-        if args.verbose:
-            msg += f" ({time.perf_counter() - t0:.1f} s)"
-        print(msg)
-    if failures:
-        print(f"maxidetect: {failures} of {len(specs)} file(s) failed", file=sys.stderr)
-    return 1 if failures else 0
+    keys = ("model", "tile", "batch_size", "precision", "classes", "config_dir", "maximask_defaults", "policy",
+            "grow", "soft_weights", "noise_weights", "weight_image", "no_mask", "sex_args", "sex_binary")
+    options = {k: getattr(args, k, None) for k in keys}
+    job = Job(engine, options, out_dir=args.out_dir, overwrite=args.overwrite)
+    return _run_job(job, specs, args)
 
 
 def cmd_maps(args) -> int:
@@ -485,18 +482,21 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Write NAME.weight.fits and NAME.flag.fits (layout of the image) and print "
                        "the SExtractor arguments that use them.")
     _add_map_options(p, sextractor=False)
+    _add_run_options(p)
     p.set_defaults(func=cmd_maps)
     p = sub.add_parser("sex", help="run the real SExtractor with maxidetect's maps",
                        description="Compute masks and maps, then run SExtractor (source-extractor or sex) "
                        "with -WEIGHT_TYPE MAP_WEIGHT -FLAG_IMAGE ... -INTERP_TYPE NONE added.",
                        epilog=_SEX_EPILOG)
     _add_map_options(p, sextractor=True)
+    _add_run_options(p)
     p.add_argument("--sex-binary", help="SExtractor executable (default: source-extractor or sex on PATH)")
     p.set_defaults(func=cmd_sex)
     p = sub.add_parser("detect", help="detect sources in process with the SEP engine",
                        description="SExtractor's steps in process (SEP): reads the same -c FILE and -KEY VALUE.",
                        epilog=_SEX_EPILOG)
     _add_map_options(p, sextractor=True)
+    _add_run_options(p)
     p.set_defaults(func=cmd_detect)
     return parser
 
