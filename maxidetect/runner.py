@@ -38,6 +38,7 @@ from pathlib import Path
 __all__ = ["Job", "FileResult", "RunSummary", "process_file", "run_files", "record_path", "input_sha256"]
 
 KINDS = ("mask", "maps", "detect", "sex")
+_DEFAULTS = {"grow": 0, "batch_size": 1, "precision": "float32"}
 RECORD_DIR = ".maxidetect"
 
 
@@ -75,8 +76,10 @@ class Job:
     def settings_hash(self) -> str:
         from . import __version__
 
-        o = dict(self.options)
-        o.pop("sex_binary", None)  # where the binary lives does not change outputs
+        # Unset and default values hash alike, so the CLI and the API agree;
+        # where the binary lives does not change outputs.
+        o = {k: v for k, v in self.options.items()
+             if k != "sex_binary" and v not in (None, False, "", []) and _DEFAULTS.get(k, object()) != v}
         blob = json.dumps({"kind": self.kind, "options": o, "version": __version__}, sort_keys=True, default=str)
         return hashlib.sha256(blob.encode()).hexdigest()
 

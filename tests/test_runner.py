@@ -1,0 +1,140 @@
+"""Many files: resumable runs, isolated failures, the Dask path on a real
+local cluster. Small simulated frames keep it quick; the network is real."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+from astropy.io import fits
+
+from maxidetect.runner import Job, process_file, record_path, run_files
+from maxidetect.simulate import simulate_frame
+
+SIZE = 192
+
+
+def _frames(d, n=4, seed=300):
+    d.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for k in range(n):
+        f = simulate_frame(seed + k, size=SIZE)
+        p = d / f"f{k}.fits"
+        fits.PrimaryHDU(f.image.astype(np.float32), f.header).writeto(p)
+        paths.append(p)
+    return paths
+
+
+def _same_outputs(a, b):
+    """Byte-identical data and equal headers (no timestamps are written)."""
+    names = sorted(p.name for p in a.glob("*.fits"))
+    assert names and names == sorted(p.name for p in b.glob("*.fits"))
+    for n in names:
+        with fits.open(a / n) as ha, fits.open(b / n) as hb:
+            assert len(ha) == len(hb)
+            for x, y in zip(ha, hb, strict=True):
+                assert x.header == y.header, n
+                if x.data is not None:
+                    assert x.data.tobytes() == y.data.tobytes(), n
+
+
+def _cli(*args, **kw):
+    return subprocess.Popen([sys.executable, "-m", "maxidetect.cli", *map(str, args)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, **kw)
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory):
+    return _frames(tmp_path_factory.mktemp("in"))
+
+
+def test_killed_run_resumes_to_the_same_outputs(inputs, tmp_path):
+    ref, run = tmp_path / "ref", tmp_path / "run"
+    summary = run_files(Job("mask", out_dir=str(ref)), inputs, progress=False)
+    assert summary.counts() == {"done": 4, "skipped": 0, "failed": 0}
+    # Kill -9 once the first file is complete (mid-way through the second).
+    proc = _cli("mask", *inputs, "-o", run, "--quiet")
+    first = record_path(type("S", (), {"path": inputs[0], "hdu": None})(), Job("mask", out_dir=str(run)))
+    t0 = time.time()
+    while time.time() - t0 < 300:
+        if first.exists() and json.loads(first.read_text())["status"] == "complete":
+            break
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    done_before = len(list(run.glob("*.masks.fits")))
+    assert 1 <= done_before < 4
+    # Same command again: completes, skipping what was complete.
+    rc = subprocess.run([sys.executable, "-m", "maxidetect.cli", "mask", *map(str, inputs), "-o", str(run),
+                         "--quiet", "--summary", str(tmp_path / "s.json")], capture_output=True, text=True)
+    assert rc.returncode == 0, rc.stderr
+    s = json.loads((tmp_path / "s.json").read_text())
+    assert s["skipped"] >= 1 and s["done"] + s["skipped"] == 4 and s["failed"] == 0
+    _same_outputs(ref, run)
+    # A third run does nothing.
+    again = run_files(Job("mask", out_dir=str(run)), inputs, progress=False)
+    assert again.counts()["skipped"] == 4
+
+
+def test_partial_stale_and_foreign_outputs(inputs, tmp_path):
+    job = Job("mask", out_dir=str(tmp_path))
+    r = process_file(job, inputs[0])
+    assert r.status == "done"
+    out = tmp_path / "f0.masks.fits"
+    good = out.read_bytes()
+    # A "started" record (killed run) means ours and partial: redone.
+    rec = record_path(type("S", (), {"path": inputs[0], "hdu": None})(), job)
+    data = json.loads(rec.read_text())
+    data["status"] = "started"
+    rec.write_text(json.dumps(data))
+    out.write_bytes(good[:2880])  # as if damaged
+    assert process_file(job, inputs[0]).status == "done"
+    assert out.read_bytes() == good
+    # Other settings: stale, redone.
+    r = process_file(Job("mask", {"classes": "CR,HP"}, out_dir=str(tmp_path)), inputs[0])
+    assert r.status == "done"
+    with fits.open(out) as h:
+        assert h[0].data.shape[0] == 2
+    # A file nobody recorded is not replaced without overwrite.
+    (tmp_path / "f1.masks.fits").write_bytes(b"user's file")
+    r = process_file(job, inputs[1])
+    assert r.status == "failed" and "--overwrite" in r.reason
+    assert (tmp_path / "f1.masks.fits").read_bytes() == b"user's file"
+
+
+def test_corrupt_file_is_reported_and_the_rest_complete(inputs, tmp_path, capsys):
+    from maxidetect.cli import main
+
+    bad = tmp_path / "bad.fits"
+    bad.write_bytes(b"SIMPLE  =                    T" + b"\0" * 100)
+    rc = main(["mask", str(inputs[0]), str(bad), str(inputs[1]), "-o", str(tmp_path / "o"),
+               "--summary", str(tmp_path / "s.json")])
+    err = capsys.readouterr().err
+    assert rc == 1
+    assert "bad.fits" in err and "1 of 3 file(s) failed" in err
+    s = json.loads((tmp_path / "s.json").read_text())
+    assert s["done"] == 2 and s["failed"] == 1
+    assert s["failures"][0]["file"] == str(bad) and "FITS" in s["failures"][0]["reason"]
+    assert (tmp_path / "o" / "f0.masks.fits").exists() and (tmp_path / "o" / "f1.masks.fits").exists()
+
+
+def test_process_pool_and_dask_cluster_match_serial(inputs, tmp_path):
+    distributed = pytest.importorskip("distributed")
+    serial = tmp_path / "serial"
+    assert not run_files(Job("maps", out_dir=str(serial)), inputs, progress=False).failed
+    pool = tmp_path / "pool"
+    s = run_files(Job("maps", out_dir=str(pool), threads=1), inputs, workers=2, progress=False)
+    assert not s.failed and s.mode == "processes"
+    _same_outputs(serial, pool)
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cl, \
+            distributed.Client(cl) as client:
+        d = tmp_path / "dask"
+        s = run_files(Job("maps", out_dir=str(d)), inputs, client=client, progress=False)
+        assert not s.failed and s.mode.startswith("dask") and s.workers == 2
+        # One task per file, spread over the workers, each loading the model once.
+        assert len({r.worker for r in s.results}) == 2
+    _same_outputs(serial, d)
