@@ -61,6 +61,9 @@ def write_catalog(
                 hdus.append(_ldac_imhead(h))
             tab = fits.table_to_hdu(t)
             tab.header["EXTNAME"] = "LDAC_OBJECTS" if ctype == "FITS_LDAC" else "OBJECTS"
+            for key in h:
+                if key.startswith("MDTRK"):  # frame quality travels with its objects
+                    tab.header[key] = (h[key], h.comments[key])
             hdus.append(tab)
         return write_hdulist_atomic(fits.HDUList(hdus), path, overwrite=overwrite, protect=protect)
     t = vstack(tables) if len(tables) > 1 else tables[0]

@@ -290,13 +290,15 @@ def write_maps(
     weight_image: str | os.PathLike | None = None,
     overwrite: bool = False,
     reuse_masks: bool = True,
+    extra_cards=(),
 ) -> tuple[Path, Path]:
     """Write ``NAME.weight.fits`` and ``NAME.flag.fits`` for a FITS image.
 
     The maps mirror the image's HDU layout (or are single-HDU for an
     ``file.fits[N]`` selection), keep each image header and WCS, and carry
     the provenance and policy keywords. Both are written only once both are
-    computed (atomic renames), never over an input.
+    computed (atomic renames), never over an input. ``extra_cards``
+    (key, value, comment) go into every map header (e.g. MaxiTrack's score).
 
     Returns
     -------
@@ -347,7 +349,7 @@ def write_maps(
             for w in caught:
                 warnings.warn(f"{where}: {w.message}", MaxidetectWarning, stacklevel=2)
             hdr = image_header(hdu)
-            for key, value, comment in maker.header_cards_common() + policy.header_cards():
+            for key, value, comment in maker.header_cards_common() + policy.header_cards() + list(extra_cards):
                 hdr[key] = (value, comment)
             first = single or index == 0
             cls = fits.PrimaryHDU if first else fits.ImageHDU

@@ -183,6 +183,7 @@ class MaskMaker:
         probs: bool = False,
         single: bool = False,
         output: str | Path | None = None,
+        extra_cards=(),
     ) -> Path:
         """Compute masks for every image HDU of a FITS file and write
         ``NAME.masks.fits`` (same HDU structure; other HDUs copied through).
@@ -200,10 +201,10 @@ class MaskMaker:
         out = Path(output) if output is not None else output_path(spec, MASK_SUFFIX, out_dir)
         if out.exists() and not overwrite:  # fail before the costly inference
             raise FileExistsError(f"{out}: output exists (use --overwrite to replace it)")
-        hdul_out = self._process_hdus(spec, kind)
+        hdul_out = self._process_hdus(spec, kind, list(extra_cards))
         return write_hdulist_atomic(hdul_out, out, overwrite=overwrite, protect=[spec.path])
 
-    def _process_hdus(self, spec: InputSpec, kind: OutputKind) -> fits.HDUList:
+    def _process_hdus(self, spec: InputSpec, kind: OutputKind, extra: list | None = None) -> fits.HDUList:
         path = spec.path
         if not path.exists():
             raise InputError(f"{path}: file does not exist")
@@ -221,14 +222,14 @@ class MaskMaker:
                 if not is_image_hdu(hdu):
                     raise InputError(f"{path}[{spec.hdu}]: not a 2-D or 3-D image HDU")
                 data = self._hdu_result(path, index, hdu, kind)
-                return fits.HDUList([fits.PrimaryHDU(data=data, header=self._header(hdu, kind, data))])
+                return fits.HDUList([fits.PrimaryHDU(data=data, header=self._header(hdu, kind, data, extra))])
             out = []
             n_images = 0
             for index, hdu in enumerate(hdul):
                 if is_image_hdu(hdu):
                     n_images += 1
                     data = self._hdu_result(path, index, hdu, kind)
-                    header = self._header(hdu, kind, data)
+                    header = self._header(hdu, kind, data, extra)
                     cls = fits.PrimaryHDU if index == 0 else fits.ImageHDU
                     out.append(cls(data=data, header=header))
                 elif index == 0:
@@ -258,14 +259,14 @@ class MaskMaker:
             warnings.warn(f"{where}: {w.message}", MaxidetectWarning, stacklevel=2)
         return result
 
-    def _header(self, hdu, kind: OutputKind, data: np.ndarray) -> fits.Header:
+    def _header(self, hdu, kind: OutputKind, data: np.ndarray, extra: list | None = None) -> fits.Header:
         hdr = image_header(hdu)
         if data.ndim > hdu.data.ndim and "WCSAXES" not in hdr:
             # The class axis is appended as NAXIS3: keep the WCS 2-D.
             wcs_keys = [k for k in hdr.keys() if k[:5] in ("CTYPE", "CRPIX", "CRVAL", "CDELT", "CD1_1", "PC1_1")]
             if wcs_keys:
                 hdr.insert(wcs_keys[0], ("WCSAXES", hdu.data.ndim, "number of WCS axes"))
-        for key, value, comment in self.header_cards(kind):
+        for key, value, comment in self.header_cards(kind) + (extra or []):
             hdr[key] = (value, comment)
         return hdr
 

@@ -30,6 +30,7 @@ def detect_file(
     maps: tuple[Path, Path] | None = None,
     out_dir=None,
     overwrite: bool = False,
+    extra_cards=(),
 ) -> Path | None:
     """Run the SEP engine on every image HDU (or the selected one) of a file.
 
@@ -91,7 +92,10 @@ def detect_file(
                 t["EXT_NUMBER"] = np.full(len(t), index, np.int16)
             t.meta["EXTNUM"] = index
             tables.append(t)
-            headers.append(image_header(hdu))
+            hdr = image_header(hdu)
+            for key, value, comment in extra_cards:
+                hdr[key] = (value, comment)
+            headers.append(hdr)
         if not tables:
             raise InputError(f"{spec.path}: no 2-D image HDU to detect on")
     finally:

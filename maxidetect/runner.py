@@ -38,7 +38,7 @@ from pathlib import Path
 __all__ = ["Job", "FileResult", "RunSummary", "process_file", "run_files", "record_path", "input_sha256"]
 
 KINDS = ("mask", "maps", "detect", "sex")
-_DEFAULTS = {"grow": 0, "batch_size": 1, "precision": "float32"}
+_DEFAULTS = {"grow": 0, "batch_size": 1, "precision": "float32", "track_prior": 0.05, "track_threshold": 0.5}
 RECORD_DIR = ".maxidetect"
 
 
@@ -86,7 +86,8 @@ class Job:
 
 @dataclass
 class FileResult:
-    """Outcome for one input: ``done``, ``skipped`` (up to date) or ``failed``."""
+    """Outcome for one input: ``done``, ``skipped`` (up to date), ``rejected``
+    (MaxiTrack over the threshold with ``reject_tracking``) or ``failed``."""
 
     input: str
     status: str
@@ -98,6 +99,7 @@ class FileResult:
     worker: str = ""
     warnings: list[str] = field(default_factory=list)
     commands: list[str] = field(default_factory=list)
+    tracking: float | None = None
 
 
 @dataclass
@@ -112,7 +114,7 @@ class RunSummary:
         return [r for r in self.results if r.status == "failed"]
 
     def counts(self) -> dict:
-        out = {"done": 0, "skipped": 0, "failed": 0}
+        out = {"done": 0, "skipped": 0, "failed": 0, "rejected": 0}
         for r in self.results:
             out[r.status] += 1
         return out
@@ -132,6 +134,7 @@ class RunSummary:
 # -- per-process state ------------------------------------------------------
 _LOCK = threading.Lock()
 _MAKERS: dict[str, object] = {}
+_TRACKERS: dict[str, object] = {}
 _THREADS_SET = False
 
 
@@ -182,6 +185,20 @@ def _maker(job: Job):
         return _MAKERS[key]
 
 
+def _tracker(job: Job):
+    from .track import DEFAULT_PRIOR, DEFAULT_THRESHOLD, Tracker
+
+    o = job.options
+    prior = o.get("track_prior", DEFAULT_PRIOR)
+    thr = o.get("track_threshold")
+    key = json.dumps([prior, thr])
+    with _LOCK:
+        if key not in _TRACKERS:
+            _set_threads(job.threads)
+            _TRACKERS[key] = Tracker(prior=prior, threshold=DEFAULT_THRESHOLD if thr is None else thr)
+        return _TRACKERS[key]
+
+
 # -- records ------------------------------------------------------------------
 def input_sha256(path, chunk: int = 1 << 22) -> str:
     h = hashlib.sha256()
@@ -227,7 +244,7 @@ def _up_to_date(rec: dict | None, in_sha: str, settings: str) -> bool:
                 return False
         except OSError:
             return False
-    return bool(rec.get("outputs"))
+    return bool(rec.get("outputs")) or bool(rec.get("rejected"))
 
 
 # -- one file ---------------------------------------------------------------
@@ -248,11 +265,12 @@ def _mpix(path: Path) -> float:
         return 0.0
 
 
-def _run(job: Job, spec, overwrite: bool, commands: list) -> list[Path]:
+def _run(job: Job, spec, overwrite: bool, commands: list, cards=()) -> list[Path]:
     o = job.options
     if job.kind == "mask":
         out = _maker(job).process_file(spec, out_dir=job.out_dir, overwrite=overwrite,
-                                       probs=o.get("probs", False), single=o.get("single_mask", False))
+                                       probs=o.get("probs", False), single=o.get("single_mask", False),
+                                       extra_cards=cards)
         return [out]
     from .maps import MapPolicy, write_maps
 
@@ -261,7 +279,7 @@ def _run(job: Job, spec, overwrite: bool, commands: list) -> list[Path]:
         policy = MapPolicy.parse(o.get("policy"), grow=o.get("grow", 0), soft=o.get("soft_weights", False),
                                  noise=o.get("noise_weights", False))
         maps = write_maps(spec, _maker(job), policy, out_dir=job.out_dir, weight_image=o.get("weight_image"),
-                          overwrite=overwrite)
+                          overwrite=overwrite, extra_cards=cards)
     if job.kind == "maps":
         return list(maps)
     from .sexconfig import SexConfig, split_sextractor_args
@@ -279,7 +297,7 @@ def _run(job: Job, spec, overwrite: bool, commands: list) -> list[Path]:
         from .pipeline import detect_file
 
         _set_threads(job.threads)
-        cat = detect_file(spec, config, maps=maps, out_dir=job.out_dir, overwrite=overwrite)
+        cat = detect_file(spec, config, maps=maps, out_dir=job.out_dir, overwrite=overwrite, extra_cards=cards)
     return ([cat] if cat is not None else []) + (list(maps) if maps else [])
 
 
@@ -299,20 +317,35 @@ def process_file(job: Job, spec) -> FileResult:
         rec = _read_record(rpath)
         if _up_to_date(rec, in_sha, settings):
             res.status, res.outputs = "skipped", rec["outputs"]
+            res.tracking = rec.get("tracking")
+            if rec.get("rejected"):
+                res.status, res.reason = "rejected", "MaxiTrack (recorded)"
             return res
         ours = rec is not None  # outputs of an earlier, partial or stale, run of ours
-        _write_json_atomic(rpath, {"status": "started", "input": str(spec), "input_sha256": in_sha,
-                                   "settings_sha256": settings, "kind": job.kind, "settings": job.options})
+        base = {"input": str(spec), "input_sha256": in_sha, "settings_sha256": settings, "kind": job.kind,
+                "settings": job.options}
+        _write_json_atomic(rpath, {"status": "started", **base})
+        cards = []
+        if job.options.get("track") or job.options.get("reject_tracking"):
+            tracker = _tracker(job)
+            p = tracker.score_file(spec)[-1].probability
+            res.tracking = p
+            cards = tracker.header_cards(p)
+            if job.options.get("reject_tracking") and p > tracker.threshold:
+                res.status, res.reason = "rejected", f"MaxiTrack probability {p:.3f} > {tracker.threshold}"
+                res.seconds = time.perf_counter() - t0
+                _write_json_atomic(rpath, {"status": "complete", **base, "rejected": True, "tracking": p,
+                                           "outputs": [], "sizes": []})
+                return res
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", MaxidetectWarning)
-            outputs = _run(job, spec, overwrite=job.overwrite or ours, commands=res.commands)
+            outputs = _run(job, spec, overwrite=job.overwrite or ours, commands=res.commands, cards=cards)
         res.warnings = [str(w.message) for w in caught if issubclass(w.category, MaxidetectWarning)]
         res.outputs = [str(p) for p in outputs]
         res.seconds = time.perf_counter() - t0
         res.mpix = _mpix(spec.path)
         _write_json_atomic(rpath, {
-            "status": "complete", "input": str(spec), "input_sha256": in_sha, "settings_sha256": settings,
-            "kind": job.kind, "settings": job.options, "outputs": res.outputs,
+            "status": "complete", **base, "tracking": res.tracking, "outputs": res.outputs,
             "sizes": [os.path.getsize(p) for p in res.outputs], "seconds": res.seconds,
             "finished": datetime.now(UTC).isoformat(timespec="seconds")})
         res.status = "done"

@@ -83,6 +83,8 @@ class SimConfig:
     overscan: int = 24  # columns at the right edge; 0 for none
     spike_mag: float = 15.5  # stars brighter than this get spikes
     noise: bool = True  # False: the expectation image (for tests of the truth masks)
+    tracking_length: float = 0.0  # px: telescope tracking error smearing every source along a line
+    tracking_angle: float | None = None  # radians; None: random
 
     @classmethod
     def from_file(cls, path) -> SimConfig:
@@ -163,6 +165,17 @@ def _add(img, stamp, x, y):
     if sy1 <= sy0 or sx1 <= sx0:
         return
     img[max(0, y0) : min(h, y1), max(0, x0) : min(w, x1)] += stamp[sy0:sy1, sx0:sx1]
+
+
+def _track_kernel(length: float, angle: float, oversample: int = 8) -> np.ndarray:
+    """Unit-sum kernel of a uniform motion of ``length`` px at ``angle``."""
+    half = int(np.ceil(length / 2)) + 1
+    k = np.zeros((2 * half + 1, 2 * half + 1))
+    t = np.linspace(-length / 2, length / 2, max(2, int(np.ceil(length * oversample))))
+    x = np.clip(np.round(half + t * np.cos(angle)).astype(int), 0, 2 * half)
+    y = np.clip(np.round(half + t * np.sin(angle)).astype(int), 0, 2 * half)
+    np.add.at(k, (y, x), 1.0)
+    return k / k.sum()
 
 
 def _line(img, x0, y0, ang, length, profile_sigma, amp, rng=None, glints=0):
@@ -248,6 +261,7 @@ def simulate_frame(seed: int = 0, config: SimConfig | None = None, size: int | N
     background = photons.copy()
 
     # -- sources
+    before_sources = photons.copy()
     rows = []
     rng = stream(4)
     r_star = int(np.ceil(4 * fwhm)) + 3
@@ -294,6 +308,15 @@ def simulate_frame(seed: int = 0, config: SimConfig | None = None, size: int | N
         sub *= np.exp(-np.hypot(*np.mgrid[box[0], box[1]][::-1] - np.array([x, y])[:, None, None]) / (0.5 * length))
         spikes[box] += sub
     photons += spikes
+    track_angle = None
+    if cfg.tracking_length > 0:
+        # A tracking error moves the whole sky during the exposure: every
+        # source (and its spikes) is smeared along one line; diffuse light
+        # and the detector's own defects are not.
+        track_angle = cfg.tracking_angle if cfg.tracking_angle is not None else stream(12).uniform(0, np.pi)
+        src = fftconvolve(photons - before_sources, _track_kernel(cfg.tracking_length, track_angle), mode="same")
+        photons = before_sources + np.clip(src, 0, None)
+        spikes = fftconvolve(spikes, _track_kernel(cfg.tracking_length, track_angle), mode="same")
     mark("SP", spikes, truth_level("SP", sky, noise_adu))
 
     # -- satellite trails
@@ -455,6 +478,9 @@ def simulate_frame(seed: int = 0, config: SimConfig | None = None, size: int | N
     hdr["SIMSEED"] = (seed, "maxidetect.simulate seed")
     hdr["SIMFWHM"] = (round(fwhm, 4), "PSF FWHM [pix]")
     hdr["SIMSKY"] = (round(sky, 3), "sky level [ADU]")
+    if track_angle is not None:
+        hdr["SIMTRKL"] = (float(cfg.tracking_length), "tracking error length [pix]")
+        hdr["SIMTRKA"] = (round(float(np.degrees(track_angle)), 3), "tracking error angle [deg]")
     if cfg.overscan:
         hdr["BIASSEC"] = (f"[{w - cfg.overscan + 1}:{w},1:{h}]", "overscan columns")
     return SimFrame(image=img, header=hdr, truth=truth, catalog=cat)

@@ -218,6 +218,16 @@ def weights_width(path) -> float:
         raise WeightsError(f"{path}: not a maxidetect network weights file ({exc})") from None
 
 
+def _manifest_text(data: dict) -> str:
+    """JSON with lists of numbers and names kept on one line (readable diffs)."""
+    import re
+
+    text = json.dumps(data, indent=2)
+    return re.sub(r"\[\s*([^\[\]{}]*?)\s*\]",
+                  lambda m: "[" + ", ".join(x.strip() for x in m.group(1).split(",")) + "]" if m.group(1).strip()
+                  else "[]", text) + "\n"
+
+
 def register_model(
     name: str,
     weights_file,
@@ -282,7 +292,6 @@ def register_model(
     data["models"] = models
     fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".json")
     with os.fdopen(fd, "w") as f:
-        json.dump(data, f, indent=2)
-        f.write("\n")
+        f.write(_manifest_text(data))
     os.replace(tmp, path)
     return load_manifest()[name]

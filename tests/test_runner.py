@@ -55,7 +55,7 @@ def inputs(tmp_path_factory):
 def test_killed_run_resumes_to_the_same_outputs(inputs, tmp_path):
     ref, run = tmp_path / "ref", tmp_path / "run"
     summary = run_files(Job("mask", out_dir=str(ref)), inputs, progress=False)
-    assert summary.counts() == {"done": 4, "skipped": 0, "failed": 0}
+    assert summary.counts() == {"done": 4, "skipped": 0, "failed": 0, "rejected": 0}
     # Kill -9 once the first file is complete (mid-way through the second).
     proc = _cli("mask", *inputs, "-o", run, "--quiet")
     first = record_path(type("S", (), {"path": inputs[0], "hdu": None})(), Job("mask", out_dir=str(run)))
