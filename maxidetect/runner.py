@@ -100,6 +100,7 @@ class FileResult:
     warnings: list[str] = field(default_factory=list)
     commands: list[str] = field(default_factory=list)
     tracking: float | None = None
+    peak_rss_mb: float = 0.0  # of the worker process, so far
 
 
 @dataclass
@@ -126,6 +127,8 @@ class RunSummary:
             "mode": self.mode, "workers": self.workers, "files": len(self.results), **self.counts(),
             "seconds": self.seconds, "files_per_s": len(done) / self.seconds if self.seconds else 0.0,
             "mpix_per_s": mpix / self.seconds if self.seconds else 0.0,
+            "peak_rss_mb_per_worker": {w: max(r.peak_rss_mb for r in self.results if r.worker == w)
+                                       for w in sorted({r.worker for r in self.results})},
             "failures": [{"file": r.input, "hdu": r.hdu, "reason": r.reason} for r in self.failed],
             "results": [asdict(r) for r in self.results],
         }
@@ -357,7 +360,17 @@ def process_file(job: Job, spec) -> FileResult:
             res.reason += " | " + traceback.format_exc(limit=2).strip().splitlines()[-1]
         res.hdu = _hdu_of(str(exc))
     res.seconds = time.perf_counter() - t0
+    res.peak_rss_mb = _peak_rss_mb()
     return res
+
+
+def _peak_rss_mb() -> float:
+    try:
+        import resource
+
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # kB on Linux
+    except (ImportError, OSError):
+        return 0.0
 
 
 # -- many files ---------------------------------------------------------------

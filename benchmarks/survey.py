@@ -1,0 +1,136 @@
+"""Survey-scale throughput: 1 worker vs 2 local workers vs a Dask LocalCluster
+with 2 workers on the same synthetic frames, and peak memory per worker for
+a 2048^2 and an 8192^2 frame.
+
+    .venv/bin/python benchmarks/survey.py --frames 32 --size 2048
+
+Each mode runs in its own Python process (``--mode``), so every peak-RSS
+figure is that mode's alone. Writes results/survey.md and .json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+from astropy.io import fits
+
+HERE = Path(__file__).resolve().parent
+
+
+def make_inputs(d: Path, n: int, size: int, seed: int = 2000) -> list[Path]:
+    from maxidetect.simulate import simulate_frame
+
+    d.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for k in range(n):
+        p = d / f"frame{k:03d}.fits"
+        if not p.exists():
+            f = simulate_frame(seed + k, size=size)
+            fits.PrimaryHDU(f.image.astype(np.float32), f.header).writeto(p)
+        paths.append(p)
+    return paths
+
+
+def run_mode(mode: str, inputs: list[str], out: str, kind: str) -> dict:
+    """One mode in this process: serial, pool2 (2 local processes) or dask2."""
+    from maxidetect.runner import Job, run_files
+
+    job = Job(kind, out_dir=out)
+    client = cluster = None
+    workers = 1
+    if mode == "pool2":
+        workers, job.threads = 2, max(1, (os.cpu_count() or 2) // 2)
+    elif mode == "dask2":
+        from dask.distributed import Client, LocalCluster
+
+        cluster = LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None)
+        client = Client(cluster)
+    t0 = time.perf_counter()
+    s = run_files(job, inputs, workers=workers, client=client, progress=False)
+    wall = time.perf_counter() - t0
+    if client is not None:
+        client.close()
+        cluster.close()
+    d = s.to_dict()
+    d.pop("results")
+    d["wall_s"] = wall
+    d["parent_peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    d["children_peak_rss_mb"] = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    return d
+
+
+def _sub(args: list[str]) -> dict:
+    proc = subprocess.run([sys.executable, __file__, *args], capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise RuntimeError(proc.stderr[-3000:])
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--frames", type=int, default=32)
+    ap.add_argument("--size", type=int, default=2048)
+    ap.add_argument("--big", type=int, default=8192, help="side of the memory-check frame (0: skip)")
+    ap.add_argument("--kind", default="mask", choices=["mask", "maps", "detect"])
+    ap.add_argument("--modes", default="serial,pool2,dask2")
+    ap.add_argument("--work", help="keep inputs here (default: a temporary directory)")
+    ap.add_argument("--out", default=str(HERE / "results" / "survey"))
+    ap.add_argument("--mode", help=argparse.SUPPRESS)
+    ap.add_argument("--inputs", nargs="*", help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+    if args.mode:  # child
+        out = tempfile.mkdtemp(prefix=f"survey-{args.mode}-")
+        print(json.dumps(run_mode(args.mode, args.inputs, out, args.kind)))
+        return
+    work = Path(args.work or tempfile.mkdtemp(prefix="maxidetect-survey-"))
+    t0 = time.perf_counter()
+    inputs = [str(p) for p in make_inputs(work / f"in{args.size}", args.frames, args.size)]
+    print(f"{len(inputs)} inputs in {time.perf_counter() - t0:.0f} s", file=sys.stderr)
+    rows = {}
+    for mode in args.modes.split(","):
+        rows[mode] = _sub(["--mode", mode, "--kind", args.kind, "--inputs", *inputs])
+        print(mode, json.dumps(rows[mode]), file=sys.stderr, flush=True)
+    memory = {}
+    if args.big:
+        for size in (args.size, args.big):
+            one = [str(p) for p in make_inputs(work / f"one{size}", 1, size, seed=3000)]
+            memory[size] = _sub(["--mode", "serial", "--kind", args.kind, "--inputs", *one])
+            print("memory", size, json.dumps(memory[size]), file=sys.stderr, flush=True)
+    base = rows.get("serial")
+    result = {"machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
+              "frames": args.frames, "size": args.size, "kind": args.kind, "modes": rows,
+              "memory": {str(k): v for k, v in memory.items()}}
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.with_suffix(".json").write_text(json.dumps(result, indent=1))
+    lines = [f"# Survey throughput: {args.frames} synthetic {args.size}x{args.size} frames, `maxidetect {args.kind}`",
+             "", f"`.venv/bin/python benchmarks/survey.py --frames {args.frames} --size {args.size}`; "
+             f"{result['machine']}; each mode in a fresh process, outputs to a temporary directory.", "",
+             "| mode | workers | wall [s] | files/s | MPix/s | vs 1 worker | peak RSS per worker [MB] |",
+             "|---|---|---|---|---|---|---|"]
+    for mode, r in rows.items():
+        ratio = base["wall_s"] / r["wall_s"] if base else float("nan")
+        rss = r["peak_rss_mb_per_worker"].values()
+        lines.append(f"| {mode} | {r['workers']} | {r['wall_s']:.0f} | {r['done'] / r['wall_s']:.3f} | "
+                     f"{r['mpix_per_s']:.3f} | {ratio:.2f}x | {max(rss):.0f} |")
+    if memory:
+        lines += ["", "Peak RSS of one worker (serial, fresh process) by frame size:", "",
+                  "| frame | peak RSS [MB] | seconds |", "|---|---|---|"]
+        for size, r in memory.items():
+            lines.append(f"| {size}x{size} | {max(r['peak_rss_mb_per_worker'].values()):.0f} | {r['wall_s']:.0f} |")
+    out.with_suffix(".md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
