@@ -75,12 +75,20 @@ def _is_fits_name(p: Path) -> bool:
 
 
 def expand_inputs(items) -> list[InputSpec]:
-    """Expand paths, directories and ``.list`` files into input specs."""
+    """Expand paths, quoted globs (``'raw/*.fits'``: thousands of files beyond
+    the shell's argument limit), directories and ``.list`` files into input specs."""
+    import glob
+
     out: list[InputSpec] = []
     for item in items:
         spec = parse_input(str(item))
         p = spec.path
-        if p.is_dir():
+        if not p.exists() and any(ch in str(p) for ch in "*?"):
+            matches = sorted(glob.glob(str(p)))
+            if not matches:
+                raise InputError(f"{p}: no file matches this pattern")
+            out.extend(InputSpec(Path(m), spec.hdu) for m in matches if Path(m).is_file())
+        elif p.is_dir():
             out.extend(InputSpec(f) for f in sorted(p.iterdir()) if f.is_file() and _is_fits_name(f))
         elif p.suffix == ".list":
             if not p.exists():

@@ -138,3 +138,15 @@ def test_process_pool_and_dask_cluster_match_serial(inputs, tmp_path):
         # One task per file, spread over the workers, each loading the model once.
         assert len({r.worker for r in s.results}) == 2
     _same_outputs(serial, d)
+
+
+def test_globs_directories_and_lists_expand(inputs, tmp_path):
+    from maxidetect.io import InputError, expand_inputs
+
+    d = inputs[0].parent
+    assert [s.path for s in expand_inputs([str(d / "f*.fits")])] == sorted(inputs)
+    (tmp_path / "a.list").write_text(f"# comment\n{inputs[1]}\n{inputs[2]}[0]\n")
+    specs = expand_inputs([str(tmp_path / "a.list"), str(d)])
+    assert [str(s) for s in specs[:2]] == [str(inputs[1]), f"{inputs[2]}[0]"] and len(specs) == 6
+    with pytest.raises(InputError, match="no file matches"):
+        expand_inputs([str(d / "nothing*.fits")])
