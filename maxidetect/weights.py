@@ -218,6 +218,13 @@ def weights_width(path) -> float:
         raise WeightsError(f"{path}: not a maxidetect network weights file ({exc})") from None
 
 
+def _chmod_default(path) -> None:
+    """mkstemp files are 0600; published files get the usual umask mode."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(path, 0o666 & ~umask)
+
+
 def _manifest_text(data: dict) -> str:
     """JSON with lists of numbers and names kept on one line (readable diffs)."""
     import re
@@ -280,6 +287,7 @@ def register_model(
         os.close(fd)
         try:
             shutil.copyfile(weights_file, tmp)
+            _chmod_default(tmp)
             os.replace(tmp, target)
         finally:
             if os.path.exists(tmp):
@@ -293,5 +301,6 @@ def register_model(
     fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".json")
     with os.fdopen(fd, "w") as f:
         f.write(_manifest_text(data))
+    _chmod_default(tmp)
     os.replace(tmp, path)
     return load_manifest()[name]

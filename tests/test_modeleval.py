@@ -59,15 +59,16 @@ def test_register_and_load_round_trip(tmp_path, monkeypatch):
     priors = np.full(14, 1 / 14)
     info = register_model("tiny", tmp_path / "t.weights.h5", priors, width=0.125, recipe={"steps": 3},
                           thresholds=np.full(14, 0.5))
-    assert list(load_manifest()) == ["maximask", "tiny"]  # the default stays first
+    names = list(load_manifest())
+    assert names[0] == "maximask" and names[-1] == "tiny"  # the default stays first, new ones go last
     assert info.architecture["width"] == 0.125 and info.recipe == {"steps": 3}
-    assert json.loads((zoo / "manifest.json").read_text())["models"][1]["training_priors"] == priors.tolist()
+    assert json.loads((zoo / "manifest.json").read_text())["models"][-1]["training_priors"] == priors.tolist()
     model, got = load_network("tiny")
     x = np.random.default_rng(1).normal(size=(1, 64, 64, 1)).astype("float32")
     np.testing.assert_array_equal(np.asarray(model(x)), np.asarray(tiny(x)))
     # Re-registering replaces in place; a damaged file is refused, not used.
     register_model("tiny", tmp_path / "t.weights.h5", priors, width=0.125)
-    assert list(load_manifest()) == ["maximask", "tiny"]
+    assert list(load_manifest()) == names
     other = build_model(width=0.125)
     other.save_weights(zoo / "tiny.weights.h5")
     with pytest.raises(WeightsError, match="checksum"):
@@ -96,3 +97,21 @@ def test_evaluate_cli_tiny_model_end_to_end(tmp_path, monkeypatch, capsys):
     md = (tmp_path / "ev" / "report.md").read_text()
     assert "| CR (thr" in md and "GMOS" in md
     assert main(["evaluate", "missing.weights.h5", "--against", ""]) == 2
+
+
+def test_shipped_model_loads_verified_and_is_selectable(tmp_path, capsys):
+    from astropy.io import fits
+
+    from maxidetect.cli import main
+    from maxidetect.simulate import simulate_frame
+
+    names = list(load_manifest())
+    assert names[0] == "maximask" and "maxidetect-ft-cpu" in names  # pretrained stays the default
+    main(["models"])
+    assert capsys.readouterr().out.split() == names
+    info = load_manifest()["maxidetect-ft-cpu"]
+    assert info.recipe["steps"] == 900 and abs(sum(info.training_priors[:-1])) > 0
+    fits.PrimaryHDU(simulate_frame(5, size=128).image).writeto(tmp_path / "f.fits")
+    assert main(["mask", str(tmp_path / "f.fits"), "--model", "maxidetect-ft-cpu", "-q"]) == 0
+    hdr = fits.getheader(tmp_path / "f.masks.fits")
+    assert hdr["MDMODEL"] == "maxidetect-ft-cpu" and hdr["MDSHA256"] == info.sha256
