@@ -35,6 +35,8 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
+import numpy as np
+
 __all__ = ["Job", "FileResult", "RunSummary", "process_file", "run_files", "record_path", "input_sha256"]
 
 KINDS = ("mask", "maps", "detect", "sex")
@@ -263,7 +265,7 @@ def _mpix(path: Path) -> float:
 
     try:
         with fits.open(path, memmap=True) as h:
-            return sum(float(x.size) for x in h if is_image_hdu(x)) / 1e6
+            return sum(float(np.prod(x.shape)) for x in h if is_image_hdu(x)) / 1e6  # .size is bytes
     except Exception:
         return 0.0
 
