@@ -105,6 +105,16 @@ def expand_inputs(items) -> list[InputSpec]:
     return out
 
 
+def select_hdus(hdul: fits.HDUList, spec: InputSpec) -> list[tuple[int, object]]:
+    """(index, hdu) pairs of ``spec``: the selected HDU, or every HDU."""
+    if spec.hdu is None:
+        return list(enumerate(hdul))
+    try:
+        return [(hdul.index_of(spec.hdu), hdul[spec.hdu])]
+    except (KeyError, IndexError):
+        raise InputError(f"{spec.path}[{spec.hdu}]: no such HDU (file has {len(hdul)})") from None
+
+
 def is_image_hdu(hdu) -> bool:
     """True for an HDU holding a 2-D or 3-D numeric image."""
     if not isinstance(hdu, (fits.PrimaryHDU, fits.ImageHDU, fits.CompImageHDU)):

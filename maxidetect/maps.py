@@ -29,6 +29,7 @@ from .io import (
     open_fits,
     output_path,
     parse_input,
+    select_hdus,
     write_hdulist_atomic,
 )
 from .masks import MASK_SUFFIX, MaskMaker, MaxidetectWarning
@@ -242,16 +243,6 @@ def maps_from_masks(masks: np.ndarray, maker: MaskMaker, policy: MapPolicy | Non
 
 
 # -- files -----------------------------------------------------------------
-def _select(hdul: fits.HDUList, spec: InputSpec) -> list[tuple[int, object]]:
-    """(index, hdu) pairs to map: the selected HDU, or every HDU."""
-    if spec.hdu is None:
-        return list(enumerate(hdul))
-    try:
-        return [(hdul.index_of(spec.hdu), hdul[spec.hdu])]
-    except (KeyError, IndexError):
-        raise InputError(f"{spec.path}[{spec.hdu}]: no such HDU (file has {len(hdul)})") from None
-
-
 def _cached_masks(mask_path: Path, image_path: Path, index: int, maker: MaskMaker, shape) -> np.ndarray | None:
     """Reuse ``NAME.masks.fits`` when it is newer than the image and was made
     with the same model, classes, priors and thresholds; else None."""
@@ -320,7 +311,7 @@ def write_maps(
     w_out: list = []
     f_out: list = []
     try:
-        pairs = _select(hdul, spec)
+        pairs = select_hdus(hdul, spec)
         n_maps = 0
         for index, hdu in pairs:
             where = f"{spec.path}[{index}]"

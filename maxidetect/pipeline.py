@@ -13,7 +13,16 @@ import numpy as np
 
 from .catalog import CATALOG_TYPES, write_catalog
 from .detect import detect
-from .io import InputError, InputSpec, MaxidetectWarning, image_header, is_image_hdu, open_fits, parse_input
+from .io import (
+    InputError,
+    InputSpec,
+    MaxidetectWarning,
+    image_header,
+    is_image_hdu,
+    open_fits,
+    parse_input,
+    select_hdus,
+)
 from .sexconfig import SexConfig, read_param_file
 from .sextractor import catalog_target, run_sextractor
 
@@ -50,13 +59,7 @@ def detect_file(
     fmaps = open_fits(maps[1], "flag map") if maps else None
     tables, headers = [], []
     try:
-        if spec.hdu is not None:
-            try:
-                pairs = [(hdul.index_of(spec.hdu), hdul[spec.hdu])]
-            except (KeyError, IndexError):
-                raise InputError(f"{spec.path}[{spec.hdu}]: no such HDU (file has {len(hdul)})") from None
-        else:
-            pairs = list(enumerate(hdul))
+        pairs = select_hdus(hdul, spec)
         k_map = 0
         for index, hdu in pairs:
             where = f"{spec.path}[{index}]"

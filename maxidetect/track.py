@@ -228,7 +228,7 @@ class Tracker:
         """One row per image HDU, then the frame row (``hdu="all"``)."""
         from astropy.io import fits
 
-        from .io import InputError, InputSpec, is_image_hdu, parse_input
+        from .io import InputError, InputSpec, is_image_hdu, parse_input, select_hdus
 
         spec = spec if isinstance(spec, InputSpec) else parse_input(str(spec))
         try:
@@ -239,14 +239,7 @@ class Tracker:
             raise InputError(f"{spec.path}: not a readable FITS file ({exc})") from None
         rows = []
         with hdul:
-            if spec.hdu is not None:
-                try:
-                    pairs = [(hdul.index_of(spec.hdu), hdul[spec.hdu])]
-                except (KeyError, IndexError):
-                    raise InputError(f"{spec.path}[{spec.hdu}]: no such HDU (file has {len(hdul)})") from None
-            else:
-                pairs = list(enumerate(hdul))
-            for index, hdu in pairs:
+            for index, hdu in select_hdus(hdul, spec):
                 if not is_image_hdu(hdu):
                     continue
                 try:
