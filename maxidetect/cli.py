@@ -150,9 +150,9 @@ def _run_job(job, specs, args) -> int:
     if args.summary:
         from pathlib import Path
 
-        from .runner import _write_json_atomic
+        from .runner import write_json_atomic
 
-        _write_json_atomic(Path(args.summary), info)
+        write_json_atomic(Path(args.summary), info)
     if summary.failed:
         print(f"maxidetect: {len(summary.failed)} of {len(specs)} file(s) failed:", file=sys.stderr)
         for r in summary.failed:
@@ -229,10 +229,9 @@ def _split_argv(argv: list[str], parser: argparse.ArgumentParser) -> tuple[list[
 def _run_maps_engine(args, engine: str) -> int:
     """Shared driver of ``maps``, ``sex`` and ``detect``: settings are
     checked here (before any work), then the runner does the files."""
-    from .classes import ClassConfig, parse_class_list
     from .io import InputError, expand_inputs
     from .maps import MapPolicy
-    from .runner import Job
+    from .runner import Job, class_config
     from .sexconfig import ConfigError, SexConfig, split_sextractor_args
     from .sextractor import SExtractorError
     from .weights import WeightsError, get_model_info
@@ -250,10 +249,7 @@ def _run_maps_engine(args, engine: str) -> int:
         MapPolicy.parse(args.policy, grow=args.grow, soft=args.soft_weights, noise=args.noise_weights)
         if not getattr(args, "no_mask", False):
             get_model_info(args.model)
-            config = ClassConfig.from_dir(args.config_dir) if args.config_dir else ClassConfig.default()
-            if args.classes:
-                config.selected = config.selected & parse_class_list(args.classes)
-            config.validate()
+            class_config(engine, vars(args))
     except (ConfigError, SExtractorError, InputError, WeightsError, OSError, ValueError) as exc:
         print(f"maxidetect: error: {exc}", file=sys.stderr)
         return 2
@@ -330,7 +326,7 @@ def cmd_bench(args) -> int:
         print(f"real-frame report: {r['report']}")
         return 0
     if args.tracking:
-        return _bench_tracking(args, opts, command)
+        return _bench_tracking(args, command)
     results = run_bench(opts, work_dir=args.work_dir)
     paths = write_report(results, args.out_dir, command=command or f"maxidetect bench{' --quick' if args.quick else ''}")
     for r in results["summary"]:
@@ -341,7 +337,7 @@ def cmd_bench(args) -> int:
     return 0
 
 
-def _bench_tracking(args, opts, command: str) -> int:
+def _bench_tracking(args, command: str) -> int:
     import json
     from pathlib import Path
 

@@ -37,7 +37,8 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["Job", "FileResult", "RunSummary", "process_file", "run_files", "record_path", "input_sha256"]
+__all__ = ["Job", "FileResult", "RunSummary", "process_file", "run_files", "record_path", "input_sha256", "class_config",
+           "write_json_atomic"]
 
 KINDS = ("mask", "maps", "detect", "sex")
 _DEFAULTS = {"grow": 0, "batch_size": 1, "precision": "float32", "track_prior": 0.05, "track_threshold": 0.5}
@@ -159,9 +160,26 @@ def _set_threads(n: int | None) -> None:
         pass  # another backend, or TF already running: keep its pool
 
 
+def class_config(kind: str, options: dict):
+    """The validated ClassConfig of a job's options: the user's MaxiMask
+    files, else MaxiMask's defaults (``mask``, ``maximask_defaults``), else
+    the catalogue defaults; narrowed to ``classes``."""
+    from .classes import ClassConfig, parse_class_list
+
+    if options.get("config_dir"):
+        config = ClassConfig.from_dir(options["config_dir"])
+    elif kind == "mask" or options.get("maximask_defaults"):
+        config = ClassConfig.default()
+    else:
+        config = ClassConfig.catalogue()
+    if options.get("classes"):
+        config.selected = config.selected & parse_class_list(options["classes"])
+    config.validate()
+    return config
+
+
 def _maker(job: Job):
     """The MaskMaker for ``job``'s network options, built once per process."""
-    from .classes import ClassConfig, parse_class_list
     from .inference import DEFAULT_MARGIN, DEFAULT_TILE
     from .masks import MaskMaker
 
@@ -172,15 +190,7 @@ def _maker(job: Job):
     with _LOCK:
         if key not in _MAKERS:
             _set_threads(job.threads)
-            if o.get("config_dir"):
-                config = ClassConfig.from_dir(o["config_dir"])
-            elif job.kind == "mask" or o.get("maximask_defaults"):
-                config = ClassConfig.default()
-            else:
-                config = ClassConfig.catalogue()
-            if o.get("classes"):
-                config.selected = config.selected & parse_class_list(o["classes"])
-            config.validate()
+            config = class_config(job.kind, o)
             _MAKERS[key] = MaskMaker(
                 model=o.get("model"), config=config,
                 apply_priors=not o.get("no_priors", False), apply_threshold=not o.get("no_threshold", False),
@@ -219,7 +229,7 @@ def record_path(spec, job: Job) -> Path:
     return d / RECORD_DIR / f"{name}.{job.kind}.json"
 
 
-def _write_json_atomic(path: Path, data: dict) -> None:
+def write_json_atomic(path: Path, data: dict) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
@@ -329,7 +339,7 @@ def process_file(job: Job, spec) -> FileResult:
         ours = rec is not None  # outputs of an earlier, partial or stale, run of ours
         base = {"input": str(spec), "input_sha256": in_sha, "settings_sha256": settings, "kind": job.kind,
                 "settings": job.options}
-        _write_json_atomic(rpath, {"status": "started", **base})
+        write_json_atomic(rpath, {"status": "started", **base})
         cards = []
         if job.options.get("track") or job.options.get("reject_tracking"):
             tracker = _tracker(job)
@@ -339,7 +349,7 @@ def process_file(job: Job, spec) -> FileResult:
             if job.options.get("reject_tracking") and p > tracker.threshold:
                 res.status, res.reason = "rejected", f"MaxiTrack probability {p:.3f} > {tracker.threshold}"
                 res.seconds = time.perf_counter() - t0
-                _write_json_atomic(rpath, {"status": "complete", **base, "rejected": True, "tracking": p,
+                write_json_atomic(rpath, {"status": "complete", **base, "rejected": True, "tracking": p,
                                            "outputs": [], "sizes": []})
                 return res
         with warnings.catch_warnings(record=True) as caught:
@@ -349,7 +359,7 @@ def process_file(job: Job, spec) -> FileResult:
         res.outputs = [str(p) for p in outputs]
         res.seconds = time.perf_counter() - t0
         res.mpix = _mpix(spec.path)
-        _write_json_atomic(rpath, {
+        write_json_atomic(rpath, {
             "status": "complete", **base, "tracking": res.tracking, "outputs": res.outputs,
             "sizes": [os.path.getsize(p) for p in res.outputs], "seconds": res.seconds,
             "finished": datetime.now(UTC).isoformat(timespec="seconds")})
