@@ -102,7 +102,7 @@ def main(argv=None):
     inputs = [str(p) for p in make_inputs(work / f"in{args.size}", args.frames, args.size)]
     print(f"{len(inputs)} inputs in {time.perf_counter() - t0:.0f} s", file=sys.stderr)
     rows = {}
-    for mode in args.modes.split(","):
+    for mode in [m for m in args.modes.split(",") if m and m != "none"]:
         rows[mode] = _sub(["--mode", mode, "--kind", args.kind, "--inputs", *inputs])
         print(mode, json.dumps(rows[mode]), file=sys.stderr, flush=True)
     memory = {}

@@ -29,10 +29,11 @@ from maxidetect.classes import CLASS_NAMES  # noqa: E402
 BIN = Path(sys.executable).parent
 
 
-def run_measured(cmd: list[str]) -> tuple[float, float]:
+def run_measured(cmd: list[str], env: dict | None = None) -> tuple[float, float]:
     """Run ``cmd``; return (wall seconds, peak RSS in MB) of that child alone."""
     t0 = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            env=None if env is None else {**os.environ, **env})
     _, status, usage = os.wait4(proc.pid, 0)
     wall = time.perf_counter() - t0
     err = proc.stderr.read().decode(errors="replace")
@@ -77,6 +78,19 @@ def main(argv=None) -> int:
     wall, rss = run_measured([str(BIN / "maxidetect"), "mask", str(frame), "--overwrite"])
     results["maxidetect"] = {"wall_s": wall, "mpix_per_s": mpix / wall, "peak_rss_mb": rss}
     print(f"maxidetect: {wall:.1f} s, {mpix / wall:.3f} MPix/s, peak RSS {rss:.0f} MB", flush=True)
+    try:
+        import jax  # noqa: F401
+    except ImportError:
+        pass
+    else:  # same network on the JAX backend (no TensorFlow runtime in the process)
+        (work / "mdjax").mkdir()
+        wall, rss = run_measured([str(BIN / "maxidetect"), "mask", str(frame), "-o", str(work / "mdjax")],
+                                 env={"KERAS_BACKEND": "jax"})
+        a = fits.getdata(work / "md" / "frame.masks.fits")
+        b = fits.getdata(work / "mdjax" / "frame.masks.fits")
+        results["maxidetect_jax"] = {"wall_s": wall, "mpix_per_s": mpix / wall, "peak_rss_mb": rss,
+                                     "frac_differing_vs_tf": float(np.mean(a != b))}
+        print(f"maxidetect (JAX): {wall:.1f} s, {mpix / wall:.3f} MPix/s, peak RSS {rss:.0f} MB", flush=True)
     # Steady state, as a survey worker sees it: model loaded and compiled once.
     from maxidetect.masks import MaskMaker
 
@@ -113,10 +127,12 @@ def main(argv=None) -> int:
         "| tool | wall [s] | MPix/s | peak RSS [MB] |",
         "|---|---|---|---|",
     ]
-    for tool in ("maxidetect", "maximask"):
+    names = {"maxidetect": "maxidetect CLI", "maxidetect_jax": "maxidetect CLI, `KERAS_BACKEND=jax`",
+             "maximask": "maximask CLI"}
+    for tool, name in names.items():
         if tool in results:
             r = results[tool]
-            lines.append(f"| {tool} CLI | {r['wall_s']:.1f} | {r['mpix_per_s']:.3f} | {r['peak_rss_mb']:.0f} |")
+            lines.append(f"| {name} | {r['wall_s']:.1f} | {r['mpix_per_s']:.3f} | {r['peak_rss_mb']:.0f} |")
     r = results["maxidetect_warm"]
     lines.append(f"| maxidetect, model loaded (per frame) | {r['wall_s']:.1f} | {r['mpix_per_s']:.3f} | - |")
     if "speedup" in results:
@@ -125,7 +141,9 @@ def main(argv=None) -> int:
             f"Speed-up (maximask CLI / maxidetect CLI): **{results['speedup']:.1f}x** end to end, "
             f"**{results['speedup_warm']:.1f}x** per frame with the model loaded; "
             f"RSS ratio (maxidetect / maximask): {results['rss_ratio']:.2f}; "
-            f"all-class differing pixels: {100 * results['frac_differing_all']:.4f}%",
+            f"all-class differing pixels: {100 * results['frac_differing_all']:.4f}%"
+            + (f"; JAX vs TensorFlow masks differ in {100 * results['maxidetect_jax']['frac_differing_vs_tf']:.5f}%"
+               " of pixels" if "maxidetect_jax" in results else ""),
             "",
             "| class | maxidetect px | maximask px | IoU (>=100 px) | differing px |",
             "|---|---|---|---|---|",

@@ -9,12 +9,14 @@ input, and carry the input's header (WCS included).
 
 from __future__ import annotations
 
+import io
 import os
 import re
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 from astropy.io import fits
 
 __all__ = [
@@ -26,6 +28,8 @@ __all__ = [
     "is_image_hdu",
     "output_path",
     "write_hdulist_atomic",
+    "FitsStreamWriter",
+    "read_plane",
     "image_header",
     "open_fits",
 ]
@@ -175,11 +179,7 @@ def write_hdulist_atomic(
     refuses to replace any path in ``protect`` (the inputs).
     """
     path = Path(path)
-    for p in protect:
-        if _same_file(Path(p), path) or Path(p).resolve() == path.resolve():
-            raise InputError(f"{path}: refusing to overwrite an input file")
-    if path.exists() and not overwrite:
-        raise FileExistsError(f"{path}: output exists (use --overwrite to replace it)")
+    _check_output(path, overwrite, protect)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
@@ -194,3 +194,160 @@ def write_hdulist_atomic(
             os.unlink(tmp)
     return path
 
+
+
+def _check_output(path: Path, overwrite: bool, protect) -> None:
+    for p in protect:
+        if _same_file(Path(p), path) or Path(p).resolve() == path.resolve():
+            raise InputError(f"{path}: refusing to overwrite an input file")
+    if path.exists() and not overwrite:
+        raise FileExistsError(f"{path}: output exists (use --overwrite to replace it)")
+
+
+_BLOCK = 2880
+
+
+def _set_extend(hdr: fits.Header) -> None:
+    """EXTEND = T after the NAXISn cards: the file may get extensions later."""
+    n = hdr.get("NAXIS", 0)
+    hdr.set("EXTEND", True, "FITS dataset may contain extensions", after=f"NAXIS{n}" if n else "NAXIS")
+
+
+class ImageSlot:
+    """The data area of one image HDU of a :class:`FitsStreamWriter`, filled
+    block by block (``write``) in any order; unwritten pixels read as 0."""
+
+    def __init__(self, fd: int, offset: int, shape: tuple[int, ...], dtype: np.dtype):
+        self._fd, self.offset, self.shape = fd, offset, tuple(int(n) for n in shape)
+        self.dtype = np.dtype(dtype).newbyteorder(">")
+
+    def write(self, lead: tuple[int, ...], y0: int, x0: int, block: np.ndarray) -> None:
+        """Write the 2-D ``block`` at rows ``y0:``, columns ``x0:`` of the plane
+        ``lead`` (indices along the leading axes, e.g. ``(class,)``)."""
+        h, w = self.shape[-2:]
+        block = np.asarray(block)
+        bh, bw = block.shape
+        if y0 < 0 or x0 < 0 or y0 + bh > h or x0 + bw > w:
+            raise ValueError(f"block {block.shape} at ({y0}, {x0}) outside plane ({h}, {w})")
+        plane = int(np.ravel_multi_index(lead, self.shape[:-2])) if lead else 0
+        data = np.ascontiguousarray(block, dtype=self.dtype)
+        size = self.dtype.itemsize
+        if bw == w:  # whole rows: one contiguous run
+            os.pwrite(self._fd, data.tobytes(), self.offset + ((plane * h + y0) * w) * size)
+            return
+        for r in range(bh):
+            os.pwrite(self._fd, data[r].tobytes(), self.offset + ((plane * h + y0 + r) * w + x0) * size)
+
+
+class FitsStreamWriter:
+    """Writes a FITS file HDU by HDU, with image data filled in blocks, so an
+    output never has to be held in memory whole.
+
+    The file is built under a temporary name in the destination directory and
+    renamed into place when the ``with`` block ends without an exception
+    (deleted otherwise): readers never see a partial file. Refuses to replace
+    an input (``protect``) and, unless ``overwrite``, an existing file.
+
+    Examples
+    --------
+    >>> with FitsStreamWriter("out.fits") as w:               # doctest: +SKIP
+    ...     w.add_hdu(fits.PrimaryHDU(header=hdr))
+    ...     slot = w.add_image(hdr, (14, 4096, 4096), np.uint8)
+    ...     slot.write((3,), 0, 0, tile)
+    """
+
+    def __init__(self, path, overwrite: bool = False, protect=()):
+        self.path = Path(path)
+        _check_output(self.path, overwrite, protect)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd, self._tmp = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.name}.", suffix=".tmp")
+        self._fd = fd
+        self._end = 0
+        self.n_hdus = 0
+
+    def _append(self, raw: bytes) -> int:
+        start = self._end
+        os.pwrite(self._fd, raw, start)
+        self._end += len(raw)
+        return start
+
+    def add_hdu(self, hdu) -> None:
+        """Append a complete HDU (astropy serialises it; small HDUs and tables)."""
+        buf = io.BytesIO()
+        if self.n_hdus == 0:
+            if not isinstance(hdu, fits.PrimaryHDU):
+                hdu = fits.PrimaryHDU(data=getattr(hdu, "data", None), header=hdu.header)
+            _set_extend(hdu.header)
+            fits.HDUList([hdu]).writeto(buf, output_verify="silentfix")
+            raw = buf.getvalue()
+        else:
+            if isinstance(hdu, fits.PrimaryHDU):
+                hdu = fits.ImageHDU(data=hdu.data, header=hdu.header)
+            dummy = fits.PrimaryHDU()
+            fits.HDUList([dummy, hdu]).writeto(buf, output_verify="silentfix")
+            raw = buf.getvalue()[len(dummy.header.tostring()):]
+        self._append(raw)
+        self.n_hdus += 1
+
+    def add_image(self, header: fits.Header, shape, dtype) -> ImageSlot:
+        """Append an image HDU of ``shape`` and ``dtype`` (uint8, int16/32/64,
+        float32/64) whose data the caller writes through the returned slot.
+        ``header`` supplies every non-structural keyword."""
+        dtype = np.dtype(dtype)
+        shape = tuple(int(n) for n in shape)
+        cls = fits.PrimaryHDU if self.n_hdus == 0 else fits.ImageHDU
+        hdu = cls(data=np.zeros((1,) * len(shape), dtype=dtype), header=header)
+        hdr = hdu.header
+        for k, n in enumerate(reversed(shape)):
+            hdr[f"NAXIS{k + 1}"] = n
+        if self.n_hdus == 0:
+            _set_extend(hdr)
+        raw = hdr.tostring(padding=True).encode("ascii")
+        self._append(raw)
+        nbytes = int(np.prod(shape)) * dtype.itemsize
+        slot = ImageSlot(self._fd, self._end, shape, dtype)
+        self._end += -(-nbytes // _BLOCK) * _BLOCK
+        os.ftruncate(self._fd, self._end)  # zero-filled (sparse) data area and padding
+        self.n_hdus += 1
+        return slot
+
+    def close(self, commit: bool = True) -> Path:
+        if self._fd is None:
+            return self.path
+        try:
+            if commit:
+                if self.n_hdus == 0:
+                    raise ValueError(f"{self.path}: no HDU written")
+                os.ftruncate(self._fd, self._end)
+                os.fsync(self._fd)
+        finally:
+            os.close(self._fd)
+            self._fd = None
+        try:
+            if commit:
+                umask = os.umask(0)
+                os.umask(umask)
+                os.chmod(self._tmp, 0o666 & ~umask)
+                os.replace(self._tmp, self.path)
+        finally:
+            if os.path.exists(self._tmp):
+                os.unlink(self._tmp)
+        return self.path
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        self.close(commit=exc_type is None)
+        return False
+
+
+def read_plane(hdu, lead: tuple[int, ...] = (), rows: int = 1024) -> np.ndarray:
+    """One 2-D plane of an image HDU as native float32 (BSCALE/BZERO applied),
+    read band by band through ``hdu.section`` so the whole HDU is never in memory."""
+    shape = hdu.shape
+    h, w = shape[-2:]
+    out = np.empty((h, w), dtype=np.float32)
+    for y0 in range(0, h, rows):
+        out[y0 : y0 + rows] = hdu.section[tuple(lead) + (slice(y0, min(y0 + rows, h)), slice(None))]
+    return out

@@ -22,6 +22,7 @@ from scipy import ndimage
 
 from .classes import CLASS_NAMES, CLASSES, class_index
 from .io import (
+    FitsStreamWriter,
     InputError,
     InputSpec,
     image_header,
@@ -29,8 +30,8 @@ from .io import (
     open_fits,
     output_path,
     parse_input,
+    read_plane,
     select_hdus,
-    write_hdulist_atomic,
 )
 from .masks import MASK_SUFFIX, MaskMaker, MaxidetectWarning
 
@@ -206,7 +207,9 @@ class _Accumulator:
         return MapSet(weight=weight, flag=self.flag)
 
 
-def compute_maps(image, maker: MaskMaker, policy: MapPolicy | None = None, user_weight=None) -> MapSet:
+def compute_maps(
+    image, maker: MaskMaker, policy: MapPolicy | None = None, user_weight=None, inplace: bool = False
+) -> MapSet:
     """Weight and flag maps for a raw 2-D image.
 
     Streams tile by tile (memory: a few image-sized planes, not 14).
@@ -219,6 +222,10 @@ def compute_maps(image, maker: MaskMaker, policy: MapPolicy | None = None, user_
         enter the maps.
     user_weight : array, shape (H, W), optional
         Multiplied in; its zeros stay zero.
+    inplace : bool
+        A native float32 ``image`` may be overwritten by its normalised
+        version (saves a full-frame copy; ignored with noise weights, which
+        need the raw image).
     """
     policy = policy or MapPolicy()
     image = np.asarray(image)
@@ -226,7 +233,7 @@ def compute_maps(image, maker: MaskMaker, policy: MapPolicy | None = None, user_
         raise ValueError(f"maps need a 2-D image, got shape {image.shape}")
     thresh = maker.config.thresholds[list(maker.selected)].astype(np.float32)[:, None, None]
     acc = _Accumulator(image.shape, maker, policy)
-    for (ys, xs), p in maker._blocks(image):
+    for (ys, xs), p in maker._blocks(image, owned=inplace and not policy.noise):
         acc.add(ys, xs, p > thresh, p)
     return acc.finish(image, user_weight)
 
@@ -308,57 +315,59 @@ def write_maps(
     if weight_image is not None:
         user = open_fits(weight_image, "weight image")
     hdul = open_fits(spec.path, "image")
-    w_out: list = []
-    f_out: list = []
+    protect = [spec.path] + ([Path(weight_image)] if weight_image else [])
+    # Each HDU's maps go to disk as soon as they are made (a mosaic is never
+    # held whole); both files are renamed into place only when both are complete.
     try:
-        pairs = select_hdus(hdul, spec)
-        n_maps = 0
-        for index, hdu in pairs:
-            where = f"{spec.path}[{index}]"
-            single = spec.hdu is not None
-            if not is_image_hdu(hdu):
-                if single:
-                    raise InputError(f"{where}: not a 2-D image HDU")
-                if index == 0:
-                    w_out.append(fits.PrimaryHDU(header=image_header(hdu)))
-                    f_out.append(fits.PrimaryHDU(header=image_header(hdu)))
-                continue  # SExtractor reads image HDUs only
-            data = hdu.data
-            if data is None or data.ndim != 2:
-                raise InputError(f"{where}: maps need 2-D images (shape {None if data is None else data.shape})")
-            uw = None
-            if user is not None:
-                uw = _user_weight(user, weight_image, index if not single else None, data.shape, len(pairs))
-            masks = _cached_masks(mask_path, spec.path, 0 if single else index, maker, data.shape) \
-                if reuse_masks and not policy.soft else None
-            with warnings.catch_warnings(record=True) as caught:
-                warnings.simplefilter("always", MaxidetectWarning)
-                if masks is not None:
-                    ms = maps_from_masks(masks, maker, policy, uw, image=data)
-                else:
-                    ms = compute_maps(data, maker, policy, uw)
-            for w in caught:
-                warnings.warn(f"{where}: {w.message}", MaxidetectWarning, stacklevel=2)
-            hdr = image_header(hdu)
-            for key, value, comment in maker.header_cards_common() + policy.header_cards() + list(extra_cards):
-                hdr[key] = (value, comment)
-            first = single or index == 0
-            cls = fits.PrimaryHDU if first else fits.ImageHDU
-            whdr, fhdr = hdr.copy(), hdr.copy()
-            whdr["MDMAP"] = ("WEIGHT", "maxidetect map: MAP_WEIGHT")
-            fhdr["MDMAP"] = ("FLAG", "maxidetect map: OR of class bit codes")
-            w_out.append(cls(data=ms.weight, header=whdr))
-            f_out.append(cls(data=ms.flag, header=fhdr))
-            n_maps += 1
-        if n_maps == 0:
-            raise InputError(f"{spec.path}: no 2-D image HDU to map")
+        with FitsStreamWriter(wpath, overwrite, protect) as w_out, FitsStreamWriter(fpath, overwrite, protect) as f_out:
+            pairs = select_hdus(hdul, spec)
+            n_maps = 0
+            for index, hdu in pairs:
+                where = f"{spec.path}[{index}]"
+                single = spec.hdu is not None
+                if not is_image_hdu(hdu):
+                    if single:
+                        raise InputError(f"{where}: not a 2-D image HDU")
+                    if index == 0:
+                        w_out.add_hdu(fits.PrimaryHDU(header=image_header(hdu)))
+                        f_out.add_hdu(fits.PrimaryHDU(header=image_header(hdu)))
+                    continue  # SExtractor reads image HDUs only
+                if len(hdu.shape) != 2 or 0 in hdu.shape:
+                    raise InputError(f"{where}: maps need 2-D images (shape {tuple(hdu.shape)})")
+                try:
+                    data = read_plane(hdu)
+                except Exception as exc:
+                    raise InputError(f"{where}: cannot read image data ({exc})") from None
+                uw = None
+                if user is not None:
+                    uw = _user_weight(user, weight_image, index if not single else None, data.shape, len(pairs))
+                masks = _cached_masks(mask_path, spec.path, 0 if single else index, maker, data.shape) \
+                    if reuse_masks and not policy.soft else None
+                with warnings.catch_warnings(record=True) as caught:
+                    warnings.simplefilter("always", MaxidetectWarning)
+                    if masks is not None:
+                        ms = maps_from_masks(masks, maker, policy, uw, image=data)
+                    else:
+                        ms = compute_maps(data, maker, policy, uw, inplace=True)
+                for w in caught:
+                    warnings.warn(f"{where}: {w.message}", MaxidetectWarning, stacklevel=2)
+                del data, masks, uw
+                hdr = image_header(hdu)
+                for key, value, comment in maker.header_cards_common() + policy.header_cards() + list(extra_cards):
+                    hdr[key] = (value, comment)
+                whdr, fhdr = hdr.copy(), hdr.copy()
+                whdr["MDMAP"] = ("WEIGHT", "maxidetect map: MAP_WEIGHT")
+                fhdr["MDMAP"] = ("FLAG", "maxidetect map: OR of class bit codes")
+                w_out.add_image(whdr, ms.weight.shape, np.float32).write((), 0, 0, ms.weight)
+                f_out.add_image(fhdr, ms.flag.shape, np.int32).write((), 0, 0, ms.flag)
+                del ms
+                n_maps += 1
+            if n_maps == 0:
+                raise InputError(f"{spec.path}: no 2-D image HDU to map")
     finally:
         hdul.close()
         if user is not None:
             user.close()
-    protect = [spec.path] + ([Path(weight_image)] if weight_image else [])
-    write_hdulist_atomic(fits.HDUList(w_out), wpath, overwrite=overwrite, protect=protect)
-    write_hdulist_atomic(fits.HDUList(f_out), fpath, overwrite=overwrite, protect=protect)
     return wpath, fpath
 
 

@@ -18,13 +18,16 @@ from . import __version__
 from .classes import CLASSES, ClassConfig
 from .inference import DEFAULT_MARGIN, DEFAULT_TILE, Predictor
 from .io import (
+    FitsStreamWriter,
     InputError,
     InputSpec,
     MaxidetectWarning,
     image_header,
     is_image_hdu,
+    open_fits,
     output_path,
-    write_hdulist_atomic,
+    read_plane,
+    select_hdus,
 )
 from .normalise import normalise
 from .priors import bitmask, modify_priors, prior_factors
@@ -95,9 +98,10 @@ class MaskMaker:
         return [CLASSES[i].abbr for i in self.selected]
 
     # -- arrays -----------------------------------------------------------
-    def _blocks(self, image: np.ndarray):
-        """Yield (block slices, adjusted probabilities) over a raw 2-D image."""
-        norm = normalise(image)
+    def _blocks(self, image: np.ndarray, owned: bool = False):
+        """Yield (block slices, adjusted probabilities) over a raw 2-D image;
+        ``owned``: the caller's native float32 image may be normalised in place."""
+        norm = normalise(image, copy=not owned)
         if not norm.any():
             warnings.warn("image is all zero or non-finite: masks are empty", MaxidetectWarning, stacklevel=3)
             return
@@ -188,8 +192,10 @@ class MaskMaker:
         """Compute masks for every image HDU of a FITS file and write
         ``NAME.masks.fits`` (same HDU structure; other HDUs copied through).
 
-        Returns the output path. Raises :class:`InputError` naming the file,
-        HDU and problem on bad input.
+        The output is written tile by tile as it is computed, so memory is
+        bounded by the tile size and one input plane (4 bytes per pixel),
+        not by the output (14 planes). Returns the output path. Raises
+        :class:`InputError` naming the file, HDU and problem on bad input.
         """
         if not isinstance(spec, InputSpec):
             from .io import parse_input
@@ -201,71 +207,64 @@ class MaskMaker:
         out = Path(output) if output is not None else output_path(spec, MASK_SUFFIX, out_dir)
         if out.exists() and not overwrite:  # fail before the costly inference
             raise FileExistsError(f"{out}: output exists (use --overwrite to replace it)")
-        hdul_out = self._process_hdus(spec, kind, list(extra_cards))
-        return write_hdulist_atomic(hdul_out, out, overwrite=overwrite, protect=[spec.path])
+        extra = list(extra_cards)
+        with open_fits(spec.path) as hdul:
+            pairs = select_hdus(hdul, spec)
+            with FitsStreamWriter(out, overwrite=overwrite, protect=[spec.path]) as writer:
+                n_images = 0
+                for index, hdu in pairs:
+                    if is_image_hdu(hdu):
+                        self._stream_hdu(writer, spec.path, index, hdu, kind, extra)
+                        n_images += 1
+                    elif spec.hdu is not None:
+                        raise InputError(f"{spec.path}[{spec.hdu}]: not a 2-D or 3-D image HDU")
+                    elif index == 0 or isinstance(hdu, fits.CompImageHDU):
+                        writer.add_hdu((fits.PrimaryHDU if index == 0 else fits.ImageHDU)(header=image_header(hdu)))
+                    else:
+                        writer.add_hdu(hdu.copy())
+                if n_images == 0:
+                    raise InputError(f"{spec.path}: no 2-D or 3-D image HDU to process")
+        return out
 
-    def _process_hdus(self, spec: InputSpec, kind: OutputKind, extra: list | None = None) -> fits.HDUList:
-        path = spec.path
-        if not path.exists():
-            raise InputError(f"{path}: file does not exist")
-        try:
-            hdul = fits.open(path, memmap=False)
-        except Exception as exc:
-            raise InputError(f"{path}: not a readable FITS file ({exc})") from None
-        with hdul:
-            if spec.hdu is not None:
-                try:
-                    hdu = hdul[spec.hdu]
-                    index = hdul.index_of(spec.hdu)
-                except (KeyError, IndexError):
-                    raise InputError(f"{path}[{spec.hdu}]: no such HDU (file has {len(hdul)})") from None
-                if not is_image_hdu(hdu):
-                    raise InputError(f"{path}[{spec.hdu}]: not a 2-D or 3-D image HDU")
-                data = self._hdu_result(path, index, hdu, kind)
-                return fits.HDUList([fits.PrimaryHDU(data=data, header=self._header(hdu, kind, data, extra))])
-            out = []
-            n_images = 0
-            for index, hdu in enumerate(hdul):
-                if is_image_hdu(hdu):
-                    n_images += 1
-                    data = self._hdu_result(path, index, hdu, kind)
-                    header = self._header(hdu, kind, data, extra)
-                    cls = fits.PrimaryHDU if index == 0 else fits.ImageHDU
-                    out.append(cls(data=data, header=header))
-                elif index == 0:
-                    out.append(fits.PrimaryHDU(header=image_header(hdu)))
-                elif isinstance(hdu, fits.CompImageHDU):
-                    out.append(fits.ImageHDU(header=image_header(hdu)))
-                else:
-                    out.append(hdu.copy())
-            if n_images == 0:
-                raise InputError(f"{path}: no 2-D or 3-D image HDU to process")
-            return fits.HDUList(out)
-
-    def _hdu_result(self, path: Path, index: int, hdu, kind: OutputKind) -> np.ndarray:
+    def _stream_hdu(self, writer: FitsStreamWriter, path: Path, index: int, hdu, kind: OutputKind, extra) -> None:
         where = f"{path}[{index}]"
-        try:
-            data = hdu.data
-        except Exception as exc:
-            raise InputError(f"{where}: cannot read image data ({exc})") from None
-        if data is None:
-            raise InputError(f"{where}: image HDU has no data")
-        if not np.issubdtype(data.dtype, np.number) or np.issubdtype(data.dtype, np.complexfloating):
-            raise InputError(f"{where}: unsupported data type {data.dtype}")
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always", MaxidetectWarning)
-            result = self.compute(data, kind)
-        for w in caught:
-            warnings.warn(f"{where}: {w.message}", MaxidetectWarning, stacklevel=2)
-        return result
+        shape = tuple(hdu.shape)
+        if any(n == 0 for n in shape):
+            raise InputError(f"{where}: image HDU has no data (shape {shape})")
+        if hdu.header.get("ZBITPIX", hdu.header.get("BITPIX")) not in (8, 16, 32, 64, -32, -64):
+            raise InputError(f"{where}: unsupported BITPIX {hdu.header.get('BITPIX')}")
+        what = kind.name(self.apply_threshold)
+        n = self.selected.size
+        lead_planes = [()] if len(shape) == 2 else [(i,) for i in range(shape[0])]
+        out_shape = shape if what == "BITMASK" else shape[:-2] + (n,) + shape[-2:]
+        dtype = {"BITMASK": np.int32, "MASKS": np.uint8, "PROBS": np.float32}[what]
+        slot = writer.add_image(self._header(hdu, kind, len(out_shape), extra), out_shape, dtype)
+        t = self._thresh[:, None, None]
+        for lead in lead_planes:
+            try:
+                image = read_plane(hdu, lead)
+            except Exception as exc:
+                raise InputError(f"{where}: cannot read image data ({exc})") from None
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always", MaxidetectWarning)
+                for (ys, xs), p in self._blocks(image, owned=True):
+                    if what == "BITMASK":
+                        slot.write(lead, ys.start, xs.start, bitmask(p > t, self.selected))
+                        continue
+                    planes = (p > t).view(np.uint8) if what == "MASKS" else p
+                    for k in range(n):
+                        slot.write(lead + (k,), ys.start, xs.start, planes[k])
+            for w in caught:
+                warnings.warn(f"{where}: {w.message}", MaxidetectWarning, stacklevel=2)
+            del image
 
-    def _header(self, hdu, kind: OutputKind, data: np.ndarray, extra: list | None = None) -> fits.Header:
+    def _header(self, hdu, kind: OutputKind, out_ndim: int, extra: list | None = None) -> fits.Header:
         hdr = image_header(hdu)
-        if data.ndim > hdu.data.ndim and "WCSAXES" not in hdr:
+        if out_ndim > len(hdu.shape) and "WCSAXES" not in hdr:
             # The class axis is appended as NAXIS3: keep the WCS 2-D.
             wcs_keys = [k for k in hdr.keys() if k[:5] in ("CTYPE", "CRPIX", "CRVAL", "CDELT", "CD1_1", "PC1_1")]
             if wcs_keys:
-                hdr.insert(wcs_keys[0], ("WCSAXES", hdu.data.ndim, "number of WCS axes"))
+                hdr.insert(wcs_keys[0], ("WCSAXES", len(hdu.shape), "number of WCS axes"))
         for key, value, comment in self.header_cards(kind) + (extra or []):
             hdr[key] = (value, comment)
         return hdr

@@ -18,8 +18,8 @@ CLIP_HIGH = 80000.0
 DEFAULT_MESH = 200
 
 
-def normalise(image, mesh: int = DEFAULT_MESH, filter_size: int = 3) -> np.ndarray:
-    """Return the normalised float32 copy of a 2-D image; the input is untouched.
+def normalise(image, mesh: int = DEFAULT_MESH, filter_size: int = 3, copy: bool = True) -> np.ndarray:
+    """Return the normalised float32 image.
 
     Parameters
     ----------
@@ -29,6 +29,10 @@ def normalise(image, mesh: int = DEFAULT_MESH, filter_size: int = 3) -> np.ndarr
         Background mesh size in pixels.
     filter_size : int
         Median filter size applied to the mesh.
+    copy : bool
+        If False and ``image`` is already a writable, C-contiguous, native
+        float32 array, normalise it in place (saves a full-frame copy on big
+        frames); otherwise the input is untouched.
 
     Returns
     -------
@@ -36,7 +40,15 @@ def normalise(image, mesh: int = DEFAULT_MESH, filter_size: int = 3) -> np.ndarr
         ``(clip(image) - background) / noise``; all zeros if the image has no
         finite non-zero pixel.
     """
-    data = np.array(image, dtype=np.float32, order="C", copy=True)  # native order
+    arr = np.asarray(image)
+    inplace = (
+        not copy
+        and arr.dtype == np.float32
+        and arr.dtype.isnative
+        and arr.flags.c_contiguous
+        and arr.flags.writeable
+    )
+    data = arr if inplace else np.array(arr, dtype=np.float32, order="C", copy=True)  # native order
     if data.ndim != 2:
         raise ValueError(f"normalise expects a 2-D image, got shape {data.shape}")
     data[~np.isfinite(data)] = 0.0
@@ -45,7 +57,8 @@ def normalise(image, mesh: int = DEFAULT_MESH, filter_size: int = 3) -> np.ndarr
         return data
     h, w = data.shape
     bkg = sep.Background(data, bw=min(mesh, w), bh=min(mesh, h), fw=filter_size, fh=filter_size)
-    back = bkg.back()
+    # One full-frame map alive at a time: the background is subtracted in place.
+    bkg.subfrom(data)
     rms = bkg.rms()
     # Constant regions give zero noise; use the global level there so they
     # map to 0 instead of inf.
@@ -53,6 +66,5 @@ def normalise(image, mesh: int = DEFAULT_MESH, filter_size: int = 3) -> np.ndarr
     bad = ~(rms > 0)
     if bad.any():
         rms[bad] = fallback
-    data -= back
     data /= rms
     return data

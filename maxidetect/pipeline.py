@@ -99,6 +99,9 @@ def detect_file(
             for key, value, comment in extra_cards:
                 hdr[key] = (value, comment)
             headers.append(hdr)
+            # Drop this HDU's pixels before the next: a mosaic is never held whole.
+            for h in [hdu] + ([wmaps[k_map - 1], fmaps[k_map - 1]] if wmaps is not None else []):
+                _release(h)
         if not tables:
             raise InputError(f"{spec.path}: no 2-D image HDU to detect on")
     finally:
@@ -108,6 +111,13 @@ def detect_file(
                 h.close()
     protect = [spec.path] + (list(maps) if maps else [])
     return write_catalog(tables, catalog, ctype, headers=headers, overwrite=overwrite, protect=protect)
+
+
+def _release(hdu) -> None:
+    try:
+        del hdu.data
+    except (AttributeError, TypeError):
+        pass
 
 
 def sex_file(spec, config: SexConfig, maps=None, binary=None, out_dir=None, overwrite=False):
