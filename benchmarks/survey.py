@@ -99,10 +99,11 @@ def main(argv=None):
         return
     work = Path(args.work or tempfile.mkdtemp(prefix="maxidetect-survey-"))
     t0 = time.perf_counter()
-    inputs = [str(p) for p in make_inputs(work / f"in{args.size}", args.frames, args.size)]
+    modes = [m for m in args.modes.split(",") if m and m != "none"]
+    inputs = [str(p) for p in make_inputs(work / f"in{args.size}", args.frames if modes else 0, args.size)]
     print(f"{len(inputs)} inputs in {time.perf_counter() - t0:.0f} s", file=sys.stderr)
     rows = {}
-    for mode in [m for m in args.modes.split(",") if m and m != "none"]:
+    for mode in modes:
         rows[mode] = _sub(["--mode", mode, "--kind", args.kind, "--inputs", *inputs])
         print(mode, json.dumps(rows[mode]), file=sys.stderr, flush=True)
     memory = {}
@@ -126,6 +127,16 @@ def render(result: dict, out: Path) -> None:
     n, size, kind = result["frames"], result["size"], result["kind"]
     mpix = n * size * size / 1e6
     base = rows.get("serial")
+    if not rows:  # memory check only (--modes none)
+        lines = [f"# Peak memory of one `maxidetect {kind}` worker by frame size",
+                 "", f"`.venv/bin/python benchmarks/survey.py --modes none --kind {kind} --size {size} "
+                 f"--big <N>`; {result['machine']}; one serial worker in a fresh process per frame "
+                 "(network loading included).", "", "| frame | peak RSS [MB] | seconds |", "|---|---|---|"]
+        for sz, r in memory.items():
+            lines.append(f"| {sz}x{sz} | {max(r['peak_rss_mb_per_worker'].values()):.0f} | {r['wall_s']:.0f} |")
+        out.with_suffix(".md").write_text("\n".join(lines) + "\n")
+        print("\n".join(lines))
+        return
     lines = [f"# Survey throughput: {n} synthetic {size}x{size} frames, `maxidetect {kind}`",
              "", f"`.venv/bin/python benchmarks/survey.py --frames {n} --size {size}`; "
              f"{result['machine']}; each mode in a fresh process, outputs to a temporary directory; "

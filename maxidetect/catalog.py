@@ -7,14 +7,13 @@ LDAC_OBJECTS per image HDU, for SCAMP and PSFEx) and ASCII_HEAD/ASCII.
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 from astropy.io import fits
 from astropy.table import Table, vstack
 
-from .io import write_hdulist_atomic
+from .io import temp_output, write_hdulist_atomic
 
 __all__ = ["CATALOG_TYPES", "write_catalog", "read_catalog"]
 
@@ -84,7 +83,7 @@ def write_catalog(
         lines.append(" ".join(fields))
     if path.exists() and not overwrite:
         raise FileExistsError(f"{path}: output exists (use --overwrite to replace it)")
-    fd, tmp = tempfile.mkstemp(dir=path.parent if str(path.parent) else ".", prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = temp_output(path)
     with os.fdopen(fd, "w") as fh:
         fh.write("\n".join(lines) + "\n")
     umask = os.umask(0)

@@ -28,6 +28,7 @@ __all__ = [
     "is_image_hdu",
     "output_path",
     "write_hdulist_atomic",
+    "temp_output",
     "FitsStreamWriter",
     "read_plane",
     "image_header",
@@ -170,6 +171,39 @@ def _same_file(a: Path, b: Path) -> bool:
         return False
 
 
+def temp_output(path: Path) -> tuple[int, str]:
+    """Open a temporary file beside ``path`` for an atomic write: (fd, name).
+
+    The name carries this host and process id, so temporaries left by a
+    killed run (kill -9, a lost batch job) are recognised and removed when
+    the same output is made again on that host; others' are left alone.
+    """
+    import glob
+    import socket
+
+    path = Path(path)
+    d = path.parent if str(path.parent) else Path(".")
+    host = re.sub(r"[^A-Za-z0-9_-]", "_", socket.gethostname())
+    for old in d.glob(f".{glob.escape(path.name)}.{host}-*.tmp"):
+        m = re.match(rf"^\.{re.escape(path.name)}\.{re.escape(host)}-(\d+)\.", old.name)
+        if m and not _pid_alive(int(m.group(1))):
+            try:
+                old.unlink()
+            except OSError:
+                pass
+    return tempfile.mkstemp(dir=d, prefix=f".{path.name}.{host}-{os.getpid()}.", suffix=".tmp")
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True  # exists, owned by someone else
+    return True
+
+
 def write_hdulist_atomic(
     hdul: fits.HDUList, path: str | os.PathLike, overwrite: bool = False, protect=()
 ) -> Path:
@@ -181,7 +215,7 @@ def write_hdulist_atomic(
     path = Path(path)
     _check_output(path, overwrite, protect)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = temp_output(path)
     os.close(fd)
     try:
         hdul.writeto(tmp, overwrite=True, output_verify="silentfix")
@@ -260,7 +294,7 @@ class FitsStreamWriter:
         self.path = Path(path)
         _check_output(self.path, overwrite, protect)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd, self._tmp = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.name}.", suffix=".tmp")
+        fd, self._tmp = temp_output(self.path)
         self._fd = fd
         self._end = 0
         self.n_hdus = 0

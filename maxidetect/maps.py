@@ -48,6 +48,7 @@ __all__ = [
 ]
 
 ACTIONS = ("zero", "flag", "none")
+BAND_ROWS = 1024  # weight maps are built and written this many rows at a time
 WEIGHT_SUFFIX = ".weight.fits"
 FLAG_SUFFIX = ".flag.fits"
 
@@ -167,43 +168,62 @@ def noise_weight(image: np.ndarray, bad: np.ndarray | None = None, mesh: int = 6
 
 
 class _Accumulator:
-    """Builds the maps from per-class masks, tile by tile."""
+    """Builds the maps from per-class masks, tile by tile.
 
-    def __init__(self, shape, maker: MaskMaker, policy: MapPolicy):
+    With ``keep_flag=False`` the flag map is not kept: :meth:`add` returns
+    each tile's flags for the caller to write out (flags are per pixel; only
+    the zero-weight masks need the whole frame, for growing)."""
+
+    def __init__(self, shape, maker: MaskMaker, policy: MapPolicy, keep_flag: bool = True):
         self.policy = policy
+        self.shape = tuple(shape)
         sel = list(maker.selected)
         self.rows = [(k, ci, policy.actions[CLASSES[ci].abbr], policy.grow_of(ci)) for k, ci in enumerate(sel)]
-        self.flag = np.zeros(shape, np.int32)
+        self.flag = np.zeros(shape, np.int32) if keep_flag else None
         self.zero = {}  # growth [pix] -> bool mask
         self.soft = np.ones(shape, np.float32) if policy.soft else None
 
-    def add(self, ys, xs, masks, probs=None):
-        f = self.flag[ys, xs]
+    def add(self, ys, xs, masks, probs=None) -> np.ndarray:
+        f = self.flag[ys, xs] if self.flag is not None else np.zeros(masks.shape[1:], np.int32)
         zero_rows = []
         for k, ci, act, g in self.rows:
             bit = CLASSES[ci].bit
             if act != "none" and bit:
                 f[masks[k]] |= bit
             if act == "zero":
-                z = self.zero.setdefault(g, np.zeros(self.flag.shape, bool))
+                z = self.zero.setdefault(g, np.zeros(self.shape, bool))
                 z[ys, xs] |= masks[k]
                 zero_rows.append(k)
         if self.soft is not None and zero_rows and probs is not None:
             self.soft[ys, xs] = 1.0 - probs[zero_rows].max(axis=0)
+        return f
+
+    def weight_bands(self, image=None, user_weight=None, rows: int | None = None):
+        """Yield (y0, weight rows y0:y0+n) of the weight map, float32."""
+        rows = rows or BAND_ROWS
+        zero = np.zeros(self.shape, bool)
+        for g in list(self.zero):
+            zero |= _grow(self.zero.pop(g), g)
+        if user_weight is not None:
+            user_weight = np.asarray(user_weight)
+            if user_weight.shape != self.shape:
+                raise ValueError(f"weight image shape {user_weight.shape} != image shape {self.shape}")
+        noise = noise_weight(image, zero) if self.policy.noise and image is not None else None
+        for y0 in range(0, self.shape[0], rows):
+            band = slice(y0, y0 + rows)
+            w = self.soft[band] if self.soft is not None else np.ones((zero[band].shape[0], self.shape[1]), np.float32)
+            w[zero[band]] = 0.0
+            if noise is not None:
+                w *= noise[band]
+            if user_weight is not None:
+                uw = np.asarray(user_weight[band], dtype=np.float32)
+                w *= np.where(np.isfinite(uw), uw, 0.0)
+            yield y0, w
 
     def finish(self, image=None, user_weight=None) -> MapSet:
-        zero = np.zeros(self.flag.shape, bool)
-        for g, z in self.zero.items():
-            zero |= _grow(z, g)
-        weight = self.soft if self.soft is not None else np.ones(self.flag.shape, np.float32)
-        weight[zero] = 0.0
-        if self.policy.noise and image is not None:
-            weight *= noise_weight(image, zero)
-        if user_weight is not None:
-            user_weight = np.asarray(user_weight, dtype=np.float32)
-            if user_weight.shape != self.flag.shape:
-                raise ValueError(f"weight image shape {user_weight.shape} != image shape {self.flag.shape}")
-            weight *= np.where(np.isfinite(user_weight), user_weight, 0.0)
+        weight = np.empty(self.shape, np.float32)
+        for y0, w in self.weight_bands(image, user_weight):
+            weight[y0 : y0 + w.shape[0]] = w
         return MapSet(weight=weight, flag=self.flag)
 
 
@@ -212,7 +232,9 @@ def compute_maps(
 ) -> MapSet:
     """Weight and flag maps for a raw 2-D image.
 
-    Streams tile by tile (memory: a few image-sized planes, not 14).
+    Streams tile by tile (memory: a few image-sized planes, not 14);
+    :func:`write_maps` goes further and writes flags and weights out as
+    they are made.
 
     Parameters
     ----------
@@ -343,24 +365,20 @@ def write_maps(
                     uw = _user_weight(user, weight_image, index if not single else None, data.shape, len(pairs))
                 masks = _cached_masks(mask_path, spec.path, 0 if single else index, maker, data.shape) \
                     if reuse_masks and not policy.soft else None
-                with warnings.catch_warnings(record=True) as caught:
-                    warnings.simplefilter("always", MaxidetectWarning)
-                    if masks is not None:
-                        ms = maps_from_masks(masks, maker, policy, uw, image=data)
-                    else:
-                        ms = compute_maps(data, maker, policy, uw, inplace=True)
-                for w in caught:
-                    warnings.warn(f"{where}: {w.message}", MaxidetectWarning, stacklevel=2)
-                del data, masks, uw
                 hdr = image_header(hdu)
                 for key, value, comment in maker.header_cards_common() + policy.header_cards() + list(extra_cards):
                     hdr[key] = (value, comment)
                 whdr, fhdr = hdr.copy(), hdr.copy()
                 whdr["MDMAP"] = ("WEIGHT", "maxidetect map: MAP_WEIGHT")
                 fhdr["MDMAP"] = ("FLAG", "maxidetect map: OR of class bit codes")
-                w_out.add_image(whdr, ms.weight.shape, np.float32).write((), 0, 0, ms.weight)
-                f_out.add_image(fhdr, ms.flag.shape, np.int32).write((), 0, 0, ms.flag)
-                del ms
+                wslot = w_out.add_image(whdr, data.shape, np.float32)
+                fslot = f_out.add_image(fhdr, data.shape, np.int32)
+                with warnings.catch_warnings(record=True) as caught:
+                    warnings.simplefilter("always", MaxidetectWarning)
+                    _stream_maps(data, maker, policy, uw, masks, wslot, fslot)
+                for w in caught:
+                    warnings.warn(f"{where}: {w.message}", MaxidetectWarning, stacklevel=2)
+                del data, masks, uw
                 n_maps += 1
             if n_maps == 0:
                 raise InputError(f"{spec.path}: no 2-D image HDU to map")
@@ -369,6 +387,21 @@ def write_maps(
         if user is not None:
             user.close()
     return wpath, fpath
+
+
+def _stream_maps(image, maker: MaskMaker, policy: MapPolicy, user_weight, masks, wslot, fslot) -> None:
+    """Maps of one image straight into the output slots: flags tile by tile,
+    weights band by band; kept whole: only the zero-weight masks (1 byte/pixel
+    per growth) and, with noise weights, the raw image."""
+    acc = _Accumulator(image.shape, maker, policy, keep_flag=False)
+    if masks is not None:
+        fslot.write((), 0, 0, acc.add(slice(None), slice(None), masks))
+    else:
+        thresh = maker.config.thresholds[list(maker.selected)].astype(np.float32)[:, None, None]
+        for (ys, xs), p in maker._blocks(image, owned=not policy.noise):
+            fslot.write((), ys.start, xs.start, acc.add(ys, xs, p > thresh, p))
+    for y0, w in acc.weight_bands(image if policy.noise else None, user_weight):
+        wslot.write((), y0, 0, w)
 
 
 def _user_weight(user: fits.HDUList, name, index, shape, n_hdus) -> np.ndarray:

@@ -14,7 +14,7 @@ import tempfile
 import warnings
 from pathlib import Path
 
-from .io import InputSpec, MaxidetectWarning, output_path
+from .io import InputSpec, MaxidetectWarning, output_path, temp_output
 from .sexconfig import CONFIG_DIR, ConfigError, SexConfig, find_binary, read_param_file, resolve_aux_file
 
 __all__ = ["SExtractorError", "FLAG_COLUMNS", "CATALOG_SUFFIX", "build_command", "run_sextractor"]
@@ -132,7 +132,7 @@ def run_sextractor(
     catalog.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="maxidetect-sex-") as tmp:
         tmp = Path(tmp)
-        fd, part = tempfile.mkstemp(dir=catalog.parent, prefix=f".{catalog.name}.", suffix=".tmp")
+        fd, part = temp_output(catalog)
         os.close(fd)
         try:
             cmd = build_command(exe, spec, config, maps, Path(part), ctype, tmp)

@@ -97,3 +97,29 @@ def test_read_plane_matches_the_scaled_data(tmp_path, compressed):
         got = read_plane(hdu, () if compressed else (1,), rows=16)
     assert got.dtype == np.float32 and got.dtype.isnative and got.shape == (70, 45)
     np.testing.assert_array_equal(got, expect)
+
+
+def test_temporaries_of_killed_runs_are_removed(tmp_path):
+    """A kill -9 during a streamed write leaves a hidden temporary; the next
+    write of the same output on this host removes it if its process is dead,
+    and leaves a live process's temporary alone."""
+    import os
+    import subprocess
+
+    from maxidetect.io import temp_output
+
+    out = tmp_path / "frame.masks.fits"
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    fd, live = temp_output(out)  # this process's own temporary: alive
+    os.close(fd)
+    fd, stale = temp_output(out)
+    os.close(fd)
+    stale_dead = tmp_path / os.path.basename(stale).replace(f"-{os.getpid()}.", f"-{dead.pid}.")
+    os.rename(stale, stale_dead)
+    assert stale_dead.name.startswith(f".{out.name}.") and f"-{dead.pid}." in stale_dead.name
+    assert stale_dead.exists()
+    with FitsStreamWriter(out) as w:
+        w.add_image(fits.Header(), (2, 2), np.uint8).write((), 0, 0, np.ones((2, 2)))
+    assert not stale_dead.exists() and os.path.exists(live)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([out.name, os.path.basename(live)])

@@ -85,6 +85,28 @@ def test_compute_maps_from_real_network(maker):
     assert np.all(mu.weight[:, :10] == 0)
 
 
+@pytest.mark.parametrize("policy", [MapPolicy(noise=False), MapPolicy(grow=2, soft=True), MapPolicy(noise=True)],
+                         ids=["default", "grow-soft", "noise"])
+def test_streamed_map_files_equal_in_memory_maps(maker, tmp_path, monkeypatch, policy):
+    """write_maps writes flags tile by tile and weights band by band: the files
+    must equal compute_maps' arrays exactly, user weights included."""
+    import maxidetect.maps as maps_mod
+
+    monkeypatch.setattr(maps_mod, "BAND_ROWS", 48)  # several bands on a small cut
+    with fits.open(real("fitswcs_tpv_ctio_mosaic2.fits")) as h:
+        img = h[0].data[384:512, 300:620].astype(np.float32)
+    user = np.ones_like(img)
+    user[50:60] = 0.5
+    user[:, :3] = 0
+    path = _write(tmp_path / "cut.fits", img)
+    upath = _write(tmp_path / "cut.w.fits", user)
+    w, f = write_maps(path, maker, policy, weight_image=upath, reuse_masks=False)
+    expect = compute_maps(img, maker, policy, user_weight=user)
+    assert (expect.weight == 0).sum() > 384 and (expect.flag != 0).any()
+    np.testing.assert_array_equal(fits.getdata(w), expect.weight)
+    np.testing.assert_array_equal(fits.getdata(f), expect.flag)
+
+
 def test_write_maps_single_and_mef_layout(maker, tmp_path):
     ctio = shutil.copy(real("fitswcs_tpv_ctio_mosaic2.fits"), tmp_path / "ctio.fits")
     w, f = write_maps(ctio, maker)
@@ -250,12 +272,10 @@ def test_maps_reuse_up_to_date_masks(maker, tmp_path, monkeypatch):
     img, _ = _star_field(96)
     path = _write(tmp_path / "im.fits", img)
     maker.process_file(str(path))
-    import maxidetect.maps as maps_mod
-
     def boom(*a, **k):
         raise AssertionError("masks were recomputed")
 
-    monkeypatch.setattr(maps_mod, "compute_maps", boom)
+    monkeypatch.setattr(maker.predictor, "iter_tiles", boom)  # the network must not run
     w, f = write_maps(path, maker)
     assert fits.getdata(w).shape == img.shape
     from maxidetect.classes import ClassConfig
