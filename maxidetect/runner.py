@@ -144,9 +144,24 @@ _TRACKERS: dict[str, object] = {}
 _THREADS_SET = False
 
 
+def _dask_worker_threads() -> int | None:
+    """The thread slots of the Dask worker running this task, or None."""
+    try:
+        from distributed import get_worker
+
+        return int(get_worker().state.nthreads)
+    except (ImportError, ValueError, AttributeError):
+        return None
+
+
 def _set_threads(n: int | None) -> None:
-    """Bound the compute threads of this process, once, before TF starts."""
+    """Bound the compute threads of this process, once, before TF starts.
+
+    Unset inside a Dask worker, it is the worker's thread count: measured on
+    2 cores, two 1-thread workers each letting TensorFlow use both cores ran
+    32 frames at 0.85x the speed of one serial worker (oversubscribed)."""
     global _THREADS_SET
+    n = n or _dask_worker_threads()
     if _THREADS_SET or not n:
         return
     _THREADS_SET = True
