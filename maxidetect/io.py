@@ -204,6 +204,15 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
+def _publish(tmp: str, path: Path) -> None:
+    """Give the finished temporary the usual file mode (mkstemp makes 0600)
+    and rename it into place."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)
+    os.replace(tmp, path)
+
+
 def write_hdulist_atomic(
     hdul: fits.HDUList, path: str | os.PathLike, overwrite: bool = False, protect=()
 ) -> Path:
@@ -219,10 +228,7 @@ def write_hdulist_atomic(
     os.close(fd)
     try:
         hdul.writeto(tmp, overwrite=True, output_verify="silentfix")
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; outputs are ordinary files
-        os.replace(tmp, path)
+        _publish(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
@@ -359,10 +365,7 @@ class FitsStreamWriter:
             self._fd = None
         try:
             if commit:
-                umask = os.umask(0)
-                os.umask(umask)
-                os.chmod(self._tmp, 0o666 & ~umask)
-                os.replace(self._tmp, self.path)
+                _publish(self._tmp, self.path)
         finally:
             if os.path.exists(self._tmp):
                 os.unlink(self._tmp)
