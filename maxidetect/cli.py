@@ -24,10 +24,13 @@ def _add_mask_parser(sub):
     p.add_argument("--classes", help="comma-separated classes to keep, e.g. CR,HP,TRL (default: all)")
     p.add_argument("--model", help="model name (see 'maxidetect models')")
     p.add_argument("--batch-size", type=int, default=1, help="tiles per forward pass (default 1)")
-    p.add_argument("--tile", type=int, default=None, help="max tile side in pixels (default 1024)")
+    p.add_argument("--tile", type=int, default=None, help="max tile side in pixels (default 1184 on ONNX Runtime, 1024 on Keras)")
     p.add_argument("--margin", type=int, default=None,
                    help="tile overlap margin in pixels (default 160: stitched == untiled)")
     p.add_argument("--precision", choices=["float32", "bfloat16", "float16"], default="float32")
+    p.add_argument("--engine", choices=["auto", "onnxruntime", "keras"], default="auto",
+                   help="what runs the network (default auto: ONNX Runtime for float32 unless KERAS_BACKEND "
+                   "is set; both give the same masks)")
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     p.add_argument("-v", "--verbose", action="store_true", help="print timings per file")
     _add_run_options(p)
@@ -67,7 +70,7 @@ def cmd_mask(args) -> int:
     except WeightsError as exc:
         print(f"maxidetect: error: {exc}", file=sys.stderr)
         return 2
-    options = {k: getattr(args, k) for k in ("model", "tile", "margin", "batch_size", "precision", "classes",
+    options = {k: getattr(args, k) for k in ("model", "tile", "margin", "batch_size", "precision", "engine", "classes",
                                              "config_dir", "no_priors", "no_threshold", "probs", "single_mask",
                                              "track", "track_prior", "track_threshold")}
     job = Job("mask", options, out_dir=args.out_dir, overwrite=args.overwrite)
@@ -185,9 +188,12 @@ def _add_map_options(p, sextractor: bool) -> None:
     p.add_argument("--config-dir", help="directory with MaxiMask classes.flags/.priors/.thresh")
     p.add_argument("--classes", help="comma-separated classes entering the maps (default: all)")
     p.add_argument("--model", help="model name (see 'maxidetect models')")
-    p.add_argument("--tile", type=int, default=None, help="max tile side in pixels (default 1024)")
+    p.add_argument("--tile", type=int, default=None, help="max tile side in pixels (default 1184 on ONNX Runtime, 1024 on Keras)")
     p.add_argument("--batch-size", type=int, default=1, help="tiles per forward pass (default 1)")
     p.add_argument("--precision", choices=["float32", "bfloat16", "float16"], default="float32")
+    p.add_argument("--engine", choices=["auto", "onnxruntime", "keras"], default="auto",
+                   help="what runs the network (default auto: ONNX Runtime for float32 unless KERAS_BACKEND "
+                   "is set; both give the same masks)")
     p.add_argument("--verbose", action="store_true", help="print timings and the commands run")
 
 
@@ -253,7 +259,7 @@ def _run_maps_engine(args, engine: str) -> int:
     except (ConfigError, SExtractorError, InputError, WeightsError, OSError, ValueError) as exc:
         print(f"maxidetect: error: {exc}", file=sys.stderr)
         return 2
-    keys = ("model", "tile", "batch_size", "precision", "classes", "config_dir", "maximask_defaults", "policy",
+    keys = ("model", "tile", "batch_size", "precision", "engine", "classes", "config_dir", "maximask_defaults", "policy",
             "grow", "soft_weights", "noise_weights", "weight_image", "no_mask", "sex_args", "sex_binary",
             "track", "reject_tracking", "track_prior", "track_threshold")
     options = {k: getattr(args, k, None) for k in keys}

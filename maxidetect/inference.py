@@ -22,9 +22,17 @@ import numpy as np
 # that importing the tiling does not import Keras.
 ALIGN = 32
 
-__all__ = ["Predictor", "tile_grid", "DEFAULT_TILE", "DEFAULT_MARGIN"]
+__all__ = ["Predictor", "tile_grid", "resolve_engine", "bound_keras_threads", "ENGINES", "DEFAULT_TILE",
+           "DEFAULT_TILES", "DEFAULT_MARGIN"]
 
-DEFAULT_TILE = 1024
+ENGINES = ("auto", "onnxruntime", "keras")
+
+# Largest tile side whose working set keeps a worker under ~1.5 GB RSS
+# (measured, 2 cores: ONNX Runtime 1393 MB at 1184 px; TensorFlow ~1.55 GB
+# at 1024 px). Bigger tiles waste less on overlap: a 2048 px frame is 4 tiles
+# of 1184 px (1.34x the pixels) instead of 9 of 896 px (1.72x).
+DEFAULT_TILES = {"onnxruntime": 1184, "keras": 1024}
+DEFAULT_TILE = DEFAULT_TILES["keras"]
 DEFAULT_MARGIN = 160  # measured: stitched == untiled (benchmarks/margin.py)
 
 
@@ -72,8 +80,56 @@ def tile_grid(shape: tuple[int, int], tile: int, margin: int):
     return grid, (th, tw)
 
 
+def resolve_engine(engine: str = "auto", model=None, precision: str = "float32") -> str:
+    """The engine that runs the network: ``"onnxruntime"`` or ``"keras"``.
+
+    ``"auto"`` picks ONNX Runtime (float32 on CPU: no TensorFlow start-up,
+    less memory) unless a Keras model object is given, a reduced precision is
+    asked for, ``KERAS_BACKEND`` is set (the user chose a Keras backend, e.g.
+    JAX on a GPU), or ``onnxruntime`` is not installed.
+    """
+    import os
+
+    if engine not in ENGINES:
+        raise ValueError(f"engine must be one of {list(ENGINES)}, got {engine!r}")
+    if engine != "auto":
+        if engine == "onnxruntime" and not (model is None or isinstance(model, str)):
+            raise ValueError("the onnxruntime engine takes a model name, not a Keras model")
+        return engine
+    from .onnxnet import available
+
+    if (model is None or isinstance(model, str)) and precision == "float32" \
+            and not os.environ.get("KERAS_BACKEND") and available():
+        return "onnxruntime"
+    return "keras"
+
+
+def bound_keras_threads(n: int | None) -> None:
+    """Bound TensorFlow's thread pools to ``n`` (no-op on other backends, or
+    once TensorFlow is running)."""
+    if not n:
+        return
+    import keras
+
+    if keras.backend.backend() != "tensorflow":
+        return
+    import tensorflow as tf
+
+    try:
+        tf.config.threading.set_intra_op_parallelism_threads(n)
+        tf.config.threading.set_inter_op_parallelism_threads(min(n, 2))
+    except RuntimeError:
+        pass  # TensorFlow already running: its pool is fixed
+
+
 def _make_forward(model):
-    """A compiled numpy -> numpy forward pass for the active Keras backend."""
+    """A compiled forward pass for the active Keras backend:
+    (N, H, W) float32 -> (N, n_classes, H, W) float32."""
+    fwd = _make_nhwc_forward(model)
+    return lambda x: np.moveaxis(fwd(x[..., None]), -1, 1)
+
+
+def _make_nhwc_forward(model):
     import keras
 
     backend = keras.backend.backend()
@@ -115,7 +171,7 @@ class TileResult:
     y1: int
     x0: int
     x1: int
-    probs: np.ndarray  # float32, (n_classes, y1 - y0, x1 - x0)
+    probs: np.ndarray  # float32, (n_classes, y1 - y0, x1 - x0); rows contiguous
 
 
 class Predictor:
@@ -126,57 +182,86 @@ class Predictor:
     model : str, keras.Model or None
         Model name from the manifest (default: the manifest's first), or a
         built network.
-    tile : int
-        Tile side in pixels (rounded up to a multiple of 32).
+    tile : int or None
+        Largest tile side in pixels (rounded up to a multiple of 32); None:
+        the engine's default (:data:`DEFAULT_TILES`).
     margin : int
         Context each kept pixel has from a cut edge (rounded up to a
         multiple of 16).
     batch_size : int
         Tiles per forward pass.
     precision : {"float32", "bfloat16", "float16"}
-        Compute precision; weights stay float32.
+        Compute precision; weights stay float32 (reduced precision: Keras engine).
+    engine : {"auto", "onnxruntime", "keras"}
+        What runs the network; see :func:`resolve_engine`. Both give the same
+        masks (probabilities agree to ~1e-6).
+    threads : int or None
+        Compute threads; None: the engine's default (one per core).
     """
 
     def __init__(
         self,
         model=None,
-        tile: int = DEFAULT_TILE,
+        tile: int | None = None,
         margin: int = DEFAULT_MARGIN,
         batch_size: int = 1,
         precision: str = "float32",
+        engine: str = "auto",
+        threads: int | None = None,
     ):
-        from .weights import get_model_info, load_network
+        from .weights import get_model_info, load_network, load_weight_arrays
 
         policy = {"float32": None, "bfloat16": "mixed_bfloat16", "float16": "mixed_float16"}
         if precision not in policy:
             raise ValueError(f"precision must be one of {list(policy)}, got {precision!r}")
-        if model is None or isinstance(model, str):
-            self.model, self.info = load_network(model, dtype=policy[precision])
+        self.engine = resolve_engine(engine, model, precision)
+        if self.engine == "onnxruntime":
+            if precision != "float32":
+                raise ValueError("the onnxruntime engine runs float32 only; use engine='keras'")
+            from .onnxnet import OnnxForward
+
+            arrays, self.info = load_weight_arrays(model)
+            self.model = None  # no Keras model: nothing of Keras is imported
+            self._forward = OnnxForward(arrays, threads=threads)
         else:
-            self.model, self.info = model, get_model_info(None)
+            bound_keras_threads(threads)
+            if model is None or isinstance(model, str):
+                self.model, self.info = load_network(model, dtype=policy[precision])
+            else:
+                self.model, self.info = model, get_model_info(None)
+            self._forward = _make_forward(self.model)
         self.precision = precision
+        tile = DEFAULT_TILES[self.engine] if tile is None else tile
         self.tile = _ceil_to(max(int(tile), ALIGN), ALIGN)
         self.margin = _ceil_to(max(int(margin), 0), ALIGN // 2)
         if self.tile - 2 * self.margin < ALIGN:
             raise ValueError(f"tile {tile} leaves no room inside margin {margin}")
         self.batch_size = max(1, int(batch_size))
-        self._forward = _make_forward(self.model)
 
     @property
     def n_classes(self) -> int:
         return len(self.info.classes)
 
     def forward(self, batch: np.ndarray) -> np.ndarray:
-        """Raw network call: (N, H, W) or (N, H, W, 1) -> (N, H, W, n_classes) float32."""
+        """Raw network call: (N, H, W) or (N, H, W, 1) -> (N, H, W, n_classes) float32.
+
+        The onnxruntime engine needs H and W multiples of 32 (as tiles are).
+        """
+        return np.moveaxis(self._forward_nchw(batch), 1, -1).copy()
+
+    def _forward_nchw(self, batch: np.ndarray) -> np.ndarray:
         batch = np.asarray(batch, dtype=np.float32)
-        if batch.ndim == 3:
-            batch = batch[..., None]
+        if batch.ndim == 4:
+            batch = batch[..., 0]
         return np.asarray(self._forward(batch), dtype=np.float32)
 
     def iter_tiles(self, image: np.ndarray) -> Iterator[TileResult]:
         """Run the network over a normalised 2-D image, yielding stitched blocks.
 
         The blocks partition the image; memory is bounded by the tile size.
+        A block's ``probs`` may be a view into the engine's output buffer
+        (no copy): use or copy it before asking for the next block of a
+        later tile; writing into it is allowed.
         """
         image = np.asarray(image, dtype=np.float32)
         if image.ndim != 2:
@@ -190,13 +275,17 @@ class Predictor:
         for i in range(0, len(grid), self.batch_size):
             chunk = grid[i : i + self.batch_size]
             batch = np.stack([image[y0 : y0 + th, x0 : x0 + tw] for y0, x0, *_ in chunk])
-            out = self.forward(batch)
+            out, block = self._forward_nchw(batch), None
             for k, (y0, x0, ky0, ky1, kx0, kx1) in enumerate(chunk):
                 ky1, kx1 = min(ky1, h), min(kx1, w)
                 if ky0 >= ky1 or kx0 >= kx1:
                     continue  # block lies wholly in the padding
-                block = out[k, ky0 - y0 : ky1 - y0, kx0 - x0 : kx1 - x0, :]
-                yield TileResult(ky0, ky1, kx0, kx1, np.ascontiguousarray(np.moveaxis(block, -1, 0)))
+                block = out[k, :, ky0 - y0 : ky1 - y0, kx0 - x0 : kx1 - x0]
+                if block.strides[-1] != block.itemsize:  # Keras's channels-last output
+                    block = np.ascontiguousarray(block)
+                yield TileResult(ky0, ky1, kx0, kx1, block)
+            # Free this output before the next forward pass allocates its own.
+            out = batch = block = None
 
     def predict(self, image: np.ndarray) -> np.ndarray:
         """Probabilities for a normalised 2-D image: float32 (n_classes, H, W)."""

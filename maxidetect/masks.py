@@ -16,7 +16,7 @@ from astropy.io import fits
 
 from . import __version__
 from .classes import CLASSES, ClassConfig
-from .inference import DEFAULT_MARGIN, DEFAULT_TILE, Predictor
+from .inference import DEFAULT_MARGIN, Predictor
 from .io import (
     FitsStreamWriter,
     InputError,
@@ -62,7 +62,7 @@ class MaskMaker:
         Apply Bayesian prior modification with ``config.priors``.
     apply_threshold : bool
         Threshold probabilities with ``config.thresholds`` (strict ``>``).
-    tile, margin, batch_size, precision
+    tile, margin, batch_size, precision, engine, threads
         Passed to :class:`~maxidetect.inference.Predictor`.
     """
 
@@ -72,14 +72,17 @@ class MaskMaker:
         config: ClassConfig | None = None,
         apply_priors: bool = True,
         apply_threshold: bool = True,
-        tile: int = DEFAULT_TILE,
+        tile: int | None = None,
         margin: int = DEFAULT_MARGIN,
         batch_size: int = 1,
         precision: str = "float32",
         predictor: Predictor | None = None,
+        engine: str = "auto",
+        threads: int | None = None,
     ):
         self.predictor = predictor or Predictor(
-            model, tile=tile, margin=margin, batch_size=batch_size, precision=precision
+            model, tile=tile, margin=margin, batch_size=batch_size, precision=precision,
+            engine=engine, threads=threads,
         )
         self.config = config or ClassConfig.default()
         self.config.validate()
@@ -105,8 +108,9 @@ class MaskMaker:
         if not norm.any():
             warnings.warn("image is all zero or non-finite: masks are empty", MaxidetectWarning, stacklevel=3)
             return
+        every = self.selected.size == self.predictor.n_classes  # no copy for the usual case
         for t in self.predictor.iter_tiles(norm):
-            p = t.probs[self.selected]
+            p = t.probs if every else t.probs[self.selected]
             if self.apply_priors:
                 modify_priors(p, self._factors, axis=0, out=p)
             yield (slice(t.y0, t.y1), slice(t.x0, t.x1)), p
@@ -161,6 +165,7 @@ class MaskMaker:
             ("MDTHRESH", bool(self.apply_threshold and what != "PROBS"), "thresholds applied"),
             ("MDTILE", self.predictor.tile, "inference tile size [pix]"),
             ("MDMARGIN", self.predictor.margin, "inference tile margin [pix]"),
+            ("MDENGINE", self.predictor.engine, "what ran the network"),
             ("MDNCLASS", int(self.selected.size), "number of classes in output"),
         ]
         for k, ci in enumerate(self.selected):

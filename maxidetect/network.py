@@ -1,12 +1,7 @@
-"""The MaxiMask network written in Keras 3 with backend-agnostic ``keras.ops``.
+"""The MaxiMask network in Keras 3 with backend-agnostic ``keras.ops``.
 
-Architecture read from the SavedModel shipped by ``maximask`` 1.4.1 (a SegNet
-with side branches): input ``asinh(x)``; five encoder levels, each ending in
-a 2x2/2 max-pool that remembers where its maximum was; a decoder that puts
-values back at those positions ("unpooling"), adds the encoder map and
-convolves; four side branches (``ucp4`` .. ``ucp1``) that unpool decoder
-maps straight back to full resolution; the five 14-channel maps are
-concatenated and a final 3x3 convolution gives one sigmoid per class.
+The wiring is :func:`maxidetect.architecture.forward`; this module supplies
+Keras primitives for it.
 
 Max-pool-with-argmax is expressed as a one-hot "first maximum" selection in
 raster order within each window (TensorFlow's tie rule: ReLU outputs tie at
@@ -20,42 +15,9 @@ from __future__ import annotations
 import keras
 from keras import layers, ops
 
+from .architecture import ALIGN, LAYER_SPECS, N_POOL, forward
+
 __all__ = ["MaxiMaskNet", "LAYER_SPECS", "build_model", "N_POOL", "ALIGN"]
-
-N_POOL = 5
-ALIGN = 2**N_POOL  # tile origins on multiples of this keep the pooling grid
-
-# (layer name, filters, activation) in checkpoint naming.
-LAYER_SPECS: tuple[tuple[str, int, str | None], ...] = (
-    ("conv1", 32, "relu"),
-    ("conv2", 64, "relu"),
-    ("conv3_1", 128, "relu"),
-    ("conv3_2", 128, "relu"),
-    ("conv4_1", 256, "relu"),
-    ("conv4_2", 256, "relu"),
-    ("conv5_1", 256, "relu"),
-    ("conv5_2", 256, "relu"),
-    ("convmid", 256, "relu"),
-    ("upconv5_2", 256, "relu"),
-    ("upconv5_1", 256, "relu"),
-    ("upconv4_2", 256, "relu"),
-    ("upconv4_1", 128, "relu"),
-    ("upconv3_2", 128, "relu"),
-    ("upconv3_1", 64, "relu"),
-    ("upconv2", 32, "relu"),
-    ("upconv1", 14, "relu"),
-    ("ucp4_conv4", 128, "relu"),
-    ("ucp4_conv3", 64, "relu"),
-    ("ucp4_conv2", 32, "relu"),
-    ("ucp4_conv1", 14, "relu"),
-    ("ucp3_conv3", 64, "relu"),
-    ("ucp3_conv2", 32, "relu"),
-    ("ucp3_conv1", 14, "relu"),
-    ("ucp2_conv2", 32, "relu"),
-    ("ucp2_conv1", 14, "relu"),
-    ("ucp1_conv1", 14, "relu"),
-    ("final_conv", 14, None),
-)
 
 
 def _pool_with_switches(x):
@@ -129,39 +91,33 @@ class MaxiMaskNet(keras.Model):
         return {**super().get_config(), "n_classes": self.n_classes, "width": self.width}
 
     def call(self, x, logits: bool = False, training: bool = False):
-        c = self.convs
-        x = ops.arcsinh(x)
-        e1 = c["conv1"](x)
-        p, s1 = _pool_with_switches(e1)
-        e2 = c["conv2"](p)
-        p, s2 = _pool_with_switches(e2)
-        e3 = c["conv3_2"](c["conv3_1"](p))
-        p, s3 = _pool_with_switches(e3)
-        e4 = c["conv4_2"](c["conv4_1"](p))
-        p, s4 = _pool_with_switches(e4)
-        e5 = c["conv5_2"](c["conv5_1"](p))
-        p, s5 = _pool_with_switches(e5)
-        mid = c["convmid"](p)
+        return forward(_KerasOps(self.convs, logits), x)
 
-        d5 = c["upconv5_1"](c["upconv5_2"](_unpool(mid, s5) + e5))
-        d4 = c["upconv4_1"](c["upconv4_2"](_unpool(d5, s4) + e4))
-        d3 = c["upconv3_1"](c["upconv3_2"](_unpool(d4, s3) + e3))
-        d2 = c["upconv2"](_unpool(d3, s2) + e2)
-        main = c["upconv1"](_unpool(d2, s1) + e1)
 
-        b4 = c["ucp4_conv4"](_unpool(d5, s4))
-        b4 = c["ucp4_conv3"](_unpool(b4, s3))
-        b4 = c["ucp4_conv2"](_unpool(b4, s2))
-        b4 = c["ucp4_conv1"](_unpool(b4, s1))
-        b3 = c["ucp3_conv3"](_unpool(d4, s3))
-        b3 = c["ucp3_conv2"](_unpool(b3, s2))
-        b3 = c["ucp3_conv1"](_unpool(b3, s1))
-        b2 = c["ucp2_conv2"](_unpool(d3, s2))
-        b2 = c["ucp2_conv1"](_unpool(b2, s1))
-        b1 = c["ucp1_conv1"](_unpool(d2, s1))
+class _KerasOps:
+    """:class:`maxidetect.architecture.Ops` on Keras layers and ``keras.ops``."""
 
-        out = c["final_conv"](ops.concatenate([main, b4, b3, b2, b1], axis=-1))
-        return out if logits else ops.sigmoid(out)
+    def __init__(self, convs, logits: bool):
+        self.convs, self.logits = convs, logits
+
+    def asinh(self, x):
+        return ops.arcsinh(x)
+
+    def conv(self, name, x):
+        return self.convs[name](x)
+
+    def pool(self, x):
+        return _pool_with_switches(x)
+
+    def unpool(self, v, switches):
+        return _unpool(v, switches)
+
+    def add(self, a, b):
+        return a + b
+
+    def head(self, branches):
+        out = self.convs["final_conv"](ops.concatenate(branches, axis=-1))
+        return out if self.logits else ops.sigmoid(out)
 
 
 def build_model(n_classes: int = 14, width: float = 1.0, dtype=None) -> MaxiMaskNet:

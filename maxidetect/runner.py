@@ -80,9 +80,10 @@ class Job:
         from . import __version__
 
         # Unset and default values hash alike, so the CLI and the API agree;
-        # where the binary lives does not change outputs.
+        # where the binary lives, or which engine runs the network, does not
+        # change outputs (the engines' masks agree; tests/test_onnxnet.py).
         o = {k: v for k, v in self.options.items()
-             if k != "sex_binary" and v not in (None, False, "", []) and _DEFAULTS.get(k, object()) != v}
+             if k not in ("sex_binary", "engine") and v not in (None, False, "", []) and _DEFAULTS.get(k, object()) != v}
         blob = json.dumps({"kind": self.kind, "options": o, "version": __version__}, sort_keys=True, default=str)
         return hashlib.sha256(blob.encode()).hexdigest()
 
@@ -141,11 +142,13 @@ class RunSummary:
 _LOCK = threading.Lock()
 _MAKERS: dict[str, object] = {}
 _TRACKERS: dict[str, object] = {}
-_THREADS_SET = False
+_THREADS: int | None = None
 
 
 def _dask_worker_threads() -> int | None:
     """The thread slots of the Dask worker running this task, or None."""
+    if "distributed" not in sys.modules:
+        return None  # not on a worker; importing it would cost ~1 s
     try:
         from distributed import get_worker
 
@@ -154,25 +157,19 @@ def _dask_worker_threads() -> int | None:
         return None
 
 
-def _set_threads(n: int | None) -> None:
-    """Bound the compute threads of this process, once, before TF starts.
+def _set_threads(n: int | None) -> int | None:
+    """Bound the compute threads of this process, once; returns the bound.
 
     Unset inside a Dask worker, it is the worker's thread count: measured on
     2 cores, two 1-thread workers each letting TensorFlow use both cores ran
-    32 frames at 0.85x the speed of one serial worker (oversubscribed)."""
-    global _THREADS_SET
+    32 frames at 0.85x the speed of one serial worker (oversubscribed).
+    Engines read it when they start (``Predictor(threads=...)``)."""
+    global _THREADS
     n = n or _dask_worker_threads()
-    if _THREADS_SET or not n:
-        return
-    _THREADS_SET = True
-    os.environ.setdefault("OMP_NUM_THREADS", str(n))
-    try:
-        import tensorflow as tf
-
-        tf.config.threading.set_intra_op_parallelism_threads(n)
-        tf.config.threading.set_inter_op_parallelism_threads(min(n, 2))
-    except (ImportError, RuntimeError):
-        pass  # another backend, or TF already running: keep its pool
+    if _THREADS is None and n:
+        _THREADS = int(n)
+        os.environ.setdefault("OMP_NUM_THREADS", str(n))
+    return _THREADS
 
 
 def class_config(kind: str, options: dict):
@@ -195,23 +192,24 @@ def class_config(kind: str, options: dict):
 
 def _maker(job: Job):
     """The MaskMaker for ``job``'s network options, built once per process."""
-    from .inference import DEFAULT_MARGIN, DEFAULT_TILE
+    from .inference import DEFAULT_MARGIN
     from .masks import MaskMaker
 
     o = job.options
-    keys = ("model", "tile", "margin", "batch_size", "precision", "classes", "config_dir", "maximask_defaults",
-            "no_priors", "no_threshold")
+    keys = ("model", "tile", "margin", "batch_size", "precision", "engine", "classes", "config_dir",
+            "maximask_defaults", "no_priors", "no_threshold")
     key = json.dumps({"kind": job.kind == "mask", **{k: o.get(k) for k in keys}}, sort_keys=True, default=str)
     with _LOCK:
         if key not in _MAKERS:
-            _set_threads(job.threads)
+            threads = _set_threads(job.threads)
             config = class_config(job.kind, o)
             _MAKERS[key] = MaskMaker(
                 model=o.get("model"), config=config,
                 apply_priors=not o.get("no_priors", False), apply_threshold=not o.get("no_threshold", False),
-                tile=o.get("tile") or DEFAULT_TILE,
+                tile=o.get("tile") or None,
                 margin=DEFAULT_MARGIN if o.get("margin") is None else o["margin"],
-                batch_size=o.get("batch_size") or 1, precision=o.get("precision") or "float32")
+                batch_size=o.get("batch_size") or 1, precision=o.get("precision") or "float32",
+                engine=o.get("engine") or "auto", threads=threads)
         return _MAKERS[key]
 
 
@@ -224,7 +222,9 @@ def _tracker(job: Job):
     key = json.dumps([prior, thr])
     with _LOCK:
         if key not in _TRACKERS:
-            _set_threads(job.threads)
+            from .inference import bound_keras_threads
+
+            bound_keras_threads(_set_threads(job.threads))
             _TRACKERS[key] = Tracker(prior=prior, threshold=DEFAULT_THRESHOLD if thr is None else thr)
         return _TRACKERS[key]
 

@@ -29,6 +29,7 @@ __all__ = [
     "cache_dir",
     "weights_checksum",
     "load_network",
+    "load_weight_arrays",
     "maximask_savedmodel_dir",
     "register_model",
     "weights_dir",
@@ -114,11 +115,16 @@ def cache_dir() -> Path:
 def weights_checksum(model) -> str:
     """SHA-256 over the model's variables (name, shape, float32 little-endian
     bytes) in layer order: stable across file formats and platforms."""
+    return _arrays_checksum((layer.name, [w.numpy() for w in layer.weights]) for layer in model.layers)
+
+
+def _arrays_checksum(layers) -> str:
+    """:func:`weights_checksum` of ``(layer name, [arrays])`` pairs."""
     h = hashlib.sha256()
-    for layer in model.layers:
-        for i, w in enumerate(layer.weights):
-            arr = np.ascontiguousarray(np.asarray(w.numpy(), dtype="<f4"))
-            h.update(f"{layer.name}/{i}:{arr.shape}".encode())
+    for name, arrays in layers:
+        for i, w in enumerate(arrays):
+            arr = np.ascontiguousarray(np.asarray(w, dtype="<f4"))
+            h.update(f"{name}/{i}:{arr.shape}".encode())
             h.update(arr.tobytes())
     return h.hexdigest()
 
@@ -203,6 +209,48 @@ def load_network(name: str | None = None, dtype=None):
         _atomic_save_weights(model, info.cache_file)
         return model, info
     raise WeightsError(f"weights of model {info.name} not found (looked in {', '.join(map(str, candidates))})")
+
+
+def load_weight_arrays(name: str | None = None):
+    """Kernels and biases of model ``name`` without importing Keras.
+
+    Returns ``({layer: (kernel (3, 3, in, out), bias (out,))}, info)`` in
+    :data:`~maxidetect.architecture.LAYER_SPECS` order. Read from an array
+    file in the cache (named by the manifest checksum and verified against
+    it on every load); on first use it is filled from :func:`load_network`,
+    which needs Keras once.
+    """
+    import zipfile
+
+    from .architecture import LAYER_SPECS
+    from .io import _publish, temp_output
+
+    info = get_model_info(name)
+    names = [n for n, _, _ in LAYER_SPECS]
+    path = cache_dir() / f"{info.name}.{info.sha256[:16]}.npz"
+    if path.exists():
+        try:
+            with np.load(path) as z:
+                arrays = {n: (z[f"{n}/0"], z[f"{n}/1"]) for n in names}
+            if _arrays_checksum((n, arrays[n]) for n in names) == info.sha256:
+                return arrays, info
+        except (OSError, KeyError, ValueError, zipfile.BadZipFile):
+            pass
+        path.unlink(missing_ok=True)  # stale or damaged: rebuilt below
+    model, info = load_network(info.name)
+    arrays = {layer.name: tuple(np.asarray(w.numpy(), np.float32) for w in layer.weights) for layer in model.layers}
+    if list(arrays) != names:
+        raise WeightsError(f"model {info.name}: layers {list(arrays)} differ from the architecture's")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = temp_output(path)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.savez(f, **{f"{n}/{i}": a for n in names for i, a in enumerate(arrays[n])})
+        _publish(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return arrays, info
 
 
 def weights_width(path) -> float:

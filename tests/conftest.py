@@ -19,9 +19,18 @@ def real(name: str) -> Path:
 
 @pytest.fixture(scope="session")
 def predictor():
+    """The default engine (ONNX Runtime where installed)."""
     from maxidetect.inference import Predictor
 
     return Predictor()
+
+
+@pytest.fixture(scope="session")
+def keras_predictor():
+    """The Keras 3 network on the configured backend (TensorFlow by default)."""
+    from maxidetect.inference import Predictor
+
+    return Predictor(engine="keras")
 
 
 @pytest.fixture(scope="session")

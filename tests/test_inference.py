@@ -31,10 +31,10 @@ def test_stitched_equals_untiled_on_real_image(predictor):
     im = normalise(fits.getdata(real("fitswcs_zpn_ukirt_wfcam.fits")))
     # 501 px pads to 512: one tile untiled, 2x2 tiles of 352 px with margin 160.
     whole = predictor.predict(im)
-    tiled = Predictor(predictor.model, tile=352, margin=160).predict(im)
+    tiled = Predictor(tile=352, margin=160).predict(im)
     assert np.abs(tiled - whole).max() < 1e-5
     # A too-small margin is visibly different: the margin matters.
-    rough = Predictor(predictor.model, tile=352, margin=32).predict(im)
+    rough = Predictor(tile=352, margin=32).predict(im)
     assert np.abs(rough - whole).max() > 1e-3
 
 
@@ -48,11 +48,11 @@ def test_any_size_including_tiny(predictor):
 
 def test_batching_does_not_change_results(predictor):
     im = normalise(fits.getdata(real("fitswcs_tpv_ctio_mosaic2.fits")))[:400, :448]
-    one = Predictor(predictor.model, tile=224, margin=64, batch_size=1).predict(im)
-    four = Predictor(predictor.model, tile=224, margin=64, batch_size=4).predict(im)
+    one = Predictor(tile=224, margin=64, batch_size=1).predict(im)
+    four = Predictor(tile=224, margin=64, batch_size=4).predict(im)
     assert np.abs(one - four).max() < 1e-5
 
 
 def test_bad_tile_settings_are_refused(predictor):
     with pytest.raises(ValueError, match="no room"):
-        Predictor(predictor.model, tile=320, margin=160)
+        Predictor(tile=320, margin=160)

@@ -40,7 +40,11 @@ def _tiles():
     return np.stack([a[:400, :400], b[100:500, 136:536], c[50:450, 80:480]]).astype(np.float32)
 
 
-def test_keras_network_equals_savedmodel_on_real_tiles(predictor, savedmodel):
+@pytest.mark.parametrize("engine", ["keras", "onnxruntime"])
+def test_network_equals_savedmodel_on_real_tiles(engine, request, savedmodel):
+    # 400 px tiles are off the 32 px grid: odd sizes at the deepest poolings.
+    predictor = request.getfixturevalue("keras_predictor" if engine == "keras" else "predictor")
+    assert predictor.engine == engine
     batch = _tiles()
     ref = savedmodel(batch)
     ours = predictor.forward(batch)
@@ -54,11 +58,11 @@ def test_keras_network_equals_savedmodel_on_real_tiles(predictor, savedmodel):
     assert np.array_equal(m_ref, m_our)
 
 
-def test_parameter_count_and_weight_checksum(predictor):
+def test_parameter_count_and_weight_checksum(keras_predictor):
     from maxidetect.weights import get_model_info, weights_checksum
 
-    assert predictor.model.count_params() == 5_727_944
-    assert weights_checksum(predictor.model) == get_model_info("maximask").sha256
+    assert keras_predictor.model.count_params() == 5_727_944
+    assert weights_checksum(keras_predictor.model) == get_model_info("maximask").sha256
 
 
 def test_pooling_ties_go_to_first_position():

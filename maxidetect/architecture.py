@@ -1,0 +1,122 @@
+"""The MaxiMask network's topology, independent of any tensor library.
+
+Read from the SavedModel shipped by ``maximask`` 1.4.1 (a SegNet with side
+branches): input ``asinh(x)``; five encoder levels, each ending in a 2x2/2
+max-pool that remembers where its maximum was; a decoder that puts values
+back at those positions ("unpooling"), adds the encoder map and convolves;
+four side branches (``ucp4`` .. ``ucp1``) that unpool decoder maps straight
+back to full resolution; the five 14-channel maps are concatenated and a
+final 3x3 convolution gives one sigmoid per class.
+
+:func:`forward` states the wiring once; the Keras model
+(:mod:`maxidetect.network`) and the ONNX Runtime graph
+(:mod:`maxidetect.onnxnet`) both run it with their own primitives, so the
+two engines cannot drift apart.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+__all__ = ["LAYER_SPECS", "HEAD_INPUTS", "N_POOL", "ALIGN", "Ops", "forward"]
+
+N_POOL = 5
+ALIGN = 2**N_POOL  # tile origins on multiples of this keep the pooling grid
+
+# (layer name, filters, activation) in checkpoint naming and layer order
+# (the order the weights checksum runs in).
+LAYER_SPECS: tuple[tuple[str, int, str | None], ...] = (
+    ("conv1", 32, "relu"),
+    ("conv2", 64, "relu"),
+    ("conv3_1", 128, "relu"),
+    ("conv3_2", 128, "relu"),
+    ("conv4_1", 256, "relu"),
+    ("conv4_2", 256, "relu"),
+    ("conv5_1", 256, "relu"),
+    ("conv5_2", 256, "relu"),
+    ("convmid", 256, "relu"),
+    ("upconv5_2", 256, "relu"),
+    ("upconv5_1", 256, "relu"),
+    ("upconv4_2", 256, "relu"),
+    ("upconv4_1", 128, "relu"),
+    ("upconv3_2", 128, "relu"),
+    ("upconv3_1", 64, "relu"),
+    ("upconv2", 32, "relu"),
+    ("upconv1", 14, "relu"),
+    ("ucp4_conv4", 128, "relu"),
+    ("ucp4_conv3", 64, "relu"),
+    ("ucp4_conv2", 32, "relu"),
+    ("ucp4_conv1", 14, "relu"),
+    ("ucp3_conv3", 64, "relu"),
+    ("ucp3_conv2", 32, "relu"),
+    ("ucp3_conv1", 14, "relu"),
+    ("ucp2_conv2", 32, "relu"),
+    ("ucp2_conv1", 14, "relu"),
+    ("ucp1_conv1", 14, "relu"),
+    ("final_conv", 14, None),
+)
+
+# The layers whose outputs final_conv reads, in its input-channel order.
+HEAD_INPUTS = ("upconv1", "ucp4_conv1", "ucp3_conv1", "ucp2_conv1", "ucp1_conv1")
+
+
+class Ops(Protocol):
+    """Primitives an engine supplies to :func:`forward`.
+
+    ``pool`` returns the pooled map and an opaque "switches" handle that
+    ``unpool`` uses to put values back where each window's first maximum
+    (raster order) was.
+    """
+
+    def asinh(self, x): ...
+
+    def conv(self, name: str, x): ...
+
+    def pool(self, x): ...
+
+    def unpool(self, v, switches): ...
+
+    def add(self, a, b): ...
+
+    def head(self, branches: list): ...
+
+
+def forward(ops: Ops, x):
+    """Wire the network with ``ops``; returns whatever ``ops.head`` returns."""
+    c = ops.conv
+    x = ops.asinh(x)
+    e1 = c("conv1", x)
+    p, s1 = ops.pool(e1)
+    e2 = c("conv2", p)
+    p, s2 = ops.pool(e2)
+    e3 = c("conv3_2", c("conv3_1", p))
+    p, s3 = ops.pool(e3)
+    e4 = c("conv4_2", c("conv4_1", p))
+    p, s4 = ops.pool(e4)
+    e5 = c("conv5_2", c("conv5_1", p))
+    p, s5 = ops.pool(e5)
+    mid = c("convmid", p)
+
+    up, add = ops.unpool, ops.add
+    d5 = c("upconv5_1", c("upconv5_2", add(up(mid, s5), e5)))
+    d4 = c("upconv4_1", c("upconv4_2", add(up(d5, s4), e4)))
+    d3 = c("upconv3_1", c("upconv3_2", add(up(d4, s3), e3)))
+    d2 = c("upconv2", add(up(d3, s2), e2))
+    main = c("upconv1", add(up(d2, s1), e1))
+
+    # Branches from the shallowest up: each consumes an unpooled map the
+    # decoder also used, so that map is freed early (an engine that runs
+    # nodes in this order needs ~15% less memory).
+    b1 = c("ucp1_conv1", up(d2, s1))
+    b2 = c("ucp2_conv2", up(d3, s2))
+    b2 = c("ucp2_conv1", up(b2, s1))
+    b3 = c("ucp3_conv3", up(d4, s3))
+    b3 = c("ucp3_conv2", up(b3, s2))
+    b3 = c("ucp3_conv1", up(b3, s1))
+    b4 = c("ucp4_conv4", up(d5, s4))
+    b4 = c("ucp4_conv3", up(b4, s3))
+    b4 = c("ucp4_conv2", up(b4, s2))
+    b4 = c("ucp4_conv1", up(b4, s1))
+    # final_conv over the concatenated 5 x 14 channels (HEAD_INPUTS order),
+    # then the sigmoid.
+    return ops.head([main, b4, b3, b2, b1])
