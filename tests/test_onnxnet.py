@@ -1,0 +1,116 @@
+"""The ONNX Runtime engine against the Keras network, and engine selection."""
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from astropy.io import fits
+
+from maxidetect.classes import ClassConfig
+from maxidetect.inference import Predictor, resolve_engine
+from maxidetect.normalise import normalise
+from maxidetect.priors import modify_priors, prior_factors, threshold
+
+from .conftest import REPO, real
+
+pytest.importorskip("onnxruntime")
+
+
+def _masks(probs):
+    cfg = ClassConfig.default()
+    return threshold(modify_priors(probs, prior_factors(cfg.priors), axis=-1), cfg.thresholds, axis=-1)
+
+
+def test_engines_agree_on_real_data_any_size(predictor, keras_predictor):
+    assert predictor.engine == "onnxruntime" and keras_predictor.engine == "keras"
+    im = normalise(fits.getdata(real("ccdproc_a8280271_saao_raw.fits")))
+    # On the tile grid (the fast graph) and off it, down to one pixel.
+    for (y, x, h, w) in [(0, 0, 512, 512), (100, 136, 256, 384), (5, 7, 33, 65), (0, 0, 7, 300), (9, 9, 1, 1)]:
+        batch = im[None, y : y + h, x : x + w]
+        ours, ref = predictor.forward(batch), keras_predictor.forward(batch)
+        assert ours.shape == ref.shape == (1, h, w, 14)
+        assert np.abs(ours - ref).max() < 1e-5, (h, w)
+        assert np.array_equal(_masks(ours), _masks(ref)), (h, w)
+
+
+def test_channel_padding_on_a_narrow_network():
+    # width 0.3 gives 10- and 19-channel layers: the ONNX graph pads them to
+    # multiples of 8 with zero filters, which must not change the result.
+    from maxidetect.network import build_model
+    from maxidetect.onnxnet import OnnxForward
+
+    model = build_model(width=0.3)
+    rng = np.random.default_rng(3)
+    for layer in model.layers:
+        k, b = layer.get_weights()
+        layer.set_weights([rng.normal(0, 0.3, k.shape).astype(np.float32), rng.normal(0, 0.1, b.shape).astype(np.float32)])
+    weights = {layer.name: tuple(layer.get_weights()) for layer in model.layers}
+    assert {w[0].shape[3] for w in weights.values()} & {10, 19}
+    x = rng.normal(0, 3, (2, 64, 96)).astype(np.float32)
+    ref = np.moveaxis(np.asarray(model(x[..., None])), -1, 1)
+    ours = OnnxForward(weights)(x)
+    assert np.abs(ours - ref).max() < 1e-5
+
+
+def test_forward_results_are_not_overwritten_by_the_next_call(predictor):
+    a = np.zeros((1, 64, 64), np.float32)
+    b = np.full((1, 64, 64), 50.0, np.float32)
+    first = predictor.forward(a)
+    kept = first.copy()
+    predictor.forward(b)
+    assert np.array_equal(first, kept)
+
+
+def test_engine_selection(monkeypatch):
+    monkeypatch.delenv("KERAS_BACKEND", raising=False)
+    assert resolve_engine() == "onnxruntime"
+    assert resolve_engine(precision="bfloat16") == "keras"
+    assert resolve_engine("keras") == "keras"
+    monkeypatch.setenv("KERAS_BACKEND", "jax")
+    assert resolve_engine() == "keras"  # the user chose a Keras backend
+    with pytest.raises(ValueError, match="engine must be one of"):
+        resolve_engine("tensorrt")
+    with pytest.raises(ValueError, match="float32 only"):
+        Predictor(engine="onnxruntime", precision="float16")
+
+
+def test_weight_arrays_are_verified_and_rebuilt(tmp_path, monkeypatch):
+    from maxidetect import weights
+
+    src = weights.cache_dir()
+    monkeypatch.setenv("MAXIDETECT_CACHE", str(tmp_path))
+    info = weights.get_model_info()
+    # Start from the converted Keras file so no TensorFlow conversion runs.
+    (tmp_path / info.cache_file.name).write_bytes((src / info.cache_file.name).read_bytes())
+    arrays, _ = weights.load_weight_arrays()
+    cached = list(tmp_path.glob(f"{info.name}.*.npz"))
+    assert len(cached) == 1 and info.sha256[:16] in cached[0].name
+    assert sum(k.size + b.size for k, b in arrays.values()) == 5_727_944
+    # A damaged array file is caught by the checksum and rebuilt.
+    with np.load(cached[0]) as z:
+        bad = {k: z[k] for k in z.files}
+    bad["conv1/0"] = np.zeros_like(bad["conv1/0"])
+    np.savez(cached[0], **bad)
+    again, _ = weights.load_weight_arrays()
+    assert np.array_equal(again["conv1"][0], arrays["conv1"][0]) and again["conv1"][0].any()
+
+
+def test_cli_default_run_does_not_start_tensorflow(tmp_path):
+    # The point of the engine: no TensorFlow/Keras import (seconds and
+    # ~650 MB) on the default path.
+    data = np.random.default_rng(0).normal(100, 5, (96, 128)).astype(np.float32)
+    fits.writeto(tmp_path / "f.fits", data)
+    code = (
+        "import sys; from maxidetect.cli import main; rc = main(['mask', sys.argv[1], '-o', sys.argv[2]]); "
+        "print('LOADED', sorted(m for m in ('tensorflow', 'keras', 'jax') if m in sys.modules)); sys.exit(rc)"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "KERAS_BACKEND"}
+    out = subprocess.run([sys.executable, "-c", code, str(tmp_path / "f.fits"), str(tmp_path / "out")],
+                         capture_output=True, text=True, env=env, cwd=REPO)
+    assert out.returncode == 0, out.stderr
+    assert "LOADED []" in out.stdout
+    with fits.open(tmp_path / "out" / "f.masks.fits") as hdul:
+        assert hdul[0].header["MDENGINE"] == "onnxruntime"
+        assert hdul[0].data.shape == (14, 96, 128)
