@@ -27,9 +27,9 @@ __all__ = ["Predictor", "tile_grid", "resolve_engine", "bound_keras_threads", "E
 
 ENGINES = ("auto", "onnxruntime", "keras")
 
-# Largest tile side whose working set keeps a worker under ~1.5 GB RSS
-# (measured, 2 cores: ONNX Runtime 1393 MB at 1184 px; TensorFlow ~1.55 GB
-# at 1024 px). Bigger tiles waste less on overlap: a 2048 px frame is 4 tiles
+# Tile sides that keep a worker near 1.5 GB RSS on a 2048 px frame
+# (measured, 2 cores: ONNX Runtime 1.25-1.7 GB at 1184 px, its buffer pool
+# varies between runs; TensorFlow ~1.55 GB at 1024 px). Bigger tiles waste less on overlap: a 2048 px frame is 4 tiles
 # of 1184 px (1.34x the pixels) instead of 9 of 896 px (1.72x).
 DEFAULT_TILES = {"onnxruntime": 1184, "keras": 1024}
 DEFAULT_TILE = DEFAULT_TILES["keras"]
