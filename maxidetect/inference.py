@@ -100,8 +100,20 @@ def resolve_engine(engine: str = "auto", model=None, precision: str = "float32")
 
     if (model is None or isinstance(model, str)) and precision == "float32" \
             and not os.environ.get("KERAS_BACKEND") and available():
+        if os.path.exists(_NVIDIA_DEVICE):
+            import warnings
+
+            from .io import MaxidetectWarning
+
+            # The ONNX engine is CPU-only: on a GPU node it would be ~100x
+            # slower than the Keras engine on JAX (measured 150 MPix/s, H100).
+            warnings.warn("an NVIDIA GPU is visible but the network runs on the CPU (ONNX Runtime); "
+                          "set KERAS_BACKEND=jax to use the GPU", MaxidetectWarning, stacklevel=3)
         return "onnxruntime"
     return "keras"
+
+
+_NVIDIA_DEVICE = "/dev/nvidiactl"
 
 
 def bound_keras_threads(n: int | None) -> None:

@@ -3,6 +3,7 @@
 import os
 import subprocess
 import sys
+import warnings
 
 import numpy as np
 import pytest
@@ -74,6 +75,20 @@ def test_engine_selection(monkeypatch):
         resolve_engine("tensorrt")
     with pytest.raises(ValueError, match="float32 only"):
         Predictor(engine="onnxruntime", precision="float16")
+
+
+def test_gpu_node_without_keras_backend_is_warned(monkeypatch, tmp_path):
+    import maxidetect.inference as inference
+    from maxidetect.io import MaxidetectWarning
+
+    monkeypatch.delenv("KERAS_BACKEND", raising=False)
+    monkeypatch.setattr(inference, "_NVIDIA_DEVICE", str(tmp_path / "nvidiactl"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert resolve_engine() == "onnxruntime"  # no GPU: silent
+    (tmp_path / "nvidiactl").touch()
+    with pytest.warns(MaxidetectWarning, match="KERAS_BACKEND=jax"):
+        assert resolve_engine() == "onnxruntime"
 
 
 def test_weight_arrays_are_verified_and_rebuilt(tmp_path, monkeypatch):
