@@ -13,7 +13,7 @@ import numpy as np
 from astropy.io import fits
 from astropy.table import Table, vstack
 
-from .io import temp_output, write_hdulist_atomic
+from .io import atomic_output, write_hdulist_atomic
 
 __all__ = ["CATALOG_TYPES", "write_catalog", "read_catalog"]
 
@@ -83,13 +83,8 @@ def write_catalog(
         lines.append(" ".join(fields))
     if path.exists() and not overwrite:
         raise FileExistsError(f"{path}: output exists (use --overwrite to replace it)")
-    fd, tmp = temp_output(path)
-    with os.fdopen(fd, "w") as fh:
+    with atomic_output(path) as tmp, open(tmp, "w") as fh:
         fh.write("\n".join(lines) + "\n")
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)
-    os.replace(tmp, path)
     return path
 
 

@@ -13,6 +13,7 @@ import io
 import os
 import re
 import tempfile
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,6 +30,7 @@ __all__ = [
     "output_path",
     "write_hdulist_atomic",
     "temp_output",
+    "atomic_output",
     "FitsStreamWriter",
     "read_plane",
     "image_header",
@@ -204,6 +206,20 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
+@contextmanager
+def atomic_output(path: Path):
+    """Yield a temporary file name beside ``path`` (see :func:`temp_output`);
+    renamed into place when the block ends cleanly, removed otherwise."""
+    fd, tmp = temp_output(path)
+    os.close(fd)
+    try:
+        yield tmp
+        _publish(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
 def _publish(tmp: str, path: Path) -> None:
     """Give the finished temporary the usual file mode (mkstemp makes 0600)
     and rename it into place."""
@@ -224,14 +240,8 @@ def write_hdulist_atomic(
     path = Path(path)
     _check_output(path, overwrite, protect)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = temp_output(path)
-    os.close(fd)
-    try:
+    with atomic_output(path) as tmp:
         hdul.writeto(tmp, overwrite=True, output_verify="silentfix")
-        _publish(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
     return path
 
 

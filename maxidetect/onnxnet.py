@@ -61,12 +61,11 @@ class _GraphOps:
         self.n_pools = 0
         self.nodes, self.inits = [], []
         self._n = 0
-        # output channels actually produced by each layer (after padding)
+        # channels each tensor carries, zero padding included (absent: unpadded)
         self.width: dict[str, int] = {}
-        self.true_width: dict[str, int] = {}  # before padding
         self.consts: set[str] = set()
-        self.head_terms: dict[str, str] = {}  # branch -> running final_conv sum after it
-        self.head_sum: str | None = None
+        self.head_branches: set[str] = set()  # HEAD_INPUTS outputs already summed
+        self.head_sum: str | None = None  # running final_conv sum
         self.unpooled: set[tuple[str, str]] = set()
 
     def _name(self, prefix: str) -> str:
@@ -106,7 +105,7 @@ class _GraphOps:
         cout = kernel.shape[3]
         kernel = _pad_axis(kernel, 2, self.width.get(x, kernel.shape[2]))  # input may carry padding
         y = self._conv(name, x, _pad_axis(kernel, 3, _padded(cout)), _pad_axis(bias, 0, _padded(cout)), relu=True)
-        self.width[y], self.true_width[y] = _padded(cout), cout
+        self.width[y] = _padded(cout)
         if name in HEAD_INPUTS:
             self._head_term(HEAD_INPUTS.index(name), y)
         return y
@@ -120,16 +119,16 @@ class _GraphOps:
         kernel, bias = self.w["final_conv"]
         cout = _padded(kernel.shape[3])
         start = sum(self.w[n][0].shape[3] for n in HEAD_INPUTS[:i])
-        part = _pad_axis(_pad_axis(kernel[:, :, start:start + self.true_width[branch]], 2, self.width[branch]), 3, cout)
+        stop = start + self.w[HEAD_INPUTS[i]][0].shape[3]
+        part = _pad_axis(_pad_axis(kernel[:, :, start:stop], 2, self.width[branch]), 3, cout)
         b = _pad_axis(bias, 0, cout) if i == 0 else np.zeros(cout, bias.dtype)
         y = self._conv(f"final_conv.{i}", branch, part, b, relu=False)
-        self.head_terms[branch] = y if not self.head_terms else self._node("Add", [self.head_sum, y])[0]
-        self.head_sum = self.head_terms[branch]
+        self.head_sum = y if self.head_sum is None else self._node("Add", [self.head_sum, y])[0]
+        self.head_branches.add(branch)
 
     def pool(self, x):
         y, idx = self._node("MaxPool", [x], n_out=2, kernel_shape=[2, 2], strides=[2, 2], ceil_mode=1)
-        if x in self.width:
-            self.width[y] = self.width[x]
+        self._same_width(x, y)
         self.n_pools += 1
         return y, (idx, self.n_pools - 1)
 
@@ -147,18 +146,21 @@ class _GraphOps:
         attrs = {"pads": pads} if (any(pads) or (v, idx) in self.unpooled) else {}
         self.unpooled.add((v, idx))
         y = self._node("MaxUnpool", [v, idx], kernel_shape=[2, 2], strides=[2, 2], **attrs)[0]
-        if v in self.width:
-            self.width[y] = self.width[v]
+        self._same_width(v, y)
         return y
 
     def add(self, a, b):
         y = self._node("Add", [a, b])[0]
-        if a in self.width:
-            self.width[y] = self.width[a]
+        self._same_width(a, y)
         return y
 
+    def _same_width(self, src: str, dst: str) -> None:
+        """``dst`` carries ``src``'s channels (padding included)."""
+        if src in self.width:
+            self.width[dst] = self.width[src]
+
     def head(self, branches):
-        if set(branches) != set(self.head_terms):
+        if set(branches) != self.head_branches:
             raise ValueError("final_conv's inputs are not the HEAD_INPUTS layers")
         logits, cout = self.head_sum, _padded(self.n_classes)
         if cout != self.n_classes:

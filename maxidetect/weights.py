@@ -223,7 +223,7 @@ def load_weight_arrays(name: str | None = None):
     import zipfile
 
     from .architecture import LAYER_SPECS
-    from .io import _publish, temp_output
+    from .io import atomic_output
 
     info = get_model_info(name)
     names = [n for n, _, _ in LAYER_SPECS]
@@ -242,14 +242,8 @@ def load_weight_arrays(name: str | None = None):
     if list(arrays) != names:
         raise WeightsError(f"model {info.name}: layers {list(arrays)} differ from the architecture's")
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = temp_output(path)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **{f"{n}/{i}": a for n in names for i, a in enumerate(arrays[n])})
-        _publish(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    with atomic_output(path) as tmp, open(tmp, "wb") as f:
+        np.savez(f, **{f"{n}/{i}": a for n in names for i, a in enumerate(arrays[n])})
     return arrays, info
 
 
