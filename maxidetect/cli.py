@@ -31,6 +31,9 @@ def _add_mask_parser(sub):
     p.add_argument("--engine", choices=["auto", "onnxruntime", "keras"], default="auto",
                    help="what runs the network (default auto: ONNX Runtime for float32 unless KERAS_BACKEND "
                    "is set; both give the same masks)")
+    p.add_argument("--background", choices=["maximask", "centred", "sep"], default=None,
+                   help="normalisation background maps (default: the model's; maximask for the pretrained "
+                   "network; centred avoids its edge sag on small frames)")
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     p.add_argument("-v", "--verbose", action="store_true", help="print timings per file")
     _add_run_options(p)
@@ -70,8 +73,8 @@ def cmd_mask(args) -> int:
     except WeightsError as exc:
         print(f"maxidetect: error: {exc}", file=sys.stderr)
         return 2
-    options = {k: getattr(args, k) for k in ("model", "tile", "margin", "batch_size", "precision", "engine", "classes",
-                                             "config_dir", "no_priors", "no_threshold", "probs", "single_mask",
+    options = {k: getattr(args, k) for k in ("model", "tile", "margin", "batch_size", "precision", "engine", "background",
+                                             "classes", "config_dir", "no_priors", "no_threshold", "probs", "single_mask",
                                              "track", "track_prior", "track_threshold")}
     job = Job("mask", options, out_dir=args.out_dir, overwrite=args.overwrite)
     return _run_job(job, specs, args)
@@ -194,6 +197,9 @@ def _add_map_options(p, sextractor: bool) -> None:
     p.add_argument("--engine", choices=["auto", "onnxruntime", "keras"], default="auto",
                    help="what runs the network (default auto: ONNX Runtime for float32 unless KERAS_BACKEND "
                    "is set; both give the same masks)")
+    p.add_argument("--background", choices=["maximask", "centred", "sep"], default=None,
+                   help="normalisation background maps (default: the model's; maximask for the pretrained "
+                   "network; centred avoids its edge sag on small frames)")
     p.add_argument("--verbose", action="store_true", help="print timings and the commands run")
 
 
@@ -259,7 +265,8 @@ def _run_maps_engine(args, engine: str) -> int:
     except (ConfigError, SExtractorError, InputError, WeightsError, OSError, ValueError) as exc:
         print(f"maxidetect: error: {exc}", file=sys.stderr)
         return 2
-    keys = ("model", "tile", "batch_size", "precision", "engine", "classes", "config_dir", "maximask_defaults", "policy",
+    keys = ("model", "tile", "batch_size", "precision", "engine", "background", "classes", "config_dir",
+            "maximask_defaults", "policy",
             "grow", "soft_weights", "noise_weights", "weight_image", "no_mask", "sex_args", "sex_binary",
             "track", "reject_tracking", "track_prior", "track_threshold")
     options = {k: getattr(args, k, None) for k in keys}
@@ -399,7 +406,8 @@ def cmd_train(args) -> int:
         props = rec["class_proportions"]
         info = register_model(args.register, args.out, [props[c.abbr] for c in CLASSES],
                               description=f"maxidetect training ({'fine-tuned from ' + cfg.init if cfg.init else 'from scratch'}"
-                              f", {cfg.steps} steps)", recipe=rec["config"])
+                              f", {cfg.steps} steps)", recipe=rec["config"],
+                              background=cfg.background)
         print(f"registered model {info.name} (sha256 {info.sha256[:12]}...); 'maxidetect models' lists it")
     return 0
 

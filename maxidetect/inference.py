@@ -254,6 +254,13 @@ class Predictor:
     def n_classes(self) -> int:
         return len(self.info.classes)
 
+    @property
+    def normalisation(self) -> dict:
+        """:func:`~maxidetect.normalise.normalise` keywords for this model's inputs."""
+        from .normalise import normalise_settings
+
+        return normalise_settings(self.info.normalisation)
+
     def forward(self, batch: np.ndarray) -> np.ndarray:
         """Raw network call: (N, H, W) or (N, H, W, 1) -> (N, H, W, n_classes) float32.
 

@@ -29,7 +29,7 @@ from .io import (
     read_plane,
     select_hdus,
 )
-from .normalise import normalise
+from .normalise import BACKGROUNDS, normalise
 from .priors import bitmask, modify_priors, prior_factors
 
 __all__ = ["MaskMaker", "MaxidetectWarning", "predict", "compute_masks", "MASK_SUFFIX"]
@@ -64,6 +64,9 @@ class MaskMaker:
         Threshold probabilities with ``config.thresholds`` (strict ``>``).
     tile, margin, batch_size, precision, engine, threads
         Passed to :class:`~maxidetect.inference.Predictor`.
+    background : {"maximask", "centred", "sep"}, optional
+        Normalisation maps (:func:`~maxidetect.normalise.normalise`); default:
+        the model's own (manifest).
     """
 
     def __init__(
@@ -79,11 +82,17 @@ class MaskMaker:
         predictor: Predictor | None = None,
         engine: str = "auto",
         threads: int | None = None,
+        background: str | None = None,
     ):
         self.predictor = predictor or Predictor(
             model, tile=tile, margin=margin, batch_size=batch_size, precision=precision,
             engine=engine, threads=threads,
         )
+        self.normalisation = dict(self.predictor.normalisation)
+        if background is not None:
+            if background not in BACKGROUNDS:
+                raise ValueError(f"background must be one of {BACKGROUNDS}, got {background!r}")
+            self.normalisation["background"] = background
         self.config = config or ClassConfig.default()
         self.config.validate()
         self.apply_priors = apply_priors
@@ -104,7 +113,7 @@ class MaskMaker:
     def _blocks(self, image: np.ndarray, owned: bool = False):
         """Yield (block slices, adjusted probabilities) over a raw 2-D image;
         ``owned``: the caller's native float32 image may be normalised in place."""
-        norm = normalise(image, copy=not owned)
+        norm = normalise(image, copy=not owned, **self.normalisation)
         if not norm.any():
             warnings.warn("image is all zero or non-finite: masks are empty", MaxidetectWarning, stacklevel=3)
             return
@@ -166,6 +175,7 @@ class MaskMaker:
             ("MDTILE", self.predictor.tile, "inference tile size [pix]"),
             ("MDMARGIN", self.predictor.margin, "inference tile margin [pix]"),
             ("MDENGINE", self.predictor.engine, "what ran the network"),
+            ("MDBACKG", self.normalisation["background"], "normalisation background maps"),
             ("MDNCLASS", int(self.selected.size), "number of classes in output"),
         ]
         for k, ci in enumerate(self.selected):
@@ -298,8 +308,8 @@ def predict(image, model: str | None = None, normalised: bool = False) -> np.nda
     The image is normalised first unless ``normalised`` is True.
     """
     image = _as_2d(image)
-    pred = _maker(model).predictor
-    return pred.predict(image if normalised else normalise(image))
+    maker = _maker(model)
+    return maker.predictor.predict(image if normalised else normalise(image, **maker.normalisation))
 
 
 def compute_masks(image, model: str | None = None, config: ClassConfig | None = None) -> np.ndarray:

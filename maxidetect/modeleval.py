@@ -146,7 +146,7 @@ def _gmos_check(predictor, path: Path) -> dict:
 
     with fits.open(path) as h:
         sci = np.asarray(h["SCI"].data, np.float64)
-    probs = predictor.predict(normalise(sci))
+    probs = predictor.predict(normalise(sci, **predictor.normalisation))
     cr = CLASSES[0]
     med = np.median(sci)
     sig = 1.4826 * np.median(np.abs(sci - med))
@@ -177,7 +177,7 @@ def _crowded_check(predictor, path: Path) -> dict:
         data = np.asarray(next(x for x in h if is_image_hdu(x)).data, np.float64)
     cat = detect(data).catalog
     stars = cat[(cat["ISOAREA_IMAGE"] >= 9) & (cat["FLAGS"] < 4)]
-    probs = predictor.predict(normalise(data))
+    probs = predictor.predict(normalise(data, **predictor.normalisation))
     x = np.clip(np.round(stars["X_IMAGE"] - 1).astype(int), 0, data.shape[1] - 1)
     y = np.clip(np.round(stars["Y_IMAGE"] - 1).astype(int), 0, data.shape[0] - 1)
     out = {"stars": len(stars)}
@@ -210,10 +210,13 @@ def evaluate_models(models, n_frames: int = 4, size: int = 1024, seed0: int = HE
     seconds = dict.fromkeys(hists, 0.0)
     for i in tqdm(range(n_frames), unit="frame", disable=not progress, file=sys.stderr):
         frame = simulate_frame(seed0 + i, size=size)
-        x = normalise(frame.image)
+        inputs = {}  # models sharing a normalisation share its result
         for name, pred in preds:
+            key = tuple(sorted(pred.normalisation.items()))
+            if key not in inputs:
+                inputs[key] = normalise(frame.image, **pred.normalisation)
             t0 = time.perf_counter()
-            p = pred.predict(x)
+            p = pred.predict(inputs[key])
             seconds[name] += time.perf_counter() - t0
             for k, c in enumerate(CLASSES):
                 if c.bit:

@@ -2,8 +2,27 @@
 
 NaN and infinities become 0, values are clipped to [-500, 80000], then a
 background map is subtracted and the result divided by a noise map, both
-from a ~200 px mesh (SEP: SExtractor's sigma-clipped mode estimator,
-3x3 median filter of the mesh, bicubic-spline interpolation).
+from a ~200 px mesh of sigma-clipped statistics (SEP: SExtractor's
+clipped mode estimator). The ``background`` choices turn the mesh into maps:
+
+``"maximask"`` (the pretrained network's default): whole meshes centred on
+the frame (the leftover ``n % mesh`` pixels split between the two edges),
+the node grid padded by one node with edge values, a 3x3 median filter
+that sees zeros beyond the padded grid, and a cubic spline through the
+nodes. This is what MaxiMask feeds its network; with it our masks match
+MaxiMask's. The zeros pull the padded nodes down, so both maps sag within
+~one mesh of the edges: on a 2048 px frame that is the outer ~100 px, but
+on a 512 px frame it reaches the centre and the network calls a quarter
+of the frame bright background (as MaxiMask does).
+
+``"centred"``: the same meshes and spline, the padded nodes filtered
+without the zeros: no sag, for cut-outs and small frames.
+
+``"sep"``: SEP's own full-frame maps (partial meshes at the right/top,
+SExtractor's filter and spline), for models trained with them.
+
+``benchmarks/normalisation.py`` scores the three against simulated truth
+and against MaxiMask.
 """
 
 from __future__ import annotations
@@ -11,14 +30,30 @@ from __future__ import annotations
 import numpy as np
 import sep
 
-__all__ = ["normalise", "CLIP_LOW", "CLIP_HIGH", "DEFAULT_MESH"]
+__all__ = ["normalise", "normalise_settings", "BACKGROUNDS", "CLIP_LOW", "CLIP_HIGH", "DEFAULT_MESH"]
 
 CLIP_LOW = -500.0
 CLIP_HIGH = 80000.0
 DEFAULT_MESH = 200
+BACKGROUNDS = ("maximask", "centred", "sep")
+#: Map pixels evaluated per band (float64 temporaries stay ~32 MB).
+_BAND_PIXELS = 1 << 22
 
 
-def normalise(image, mesh: int = DEFAULT_MESH, filter_size: int = 3, copy: bool = True) -> np.ndarray:
+def normalise_settings(spec: dict | None) -> dict:
+    """:func:`normalise` keyword arguments from a model's manifest
+    ``normalisation`` entry; models recorded before the ``background`` key
+    existed were trained on SEP's maps."""
+    spec = spec or {}
+    return {
+        "mesh": int(spec.get("background_mesh", DEFAULT_MESH)),
+        "filter_size": int(spec.get("background_filter", 3)),
+        "background": spec.get("background", "sep"),
+    }
+
+
+def normalise(image, mesh: int = DEFAULT_MESH, filter_size: int = 3, copy: bool = True,
+              background: str = "maximask") -> np.ndarray:
     """Return the normalised float32 image.
 
     Parameters
@@ -33,6 +68,8 @@ def normalise(image, mesh: int = DEFAULT_MESH, filter_size: int = 3, copy: bool 
         If False and ``image`` is already a writable, C-contiguous, native
         float32 array, normalise it in place (saves a full-frame copy on big
         frames); otherwise the input is untouched.
+    background : {"maximask", "centred", "sep"}
+        How the mesh statistics become full-frame maps (module docstring).
 
     Returns
     -------
@@ -40,6 +77,10 @@ def normalise(image, mesh: int = DEFAULT_MESH, filter_size: int = 3, copy: bool 
         ``(clip(image) - background) / noise``; all zeros if the image has no
         finite non-zero pixel.
     """
+    if background not in BACKGROUNDS:
+        raise ValueError(f"background must be one of {BACKGROUNDS}, got {background!r}")
+    if mesh < 1 or filter_size < 1:
+        raise ValueError(f"mesh ({mesh}) and filter_size ({filter_size}) must be >= 1")
     arr = np.asarray(image)
     inplace = (
         not copy
@@ -55,6 +96,14 @@ def normalise(image, mesh: int = DEFAULT_MESH, filter_size: int = 3, copy: bool 
     np.clip(data, CLIP_LOW, CLIP_HIGH, out=data)
     if not data.any():
         return data
+    if background == "sep":
+        _normalise_sep(data, mesh, filter_size)
+    else:
+        _normalise_mesh(data, mesh, filter_size, sag=background == "maximask")
+    return data
+
+
+def _normalise_sep(data: np.ndarray, mesh: int, filter_size: int) -> None:
     h, w = data.shape
     bkg = sep.Background(data, bw=min(mesh, w), bh=min(mesh, h), fw=filter_size, fh=filter_size)
     # One full-frame map alive at a time: the background is subtracted in place.
@@ -63,8 +112,58 @@ def normalise(image, mesh: int = DEFAULT_MESH, filter_size: int = 3, copy: bool 
     # Constant regions give zero noise; use the global level there so they
     # map to 0 instead of inf.
     fallback = bkg.globalrms if bkg.globalrms > 0 else 1.0
-    bad = ~(rms > 0)
-    if bad.any():
-        rms[bad] = fallback
+    rms[~(rms > 0)] = fallback
     data /= rms
-    return data
+
+
+def _axis_meshes(n: int, mesh: int) -> tuple[int, int, int]:
+    """(count, size, offset) of the whole meshes centred on an axis of n px."""
+    if n < mesh:
+        return 1, n, 0
+    count = n // mesh
+    return count, mesh, (n - count * mesh) // 2
+
+
+def _normalise_mesh(data: np.ndarray, mesh: int, filter_size: int, sag: bool) -> None:
+    from scipy.interpolate import RectBivariateSpline
+    from scipy.ndimage import median_filter
+
+    h, w = data.shape
+    ny, by, oy = _axis_meshes(h, mesh)
+    nx, bx, ox = _axis_meshes(w, mesh)
+    back = np.zeros((ny, nx))
+    rms = np.ones((ny, nx))
+    for i in range(ny):
+        for j in range(nx):
+            block = data[oy + i * by: oy + (i + 1) * by, ox + j * bx: ox + (j + 1) * bx]
+            if block.any():  # zero-filled meshes keep level 0, noise 1
+                stats = sep.Background(np.ascontiguousarray(block), bw=bx, bh=by, fw=1, fh=1)
+                back[i, j], rms[i, j] = stats.globalback, stats.globalrms
+    # Constant meshes (saturated, overscan) have no noise: use the typical one.
+    good = rms > 0
+    fallback = float(np.median(rms[good])) if good.any() else 1.0
+    rms[~good] = fallback
+    # Node centres, one padded node beyond each edge.
+    yn = oy + by / 2 + by * (np.arange(ny + 2) - 1.0)
+    xn = ox + bx / 2 + bx * (np.arange(nx + 2) - 1.0)
+    ky, kx = min(3, ny + 1), min(3, nx + 1)
+    maps = []
+    for grid in (back, rms):
+        nodes = np.pad(grid, 1, mode="edge")
+        nodes = median_filter(nodes, size=filter_size, mode="constant" if sag else "nearest", cval=0.0)
+        # Along an axis with a single mesh (shorter than two meshes: MaxiMask
+        # does not run there) the maps are constant instead of sagging.
+        if ny == 1:
+            nodes[:] = nodes[1]
+        if nx == 1:
+            nodes[:] = nodes[:, 1:2]
+        maps.append(RectBivariateSpline(yn, xn, nodes, kx=ky, ky=kx))
+    xs = np.arange(w)
+    rows = max(1, _BAND_PIXELS // w)
+    for r0 in range(0, h, rows):
+        ys = np.arange(r0, min(h, r0 + rows))
+        band = data[r0: r0 + rows]
+        band -= maps[0](ys, xs)
+        noise = maps[1](ys, xs)
+        noise[~(noise > 0)] = fallback
+        band /= noise

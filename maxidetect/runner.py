@@ -196,7 +196,7 @@ def _maker(job: Job):
     from .masks import MaskMaker
 
     o = job.options
-    keys = ("model", "tile", "margin", "batch_size", "precision", "engine", "classes", "config_dir",
+    keys = ("model", "tile", "margin", "batch_size", "precision", "engine", "background", "classes", "config_dir",
             "maximask_defaults", "no_priors", "no_threshold")
     key = json.dumps({"kind": job.kind == "mask", **{k: o.get(k) for k in keys}}, sort_keys=True, default=str)
     with _LOCK:
@@ -209,7 +209,7 @@ def _maker(job: Job):
                 tile=o.get("tile") or None,
                 margin=DEFAULT_MARGIN if o.get("margin") is None else o["margin"],
                 batch_size=o.get("batch_size") or 1, precision=o.get("precision") or "float32",
-                engine=o.get("engine") or "auto", threads=threads)
+                engine=o.get("engine") or "auto", threads=threads, background=o.get("background"))
         return _MAKERS[key]
 
 

@@ -81,8 +81,9 @@ class PatchStream:
     """
 
     def __init__(self, patch: int = 400, frame_size: int = 800, seed: int = 0, per_frame: int = 4,
-                 weights=None, sim_config=None):
+                 weights=None, sim_config=None, background: str = "maximask"):
         self.patch, self.frame_size, self.seed, self.per_frame = patch, frame_size, seed, per_frame
+        self.background = background
         self.sim_config = sim_config
         self.weights = class_weights([c.training_prior for c in CLASSES]) if weights is None else np.asarray(weights)
         self.counts = np.zeros(N_CLASSES)
@@ -101,7 +102,7 @@ class PatchStream:
         while True:
             frame = simulate_frame(self.seed * 100003 + k, self.sim_config, size=self.frame_size)
             k += 1
-            x = normalise(frame.image)
+            x = normalise(frame.image, background=self.background)
             planes = truth_planes(frame.truth)
             w = pixel_weights(planes, self.weights)
             for _ in range(self.per_frame):
@@ -135,6 +136,7 @@ class TrainConfig:
     learning_rate: float = 1e-4
     l2: float = 1e-6
     seed: int = 0
+    background: str = "maximask"  # normalisation maps (maxidetect.normalise.BACKGROUNDS)
 
 
 def make_trainer(cfg: TrainConfig):
@@ -252,7 +254,7 @@ def run_training(cfg: TrainConfig, out, progress: bool = True) -> dict:
     if not out.name.endswith(".weights.h5"):
         raise ValueError(f"{out}: the output name must end in .weights.h5")
     model, step = make_trainer(cfg)
-    stream = PatchStream(patch=cfg.patch, frame_size=cfg.frame_size, seed=cfg.seed)
+    stream = PatchStream(patch=cfg.patch, frame_size=cfg.frame_size, seed=cfg.seed, background=cfg.background)
     losses = []
     t0 = time.perf_counter()
     batches = stream.batches(cfg.batch)

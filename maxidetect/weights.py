@@ -286,13 +286,15 @@ def register_model(
     width: float | None = None,
     recipe: dict | None = None,
     evaluation: str | None = None,
+    background: str = "maximask",
 ) -> ModelInfo:
     """Add (or replace) model ``name`` in the manifest, copying its weights
     beside it as ``NAME.weights.h5`` with their checksum.
 
     ``training_priors`` are the class proportions the network was trained on
     (they become the priors of the prior modification); ``recipe`` records
-    the training data and settings; ``evaluation`` names the report.
+    the training data and settings; ``evaluation`` names the report;
+    ``background``: the normalisation maps it was trained on.
     Existing entries keep their order; a new one goes last, so the default
     (first) model only changes by editing the manifest on purpose.
     """
@@ -315,7 +317,8 @@ def register_model(
         "classes": list(CLASS_NAMES),
         "training_priors": priors,
         "thresholds": [float(t) for t in thresholds] if thresholds is not None else None,
-        "normalisation": get_model_info("maximask").normalisation if "maximask" in load_manifest() else {},
+        "normalisation": {**(get_model_info("maximask").normalisation if "maximask" in load_manifest() else {}),
+                          "background": background},
         "architecture": {"family": "maximask-segnet", "width": float(width), "parameters": int(model.count_params())},
         "sha256": weights_checksum(model),
     }

@@ -1,0 +1,99 @@
+"""Normalisation: MaxiMask's maps reproduced, the other choices, edge cases."""
+
+import numpy as np
+import pytest
+from astropy.io import fits
+
+from maxidetect.normalise import BACKGROUNDS, normalise, normalise_settings
+from maxidetect.weights import get_model_info
+
+from .conftest import real
+
+
+@pytest.mark.parametrize("name", ["fitswcs_tpv_ctio_mosaic2.fits", "ccdproc_a8280271_saao_raw.fits"])
+def test_maximask_background_reproduces_maximask_normalisation(name):
+    """Against MaxiMask's own function (installed package): equal to a few
+    hundredths of the noise (SEP's mode estimator vs MaxiMask's clipped mean),
+    edges included; SEP's full-frame maps differ by tens of sigma there."""
+    from maximask_and_maxitrack.utils import image_norm
+
+    data = fits.getdata(real(name))  # big-endian, as read
+    ref = image_norm(np.asarray(data, np.float32))[0]
+    edge = np.ones(ref.shape, bool)
+    edge[50:-50, 50:-50] = False
+    ours = np.abs(normalise(data) - ref)
+    assert np.median(ours) < 0.07 and np.percentile(ours, 99) < 0.2 and ours[edge].max() < 0.2
+    sep_maps = np.abs(normalise(data, background="sep") - ref)
+    assert np.percentile(sep_maps, 99) > 10 * np.percentile(ours, 99)
+
+
+@pytest.mark.parametrize("background", BACKGROUNDS)
+def test_noise_with_a_sloped_background_becomes_unit_normal(background):
+    """Away from the edges, sky + gradient + Gaussian noise of known sigma
+    normalises to mean 0, sigma 1, on a frame off the mesh grid (1030x1290)."""
+    rng = np.random.default_rng(3)
+    yy, xx = np.mgrid[0:1030, 0:1290]
+    sky = 1000.0 + 0.05 * xx - 0.03 * yy
+    x = normalise((sky + rng.normal(0, 12.0, sky.shape)).astype(">f4"), background=background)
+    inner = x[250:-250, 250:-250]
+    assert abs(inner.mean()) < 0.03 and abs(inner.std() - 1) < 0.03
+
+
+def test_maximask_maps_sag_at_the_edges_and_centred_does_not():
+    """MaxiMask's zero-padded node filter lowers both maps near the frame
+    edges (a flat sky comes out positive there); the centred choice keeps
+    flat sky at zero everywhere."""
+    rng = np.random.default_rng(4)
+    im = (500.0 + rng.normal(0, 10.0, (800, 800))).astype(np.float32)
+    sag = normalise(im)
+    flat = normalise(im, background="centred")
+    assert sag[:20, :20].mean() > 2  # corner: background pulled towards 0
+    assert abs(sag[300:500, 300:500].mean()) < 0.05
+    assert abs(flat[:20, :20].mean()) < 0.3 and abs(flat.mean()) < 0.05
+
+
+@pytest.mark.parametrize("shape", [(7, 300), (150, 200), (399, 401), (1, 64)])
+def test_small_frames_are_finite_and_unbiased(shape):
+    """Axes shorter than two meshes (MaxiMask refuses them): one mesh along the
+    axis, constant maps, no sag."""
+    rng = np.random.default_rng(5)
+    im = rng.normal(100.0, 5.0, shape)
+    for b in BACKGROUNDS:
+        x = normalise(im, background=b)
+        assert x.dtype == np.float32 and np.isfinite(x).all()
+        if im.size >= 2000:
+            assert abs(np.median(x)) < 0.15 and abs(x.std() - 1) < 0.1
+
+
+def test_constant_zero_and_nan_regions():
+    rng = np.random.default_rng(6)
+    im = rng.normal(50.0, 3.0, (600, 600))
+    im[:, :250] = 40.0  # constant meshes: no noise there
+    im[400:, 400:] = np.nan
+    for b in BACKGROUNDS:
+        assert np.isfinite(normalise(im, background=b)).all()  # zero-noise meshes take the typical noise
+    x = normalise(im, background="centred")
+    assert abs(np.median(x[50:350, 450:550])) < 0.1
+    assert not normalise(np.zeros((300, 300))).any()
+    assert not normalise(np.full((300, 300), np.nan)).any()
+
+
+def test_input_untouched_unless_asked_and_bad_arguments():
+    im = np.random.default_rng(7).normal(10.0, 1.0, (256, 256)).astype(np.float32)
+    before = im.copy()
+    out = normalise(im)
+    assert np.array_equal(im, before) and out is not im
+    same = normalise(im, copy=False)
+    assert same is im and np.array_equal(same, out)
+    with pytest.raises(ValueError, match="background"):
+        normalise(before, background="photutils")
+    with pytest.raises(ValueError, match="2-D"):
+        normalise(before[None])
+
+
+def test_model_settings_choose_the_background():
+    assert normalise_settings(get_model_info("maximask").normalisation)["background"] == "maximask"
+    assert normalise_settings(get_model_info("maxidetect-ft-cpu").normalisation)["background"] == "sep"
+    # Entries written before the key existed were trained on SEP's maps.
+    assert normalise_settings({"background_mesh": 128})["background"] == "sep"
+    assert normalise_settings({"background_mesh": 128})["mesh"] == 128
