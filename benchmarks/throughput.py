@@ -42,6 +42,24 @@ def run_measured(cmd: list[str], env: dict | None = None) -> tuple[float, float]
     return wall, usage.ru_maxrss / 1024.0
 
 
+def measure(cmd: list[str], out: Path, mpix: float, runs: int, env: dict | None = None, inputs=()) -> dict:
+    """``runs`` runs of ``cmd`` writing into ``out`` (emptied before each, or
+    the run records would skip the work; ``inputs`` copied in): median wall
+    time, largest peak RSS (memory at its worst: ONNX Runtime's pool varies
+    from run to run)."""
+    def once():
+        shutil.rmtree(out, ignore_errors=True)
+        out.mkdir(parents=True)
+        for f in inputs:
+            shutil.copy(f, out)
+        return run_measured(cmd, env)
+
+    walls, rss = zip(*(once() for _ in range(max(1, runs))), strict=True)
+    wall = float(np.median(walls))
+    return {"wall_s": wall, "mpix_per_s": mpix / wall, "peak_rss_mb": max(rss), "runs": len(walls),
+            "walls_s": list(walls), "rss_mb": list(rss)}
+
+
 def agreement(a: np.ndarray, b: np.ndarray) -> list[dict]:
     rows = []
     for i, name in enumerate(CLASS_NAMES):
@@ -63,21 +81,22 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default=str(Path(__file__).resolve().parent / "results"))
     ap.add_argument("--work", default=str(Path(__file__).resolve().parent / "work"))
     ap.add_argument("--skip-maximask", action="store_true")
+    ap.add_argument("--repeat", type=int, default=3, help="runs of each maxidetect CLI (median time, worst RSS)")
+    ap.add_argument("--maximask-repeat", type=int, default=1, help="runs of the MaxiMask CLI (~3 min each)")
     args = ap.parse_args(argv)
 
     work = Path(args.work)
     shutil.rmtree(work, ignore_errors=True)
-    (work / "md").mkdir(parents=True)
-    (work / "mm").mkdir()
-    frame = work / "md" / "frame.fits"
+    work.mkdir(parents=True)
+    frame = work / "frame.fits"
     write_frame(frame, args.size)
-    shutil.copy(frame, work / "mm" / "frame.fits")
     mpix = args.size * args.size / 1e6
 
     results = {"size": args.size, "machine": {"cpus": os.cpu_count(), "platform": platform.platform()}}
-    wall, rss = run_measured([str(BIN / "maxidetect"), "mask", str(frame), "--overwrite"])
-    results["maxidetect"] = {"wall_s": wall, "mpix_per_s": mpix / wall, "peak_rss_mb": rss}
-    print(f"maxidetect: {wall:.1f} s, {mpix / wall:.3f} MPix/s, peak RSS {rss:.0f} MB", flush=True)
+    md_out = work / "maxidetect"
+    r = results["maxidetect"] = measure([str(BIN / "maxidetect"), "mask", str(frame), "-o", str(md_out)], md_out, mpix,
+                                        args.repeat)
+    print(f"maxidetect: {r['walls_s']} s, {r['mpix_per_s']:.3f} MPix/s, peak RSS {r['rss_mb']} MB", flush=True)
     # The Keras engine on TensorFlow, and on JAX (no TensorFlow runtime in the
     # process), against the default engine's masks.
     variants = {"maxidetect_tf": (["--engine", "keras"], None), "maxidetect_jax": ([], {"KERAS_BACKEND": "jax"})}
@@ -87,13 +106,12 @@ def main(argv=None) -> int:
                 import jax  # noqa: F401
             except ImportError:
                 continue
-        (work / key).mkdir()
-        wall, rss = run_measured([str(BIN / "maxidetect"), "mask", str(frame), "-o", str(work / key), *flags], env=env)
-        a = fits.getdata(work / "md" / "frame.masks.fits")
+        r = results[key] = measure([str(BIN / "maxidetect"), "mask", str(frame), "-o", str(work / key), *flags],
+                                   work / key, mpix, args.repeat, env=env)
+        a = fits.getdata(md_out / "frame.masks.fits")
         b = fits.getdata(work / key / "frame.masks.fits")
-        results[key] = {"wall_s": wall, "mpix_per_s": mpix / wall, "peak_rss_mb": rss,
-                        "frac_differing_vs_default": float(np.mean(a != b))}
-        print(f"{key}: {wall:.1f} s, {mpix / wall:.3f} MPix/s, peak RSS {rss:.0f} MB", flush=True)
+        r["frac_differing_vs_default"] = float(np.mean(a != b))
+        print(f"{key}: {r['walls_s']} s, {r['mpix_per_s']:.3f} MPix/s, peak RSS {r['rss_mb']} MB", flush=True)
     # Steady state, as a survey worker sees it: model loaded and compiled once.
     from maxidetect.masks import MaskMaker
 
@@ -106,16 +124,17 @@ def main(argv=None) -> int:
     results["maxidetect_warm"] = {"wall_s": warm, "mpix_per_s": mpix / warm}
     print(f"maxidetect warm (per frame, model loaded): {warm:.1f} s, {mpix / warm:.3f} MPix/s", flush=True)
     if not args.skip_maximask:
-        wall, rss = run_measured([str(BIN / "maximask"), str(work / "mm" / "frame.fits")])
-        results["maximask"] = {"wall_s": wall, "mpix_per_s": mpix / wall, "peak_rss_mb": rss}
-        print(f"maximask:   {wall:.1f} s, {mpix / wall:.3f} MPix/s, peak RSS {rss:.0f} MB", flush=True)
+        mm_out = work / "maximask"  # it writes beside its input
+        r = results["maximask"] = measure([str(BIN / "maximask"), str(mm_out / frame.name)], mm_out, mpix,
+                                          args.maximask_repeat, inputs=(frame,))
+        print(f"maximask: {r['walls_s']} s, {r['mpix_per_s']:.3f} MPix/s, peak RSS {r['rss_mb']} MB", flush=True)
         md = results["maxidetect"]
         mm = results["maximask"]
         results["speedup"] = mm["wall_s"] / md["wall_s"]
         results["speedup_warm"] = mm["wall_s"] / results["maxidetect_warm"]["wall_s"]
         results["rss_ratio"] = md["peak_rss_mb"] / mm["peak_rss_mb"]
-        a = fits.getdata(work / "md" / "frame.masks.fits")
-        b = fits.getdata(work / "mm" / "frame.mask.fits")
+        a = fits.getdata(md_out / "frame.masks.fits")
+        b = fits.getdata(mm_out / "frame.mask.fits")
         results["agreement"] = agreement(a, b)
         results["frac_differing_all"] = float(np.mean(a.astype(bool) != b.astype(bool)))
 
@@ -125,10 +144,13 @@ def main(argv=None) -> int:
     lines = [
         f"# Throughput: {args.size}x{args.size} synthetic frame, {os.cpu_count()} CPU cores",
         "",
-        f"Command: `.venv/bin/python benchmarks/throughput.py --size {args.size}`",
+        f"Command: `.venv/bin/python benchmarks/throughput.py --size {args.size} --repeat {args.repeat} "
+        f"--maximask-repeat {args.maximask_repeat}`",
         "",
-        "| tool | wall [s] | MPix/s | peak RSS [MB] |",
-        "|---|---|---|---|",
+        "Wall: median of the runs (range in brackets); peak RSS: the largest of the runs.",
+        "",
+        "| tool | runs | wall [s] | MPix/s | peak RSS [MB] |",
+        "|---|---|---|---|---|",
     ]
     names = {"maxidetect": "maxidetect CLI (default: ONNX Runtime)",
              "maxidetect_tf": "maxidetect CLI `--engine keras` (TensorFlow)",
@@ -136,9 +158,11 @@ def main(argv=None) -> int:
     for tool, name in names.items():
         if tool in results:
             r = results[tool]
-            lines.append(f"| {name} | {r['wall_s']:.1f} | {r['mpix_per_s']:.3f} | {r['peak_rss_mb']:.0f} |")
+            span = f" ({min(r['walls_s']):.1f}-{max(r['walls_s']):.1f})" if r["runs"] > 1 else ""
+            lines.append(f"| {name} | {r['runs']} | {r['wall_s']:.1f}{span} | {r['mpix_per_s']:.3f} | "
+                         f"{r['peak_rss_mb']:.0f} |")
     r = results["maxidetect_warm"]
-    lines.append(f"| maxidetect, model loaded (per frame) | {r['wall_s']:.1f} | {r['mpix_per_s']:.3f} | - |")
+    lines.append(f"| maxidetect, model loaded (per frame) | 1 | {r['wall_s']:.1f} | {r['mpix_per_s']:.3f} | - |")
     if "speedup" in results:
         lines += [
             "",
