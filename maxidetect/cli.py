@@ -6,6 +6,23 @@ import argparse
 import sys
 
 
+def _add_network_options(p) -> None:
+    """How the network runs: shared by mask, maps, detect and sex."""
+    from .inference import ENGINES
+    from .normalise import BACKGROUNDS
+
+    p.add_argument("--model", help="model name (see 'maxidetect models')")
+    p.add_argument("--tile", type=int, default=None, help="max tile side in pixels (default 1184 on ONNX Runtime, 1024 on Keras)")
+    p.add_argument("--batch-size", type=int, default=1, help="tiles per forward pass (default 1)")
+    p.add_argument("--precision", choices=["float32", "bfloat16", "float16"], default="float32")
+    p.add_argument("--engine", choices=ENGINES, default="auto",
+                   help="what runs the network (default auto: ONNX Runtime for float32 unless KERAS_BACKEND "
+                   "is set; both give the same masks)")
+    p.add_argument("--background", choices=BACKGROUNDS, default=None,
+                   help="normalisation background maps (default: the model's; maximask for the pretrained "
+                   "network; centred avoids its edge sag on small frames)")
+
+
 def _add_mask_parser(sub):
     p = sub.add_parser(
         "mask",
@@ -22,18 +39,9 @@ def _add_mask_parser(sub):
                    help="write one int32 image: OR of the flagged classes' bit codes")
     p.add_argument("--config-dir", help="directory with MaxiMask classes.flags/.priors/.thresh")
     p.add_argument("--classes", help="comma-separated classes to keep, e.g. CR,HP,TRL (default: all)")
-    p.add_argument("--model", help="model name (see 'maxidetect models')")
-    p.add_argument("--batch-size", type=int, default=1, help="tiles per forward pass (default 1)")
-    p.add_argument("--tile", type=int, default=None, help="max tile side in pixels (default 1184 on ONNX Runtime, 1024 on Keras)")
+    _add_network_options(p)
     p.add_argument("--margin", type=int, default=None,
                    help="tile overlap margin in pixels (default 160: stitched == untiled)")
-    p.add_argument("--precision", choices=["float32", "bfloat16", "float16"], default="float32")
-    p.add_argument("--engine", choices=["auto", "onnxruntime", "keras"], default="auto",
-                   help="what runs the network (default auto: ONNX Runtime for float32 unless KERAS_BACKEND "
-                   "is set; both give the same masks)")
-    p.add_argument("--background", choices=["maximask", "centred", "sep"], default=None,
-                   help="normalisation background maps (default: the model's; maximask for the pretrained "
-                   "network; centred avoids its edge sag on small frames)")
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     p.add_argument("-v", "--verbose", action="store_true", help="print timings per file")
     _add_run_options(p)
@@ -190,16 +198,7 @@ def _add_map_options(p, sextractor: bool) -> None:
     p.add_argument("--weight-image", help="your own weight map, multiplied in (its zeros stay zero)")
     p.add_argument("--config-dir", help="directory with MaxiMask classes.flags/.priors/.thresh")
     p.add_argument("--classes", help="comma-separated classes entering the maps (default: all)")
-    p.add_argument("--model", help="model name (see 'maxidetect models')")
-    p.add_argument("--tile", type=int, default=None, help="max tile side in pixels (default 1184 on ONNX Runtime, 1024 on Keras)")
-    p.add_argument("--batch-size", type=int, default=1, help="tiles per forward pass (default 1)")
-    p.add_argument("--precision", choices=["float32", "bfloat16", "float16"], default="float32")
-    p.add_argument("--engine", choices=["auto", "onnxruntime", "keras"], default="auto",
-                   help="what runs the network (default auto: ONNX Runtime for float32 unless KERAS_BACKEND "
-                   "is set; both give the same masks)")
-    p.add_argument("--background", choices=["maximask", "centred", "sep"], default=None,
-                   help="normalisation background maps (default: the model's; maximask for the pretrained "
-                   "network; centred avoids its edge sag on small frames)")
+    _add_network_options(p)
     p.add_argument("--verbose", action="store_true", help="print timings and the commands run")
 
 

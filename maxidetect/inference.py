@@ -22,8 +22,8 @@ import numpy as np
 # that importing the tiling does not import Keras.
 ALIGN = 32
 
-__all__ = ["Predictor", "tile_grid", "resolve_engine", "bound_keras_threads", "ENGINES", "DEFAULT_TILE",
-           "DEFAULT_TILES", "DEFAULT_MARGIN"]
+__all__ = ["Predictor", "tile_grid", "resolve_engine", "bound_keras_threads", "ENGINES", "DEFAULT_TILES",
+           "DEFAULT_MARGIN"]
 
 ENGINES = ("auto", "onnxruntime", "keras")
 
@@ -32,7 +32,6 @@ ENGINES = ("auto", "onnxruntime", "keras")
 # varies between runs; TensorFlow ~1.55 GB at 1024 px). Bigger tiles waste less on overlap: a 2048 px frame is 4 tiles
 # of 1184 px (1.34x the pixels) instead of 9 of 896 px (1.72x).
 DEFAULT_TILES = {"onnxruntime": 1184, "keras": 1024}
-DEFAULT_TILE = DEFAULT_TILES["keras"]
 DEFAULT_MARGIN = 160  # measured: stitched == untiled (benchmarks/margin.py)
 
 
