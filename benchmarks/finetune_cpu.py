@@ -31,7 +31,7 @@ def evaluate(model, seeds, size):
     quality = []
     for s in seeds:
         f = simulate_frame(s, size=size)
-        p = pred.predict(normalise(f.image))
+        p = pred.predict(normalise(f.image, **pred.normalisation))
         quality.append(mask_quality(p, np.full(len(CLASSES), 0.5), f.truth, range(len(CLASSES))))
     out = {}
     for c in CLASSES:

@@ -558,7 +558,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_bench)
     p = sub.add_parser("train", help="train or fine-tune the network on simulated patches (weighted BCE, Adam)",
                        description="Reads a JSON of maxidetect.train.TrainConfig keys (init, width, trainable, patch, "
-                       "frame_size, batch, steps, learning_rate, l2, seed); writes OUT.weights.h5 and OUT.weights.json.")
+                       "frame_size, batch, steps, learning_rate, l2, seed, background); writes OUT.weights.h5 and OUT.weights.json.")
     p.add_argument("config", nargs="?", help="JSON training configuration (default: TrainConfig defaults)")
     p.add_argument("--out", default="trained.weights.h5", help="output weights (.weights.h5)")
     p.add_argument("--steps", type=int, help="override the number of steps")

@@ -29,7 +29,7 @@ from .io import (
     read_plane,
     select_hdus,
 )
-from .normalise import BACKGROUNDS, normalise
+from .normalise import check_background, normalise
 from .priors import bitmask, modify_priors, prior_factors
 
 __all__ = ["MaskMaker", "MaxidetectWarning", "predict", "compute_masks", "MASK_SUFFIX"]
@@ -90,9 +90,7 @@ class MaskMaker:
         )
         self.normalisation = dict(self.predictor.normalisation)
         if background is not None:
-            if background not in BACKGROUNDS:
-                raise ValueError(f"background must be one of {BACKGROUNDS}, got {background!r}")
-            self.normalisation["background"] = background
+            self.normalisation["background"] = check_background(background)
         self.config = config or ClassConfig.default()
         self.config.validate()
         self.apply_priors = apply_priors

@@ -30,7 +30,7 @@ from __future__ import annotations
 import numpy as np
 import sep
 
-__all__ = ["normalise", "normalise_settings", "BACKGROUNDS", "CLIP_LOW", "CLIP_HIGH", "DEFAULT_MESH"]
+__all__ = ["normalise", "normalise_settings", "check_background", "BACKGROUNDS", "CLIP_LOW", "CLIP_HIGH", "DEFAULT_MESH"]
 
 CLIP_LOW = -500.0
 CLIP_HIGH = 80000.0
@@ -38,6 +38,13 @@ DEFAULT_MESH = 200
 BACKGROUNDS = ("maximask", "centred", "sep")
 #: Map pixels evaluated per band (float64 temporaries stay ~32 MB).
 _BAND_PIXELS = 1 << 22
+
+
+def check_background(background: str) -> str:
+    """``background`` if it is one of :data:`BACKGROUNDS`, else ValueError."""
+    if background not in BACKGROUNDS:
+        raise ValueError(f"background must be one of {BACKGROUNDS}, got {background!r}")
+    return background
 
 
 def normalise_settings(spec: dict | None) -> dict:
@@ -77,8 +84,7 @@ def normalise(image, mesh: int = DEFAULT_MESH, filter_size: int = 3, copy: bool 
         ``(clip(image) - background) / noise``; all zeros if the image has no
         finite non-zero pixel.
     """
-    if background not in BACKGROUNDS:
-        raise ValueError(f"background must be one of {BACKGROUNDS}, got {background!r}")
+    check_background(background)
     if mesh < 1 or filter_size < 1:
         raise ValueError(f"mesh ({mesh}) and filter_size ({filter_size}) must be >= 1")
     arr = np.asarray(image)

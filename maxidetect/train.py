@@ -138,6 +138,11 @@ class TrainConfig:
     seed: int = 0
     background: str = "maximask"  # normalisation maps (maxidetect.normalise.BACKGROUNDS)
 
+    def __post_init__(self):
+        from .normalise import check_background
+
+        check_background(self.background)
+
 
 def make_trainer(cfg: TrainConfig):
     """(model, train_step) for ``cfg``; ``train_step(x, y, w) -> loss`` runs one Adam step.

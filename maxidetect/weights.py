@@ -301,12 +301,14 @@ def register_model(
     import shutil
 
     from .network import build_model
+    from .normalise import check_background
 
     if not name or any(ch in name for ch in "/\\ "):
         raise ValueError(f"model name {name!r}: no spaces or slashes")
     priors = [float(p) for p in training_priors]
     if len(priors) != len(CLASS_NAMES) or not np.all(np.isfinite(priors)) or min(priors) < 0:
         raise ValueError(f"training_priors: need {len(CLASS_NAMES)} non-negative proportions")
+    check_background(background)
     width = weights_width(weights_file) if width is None else width
     model = build_model(n_classes=len(CLASS_NAMES), width=width)
     model.load_weights(str(weights_file))

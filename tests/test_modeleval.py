@@ -62,13 +62,15 @@ def test_register_and_load_round_trip(tmp_path, monkeypatch):
     names = list(load_manifest())
     assert names[0] == "maximask" and names[-1] == "tiny"  # the default stays first, new ones go last
     assert info.architecture["width"] == 0.125 and info.recipe == {"steps": 3}
+    assert info.normalisation["background"] == "maximask"  # what training uses by default
     assert json.loads((zoo / "manifest.json").read_text())["models"][-1]["training_priors"] == priors.tolist()
     model, got = load_network("tiny")
     x = np.random.default_rng(1).normal(size=(1, 64, 64, 1)).astype("float32")
     np.testing.assert_array_equal(np.asarray(model(x)), np.asarray(tiny(x)))
     # Re-registering replaces in place; a damaged file is refused, not used.
-    register_model("tiny", tmp_path / "t.weights.h5", priors, width=0.125)
+    register_model("tiny", tmp_path / "t.weights.h5", priors, width=0.125, background="sep")
     assert list(load_manifest()) == names
+    assert load_manifest()["tiny"].normalisation["background"] == "sep"
     other = build_model(width=0.125)
     other.save_weights(zoo / "tiny.weights.h5")
     with pytest.raises(WeightsError, match="checksum"):
@@ -77,6 +79,8 @@ def test_register_and_load_round_trip(tmp_path, monkeypatch):
         register_model("bad name", tmp_path / "t.weights.h5", priors)
     with pytest.raises(ValueError):
         register_model("short", tmp_path / "t.weights.h5", priors[:5])
+    with pytest.raises(ValueError, match="background"):
+        register_model("tiny2", tmp_path / "t.weights.h5", priors, background="median")
 
 
 def test_evaluate_cli_tiny_model_end_to_end(tmp_path, monkeypatch, capsys):
