@@ -135,7 +135,7 @@ class TrainConfig:
     steps: int = 100
     learning_rate: float = 1e-4
     l2: float = 1e-6
-    seed: int = 0
+    seed: int = 0  # patch stream and, from scratch, the initial weights (reproducible runs)
     background: str = "maximask"  # normalisation maps (maxidetect.normalise.BACKGROUNDS)
 
     def __post_init__(self):
@@ -158,6 +158,8 @@ def make_trainer(cfg: TrainConfig):
     if cfg.init:
         model, _ = load_network(cfg.init)
     else:
+        # Unseeded initial weights made two runs of one config differ (and a CI test flaky).
+        keras.utils.set_random_seed(cfg.seed)
         model = build_model(width=cfg.width)
     if cfg.trainable == "head":
         for layer in model._flatten_layers(include_self=False):

@@ -54,9 +54,20 @@ def test_few_steps_lower_the_loss_on_a_tiny_model():
     model, step = make_trainer(cfg)
     z = np.asarray(model(x, logits=True))
     first = weighted_bce_numpy(z, y, w)
-    losses = [step(x, y, w) for _ in range(8)]
+    losses = [float(step(x, y, w)) for _ in range(16)]
     assert losses[0] == pytest.approx(first, rel=1e-3)  # the training loss is the reference loss
-    assert losses[-1] < 0.8 * losses[0]
+    # Initial weights seeds 0-7 ended at 0.25-0.30 of the first loss after 16 steps.
+    assert losses[-1] < 0.5 * losses[0]
+
+
+def test_from_scratch_initial_weights_follow_the_seed():
+    def first_kernel(seed):
+        model, _ = make_trainer(TrainConfig(init=None, width=0.125, seed=seed))
+        return np.asarray(model.trainable_weights[0])
+
+    a, b, c = first_kernel(3), first_kernel(3), first_kernel(4)
+    np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(a, c)
 
 
 def test_train_cli_writes_weights_and_record(tmp_path):
