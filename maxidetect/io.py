@@ -156,14 +156,64 @@ def image_header(hdu) -> fits.Header:
 
 
 def open_fits(path: str | os.PathLike, what: str = "file") -> fits.HDUList:
-    """Open a FITS file (in memory), or raise InputError naming it and the problem."""
+    """Open a FITS file (in memory), or raise InputError naming it and the problem.
+
+    Every header is read at once and the file's length checked, so a damaged
+    file fails here, before any work: an HDU whose data runs past the end of
+    the file, an extension whose header is cut short, a cut gzip stream.
+    (astropy only warns about those, or says nothing, and hands back the HDUs
+    before the damage: a partial output.) Trailing bytes that are not an
+    extension (zero padding) are tolerated, as astropy does.
+    """
+    import warnings
+
     path = Path(path)
     if not path.exists():
         raise InputError(f"{path}: {what} does not exist")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            hdul = fits.open(path, memmap=False)
+            hdul.readall()
+        except Exception as exc:
+            raise InputError(f"{path}: {what} is not a readable FITS file ({exc})") from None
     try:
-        return fits.open(path, memmap=False)
-    except Exception as exc:
-        raise InputError(f"{path}: {what} is not a readable FITS file ({exc})") from None
+        _check_complete(path, hdul)
+    except InputError:
+        hdul.close()
+        raise
+    for w in caught:
+        warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    return hdul
+
+
+def _check_complete(path: Path, hdul: fits.HDUList) -> None:
+    """Raise InputError if ``hdul`` (all headers read) is not the whole of ``path``."""
+    import gzip
+
+    with open(path, "rb") as f:
+        magic = f.read(4)
+    if magic[:2] == b"\x1f\x8b":
+        opener = gzip.open
+        try:
+            with gzip.open(path, "rb") as g:  # offsets refer to the decompressed stream
+                size = sum(iter(lambda: len(g.read(1 << 24)), 0))
+        except (OSError, EOFError) as exc:
+            raise InputError(f"{path}: gzip stream is damaged or cut short ({exc})") from None
+    elif magic[:3] == b"BZh" or magic == b"PK\x03\x04":
+        return  # bzip2/zip: left to astropy
+    else:
+        opener, size = open, path.stat().st_size
+    for i, hdu in enumerate(hdul):
+        info = hdu.fileinfo()
+        # The last block may lack its padding; a compressed HDU's size is the image's.
+        need = info["datLoc"] + max(info["datSpan"] - 2879 if isinstance(hdu, fits.CompImageHDU) else hdu.size, 0)
+        if need > size:
+            raise InputError(f"{path}[{i}]: file is truncated ({size} bytes; HDU {i}'s data needs {need})")
+    with opener(path, "rb") as f:
+        f.seek(info["datLoc"] + info["datSpan"])
+        if f.read(8) == b"XTENSION":
+            raise InputError(f"{path}[{len(hdul)}]: extension header is truncated or corrupt")
 
 
 def _same_file(a: Path, b: Path) -> bool:

@@ -226,17 +226,10 @@ class Tracker:
 
     def score_file(self, spec) -> list[TrackResult]:
         """One row per image HDU, then the frame row (``hdu="all"``)."""
-        from astropy.io import fits
-
-        from .io import InputError, InputSpec, is_image_hdu, parse_input, select_hdus
+        from .io import InputError, InputSpec, is_image_hdu, open_fits, parse_input, select_hdus
 
         spec = spec if isinstance(spec, InputSpec) else parse_input(str(spec))
-        try:
-            hdul = fits.open(spec.path, memmap=False)
-        except FileNotFoundError:
-            raise InputError(f"{spec.path}: file does not exist") from None
-        except Exception as exc:
-            raise InputError(f"{spec.path}: not a readable FITS file ({exc})") from None
+        hdul = open_fits(spec.path)
         rows = []
         with hdul:
             for index, hdu in select_hdus(hdul, spec):

@@ -1,11 +1,14 @@
 """The streaming FITS writer and the band-wise plane reader."""
 
+import gzip
+import io
+
 import numpy as np
 import pytest
 from astropy.io import fits
 from astropy.table import Table
 
-from maxidetect.io import FitsStreamWriter, InputError, read_plane
+from maxidetect.io import FitsStreamWriter, InputError, open_fits, read_plane
 
 
 def _header():
@@ -123,3 +126,41 @@ def test_temporaries_of_killed_runs_are_removed(tmp_path):
         w.add_image(fits.Header(), (2, 2), np.uint8).write((), 0, 0, np.ones((2, 2)))
     assert not stale_dead.exists() and os.path.exists(live)
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted([out.name, os.path.basename(live)])
+
+
+def _mef_bytes():
+    buf = io.BytesIO()
+    fits.HDUList([fits.PrimaryHDU(), fits.ImageHDU(np.ones((100, 120), np.float32), name="SCI1"),
+                  fits.ImageHDU(np.ones((80, 91), np.float32), name="SCI2")]).writeto(buf)
+    return buf.getvalue()
+
+
+def test_damaged_files_fail_at_open_naming_the_hdu(tmp_path):
+    raw = _mef_bytes()
+    hdr2 = raw.index(b"XTENSION", raw.index(b"SCI1"))  # start of the second extension
+    cases = {
+        "data_cut.fits": (raw[: len(raw) - 20000], r"data_cut.fits\[2\]: file is truncated"),
+        "header_cut.fits": (raw[: hdr2 + 1000], r"header_cut.fits\[2\]: extension header is truncated"),
+        "cut.fits.gz": (gzip.compress(raw)[:-100], r"cut.fits.gz: gzip stream is damaged"),
+    }
+    for name, (data, message) in cases.items():
+        (tmp_path / name).write_bytes(data)
+        with pytest.raises(InputError, match=message):
+            open_fits(tmp_path / name)
+    # astropy alone hands back the first extension without complaint: a partial output.
+    with fits.open(tmp_path / "cut.fits.gz") as h:
+        assert len(h) < 3
+
+
+def test_tolerated_file_endings(tmp_path):
+    raw = _mef_bytes()
+    last = 80 * 91 * 4
+    variants = {
+        "zeros.fits": raw + bytes(4000),  # zero padding after the last HDU
+        "unpadded.fits": raw[: len(raw) - (2880 - last % 2880)],  # last data block without its padding
+        "whole.fits.gz": gzip.compress(raw),
+    }
+    for name, data in variants.items():
+        (tmp_path / name).write_bytes(data)
+        with open_fits(tmp_path / name) as h:
+            assert len(h) == 3 and h[2].data.shape == (80, 91) and h[2].data.sum() == 80 * 91

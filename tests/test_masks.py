@@ -179,6 +179,13 @@ def test_bad_inputs_give_clear_errors(maker, tmp_path):
         maker.process_file(tab)
     with pytest.raises(InputError, match=r"\[7\]: no such HDU"):
         maker.process_file(f"{EXAMPLE}[7]", out_dir=tmp_path)
+    # A MEF cut inside its last image: refused whole, not masked up to the cut.
+    cut = tmp_path / "cut.fits"
+    fits.HDUList([fits.PrimaryHDU(), fits.ImageHDU(np.ones((64, 64), np.float32)),
+                  fits.ImageHDU(np.ones((64, 64), np.float32))]).writeto(cut)
+    cut.write_bytes(cut.read_bytes()[:-5000])
+    with pytest.raises(InputError, match=r"cut.fits\[2\]: file is truncated"):
+        maker.process_file(cut)
     assert not list(tmp_path.glob("*.masks.fits"))
 
 
