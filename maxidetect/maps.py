@@ -350,10 +350,11 @@ def write_maps(
                 if not is_image_hdu(hdu):
                     if single:
                         raise InputError(f"{where}: not a 2-D image HDU")
-                    if index == 0:
-                        w_out.add_hdu(fits.PrimaryHDU(header=image_header(hdu)))
-                        f_out.add_hdu(fits.PrimaryHDU(header=image_header(hdu)))
-                    continue  # SExtractor reads image HDUs only
+                    # SExtractor pairs image and map HDUs by position, tables
+                    # included: a header-only stand-in keeps the count.
+                    for out in (w_out, f_out):
+                        out.add_hdu(fits.PrimaryHDU(header=image_header(hdu)) if index == 0 else _stand_in(hdu))
+                    continue
                 if len(hdu.shape) != 2 or 0 in hdu.shape:
                     raise InputError(f"{where}: maps need 2-D images (shape {tuple(hdu.shape)})")
                 try:
@@ -402,6 +403,15 @@ def _stream_maps(image, maker: MaskMaker, policy: MapPolicy, user_weight, masks,
             fslot.write((), ys.start, xs.start, acc.add(ys, xs, p > thresh, p))
     for y0, w in acc.weight_bands(image if policy.noise else None, user_weight):
         wslot.write((), y0, 0, w)
+
+
+def _stand_in(hdu) -> fits.ImageHDU:
+    """A data-less HDU in place of a non-image extension (a table)."""
+    out = fits.ImageHDU()
+    if hdu.name:
+        out.header["EXTNAME"] = hdu.name
+    out.header["MDMAP"] = ("NONE", "input HDU is not an image: no map")
+    return out
 
 
 def _user_weight(user: fits.HDUList, name, index, shape, n_hdus) -> np.ndarray:

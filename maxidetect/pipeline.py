@@ -66,8 +66,9 @@ def detect_file(
             if not is_image_hdu(hdu):
                 if spec.hdu is not None:
                     raise InputError(f"{where}: not a 2-D image HDU")
-                if index == 0 and wmaps is not None:
-                    k_map += 1  # maps keep the empty primary
+                # Maps keep the primary, and since 0.2.0 a stand-in for every other non-image HDU.
+                if wmaps is not None and (index == 0 or len(wmaps) == len(hdul)):
+                    k_map += 1
                 continue
             if hdu.data.ndim != 2:
                 raise InputError(f"{where}: the detection engine needs 2-D images, got shape {hdu.data.shape}")

@@ -3,7 +3,9 @@
 The user's configuration and ``-KEY VALUE`` arguments pass through; we add
 the map arguments, make sure the flag columns are in the catalogue, resolve
 auxiliary files to absolute paths (SExtractor opens them relative to the
-working directory), and write the catalogue atomically.
+working directory), hand it an uncompressed copy of a tile-compressed (``.fz``)
+or gzipped image (SExtractor 2.25 reads neither), and write the catalogue
+atomically.
 """
 
 from __future__ import annotations
@@ -12,9 +14,18 @@ import os
 import subprocess
 import tempfile
 import warnings
+from dataclasses import replace
 from pathlib import Path
 
-from .io import InputSpec, MaxidetectWarning, output_path, temp_output
+from .io import (
+    FitsStreamWriter,
+    InputSpec,
+    MaxidetectWarning,
+    image_header,
+    open_fits,
+    output_path,
+    temp_output,
+)
 from .sexconfig import CONFIG_DIR, ConfigError, SexConfig, find_binary, read_param_file, resolve_aux_file
 
 __all__ = ["SExtractorError", "FLAG_COLUMNS", "CATALOG_SUFFIX", "build_command", "run_sextractor"]
@@ -135,7 +146,8 @@ def run_sextractor(
         fd, part = temp_output(catalog)
         os.close(fd)
         try:
-            cmd = build_command(exe, spec, config, maps, Path(part), ctype, tmp)
+            readable = _readable_copy(spec.path, tmp)
+            cmd = build_command(exe, replace(spec, path=readable), config, maps, Path(part), ctype, tmp)
             proc = subprocess.run(cmd, capture_output=True, text=True, errors="replace")
             err = _error_line(proc.stderr)
             if proc.returncode != 0 or err:
@@ -153,6 +165,29 @@ def run_sextractor(
                 os.unlink(part)
     cmd = [str(catalog) if c == part else c for c in cmd]
     return catalog, cmd
+
+
+def _readable_copy(path: Path, workdir: Path) -> Path:
+    """``path``, or an uncompressed copy in ``workdir`` if SExtractor cannot
+    read it (gzip, or tile-compressed HDUs). HDU order is kept, so HDU
+    numbers and the maps' layout still match."""
+    from astropy.io import fits
+
+    with open(path, "rb") as f:
+        gzipped = f.read(2) == b"\x1f\x8b"
+    with open_fits(path, "image") as hdul:
+        if not gzipped and not any(isinstance(h, fits.CompImageHDU) for h in hdul):
+            return path
+        copy = workdir / "image.fits"
+        with FitsStreamWriter(copy) as out:
+            for i, hdu in enumerate(hdul):
+                if isinstance(hdu, fits.CompImageHDU) or i == 0:
+                    cls = fits.PrimaryHDU if i == 0 else fits.ImageHDU
+                    out.add_hdu(cls(data=hdu.data, header=image_header(hdu)))
+                else:
+                    out.add_hdu(hdu.copy())
+                del hdu.data  # one HDU's pixels at a time
+    return copy
 
 
 def _error_line(stderr: str) -> str | None:

@@ -246,6 +246,41 @@ def test_sex_cli_single_and_mef(maker, tmp_path, monkeypatch, capsys):
 
 
 @needs_sex
+def test_sex_on_compressed_files_and_tables_between_images(maker, tmp_path):
+    """SExtractor pairs image and map HDUs by position, tables included, and
+    reads neither .fz nor .gz: the maps keep a stand-in for the table and the
+    image reaches SExtractor uncompressed. Integer data compress losslessly,
+    so all three files give the same catalogue."""
+    import gzip
+
+    data = np.round(fits.getdata(real("fitswcs_tpv_ctio_mosaic2.fits"))).astype(np.int32)
+    table = fits.BinTableHDU.from_columns([fits.Column("A", "E", array=np.arange(3.0))], name="LOG")
+    plain = tmp_path / "mef.fits"
+    fits.HDUList([fits.PrimaryHDU(), fits.ImageHDU(data[:256], name="A"), table,
+                  fits.ImageHDU(data[256:], name="B")]).writeto(plain)
+    fits.HDUList([fits.PrimaryHDU(), fits.CompImageHDU(data[:256], name="A"), table,
+                  fits.CompImageHDU(data[256:], name="B")]).writeto(tmp_path / "mef_c.fits.fz")
+    (tmp_path / "mef_g.fits.gz").write_bytes(gzip.compress(plain.read_bytes()))
+    cfg = SexConfig()
+    cats = {}
+    for name in ("mef.fits", "mef_c.fits.fz", "mef_g.fits.gz"):
+        maps = write_maps(tmp_path / name, maker, out_dir=tmp_path)
+        with fits.open(maps[0]) as w:
+            assert [h.data is None for h in w] == [True, False, True, False]
+            assert w[2].header["MDMAP"] == "NONE" and w[3].name == "B"
+        cats[name] = read_catalog(sex_file(tmp_path / name, cfg, maps=maps, out_dir=tmp_path)[0])
+    ref = cats["mef.fits"]
+    assert len(ref) > 10 and len(np.unique(ref["EXT_NUMBER"])) == 2 and (ref["IMAFLAGS_ISO"] > 0).any()
+    for name, cat in cats.items():
+        np.testing.assert_array_equal(cat["X_IMAGE"], ref["X_IMAGE"], err_msg=name)
+        np.testing.assert_array_equal(cat["IMAFLAGS_ISO"], ref["IMAFLAGS_ISO"], err_msg=name)
+    # The SEP engine reads the same maps HDU for HDU.
+    sep_cat = read_catalog(detect_file(plain, cfg, maps=write_maps(plain, maker, out_dir=tmp_path / "m"),
+                                       out_dir=tmp_path / "sep"))
+    assert abs(len(sep_cat) - len(ref)) <= max(2, 0.02 * len(ref))
+
+
+@needs_sex
 def test_engines_agree_on_real_images(maker, tmp_path):
     """Same settings and maps: SEP and SExtractor counts per frame within 2%
     (or two objects, on frames of a few dozen) with and without maps, and the
