@@ -35,6 +35,7 @@ __all__ = [
     "read_plane",
     "image_header",
     "open_fits",
+    "plane_shape",
 ]
 
 FITS_SUFFIXES = (".fits", ".fit", ".fts", ".fits.fz", ".fit.fz", ".fz", ".fits.gz")
@@ -127,6 +128,17 @@ def is_image_hdu(hdu) -> bool:
     if not isinstance(hdu, (fits.PrimaryHDU, fits.ImageHDU, fits.CompImageHDU)):
         return False
     return len(hdu.shape) in (2, 3)
+
+
+def plane_shape(hdu) -> tuple[int, int] | None:
+    """(H, W) of an image HDU holding exactly one plane: 2-D, or N-D whose
+    leading axes all have length 1 (``(1, H, W)``, ``(1, 1, H, W)``); else None."""
+    if not isinstance(hdu, (fits.PrimaryHDU, fits.ImageHDU, fits.CompImageHDU)):
+        return None
+    shape = tuple(hdu.shape)
+    if len(shape) < 2 or any(n != 1 for n in shape[:-2]) or 0 in shape:
+        return None
+    return shape[-2:]
 
 
 def output_path(spec: InputSpec, suffix: str, out_dir: str | os.PathLike | None = None) -> Path:

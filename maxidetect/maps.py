@@ -30,6 +30,7 @@ from .io import (
     open_fits,
     output_path,
     parse_input,
+    plane_shape,
     read_plane,
     select_hdus,
 )
@@ -347,7 +348,8 @@ def write_maps(
             for index, hdu in pairs:
                 where = f"{spec.path}[{index}]"
                 single = spec.hdu is not None
-                if not is_image_hdu(hdu):
+                shape = plane_shape(hdu)
+                if shape is None and not is_image_hdu(hdu):
                     if single:
                         raise InputError(f"{where}: not a 2-D image HDU")
                     # SExtractor pairs image and map HDUs by position, tables
@@ -355,10 +357,10 @@ def write_maps(
                     for out in (w_out, f_out):
                         out.add_hdu(fits.PrimaryHDU(header=image_header(hdu)) if index == 0 else _stand_in(hdu))
                     continue
-                if len(hdu.shape) != 2 or 0 in hdu.shape:
+                if shape is None:
                     raise InputError(f"{where}: maps need 2-D images (shape {tuple(hdu.shape)})")
                 try:
-                    data = read_plane(hdu)
+                    data = read_plane(hdu, (0,) * (len(hdu.shape) - 2))  # length-1 axes dropped, as SExtractor does
                 except Exception as exc:
                     raise InputError(f"{where}: cannot read image data ({exc})") from None
                 uw = None

@@ -21,6 +21,7 @@ from .io import (
     is_image_hdu,
     open_fits,
     parse_input,
+    plane_shape,
     select_hdus,
 )
 from .sexconfig import SexConfig, read_param_file
@@ -63,29 +64,31 @@ def detect_file(
         k_map = 0
         for index, hdu in pairs:
             where = f"{spec.path}[{index}]"
-            if not is_image_hdu(hdu):
+            shape = plane_shape(hdu)
+            if shape is None and not is_image_hdu(hdu):
                 if spec.hdu is not None:
                     raise InputError(f"{where}: not a 2-D image HDU")
                 # Maps keep the primary, and since 0.2.0 a stand-in for every other non-image HDU.
                 if wmaps is not None and (index == 0 or len(wmaps) == len(hdul)):
                     k_map += 1
                 continue
-            if hdu.data.ndim != 2:
-                raise InputError(f"{where}: the detection engine needs 2-D images, got shape {hdu.data.shape}")
+            if shape is None:
+                raise InputError(f"{where}: the detection engine needs 2-D images, got shape {hdu.shape}")
+            data = hdu.data.reshape(shape)  # length-1 axes dropped, as SExtractor does
             weight = flag = None
             if wmaps is not None:
                 if k_map >= len(wmaps) or k_map >= len(fmaps):
                     raise InputError(f"{maps[0]}: has no map for image HDU {index}")
                 weight, flag = wmaps[k_map].data, fmaps[k_map].data
                 for arr, name in ((weight, maps[0]), (flag, maps[1])):
-                    if arr is None or arr.shape != hdu.data.shape:
+                    if arr is None or arr.shape != shape:
                         got = None if arr is None else arr.shape
-                        raise InputError(f"{name}[{k_map}]: map shape {got} does not match {where} {hdu.data.shape}")
+                        raise InputError(f"{name}[{k_map}]: map shape {got} does not match {where} {shape}")
                 k_map += 1
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always", MaxidetectWarning)
                 try:
-                    det = detect(hdu.data, cfg, weight=weight, flag=flag, header=hdu.header, params=params)
+                    det = detect(data, cfg, weight=weight, flag=flag, header=hdu.header, params=params)
                 except ValueError as exc:
                     raise InputError(f"{where}: {exc}") from None
             for w in caught:
@@ -101,6 +104,7 @@ def detect_file(
                 hdr[key] = (value, comment)
             headers.append(hdr)
             # Drop this HDU's pixels before the next: a mosaic is never held whole.
+            data = weight = flag = None
             for h in [hdu] + ([wmaps[k_map - 1], fmaps[k_map - 1]] if wmaps is not None else []):
                 _release(h)
         if not tables:

@@ -281,6 +281,25 @@ def test_sex_on_compressed_files_and_tables_between_images(maker, tmp_path):
 
 
 @needs_sex
+def test_length_one_axes_are_dropped_like_sextractor_does(maker, tmp_path):
+    """(1, H, W) and (1, 1, H, W) images: 2-D maps, and the catalogues of the 2-D image."""
+    data = fits.getdata(real("fitswcs_tpv_ctio_mosaic2.fits"))
+    cfg = SexConfig()
+    cats = {}
+    for lead in ((), (1,), (1, 1)):
+        p = _write(tmp_path / f"img{len(lead)}.fits", data.reshape(lead + data.shape))
+        maps = write_maps(p, maker, out_dir=tmp_path)
+        assert fits.getdata(maps[0]).shape == data.shape
+        cats[lead] = (read_catalog(detect_file(p, cfg, maps=maps, out_dir=tmp_path / "sep")),
+                      read_catalog(sex_file(p, cfg, maps=maps, out_dir=tmp_path / "sex")[0]))
+    for lead, (sep_cat, sex_cat) in cats.items():
+        assert len(sep_cat) > 10
+        for got, ref in ((sep_cat, cats[()][0]), (sex_cat, cats[()][1])):
+            np.testing.assert_array_equal(got["X_IMAGE"], ref["X_IMAGE"], err_msg=str(lead))
+            np.testing.assert_array_equal(got["IMAFLAGS_ISO"], ref["IMAFLAGS_ISO"], err_msg=str(lead))
+
+
+@needs_sex
 def test_engines_agree_on_real_images(maker, tmp_path):
     """Same settings and maps: SEP and SExtractor counts per frame within 2%
     (or two objects, on frames of a few dozen) with and without maps, and the
