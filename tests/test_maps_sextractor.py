@@ -274,6 +274,12 @@ def test_sex_on_compressed_files_and_tables_between_images(maker, tmp_path):
     for name, cat in cats.items():
         np.testing.assert_array_equal(cat["X_IMAGE"], ref["X_IMAGE"], err_msg=name)
         np.testing.assert_array_equal(cat["IMAFLAGS_ISO"], ref["IMAFLAGS_ISO"], err_msg=name)
+    # An HDU chosen by name, here astropy's default name of a compressed HDU.
+    fits.HDUList([fits.PrimaryHDU(), fits.CompImageHDU(data[:256])]).writeto(tmp_path / "one.fits.fz")
+    by_name = read_catalog(sex_file(f"{tmp_path / 'one.fits.fz'}[COMPRESSED_IMAGE]", cfg, out_dir=tmp_path)[0])
+    plain_a = read_catalog(sex_file(f"{plain}[A]", cfg, out_dir=tmp_path / "a")[0])
+    assert len(by_name) > 5
+    np.testing.assert_array_equal(by_name["X_IMAGE"], plain_a["X_IMAGE"])
     # The SEP engine reads the same maps HDU for HDU.
     sep_cat = read_catalog(detect_file(plain, cfg, maps=write_maps(plain, maker, out_dir=tmp_path / "m"),
                                        out_dir=tmp_path / "sep"))
