@@ -164,6 +164,10 @@ def image_header(hdu) -> fits.Header:
     for card in src.cards:
         if card.keyword in ("", "COMMENT", "HISTORY") or not _STRUCTURAL.match(card.keyword):
             hdr.append(card, end=True)
+    if isinstance(hdu, fits.CompImageHDU) and hdu.name and "EXTNAME" not in hdr:
+        # The name may live only in the compressed table's header (fpack's
+        # COMPRESSED_IMAGE): keep it, so `file[NAME]` finds the outputs' HDU too.
+        hdr["EXTNAME"] = hdu.name
     return hdr
 
 

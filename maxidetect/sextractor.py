@@ -183,10 +183,7 @@ def _readable_copy(path: Path, workdir: Path) -> Path:
             for i, hdu in enumerate(hdul):
                 if isinstance(hdu, fits.CompImageHDU) or i == 0:
                     cls = fits.PrimaryHDU if i == 0 else fits.ImageHDU
-                    header = image_header(hdu)
-                    if i > 0 and hdu.name:  # `file.fz[NAME]` must still find it
-                        header["EXTNAME"] = hdu.name
-                    out.add_hdu(cls(data=hdu.data, header=header))
+                    out.add_hdu(cls(data=hdu.data, header=image_header(hdu)))
                 else:
                     out.add_hdu(hdu.copy())
                 del hdu.data  # one HDU's pixels at a time
