@@ -10,7 +10,6 @@ atomically.
 
 from __future__ import annotations
 
-import os
 import subprocess
 import tempfile
 import warnings
@@ -21,10 +20,10 @@ from .io import (
     FitsStreamWriter,
     InputSpec,
     MaxidetectWarning,
+    atomic_output,
     image_header,
     open_fits,
     output_path,
-    temp_output,
 )
 from .sexconfig import CONFIG_DIR, ConfigError, SexConfig, find_binary, read_param_file, resolve_aux_file
 
@@ -141,28 +140,18 @@ def run_sextractor(
     if catalog.exists() and not overwrite:
         raise FileExistsError(f"{catalog}: output exists (use --overwrite to replace it)")
     catalog.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix="maxidetect-sex-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="maxidetect-sex-") as tmp, atomic_output(catalog) as part:
         tmp = Path(tmp)
-        fd, part = temp_output(catalog)
-        os.close(fd)
-        try:
-            readable = _readable_copy(spec.path, tmp)
-            cmd = build_command(exe, replace(spec, path=readable), config, maps, Path(part), ctype, tmp)
-            proc = subprocess.run(cmd, capture_output=True, text=True, errors="replace")
-            err = _error_line(proc.stderr)
-            if proc.returncode != 0 or err:
-                raise SExtractorError(
-                    f"{spec}: SExtractor failed (exit {proc.returncode}): {err or proc.stderr.strip()[-300:]}"
-                )
-            if Path(part).stat().st_size == 0 and ctype != "NONE":
-                raise SExtractorError(f"{spec}: SExtractor wrote an empty catalogue")
-            umask = os.umask(0)
-            os.umask(umask)
-            os.chmod(part, 0o666 & ~umask)
-            os.replace(part, catalog)
-        finally:
-            if os.path.exists(part):
-                os.unlink(part)
+        readable = _readable_copy(spec.path, tmp)
+        cmd = build_command(exe, replace(spec, path=readable), config, maps, Path(part), ctype, tmp)
+        proc = subprocess.run(cmd, capture_output=True, text=True, errors="replace")
+        err = _error_line(proc.stderr)
+        if proc.returncode != 0 or err:
+            raise SExtractorError(
+                f"{spec}: SExtractor failed (exit {proc.returncode}): {err or proc.stderr.strip()[-300:]}"
+            )
+        if Path(part).stat().st_size == 0 and ctype != "NONE":
+            raise SExtractorError(f"{spec}: SExtractor wrote an empty catalogue")
     cmd = [str(catalog) if c == part else c for c in cmd]
     return catalog, cmd
 
