@@ -12,6 +12,8 @@ from scipy.stats import norm
 from maxidetect.modeleval import ScoreHistogram
 from maxidetect.weights import MANIFEST_PATH, WeightsError, load_manifest, load_network, register_model
 
+from .conftest import REAL
+
 
 def _hist(pos_logits, neg_logits):
     h = ScoreHistogram()
@@ -97,7 +99,11 @@ def test_evaluate_cli_tiny_model_end_to_end(tmp_path, monkeypatch, capsys):
     assert {"CR", "HP"} <= set(classes)
     for v in classes.values():
         assert 0.0 <= v["auc"] <= 1.0
-    assert set(rep["models"]["tiny"]["gmos_labelled_crs"]) >= {"pixel_recall", "instances_found"}
+    gmos = rep["models"]["tiny"]["gmos_labelled_crs"]
+    if (REAL / "astroscrappy_gmos.fits").exists():  # the default GMOS frame is shared reference data
+        assert set(gmos) >= {"pixel_recall", "instances_found"}
+    else:  # outside the workspace the check is left out, not failed
+        assert gmos == {}
     md = (tmp_path / "ev" / "report.md").read_text()
     assert "| CR (thr" in md and "GMOS" in md
     assert main(["evaluate", "missing.weights.h5", "--against", ""]) == 2
