@@ -18,7 +18,8 @@ from __future__ import annotations
 
 from typing import Protocol
 
-__all__ = ["LAYER_SPECS", "HEAD_INPUTS", "N_POOL", "ALIGN", "Ops", "forward"]
+__all__ = ["LAYER_SPECS", "HEAD_INPUTS", "CORE_OUTPUTS", "N_POOL", "ALIGN", "Ops", "forward", "stem", "core",
+           "head"]
 
 N_POOL = 5
 ALIGN = 2**N_POOL  # tile origins on multiples of this keep the pooling grid
@@ -83,13 +84,35 @@ class Ops(Protocol):
 
 def forward(ops: Ops, x):
     """Wire the network with ``ops``; returns whatever ``ops.head`` returns."""
-    c = ops.conv
-    x = ops.asinh(x)
-    e1 = c("conv1", x)
+    skips, p2 = stem(ops, x)
+    return head(ops, skips, core(ops, p2))
+
+
+# The network in three parts, so that an engine can run the two shallow
+# levels (stem and head: wide maps, but only a few pixels of reach) in row
+# strips and only the deep part (core) on a whole tile, whose maps are 16x
+# smaller: the full- and half-resolution maps then never exist for a whole
+# tile. ``forward`` is their composition.
+
+def stem(ops: Ops, x):
+    """The two shallow encoder levels: (skips, pooled map at 1/4 resolution);
+    ``skips`` are what :func:`head` needs from them (maps and switches)."""
+    e1 = ops.conv("conv1", ops.asinh(x))
     p, s1 = ops.pool(e1)
-    e2 = c("conv2", p)
-    p, s2 = ops.pool(e2)
-    e3 = c("conv3_2", c("conv3_1", p))
+    e2 = ops.conv("conv2", p)
+    p2, s2 = ops.pool(e2)
+    return (e1, s1, e2, s2), p2
+
+
+# Names of :func:`core`'s outputs: the quarter-resolution maps :func:`head` unpools.
+CORE_OUTPUTS = ("upconv3_1", "ucp3_conv3", "ucp4_conv3")
+
+
+def core(ops: Ops, p2):
+    """Everything at 1/4 resolution and below: from the stem's pooled map to
+    the maps of :data:`CORE_OUTPUTS`."""
+    c, up, add = ops.conv, ops.unpool, ops.add
+    e3 = c("conv3_2", c("conv3_1", p2))
     p, s3 = ops.pool(e3)
     e4 = c("conv4_2", c("conv4_1", p))
     p, s4 = ops.pool(e4)
@@ -97,26 +120,28 @@ def forward(ops: Ops, x):
     p, s5 = ops.pool(e5)
     mid = c("convmid", p)
 
-    up, add = ops.unpool, ops.add
     d5 = c("upconv5_1", c("upconv5_2", add(up(mid, s5), e5)))
     d4 = c("upconv4_1", c("upconv4_2", add(up(d5, s4), e4)))
     d3 = c("upconv3_1", c("upconv3_2", add(up(d4, s3), e3)))
+    # The side branches from the shallowest up: each consumes an unpooled
+    # map the decoder also used, so that map is freed early.
+    b3 = c("ucp3_conv3", up(d4, s3))
+    b4 = c("ucp4_conv3", up(c("ucp4_conv4", up(d5, s4)), s3))
+    return d3, b3, b4
+
+
+def head(ops: Ops, skips, quarter):
+    """The two shallow decoder levels and the side branches' last steps:
+    unpool with the stem's switches, add its maps, convolve to 14 channels
+    per branch, then the final 3x3 convolution over the five concatenated
+    maps (:data:`HEAD_INPUTS` order) and the sigmoid."""
+    c, up, add = ops.conv, ops.unpool, ops.add
+    e1, s1, e2, s2 = skips
+    d3, b3, b4 = quarter
     d2 = c("upconv2", add(up(d3, s2), e2))
     main = c("upconv1", add(up(d2, s1), e1))
-
-    # Branches from the shallowest up: each consumes an unpooled map the
-    # decoder also used, so that map is freed early (an engine that runs
-    # nodes in this order needs ~15% less memory).
     b1 = c("ucp1_conv1", up(d2, s1))
-    b2 = c("ucp2_conv2", up(d3, s2))
-    b2 = c("ucp2_conv1", up(b2, s1))
-    b3 = c("ucp3_conv3", up(d4, s3))
-    b3 = c("ucp3_conv2", up(b3, s2))
-    b3 = c("ucp3_conv1", up(b3, s1))
-    b4 = c("ucp4_conv4", up(d5, s4))
-    b4 = c("ucp4_conv3", up(b4, s3))
-    b4 = c("ucp4_conv2", up(b4, s2))
-    b4 = c("ucp4_conv1", up(b4, s1))
-    # final_conv over the concatenated 5 x 14 channels (HEAD_INPUTS order),
-    # then the sigmoid.
+    b2 = c("ucp2_conv1", up(c("ucp2_conv2", up(d3, s2)), s1))
+    b3 = c("ucp3_conv1", up(c("ucp3_conv2", up(b3, s2)), s1))
+    b4 = c("ucp4_conv1", up(c("ucp4_conv2", up(b4, s2)), s1))
     return ops.head([main, b4, b3, b2, b1])

@@ -12,7 +12,7 @@ def _add_network_options(p) -> None:
     from .normalise import BACKGROUNDS
 
     p.add_argument("--model", help="model name (see 'maxidetect models')")
-    p.add_argument("--tile", type=int, default=None, help="max tile side in pixels (default 1184 on ONNX Runtime, 1024 on Keras)")
+    p.add_argument("--tile", type=int, default=None, help="tiles hold at most N*N pixels (default 2048 on ONNX Runtime, 1024 on Keras)")
     p.add_argument("--batch-size", type=int, default=1, help="tiles per forward pass (default 1)")
     p.add_argument("--precision", choices=["float32", "bfloat16", "float16"], default="float32")
     p.add_argument("--engine", choices=ENGINES, default="auto",

@@ -27,11 +27,13 @@ __all__ = ["Predictor", "tile_grid", "resolve_engine", "bound_keras_threads", "E
 
 ENGINES = ("auto", "onnxruntime", "keras")
 
-# Tile sides that keep a worker near 1.5 GB RSS on a 2048 px frame
-# (measured, 2 cores: ONNX Runtime 1.25-1.7 GB at 1184 px, its buffer pool
-# varies between runs; TensorFlow ~1.55 GB at 1024 px). Bigger tiles waste less on overlap: a 2048 px frame is 4 tiles
-# of 1184 px (1.34x the pixels) instead of 9 of 896 px (1.72x).
-DEFAULT_TILES = {"onnxruntime": 1184, "keras": 1024}
+# Tile areas (the square of these sides) that keep a worker well under
+# 1.5 GB RSS (measured, 2 cores, CLI on a 2048 px frame: TensorFlow ~1.55 GB
+# at 1024 px; ONNX Runtime 1.15-1.17 GB at 2048 px, as it holds only the
+# 1/4-resolution maps of a whole tile, see onnxnet.OnnxForward). Bigger
+# tiles waste less on overlap: a 2048 px frame is one tile (1x the pixels),
+# 4 of 1184 px (1.34x) or 9 of 896 px (1.72x).
+DEFAULT_TILES = {"onnxruntime": 2048, "keras": 1024}
 DEFAULT_MARGIN = 160  # measured: stitched == untiled (benchmarks/margin.py)
 
 
@@ -39,13 +41,11 @@ def _ceil_to(n: int, k: int) -> int:
     return int(math.ceil(n / k) * k)
 
 
-def _axis_tile_size(n: int, tile: int, margin: int) -> int:
-    """Smallest aligned tile side <= ``tile`` that covers ``n`` in as few tiles
-    as ``tile`` would: less wasted overlap than always using ``tile``."""
-    if n <= tile:
+def _axis_tile_size(n: int, count: int, margin: int) -> int:
+    """Smallest aligned tile side that covers ``n`` in ``count`` tiles."""
+    if count <= 1:
         return n
-    count = math.ceil((n - 2 * margin) / (tile - 2 * margin))
-    return min(tile, _ceil_to(math.ceil((n + 2 * margin * (count - 1)) / count), ALIGN))
+    return min(n, _ceil_to(math.ceil((n + 2 * margin * (count - 1)) / count), ALIGN))
 
 
 def _axis_tiles(n: int, tile: int, margin: int) -> list[tuple[int, int, int]]:
@@ -70,11 +70,31 @@ def _axis_tiles(n: int, tile: int, margin: int) -> list[tuple[int, int, int]]:
 
 
 def tile_grid(shape: tuple[int, int], tile: int, margin: int):
-    """All tiles of a padded image: list of (y0, x0, ky0, ky1, kx0, kx1) and tile shape."""
+    """All tiles of a padded image: list of (y0, x0, ky0, ky1, kx0, kx1) and tile shape.
+
+    Tiles hold at most ``tile**2`` pixels (memory goes with a tile's area,
+    not its shape) and may be rectangular: of the tilings within that
+    budget, the one that computes the fewest pixels (least overlap) wins,
+    then the one with fewest tiles.
+    """
     h, w = shape
-    th, tw = _axis_tile_size(h, tile, margin), _axis_tile_size(w, tile, margin)
-    ty = _axis_tiles(h, th, margin)
-    tx = _axis_tiles(w, tw, margin)
+    budget = int(tile) ** 2
+    smallest = ALIGN + 2 * margin  # a tile that still keeps ALIGN px
+    best = None
+    for ny in range(1, h // ALIGN + 1):
+        th = _axis_tile_size(h, ny, margin)
+        for nx in range(1, w // ALIGN + 1):
+            tw = _axis_tile_size(w, nx, margin)
+            if th * tw <= budget or tw <= smallest:
+                break
+        ty, tx = _axis_tiles(h, th, margin), _axis_tiles(w, tw, margin)
+        # Over budget only when no tiling fits (tiny budgets): then the smallest tiles.
+        cost = (max(th * tw - budget, 0), len(ty) * th * len(tx) * tw, len(ty) * len(tx))
+        if best is None or cost < best[0]:
+            best = cost, ty, tx, (th, tw)
+        if th <= smallest:
+            break
+    _, ty, tx, (th, tw) = best
     grid = [(y0, x0, a, b, c, d) for (y0, a, b) in ty for (x0, c, d) in tx]
     return grid, (th, tw)
 
@@ -194,8 +214,9 @@ class Predictor:
         Model name from the manifest (default: the manifest's first), or a
         built network.
     tile : int or None
-        Largest tile side in pixels (rounded up to a multiple of 32); None:
-        the engine's default (:data:`DEFAULT_TILES`).
+        Tiles hold at most ``tile**2`` pixels (``tile`` rounded up to a
+        multiple of 32; tiles may be rectangular, see :func:`tile_grid`);
+        None: the engine's default (:data:`DEFAULT_TILES`).
     margin : int
         Context each kept pixel has from a cut edge (rounded up to a
         multiple of 16).
@@ -293,17 +314,27 @@ class Predictor:
         for i in range(0, len(grid), self.batch_size):
             chunk = grid[i : i + self.batch_size]
             batch = np.stack([image[y0 : y0 + th, x0 : x0 + tw] for y0, x0, *_ in chunk])
-            out, block = self._forward_nchw(batch), None
-            for k, (y0, x0, ky0, ky1, kx0, kx1) in enumerate(chunk):
-                ky1, kx1 = min(ky1, h), min(kx1, w)
-                if ky0 >= ky1 or kx0 >= kx1:
-                    continue  # block lies wholly in the padding
-                block = out[k, :, ky0 - y0 : ky1 - y0, kx0 - x0 : kx1 - x0]
-                if block.strides[-1] != block.itemsize:  # Keras's channels-last output
-                    block = np.ascontiguousarray(block)
-                yield TileResult(ky0, ky1, kx0, kx1, block)
-            # Free this output before the next forward pass allocates its own.
-            out = batch = block = None
+            for r0, r1, out in self._row_blocks(batch):
+                for k, (y0, x0, ky0, ky1, kx0, kx1) in enumerate(chunk):
+                    ya, yb = max(ky0, y0 + r0), min(ky1, y0 + r1, h)
+                    xa, xb = kx0, min(kx1, w)
+                    if ya >= yb or xa >= xb:
+                        continue  # nothing of this tile's share (or only padding) in these rows
+                    block = out[k, :, ya - y0 - r0 : yb - y0 - r0, xa - x0 : xb - x0]
+                    if block.strides[-1] != block.itemsize:  # Keras's channels-last output
+                        block = np.ascontiguousarray(block)
+                    yield TileResult(ya, yb, xa, xb, block)
+                out = block = None
+            batch = None
+
+    def _row_blocks(self, batch: np.ndarray):
+        """(r0, r1, probs (N, n_classes, r1 - r0, W)) covering a batch of tiles:
+        row strips from the ONNX engine (see :class:`~maxidetect.onnxnet.OnnxForward`),
+        else the whole batch at once."""
+        if self.engine == "onnxruntime":
+            yield from self._forward.iter_rows(batch)
+        else:
+            yield 0, batch.shape[1], self._forward_nchw(batch)
 
     def predict(self, image: np.ndarray) -> np.ndarray:
         """Probabilities for a normalised 2-D image: float32 (n_classes, H, W)."""

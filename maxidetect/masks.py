@@ -170,7 +170,7 @@ class MaskMaker:
             ("MDOUTPUT", what, "MASKS (uint8 per class), PROBS or BITMASK"),
             ("MDPRIOR", bool(self.apply_priors), "prior modification applied"),
             ("MDTHRESH", bool(self.apply_threshold and what != "PROBS"), "thresholds applied"),
-            ("MDTILE", self.predictor.tile, "inference tile size [pix]"),
+            ("MDTILE", self.predictor.tile, "inference tiles hold <= MDTILE**2 pix"),
             ("MDMARGIN", self.predictor.margin, "inference tile margin [pix]"),
             ("MDENGINE", self.predictor.engine, "what ran the network"),
             ("MDBACKG", self.normalisation["background"], "normalisation background maps"),

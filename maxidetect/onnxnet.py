@@ -7,15 +7,18 @@ scatters to them; both keep the first maximum in raster order, TensorFlow's
 tie rule. Layers whose channel count is not a multiple of 8 (the 14-class
 maps) are padded with zero filters: ONNX Runtime's blocked (NCHWc) convolution
 kernels then take them, and the padding adds exact zeros.
+
+Tiles run as three graphs (:class:`OnnxForward`): the shallow levels in row
+strips, the deep ones on the whole tile, with identical results.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from .architecture import ALIGN, HEAD_INPUTS, LAYER_SPECS, N_POOL, forward
+from .architecture import ALIGN, CORE_OUTPUTS, HEAD_INPUTS, LAYER_SPECS, N_POOL, core, forward, head, stem
 
-__all__ = ["build_graph", "OnnxForward", "available"]
+__all__ = ["build_graph", "OnnxForward", "available", "strip_rows", "STEM_HALO", "HEAD_HALO", "PARTS"]
 
 _OPSET = 17
 _BLOCK = 8  # channel blocking of ONNX Runtime's NCHWc kernels on AVX2
@@ -170,8 +173,12 @@ class _GraphOps:
         return self._node("Sigmoid", [logits])[0]
 
 
-def build_graph(weights: dict[str, tuple[np.ndarray, np.ndarray]], shape: tuple[int, int] | None = None):
-    """The network as an ``onnx.ModelProto``.
+PARTS = ("full", "stem", "core", "head")
+
+
+def build_graph(weights: dict[str, tuple[np.ndarray, np.ndarray]], shape: tuple[int, int] | None = None,
+                part: str = "full"):
+    """The network, or one part of it, as an ``onnx.ModelProto``.
 
     Parameters
     ----------
@@ -179,9 +186,15 @@ def build_graph(weights: dict[str, tuple[np.ndarray, np.ndarray]], shape: tuple[
         ``{layer name: (kernel (3, 3, in, out), bias (out,))}`` for every layer
         of :data:`maxidetect.architecture.LAYER_SPECS` (Keras layout).
     shape : (H, W) or None
-        None: a graph for any H, W that are multiples of 32 (tiles). Else a
-        graph for exactly this input size, which may be anything (odd sizes
-        pool like TensorFlow's "SAME", padding at the bottom/right).
+        None: a graph for any H, W that are multiples of 32 (tiles; 4 for
+        the stem and head). Else a graph for exactly this input size, which
+        may be anything (odd sizes pool like TensorFlow's "SAME", padding at
+        the bottom/right); only for ``part="full"``.
+    part : {"full", "stem", "core", "head"}
+        The whole network or one of :mod:`maxidetect.architecture`'s parts:
+        ``"stem"``: ``x`` -> ``p2`` (1/4 resolution); ``"core"``: ``p2`` ->
+        the maps named in :data:`~maxidetect.architecture.CORE_OUTPUTS`;
+        ``"head"``: ``x`` and those maps -> ``y``.
 
     Returns
     -------
@@ -192,27 +205,106 @@ def build_graph(weights: dict[str, tuple[np.ndarray, np.ndarray]], shape: tuple[
     import onnx
     from onnx import TensorProto, helper
 
+    if part not in PARTS:
+        raise ValueError(f"part must be one of {list(PARTS)}, got {part!r}")
+    if part != "full" and shape is not None:
+        raise ValueError("a fixed input shape is for the full network only")
     missing = [name for name, _, _ in LAYER_SPECS if name not in weights]
     if missing:
         raise ValueError(f"weights lack layers: {', '.join(missing)}")
     n_classes = int(weights["final_conv"][0].shape[3])
     ops = _GraphOps(weights, n_classes, shape)
-    out = forward(ops, "x")
-    ops.nodes.append(helper.make_node("Identity", [out], ["y"]))
-    graph = helper.make_graph(
-        ops.nodes, "maximask",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 1, "H", "W"])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", n_classes, "H", "W"])],
-        ops.inits,
-    )
+
+    def tensor(name, channels):
+        return helper.make_tensor_value_info(name, TensorProto.FLOAT, ["N", channels, "H", "W"])
+
+    def output(src, name):
+        ops.nodes.append(helper.make_node("Identity", [src], [name]))
+
+    x = tensor("x", 1)
+    y = tensor("y", n_classes)
+    quarter = [(name, _padded(weights[name][0].shape[3])) for name in CORE_OUTPUTS]
+    p2 = ("p2", _padded(weights["conv2"][0].shape[3]))
+    if part == "full":
+        inputs, outputs = [x], [y]
+        output(forward(ops, "x"), "y")
+    elif part == "stem":
+        inputs, outputs = [x], [tensor(*p2)]
+        output(stem(ops, "x")[1], "p2")
+    elif part == "core":
+        inputs, outputs = [tensor(*p2)], [tensor(*q) for q in quarter]
+        ops.width[p2[0]] = p2[1]
+        for (name, _), t in zip(quarter, core(ops, "p2"), strict=True):
+            output(t, name)
+    else:
+        inputs, outputs = [x] + [tensor(*q) for q in quarter], [y]
+        ops.width.update(quarter)
+        output(head(ops, stem(ops, "x")[0], [name for name, _ in quarter]), "y")
+    _drop_unused_outputs(ops.nodes, {o.name for o in outputs})
+    graph = helper.make_graph(ops.nodes, f"maximask_{part}", inputs, outputs, ops.inits)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", _OPSET)])
     model.ir_version = min(model.ir_version, 9)
     onnx.checker.check_model(model)
     return model
 
 
+def _drop_unused_outputs(nodes, graph_outputs: set[str]) -> None:
+    """Drop the MaxPool indices outputs that nothing reads (the stem's, when
+    run alone; a pooled map nobody reads is still computed, being MaxPool's
+    required output)."""
+    used = {i for n in nodes for i in n.input} | graph_outputs
+    for n in nodes:
+        if n.op_type == "MaxPool" and len(n.output) == 2 and n.output[1] not in used:
+            del n.output[1]
+
+
+# Rows of context a strip needs on each side so that its rows equal the
+# whole tile's: the stem's reach is conv-pool-conv-pool, the head's adds its
+# own convolutions on top (measured identical with these; a stem halo of 0
+# or a head halo of 4 differ: tests/test_onnxnet.py). Multiples of 4 keep
+# the strips on the stem's 2x2 pooling grids.
+STEM_HALO = 4
+HEAD_HALO = 8
+# Pixels per head strip: its maps take ~0.6 kB per pixel, and the halo costs
+# 2 * HEAD_HALO rows of recomputation per strip.
+_STRIP_PIXELS = 2**18
+
+
+def strip_rows(width: int) -> int:
+    """Rows per stem/head strip for tiles ``width`` pixels wide (a multiple of 4)."""
+    return max(32, _STRIP_PIXELS // max(int(width), 1) // 4 * 4)
+
+
+def _strips(n: int, rows: int, halo: int):
+    """(r0, r1, a0, a1): output rows [r0, r1) computed from input rows [a0, a1)."""
+    for r0 in range(0, n, rows):
+        r1 = min(n, r0 + rows)
+        yield r0, r1, max(0, r0 - halo), min(n, r1 + halo)
+
+
+_ARENA_SHARED = []
+
+
+def _share_cpu_arena(ort) -> None:
+    """Register, once per process, the CPU buffer pool that sessions built
+    with ``session.use_env_allocators`` share; it grows by what each request
+    needs (the default doubling over-reserved up to ~0.1 GB here)."""
+    if not _ARENA_SHARED:
+        info = ort.OrtMemoryInfo("Cpu", ort.OrtAllocatorType.ORT_ARENA_ALLOCATOR, 0, ort.OrtMemType.DEFAULT)
+        # (no limit, kSameAsRequested, default initial chunk, default dead bytes)
+        ort.create_and_register_allocator(info, ort.OrtArenaCfg(0, 1, -1, -1))
+        _ARENA_SHARED.append(True)
+
+
 class OnnxForward:
     """A compiled forward pass: normalised tiles in, probabilities out.
+
+    A tile on the 32 px grid runs in three parts (:mod:`maxidetect.architecture`):
+    the stem in row strips, the core on the whole tile (1/4 resolution), the
+    head in row strips. Memory is then set by the core, ~0.25 kB per tile
+    pixel instead of ~0.6 kB for the whole network at once, so tiles can be
+    twice as large, and large tiles waste less on overlap. Other sizes run
+    the whole network in one graph built for that size.
 
     Parameters
     ----------
@@ -226,12 +318,16 @@ class OnnxForward:
         self.weights = weights
         self.threads = threads
         self.n_classes = int(weights["final_conv"][0].shape[3])
+        self._p2_width = _padded(weights["conv2"][0].shape[3])
+        self._quarter = [(name, _padded(weights[name][0].shape[3])) for name in CORE_OUTPUTS]
         self._sessions = {}
-        self._out = None
-        self._session(None)  # fail early on a broken install
+        self._buffers = {}
+        for part in ("stem", "core", "head"):  # fail early on a broken install
+            self._session(part)
 
-    def _session(self, shape: tuple[int, int] | None):
-        if shape not in self._sessions:
+    def _session(self, part: str, shape: tuple[int, int] | None = None):
+        key = (part, shape)
+        if key not in self._sessions:
             import onnxruntime as ort
 
             opts = ort.SessionOptions()
@@ -246,27 +342,73 @@ class OnnxForward:
             if self.threads:
                 opts.intra_op_num_threads = int(self.threads)
                 opts.inter_op_num_threads = 1
-            graph = build_graph(self.weights, shape).SerializeToString()
-            self._sessions[shape] = ort.InferenceSession(graph, opts, providers=["CPUExecutionProvider"])
-        return self._sessions[shape]
+            # One buffer pool for the three parts: the head's strips reuse what
+            # the core freed (separate pools: +0.35 GB on a 2048 x 1184 tile).
+            _share_cpu_arena(ort)
+            opts.add_session_config_entry("session.use_env_allocators", "1")
+            graph = build_graph(self.weights, shape, part=part).SerializeToString()
+            self._sessions[key] = ort.InferenceSession(graph, opts, providers=["CPUExecutionProvider"])
+        return self._sessions[key]
 
-    def __call__(self, batch: np.ndarray) -> np.ndarray:
-        """(N, H, W) normalised float32 -> (N, n_classes, H, W) float32.
+    def _buffer(self, name: str, shape: tuple[int, ...]) -> np.ndarray:
+        """A reused output buffer: a fresh output per run fragmented ONNX
+        Runtime's arena (+100-200 MB over a frame)."""
+        buf = self._buffers.get(name)
+        if buf is None or buf.shape != shape:
+            self._buffers[name] = None
+            buf = self._buffers[name] = np.empty(shape, np.float32)
+        return buf
 
-        The result is a buffer that the next call with the same shape
-        overwrites: copy what you keep.
+    def _run(self, part: str, feeds: dict, outputs: dict, shape=None) -> None:
+        session = self._session(part, shape)
+        io = session.io_binding()
+        for name, value in feeds.items():
+            io.bind_cpu_input(name, np.ascontiguousarray(value))
+        for name, buf in outputs.items():
+            io.bind_output(name, "cpu", 0, np.float32, buf.shape, buf.ctypes.data)
+        session.run_with_iobinding(io)
+
+    def iter_rows(self, batch: np.ndarray):
+        """Run a batch, yielding its output in row blocks.
+
+        Parameters
+        ----------
+        batch : ndarray, shape (N, H, W)
+            Normalised images.
+
+        Yields
+        ------
+        r0, r1 : int
+            The rows the block covers.
+        probs : ndarray, float32, shape (N, n_classes, r1 - r0, W)
+            A view of a buffer the next block overwrites: use or copy it first.
         """
         x = np.ascontiguousarray(np.arcsinh(np.asarray(batch, dtype=np.float32))[:, None])
-        shape = None if x.shape[2] % ALIGN == 0 and x.shape[3] % ALIGN == 0 else x.shape[2:]
-        session = self._session(shape)
-        out_shape = (x.shape[0], self.n_classes) + x.shape[2:]
-        if self._out is None or self._out.shape != out_shape:
-            self._out = None
-            self._out = np.empty(out_shape, np.float32)
-        # Written into a buffer we own: a fresh output every tile fragmented
-        # ONNX Runtime's arena (+100-200 MB over a frame).
-        io = session.io_binding()
-        io.bind_cpu_input("x", x)
-        io.bind_output("y", "cpu", 0, np.float32, out_shape, self._out.ctypes.data)
-        session.run_with_iobinding(io)
-        return self._out
+        n, _, h, w = x.shape
+        if h % ALIGN or w % ALIGN:
+            y = self._buffer("y", (n, self.n_classes, h, w))
+            self._run("full", {"x": x}, {"y": y}, shape=(h, w))
+            yield 0, h, y
+            return
+        rows = strip_rows(w)
+        p2 = np.empty((n, self._p2_width, h // 4, w // 4), np.float32)
+        for r0, r1, a0, a1 in _strips(h, rows, STEM_HALO):
+            part = self._buffer("p2", (n, self._p2_width, (a1 - a0) // 4, w // 4))
+            self._run("stem", {"x": x[:, :, a0:a1]}, {"p2": part})
+            p2[:, :, r0 // 4 : r1 // 4] = part[:, :, (r0 - a0) // 4 : (r1 - a0) // 4]
+        quarter = {name: np.empty((n, c, h // 4, w // 4), np.float32) for name, c in self._quarter}
+        self._run("core", {"p2": p2}, quarter)
+        del p2
+        for r0, r1, a0, a1 in _strips(h, rows, HEAD_HALO):
+            y = self._buffer("y", (n, self.n_classes, a1 - a0, w))
+            feeds = {name: q[:, :, a0 // 4 : a1 // 4] for name, q in quarter.items()}
+            self._run("head", {"x": x[:, :, a0:a1], **feeds}, {"y": y})
+            yield r0, r1, y[:, :, r0 - a0 : r1 - a0]
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
+        """(N, H, W) normalised float32 -> (N, n_classes, H, W) float32 (a new array)."""
+        batch = np.asarray(batch)
+        out = np.empty((batch.shape[0], self.n_classes) + batch.shape[1:], np.float32)
+        for r0, r1, probs in self.iter_rows(batch):
+            out[:, :, r0:r1] = probs
+        return out

@@ -52,7 +52,7 @@ def modify_priors(probs: np.ndarray, factors, axis: int = 0, out=None) -> np.nda
         raise ValueError(f"{f.size} factors for {probs.shape[axis]} classes")
     res = np.empty_like(probs) if out is None else out
     # One class plane at a time: a single plane-sized temporary instead of
-    # three full (n_classes, H, W) ones (~300 MB on a 1184 px tile).
+    # three full (n_classes, H, W) ones (~300 MB on a 1184 px block).
     src, dst = np.moveaxis(probs, axis, 0), np.moveaxis(res, axis, 0)
     one = probs.dtype.type(1)
     for p, r, fc in zip(src, dst, f, strict=True):

@@ -10,9 +10,11 @@ from maxidetect.normalise import normalise
 from .conftest import real
 
 
-def test_tile_grid_partitions_the_image_with_aligned_origins():
-    for shape in [(2048, 2048), (1056, 640), (4096, 1024), (352, 96)]:
-        grid, (th, tw) = tile_grid(shape, 1024, 160)
+@pytest.mark.parametrize("tile", [1024, 1568, 2048])
+def test_tile_grid_partitions_the_image_with_aligned_origins(tile):
+    for shape in [(2048, 2048), (1056, 640), (4096, 1024), (352, 96), (8000, 320), (2048, 4096)]:
+        grid, (th, tw) = tile_grid(shape, tile, 160)
+        assert th * tw <= tile**2  # the memory budget
         cover = np.zeros(shape, int)
         for y0, x0, ky0, ky1, kx0, kx1 in grid:
             assert y0 % 32 == 0 and x0 % 32 == 0
@@ -26,10 +28,22 @@ def test_tile_grid_partitions_the_image_with_aligned_origins():
         assert (cover == 1).all()
 
 
+def test_tile_grid_prefers_the_least_overlap_within_the_budget():
+    # A 2048 px frame within 1568**2 px: two 2048 x 1184 strips (1.16x the
+    # pixels), not four 1184 px squares (1.34x).
+    grid, (th, tw) = tile_grid((2048, 2048), 1568, 160)
+    assert len(grid) == 2 and sorted((th, tw)) == [1184, 2048]
+    assert tile_grid((2048, 2048), 1184, 160)[1] == (1184, 1184)
+    assert len(tile_grid((2048, 2048), 2048, 160)[0]) == 1
+    # A thin frame is cut across its length only.
+    grid, shape = tile_grid((8000, 320), 1184, 160)
+    assert len(grid) == 2 and shape == (4160, 320)
+
+
 @pytest.mark.slow
 def test_stitched_equals_untiled_on_real_image(predictor):
     im = normalise(fits.getdata(real("fitswcs_zpn_ukirt_wfcam.fits")))
-    # 501 px pads to 512: one tile untiled, 2x2 tiles of 352 px with margin 160.
+    # 501 px pads to 512: one tile untiled, 6x6 tiles of 352 px with margin 160.
     whole = predictor.predict(im)
     tiled = Predictor(tile=352, margin=160).predict(im)
     assert np.abs(tiled - whole).max() < 1e-5

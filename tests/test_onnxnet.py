@@ -36,6 +36,36 @@ def test_engines_agree_on_real_data_any_size(predictor, keras_predictor):
         assert np.array_equal(_masks(ours), _masks(ref)), (h, w)
 
 
+def test_row_strips_equal_the_whole_network(predictor, monkeypatch):
+    # The engine runs stem and head in row strips around a whole-tile core;
+    # stitched, the strips must equal the network run in one graph.
+    import maxidetect.onnxnet as onnxnet
+
+    fwd = predictor._forward
+    x = normalise(fits.getdata(real("ccdproc_a8280271_saao_raw.fits")))[None, 40:296, 8:328]
+    whole = np.empty((1, 14, 256, 320), np.float32)
+    fwd._run("full", {"x": np.arcsinh(x)[:, None]}, {"y": whole})
+
+    def stitched():
+        out = np.full_like(whole, np.nan)
+        starts = []
+        for r0, r1, probs in fwd.iter_rows(x):
+            assert probs.shape == (1, 14, r1 - r0, 320)
+            out[:, :, r0:r1] = probs
+            starts.append(r0)
+        return out, starts
+
+    monkeypatch.setattr(onnxnet, "_STRIP_PIXELS", 40 * 320)  # strips of 40 rows
+    out, starts = stitched()
+    assert starts == list(range(0, 256, 40))
+    assert np.abs(out - whole).max() < 1e-6
+    # Each halo is needed: a narrower one changes the result.
+    for name, narrower in (("STEM_HALO", 0), ("HEAD_HALO", 4)):
+        with monkeypatch.context() as m:
+            m.setattr(onnxnet, name, narrower)
+            assert np.abs(stitched()[0] - whole).max() > 1e-3, name
+
+
 def test_channel_padding_on_a_narrow_network():
     # width 0.3 gives 10- and 19-channel layers: the ONNX graph pads them to
     # multiples of 8 with zero filters, which must not change the result.
