@@ -43,7 +43,7 @@ def make_inputs(d: Path, n: int, size: int, seed: int = 2000) -> list[Path]:
 
 def run_mode(mode: str, inputs: list[str], out: str, kind: str) -> dict:
     """One mode in this process: serial, pool2 (2 local processes) or dask2."""
-    from maxidetect.runner import Job, run_files
+    from maxidetect.runner import Job, _peak_rss_mb, run_files
 
     job = Job(kind, out_dir=out)
     client = cluster = None
@@ -64,7 +64,7 @@ def run_mode(mode: str, inputs: list[str], out: str, kind: str) -> dict:
     d = s.to_dict()
     d.pop("results")
     d["wall_s"] = wall
-    d["parent_peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    d["parent_peak_rss_mb"] = _peak_rss_mb()
     d["children_peak_rss_mb"] = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
     return d
 

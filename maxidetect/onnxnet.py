@@ -14,6 +14,8 @@ strips, the deep ones on the whole tile, with identical results.
 
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 
 from .architecture import ALIGN, CORE_OUTPUTS, HEAD_INPUTS, LAYER_SPECS, N_POOL, core, forward, head, stem
@@ -321,7 +323,8 @@ class OnnxForward:
         self._p2_width = _padded(weights["conv2"][0].shape[3])
         self._quarter = [(name, _padded(weights[name][0].shape[3])) for name in CORE_OUTPUTS]
         self._sessions = {}
-        self._buffers = {}
+        # Per thread: the runner shares one engine between a worker's threads.
+        self._local = threading.local()
         for part in ("stem", "core", "head"):  # fail early on a broken install
             self._session(part)
 
@@ -353,10 +356,11 @@ class OnnxForward:
     def _buffer(self, name: str, shape: tuple[int, ...]) -> np.ndarray:
         """A reused output buffer: a fresh output per run fragmented ONNX
         Runtime's arena (+100-200 MB over a frame)."""
-        buf = self._buffers.get(name)
+        buffers = self._local.__dict__
+        buf = buffers.get(name)
         if buf is None or buf.shape != shape:
-            self._buffers[name] = None
-            buf = self._buffers[name] = np.empty(shape, np.float32)
+            buffers[name] = None
+            buf = buffers[name] = np.empty(shape, np.float32)
         return buf
 
     def _run(self, part: str, feeds: dict, outputs: dict, shape=None) -> None:

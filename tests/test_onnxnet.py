@@ -94,6 +94,24 @@ def test_forward_results_are_not_overwritten_by_the_next_call(predictor):
     assert np.array_equal(first, kept)
 
 
+def test_threads_sharing_the_engine_get_their_own_results(predictor, monkeypatch):
+    # A Dask worker's threads share one engine; its reused strip buffers
+    # must not be shared between them (shared, 11 of these 20 results were
+    # wrong in one run).
+    from concurrent.futures import ThreadPoolExecutor
+
+    import maxidetect.onnxnet as onnxnet
+
+    monkeypatch.setattr(onnxnet, "_STRIP_PIXELS", 32 * 256)  # 8 strips per call: many chances to race
+    rng = np.random.default_rng(5)
+    inputs = [rng.normal(0, 3 * (k + 1), (1, 256, 256)).astype(np.float32) for k in range(4)]
+    serial = [predictor.forward(x) for x in inputs]
+    with ThreadPoolExecutor(4) as pool:
+        for _ in range(5):
+            for got, want in zip(pool.map(predictor.forward, inputs), serial, strict=True):
+                assert np.array_equal(got, want)
+
+
 def test_engine_selection(monkeypatch):
     monkeypatch.delenv("KERAS_BACKEND", raising=False)
     assert resolve_engine() == "onnxruntime"

@@ -15,6 +15,8 @@ from astropy.io import fits
 from maxidetect.runner import Job, process_file, record_path, run_files
 from maxidetect.simulate import simulate_frame
 
+from .conftest import REPO
+
 SIZE = 192
 
 
@@ -150,3 +152,14 @@ def test_globs_directories_and_lists_expand(inputs, tmp_path):
     assert [str(s) for s in specs[:2]] == [str(inputs[1]), f"{inputs[2]}[0]"] and len(specs) == 6
     with pytest.raises(InputError, match="no file matches"):
         expand_inputs([str(d / "nothing*.fits")])
+
+
+def test_worker_peak_memory_is_its_own_not_its_parents():
+    # Linux's ru_maxrss keeps the pre-exec high-water mark, i.e. that of
+    # the parent that spawned the worker; the runner must not report it.
+    ballast = np.ones(700 * 2**20 // 8)  # 700 MB, resident
+    code = "from maxidetect.runner import _peak_rss_mb; print(_peak_rss_mb())"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, check=True)
+    child = float(out.stdout.strip())
+    assert 10 < child < 500, child
+    assert ballast.sum() > 0
