@@ -299,8 +299,9 @@ class Predictor:
 
         The blocks partition the image; memory is bounded by the tile size.
         A block's ``probs`` may be a view into the engine's output buffer
-        (no copy): use or copy it before asking for the next block of a
-        later tile; writing into it is allowed.
+        (no copy): use or copy it before asking for the next block; writing
+        into it is allowed. With the ONNX engine blocks are row strips of a
+        tile's share of the image.
         """
         image = np.asarray(image, dtype=np.float32)
         if image.ndim != 2:

@@ -303,9 +303,10 @@ class OnnxForward:
 
     A tile on the 32 px grid runs in three parts (:mod:`maxidetect.architecture`):
     the stem in row strips, the core on the whole tile (1/4 resolution), the
-    head in row strips. Memory is then set by the core, ~0.25 kB per tile
-    pixel instead of ~0.6 kB for the whole network at once, so tiles can be
-    twice as large, and large tiles waste less on overlap. Other sizes run
+    head in row strips. A tile then costs ~0.2 kB per pixel instead of
+    ~0.8 kB for the whole network at once (measured peaks, less the ~0.25 GB
+    of the loaded engine: 2048 px tile ~0.9 GB, 1184 px tile 1.05-1.5 GB),
+    so tiles can be 3x larger, and large tiles waste less on overlap. Other sizes run
     the whole network in one graph built for that size.
 
     Parameters
