@@ -29,7 +29,7 @@ ENGINES = ("auto", "onnxruntime", "keras")
 
 # Tile areas (the square of these sides) that keep a worker well under
 # 1.5 GB RSS (measured, 2 cores, CLI on a 2048 px frame: TensorFlow ~1.55 GB
-# at 1024 px; ONNX Runtime 1.15-1.17 GB at 2048 px, as it holds only the
+# at 1024 px; ONNX Runtime 1.12-1.14 GB at 2048 px, as it holds only the
 # 1/4-resolution maps of a whole tile, see onnxnet.OnnxForward). Bigger
 # tiles waste less on overlap: a 2048 px frame is one tile (1x the pixels),
 # 4 of 1184 px (1.34x) or 9 of 896 px (1.72x).
