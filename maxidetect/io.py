@@ -36,6 +36,7 @@ __all__ = [
     "image_header",
     "open_fits",
     "plane_shape",
+    "is_gzipped",
 ]
 
 FITS_SUFFIXES = (".fits", ".fit", ".fts", ".fits.fz", ".fit.fz", ".fz", ".fits.gz")
@@ -203,13 +204,22 @@ def open_fits(path: str | os.PathLike, what: str = "file") -> fits.HDUList:
     return hdul
 
 
+_GZIP_MAGIC = b"\x1f\x8b"
+
+
+def is_gzipped(path: str | os.PathLike) -> bool:
+    """True if the file at ``path`` is a gzip stream (whatever its name)."""
+    with open(path, "rb") as f:
+        return f.read(2) == _GZIP_MAGIC
+
+
 def _check_complete(path: Path, hdul: fits.HDUList) -> None:
     """Raise InputError if ``hdul`` (all headers read) is not the whole of ``path``."""
     import gzip
 
     with open(path, "rb") as f:
         magic = f.read(4)
-    if magic[:2] == b"\x1f\x8b":
+    if magic[:2] == _GZIP_MAGIC:
         opener = gzip.open
         try:
             with gzip.open(path, "rb") as g:  # offsets refer to the decompressed stream

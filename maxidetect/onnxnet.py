@@ -225,8 +225,8 @@ def build_graph(weights: dict[str, tuple[np.ndarray, np.ndarray]], shape: tuple[
 
     x = tensor("x", 1)
     y = tensor("y", n_classes)
-    quarter = [(name, _padded(weights[name][0].shape[3])) for name in CORE_OUTPUTS]
-    p2 = ("p2", _padded(weights["conv2"][0].shape[3]))
+    p2_width, quarter = _part_widths(weights)
+    p2 = ("p2", p2_width)
     if part == "full":
         inputs, outputs = [x], [y]
         output(forward(ops, "x"), "y")
@@ -248,6 +248,15 @@ def build_graph(weights: dict[str, tuple[np.ndarray, np.ndarray]], shape: tuple[
     model.ir_version = min(model.ir_version, 9)
     onnx.checker.check_model(model)
     return model
+
+
+def _part_widths(weights) -> tuple[int, list[tuple[str, int]]]:
+    """Channels (zero padding included) of the stem's output ``p2`` and of
+    each core output: what the parts hand each other."""
+    def width(name):
+        return _padded(weights[name][0].shape[3])
+
+    return width("conv2"), [(name, width(name)) for name in CORE_OUTPUTS]
 
 
 def _drop_unused_outputs(nodes, graph_outputs: set[str]) -> None:
@@ -321,8 +330,7 @@ class OnnxForward:
         self.weights = weights
         self.threads = threads
         self.n_classes = int(weights["final_conv"][0].shape[3])
-        self._p2_width = _padded(weights["conv2"][0].shape[3])
-        self._quarter = [(name, _padded(weights[name][0].shape[3])) for name in CORE_OUTPUTS]
+        self._p2_width, self._quarter = _part_widths(weights)
         self._sessions = {}
         # Per thread: the runner shares one engine between a worker's threads.
         self._local = threading.local()

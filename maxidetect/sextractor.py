@@ -22,6 +22,7 @@ from .io import (
     MaxidetectWarning,
     atomic_output,
     image_header,
+    is_gzipped,
     open_fits,
     output_path,
 )
@@ -162,8 +163,7 @@ def _readable_copy(path: Path, workdir: Path) -> Path:
     numbers and the maps' layout still match."""
     from astropy.io import fits
 
-    with open(path, "rb") as f:
-        gzipped = f.read(2) == b"\x1f\x8b"
+    gzipped = is_gzipped(path)
     with open_fits(path, "image") as hdul:
         if not gzipped and not any(isinstance(h, fits.CompImageHDU) for h in hdul):
             return path
