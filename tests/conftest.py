@@ -38,3 +38,49 @@ def maker(predictor):
     from maxidetect.masks import MaskMaker
 
     return MaskMaker(predictor=predictor)
+
+
+# -- float32 agreement ---------------------------------------------------------
+# The same network summed in another order (another engine, thread count or
+# instruction-set path) moves a probability by up to 2.2e-5 (Sapphire Rapids,
+# AVX-512) and 1.2e-5 (AMD Zen 3, AVX2) between any two of 8 variants
+# (benchmarks/float_spread.py, benchmarks/results/float_spread.md); the mean
+# difference stays below 1e-7. A wiring or weight error moves probabilities by
+# 1e-2 and more. The bounds keep a ~5x margin over the measured spread.
+PROB_ATOL = 1e-4
+PROB_MEAN_ATOL = 1e-6
+
+
+def assert_probs_agree(ours, ref, atol: float = PROB_ATOL, mean_atol: float = PROB_MEAN_ATOL) -> None:
+    """Two float32 runs of one network agree to float32 accumulation noise."""
+    import numpy as np
+
+    d = np.abs(np.asarray(ours, np.float64) - np.asarray(ref, np.float64))
+    assert d.max() < atol, f"max |dp| {d.max():.3g} >= {atol:g}"
+    assert d.mean() < mean_atol, f"mean |dp| {d.mean():.3g} >= {mean_atol:g} (a systematic difference)"
+
+
+def assert_masks_agree(ours, ref, axis: int = -1, atol: float = PROB_ATOL) -> int:
+    """Thresholded masks (MaxiMask's default priors and thresholds) of two
+    runs are identical except at pixels whose prior-modified probability lies
+    within the propagated float32 bound of its threshold; returns the number
+    of such pixels that differ."""
+    import numpy as np
+
+    from maxidetect.classes import ClassConfig
+    from maxidetect.priors import modify_priors, prior_factors
+
+    cfg = ClassConfig.default()
+    f = prior_factors(cfg.priors)
+    shape = [1] * np.ndim(ref)
+    shape[axis] = -1
+    thr = np.asarray(cfg.thresholds).reshape(shape)
+    m_ref = modify_priors(np.asarray(ref, np.float64), f, axis=axis)
+    m_our = modify_priors(np.asarray(ours, np.float64), f, axis=axis)
+    # d p' / d p = f / (f p + 1 - p)^2 <= max(f, 1/f): the bound after the prior change.
+    tol = (atol * np.maximum(f, 1 / f)).reshape(shape)
+    differ = (m_ref > thr) != (m_our > thr)
+    near = np.abs(m_ref - thr) <= tol
+    assert (m_ref > thr).sum() > 0, "no pixel over any threshold: the check would be vacuous"
+    assert not (differ & ~near).any(), f"{int((differ & ~near).sum())} mask pixels differ away from a threshold"
+    return int(differ.sum())
