@@ -23,12 +23,12 @@ from scipy.spatial import cKDTree
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from synthetic import make_frame  # noqa: E402
 
-from maxidetect.catalog import read_catalog  # noqa: E402
 from maxidetect.classes import CLASSES, ClassConfig  # noqa: E402
-from maxidetect.maps import MapPolicy, write_maps  # noqa: E402
-from maxidetect.masks import MaskMaker  # noqa: E402
+from maxidetect.extract.catalog import read_catalog  # noqa: E402
+from maxidetect.extract.config import SexConfig  # noqa: E402
+from maxidetect.maps.writer import MapPolicy, write_maps  # noqa: E402
+from maxidetect.masks.maker import MaskMaker  # noqa: E402
 from maxidetect.pipeline import detect_file, sex_file  # noqa: E402
-from maxidetect.sexconfig import SexConfig  # noqa: E402
 
 
 def _slug(name: str) -> str:

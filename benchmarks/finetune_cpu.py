@@ -18,12 +18,12 @@ from pathlib import Path
 import numpy as np
 
 from maxidetect.classes import CLASSES
-from maxidetect.evaluate import mask_quality
-from maxidetect.inference import Predictor
-from maxidetect.normalise import normalise
-from maxidetect.simulate import simulate_frame
-from maxidetect.train import TrainConfig, run_training
-from maxidetect.weights import load_network
+from maxidetect.network.inference import Predictor
+from maxidetect.network.normalise import normalise
+from maxidetect.network.weights import load_network
+from maxidetect.training.train import TrainConfig, run_training
+from maxidetect.validation.scoring import mask_quality
+from maxidetect.validation.simulate import simulate_frame
 
 
 def evaluate(model, seeds, size):

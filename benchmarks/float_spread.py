@@ -45,7 +45,7 @@ VARIANTS = {
 def tiles() -> list[np.ndarray]:
     from astropy.io import fits
 
-    from maxidetect.normalise import normalise
+    from maxidetect.network.normalise import normalise
 
     out = []
     names = [("fitswcs_tpv_ctio_mosaic2.fits", (slice(0, 400), slice(0, 400))),
@@ -66,7 +66,7 @@ def run_variant(name: str, out: Path) -> None:
     if engine == "savedmodel":
         import tensorflow as tf
 
-        from maxidetect.weights import maximask_savedmodel_dir
+        from maxidetect.network.weights import maximask_savedmodel_dir
 
         fn = tf.saved_model.load(str(maximask_savedmodel_dir())).signatures["serving_default"]
 
@@ -76,7 +76,7 @@ def run_variant(name: str, out: Path) -> None:
                    input_3=tf.zeros(n), input_4=tf.zeros(n), input_5=tf.zeros(n))
             return np.moveaxis(r["output_1"].numpy(), -1, 1)
     else:
-        from maxidetect.inference import Predictor
+        from maxidetect.network.inference import Predictor
 
         if extra.get("no_opt"):
             import onnxruntime as ort

@@ -2,9 +2,9 @@
 truth and against MaxiMask's own normalisation, in one run.
 
 The network, tiling, priors and thresholds (MaxiMask 1.4.1's) are the same in
-every row; only :func:`maxidetect.normalise.normalise`'s ``background`` changes.
+every row; only :func:`maxidetect.network.normalise.normalise`'s ``background`` changes.
 
-1. Simulated truth (``maxidetect.simulate``, held-out seeds): per class, the
+1. Simulated truth (``maxidetect.validation.simulate``, held-out seeds): per class, the
    IoU, purity and AUC of the masks, and false positives within ``--edge`` px
    of the frame edge, for big and small frames.
 2. MaxiMask: the same frames normalised by MaxiMask's own function (from the
@@ -31,12 +31,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from synthetic import make_frame  # noqa: E402
 
 from maxidetect.classes import CLASSES  # noqa: E402
-from maxidetect.evaluate import roc_curve  # noqa: E402
-from maxidetect.io import is_image_hdu  # noqa: E402
-from maxidetect.masks import MaskMaker  # noqa: E402
-from maxidetect.normalise import BACKGROUNDS, normalise  # noqa: E402
-from maxidetect.priors import modify_priors  # noqa: E402
-from maxidetect.simulate import simulate_frame  # noqa: E402
+from maxidetect.files import is_image_hdu  # noqa: E402
+from maxidetect.masks.maker import MaskMaker  # noqa: E402
+from maxidetect.masks.priors import modify_priors  # noqa: E402
+from maxidetect.network.normalise import BACKGROUNDS, normalise  # noqa: E402
+from maxidetect.validation.scoring import roc_curve  # noqa: E402
+from maxidetect.validation.simulate import simulate_frame  # noqa: E402
 
 REAL = Path(__file__).resolve().parents[2] / "shared" / "data" / "real"
 REAL_FRAMES = ("fitswcs_tpv_ctio_mosaic2.fits", "fitswcs_zpn_ukirt_wfcam.fits", "ccdproc_a8280271_saao_raw.fits")

@@ -18,13 +18,13 @@ from pathlib import Path
 import numpy as np
 from astropy.io import fits
 
-from maxidetect.catalog import read_catalog
 from maxidetect.classes import ClassConfig
-from maxidetect.io import is_image_hdu
-from maxidetect.maps import MapPolicy, write_maps
-from maxidetect.masks import MaskMaker
+from maxidetect.extract.catalog import read_catalog
+from maxidetect.extract.config import SexConfig
+from maxidetect.files import is_image_hdu
+from maxidetect.maps.writer import MapPolicy, write_maps
+from maxidetect.masks.maker import MaskMaker
 from maxidetect.pipeline import detect_file, sex_file
-from maxidetect.sexconfig import SexConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 REAL = ROOT.parent / "shared" / "data" / "real"

@@ -28,7 +28,7 @@ HERE = Path(__file__).resolve().parent
 
 
 def make_inputs(d: Path, n: int, size: int, seed: int = 2000) -> list[Path]:
-    from maxidetect.simulate import simulate_frame
+    from maxidetect.validation.simulate import simulate_frame
 
     d.mkdir(parents=True, exist_ok=True)
     paths = []

@@ -113,7 +113,7 @@ def main(argv=None) -> int:
         r["frac_differing_vs_default"] = float(np.mean(a != b))
         print(f"{key}: {r['walls_s']} s, {r['mpix_per_s']:.3f} MPix/s, peak RSS {r['rss_mb']} MB", flush=True)
     # Steady state, as a survey worker sees it: model loaded and compiled once.
-    from maxidetect.masks import MaskMaker
+    from maxidetect.masks.maker import MaskMaker
 
     data = fits.getdata(frame)
     maker = MaskMaker()

@@ -16,8 +16,8 @@ __version__ = "0.2.0"
 # TensorFlow's C++ start-up chatter is noise for command-line users.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-from .classes import CLASS_NAMES, CLASSES, ClassConfig  # noqa: E402
-from .priors import modify_priors, prior_factors, threshold  # noqa: E402
+from maxidetect.classes import CLASS_NAMES, CLASSES, ClassConfig  # noqa: E402
+from maxidetect.masks.priors import modify_priors, prior_factors, threshold  # noqa: E402
 
 __all__ = [
     "__version__",
@@ -37,11 +37,11 @@ __all__ = [
 def __getattr__(name):
     # The network pulls in Keras and a backend: import it only when used.
     if name in ("MaskMaker", "predict", "compute_masks"):
-        from . import masks
+        from maxidetect.masks import maker
 
-        return getattr(masks, name)
+        return getattr(maker, name)
     if name == "Predictor":
-        from .inference import Predictor
+        from maxidetect.network.inference import Predictor
 
         return Predictor
     raise AttributeError(f"module 'maxidetect' has no attribute {name!r}")

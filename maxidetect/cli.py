@@ -8,8 +8,8 @@ import sys
 
 def _add_network_options(p) -> None:
     """How the network runs: shared by mask, maps, detect and sex."""
-    from .inference import ENGINES
-    from .normalise import BACKGROUNDS
+    from maxidetect.network.inference import ENGINES
+    from maxidetect.network.normalise import BACKGROUNDS
 
     p.add_argument("--model", help="model name (see 'maxidetect models')")
     p.add_argument("--tile", type=int, default=None, help="tiles hold at most N*N pixels (default 2048 on ONNX Runtime, 1024 on Keras)")
@@ -51,8 +51,8 @@ def _add_mask_parser(sub):
 def cmd_mask(args) -> int:
     import numpy as np
 
-    from .classes import ClassConfig, parse_class_list
-    from .io import expand_inputs
+    from maxidetect.classes import ClassConfig, parse_class_list
+    from maxidetect.files import expand_inputs
 
     try:
         config = ClassConfig.from_dir(args.config_dir) if args.config_dir else ClassConfig.default()
@@ -73,8 +73,8 @@ def cmd_mask(args) -> int:
         print("maxidetect: error: no class selected", file=sys.stderr)
         return 2
 
-    from .runner import Job
-    from .weights import WeightsError, get_model_info
+    from maxidetect.network.weights import WeightsError, get_model_info
+    from maxidetect.runner import Job
 
     try:
         get_model_info(args.model)  # unknown model: fail before any work
@@ -115,7 +115,7 @@ def _run_job(job, specs, args) -> int:
 
     from tqdm import tqdm
 
-    from .runner import run_files
+    from maxidetect.runner import run_files
 
     quiet = getattr(args, "quiet", False)
     workers = max(1, getattr(args, "workers", 1) or 1)
@@ -150,7 +150,7 @@ def _run_job(job, specs, args) -> int:
                     tqdm.write(f"ran: {c}")
             tqdm.write(msg)
         if job.kind == "maps" and r.status != "failed" and len(r.outputs) == 2:
-            from .maps import sextractor_args
+            from maxidetect.maps.writer import sextractor_args
 
             tqdm.write("SExtractor arguments: " + shlex.join(sextractor_args(*r.outputs)))
 
@@ -164,7 +164,7 @@ def _run_job(job, specs, args) -> int:
     if args.summary:
         from pathlib import Path
 
-        from .runner import write_json_atomic
+        from maxidetect.runner import write_json_atomic
 
         write_json_atomic(Path(args.summary), info)
     if summary.failed:
@@ -240,18 +240,18 @@ def _split_argv(argv: list[str], parser: argparse.ArgumentParser) -> tuple[list[
 def _run_maps_engine(args, engine: str) -> int:
     """Shared driver of ``maps``, ``sex`` and ``detect``: settings are
     checked here (before any work), then the runner does the files."""
-    from .io import InputError, expand_inputs
-    from .maps import MapPolicy
-    from .runner import Job, class_config
-    from .sexconfig import ConfigError, SexConfig, split_sextractor_args
-    from .sextractor import SExtractorError
-    from .weights import WeightsError, get_model_info
+    from maxidetect.extract.config import ConfigError, SexConfig, split_sextractor_args
+    from maxidetect.extract.sextractor import SExtractorError
+    from maxidetect.files import InputError, expand_inputs
+    from maxidetect.maps.writer import MapPolicy
+    from maxidetect.network.weights import WeightsError, get_model_info
+    from maxidetect.runner import Job, class_config
 
     try:
         cfile, over = split_sextractor_args(args.sex_args)
         SexConfig(cfile, over)
         if engine == "sex":
-            from .sexconfig import find_binary
+            from maxidetect.extract.config import find_binary
 
             find_binary(args.sex_binary)  # fail before the costly masks
         specs = expand_inputs(args.images)
@@ -286,7 +286,7 @@ def cmd_detect(args) -> int:
 
 
 def cmd_simulate(args) -> int:
-    from .simulate import SimConfig, simulate_frame, write_frame
+    from maxidetect.validation.simulate import SimConfig, simulate_frame, write_frame
 
     try:
         cfg = SimConfig.from_file(args.config) if args.config else SimConfig()
@@ -308,9 +308,9 @@ def cmd_simulate(args) -> int:
 def cmd_bench(args) -> int:
     import shlex
 
-    from .bench import BenchOptions, real_report, run_bench, write_report
-    from .maps import MapPolicy
-    from .simulate import SimConfig
+    from maxidetect.maps.writer import MapPolicy
+    from maxidetect.validation.bench import BenchOptions, real_report, run_bench, write_report
+    from maxidetect.validation.simulate import SimConfig
 
     try:
         policy = MapPolicy.parse(args.policy, grow=args.grow, noise=args.noise_weights)
@@ -353,7 +353,7 @@ def _bench_tracking(args, command: str) -> int:
     import json
     from pathlib import Path
 
-    from .track import Tracker, tracking_benchmark
+    from maxidetect.network.maxitrack import Tracker, tracking_benchmark
 
     n = args.frames if args.frames is not None else (3 if args.quick else 8)
     size = args.size if args.size is not None else 800
@@ -381,7 +381,7 @@ def cmd_train(args) -> int:
     import json
     from dataclasses import fields
 
-    from .train import TrainConfig, run_training
+    from maxidetect.training.train import TrainConfig, run_training
 
     try:
         data = json.loads(open(args.config).read()) if args.config else {}
@@ -399,8 +399,8 @@ def cmd_train(args) -> int:
     print(f"{cfg.steps} steps in {rec['seconds']:.0f} s, loss {rec['loss_first']:.4g} -> {rec['loss_last']:.4g}; "
           f"weights: {args.out}")
     if args.register:
-        from .classes import CLASSES
-        from .weights import register_model
+        from maxidetect.classes import CLASSES
+        from maxidetect.network.weights import register_model
 
         props = rec["class_proportions"]
         info = register_model(args.register, args.out, [props[c.abbr] for c in CLASSES],
@@ -417,8 +417,8 @@ def _load_for_eval(spec: str):
 
     if not spec.endswith(".weights.h5"):
         return spec
-    from .network import build_model
-    from .weights import weights_width
+    from maxidetect.network.keras_engine import build_model
+    from maxidetect.network.weights import weights_width
 
     path = Path(spec)
     if not path.exists():
@@ -431,7 +431,12 @@ def _load_for_eval(spec: str):
 def cmd_evaluate(args) -> int:
     from pathlib import Path
 
-    from .modeleval import GMOS_CR_SLICES, HELD_OUT_SEED0, evaluate_models, write_model_report
+    from maxidetect.validation.compare_models import (
+        GMOS_CR_SLICES,
+        HELD_OUT_SEED0,
+        evaluate_models,
+        write_model_report,
+    )
 
     real = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "real"
     # An empty string skips a real-frame check.
@@ -465,8 +470,8 @@ def cmd_evaluate(args) -> int:
 def cmd_track(args) -> int:
     from tqdm import tqdm
 
-    from .io import InputError, expand_inputs
-    from .track import Tracker, write_table
+    from maxidetect.files import InputError, expand_inputs
+    from maxidetect.network.maxitrack import Tracker, write_table
 
     try:
         specs = expand_inputs(args.paths)
@@ -497,7 +502,7 @@ def cmd_track(args) -> int:
 
 
 def cmd_models(args) -> int:
-    from .weights import load_manifest
+    from maxidetect.network.weights import load_manifest
 
     for name in load_manifest():
         print(name)
@@ -505,7 +510,7 @@ def cmd_models(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from . import __version__
+    from maxidetect import __version__
 
     parser = argparse.ArgumentParser(
         prog="maxidetect", description="Contaminant masks for cleaner source catalogues."
@@ -534,7 +539,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="first seed (default 0)")
     p.add_argument("--size", type=int, default=2048, help="frame side in pixels (default 2048)")
     p.add_argument("-n", type=int, default=1, help="number of frames (seeds SEED, SEED+1, ...)")
-    p.add_argument("--config", help="JSON file overriding simulation parameters (see maxidetect.simulate.SimConfig)")
+    p.add_argument("--config", help="JSON file overriding simulation parameters (see maxidetect.validation.simulate.SimConfig)")
     p.add_argument("--overwrite", action="store_true")
     p.set_defaults(func=cmd_simulate)
     p = sub.add_parser("bench", help="completeness/contamination with and without masks on simulated truth",
@@ -557,7 +562,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--work-dir", help="keep the simulated frames, maps and catalogues here")
     p.set_defaults(func=cmd_bench)
     p = sub.add_parser("train", help="train or fine-tune the network on simulated patches (weighted BCE, Adam)",
-                       description="Reads a JSON of maxidetect.train.TrainConfig keys (init, width, trainable, patch, "
+                       description="Reads a JSON of maxidetect.training.train.TrainConfig keys (init, width, trainable, patch, "
                        "frame_size, batch, steps, learning_rate, l2, seed, background); writes OUT.weights.h5 and OUT.weights.json.")
     p.add_argument("config", nargs="?", help="JSON training configuration (default: TrainConfig defaults)")
     p.add_argument("--out", default="trained.weights.h5", help="output weights (.weights.h5)")

@@ -11,9 +11,11 @@ from pathlib import Path
 
 import numpy as np
 
-from .catalog import CATALOG_TYPES, write_catalog
-from .detect import detect
-from .io import (
+from maxidetect.extract.catalog import CATALOG_TYPES, write_catalog
+from maxidetect.extract.config import SexConfig, read_param_file
+from maxidetect.extract.sep_engine import detect
+from maxidetect.extract.sextractor import catalog_target, run_sextractor
+from maxidetect.files import (
     InputError,
     InputSpec,
     MaxidetectWarning,
@@ -24,8 +26,6 @@ from .io import (
     plane_shape,
     select_hdus,
 )
-from .sexconfig import SexConfig, read_param_file
-from .sextractor import catalog_target, run_sextractor
 
 __all__ = ["detect_file", "sex_file"]
 
@@ -45,7 +45,7 @@ def detect_file(
     """Run the SEP engine on every image HDU (or the selected one) of a file.
 
     ``maps`` are (weight, flag) files laid out like the image, as written
-    by :func:`maxidetect.maps.write_maps`. Returns the catalogue path.
+    by :func:`maxidetect.maps.writer.write_maps`. Returns the catalogue path.
     """
     spec = _as_spec(spec)
     cfg = config or SexConfig()
@@ -127,5 +127,5 @@ def _release(hdu) -> None:
 
 def sex_file(spec, config: SexConfig, maps=None, binary=None, out_dir=None, overwrite=False):
     """Run the real SExtractor on a file with optional maps; see
-    :func:`maxidetect.sextractor.run_sextractor`."""
+    :func:`maxidetect.extract.sextractor.run_sextractor`."""
     return run_sextractor(_as_spec(spec), config, maps=maps, binary=binary, out_dir=out_dir, overwrite=overwrite)

@@ -77,7 +77,7 @@ class Job:
             raise ValueError(f"kind must be one of {KINDS}, got {self.kind!r}")
 
     def settings_hash(self) -> str:
-        from . import __version__
+        from maxidetect import __version__
 
         # Unset and default values hash alike, so the CLI and the API agree;
         # where the binary lives, or which engine runs the network, does not
@@ -176,7 +176,7 @@ def class_config(kind: str, options: dict):
     """The validated ClassConfig of a job's options: the user's MaxiMask
     files, else MaxiMask's defaults (``mask``, ``maximask_defaults``), else
     the catalogue defaults; narrowed to ``classes``."""
-    from .classes import ClassConfig, parse_class_list
+    from maxidetect.classes import ClassConfig, parse_class_list
 
     if options.get("config_dir"):
         config = ClassConfig.from_dir(options["config_dir"])
@@ -192,8 +192,8 @@ def class_config(kind: str, options: dict):
 
 def _maker(job: Job):
     """The MaskMaker for ``job``'s network options, built once per process."""
-    from .inference import DEFAULT_MARGIN
-    from .masks import MaskMaker
+    from maxidetect.masks.maker import MaskMaker
+    from maxidetect.network.inference import DEFAULT_MARGIN
 
     o = job.options
     keys = ("model", "tile", "margin", "batch_size", "precision", "engine", "background", "classes", "config_dir",
@@ -214,7 +214,7 @@ def _maker(job: Job):
 
 
 def _tracker(job: Job):
-    from .track import DEFAULT_PRIOR, DEFAULT_THRESHOLD, Tracker
+    from maxidetect.network.maxitrack import DEFAULT_PRIOR, DEFAULT_THRESHOLD, Tracker
 
     o = job.options
     prior = o.get("track_prior", DEFAULT_PRIOR)
@@ -222,7 +222,7 @@ def _tracker(job: Job):
     key = json.dumps([prior, thr])
     with _LOCK:
         if key not in _TRACKERS:
-            from .inference import bound_keras_threads
+            from maxidetect.network.inference import bound_keras_threads
 
             bound_keras_threads(_set_threads(job.threads))
             _TRACKERS[key] = Tracker(prior=prior, threshold=DEFAULT_THRESHOLD if thr is None else thr)
@@ -286,7 +286,7 @@ def _hdu_of(message: str) -> str | None:
 def _mpix(path: Path) -> float:
     from astropy.io import fits
 
-    from .io import is_image_hdu
+    from maxidetect.files import is_image_hdu
 
     try:
         with fits.open(path, memmap=True) as h:
@@ -302,7 +302,7 @@ def _run(job: Job, spec, overwrite: bool, commands: list, cards=()) -> list[Path
                                        probs=o.get("probs", False), single=o.get("single_mask", False),
                                        extra_cards=cards)
         return [out]
-    from .maps import MapPolicy, write_maps
+    from maxidetect.maps.writer import MapPolicy, write_maps
 
     maps = None
     if not o.get("no_mask"):
@@ -312,19 +312,19 @@ def _run(job: Job, spec, overwrite: bool, commands: list, cards=()) -> list[Path
                           overwrite=overwrite, extra_cards=cards)
     if job.kind == "maps":
         return list(maps)
-    from .sexconfig import SexConfig, split_sextractor_args
+    from maxidetect.extract.config import SexConfig, split_sextractor_args
 
     config = SexConfig(*split_sextractor_args(o.get("sex_args") or []))
     if job.kind == "sex":
         import shlex
 
-        from .pipeline import sex_file
+        from maxidetect.pipeline import sex_file
 
         cat, cmd = sex_file(spec, config, maps=maps, binary=o.get("sex_binary"), out_dir=job.out_dir,
                             overwrite=overwrite)
         commands.append(shlex.join(cmd))
     else:
-        from .pipeline import detect_file
+        from maxidetect.pipeline import detect_file
 
         _set_threads(job.threads)
         cat = detect_file(spec, config, maps=maps, out_dir=job.out_dir, overwrite=overwrite, extra_cards=cards)
@@ -333,7 +333,7 @@ def _run(job: Job, spec, overwrite: bool, commands: list, cards=()) -> list[Path
 
 def process_file(job: Job, spec) -> FileResult:
     """Do ``job`` on one input; every error becomes a ``failed`` result."""
-    from .io import InputSpec, MaxidetectWarning, parse_input
+    from maxidetect.files import InputSpec, MaxidetectWarning, parse_input
 
     spec = spec if isinstance(spec, InputSpec) else parse_input(str(spec))
     t0 = time.perf_counter()

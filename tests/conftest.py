@@ -20,7 +20,7 @@ def real(name: str) -> Path:
 @pytest.fixture(scope="session")
 def predictor():
     """The default engine (ONNX Runtime where installed)."""
-    from maxidetect.inference import Predictor
+    from maxidetect.network.inference import Predictor
 
     return Predictor()
 
@@ -28,14 +28,14 @@ def predictor():
 @pytest.fixture(scope="session")
 def keras_predictor():
     """The Keras 3 network on the configured backend (TensorFlow by default)."""
-    from maxidetect.inference import Predictor
+    from maxidetect.network.inference import Predictor
 
     return Predictor(engine="keras")
 
 
 @pytest.fixture(scope="session")
 def maker(predictor):
-    from maxidetect.masks import MaskMaker
+    from maxidetect.masks.maker import MaskMaker
 
     return MaskMaker(predictor=predictor)
 
@@ -68,7 +68,7 @@ def assert_masks_agree(ours, ref, axis: int = -1, atol: float = PROB_ATOL) -> in
     import numpy as np
 
     from maxidetect.classes import ClassConfig
-    from maxidetect.priors import modify_priors, prior_factors
+    from maxidetect.masks.priors import modify_priors, prior_factors
 
     cfg = ClassConfig.default()
     f = prior_factors(cfg.priors)

@@ -5,10 +5,10 @@ import pytest
 import sep
 from astropy.io import fits
 
-from maxidetect.catalog import read_catalog, write_catalog
 from maxidetect.cli import main
-from maxidetect.detect import detect
-from maxidetect.sexconfig import SexConfig
+from maxidetect.extract.catalog import read_catalog, write_catalog
+from maxidetect.extract.config import SexConfig
+from maxidetect.extract.sep_engine import detect
 
 from .conftest import DATA
 

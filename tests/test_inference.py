@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 from astropy.io import fits
 
-from maxidetect.inference import Predictor, tile_grid
-from maxidetect.normalise import normalise
+from maxidetect.network.inference import Predictor, tile_grid
+from maxidetect.network.normalise import normalise
 
 from .conftest import assert_probs_agree, real
 

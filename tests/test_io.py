@@ -8,7 +8,7 @@ import pytest
 from astropy.io import fits
 from astropy.table import Table
 
-from maxidetect.io import FitsStreamWriter, InputError, open_fits, read_plane
+from maxidetect.files import FitsStreamWriter, InputError, open_fits, read_plane
 
 
 def _header():
@@ -109,7 +109,7 @@ def test_temporaries_of_killed_runs_are_removed(tmp_path):
     import os
     import subprocess
 
-    from maxidetect.io import temp_output
+    from maxidetect.files import temp_output
 
     out = tmp_path / "frame.masks.fits"
     dead = subprocess.Popen(["true"])

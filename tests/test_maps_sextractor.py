@@ -7,14 +7,14 @@ import pytest
 from astropy.io import fits
 from astropy.wcs import WCS
 
-from maxidetect.catalog import read_catalog
 from maxidetect.classes import CLASSES, class_index
 from maxidetect.cli import _split_argv, build_parser, main
-from maxidetect.io import InputError
-from maxidetect.maps import MapPolicy, compute_maps, write_maps
+from maxidetect.extract.catalog import read_catalog
+from maxidetect.extract.config import ConfigError, SexConfig, find_binary, read_param_file
+from maxidetect.extract.sextractor import SExtractorError, build_command
+from maxidetect.files import InputError
+from maxidetect.maps.writer import MapPolicy, compute_maps, write_maps
 from maxidetect.pipeline import detect_file, sex_file
-from maxidetect.sexconfig import ConfigError, SexConfig, find_binary, read_param_file
-from maxidetect.sextractor import SExtractorError, build_command
 
 from .conftest import real
 
@@ -90,7 +90,7 @@ def test_compute_maps_from_real_network(maker):
 def test_streamed_map_files_equal_in_memory_maps(maker, tmp_path, monkeypatch, policy):
     """write_maps writes flags tile by tile and weights band by band: the files
     must equal compute_maps' arrays exactly, user weights included."""
-    import maxidetect.maps as maps_mod
+    import maxidetect.maps.writer as maps_mod
 
     monkeypatch.setattr(maps_mod, "BAND_ROWS", 48)  # several bands on a small cut
     with fits.open(real("fitswcs_tpv_ctio_mosaic2.fits")) as h:
@@ -167,7 +167,7 @@ def test_missing_binary_says_how_to_install(monkeypatch):
 
 
 def test_command_adds_maps_flag_columns_and_interp(tmp_path):
-    from maxidetect.io import parse_input
+    from maxidetect.files import parse_input
 
     # A parameter file without the flag columns gets them appended.
     (tmp_path / "p.param").write_text("NUMBER\nX_IMAGE\n")
@@ -340,7 +340,7 @@ def test_maps_reuse_up_to_date_masks(maker, tmp_path, monkeypatch):
     w, f = write_maps(path, maker)
     assert fits.getdata(w).shape == img.shape
     from maxidetect.classes import ClassConfig
-    from maxidetect.masks import MaskMaker
+    from maxidetect.masks.maker import MaskMaker
 
     cfg = ClassConfig.default()
     cfg.thresholds[0] = 0.5

@@ -10,8 +10,8 @@ from astropy.io import fits
 from astropy.wcs import WCS
 
 from maxidetect.classes import ClassConfig
-from maxidetect.io import InputError, expand_inputs
-from maxidetect.masks import MaskMaker, MaxidetectWarning
+from maxidetect.files import InputError, expand_inputs
+from maxidetect.masks.maker import MaskMaker, MaxidetectWarning
 
 from .conftest import EXAMPLE, real
 

@@ -9,8 +9,14 @@ import pytest
 from scipy.special import expit
 from scipy.stats import norm
 
-from maxidetect.modeleval import ScoreHistogram
-from maxidetect.weights import MANIFEST_PATH, WeightsError, load_manifest, load_network, register_model
+from maxidetect.network.weights import (
+    MANIFEST_PATH,
+    WeightsError,
+    load_manifest,
+    load_network,
+    register_model,
+)
+from maxidetect.validation.compare_models import ScoreHistogram
 
 from .conftest import REAL
 
@@ -50,7 +56,7 @@ def test_operating_points_and_purity_threshold():
 
 
 def test_register_and_load_round_trip(tmp_path, monkeypatch):
-    from maxidetect.network import build_model
+    from maxidetect.network.keras_engine import build_model
 
     zoo = tmp_path / "zoo"
     zoo.mkdir()
@@ -87,7 +93,7 @@ def test_register_and_load_round_trip(tmp_path, monkeypatch):
 
 def test_evaluate_cli_tiny_model_end_to_end(tmp_path, monkeypatch, capsys):
     from maxidetect.cli import main
-    from maxidetect.network import build_model
+    from maxidetect.network.keras_engine import build_model
 
     monkeypatch.chdir(tmp_path)
     build_model(width=0.125).save_weights("tiny.weights.h5")
@@ -113,7 +119,7 @@ def test_shipped_model_loads_verified_and_is_selectable(tmp_path, capsys):
     from astropy.io import fits
 
     from maxidetect.cli import main
-    from maxidetect.simulate import simulate_frame
+    from maxidetect.validation.simulate import simulate_frame
 
     names = list(load_manifest())
     assert names[0] == "maximask" and "maxidetect-ft-cpu" in names  # pretrained stays the default

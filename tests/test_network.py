@@ -5,8 +5,8 @@ import pytest
 from astropy.io import fits
 
 from maxidetect.classes import ClassConfig
-from maxidetect.normalise import normalise
-from maxidetect.priors import modify_priors, prior_factors, threshold
+from maxidetect.masks.priors import modify_priors, prior_factors, threshold
+from maxidetect.network.normalise import normalise
 
 from .conftest import assert_masks_agree, assert_probs_agree, real
 
@@ -14,7 +14,7 @@ from .conftest import assert_masks_agree, assert_probs_agree, real
 @pytest.fixture(scope="module")
 def savedmodel():
     tf = pytest.importorskip("tensorflow")
-    from maxidetect.weights import maximask_savedmodel_dir
+    from maxidetect.network.weights import maximask_savedmodel_dir
 
     fn = tf.saved_model.load(str(maximask_savedmodel_dir())).signatures["serving_default"]
 
@@ -57,7 +57,7 @@ def test_network_equals_savedmodel_on_real_tiles(engine, request, savedmodel):
 
 
 def test_parameter_count_and_weight_checksum(keras_predictor):
-    from maxidetect.weights import get_model_info, weights_checksum
+    from maxidetect.network.weights import get_model_info, weights_checksum
 
     assert keras_predictor.model.count_params() == 5_727_944
     assert weights_checksum(keras_predictor.model) == get_model_info("maximask").sha256
@@ -67,7 +67,7 @@ def test_pooling_ties_go_to_first_position():
     # Flat (tied) windows must unpool to the top-left pixel, as TF's argmax does.
     from keras import ops
 
-    from maxidetect.network import _pool_with_switches, _unpool
+    from maxidetect.network.keras_engine import _pool_with_switches, _unpool
 
     x = np.zeros((1, 4, 4, 1), np.float32)
     x[0, 2:, 2:, 0] = [[1.0, 3.0], [3.0, 2.0]]
@@ -77,7 +77,7 @@ def test_pooling_ties_go_to_first_position():
 
 
 def test_corrupted_cache_is_rebuilt(tmp_path, monkeypatch):
-    from maxidetect import weights
+    from maxidetect.network import weights
 
     monkeypatch.setenv("MAXIDETECT_CACHE", str(tmp_path))
     info = weights.get_model_info()

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 from astropy.io import fits
 
-from maxidetect.normalise import BACKGROUNDS, normalise, normalise_settings
-from maxidetect.weights import get_model_info
+from maxidetect.network.normalise import BACKGROUNDS, normalise, normalise_settings
+from maxidetect.network.weights import get_model_info
 
 from .conftest import real
 

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from astropy.io import fits
 
-from maxidetect.inference import Predictor, resolve_engine
-from maxidetect.normalise import normalise
+from maxidetect.network.inference import Predictor, resolve_engine
+from maxidetect.network.normalise import normalise
 
 from .conftest import REPO, assert_masks_agree, assert_probs_agree, real
 
@@ -32,7 +32,7 @@ def test_engines_agree_on_real_data_any_size(predictor, keras_predictor):
 def test_row_strips_equal_the_whole_network(predictor, monkeypatch):
     # The engine runs stem and head in row strips around a whole-tile core;
     # stitched, the strips must equal the network run in one graph.
-    import maxidetect.onnxnet as onnxnet
+    import maxidetect.network.onnx_engine as onnxnet
 
     fwd = predictor._forward
     # The bundled example frame: runs without the shared reference data too.
@@ -63,8 +63,8 @@ def test_row_strips_equal_the_whole_network(predictor, monkeypatch):
 def test_channel_padding_on_a_narrow_network():
     # width 0.3 gives 10- and 19-channel layers: the ONNX graph pads them to
     # multiples of 8 with zero filters, which must not change the result.
-    from maxidetect.network import build_model
-    from maxidetect.onnxnet import OnnxForward
+    from maxidetect.network.keras_engine import build_model
+    from maxidetect.network.onnx_engine import OnnxForward
 
     model = build_model(width=0.3)
     rng = np.random.default_rng(3)
@@ -94,7 +94,7 @@ def test_threads_sharing_the_engine_get_their_own_results(predictor, monkeypatch
     # wrong in one run).
     from concurrent.futures import ThreadPoolExecutor
 
-    import maxidetect.onnxnet as onnxnet
+    import maxidetect.network.onnx_engine as onnxnet
 
     monkeypatch.setattr(onnxnet, "_STRIP_PIXELS", 32 * 256)  # 8 strips per call: many chances to race
     rng = np.random.default_rng(5)
@@ -120,8 +120,8 @@ def test_engine_selection(monkeypatch):
 
 
 def test_gpu_node_without_keras_backend_is_warned(monkeypatch, tmp_path):
-    import maxidetect.inference as inference
-    from maxidetect.io import MaxidetectWarning
+    import maxidetect.network.inference as inference
+    from maxidetect.files import MaxidetectWarning
 
     monkeypatch.delenv("KERAS_BACKEND", raising=False)
     monkeypatch.setattr(inference, "_NVIDIA_DEVICE", str(tmp_path / "nvidiactl"))
@@ -134,7 +134,7 @@ def test_gpu_node_without_keras_backend_is_warned(monkeypatch, tmp_path):
 
 
 def test_weight_arrays_are_verified_and_rebuilt(tmp_path, monkeypatch):
-    from maxidetect import weights
+    from maxidetect.network import weights
 
     src = weights.cache_dir()
     monkeypatch.setenv("MAXIDETECT_CACHE", str(tmp_path))

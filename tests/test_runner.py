@@ -13,7 +13,7 @@ import pytest
 from astropy.io import fits
 
 from maxidetect.runner import Job, process_file, record_path, run_files
-from maxidetect.simulate import simulate_frame
+from maxidetect.validation.simulate import simulate_frame
 
 from .conftest import REPO
 
@@ -143,7 +143,7 @@ def test_process_pool_and_dask_cluster_match_serial(inputs, tmp_path):
 
 
 def test_globs_directories_and_lists_expand(inputs, tmp_path):
-    from maxidetect.io import InputError, expand_inputs
+    from maxidetect.files import InputError, expand_inputs
 
     d = inputs[0].parent
     assert [s.path for s in expand_inputs([str(d / "f*.fits")])] == sorted(inputs)

@@ -9,8 +9,8 @@ from astropy.io import fits
 from astropy.table import Table
 
 from maxidetect.cli import main
-from maxidetect.evaluate import mask_quality, match_catalogs, roc_curve, score_catalog
-from maxidetect.simulate import BIT, TRUTH_LEVEL, SimConfig, simulate_frame, truth_level
+from maxidetect.validation.scoring import mask_quality, match_catalogs, roc_curve, score_catalog
+from maxidetect.validation.simulate import BIT, TRUTH_LEVEL, SimConfig, simulate_frame, truth_level
 
 # The knob that switches each contaminant off.
 OFF = {

@@ -7,8 +7,8 @@ import pytest
 from astropy.io import fits
 from astropy.table import Table
 
-from maxidetect.simulate import SimConfig, simulate_frame
-from maxidetect.track import TRACKING_SIM, Tracker, build_tracker, load_tracker, tile_origins
+from maxidetect.network.maxitrack import TRACKING_SIM, Tracker, build_tracker, load_tracker, tile_origins
+from maxidetect.validation.simulate import SimConfig, simulate_frame
 
 from .conftest import assert_probs_agree, real
 
@@ -20,8 +20,8 @@ def tracker():
 
 def test_equals_the_savedmodel_on_real_tiles():
     tf = pytest.importorskip("tensorflow")
-    from maxidetect.normalise import normalise
-    from maxidetect.weights import maximask_savedmodel_dir
+    from maxidetect.network.normalise import normalise
+    from maxidetect.network.weights import maximask_savedmodel_dir
 
     sm = tf.saved_model.load(str(maximask_savedmodel_dir().parent.parent / "maxitrack" / "model"))
     f = sm.signatures["serving_default"]

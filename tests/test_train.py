@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from maxidetect.classes import N_CLASSES, class_index
-from maxidetect.train import (
+from maxidetect.training.train import (
     PatchStream,
     TrainConfig,
     class_weights,
@@ -97,7 +97,7 @@ _JAX_SCRIPT = """
 import numpy as np
 import keras
 assert keras.backend.backend() == "jax"
-from maxidetect.train import PatchStream, TrainConfig, make_trainer, weighted_bce_numpy
+from maxidetect.training.train import PatchStream, TrainConfig, make_trainer, weighted_bce_numpy
 cfg = TrainConfig(init=None, width=0.125, patch=64, frame_size=128, batch=2, learning_rate=3e-3, l2=1e-6)
 x, y, w = next(PatchStream(patch=64, frame_size=128, seed=1, per_frame=2).batches(2))
 model, step = make_trainer(cfg)

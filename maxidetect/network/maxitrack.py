@@ -76,7 +76,7 @@ def build_tracker(dtype=None):
 
 
 def _tracker_info() -> dict:
-    from .weights import manifest_path
+    from maxidetect.network.weights import manifest_path
 
     data = json.loads(manifest_path().read_text())
     for t in data.get("trackers", []):
@@ -93,7 +93,7 @@ def _convert(model) -> None:
     except ImportError:
         raise RuntimeError("converting the MaxiTrack SavedModel needs TensorFlow once (pip install tensorflow)") \
             from None
-    from .weights import maximask_savedmodel_dir
+    from maxidetect.network.weights import maximask_savedmodel_dir
 
     ckpt = maximask_savedmodel_dir().parent.parent / "maxitrack" / "model" / "variables" / "variables"
     reader = tf.train.load_checkpoint(str(ckpt))
@@ -113,9 +113,9 @@ def load_tracker(dtype=None):
     """The MaxiTrack network with its verified pretrained weights.
 
     Converted from the installed ``maximask`` package on first use and
-    cached beside the MaxiMask weights (see :func:`maxidetect.weights.cache_dir`).
+    cached beside the MaxiMask weights (see :func:`maxidetect.network.weights.cache_dir`).
     """
-    from .weights import WeightsError, _atomic_save_weights, cache_dir, weights_checksum
+    from maxidetect.network.weights import WeightsError, _atomic_save_weights, cache_dir, weights_checksum
 
     info = _tracker_info()
     model = build_tracker(dtype=dtype)
@@ -186,7 +186,7 @@ class Tracker:
 
     def tiles(self, image: np.ndarray) -> np.ndarray:
         """Normalised tiles of a 2-D image: float32 (n, 400, 400, 1)."""
-        from .normalise import normalise
+        from maxidetect.network.normalise import normalise
 
         norm = normalise(image)
         h, w = norm.shape
@@ -207,7 +207,7 @@ class Tracker:
         p = np.concatenate([np.asarray(self.model(t[i:i + self.batch_size]))[:, 1]
                             for i in range(0, len(t), self.batch_size)]).astype(np.float64)
         if self.prior is not None:
-            from .priors import modify_priors, prior_factors
+            from maxidetect.masks.priors import modify_priors, prior_factors
 
             f = prior_factors([self.prior], [TRAINING_PRIOR])
             p = modify_priors(p[None], f, axis=0)[0]
@@ -226,7 +226,7 @@ class Tracker:
 
     def score_file(self, spec) -> list[TrackResult]:
         """One row per image HDU, then the frame row (``hdu="all"``)."""
-        from .io import InputError, InputSpec, is_image_hdu, open_fits, parse_input, select_hdus
+        from maxidetect.files import InputError, InputSpec, is_image_hdu, open_fits, parse_input, select_hdus
 
         spec = spec if isinstance(spec, InputSpec) else parse_input(str(spec))
         hdul = open_fits(spec.path)
@@ -294,7 +294,7 @@ def tracking_benchmark(n_frames: int = 6, size: int = 800, lengths=(4.0, 8.0, 15
 
     from tqdm import tqdm
 
-    from .simulate import SimConfig, simulate_frame
+    from maxidetect.validation.simulate import SimConfig, simulate_frame
 
     tracker = tracker or Tracker()
     scores = {0.0: []}

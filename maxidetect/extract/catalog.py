@@ -13,7 +13,7 @@ import numpy as np
 from astropy.io import fits
 from astropy.table import Table, vstack
 
-from .io import atomic_output, write_hdulist_atomic
+from maxidetect.files import atomic_output, write_hdulist_atomic
 
 __all__ = ["CATALOG_TYPES", "write_catalog", "read_catalog"]
 

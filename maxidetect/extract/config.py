@@ -24,7 +24,7 @@ __all__ = [
 ]
 
 #: The project's own SExtractor configuration files.
-CONFIG_DIR = Path(__file__).resolve().parent.parent / "sextractor_configs"
+CONFIG_DIR = Path(__file__).resolve().parent.parent.parent / "sextractor_configs"
 #: Where Debian's ``source-extractor`` installs its filters and network.
 SYSTEM_DIRS = (Path("/usr/share/source-extractor"), Path("/usr/share/sextractor"), Path("/usr/local/share/sextractor"))
 #: Keys naming auxiliary files that SExtractor opens relative to the cwd.
@@ -207,7 +207,7 @@ def read_conv_file(path) -> np.ndarray:
 
 def find_binary(explicit: str | None = None) -> str:
     """The SExtractor executable: ``explicit``, else ``source-extractor`` or ``sex`` on PATH."""
-    from .sextractor import SExtractorError
+    from maxidetect.extract.sextractor import SExtractorError
 
     if explicit:
         p = shutil.which(explicit) or (explicit if os.access(explicit, os.X_OK) else None)

@@ -20,8 +20,8 @@ import numpy as np
 from astropy.io import fits
 from scipy import ndimage
 
-from .classes import CLASS_NAMES, CLASSES, class_index
-from .io import (
+from maxidetect.classes import CLASS_NAMES, CLASSES, class_index
+from maxidetect.files import (
     FitsStreamWriter,
     InputError,
     InputSpec,
@@ -34,7 +34,7 @@ from .io import (
     read_plane,
     select_hdus,
 )
-from .masks import MASK_SUFFIX, MaskMaker, MaxidetectWarning
+from maxidetect.masks.maker import MASK_SUFFIX, MaskMaker, MaxidetectWarning
 
 __all__ = [
     "MapPolicy",

@@ -115,14 +115,14 @@ def resolve_engine(engine: str = "auto", model=None, precision: str = "float32")
         if engine == "onnxruntime" and not (model is None or isinstance(model, str)):
             raise ValueError("the onnxruntime engine takes a model name, not a Keras model")
         return engine
-    from .onnxnet import available
+    from maxidetect.network.onnx_engine import available
 
     if (model is None or isinstance(model, str)) and precision == "float32" \
             and not os.environ.get("KERAS_BACKEND") and available():
         if os.path.exists(_NVIDIA_DEVICE):
             import warnings
 
-            from .io import MaxidetectWarning
+            from maxidetect.files import MaxidetectWarning
 
             # The ONNX engine is CPU-only: on a GPU node it would be ~100x
             # slower than the Keras engine on JAX (measured 150 MPix/s, H100).
@@ -241,7 +241,7 @@ class Predictor:
         engine: str = "auto",
         threads: int | None = None,
     ):
-        from .weights import get_model_info, load_network, load_weight_arrays
+        from maxidetect.network.weights import get_model_info, load_network, load_weight_arrays
 
         policy = {"float32": None, "bfloat16": "mixed_bfloat16", "float16": "mixed_float16"}
         if precision not in policy:
@@ -250,7 +250,7 @@ class Predictor:
         if self.engine == "onnxruntime":
             if precision != "float32":
                 raise ValueError("the onnxruntime engine runs float32 only; use engine='keras'")
-            from .onnxnet import OnnxForward
+            from maxidetect.network.onnx_engine import OnnxForward
 
             arrays, self.info = load_weight_arrays(model)
             self.model = None  # no Keras model: nothing of Keras is imported
@@ -276,8 +276,8 @@ class Predictor:
 
     @property
     def normalisation(self) -> dict:
-        """:func:`~maxidetect.normalise.normalise` keywords for this model's inputs."""
-        from .normalise import normalise_settings
+        """:func:`~maxidetect.network.normalise.normalise` keywords for this model's inputs."""
+        from maxidetect.network.normalise import normalise_settings
 
         return normalise_settings(self.info.normalisation)
 
@@ -330,7 +330,7 @@ class Predictor:
 
     def _row_blocks(self, batch: np.ndarray):
         """(r0, r1, probs (N, n_classes, r1 - r0, W)) covering a batch of tiles:
-        row strips from the ONNX engine (see :class:`~maxidetect.onnxnet.OnnxForward`),
+        row strips from the ONNX engine (see :class:`~maxidetect.network.onnx_engine.OnnxForward`),
         else the whole batch at once."""
         if self.engine == "onnxruntime":
             yield from self._forward.iter_rows(batch)

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .classes import CLASSES, N_CLASSES
+from maxidetect.classes import CLASSES, N_CLASSES
 
 __all__ = ["prior_factors", "modify_priors", "threshold", "bitmask"]
 

@@ -27,8 +27,8 @@ from astropy.wcs import WCS
 from scipy import ndimage
 from scipy.signal import fftconvolve
 
-from .classes import CLASS_NAMES, CLASSES
-from .io import write_hdulist_atomic
+from maxidetect.classes import CLASS_NAMES, CLASSES
+from maxidetect.files import write_hdulist_atomic
 
 __all__ = ["SimConfig", "SimFrame", "simulate_frame", "write_frame", "BIT", "TRUTH_LEVEL", "truth_level"]
 
@@ -475,7 +475,7 @@ def simulate_frame(seed: int = 0, config: SimConfig | None = None, size: int | N
     hdr["RDNOISE"] = (cfg.rdnoise, "read noise [e-]")
     hdr["SATURATE"] = (float(cfg.bias + sat_level), "saturation level [ADU]")
     hdr["MAGZERO"] = (cfg.zeropoint, "magnitude of 1 ADU")
-    hdr["SIMSEED"] = (seed, "maxidetect.simulate seed")
+    hdr["SIMSEED"] = (seed, "maxidetect.validation.simulate seed")
     hdr["SIMFWHM"] = (round(fwhm, 4), "PSF FWHM [pix]")
     hdr["SIMSKY"] = (round(sky, 3), "sky level [ADU]")
     if track_angle is not None:

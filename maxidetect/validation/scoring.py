@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 from scipy.spatial import cKDTree
 
-from .classes import CLASSES
+from maxidetect.classes import CLASSES
 
 __all__ = [
     "match_catalogs",

@@ -16,7 +16,15 @@ import warnings
 from dataclasses import replace
 from pathlib import Path
 
-from .io import (
+from maxidetect.extract.config import (
+    CONFIG_DIR,
+    ConfigError,
+    SexConfig,
+    find_binary,
+    read_param_file,
+    resolve_aux_file,
+)
+from maxidetect.files import (
     FitsStreamWriter,
     InputSpec,
     MaxidetectWarning,
@@ -26,7 +34,6 @@ from .io import (
     open_fits,
     output_path,
 )
-from .sexconfig import CONFIG_DIR, ConfigError, SexConfig, find_binary, read_param_file, resolve_aux_file
 
 __all__ = ["SExtractorError", "FLAG_COLUMNS", "CATALOG_SUFFIX", "build_command", "run_sextractor"]
 
@@ -110,7 +117,7 @@ def build_command(
             cmd += [f"-{key}", value]
     cmd += ["-CATALOG_NAME", str(catalog), "-CATALOG_TYPE", catalog_type]
     if maps is not None:
-        from .maps import sextractor_args
+        from maxidetect.maps.writer import sextractor_args
 
         cmd += sextractor_args(*maps, interp_none=not config.user_set("INTERP_TYPE"))
     return cmd

@@ -28,14 +28,14 @@ from pathlib import Path
 import numpy as np
 from astropy.io import fits
 
-from .catalog import read_catalog
-from .classes import CLASSES
-from .evaluate import CONTAMINANT_ORDER, mask_quality, score_catalog
-from .io import write_hdulist_atomic
-from .maps import MapPolicy, MapSet, maps_from_masks, noise_weight
-from .pipeline import detect_file, sex_file
-from .sexconfig import SexConfig
-from .simulate import SimConfig, simulate_frame
+from maxidetect.classes import CLASSES
+from maxidetect.extract.catalog import read_catalog
+from maxidetect.extract.config import SexConfig
+from maxidetect.files import write_hdulist_atomic
+from maxidetect.maps.writer import MapPolicy, MapSet, maps_from_masks, noise_weight
+from maxidetect.pipeline import detect_file, sex_file
+from maxidetect.validation.scoring import CONTAMINANT_ORDER, mask_quality, score_catalog
+from maxidetect.validation.simulate import SimConfig, simulate_frame
 
 __all__ = ["BenchOptions", "run_bench", "write_report", "real_report"]
 
@@ -104,8 +104,8 @@ def run_bench(opts: BenchOptions, maker=None, work_dir=None, progress: bool = Tr
     from tqdm import tqdm
 
     if maker is None:
-        from .classes import ClassConfig
-        from .masks import MaskMaker
+        from maxidetect.classes import ClassConfig
+        from maxidetect.masks.maker import MaskMaker
 
         maker = MaskMaker(config=ClassConfig.catalogue())
     engines = [e for e in opts.engines if e == "SEP" or _have_sextractor()]
@@ -341,13 +341,13 @@ def real_report(paths, out_dir, maker=None, policy: MapPolicy | None = None, con
     in the masked run) and how many masked-run detections carry its bit in
     IMAFLAGS_ISO; a PNG preview with the masks overlaid.
     """
-    from .detect import detect
-    from .io import is_image_hdu, parse_input
-    from .maps import compute_maps
+    from maxidetect.extract.sep_engine import detect
+    from maxidetect.files import is_image_hdu, parse_input
+    from maxidetect.maps.writer import compute_maps
 
     if maker is None:
-        from .classes import ClassConfig
-        from .masks import MaskMaker
+        from maxidetect.classes import ClassConfig
+        from maxidetect.masks.maker import MaskMaker
 
         maker = MaskMaker(config=ClassConfig.catalogue())
     policy = policy or MapPolicy()

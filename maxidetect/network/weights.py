@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .classes import CLASS_NAMES
+from maxidetect.classes import CLASS_NAMES
 
 __all__ = [
     "ModelInfo",
@@ -36,7 +36,7 @@ __all__ = [
     "weights_width",
 ]
 
-MANIFEST_PATH = Path(__file__).resolve().parent.parent / "weights" / "manifest.json"
+MANIFEST_PATH = Path(__file__).resolve().parent.parent.parent / "weights" / "manifest.json"
 
 
 def weights_dir() -> Path:
@@ -181,7 +181,7 @@ def load_network(name: str | None = None, dtype=None):
     Returns ``(model, info)``. The pretrained MaxiMask weights are converted
     on first use and cached (see :func:`cache_dir`).
     """
-    from .network import build_model
+    from maxidetect.network.keras_engine import build_model
 
     info = get_model_info(name)
     arch = info.architecture or {}
@@ -215,15 +215,15 @@ def load_weight_arrays(name: str | None = None):
     """Kernels and biases of model ``name`` without importing Keras.
 
     Returns ``({layer: (kernel (3, 3, in, out), bias (out,))}, info)`` in
-    :data:`~maxidetect.architecture.LAYER_SPECS` order. Read from an array
+    :data:`~maxidetect.network.architecture.LAYER_SPECS` order. Read from an array
     file in the cache (named by the manifest checksum and verified against
     it on every load); on first use it is filled from :func:`load_network`,
     which needs Keras once.
     """
     import zipfile
 
-    from .architecture import LAYER_SPECS
-    from .io import atomic_output
+    from maxidetect.files import atomic_output
+    from maxidetect.network.architecture import LAYER_SPECS
 
     info = get_model_info(name)
     names = [n for n, _, _ in LAYER_SPECS]
@@ -300,8 +300,8 @@ def register_model(
     """
     import shutil
 
-    from .network import build_model
-    from .normalise import check_background
+    from maxidetect.network.keras_engine import build_model
+    from maxidetect.network.normalise import check_background
 
     if not name or any(ch in name for ch in "/\\ "):
         raise ValueError(f"model name {name!r}: no spaces or slashes")

@@ -1,6 +1,6 @@
 """The network as an ONNX graph run by ONNX Runtime: the fast CPU engine.
 
-Built in memory from the weight arrays with :func:`maxidetect.architecture.forward`
+Built in memory from the weight arrays with :func:`maxidetect.network.architecture.forward`
 (no TensorFlow or Keras import, so a CLI run starts in about a second instead
 of ~15 s). ONNX's ``MaxPool`` returns the argmax indices and ``MaxUnpool``
 scatters to them; both keep the first maximum in raster order, TensorFlow's
@@ -18,7 +18,17 @@ import threading
 
 import numpy as np
 
-from .architecture import ALIGN, CORE_OUTPUTS, HEAD_INPUTS, LAYER_SPECS, N_POOL, core, forward, head, stem
+from maxidetect.network.architecture import (
+    ALIGN,
+    CORE_OUTPUTS,
+    HEAD_INPUTS,
+    LAYER_SPECS,
+    N_POOL,
+    core,
+    forward,
+    head,
+    stem,
+)
 
 __all__ = ["build_graph", "OnnxForward", "available", "strip_rows", "STEM_HALO", "HEAD_HALO", "PARTS"]
 
@@ -48,7 +58,7 @@ def _pad_axis(a: np.ndarray, axis: int, n: int) -> np.ndarray:
 
 
 class _GraphOps:
-    """:class:`maxidetect.architecture.Ops` emitting ONNX nodes (NCHW)."""
+    """:class:`maxidetect.network.architecture.Ops` emitting ONNX nodes (NCHW)."""
 
     def __init__(self, weights: dict[str, tuple[np.ndarray, np.ndarray]], n_classes: int,
                  shape: tuple[int, int] | None):
@@ -186,16 +196,16 @@ def build_graph(weights: dict[str, tuple[np.ndarray, np.ndarray]], shape: tuple[
     ----------
     weights : dict
         ``{layer name: (kernel (3, 3, in, out), bias (out,))}`` for every layer
-        of :data:`maxidetect.architecture.LAYER_SPECS` (Keras layout).
+        of :data:`maxidetect.network.architecture.LAYER_SPECS` (Keras layout).
     shape : (H, W) or None
         None: a graph for any H, W that are multiples of 32 (tiles; 4 for
         the stem and head). Else a graph for exactly this input size, which
         may be anything (odd sizes pool like TensorFlow's "SAME", padding at
         the bottom/right); only for ``part="full"``.
     part : {"full", "stem", "core", "head"}
-        The whole network or one of :mod:`maxidetect.architecture`'s parts:
+        The whole network or one of :mod:`maxidetect.network.architecture`'s parts:
         ``"stem"``: ``x`` -> ``p2`` (1/4 resolution); ``"core"``: ``p2`` ->
-        the maps named in :data:`~maxidetect.architecture.CORE_OUTPUTS`;
+        the maps named in :data:`~maxidetect.network.architecture.CORE_OUTPUTS`;
         ``"head"``: ``x`` and those maps -> ``y``.
 
     Returns
@@ -310,7 +320,7 @@ def _share_cpu_arena(ort) -> None:
 class OnnxForward:
     """A compiled forward pass: normalised tiles in, probabilities out.
 
-    A tile on the 32 px grid runs in three parts (:mod:`maxidetect.architecture`):
+    A tile on the 32 px grid runs in three parts (:mod:`maxidetect.network.architecture`):
     the stem in row strips, the core on the whole tile (1/4 resolution), the
     head in row strips. A tile then costs ~0.2 kB per pixel instead of
     ~0.8 kB for the whole network at once (measured peaks, less the ~0.25 GB

@@ -9,8 +9,8 @@ back to full resolution; the five 14-channel maps are concatenated and a
 final 3x3 convolution gives one sigmoid per class.
 
 :func:`forward` states the wiring once; the Keras model
-(:mod:`maxidetect.network`) and the ONNX Runtime graph
-(:mod:`maxidetect.onnxnet`) both run it with their own primitives, so the
+(:mod:`maxidetect.network.keras_engine`) and the ONNX Runtime graph
+(:mod:`maxidetect.network.onnx_engine`) both run it with their own primitives, so the
 two engines cannot drift apart.
 """
 

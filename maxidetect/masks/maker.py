@@ -14,10 +14,9 @@ from pathlib import Path
 import numpy as np
 from astropy.io import fits
 
-from . import __version__
-from .classes import CLASSES, ClassConfig
-from .inference import DEFAULT_MARGIN, Predictor
-from .io import (
+from maxidetect import __version__
+from maxidetect.classes import CLASSES, ClassConfig
+from maxidetect.files import (
     FitsStreamWriter,
     InputError,
     InputSpec,
@@ -29,8 +28,9 @@ from .io import (
     read_plane,
     select_hdus,
 )
-from .normalise import check_background, normalise
-from .priors import bitmask, modify_priors, prior_factors
+from maxidetect.masks.priors import bitmask, modify_priors, prior_factors
+from maxidetect.network.inference import DEFAULT_MARGIN, Predictor
+from maxidetect.network.normalise import check_background, normalise
 
 __all__ = ["MaskMaker", "MaxidetectWarning", "predict", "compute_masks", "MASK_SUFFIX"]
 
@@ -63,9 +63,9 @@ class MaskMaker:
     apply_threshold : bool
         Threshold probabilities with ``config.thresholds`` (strict ``>``).
     tile, margin, batch_size, precision, engine, threads
-        Passed to :class:`~maxidetect.inference.Predictor`.
+        Passed to :class:`~maxidetect.network.inference.Predictor`.
     background : {"maximask", "centred", "sep"}, optional
-        Normalisation maps (:func:`~maxidetect.normalise.normalise`); default:
+        Normalisation maps (:func:`~maxidetect.network.normalise.normalise`); default:
         the model's own (manifest).
     """
 
@@ -211,7 +211,7 @@ class MaskMaker:
         :class:`InputError` naming the file, HDU and problem on bad input.
         """
         if not isinstance(spec, InputSpec):
-            from .io import parse_input
+            from maxidetect.files import parse_input
 
             spec = parse_input(str(spec))
         kind = OutputKind(probs=probs, single=single)

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
-from .classes import CLASSES, N_CLASSES
+from maxidetect.classes import CLASSES, N_CLASSES
 
 __all__ = [
     "class_weights",
@@ -94,8 +94,8 @@ class PatchStream:
         return self.counts / max(self.n_pixels, 1)
 
     def __iter__(self):
-        from .normalise import normalise
-        from .simulate import simulate_frame
+        from maxidetect.network.normalise import normalise
+        from maxidetect.validation.simulate import simulate_frame
 
         k = 0
         rng = np.random.default_rng(self.seed)
@@ -136,10 +136,10 @@ class TrainConfig:
     learning_rate: float = 1e-4
     l2: float = 1e-6
     seed: int = 0  # patch stream and, from scratch, the initial weights (reproducible runs)
-    background: str = "maximask"  # normalisation maps (maxidetect.normalise.BACKGROUNDS)
+    background: str = "maximask"  # normalisation maps (maxidetect.network.normalise.BACKGROUNDS)
 
     def __post_init__(self):
-        from .normalise import check_background
+        from maxidetect.network.normalise import check_background
 
         check_background(self.background)
 
@@ -152,8 +152,8 @@ def make_trainer(cfg: TrainConfig):
     import keras
     from keras import ops
 
-    from .network import build_model
-    from .weights import load_network
+    from maxidetect.network.keras_engine import build_model
+    from maxidetect.network.weights import load_network
 
     if cfg.init:
         model, _ = load_network(cfg.init)

@@ -1,6 +1,6 @@
 """The MaxiMask network in Keras 3 with backend-agnostic ``keras.ops``.
 
-The wiring is :func:`maxidetect.architecture.forward`; this module supplies
+The wiring is :func:`maxidetect.network.architecture.forward`; this module supplies
 Keras primitives for it.
 
 Max-pool-with-argmax is expressed as a one-hot "first maximum" selection in
@@ -15,7 +15,7 @@ from __future__ import annotations
 import keras
 from keras import layers, ops
 
-from .architecture import ALIGN, LAYER_SPECS, N_POOL, forward
+from maxidetect.network.architecture import ALIGN, LAYER_SPECS, N_POOL, forward
 
 __all__ = ["MaxiMaskNet", "LAYER_SPECS", "build_model", "N_POOL", "ALIGN"]
 
@@ -95,7 +95,7 @@ class MaxiMaskNet(keras.Model):
 
 
 class _KerasOps:
-    """:class:`maxidetect.architecture.Ops` on Keras layers and ``keras.ops``."""
+    """:class:`maxidetect.network.architecture.Ops` on Keras layers and ``keras.ops``."""
 
     def __init__(self, convs, logits: bool):
         self.convs, self.logits = convs, logits

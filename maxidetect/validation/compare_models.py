@@ -20,14 +20,14 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage
 
-from .classes import CLASSES
+from maxidetect.classes import CLASSES
 
 __all__ = ["ScoreHistogram", "ModelReport", "evaluate_models", "write_model_report", "HELD_OUT_SEED0",
            "GMOS_CR_SLICES"]
 
 N_BINS = 4000
 LOGIT_RANGE = (-20.0, 20.0)
-# Training draws frames from seeds seed * 100003 + k (maxidetect.train); held-out
+# Training draws frames from seeds seed * 100003 + k (maxidetect.training.train); held-out
 # frames start far above any of those for training seeds below 89.
 HELD_OUT_SEED0 = 9_000_000
 # The two labelled cosmic rays of astroscrappy's GMOS test frame (SCI, y then x).
@@ -142,7 +142,7 @@ def _gmos_check(predictor, path: Path) -> dict:
     labelled box more than 5 sigma above the local background count as truth."""
     from astropy.io import fits
 
-    from .normalise import normalise
+    from maxidetect.network.normalise import normalise
 
     with fits.open(path) as h:
         sci = np.asarray(h["SCI"].data, np.float64)
@@ -169,9 +169,9 @@ def _crowded_check(predictor, path: Path) -> dict:
     """Stars whose peak pixel is called a cosmic ray or hot pixel (map thresholds)."""
     from astropy.io import fits
 
-    from .detect import detect
-    from .io import is_image_hdu
-    from .normalise import normalise
+    from maxidetect.extract.sep_engine import detect
+    from maxidetect.files import is_image_hdu
+    from maxidetect.network.normalise import normalise
 
     with fits.open(path) as h:
         data = np.asarray(next(x for x in h if is_image_hdu(x)).data, np.float64)
@@ -195,9 +195,9 @@ def evaluate_models(models, n_frames: int = 4, size: int = 1024, seed0: int = HE
 
     from tqdm import tqdm
 
-    from .inference import Predictor
-    from .normalise import normalise
-    from .simulate import simulate_frame
+    from maxidetect.network.inference import Predictor
+    from maxidetect.network.normalise import normalise
+    from maxidetect.validation.simulate import simulate_frame
 
     preds = []
     for m in models:

@@ -25,9 +25,9 @@ from astropy.table import Table
 from astropy.wcs import WCS
 from scipy import ndimage
 
-from .classes import CLASSES
-from .io import MaxidetectWarning
-from .sexconfig import ConfigError, SexConfig, read_conv_file
+from maxidetect.classes import CLASSES
+from maxidetect.extract.config import ConfigError, SexConfig, read_conv_file
+from maxidetect.files import MaxidetectWarning
 
 __all__ = ["Detection", "detect", "SUPPORTED_PARAMS"]
 

@@ -1,0 +1,1 @@
+"""Masks -> SExtractor WEIGHT_IMAGE and FLAG_IMAGE maps."""

@@ -1,0 +1,2 @@
+"""Probabilities -> per-class masks: Bayesian prior modification,
+thresholds, and :class:`~maxidetect.masks.maker.MaskMaker` (arrays and files)."""

@@ -1,0 +1,1 @@
+"""Training and fine-tuning the network (Keras 3: TensorFlow, JAX or torch)."""
