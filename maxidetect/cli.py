@@ -73,7 +73,8 @@ def cmd_mask(args) -> int:
         print("maxidetect: error: no class selected", file=sys.stderr)
         return 2
 
-    from maxidetect.network.weights import WeightsError, get_model_info
+    from maxidetect.errors import WeightsError
+    from maxidetect.network.weights import get_model_info
     from maxidetect.runner import Job
 
     try:
@@ -240,11 +241,11 @@ def _split_argv(argv: list[str], parser: argparse.ArgumentParser) -> tuple[list[
 def _run_maps_engine(args, engine: str) -> int:
     """Shared driver of ``maps``, ``sex`` and ``detect``: settings are
     checked here (before any work), then the runner does the files."""
-    from maxidetect.extract.config import ConfigError, SexConfig, split_sextractor_args
-    from maxidetect.extract.sextractor import SExtractorError
-    from maxidetect.files import InputError, expand_inputs
+    from maxidetect.errors import ConfigError, InputError, SExtractorError, WeightsError
+    from maxidetect.extract.config import SexConfig, split_sextractor_args
+    from maxidetect.files import expand_inputs
     from maxidetect.maps.writer import MapPolicy
-    from maxidetect.network.weights import WeightsError, get_model_info
+    from maxidetect.network.weights import get_model_info
     from maxidetect.runner import Job, class_config
 
     try:
@@ -470,7 +471,8 @@ def cmd_evaluate(args) -> int:
 def cmd_track(args) -> int:
     from tqdm import tqdm
 
-    from maxidetect.files import InputError, expand_inputs
+    from maxidetect.errors import InputError
+    from maxidetect.files import expand_inputs
     from maxidetect.network.maxitrack import Tracker, write_table
 
     try:

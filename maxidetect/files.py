@@ -20,9 +20,9 @@ from pathlib import Path
 import numpy as np
 from astropy.io import fits
 
+from maxidetect.errors import InputError
+
 __all__ = [
-    "InputError",
-    "MaxidetectWarning",
     "InputSpec",
     "expand_inputs",
     "parse_input",
@@ -47,14 +47,6 @@ _STRUCTURAL = re.compile(
     r"^(SIMPLE|XTENSION|BITPIX|NAXIS\d*|EXTEND|PCOUNT|GCOUNT|BSCALE|BZERO|BLANK|"
     r"CHECKSUM|DATASUM|Z[A-Z0-9_]*|TFIELDS|TTYPE\d+|TFORM\d+)$"
 )
-
-
-class InputError(ValueError):
-    """Bad input: the message names the file, the HDU and the problem."""
-
-
-class MaxidetectWarning(UserWarning):
-    """Something in the input or the run that the user should know about."""
 
 
 @dataclass(frozen=True)

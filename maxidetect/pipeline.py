@@ -11,14 +11,13 @@ from pathlib import Path
 
 import numpy as np
 
+from maxidetect.errors import InputError, MaxidetectWarning
 from maxidetect.extract.catalog import CATALOG_TYPES, write_catalog
 from maxidetect.extract.config import SexConfig, read_param_file
 from maxidetect.extract.sep_engine import detect
 from maxidetect.extract.sextractor import catalog_target, run_sextractor
 from maxidetect.files import (
-    InputError,
     InputSpec,
-    MaxidetectWarning,
     image_header,
     is_image_hdu,
     open_fits,

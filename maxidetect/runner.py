@@ -333,7 +333,8 @@ def _run(job: Job, spec, overwrite: bool, commands: list, cards=()) -> list[Path
 
 def process_file(job: Job, spec) -> FileResult:
     """Do ``job`` on one input; every error becomes a ``failed`` result."""
-    from maxidetect.files import InputSpec, MaxidetectWarning, parse_input
+    from maxidetect.errors import MaxidetectWarning
+    from maxidetect.files import InputSpec, parse_input
 
     spec = spec if isinstance(spec, InputSpec) else parse_input(str(spec))
     t0 = time.perf_counter()

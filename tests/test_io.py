@@ -8,7 +8,8 @@ import pytest
 from astropy.io import fits
 from astropy.table import Table
 
-from maxidetect.files import FitsStreamWriter, InputError, open_fits, read_plane
+from maxidetect.errors import InputError
+from maxidetect.files import FitsStreamWriter, open_fits, read_plane
 
 
 def _header():

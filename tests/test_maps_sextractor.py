@@ -9,10 +9,10 @@ from astropy.wcs import WCS
 
 from maxidetect.classes import CLASSES, class_index
 from maxidetect.cli import _split_argv, build_parser, main
+from maxidetect.errors import ConfigError, InputError, SExtractorError
 from maxidetect.extract.catalog import read_catalog
-from maxidetect.extract.config import ConfigError, SexConfig, find_binary, read_param_file
-from maxidetect.extract.sextractor import SExtractorError, build_command
-from maxidetect.files import InputError
+from maxidetect.extract.config import SexConfig, find_binary, read_param_file
+from maxidetect.extract.sextractor import build_command
 from maxidetect.maps.writer import MapPolicy, compute_maps, write_maps
 from maxidetect.pipeline import detect_file, sex_file
 

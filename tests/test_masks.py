@@ -10,8 +10,9 @@ from astropy.io import fits
 from astropy.wcs import WCS
 
 from maxidetect.classes import ClassConfig
-from maxidetect.files import InputError, expand_inputs
-from maxidetect.masks.maker import MaskMaker, MaxidetectWarning
+from maxidetect.errors import InputError, MaxidetectWarning
+from maxidetect.files import expand_inputs
+from maxidetect.masks.maker import MaskMaker
 
 from .conftest import EXAMPLE, real
 

@@ -9,13 +9,8 @@ import pytest
 from scipy.special import expit
 from scipy.stats import norm
 
-from maxidetect.network.weights import (
-    MANIFEST_PATH,
-    WeightsError,
-    load_manifest,
-    load_network,
-    register_model,
-)
+from maxidetect.errors import WeightsError
+from maxidetect.network.weights import MANIFEST_PATH, load_manifest, load_network, register_model
 from maxidetect.validation.compare_models import ScoreHistogram
 
 from .conftest import REAL

@@ -121,7 +121,7 @@ def test_engine_selection(monkeypatch):
 
 def test_gpu_node_without_keras_backend_is_warned(monkeypatch, tmp_path):
     import maxidetect.network.inference as inference
-    from maxidetect.files import MaxidetectWarning
+    from maxidetect.errors import MaxidetectWarning
 
     monkeypatch.delenv("KERAS_BACKEND", raising=False)
     monkeypatch.setattr(inference, "_NVIDIA_DEVICE", str(tmp_path / "nvidiactl"))

@@ -143,7 +143,8 @@ def test_process_pool_and_dask_cluster_match_serial(inputs, tmp_path):
 
 
 def test_globs_directories_and_lists_expand(inputs, tmp_path):
-    from maxidetect.files import InputError, expand_inputs
+    from maxidetect.errors import InputError
+    from maxidetect.files import expand_inputs
 
     d = inputs[0].parent
     assert [s.path for s in expand_inputs([str(d / "f*.fits")])] == sorted(inputs)

@@ -13,8 +13,9 @@ from pathlib import Path
 
 import numpy as np
 
+from maxidetect.errors import ConfigError, SExtractorError
+
 __all__ = [
-    "ConfigError",
     "SexConfig",
     "CONFIG_DIR",
     "split_sextractor_args",
@@ -29,10 +30,6 @@ CONFIG_DIR = Path(__file__).resolve().parent.parent.parent / "sextractor_configs
 SYSTEM_DIRS = (Path("/usr/share/source-extractor"), Path("/usr/share/sextractor"), Path("/usr/local/share/sextractor"))
 #: Keys naming auxiliary files that SExtractor opens relative to the cwd.
 FILE_KEYS = ("PARAMETERS_NAME", "FILTER_NAME", "STARNNW_NAME")
-
-
-class ConfigError(ValueError):
-    """An unreadable or invalid SExtractor configuration."""
 
 
 def split_sextractor_args(args: list[str]) -> tuple[str | None, dict[str, str]]:
@@ -207,7 +204,6 @@ def read_conv_file(path) -> np.ndarray:
 
 def find_binary(explicit: str | None = None) -> str:
     """The SExtractor executable: ``explicit``, else ``source-extractor`` or ``sex`` on PATH."""
-    from maxidetect.extract.sextractor import SExtractorError
 
     if explicit:
         p = shutil.which(explicit) or (explicit if os.access(explicit, os.X_OK) else None)

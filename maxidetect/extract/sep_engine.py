@@ -26,8 +26,8 @@ from astropy.wcs import WCS
 from scipy import ndimage
 
 from maxidetect.classes import CLASSES
-from maxidetect.extract.config import ConfigError, SexConfig, read_conv_file
-from maxidetect.files import MaxidetectWarning
+from maxidetect.errors import ConfigError, MaxidetectWarning
+from maxidetect.extract.config import SexConfig, read_conv_file
 
 __all__ = ["Detection", "detect", "SUPPORTED_PARAMS"]
 

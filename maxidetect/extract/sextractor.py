@@ -16,18 +16,11 @@ import warnings
 from dataclasses import replace
 from pathlib import Path
 
-from maxidetect.extract.config import (
-    CONFIG_DIR,
-    ConfigError,
-    SexConfig,
-    find_binary,
-    read_param_file,
-    resolve_aux_file,
-)
+from maxidetect.errors import ConfigError, MaxidetectWarning, SExtractorError
+from maxidetect.extract.config import CONFIG_DIR, SexConfig, find_binary, read_param_file, resolve_aux_file
 from maxidetect.files import (
     FitsStreamWriter,
     InputSpec,
-    MaxidetectWarning,
     atomic_output,
     image_header,
     is_gzipped,
@@ -35,15 +28,11 @@ from maxidetect.files import (
     output_path,
 )
 
-__all__ = ["SExtractorError", "FLAG_COLUMNS", "CATALOG_SUFFIX", "build_command", "run_sextractor"]
+__all__ = ["FLAG_COLUMNS", "CATALOG_SUFFIX", "build_command", "run_sextractor"]
 
 #: Columns every masked run must carry.
 FLAG_COLUMNS = ("IMAFLAGS_ISO", "NIMAFLAGS_ISO", "FLAGS_WEIGHT")
 CATALOG_SUFFIX = ".cat.fits"
-
-
-class SExtractorError(RuntimeError):
-    """SExtractor is missing or failed; the message carries its own error."""
 
 
 def image_argument(spec: InputSpec) -> str:

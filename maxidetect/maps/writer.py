@@ -21,9 +21,9 @@ from astropy.io import fits
 from scipy import ndimage
 
 from maxidetect.classes import CLASS_NAMES, CLASSES, class_index
+from maxidetect.errors import InputError, MaxidetectWarning
 from maxidetect.files import (
     FitsStreamWriter,
-    InputError,
     InputSpec,
     image_header,
     is_image_hdu,
@@ -34,7 +34,7 @@ from maxidetect.files import (
     read_plane,
     select_hdus,
 )
-from maxidetect.masks.maker import MASK_SUFFIX, MaskMaker, MaxidetectWarning
+from maxidetect.masks.maker import MASK_SUFFIX, MaskMaker
 
 __all__ = [
     "MapPolicy",

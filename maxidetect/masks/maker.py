@@ -16,11 +16,10 @@ from astropy.io import fits
 
 from maxidetect import __version__
 from maxidetect.classes import CLASSES, ClassConfig
+from maxidetect.errors import InputError, MaxidetectWarning
 from maxidetect.files import (
     FitsStreamWriter,
-    InputError,
     InputSpec,
-    MaxidetectWarning,
     image_header,
     is_image_hdu,
     open_fits,

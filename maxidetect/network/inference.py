@@ -122,7 +122,7 @@ def resolve_engine(engine: str = "auto", model=None, precision: str = "float32")
         if os.path.exists(_NVIDIA_DEVICE):
             import warnings
 
-            from maxidetect.files import MaxidetectWarning
+            from maxidetect.errors import MaxidetectWarning
 
             # The ONNX engine is CPU-only: on a GPU node it would be ~100x
             # slower than the Keras engine on JAX (measured 150 MPix/s, H100).

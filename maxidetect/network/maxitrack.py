@@ -115,7 +115,8 @@ def load_tracker(dtype=None):
     Converted from the installed ``maximask`` package on first use and
     cached beside the MaxiMask weights (see :func:`maxidetect.network.weights.cache_dir`).
     """
-    from maxidetect.network.weights import WeightsError, _atomic_save_weights, cache_dir, weights_checksum
+    from maxidetect.errors import WeightsError
+    from maxidetect.network.weights import _atomic_save_weights, cache_dir, weights_checksum
 
     info = _tracker_info()
     model = build_tracker(dtype=dtype)
@@ -226,7 +227,8 @@ class Tracker:
 
     def score_file(self, spec) -> list[TrackResult]:
         """One row per image HDU, then the frame row (``hdu="all"``)."""
-        from maxidetect.files import InputError, InputSpec, is_image_hdu, open_fits, parse_input, select_hdus
+        from maxidetect.errors import InputError
+        from maxidetect.files import InputSpec, is_image_hdu, open_fits, parse_input, select_hdus
 
         spec = spec if isinstance(spec, InputSpec) else parse_input(str(spec))
         hdul = open_fits(spec.path)

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from maxidetect.classes import CLASS_NAMES
+from maxidetect.errors import WeightsError
 
 __all__ = [
     "ModelInfo",
@@ -48,10 +49,6 @@ def weights_dir() -> Path:
 
 def manifest_path() -> Path:
     return weights_dir() / "manifest.json"
-
-
-class WeightsError(RuntimeError):
-    """The weights of a model cannot be found, converted or verified."""
 
 
 @dataclass
