@@ -1,37 +1,49 @@
-# `make demo`: set up .venv and mask the bundled example; `make test`: set up and run the tests.
+# `make demo`: a light install in .venv (no Keras/TensorFlow), then the bundled example through every command.
+# `make test`: the test extras on top (Keras, JAX, TensorFlow for the SavedModel checks, photutils, Dask), ruff,
+# the architecture contracts (import-linter) and the test suite.
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
-STAMP := $(VENV)/.installed
+BASE := $(VENV)/.installed
+TEST := $(VENV)/.installed-test
+EX := examples/fitswcs_tpv_ctio_mosaic2.fits
 
 .PHONY: demo test venv lint bench clean
 
-$(STAMP): pyproject.toml
+$(BASE): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[test,plots]'
-	touch $(STAMP)
+	$(PY) -m pip install -q -e .
+	touch $(BASE)
 
-venv: $(STAMP)
+$(TEST): $(BASE)
+	$(PY) -m pip install -q -e '.[test]'
+	touch $(TEST)
 
-demo: $(STAMP)
-	$(VENV)/bin/maxidetect mask examples/fitswcs_tpv_ctio_mosaic2.fits -o demo_output --overwrite -v
-	$(VENV)/bin/maxidetect mask examples/fitswcs_tpv_ctio_mosaic2.fits -o demo_output/single --single-mask --overwrite
-	$(VENV)/bin/maxidetect detect examples/fitswcs_tpv_ctio_mosaic2.fits -o demo_output --overwrite --verbose
+venv: $(BASE)
+
+demo: $(BASE)
+	$(VENV)/bin/maxidetect mask $(EX) -o demo_output --overwrite -v
+	$(VENV)/bin/maxidetect mask $(EX) -o demo_output/single --single-mask --overwrite
+	$(VENV)/bin/maxidetect detect $(EX) -o demo_output --overwrite -v
 	if command -v source-extractor >/dev/null 2>&1 || command -v sex >/dev/null 2>&1; then \
-	  $(VENV)/bin/maxidetect sex examples/fitswcs_tpv_ctio_mosaic2.fits -o demo_output/sextractor --overwrite; \
+	  $(VENV)/bin/maxidetect sex $(EX) -o demo_output --overwrite -v; \
 	else echo "SExtractor not installed: skipping 'maxidetect sex' (apt-get install source-extractor)"; fi
-	@echo "Outputs: demo_output/fitswcs_tpv_ctio_mosaic2.masks.fits (uint8 cube, one plane per class)"
-	@echo "         demo_output/single/fitswcs_tpv_ctio_mosaic2.masks.fits (int32 bit-coded FLAG map)"
-	@echo "         demo_output/fitswcs_tpv_ctio_mosaic2.{weight,flag}.fits (SExtractor maps)"
-	@echo "         demo_output/fitswcs_tpv_ctio_mosaic2.cat.fits (SEP catalogue with IMAFLAGS_ISO)"
-	@echo "         demo_output/sextractor/fitswcs_tpv_ctio_mosaic2.cat.fits (SExtractor catalogue, if installed)"
+	$(VENV)/bin/maxidetect track $(EX)
+	@echo "Outputs in demo_output/: NAME.masks.fits (uint8 cube, one plane per class), single/NAME.masks.fits"
+	@echo "  (int32 bit-coded FLAG map), NAME.weight.fits and NAME.flag.fits (SExtractor maps), NAME.sep.cat.fits"
+	@echo "  (SEP catalogue) and NAME.sex.cat.fits (SExtractor catalogue, if installed)"
 
-test: $(STAMP)
+lint: $(TEST)
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/lint-imports
+
+test: $(TEST)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/lint-imports
 	$(PY) -m pytest -q -ra; rc=$$?; if [ $$rc -eq 5 ]; then echo "no tests ran" >&2; exit 1; fi; exit $$rc
 
-bench: $(STAMP)
+bench: $(TEST)
 	$(VENV)/bin/maxidetect bench -o benchmarks/results/bench_default
 	$(VENV)/bin/maxidetect bench --real ../shared/data/real/*.fits -o benchmarks/results/real
 	$(PY) benchmarks/engines.py

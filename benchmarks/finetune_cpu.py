@@ -59,7 +59,8 @@ def main():
     tuned.load_weights("/tmp/maxidetect_head.weights.h5")
     seeds, size = (500, 501), 1024
     q0, q1 = evaluate(base, seeds, size), evaluate(tuned, seeds, size)
-    lines = [f"# CPU fine-tuning, {args.trainable} layers ({args.steps} steps, batch 2 of 192x192 patches, {train_s:.0f} s)", "",
+    lines = [f"# CPU fine-tuning, {args.trainable} layers ({args.steps} steps, batch 2 of 192x192 patches, "
+             f"{train_s:.0f} s)", "",
              f"Command: `.venv/bin/python benchmarks/finetune_cpu.py --steps {args.steps} "
              f"--trainable {args.trainable}`; loss "
              f"{rec['loss_first']:.4g} -> {rec['loss_last']:.4g}. Held-out simulated frames: seeds {seeds}, "

@@ -161,7 +161,8 @@ def main(argv=None) -> int:
              f"{meta['onnxruntime']}, tensorflow {meta.get('tensorflow', '-')}. Same normalised real tiles for every "
              "variant: 3 x 400 px (off the 32 px grid) and 1 x 512 px (on it).", "",
              f"Largest difference of a probability between any two variants: **{worst:.2e}**.", "",
-             "| tiles | a | b | max abs dp | 99.99% abs dp | mean abs dp | max abs dlogit |", "|---|---|---|---|---|---|---|"]
+             "| tiles | a | b | max abs dp | 99.99% abs dp | mean abs dp | max abs dlogit |",
+             "|---|---|---|---|---|---|---|"]
     lines += [f"| {r['tiles']} | {r['a']} | {r['b']} | {r['max_dp']:.2e} | {r['p9999_dp']:.2e} | {r['mean_dp']:.1e} | "
               f"{r['max_dlogit']:.2e} |" for r in rows]
     out.with_suffix(".md").write_text("\n".join(lines) + "\n")

@@ -16,9 +16,9 @@ import numpy as np
 from astropy.io import fits
 
 from maxidetect.classes import ClassConfig
-from maxidetect.masks.priors import modify_priors, prior_factors, threshold
 from maxidetect.network.inference import Predictor
 from maxidetect.network.normalise import normalise
+from maxidetect.priors import modify_priors, prior_factors, threshold
 
 REAL = Path(__file__).resolve().parents[2] / "shared" / "data" / "real"
 

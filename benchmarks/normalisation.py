@@ -33,8 +33,8 @@ from synthetic import make_frame  # noqa: E402
 from maxidetect.classes import CLASSES  # noqa: E402
 from maxidetect.files import is_image_hdu  # noqa: E402
 from maxidetect.masks.maker import MaskMaker  # noqa: E402
-from maxidetect.masks.priors import modify_priors  # noqa: E402
 from maxidetect.network.normalise import BACKGROUNDS, normalise  # noqa: E402
+from maxidetect.priors import modify_priors  # noqa: E402
 from maxidetect.validation.scoring import roc_curve  # noqa: E402
 from maxidetect.validation.simulate import simulate_frame  # noqa: E402
 
@@ -93,7 +93,8 @@ def maximask_agreement(maker: MaskMaker, name: str, image: np.ndarray) -> dict:
         for i, c in enumerate(CLASSES):
             union = int((m[i] | ref[i]).sum())
             per[c.abbr] = {"iou": float((m[i] & ref[i]).sum() / union) if union >= 100 else None,
-                           "differing": float((m[i] != ref[i]).mean()), "n": int(m[i].sum()), "n_ref": int(ref[i].sum())}
+                           "differing": float((m[i] != ref[i]).mean()), "n": int(m[i].sum()),
+                           "n_ref": int(ref[i].sum())}
         out[b] = {"differing_all": float((m != ref).mean()), "classes": per,
                   "map_diff_median": float(np.median(d)), "map_diff_p99": float(np.percentile(d, 99))}
     return out
@@ -149,7 +150,8 @@ def main(argv=None) -> int:
     t0 = time.perf_counter()
     maker = MaskMaker()
     res = {"command": "python benchmarks/normalisation.py " + " ".join(argv if argv is not None else sys.argv[1:]),
-           "machine": _machine(), "frames": dict(zip(map(str, sizes), frames, strict=True)), "truth": {}, "maximask": []}
+           "machine": _machine(), "frames": dict(zip(map(str, sizes), frames, strict=True)), "truth": {},
+           "maximask": []}
     for size, n in zip(sizes, frames, strict=True):
         res["truth"][str(size)] = truth_scores(maker, size, n, args.edge)
         print(f"truth {size}: done", file=sys.stderr)

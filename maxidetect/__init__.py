@@ -17,7 +17,7 @@ __version__ = "0.2.0"
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 from maxidetect.classes import CLASS_NAMES, CLASSES, ClassConfig  # noqa: E402
-from maxidetect.masks.priors import modify_priors, prior_factors, threshold  # noqa: E402
+from maxidetect.priors import modify_priors, prior_factors, threshold  # noqa: E402
 
 __all__ = [
     "__version__",

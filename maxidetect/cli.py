@@ -354,7 +354,8 @@ def _bench_tracking(args, command: str) -> int:
     import json
     from pathlib import Path
 
-    from maxidetect.network.maxitrack import Tracker, tracking_benchmark
+    from maxidetect.network.maxitrack import Tracker
+    from maxidetect.validation.tracking import tracking_benchmark
 
     n = args.frames if args.frames is not None else (3 if args.quick else 8)
     size = args.size if args.size is not None else 800

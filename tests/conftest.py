@@ -68,7 +68,7 @@ def assert_masks_agree(ours, ref, axis: int = -1, atol: float = PROB_ATOL) -> in
     import numpy as np
 
     from maxidetect.classes import ClassConfig
-    from maxidetect.masks.priors import modify_priors, prior_factors
+    from maxidetect.priors import modify_priors, prior_factors
 
     cfg = ClassConfig.default()
     f = prior_factors(cfg.priors)

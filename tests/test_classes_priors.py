@@ -9,7 +9,7 @@ from maxidetect.classes import (
     read_config_file,
     write_config_file,
 )
-from maxidetect.masks.priors import bitmask, modify_priors, prior_factors, threshold
+from maxidetect.priors import bitmask, modify_priors, prior_factors, threshold
 
 
 def test_registry_matches_maximask_bit_codes_and_order():

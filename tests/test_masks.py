@@ -175,7 +175,8 @@ def test_bad_inputs_give_clear_errors(maker, tmp_path):
     with pytest.raises(InputError, match="junk.fits"):
         maker.process_file(junk)
     tab = tmp_path / "table.fits"
-    fits.HDUList([fits.PrimaryHDU(), fits.BinTableHDU.from_columns([fits.Column(name="A", format="E", array=[1.0])])]).writeto(tab)
+    table = fits.BinTableHDU.from_columns([fits.Column(name="A", format="E", array=[1.0])])
+    fits.HDUList([fits.PrimaryHDU(), table]).writeto(tab)
     with pytest.raises(InputError, match="no 2-D or 3-D image HDU"):
         maker.process_file(tab)
     with pytest.raises(InputError, match=r"\[7\]: no such HDU"):

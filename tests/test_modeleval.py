@@ -10,7 +10,7 @@ from scipy.special import expit
 from scipy.stats import norm
 
 from maxidetect.errors import WeightsError
-from maxidetect.network.weights import MANIFEST_PATH, load_manifest, load_network, register_model
+from maxidetect.network.weights import load_manifest, load_network, manifest_path, register_model, save_arrays
 from maxidetect.validation.compare_models import ScoreHistogram
 
 from .conftest import REAL
@@ -55,7 +55,7 @@ def test_register_and_load_round_trip(tmp_path, monkeypatch):
 
     zoo = tmp_path / "zoo"
     zoo.mkdir()
-    shutil.copy(MANIFEST_PATH, zoo / "manifest.json")
+    shutil.copy(manifest_path(), zoo / "manifest.json")
     monkeypatch.setenv("MAXIDETECT_WEIGHTS_DIR", str(zoo))
     tiny = build_model(width=0.125)
     tiny.save_weights(tmp_path / "t.weights.h5")
@@ -75,7 +75,7 @@ def test_register_and_load_round_trip(tmp_path, monkeypatch):
     assert list(load_manifest()) == names
     assert load_manifest()["tiny"].normalisation["background"] == "sep"
     other = build_model(width=0.125)
-    other.save_weights(zoo / "tiny.weights.h5")
+    save_arrays(zoo / "tiny.npz", {layer.name: [w.numpy() for w in layer.weights] for layer in other.layers})
     with pytest.raises(WeightsError, match="checksum"):
         load_network("tiny")
     with pytest.raises(ValueError):

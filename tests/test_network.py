@@ -5,8 +5,8 @@ import pytest
 from astropy.io import fits
 
 from maxidetect.classes import ClassConfig
-from maxidetect.masks.priors import modify_priors, prior_factors, threshold
 from maxidetect.network.normalise import normalise
+from maxidetect.priors import modify_priors, prior_factors, threshold
 
 from .conftest import assert_masks_agree, assert_probs_agree, real
 
@@ -76,16 +76,39 @@ def test_pooling_ties_go_to_first_position():
     assert up.tolist() == [[1, 0, 1, 0], [0, 0, 0, 0], [1, 0, 0, 1], [0, 0, 0, 0]]
 
 
-def test_corrupted_cache_is_rebuilt(tmp_path, monkeypatch):
+def test_damaged_weights_are_refused(tmp_path, monkeypatch):
+    # A weight file that does not match the manifest's checksum is refused,
+    # naming the file; the shipped one loads.
+    import shutil
+
+    from maxidetect.errors import WeightsError
     from maxidetect.network import weights
 
-    monkeypatch.setenv("MAXIDETECT_CACHE", str(tmp_path))
-    info = weights.get_model_info()
-    info.cache_file.parent.mkdir(parents=True, exist_ok=True)
-    model, _ = weights.load_network()  # converts and caches
-    assert info.cache_file.exists()
-    # Damage one weight in the cached file: the checksum must catch it.
-    model.convs["conv1"].kernel.assign(np.zeros((3, 3, 1, 32), np.float32))
-    model.save_weights(str(info.cache_file), overwrite=True)
-    model2, _ = weights.load_network()
-    assert weights.weights_checksum(model2) == info.sha256
+    src = weights.weights_dir()
+    shutil.copy(src / "manifest.json", tmp_path)
+    arrays = weights.read_arrays(src / "maximask.npz")
+    k, b = arrays["conv1"]
+    arrays["conv1"] = (k + np.float32(1e-3), b)
+    weights.save_arrays(tmp_path / "maximask.npz", arrays)
+    monkeypatch.setenv("MAXIDETECT_WEIGHTS_DIR", str(tmp_path))
+    with pytest.raises(WeightsError, match="maximask.npz: checksum"):
+        weights.load_weight_arrays("maximask")
+    (tmp_path / "maximask.npz").unlink()
+    with pytest.raises(WeightsError, match="maximask.npz: weights file missing"):
+        weights.load_weight_arrays("maximask")
+    monkeypatch.delenv("MAXIDETECT_WEIGHTS_DIR")
+    got, info = weights.load_weight_arrays("maximask")
+    assert weights.arrays_checksum(got.items()) == info.sha256
+
+
+def test_shipped_arrays_equal_a_fresh_conversion(tmp_path):
+    # What maxidetect ships is what the maximask package holds.
+    pytest.importorskip("tensorflow")
+    pytest.importorskip("maximask_and_maxitrack")
+    from maxidetect.network import weights
+
+    paths = weights.convert_pretrained(tmp_path)
+    for name, p in paths.items():
+        a, b = weights.read_arrays(p), weights.read_arrays(weights.weights_dir() / f"{name}.npz")
+        assert list(a) == list(b)
+        assert all(np.array_equal(x, y) for k in a for x, y in zip(a[k], b[k], strict=True))

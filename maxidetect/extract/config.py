@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from maxidetect.errors import ConfigError, SExtractorError
+from maxidetect.resources import data_dir
 
 __all__ = [
     "SexConfig",
@@ -25,7 +26,7 @@ __all__ = [
 ]
 
 #: The project's own SExtractor configuration files.
-CONFIG_DIR = Path(__file__).resolve().parent.parent.parent / "sextractor_configs"
+CONFIG_DIR = data_dir("sextractor_configs")
 #: Where Debian's ``source-extractor`` installs its filters and network.
 SYSTEM_DIRS = (Path("/usr/share/source-extractor"), Path("/usr/share/sextractor"), Path("/usr/local/share/sextractor"))
 #: Keys naming auxiliary files that SExtractor opens relative to the cwd.

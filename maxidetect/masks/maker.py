@@ -27,9 +27,9 @@ from maxidetect.files import (
     read_plane,
     select_hdus,
 )
-from maxidetect.masks.priors import bitmask, modify_priors, prior_factors
 from maxidetect.network.inference import DEFAULT_MARGIN, Predictor
 from maxidetect.network.normalise import check_background, normalise
+from maxidetect.priors import bitmask, modify_priors, prior_factors
 
 __all__ = ["MaskMaker", "MaxidetectWarning", "predict", "compute_masks", "MASK_SUFFIX"]
 

@@ -20,16 +20,15 @@ its image HDUs; above the threshold the verdict is ``trailed``.
 
 from __future__ import annotations
 
-import json
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-__all__ = ["build_tracker", "load_tracker", "TrackResult", "Tracker", "TILE", "DEFAULT_PRIOR",
-           "DEFAULT_THRESHOLD", "write_table", "tracking_benchmark", "TRACKING_SIM"]
+from maxidetect.files import atomic_output
+
+__all__ = ["build_tracker_graph", "TrackerNet", "TrackResult", "Tracker", "TILE", "DEFAULT_PRIOR",
+           "DEFAULT_THRESHOLD", "write_table"]
 
 TILE = 400
 DEFAULT_PRIOR = 0.05  # MaxiMask's default expected fraction of frames with tracking errors
@@ -39,99 +38,73 @@ _CONVS = (("conv1", 16), ("conv2", 32), ("conv3", 64), ("conv4", 128), ("conv5",
 _DENSES = (("dense1", 64), ("dense2", 64))
 
 
-def _keras():
-    import keras
-    from keras import layers, ops
+def build_tracker_graph(arrays: dict):
+    """The MaxiTrack network as an ONNX graph: (N, 1, 400, 400) normalised
+    tiles -> (N, 2) softmax probabilities (NCHW; Keras's NHWC flatten order
+    is restored before the first dense layer)."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
 
-    return keras, layers, ops
+    inits, nodes = [], []
 
+    def init(name, arr):
+        inits.append(numpy_helper.from_array(np.ascontiguousarray(arr, np.float32), name))
+        return name
 
-def build_tracker(dtype=None):
-    """The MaxiTrack network (Keras 3, any backend), built for 400x400x1 input."""
-    keras, layers, ops = _keras()
-
-    class TrackNet(keras.Model):
-        def __init__(self, **kwargs):
-            super().__init__(**kwargs)
-            self.convs = [layers.Conv2D(n, 9, padding="same", name=name, dtype=dtype) for name, n in _CONVS]
-            self.conv_prelu = [layers.PReLU(name=f"{name}_prelu", dtype=dtype) for name, _ in _CONVS]
-            self.pool = layers.MaxPooling2D(2, 2, padding="valid")
-            self.flat = layers.Flatten()
-            self.denses = [layers.Dense(n, name=name, dtype=dtype) for name, n in _DENSES]
-            self.dense_prelu = [layers.PReLU(name=f"{name}_prelu", dtype=dtype) for name, _ in _DENSES]
-            self.out = layers.Dense(2, name="dense3", dtype=dtype)
-
-        def call(self, x):
-            x = ops.arcsinh(x)
-            for conv, act in zip(self.convs, self.conv_prelu, strict=True):
-                x = self.pool(act(conv(x)))
-            x = self.flat(x)
-            for dense, act in zip(self.denses, self.dense_prelu, strict=True):
-                x = act(dense(x))
-            return ops.softmax(ops.cast(self.out(x), "float32"), axis=-1)
-
-    model = TrackNet(name="maxitrack")
-    model(np.zeros((1, TILE, TILE, 1), np.float32))
+    x = "asinh"
+    nodes.append(helper.make_node("Asinh", ["x"], [x]))
+    for name, _ in _CONVS:
+        kernel, bias = arrays[name]
+        (slope,) = arrays[f"{name}_prelu"]
+        k = init(f"{name}_w", np.transpose(kernel, (3, 2, 0, 1)))
+        b = init(f"{name}_b", bias)
+        nodes.append(helper.make_node("Conv", [x, k, b], [f"{name}_c"], pads=[4, 4, 4, 4]))
+        s = init(f"{name}_s", np.transpose(slope, (2, 0, 1)))
+        nodes.append(helper.make_node("PRelu", [f"{name}_c", s], [f"{name}_a"]))
+        nodes.append(helper.make_node("MaxPool", [f"{name}_a"], [f"{name}_p"], kernel_shape=[2, 2], strides=[2, 2]))
+        x = f"{name}_p"
+    nodes.append(helper.make_node("Transpose", [x], ["nhwc"], perm=[0, 2, 3, 1]))
+    nodes.append(helper.make_node("Flatten", ["nhwc"], ["flat"], axis=1))
+    x = "flat"
+    for name in [n for n, _ in _DENSES] + ["dense3"]:
+        kernel, bias = arrays[name]
+        nodes.append(helper.make_node("Gemm", [x, init(f"{name}_w", kernel), init(f"{name}_b", bias)], [f"{name}_d"]))
+        x = f"{name}_d"
+        if f"{name}_prelu" in arrays:
+            (slope,) = arrays[f"{name}_prelu"]
+            nodes.append(helper.make_node("PRelu", [x, init(f"{name}_s", slope)], [f"{name}_a"]))
+            x = f"{name}_a"
+    nodes.append(helper.make_node("Softmax", [x], ["y"], axis=1))
+    graph = helper.make_graph(
+        nodes, "maxitrack", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 1, TILE, TILE])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 2])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
     return model
 
 
-def _tracker_info() -> dict:
-    from maxidetect.network.weights import manifest_path
+class TrackerNet:
+    """MaxiTrack on ONNX Runtime: ``net(tiles)`` with tiles (N, 400, 400[, 1])
+    -> (N, 2) probabilities (ok, tracking error)."""
 
-    data = json.loads(manifest_path().read_text())
-    for t in data.get("trackers", []):
-        if t["name"] == "maxitrack":
-            return t
-    raise RuntimeError(f"{manifest_path()}: no 'maxitrack' entry under 'trackers'")
+    def __init__(self, arrays: dict | None = None, threads: int | None = None):
+        import onnxruntime as ort
 
+        from maxidetect.network.weights import load_tracker_arrays
 
-def _convert(model) -> None:
-    """Copy the SavedModel's variables: convs/denses by name, the PReLU
-    slopes (saved as unnamed ``variables/N``) in layer order."""
-    try:
-        import tensorflow as tf
-    except ImportError:
-        raise RuntimeError("converting the MaxiTrack SavedModel needs TensorFlow once (pip install tensorflow)") \
-            from None
-    from maxidetect.network.weights import maximask_savedmodel_dir
+        opts = ort.SessionOptions()
+        opts.log_severity_level = 3
+        if threads:
+            opts.intra_op_num_threads = int(threads)
+        graph = build_tracker_graph(arrays if arrays is not None else load_tracker_arrays())
+        self._session = ort.InferenceSession(graph.SerializeToString(), opts, providers=["CPUExecutionProvider"])
 
-    ckpt = maximask_savedmodel_dir().parent.parent / "maxitrack" / "model" / "variables" / "variables"
-    reader = tf.train.load_checkpoint(str(ckpt))
-    names = reader.get_variable_to_shape_map()
-    for layer in list(model.convs) + list(model.denses) + [model.out]:
-        layer.set_weights([reader.get_tensor(f"{layer.name}/kernel/.ATTRIBUTES/VARIABLE_VALUE"),
-                           reader.get_tensor(f"{layer.name}/bias/.ATTRIBUTES/VARIABLE_VALUE")])
-    slopes = sorted((int(k.split("/")[1]), k) for k in names if k.startswith("variables/"))
-    prelus = list(model.conv_prelu) + list(model.dense_prelu)
-    if len(slopes) != len(prelus):
-        raise RuntimeError(f"MaxiTrack SavedModel: {len(slopes)} PReLU slopes, expected {len(prelus)}")
-    for layer, (_, key) in zip(prelus, slopes, strict=True):
-        layer.set_weights([reader.get_tensor(key)])
-
-
-def load_tracker(dtype=None):
-    """The MaxiTrack network with its verified pretrained weights.
-
-    Converted from the installed ``maximask`` package on first use and
-    cached beside the MaxiMask weights (see :func:`maxidetect.network.weights.cache_dir`).
-    """
-    from maxidetect.errors import WeightsError
-    from maxidetect.network.weights import _atomic_save_weights, cache_dir, weights_checksum
-
-    info = _tracker_info()
-    model = build_tracker(dtype=dtype)
-    cache = cache_dir() / "maxitrack.weights.h5"
-    if cache.exists():
-        model.load_weights(str(cache))
-        if weights_checksum(model) == info["sha256"]:
-            return model
-        cache.unlink()  # stale or damaged: rebuilt below
-    _convert(model)
-    got = weights_checksum(model)
-    if got != info["sha256"]:
-        raise WeightsError(f"converted MaxiTrack weights have checksum {got}, manifest says {info['sha256']}")
-    _atomic_save_weights(model, cache)
-    return model
+    def __call__(self, tiles) -> np.ndarray:
+        x = np.asarray(tiles, np.float32)
+        if x.ndim == 4:
+            x = x[..., 0]
+        return self._session.run(["y"], {"x": np.ascontiguousarray(x[:, None])})[0]
 
 
 def tile_origins(n: int, max_tiles: int | None = None) -> list[int]:
@@ -180,7 +153,7 @@ class Tracker:
             raise ValueError(f"threshold must lie in [0, 1], got {threshold}")
         self.prior, self.threshold = prior, threshold
         self.max_tiles, self.batch_size = max_tiles, max(1, int(batch_size))
-        self.model = model if model is not None else load_tracker()
+        self.model = model if model is not None else TrackerNet()
 
     def verdict(self, p: float) -> str:
         return "trailed" if p > self.threshold else "ok"
@@ -208,7 +181,7 @@ class Tracker:
         p = np.concatenate([np.asarray(self.model(t[i:i + self.batch_size]))[:, 1]
                             for i in range(0, len(t), self.batch_size)]).astype(np.float64)
         if self.prior is not None:
-            from maxidetect.masks.priors import modify_priors, prior_factors
+            from maxidetect.priors import modify_priors, prior_factors
 
             f = prior_factors([self.prior], [TRAINING_PRIOR])
             p = modify_priors(p[None], f, axis=0)[0]
@@ -265,62 +238,6 @@ def write_table(rows: list[TrackResult], path) -> Path:
               dtype=(str, str, float, str, int))
     fmt = "ascii.csv" if path.suffix.lower() == ".csv" else "fits"
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=path.suffix)
-    os.close(fd)
-    try:
+    with atomic_output(path) as tmp:
         t.write(tmp, format=fmt, overwrite=True)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
     return path
-
-
-# Frames for the tracking benchmark: sky, stars, galaxies, spikes, cosmic
-# rays, hot and dead pixels, i.e. what every frame has. Satellite trails,
-# bad columns and diffuse light are left out on purpose: MaxiTrack scores
-# them as tracking errors too (measured; see tracking_benchmark's
-# "contaminated" row), which would blur what the smear alone does.
-TRACKING_SIM = {"n_trails": 0, "n_hcl": 0, "n_dcl": 0, "n_fringe_regions": 0, "n_nebulae": 0, "n_bbg": 0,
-                "n_persistence": 0, "overscan": 0}
-
-
-def tracking_benchmark(n_frames: int = 6, size: int = 800, lengths=(4.0, 8.0, 15.0, 30.0), seed0: int = 500,
-                       tracker: Tracker | None = None, progress: bool = False) -> dict:
-    """ROC AUC of the frame score: clean simulated frames (:data:`TRACKING_SIM`)
-    against the same frames smeared by each tracking-error length (random
-    directions); also the false-positive rate on clean frames carrying every
-    simulated contaminant (trails, bad columns, diffuse light)."""
-    import sys
-    import time
-
-    from tqdm import tqdm
-
-    from maxidetect.validation.simulate import SimConfig, simulate_frame
-
-    tracker = tracker or Tracker()
-    scores = {0.0: []}
-    seconds = []
-    jobs = [(0.0, s) for s in range(n_frames)] + [(float(L), s) for L in lengths for s in range(n_frames)]
-    jobs += [(-1.0, s) for s in range(n_frames)]
-    for L, s in tqdm(jobs, unit="frame", disable=not progress, file=sys.stderr):
-        cfg = SimConfig() if L < 0 else SimConfig(**TRACKING_SIM, tracking_length=L)
-        frame = simulate_frame(seed0 + s, cfg, size=size)
-        t0 = time.perf_counter()
-        scores.setdefault(L, []).append(tracker.score_image(frame.image)[0])
-        seconds.append(time.perf_counter() - t0)
-    clean = np.asarray(scores[0.0])
-    rows = []
-    for L in lengths:
-        bad = np.asarray(scores[float(L)])
-        # AUC = P(smeared frame scores above a clean one), ties count half.
-        auc = float(np.mean((bad[:, None] > clean[None, :]) + 0.5 * (bad[:, None] == clean[None, :])))
-        rows.append({"length": float(L), "auc": auc, "tpr": float(np.mean(bad > tracker.threshold)),
-                     "median_p": float(np.median(bad))})
-    dirty = np.asarray(scores[-1.0])
-    return {"n_frames": n_frames, "size": size, "prior": tracker.prior, "threshold": tracker.threshold,
-            "fpr": float(np.mean(clean > tracker.threshold)), "clean_median_p": float(np.median(clean)),
-            "contaminated_fpr": float(np.mean(dirty > tracker.threshold)),
-            "contaminated_median_p": float(np.median(dirty)),
-            "rows": rows, "seconds_per_frame": float(np.mean(seconds)),
-            "scores": {str(k): v for k, v in scores.items()}}

@@ -30,7 +30,8 @@ from __future__ import annotations
 import numpy as np
 import sep
 
-__all__ = ["normalise", "normalise_settings", "check_background", "BACKGROUNDS", "CLIP_LOW", "CLIP_HIGH", "DEFAULT_MESH"]
+__all__ = ["normalise", "normalise_settings", "check_background", "BACKGROUNDS", "CLIP_LOW", "CLIP_HIGH",
+           "DEFAULT_MESH"]
 
 CLIP_LOW = -500.0
 CLIP_HIGH = 80000.0

@@ -1,10 +1,16 @@
-"""Known models, their manifest, and the weight cache.
+"""Known models: the manifest and the weight files, verified at every load.
 
-``weights/manifest.json`` lists the models maxidetect knows. The pretrained
-MaxiMask weights are not redistributed: on first use they are read from the
-installed ``maximask`` package's SavedModel variables (MIT licensed), written
-once as a Keras weights file in the per-user cache, and checked against the
-manifest's checksum every time they are loaded.
+``weights/manifest.json`` (installed as ``maxidetect/weights``) lists the
+models maxidetect knows, the default first, and the MaxiTrack classifier.
+Each has one ``NAME.npz`` of float32 arrays beside the manifest
+(``layer/0`` kernel, ``layer/1`` bias or PReLU slopes) and a SHA-256 over
+its arrays in layer order; a file that does not match is refused. The
+pretrained MaxiMask and MaxiTrack arrays were converted once from the
+SavedModels of PyPI ``maximask`` 1.4.1 (MIT; ``weights/NOTICE.md``):
+:func:`convert_pretrained` repeats that conversion for anyone who wants to
+check it (it needs the ``convert`` extra: TensorFlow and ``maximask``).
+Nothing is converted or downloaded at run time, and nothing of Keras or
+TensorFlow is imported to read the arrays.
 """
 
 from __future__ import annotations
@@ -12,7 +18,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
+import re
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,31 +27,41 @@ import numpy as np
 
 from maxidetect.classes import CLASS_NAMES
 from maxidetect.errors import WeightsError
+from maxidetect.files import atomic_output
+from maxidetect.network.architecture import LAYER_SPECS
+from maxidetect.resources import data_dir
 
 __all__ = [
     "ModelInfo",
-    "MANIFEST_PATH",
     "load_manifest",
     "get_model_info",
     "default_model_name",
-    "cache_dir",
-    "weights_checksum",
-    "load_network",
-    "load_weight_arrays",
-    "maximask_savedmodel_dir",
-    "register_model",
+    "manifest_path",
     "weights_dir",
+    "arrays_checksum",
+    "weights_checksum",
+    "model_arrays",
+    "load_weight_arrays",
+    "load_network",
+    "load_tracker_arrays",
+    "save_arrays",
+    "read_arrays",
     "weights_width",
+    "register_model",
+    "convert_pretrained",
+    "maximask_savedmodel_dir",
 ]
 
-MANIFEST_PATH = Path(__file__).resolve().parent.parent.parent / "weights" / "manifest.json"
+#: Layer order of the MaxiTrack arrays (the order of its checksum).
+TRACKER_LAYERS = ("conv1", "conv2", "conv3", "conv4", "conv5", "conv1_prelu", "conv2_prelu", "conv3_prelu",
+                  "conv4_prelu", "conv5_prelu", "dense1", "dense2", "dense1_prelu", "dense2_prelu", "dense3")
 
 
 def weights_dir() -> Path:
-    """Directory of the manifest and shipped weights: ``$MAXIDETECT_WEIGHTS_DIR``
-    if set (a private model zoo), else the checkout's ``weights/``."""
+    """Directory of the manifest and weight files: ``$MAXIDETECT_WEIGHTS_DIR``
+    if set (a private model zoo), else the installed ``maxidetect/weights``."""
     env = os.environ.get("MAXIDETECT_WEIGHTS_DIR")
-    return Path(env) if env else MANIFEST_PATH.parent
+    return Path(env) if env else data_dir("weights")
 
 
 def manifest_path() -> Path:
@@ -66,20 +83,28 @@ class ModelInfo:
     thresholds: list[float] | None = None
     recipe: dict | None = None
     evaluation: str | None = None
+    map_thresholds: list[float] | None = None
 
     @property
-    def cache_file(self) -> Path:
-        return cache_dir() / f"{self.name}.weights.h5"
+    def arrays_file(self) -> Path:
+        return weights_dir() / f"{self.name}.npz"
+
+
+def _read_manifest() -> dict:
+    path = manifest_path()
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise WeightsError(f"{path}: model manifest missing (set MAXIDETECT_WEIGHTS_DIR or reinstall maxidetect)") \
+            from None
+    except (OSError, ValueError) as exc:
+        raise WeightsError(f"{path}: unreadable model manifest ({exc})") from None
 
 
 def load_manifest() -> dict[str, ModelInfo]:
     """Read the manifest: ``{name: ModelInfo}`` in file order (default first)."""
-    path = manifest_path()
-    if not path.exists():
-        raise WeightsError(f"{path}: model manifest missing (install from a checkout with pip -e)")
-    data = json.loads(path.read_text())
     models = {}
-    for entry in data["models"]:
+    for entry in _read_manifest()["models"]:
         info = ModelInfo(**entry)
         if info.classes != list(CLASS_NAMES[: len(info.classes)]):
             raise WeightsError(f"manifest entry {info.name}: classes out of registry order")
@@ -99,24 +124,17 @@ def get_model_info(name: str | None = None) -> ModelInfo:
     return models[name]
 
 
-def cache_dir() -> Path:
-    """Per-user cache: ``$MAXIDETECT_CACHE``, else ``$XDG_CACHE_HOME/maxidetect``,
-    else ``~/.cache/maxidetect``."""
-    env = os.environ.get("MAXIDETECT_CACHE")
-    if env:
-        return Path(env)
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(Path.home(), ".cache")
-    return Path(base) / "maxidetect"
+def tracker_info() -> dict:
+    for t in _read_manifest().get("trackers", []):
+        if t["name"] == "maxitrack":
+            return t
+    raise WeightsError(f"{manifest_path()}: no 'maxitrack' entry under 'trackers'")
 
 
-def weights_checksum(model) -> str:
-    """SHA-256 over the model's variables (name, shape, float32 little-endian
-    bytes) in layer order: stable across file formats and platforms."""
-    return _arrays_checksum((layer.name, [w.numpy() for w in layer.weights]) for layer in model.layers)
-
-
-def _arrays_checksum(layers) -> str:
-    """:func:`weights_checksum` of ``(layer name, [arrays])`` pairs."""
+# -- arrays and checksums ------------------------------------------------------
+def arrays_checksum(layers) -> str:
+    """SHA-256 over ``(layer name, [arrays])`` pairs: name, shape and float32
+    little-endian bytes in order; stable across file formats and platforms."""
     h = hashlib.sha256()
     for name, arrays in layers:
         for i, w in enumerate(arrays):
@@ -126,130 +144,92 @@ def _arrays_checksum(layers) -> str:
     return h.hexdigest()
 
 
-def maximask_savedmodel_dir() -> Path:
-    """Directory of the SavedModel installed with the ``maximask`` package."""
-    try:
-        import maximask_and_maxitrack
-    except ImportError:
-        raise WeightsError(
-            "the pretrained MaxiMask weights come from the 'maximask' package: "
-            "pip install maximask==1.4.1"
-        ) from None
-    d = Path(maximask_and_maxitrack.__file__).resolve().parent / "maximask" / "model"
-    if not (d / "variables" / "variables.index").exists():
-        raise WeightsError(f"{d}: no SavedModel variables found in the maximask package")
-    return d
+def model_arrays(model) -> dict[str, tuple[np.ndarray, ...]]:
+    """A Keras model's variables as ``{layer: (arrays...)}`` in layer order."""
+    return {layer.name: tuple(np.asarray(w.numpy(), np.float32) for w in layer.weights)
+            for layer in model.layers if layer.weights}
 
 
-def _convert_maximask(model) -> None:
-    """Copy the SavedModel's conv kernels and biases into ``model``."""
-    try:
-        import tensorflow as tf
-    except ImportError:
-        raise WeightsError(
-            "converting the MaxiMask SavedModel needs TensorFlow once "
-            "(pip install tensorflow); afterwards the cached file is used"
-        ) from None
-    reader = tf.train.load_checkpoint(str(maximask_savedmodel_dir() / "variables" / "variables"))
-    for name, layer in model.convs.items():
-        try:
-            kernel = reader.get_tensor(f"{name}/kernel/.ATTRIBUTES/VARIABLE_VALUE")
-            bias = reader.get_tensor(f"{name}/bias/.ATTRIBUTES/VARIABLE_VALUE")
-        except Exception as exc:  # tf raises NotFoundError
-            raise WeightsError(f"SavedModel has no variables for layer {name}: {exc}") from None
-        layer.set_weights([kernel, bias])
+def weights_checksum(model) -> str:
+    """:func:`arrays_checksum` of a Keras model's variables."""
+    return arrays_checksum(model_arrays(model).items())
 
 
-def _atomic_save_weights(model, path: Path) -> None:
+def save_arrays(path, arrays: dict) -> Path:
+    """Write ``{layer: (arrays...)}`` as an ``.npz`` (``layer/i``), atomically."""
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".weights.h5")
-    os.close(fd)
+    with atomic_output(path) as tmp, open(tmp, "wb") as f:
+        np.savez_compressed(f, **{f"{n}/{i}": np.asarray(a, np.float32) for n, t in arrays.items()
+                                  for i, a in enumerate(t)})
+    return path
+
+
+def read_arrays(path) -> dict[str, tuple[np.ndarray, ...]]:
+    """``{layer: (arrays...)}`` from an ``.npz`` written by :func:`save_arrays`, in file order."""
+    path = Path(path)
+    out: dict[str, list] = {}
     try:
-        model.save_weights(tmp, overwrite=True)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+        with np.load(path) as z:
+            for key in z.files:
+                name, i = key.rsplit("/", 1)
+                out.setdefault(name, []).append((int(i), z[key]))
+    except FileNotFoundError:
+        raise WeightsError(f"{path}: weights file missing") from None
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile) as exc:
+        raise WeightsError(f"{path}: unreadable weights file ({exc})") from None
+    return {n: tuple(a for _, a in sorted(v, key=lambda t: t[0])) for n, v in out.items()}
 
 
-def load_network(name: str | None = None, dtype=None):
-    """Build the network of model ``name`` and load its verified weights.
-
-    Returns ``(model, info)``. The pretrained MaxiMask weights are converted
-    on first use and cached (see :func:`cache_dir`).
-    """
-    from maxidetect.network.keras_engine import build_model
-
-    info = get_model_info(name)
-    arch = info.architecture or {}
-    model = build_model(n_classes=len(info.classes), width=arch.get("width", 1.0), dtype=dtype)
-
-    repo_file = weights_dir() / f"{info.name}.weights.h5"
-    candidates = [repo_file, info.cache_file]
-    for f in candidates:
-        if f.exists():
-            model.load_weights(str(f))
-            if weights_checksum(model) == info.sha256:
-                return model, info
-            if f == info.cache_file:
-                # A stale or damaged cache is rebuilt below.
-                f.unlink()
-            else:
-                raise WeightsError(f"{f}: checksum does not match the manifest entry {info.name}")
-    if info.source.startswith("maximask"):
-        _convert_maximask(model)
-        got = weights_checksum(model)
-        if got != info.sha256:
-            raise WeightsError(
-                f"converted MaxiMask weights have checksum {got}, manifest says {info.sha256}"
-            )
-        _atomic_save_weights(model, info.cache_file)
-        return model, info
-    raise WeightsError(f"weights of model {info.name} not found (looked in {', '.join(map(str, candidates))})")
+def _verified(path: Path, order, sha256: str, what: str) -> dict:
+    arrays = read_arrays(path)
+    missing = [n for n in order if n not in arrays]
+    if missing:
+        raise WeightsError(f"{path}: {what} weights lack layers {missing}")
+    if arrays_checksum((n, arrays[n]) for n in order) != sha256:
+        raise WeightsError(f"{path}: checksum does not match the manifest entry {what} (damaged or replaced file)")
+    return {n: arrays[n] for n in order}
 
 
 def load_weight_arrays(name: str | None = None):
-    """Kernels and biases of model ``name`` without importing Keras.
+    """Kernels and biases of model ``name``, verified, without Keras.
 
     Returns ``({layer: (kernel (3, 3, in, out), bias (out,))}, info)`` in
-    :data:`~maxidetect.network.architecture.LAYER_SPECS` order. Read from an array
-    file in the cache (named by the manifest checksum and verified against
-    it on every load); on first use it is filled from :func:`load_network`,
-    which needs Keras once.
+    :data:`~maxidetect.network.architecture.LAYER_SPECS` order.
     """
-    import zipfile
-
-    from maxidetect.files import atomic_output
-    from maxidetect.network.architecture import LAYER_SPECS
-
     info = get_model_info(name)
-    names = [n for n, _, _ in LAYER_SPECS]
-    path = cache_dir() / f"{info.name}.{info.sha256[:16]}.npz"
-    if path.exists():
-        try:
-            with np.load(path) as z:
-                arrays = {n: (z[f"{n}/0"], z[f"{n}/1"]) for n in names}
-            if _arrays_checksum((n, arrays[n]) for n in names) == info.sha256:
-                return arrays, info
-        except (OSError, KeyError, ValueError, zipfile.BadZipFile):
-            pass
-        path.unlink(missing_ok=True)  # stale or damaged: rebuilt below
-    model, info = load_network(info.name)
-    arrays = {layer.name: tuple(np.asarray(w.numpy(), np.float32) for w in layer.weights) for layer in model.layers}
-    if list(arrays) != names:
-        raise WeightsError(f"model {info.name}: layers {list(arrays)} differ from the architecture's")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_output(path) as tmp, open(tmp, "wb") as f:
-        np.savez(f, **{f"{n}/{i}": a for n in names for i, a in enumerate(arrays[n])})
+    arrays = _verified(info.arrays_file, [n for n, _, _ in LAYER_SPECS], info.sha256, info.name)
     return arrays, info
 
 
-def weights_width(path) -> float:
-    """Channel multiplier of a saved network, from its bottleneck convolution
-    (256 output channels at width 1; the narrow first layers are clamped)."""
-    import h5py
+def load_tracker_arrays() -> dict:
+    """The MaxiTrack arrays, verified: ``{layer: (kernel, bias) or (slopes,)}``."""
+    info = tracker_info()
+    return _verified(weights_dir() / f"{info['name']}.npz", TRACKER_LAYERS, info["sha256"], info["name"])
 
+
+def load_network(name: str | None = None, dtype=None):
+    """The Keras 3 network of model ``name`` with its verified weights:
+    ``(model, info)`` (needs Keras and a backend: the ``keras`` extra)."""
+    from maxidetect.network.keras_engine import build_model
+
+    arrays, info = load_weight_arrays(name)
+    arch = info.architecture or {}
+    model = build_model(n_classes=len(info.classes), width=arch.get("width", 1.0), dtype=dtype)
+    for layer in model.layers:
+        layer.set_weights(list(arrays[layer.name]))
+    return model, info
+
+
+def weights_width(path) -> float:
+    """Channel multiplier of a saved network (``.npz`` or Keras ``.weights.h5``),
+    from its bottleneck convolution (256 output channels at width 1)."""
+    path = Path(path)
+    if path.suffix == ".npz":
+        return read_arrays(path)["convmid"][0].shape[-1] / 256.0
     try:
+        import h5py
+
         with h5py.File(path, "r") as f:
             node = f["convmid/vars/0"] if "convmid/vars/0" in f else f["layers/convmid/vars/0"]
             return node.shape[-1] / 256.0
@@ -257,21 +237,36 @@ def weights_width(path) -> float:
         raise WeightsError(f"{path}: not a maxidetect network weights file ({exc})") from None
 
 
-def _chmod_default(path) -> None:
-    """mkstemp files are 0600; published files get the usual umask mode."""
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(path, 0o666 & ~umask)
+def _network_arrays(weights_file, width: float | None) -> tuple[dict, float]:
+    """The arrays of a trained network from ``.npz`` or ``.weights.h5``."""
+    path = Path(weights_file)
+    width = weights_width(path) if width is None else width
+    if path.suffix == ".npz":
+        arrays = read_arrays(path)
+    else:
+        from maxidetect.network.keras_engine import build_model
+
+        model = build_model(n_classes=len(CLASS_NAMES), width=width)
+        model.load_weights(str(path))
+        arrays = model_arrays(model)
+    names = [n for n, _, _ in LAYER_SPECS]
+    if [n for n in arrays] != names:
+        raise WeightsError(f"{path}: layers {list(arrays)} differ from the architecture's")
+    return arrays, width
 
 
 def _manifest_text(data: dict) -> str:
     """JSON with lists of numbers and names kept on one line (readable diffs)."""
-    import re
-
     text = json.dumps(data, indent=2)
     return re.sub(r"\[\s*([^\[\]{}]*?)\s*\]",
                   lambda m: "[" + ", ".join(x.strip() for x in m.group(1).split(",")) + "]" if m.group(1).strip()
                   else "[]", text) + "\n"
+
+
+def _write_manifest(data: dict) -> None:
+    path = manifest_path()
+    with atomic_output(path) as tmp, open(tmp, "w") as f:
+        f.write(_manifest_text(data))
 
 
 def register_model(
@@ -284,20 +279,20 @@ def register_model(
     recipe: dict | None = None,
     evaluation: str | None = None,
     background: str = "maximask",
+    map_thresholds=None,
 ) -> ModelInfo:
-    """Add (or replace) model ``name`` in the manifest, copying its weights
-    beside it as ``NAME.weights.h5`` with their checksum.
+    """Add (or replace) model ``name`` in the manifest, writing its arrays
+    beside it as ``NAME.npz`` with their checksum.
 
+    ``weights_file``: ``.npz`` or a Keras ``.weights.h5`` (training's output).
     ``training_priors`` are the class proportions the network was trained on
     (they become the priors of the prior modification); ``recipe`` records
     the training data and settings; ``evaluation`` names the report;
-    ``background``: the normalisation maps it was trained on.
+    ``background``: the normalisation maps it was trained on;
+    ``map_thresholds``: its per-class thresholds for the maps.
     Existing entries keep their order; a new one goes last, so the default
     (first) model only changes by editing the manifest on purpose.
     """
-    import shutil
-
-    from maxidetect.network.keras_engine import build_model
     from maxidetect.network.normalise import check_background
 
     if not name or any(ch in name for ch in "/\\ "):
@@ -306,45 +301,84 @@ def register_model(
     if len(priors) != len(CLASS_NAMES) or not np.all(np.isfinite(priors)) or min(priors) < 0:
         raise ValueError(f"training_priors: need {len(CLASS_NAMES)} non-negative proportions")
     check_background(background)
-    width = weights_width(weights_file) if width is None else width
-    model = build_model(n_classes=len(CLASS_NAMES), width=width)
-    model.load_weights(str(weights_file))
+    arrays, width = _network_arrays(weights_file, width)
+    data = _read_manifest() if manifest_path().exists() else {"models": []}
+    base = next((m for m in data["models"] if m["name"] == "maximask"), None)
     entry = {
         "name": name,
         "description": description,
-        "source": f"maxidetect:weights/{name}.weights.h5",
+        "source": f"maxidetect:weights/{name}.npz",
         "classes": list(CLASS_NAMES),
         "training_priors": priors,
         "thresholds": [float(t) for t in thresholds] if thresholds is not None else None,
-        "normalisation": {**(get_model_info("maximask").normalisation if "maximask" in load_manifest() else {}),
-                          "background": background},
-        "architecture": {"family": "maximask-segnet", "width": float(width), "parameters": int(model.count_params())},
-        "sha256": weights_checksum(model),
+        "normalisation": {**(base["normalisation"] if base else {}), "background": background},
+        "architecture": {"family": "maximask-segnet", "width": float(width),
+                         "parameters": int(sum(a.size for t in arrays.values() for a in t))},
+        "sha256": arrays_checksum(arrays.items()),
     }
+    if map_thresholds is not None:
+        entry["map_thresholds"] = [float(t) for t in map_thresholds]
     if recipe is not None:
         entry["recipe"] = recipe
     if evaluation is not None:
         entry["evaluation"] = evaluation
-    target = weights_dir() / f"{name}.weights.h5"
-    if Path(weights_file).resolve() != target.resolve():
-        fd, tmp = tempfile.mkstemp(dir=target.parent, suffix=".weights.h5")
-        os.close(fd)
-        try:
-            shutil.copyfile(weights_file, tmp)
-            _chmod_default(tmp)
-            os.replace(tmp, target)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-    path = manifest_path()
-    data = json.loads(path.read_text()) if path.exists() else {"models": []}
+    save_arrays(weights_dir() / f"{name}.npz", arrays)
     models = [m for m in data["models"] if m["name"] != name]
     at = next((i for i, m in enumerate(data["models"]) if m["name"] == name), len(models))
     models.insert(at, entry)
     data["models"] = models
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".json")
-    with os.fdopen(fd, "w") as f:
-        f.write(_manifest_text(data))
-    _chmod_default(tmp)
-    os.replace(tmp, path)
+    _write_manifest(data)
     return load_manifest()[name]
+
+
+# -- one-time conversion from the maximask package (developers) ----------------
+def maximask_savedmodel_dir(which: str = "maximask") -> Path:
+    """Directory of a SavedModel installed with the ``maximask`` package
+    (``which``: "maximask" or "maxitrack")."""
+    try:
+        import maximask_and_maxitrack
+    except ImportError:
+        raise WeightsError("the SavedModels come from the 'maximask' package: pip install 'maxidetect[convert]'") \
+            from None
+    d = Path(maximask_and_maxitrack.__file__).resolve().parent / which / "model"
+    if not (d / "variables" / "variables.index").exists():
+        raise WeightsError(f"{d}: no SavedModel variables found in the maximask package")
+    return d
+
+
+def _checkpoint_reader(which: str):
+    try:
+        import tensorflow as tf
+    except ImportError:
+        raise WeightsError("reading the SavedModel needs TensorFlow: pip install 'maxidetect[convert]'") from None
+    return tf.train.load_checkpoint(str(maximask_savedmodel_dir(which) / "variables" / "variables"))
+
+
+def convert_pretrained(out_dir=None) -> dict[str, Path]:
+    """Convert MaxiMask's and MaxiTrack's SavedModel variables into
+    ``maximask.npz`` and ``maxitrack.npz`` (in ``out_dir``, default the
+    weights directory), each checked against the manifest's checksum."""
+    out = Path(out_dir) if out_dir is not None else weights_dir()
+    info = get_model_info("maximask")
+    reader = _checkpoint_reader("maximask")
+
+    def conv(name):
+        return (reader.get_tensor(f"{name}/kernel/.ATTRIBUTES/VARIABLE_VALUE"),
+                reader.get_tensor(f"{name}/bias/.ATTRIBUTES/VARIABLE_VALUE"))
+
+    net = {n: conv(n) for n, _, _ in LAYER_SPECS}
+    if arrays_checksum(net.items()) != info.sha256:
+        raise WeightsError("converted MaxiMask weights do not match the manifest checksum")
+    reader = _checkpoint_reader("maxitrack")
+    track = {n: conv(n) for n in TRACKER_LAYERS if not n.endswith("_prelu")}
+    # The PReLU slopes are saved as unnamed variables/N, in layer order.
+    names = reader.get_variable_to_shape_map()
+    slopes = sorted((int(k.split("/")[1]), k) for k in names if k.startswith("variables/"))
+    prelus = [n for n in TRACKER_LAYERS if n.endswith("_prelu")]
+    if len(slopes) != len(prelus):
+        raise WeightsError(f"MaxiTrack SavedModel: {len(slopes)} PReLU slopes, expected {len(prelus)}")
+    track.update({n: (reader.get_tensor(k),) for n, (_, k) in zip(prelus, slopes, strict=True)})
+    track = {n: track[n] for n in TRACKER_LAYERS}
+    if arrays_checksum(track.items()) != tracker_info()["sha256"]:
+        raise WeightsError("converted MaxiTrack weights do not match the manifest checksum")
+    return {"maximask": save_arrays(out / "maximask.npz", net), "maxitrack": save_arrays(out / "maxitrack.npz", track)}

@@ -130,11 +130,11 @@ def run_bench(opts: BenchOptions, maker=None, work_dir=None, progress: bool = Tr
         quality = mask_quality(probs, thresholds, frame.truth, sel)
         del probs
         strategies = {"none": None}
-        strategies["maxidetect"] = _write_maps(work / f"sim{seed}_md.fits",
-                                               maps_from_masks(masks, maker, opts.policy, image=frame.image), frame.header)
-        strategies["oracle"] = _write_maps(work / f"sim{seed}_oracle.fits",
-                                           maps_from_masks(_truth_masks(frame.truth, sel), maker, opts.policy, image=frame.image),
-                                           frame.header)
+        strategies["maxidetect"] = _write_maps(
+            work / f"sim{seed}_md.fits", maps_from_masks(masks, maker, opts.policy, image=frame.image), frame.header)
+        strategies["oracle"] = _write_maps(
+            work / f"sim{seed}_oracle.fits",
+            maps_from_masks(_truth_masks(frame.truth, sel), maker, opts.policy, image=frame.image), frame.header)
         crm = _astroscrappy_mask(frame.image, frame.header)
         if crm is not None:
             w = (~crm).astype(np.float32)
@@ -146,8 +146,9 @@ def run_bench(opts: BenchOptions, maker=None, work_dir=None, progress: bool = Tr
         if opts.peers:
             mm = _maximask_masks(path, maker)
             if mm is not None:
-                strategies["maximask"] = _write_maps(work / f"sim{seed}_maximask.fits",
-                                                     maps_from_masks(mm, maker, opts.policy, image=frame.image), frame.header)
+                strategies["maximask"] = _write_maps(
+                    work / f"sim{seed}_maximask.fits", maps_from_masks(mm, maker, opts.policy, image=frame.image),
+                    frame.header)
         results = []
         for strat, maps in strategies.items():
             for engine in engines:

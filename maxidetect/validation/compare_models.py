@@ -276,7 +276,8 @@ def write_model_report(reports: list[ModelReport], out_dir, purity: float = 0.9,
                   "|---|---|---|---|---|---|---|---|"]
         for r in reports:
             g, k = r.gmos, r.crowded
-            lines.append(f"| {r.name} | {g.get('pixel_recall', float('nan')):.3f} | {g.get('instances_found', '-')}/2 | "
+            lines.append(f"| {r.name} | {g.get('pixel_recall', float('nan')):.3f} | "
+                         f"{g.get('instances_found', '-')}/2 | "
                          f"{g.get('frame_fraction_flagged_cr', float('nan')):.4f} | {k.get('stars', '-')} | "
                          f"{k.get('called_CR', '-')} | {k.get('called_HP', '-')} | {r.seconds:.1f} |")
     try:

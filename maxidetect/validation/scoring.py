@@ -112,7 +112,8 @@ def score_catalog(
     by_class = {name: int(np.sum(who == name)) for name in (*CONTAMINANT_ORDER, "none")}
     mags = np.asarray(truth_cat["MAG"])
     if mag_bins is None:
-        mag_bins = np.arange(np.floor(mags.min()) if len(mags) else 0, np.ceil(mags.max()) + 0.5 if len(mags) else 1, 0.5)
+        lo, hi = (np.floor(mags.min()), np.ceil(mags.max()) + 0.5) if len(mags) else (0, 1)
+        mag_bins = np.arange(lo, hi, 0.5)
     idx = np.digitize(mags, mag_bins) - 1
     curve = []
     for k in range(len(mag_bins) - 1):

@@ -1,0 +1,1 @@
+"""Per-detection contaminant scores (MD_CONTAM, MD_CLASS)."""
