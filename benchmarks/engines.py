@@ -26,9 +26,10 @@ from synthetic import make_frame  # noqa: E402
 from maxidetect.classes import CLASSES, ClassConfig  # noqa: E402
 from maxidetect.extract.catalog import read_catalog  # noqa: E402
 from maxidetect.extract.config import SexConfig  # noqa: E402
+from maxidetect.extract.inprocess import detect_file
+from maxidetect.extract.sextractor import run_sextractor  # noqa: E402
 from maxidetect.maps.writer import MapPolicy, write_maps  # noqa: E402
 from maxidetect.masks.maker import MaskMaker  # noqa: E402
-from maxidetect.pipeline import detect_file, sex_file  # noqa: E402
 
 
 def _slug(name: str) -> str:
@@ -75,7 +76,7 @@ def main(argv=None):
             if engine == "SEP":
                 cat = read_catalog(detect_file(path, cfg, maps=m, out_dir=out))
             else:
-                cat = read_catalog(sex_file(path, cfg, maps=m, out_dir=out)[0])
+                cat = read_catalog(run_sextractor(path, cfg, maps=m, out_dir=out).catalog)
             r = {"engine": engine, "maps": name, **score(cat, truth, 10.0)}
             rows.append(r)
             print(r, flush=True)

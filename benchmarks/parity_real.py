@@ -21,10 +21,11 @@ from astropy.io import fits
 from maxidetect.classes import ClassConfig
 from maxidetect.extract.catalog import read_catalog
 from maxidetect.extract.config import SexConfig
+from maxidetect.extract.inprocess import detect_file
+from maxidetect.extract.sextractor import run_sextractor
 from maxidetect.files import is_image_hdu
 from maxidetect.maps.writer import MapPolicy, write_maps
 from maxidetect.masks.maker import MaskMaker
-from maxidetect.pipeline import detect_file, sex_file
 
 ROOT = Path(__file__).resolve().parents[1]
 REAL = ROOT.parent / "shared" / "data" / "real"
@@ -69,7 +70,7 @@ def main(argv=None):
         for mode, m in (("no maps", None), ("weights of ones", _ones(maps, work / image.stem)), ("maps", maps)):
             out = work / image.stem / mode.replace(" ", "_")
             sep_n = _counts(detect_file(image, cfg, maps=m, out_dir=out / "sep"))
-            sex_n = _counts(sex_file(image, cfg, maps=m, out_dir=out / "sex")[0])
+            sex_n = _counts(run_sextractor(image, cfg, maps=m, out_dir=out / "sex").catalog)
             r = {"image": image.name, "hdus": n_hdu, "mode": mode, "sextractor": sum(sex_n), "sep": sum(sep_n),
                  "sextractor_per_hdu": sex_n, "sep_per_hdu": sep_n}
             r["difference"] = (r["sep"] - r["sextractor"]) / max(r["sextractor"], 1)

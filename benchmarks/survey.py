@@ -56,7 +56,7 @@ def run_mode(mode: str, inputs: list[str], out: str, kind: str) -> dict:
         cluster = LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None)
         client = Client(cluster)
     t0 = time.perf_counter()
-    s = run_files(job, inputs, workers=workers, client=client, progress=False)
+    s = run_files(job, inputs, workers=workers, client=client, progress=None)
     wall = time.perf_counter() - t0
     if client is not None:
         client.close()

@@ -11,7 +11,7 @@ Python API first::
 
 import os
 
-__version__ = "0.2.0"
+from maxidetect.version import __version__
 
 # TensorFlow's C++ start-up chatter is noise for command-line users.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")

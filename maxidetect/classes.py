@@ -14,6 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
+from maxidetect.errors import ConfigError
+
 __all__ = [
     "ContaminantClass",
     "CLASSES",
@@ -133,7 +135,7 @@ class ClassConfig:
         cfg = cls.default()
         d = Path(config_dir)
         if not d.is_dir():
-            raise FileNotFoundError(f"{d}: config directory does not exist")
+            raise ConfigError(f"{d}: config directory does not exist")
         for fname, attr in (
             ("classes.flags", "selected"),
             ("classes.priors", "priors"),
@@ -143,6 +145,10 @@ class ClassConfig:
             if p.exists():
                 values = read_config_file(p)
                 setattr(cfg, attr, values.astype(bool) if attr == "selected" else values)
+                try:
+                    cfg.validate()
+                except ValueError as exc:
+                    raise ConfigError(f"{p}: {exc}") from None
         return cfg
 
     def to_dir(self, config_dir: str | os.PathLike) -> None:
@@ -158,10 +164,12 @@ class ClassConfig:
             arr = np.asarray(getattr(self, attr))
             if arr.shape != (N_CLASSES,):
                 raise ValueError(f"{attr} must have shape ({N_CLASSES},), got {arr.shape}")
-        if np.any((self.priors <= 0) | (self.priors >= 1)):
-            raise ValueError("priors must lie strictly between 0 and 1")
-        if np.any((self.thresholds < 0) | (self.thresholds > 1)):
-            raise ValueError("thresholds must lie in [0, 1]")
+        for name, values, bad, rule in (
+                ("prior", self.priors, (self.priors <= 0) | (self.priors >= 1), "strictly between 0 and 1"),
+                ("threshold", self.thresholds, (self.thresholds < 0) | (self.thresholds > 1), "in [0, 1]")):
+            if np.any(bad | ~np.isfinite(values)):
+                i = int(np.flatnonzero(bad | ~np.isfinite(values))[0])
+                raise ConfigError(f"class {CLASS_NAMES[i]}: {name} {float(values[i])!r} must lie {rule}")
 
 
 def read_config_file(path: str | os.PathLike) -> np.ndarray:
@@ -172,25 +180,28 @@ def read_config_file(path: str | os.PathLike) -> np.ndarray:
     """
     path = Path(path)
     rows = []
-    with open(path) as fh:
-        for lineno, line in enumerate(fh, 1):
-            line = line.split("#", 1)[0].strip()
-            if not line:
-                continue
-            parts = line.split()
-            if len(parts) != 2:
-                raise ValueError(f"{path}:{lineno}: expected 'CLASS value', got {line!r}")
-            try:
-                rows.append((parts[0].upper(), float(parts[1])))
-            except ValueError:
-                raise ValueError(f"{path}:{lineno}: {parts[1]!r} is not a number") from None
+    try:
+        text = path.read_text()
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not a text file (expected 'CLASS value' rows)") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read ({exc.strerror})") from None
+    for lineno, line in enumerate(text.splitlines(), 1):
+        line = line.split("#", 1)[0].strip()
+        if not line:
+            continue
+        parts = line.split()
+        if len(parts) != 2:
+            raise ConfigError(f"{path}:{lineno}: expected 'CLASS value', got {line!r}")
+        try:
+            rows.append((parts[0].upper(), float(parts[1])))
+        except ValueError:
+            raise ConfigError(f"{path}:{lineno}: {parts[1]!r} is not a number") from None
     if len(rows) != N_CLASSES:
-        raise ValueError(f"{path}: expected {N_CLASSES} rows, found {len(rows)}")
+        raise ConfigError(f"{path}: expected {N_CLASSES} rows, found {len(rows)}")
     for i, (abbr, _) in enumerate(rows):
         if abbr != CLASS_NAMES[i]:
-            raise ValueError(
-                f"{path}: row {i + 1} is {abbr!r}, expected {CLASS_NAMES[i]!r} (order matters)"
-            )
+            raise ConfigError(f"{path}: row {i + 1} is {abbr!r}, expected {CLASS_NAMES[i]!r} (order matters)")
     return np.array([v for _, v in rows], dtype=np.float64)
 
 

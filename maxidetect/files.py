@@ -70,14 +70,37 @@ def parse_input(text: str) -> InputSpec:
     return InputSpec(Path(text))
 
 
-def _is_fits_name(p: Path) -> bool:
+#: Name endings of maxidetect's own outputs (masks, maps, catalogues, simulated truth).
+OUTPUT_ENDINGS = (".masks.fits", ".weight.fits", ".flag.fits", ".cat.fits", ".truth.fits")
+#: Primary-header keywords that mark a file one of maxidetect's outputs.
+PROVENANCE_KEYS = ("MDVERSN", "MDOUTPUT", "MDMAP")
+
+
+def is_our_output(p: Path) -> bool:
+    """True for a file maxidetect wrote: by its name, or its header provenance
+    (any name: outputs renamed by a user, SExtractor's check images)."""
     name = p.name.lower()
-    return any(name.endswith(s) for s in FITS_SUFFIXES) and ".masks." not in name
+    if any(name.endswith(s) for s in OUTPUT_ENDINGS) or ".masks." in name:
+        return True
+    try:
+        with fits.open(p, memmap=True, lazy_load_hdus=True) as h:
+            # Multi-extension outputs keep the input's primary: look at the first extension too.
+            return any(any(k in h[i].header for k in PROVENANCE_KEYS) for i in range(min(len(h), 2)))
+    except Exception:
+        return False  # unreadable: left for the run to report
+
+
+def _is_input_candidate(p: Path) -> bool:
+    name = p.name.lower()
+    return any(name.endswith(s) for s in FITS_SUFFIXES) and not is_our_output(p)
 
 
 def expand_inputs(items) -> list[InputSpec]:
     """Expand paths, quoted globs (``'raw/*.fits'``: thousands of files beyond
-    the shell's argument limit), directories and ``.list`` files into input specs."""
+    the shell's argument limit), directories and ``.list`` files into input specs.
+
+    Directories and globs never pick up maxidetect's own outputs
+    (:func:`is_our_output`), so a command can be rerun on a directory."""
     import glob
 
     out: list[InputSpec] = []
@@ -88,9 +111,10 @@ def expand_inputs(items) -> list[InputSpec]:
             matches = sorted(glob.glob(str(p)))
             if not matches:
                 raise InputError(f"{p}: no file matches this pattern")
-            out.extend(InputSpec(Path(m), spec.hdu) for m in matches if Path(m).is_file())
+            out.extend(InputSpec(Path(m), spec.hdu) for m in matches
+                       if Path(m).is_file() and not is_our_output(Path(m)))
         elif p.is_dir():
-            out.extend(InputSpec(f) for f in sorted(p.iterdir()) if f.is_file() and _is_fits_name(f))
+            out.extend(InputSpec(f) for f in sorted(p.iterdir()) if f.is_file() and _is_input_candidate(f))
         elif p.suffix == ".list":
             if not p.exists():
                 raise InputError(f"{p}: list file does not exist")
@@ -185,7 +209,10 @@ def open_fits(path: str | os.PathLike, what: str = "file") -> fits.HDUList:
             hdul = fits.open(path, memmap=False)
             hdul.readall()
         except Exception as exc:
-            raise InputError(f"{path}: {what} is not a readable FITS file ({exc})") from None
+            why = str(exc).split(". ")[0]
+            if "SIMPLE" in why or "empty or corrupt" in why:
+                why = "it does not start with a FITS header"  # astropy's advice here is for its API, not ours
+            raise InputError(f"{path}: {what} is not a readable FITS file ({why})") from None
     try:
         _check_complete(path, hdul)
     except InputError:
@@ -234,11 +261,64 @@ def _check_complete(path: Path, hdul: fits.HDUList) -> None:
             raise InputError(f"{path}[{len(hdul)}]: extension header is truncated or corrupt")
 
 
-def _same_file(a: Path, b: Path) -> bool:
+# -- the one guard every writer goes through -----------------------------------
+# Inputs of the running job (this process): no output may resolve to one of
+# them, whatever --overwrite says. Compared by inode (hard and symbolic links
+# included) and by resolved path (for inputs that do not exist yet).
+_PROTECTED: dict[str, tuple[int, int] | None] = {}
+
+
+def _identity(path) -> tuple[str, tuple[int, int] | None]:
+    p = Path(path)
+    resolved = os.path.realpath(p)
     try:
-        return a.exists() and b.exists() and os.path.samefile(a, b)
+        st = os.stat(p)
+        return resolved, (st.st_dev, st.st_ino)
     except OSError:
-        return False
+        return resolved, None
+
+
+def protect_inputs(paths) -> None:
+    """Register ``paths`` as inputs: :func:`check_not_input` (and so every
+    atomic write) refuses them from now on in this process."""
+    for p in paths:
+        if p is None:
+            continue
+        resolved, ident = _identity(p)
+        _PROTECTED[resolved] = ident
+
+
+@contextmanager
+def protected(paths):
+    """Protect ``paths`` for the duration of a block (nested blocks add up)."""
+    before = dict(_PROTECTED)
+    protect_inputs(paths)
+    try:
+        yield
+    finally:
+        _PROTECTED.clear()
+        _PROTECTED.update(before)
+
+
+def input_clash(path, inputs=()) -> str | None:
+    """The input (registered or among ``inputs``) that ``path`` would
+    overwrite, or None."""
+    resolved, ident = _identity(path)
+    candidates = dict(_PROTECTED)
+    for p in inputs:
+        r, i = _identity(p)
+        candidates[r] = i
+    for r, i in candidates.items():
+        if r == resolved or (ident is not None and i is not None and i == ident):
+            return r
+    return None
+
+
+def check_not_input(path, inputs=()) -> None:
+    """Raise InputError if writing ``path`` would replace an input."""
+    hit = input_clash(path, inputs)
+    if hit is not None:
+        raise InputError(f"{path}: refusing to write over the input {hit}")
 
 
 def temp_output(path: Path) -> tuple[int, str]:
@@ -290,11 +370,35 @@ def atomic_output(path: Path):
 
 def _publish(tmp: str, path: Path) -> None:
     """Give the finished temporary the usual file mode (mkstemp makes 0600)
-    and rename it into place."""
+    and rename it into place, never over an input."""
+    check_not_input(path)
     umask = os.umask(0)
     os.umask(umask)
     os.chmod(tmp, 0o666 & ~umask)
     os.replace(tmp, path)
+
+
+def publish(src, path) -> Path:
+    """Move a finished file written elsewhere (e.g. by SExtractor in a
+    temporary directory) to ``path``: copied beside it, then renamed, through
+    the same guard as every other output."""
+    import shutil
+
+    path = Path(path)
+    check_not_input(path)
+    with atomic_output(path) as tmp:
+        shutil.copyfile(src, tmp)
+    return path
+
+
+def stamp_provenance(path, what: str) -> None:
+    """Mark a FITS file made by a maxidetect run in its primary header
+    (MDVERSN, MDOUTPUT), so directory inputs never take it for an image."""
+    from maxidetect.version import __version__
+
+    with fits.open(path, mode="update") as h:
+        h[0].header["MDVERSN"] = (__version__, "maxidetect version")
+        h[0].header["MDOUTPUT"] = (what, "maxidetect output")
 
 
 def write_hdulist_atomic(
@@ -306,7 +410,7 @@ def write_hdulist_atomic(
     refuses to replace any path in ``protect`` (the inputs).
     """
     path = Path(path)
-    _check_output(path, overwrite, protect)
+    check_output(path, overwrite, protect)
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_output(path) as tmp:
         hdul.writeto(tmp, overwrite=True, output_verify="silentfix")
@@ -314,12 +418,16 @@ def write_hdulist_atomic(
 
 
 
-def _check_output(path: Path, overwrite: bool, protect) -> None:
-    for p in protect:
-        if _same_file(Path(p), path) or Path(p).resolve() == path.resolve():
-            raise InputError(f"{path}: refusing to overwrite an input file")
+def check_output(path, overwrite: bool, protect=()) -> None:
+    """Before work: refuse an input (always) and an existing file (unless ``overwrite``)."""
+    path = Path(path)
+    check_not_input(path, protect)
     if path.exists() and not overwrite:
-        raise FileExistsError(f"{path}: output exists (use --overwrite to replace it)")
+        raise FileExistsError(exists_message(path))
+
+
+def exists_message(path) -> str:
+    return f"{path}: output exists (overwrite=True, or --overwrite on the command line, replaces it)"
 
 
 _BLOCK = 2880
@@ -376,7 +484,7 @@ class FitsStreamWriter:
 
     def __init__(self, path, overwrite: bool = False, protect=()):
         self.path = Path(path)
-        _check_output(self.path, overwrite, protect)
+        check_output(self.path, overwrite, protect)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         fd, self._tmp = temp_output(self.path)
         self._fd = fd

@@ -1,130 +1,199 @@
-"""File-level runs: maps -> SExtractor binary or SEP engine -> catalogue.
+"""One file through the pipeline: masks, maps, catalogue.
 
-The functions here tie the one-job modules together for one FITS file; the
-CLI calls them, and so can scripts.
+A :class:`Job` holds what to do (``mask``, ``maps``, ``detect`` or ``sex``)
+and the settings of every stage (:mod:`maxidetect.settings`). Each stage
+makes one *product* of a file (``masks``; ``maps``: weight and flag;
+``catalog``) and says in advance which paths it will write
+(:func:`planned_outputs`), so a run can refuse collisions before any work.
+:mod:`maxidetect.runner` wraps the stages with run records and schedules
+files.
 """
 
 from __future__ import annotations
 
-import warnings
+import functools
+import shlex
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
-import numpy as np
-
-from maxidetect.errors import InputError, MaxidetectWarning
-from maxidetect.extract.catalog import CATALOG_TYPES, write_catalog
-from maxidetect.extract.config import SexConfig, read_param_file
-from maxidetect.extract.sep_engine import detect
-from maxidetect.extract.sextractor import catalog_target, run_sextractor
-from maxidetect.files import (
-    InputSpec,
-    image_header,
-    is_image_hdu,
-    open_fits,
-    parse_input,
-    plane_shape,
-    select_hdus,
+from maxidetect.errors import ConfigError
+from maxidetect.extract.config import SexConfig, find_binary, split_sextractor_args
+from maxidetect.extract.inprocess import detect_file
+from maxidetect.extract.sextractor import catalog_target, extra_outputs, run_sextractor
+from maxidetect.files import InputSpec, output_path
+from maxidetect.maps.policy import MapPolicy
+from maxidetect.maps.writer import FLAG_SUFFIX, WEIGHT_SUFFIX, write_maps
+from maxidetect.masks.maker import MASK_SUFFIX
+from maxidetect.network.weights import get_model_info
+from maxidetect.settings import (
+    ClassSettings,
+    ExtractSettings,
+    MapSettings,
+    MaskOutputSettings,
+    NetworkSettings,
+    TrackSettings,
+    settings_digest,
 )
 
-__all__ = ["detect_file", "sex_file"]
+__all__ = ["Job", "KINDS", "EXTRACTOR_TAGS", "planned_outputs", "make_masks", "make_maps", "make_catalog",
+           "sex_config"]
+
+KINDS = ("mask", "maps", "detect", "sex")
+#: Catalogue name tag of each engine (``NAME.TAG.cat.fits``).
+EXTRACTOR_TAGS = {"sep": "sep", "photutils": "phot", "sextractor": "sex"}
+_GROUPS = {"network": NetworkSettings, "classes": ClassSettings, "output": MaskOutputSettings, "maps": MapSettings,
+           "extract": ExtractSettings, "tracking": TrackSettings}
 
 
-def _as_spec(spec) -> InputSpec:
-    return spec if isinstance(spec, InputSpec) else parse_input(str(spec))
+@dataclass(frozen=True)
+class Job:
+    """What to do with every file, and with which settings (picklable).
 
-
-def detect_file(
-    spec,
-    config: SexConfig | None = None,
-    maps: tuple[Path, Path] | None = None,
-    out_dir=None,
-    overwrite: bool = False,
-    extra_cards=(),
-) -> Path | None:
-    """Run the SEP engine on every image HDU (or the selected one) of a file.
-
-    ``maps`` are (weight, flag) files laid out like the image, as written
-    by :func:`maxidetect.maps.writer.write_maps`. Returns the catalogue path.
+    Parameters
+    ----------
+    kind : {"mask", "maps", "detect", "sex"}
+    network, classes, output, maps, extract, tracking
+        The settings of each stage (defaults where not given).
+    out_dir : str or None
+        Outputs beside each input when None.
+    overwrite : bool
+        Replace outputs that no run record accounts for, or that an earlier
+        run made with other settings. Inputs are never replaced.
+    threads : int or None
+        Compute threads per worker (None: the library default).
     """
-    spec = _as_spec(spec)
-    cfg = config or SexConfig()
-    catalog, ctype = catalog_target(spec, cfg, out_dir)
-    if ctype not in CATALOG_TYPES:
-        raise InputError(f"CATALOG_TYPE {ctype} not supported by the SEP engine ({', '.join(CATALOG_TYPES)})")
-    if catalog.exists() and not overwrite and ctype != "NONE":
-        raise FileExistsError(f"{catalog}: output exists (use --overwrite to replace it)")
-    params = read_param_file(cfg.resolve("PARAMETERS_NAME", "default.param")) or None
-    hdul = open_fits(spec.path, "image")
-    wmaps = open_fits(maps[0], "weight map") if maps else None
-    fmaps = open_fits(maps[1], "flag map") if maps else None
-    tables, headers = [], []
-    try:
-        pairs = select_hdus(hdul, spec)
-        k_map = 0
-        for index, hdu in pairs:
-            where = f"{spec.path}[{index}]"
-            shape = plane_shape(hdu)
-            if shape is None and not is_image_hdu(hdu):
-                if spec.hdu is not None:
-                    raise InputError(f"{where}: not a 2-D image HDU")
-                # Maps keep the primary, and since 0.2.0 a stand-in for every other non-image HDU.
-                if wmaps is not None and (index == 0 or len(wmaps) == len(hdul)):
-                    k_map += 1
-                continue
-            if shape is None:
-                raise InputError(f"{where}: the detection engine needs 2-D images, got shape {hdu.shape}")
-            data = hdu.data.reshape(shape)  # length-1 axes dropped, as SExtractor does
-            weight = flag = None
-            if wmaps is not None:
-                if k_map >= len(wmaps) or k_map >= len(fmaps):
-                    raise InputError(f"{maps[0]}: has no map for image HDU {index}")
-                weight, flag = wmaps[k_map].data, fmaps[k_map].data
-                for arr, name in ((weight, maps[0]), (flag, maps[1])):
-                    if arr is None or arr.shape != shape:
-                        got = None if arr is None else arr.shape
-                        raise InputError(f"{name}[{k_map}]: map shape {got} does not match {where} {shape}")
-                k_map += 1
-            with warnings.catch_warnings(record=True) as caught:
-                warnings.simplefilter("always", MaxidetectWarning)
-                try:
-                    det = detect(data, cfg, weight=weight, flag=flag, header=hdu.header, params=params)
-                except ValueError as exc:
-                    raise InputError(f"{where}: {exc}") from None
-            for w in caught:
-                if issubclass(w.category, MaxidetectWarning):
-                    warnings.warn(f"{where}: {w.message}", w.category, stacklevel=2)
-            t = det.catalog
-            if params and "EXT_NUMBER" in [p.upper() for p in params]:
-                t["EXT_NUMBER"] = np.full(len(t), index, np.int16)
-            t.meta["EXTNUM"] = index
-            tables.append(t)
-            hdr = image_header(hdu)
-            for key, value, comment in extra_cards:
-                hdr[key] = (value, comment)
-            headers.append(hdr)
-            # Drop this HDU's pixels before the next: a mosaic is never held whole.
-            data = weight = flag = None
-            for h in [hdu] + ([wmaps[k_map - 1], fmaps[k_map - 1]] if wmaps is not None else []):
-                _release(h)
-        if not tables:
-            raise InputError(f"{spec.path}: no 2-D image HDU to detect on")
-    finally:
-        hdul.close()
-        for h in (wmaps, fmaps):
-            if h is not None:
-                h.close()
-    protect = [spec.path] + (list(maps) if maps else [])
-    return write_catalog(tables, catalog, ctype, headers=headers, overwrite=overwrite, protect=protect)
+
+    kind: str
+    network: NetworkSettings = field(default_factory=NetworkSettings)
+    classes: ClassSettings = field(default_factory=ClassSettings)
+    output: MaskOutputSettings = field(default_factory=MaskOutputSettings)
+    maps: MapSettings = field(default_factory=MapSettings)
+    extract: ExtractSettings = field(default_factory=ExtractSettings)
+    tracking: TrackSettings = field(default_factory=TrackSettings)
+    out_dir: str | None = None
+    overwrite: bool = False
+    threads: int | None = None
+
+    def __post_init__(self):
+        if self.kind not in KINDS:
+            raise ValueError(f"kind must be one of {KINDS}, got {self.kind!r}")
+        if self.output.single_mask and self.classes.no_threshold:
+            raise ConfigError("--single-mask needs thresholds (drop --no-threshold)")
+
+    @classmethod
+    def build(cls, kind: str, out_dir=None, overwrite: bool = False, threads: int | None = None, **options) -> Job:
+        """A job from plain keyword settings, each routed to its group by name:
+        ``Job.build("detect", grow=2, sex_args=("-DETECT_THRESH", "3"))``."""
+        groups = {}
+        left = dict(options)
+        for attr, group in _GROUPS.items():
+            names = {f.name for f in fields(group)}
+            mine = {k: left.pop(k) for k in list(left) if k in names}
+            if "sex_args" in mine:
+                mine["sex_args"] = tuple(mine["sex_args"] or ())
+            groups[attr] = group(**mine)
+        if left:
+            raise ConfigError(f"unknown setting(s): {', '.join(sorted(left))}")
+        return cls(kind, out_dir=out_dir, overwrite=overwrite, threads=threads, **groups)
+
+    # -- what the job makes ------------------------------------------------------
+    @property
+    def masked(self) -> bool:
+        return self.kind in ("maps", "detect", "sex") and not self.extract.no_mask
+
+    @property
+    def extractor(self) -> str:
+        return "sextractor" if self.kind == "sex" else self.extract.extractor
+
+    def products(self) -> list[str]:
+        """The products of each file, in the order they are made."""
+        if self.kind == "mask":
+            return ["masks"]
+        out = ["maps"] if self.masked else []
+        if self.kind in ("detect", "sex"):
+            out.append("catalog")
+        return out
+
+    def product_name(self, product: str) -> str:
+        """Record name of a product (catalogues per engine, masked or not)."""
+        if product != "catalog":
+            return product
+        return ("nomask." if not self.masked else "") + EXTRACTOR_TAGS[self.extractor] + ".cat"
+
+    def digest(self, product: str) -> str:
+        """Hash of the settings that shape ``product``."""
+        track = self.tracking if self.tracking.active else None
+        if product == "masks":
+            return settings_digest(self.network, self.classes, self.output, track)
+        maps = settings_digest(self.network, self.classes, self.maps, track)
+        if product == "maps":
+            return maps
+        return settings_digest(self.extract, track) + (maps if self.masked else "")
+
+    def validate(self) -> None:
+        """Every setting checked before any work (ConfigError, WeightsError,
+        SExtractorError): class files, model name, SExtractor keys and binary."""
+        if self.kind == "mask" or self.masked:
+            get_model_info(self.network.model)
+            self.classes.config(for_maps=self.kind != "mask")
+        if self.maps.weight_image and not Path(self.maps.weight_image).is_file():
+            raise ConfigError(f"--weight-image {self.maps.weight_image}: no such file")
+        if self.kind in ("detect", "sex"):
+            sex_config(self.extract.sex_args)
+        if self.kind == "sex":
+            find_binary(self.extract.sex_binary)
 
 
-def _release(hdu) -> None:
-    try:
-        del hdu.data
-    except (AttributeError, TypeError):
-        pass
+@functools.lru_cache(maxsize=8)
+def sex_config(sex_args: tuple) -> SexConfig:
+    """The SExtractor configuration of ``-c FILE -KEY VALUE`` arguments,
+    checked once (keywords and values) and shared by every file of a run."""
+    return SexConfig(*split_sextractor_args(list(sex_args)))
 
 
-def sex_file(spec, config: SexConfig, maps=None, binary=None, out_dir=None, overwrite=False):
-    """Run the real SExtractor on a file with optional maps; see
-    :func:`maxidetect.extract.sextractor.run_sextractor`."""
-    return run_sextractor(_as_spec(spec), config, maps=maps, binary=binary, out_dir=out_dir, overwrite=overwrite)
+def planned_outputs(job: Job, spec: InputSpec) -> dict[str, list[Path]]:
+    """``{product: [paths]}`` that ``job`` will write for ``spec``."""
+    out: dict[str, list[Path]] = {}
+    if job.kind == "mask":
+        out["masks"] = [output_path(spec, MASK_SUFFIX, job.out_dir)]
+        return out
+    if job.masked:
+        out["maps"] = [output_path(spec, WEIGHT_SUFFIX, job.out_dir), output_path(spec, FLAG_SUFFIX, job.out_dir)]
+    if job.kind in ("detect", "sex"):
+        config = sex_config(job.extract.sex_args)
+        tag = EXTRACTOR_TAGS[job.extractor]
+        catalog, ctype = catalog_target(spec, config, job.out_dir, tag, not job.masked)
+        paths = [] if ctype == "NONE" else [catalog.absolute()]
+        if job.kind == "sex":
+            paths += [p for ps in extra_outputs(config).values() for p in ps]
+        out["catalog"] = paths
+    return out
+
+
+# -- the stages -------------------------------------------------------------------
+def make_masks(job: Job, spec: InputSpec, maker, overwrite: bool, cards=()) -> list[Path]:
+    out = maker.process_file(spec, out_dir=job.out_dir, overwrite=overwrite, probs=job.output.probs,
+                             single=job.output.single_mask, extra_cards=cards)
+    return [out]
+
+
+def make_maps(job: Job, spec: InputSpec, maker, overwrite: bool, cards=()) -> list[Path]:
+    m = job.maps
+    policy = MapPolicy.parse(m.policy, grow=m.grow, soft=m.soft_weights, noise=m.noise_weights)
+    return list(write_maps(spec, maker, policy, out_dir=job.out_dir, weight_image=m.weight_image,
+                           overwrite=overwrite, extra_cards=cards))
+
+
+def make_catalog(job: Job, spec: InputSpec, maps, overwrite: bool, cards=(), log=None) -> list[Path]:
+    """The catalogue of ``spec`` (with ``maps``, or none); ``log`` collects
+    the command run and SExtractor's warnings."""
+    config = sex_config(job.extract.sex_args)
+    log = log if log is not None else []
+    if job.kind == "sex":
+        run = run_sextractor(spec, config, maps=maps, binary=job.extract.sex_binary, out_dir=job.out_dir,
+                             overwrite=overwrite)
+        log.append("ran: " + shlex.join(run.command))
+        log.extend(f"SExtractor: {w}" for w in run.warnings)
+        return run.outputs
+    cat = detect_file(spec, config, maps=maps, out_dir=job.out_dir, overwrite=overwrite, extra_cards=cards)
+    return [cat] if cat is not None else []

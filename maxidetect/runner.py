@@ -1,20 +1,19 @@
 """Many files: serial, a local process pool, or a Dask cluster; resumable.
 
-A :class:`Job` says what to do with each file (``mask``, ``maps``,
-``detect`` or ``sex``) and with which settings; :func:`process_file` does it
-for one file and never raises; :func:`run_files` maps it over the inputs
-and returns a :class:`RunSummary`.
+:func:`run_files` checks a whole run before any work (every setting; no
+output may replace an input or be written by two inputs), then maps
+:func:`process_file` over the inputs and returns a :class:`RunSummary`.
 
-Resumability. Before working on a file we write a record
-``OUTDIR/.maxidetect/<input>.<kind>.json`` with status ``started``, the
-input's SHA-256 and the settings' hash; after every output is in place
-(each written atomically) the record becomes ``complete`` with the output
-sizes. A rerun skips a file whose record is complete and matches the input,
-the settings and the outputs on disk; it redoes (overwrites) outputs that a
-record shows are ours but partial or stale; it refuses to replace outputs it
-has no record of unless ``overwrite`` is set. A kill at any point therefore
-leaves either complete outputs or ones the next run redoes, never a
-truncated file under a final name.
+Run records. Each product of a file (masks; maps; a catalogue per engine)
+has a record ``OUTDIR/.maxidetect/<input>.<product>.json``: ``started``
+before work, ``complete`` with the output sizes once every output is in
+place (each written atomically), the input's SHA-256 and the hash of the
+settings that shaped it. A product whose record is complete and matches
+the input, the settings and the files on disk is reused: that is how a
+rerun resumes after a crash, and how ``maps`` then ``detect`` then ``sex``
+share one set of maps. A partial or stale record (ours) is redone; a
+complete one made with other settings, or an output with no record, is
+replaced only with ``overwrite``. Inputs are never replaced.
 
 Workers load the network once (cached per process) and process whole files.
 """
@@ -26,7 +25,6 @@ import json
 import os
 import re
 import sys
-import tempfile
 import threading
 import time
 import traceback
@@ -35,57 +33,14 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-import numpy as np
+from maxidetect.errors import ConfigError, InputError, MaxidetectError, MaxidetectWarning
+from maxidetect.files import InputSpec, atomic_output, exists_message, input_clash, parse_input, protected
+from maxidetect.pipeline import Job, make_catalog, make_maps, make_masks, planned_outputs
 
-__all__ = ["Job", "FileResult", "RunSummary", "process_file", "run_files", "record_path", "input_sha256", "class_config",
-           "write_json_atomic"]
+__all__ = ["Job", "FileResult", "RunSummary", "process_file", "run_files", "check_run", "record_path",
+           "input_sha256", "write_json_atomic", "RECORD_DIR"]
 
-KINDS = ("mask", "maps", "detect", "sex")
-_DEFAULTS = {"grow": 0, "batch_size": 1, "precision": "float32", "track_prior": 0.05, "track_threshold": 0.5}
 RECORD_DIR = ".maxidetect"
-
-
-@dataclass
-class Job:
-    """What to do with every file, as plain (picklable) settings.
-
-    Parameters
-    ----------
-    kind : {"mask", "maps", "detect", "sex"}
-    options : dict
-        Network options (model, tile, margin, batch_size, precision, classes,
-        config_dir, maximask_defaults, no_priors, no_threshold), mask output
-        options (probs, single_mask), map options (policy, grow,
-        soft_weights, noise_weights, weight_image, no_mask) and SExtractor
-        arguments (sex_args list, sex_binary).
-    out_dir : str or None
-        Outputs beside each input when None.
-    overwrite : bool
-        Replace outputs that no run record accounts for.
-    threads : int or None
-        Compute threads per worker (None: the library default).
-    """
-
-    kind: str
-    options: dict = field(default_factory=dict)
-    out_dir: str | None = None
-    overwrite: bool = False
-    threads: int | None = None
-
-    def __post_init__(self):
-        if self.kind not in KINDS:
-            raise ValueError(f"kind must be one of {KINDS}, got {self.kind!r}")
-
-    def settings_hash(self) -> str:
-        from maxidetect import __version__
-
-        # Unset and default values hash alike, so the CLI and the API agree;
-        # where the binary lives, or which engine runs the network, does not
-        # change outputs (the engines' masks agree; tests/test_onnxnet.py).
-        o = {k: v for k, v in self.options.items()
-             if k not in ("sex_binary", "engine") and v not in (None, False, "", []) and _DEFAULTS.get(k, object()) != v}
-        blob = json.dumps({"kind": self.kind, "options": o, "version": __version__}, sort_keys=True, default=str)
-        return hashlib.sha256(blob.encode()).hexdigest()
 
 
 @dataclass
@@ -102,9 +57,10 @@ class FileResult:
     mpix: float = 0.0
     worker: str = ""
     warnings: list[str] = field(default_factory=list)
-    commands: list[str] = field(default_factory=list)
+    log: list[str] = field(default_factory=list)  # commands run, SExtractor's warnings
     tracking: float | None = None
     peak_rss_mb: float = 0.0  # of the worker process, so far
+    reused: list[str] = field(default_factory=list)  # products taken from an earlier run
 
 
 @dataclass
@@ -172,60 +128,30 @@ def _set_threads(n: int | None) -> int | None:
     return _THREADS
 
 
-def class_config(kind: str, options: dict):
-    """The validated ClassConfig of a job's options: the user's MaxiMask
-    files, else MaxiMask's defaults (``mask``, ``maximask_defaults``), else
-    the catalogue defaults; narrowed to ``classes``."""
-    from maxidetect.classes import ClassConfig, parse_class_list
-
-    if options.get("config_dir"):
-        config = ClassConfig.from_dir(options["config_dir"])
-    elif kind == "mask" or options.get("maximask_defaults"):
-        config = ClassConfig.default()
-    else:
-        config = ClassConfig.catalogue()
-    if options.get("classes"):
-        config.selected = config.selected & parse_class_list(options["classes"])
-    config.validate()
-    return config
-
-
 def _maker(job: Job):
-    """The MaskMaker for ``job``'s network options, built once per process."""
+    """The MaskMaker for ``job``'s network and class settings, once per process."""
     from maxidetect.masks.maker import MaskMaker
-    from maxidetect.network.inference import DEFAULT_MARGIN
 
-    o = job.options
-    keys = ("model", "tile", "margin", "batch_size", "precision", "engine", "background", "classes", "config_dir",
-            "maximask_defaults", "no_priors", "no_threshold")
-    key = json.dumps({"kind": job.kind == "mask", **{k: o.get(k) for k in keys}}, sort_keys=True, default=str)
+    key = json.dumps([job.kind == "mask", asdict(job.network), asdict(job.classes)], sort_keys=True, default=str)
     with _LOCK:
         if key not in _MAKERS:
-            threads = _set_threads(job.threads)
-            config = class_config(job.kind, o)
+            n, c = job.network, job.classes
             _MAKERS[key] = MaskMaker(
-                model=o.get("model"), config=config,
-                apply_priors=not o.get("no_priors", False), apply_threshold=not o.get("no_threshold", False),
-                tile=o.get("tile") or None,
-                margin=DEFAULT_MARGIN if o.get("margin") is None else o["margin"],
-                batch_size=o.get("batch_size") or 1, precision=o.get("precision") or "float32",
-                engine=o.get("engine") or "auto", threads=threads, background=o.get("background"))
+                model=n.model, config=c.config(for_maps=job.kind != "mask"), apply_priors=not c.no_priors,
+                apply_threshold=not c.no_threshold, tile=n.tile, margin=n.margin, batch_size=n.batch_size,
+                precision=n.precision, engine=n.engine, threads=_set_threads(job.threads), background=n.background)
         return _MAKERS[key]
 
 
 def _tracker(job: Job):
-    from maxidetect.network.maxitrack import DEFAULT_PRIOR, DEFAULT_THRESHOLD, Tracker
+    from maxidetect.network.maxitrack import Tracker
 
-    o = job.options
-    prior = o.get("track_prior", DEFAULT_PRIOR)
-    thr = o.get("track_threshold")
-    key = json.dumps([prior, thr])
+    t = job.tracking
+    key = json.dumps([t.track_prior, t.track_threshold])
     with _LOCK:
         if key not in _TRACKERS:
-            from maxidetect.network.inference import bound_keras_threads
-
-            bound_keras_threads(_set_threads(job.threads))
-            _TRACKERS[key] = Tracker(prior=prior, threshold=DEFAULT_THRESHOLD if thr is None else thr)
+            _TRACKERS[key] = Tracker(prior=t.track_prior, threshold=t.track_threshold,
+                                     threads=_set_threads(job.threads))
         return _TRACKERS[key]
 
 
@@ -238,22 +164,20 @@ def input_sha256(path, chunk: int = 1 << 22) -> str:
     return h.hexdigest()
 
 
-def record_path(spec, job: Job) -> Path:
+def record_path(spec, job: Job, product: str | None = None) -> Path:
+    """The run record of ``product`` of ``spec`` (default: the job's last product)."""
+    spec = spec if isinstance(spec, InputSpec) else parse_input(str(spec))
+    product = product or job.products()[-1]
     d = Path(job.out_dir) if job.out_dir else spec.path.parent
     name = spec.path.name + (f"_hdu{spec.hdu}" if spec.hdu is not None else "")
-    return d / RECORD_DIR / f"{name}.{job.kind}.json"
+    return d / RECORD_DIR / f"{name}.{job.product_name(product)}.json"
 
 
-def write_json_atomic(path: Path, data: dict) -> None:
+def write_json_atomic(path, data: dict) -> None:
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(data, f, indent=1)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    with atomic_output(path) as tmp, open(tmp, "w") as f:
+        json.dump(data, f, indent=1)
 
 
 def _read_record(path: Path) -> dict | None:
@@ -263,24 +187,63 @@ def _read_record(path: Path) -> dict | None:
         return None
 
 
-def _up_to_date(rec: dict | None, in_sha: str, settings: str) -> bool:
-    if not rec or rec.get("status") != "complete":
-        return False
-    if rec.get("input_sha256") != in_sha or rec.get("settings_sha256") != settings:
-        return False
+def _record_state(rec: dict | None, in_sha: str, digest: str) -> str:
+    """``new`` (no record), ``ours`` (partial, stale input or damaged outputs:
+    redo), ``other`` (complete, other settings), ``current`` (reuse)."""
+    if rec is None:
+        return "new"
+    if rec.get("status") != "complete" or rec.get("input_sha256") != in_sha:
+        return "ours"
+    if rec.get("settings_sha256") != digest:
+        return "other"
     for p, size in zip(rec.get("outputs", []), rec.get("sizes", []), strict=False):
         try:
             if os.path.getsize(p) != size:
-                return False
+                return "ours"
         except OSError:
-            return False
-    return bool(rec.get("outputs")) or bool(rec.get("rejected"))
+            return "ours"
+    return "current"
+
+
+# -- the run, checked before any work ----------------------------------------------
+def check_run(job: Job, specs, others=()) -> None:
+    """Refuse a run before any work: bad settings, an output that would
+    replace an input (also via links), two inputs writing one file.
+    ``others``: further outputs of the run (a summary file, a table)."""
+    job.validate()
+    inputs = [s.path for s in specs]
+    if job.maps.weight_image:
+        inputs.append(Path(job.maps.weight_image))
+    seen: dict[str, str] = {}
+    for spec in specs:
+        for product, paths in planned_outputs(job, spec).items():
+            for p in paths:
+                hit = input_clash(p, inputs)
+                if hit is not None:
+                    raise InputError(f"{p}: refusing to write over the input {hit} ({product} of {spec})")
+                key = os.path.realpath(p)
+                if key in seen and seen[key] != str(spec):
+                    why = ""
+                    if product == "catalog":
+                        why = ("; CATALOG_NAME/CHECKIMAGE_NAME/XML_NAME name one file for every input: leave them "
+                               "out (maxidetect names catalogues per input) or run one input at a time")
+                    raise ConfigError(f"{p}: both {seen[key]} and {spec} would write it{why}")
+                seen[key] = str(spec)
+    for p in others:
+        if p is not None:
+            hit = input_clash(p, inputs)
+            if hit is not None:
+                raise InputError(f"{p}: refusing to write over the input {hit}")
 
 
 # -- one file ---------------------------------------------------------------
+_WHERE = re.compile(r"^(?P<path>\S.*?)\[(?P<hdu>[^\[\]]+)\]: ")
+
+
 def _hdu_of(message: str) -> str | None:
-    m = re.search(r"\[([^\]]+)\]", message)
-    return m.group(1) if m else None
+    """The HDU of a ``file[hdu]: problem`` message."""
+    m = _WHERE.match(message)
+    return m.group("hdu") if m else None
 
 
 def _mpix(path: Path) -> float:
@@ -290,106 +253,116 @@ def _mpix(path: Path) -> float:
 
     try:
         with fits.open(path, memmap=True) as h:
-            return sum(float(np.prod(x.shape)) for x in h if is_image_hdu(x)) / 1e6  # .size is bytes
+            return sum(float(_prod(x.shape)) for x in h if is_image_hdu(x)) / 1e6
     except Exception:
         return 0.0
 
 
-def _run(job: Job, spec, overwrite: bool, commands: list, cards=()) -> list[Path]:
-    o = job.options
-    if job.kind == "mask":
-        out = _maker(job).process_file(spec, out_dir=job.out_dir, overwrite=overwrite,
-                                       probs=o.get("probs", False), single=o.get("single_mask", False),
-                                       extra_cards=cards)
-        return [out]
-    from maxidetect.maps.writer import MapPolicy, write_maps
-
-    maps = None
-    if not o.get("no_mask"):
-        policy = MapPolicy.parse(o.get("policy"), grow=o.get("grow", 0), soft=o.get("soft_weights", False),
-                                 noise=o.get("noise_weights", False))
-        maps = write_maps(spec, _maker(job), policy, out_dir=job.out_dir, weight_image=o.get("weight_image"),
-                          overwrite=overwrite, extra_cards=cards)
-    if job.kind == "maps":
-        return list(maps)
-    from maxidetect.extract.config import SexConfig, split_sextractor_args
-
-    config = SexConfig(*split_sextractor_args(o.get("sex_args") or []))
-    if job.kind == "sex":
-        import shlex
-
-        from maxidetect.pipeline import sex_file
-
-        cat, cmd = sex_file(spec, config, maps=maps, binary=o.get("sex_binary"), out_dir=job.out_dir,
-                            overwrite=overwrite)
-        commands.append(shlex.join(cmd))
-    else:
-        from maxidetect.pipeline import detect_file
-
-        _set_threads(job.threads)
-        cat = detect_file(spec, config, maps=maps, out_dir=job.out_dir, overwrite=overwrite, extra_cards=cards)
-    return ([cat] if cat is not None else []) + (list(maps) if maps else [])
+def _prod(shape) -> int:
+    n = 1
+    for s in shape:
+        n *= int(s)
+    return n
 
 
-def process_file(job: Job, spec) -> FileResult:
-    """Do ``job`` on one input; every error becomes a ``failed`` result."""
-    from maxidetect.errors import MaxidetectWarning
-    from maxidetect.files import InputSpec, parse_input
+def _reason(exc: BaseException, spec) -> str:
+    """One line: ``file[hdu]: problem``."""
+    msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    if isinstance(exc, FileExistsError) and "replaces it" not in msg:
+        msg += " (--overwrite replaces it)"
+    if isinstance(exc, OSError) and exc.filename and str(exc.filename) not in msg:
+        msg = f"{exc.filename}: {exc.strerror or msg}"
+    if not isinstance(exc, (MaxidetectError, OSError, ValueError, RuntimeError)):
+        msg = f"{type(exc).__name__}: {msg} | " + traceback.format_exc(limit=2).strip().splitlines()[-1]
+    if str(spec.path) not in msg and not msg.startswith(str(spec)):
+        msg = f"{spec}: {msg}"
+    return msg
 
+
+def process_file(job: Job, spec, inputs=()) -> FileResult:
+    """Do ``job`` on one input; every error becomes a ``failed`` result.
+    ``inputs``: the run's other inputs, which no output may replace."""
     spec = spec if isinstance(spec, InputSpec) else parse_input(str(spec))
     t0 = time.perf_counter()
     res = FileResult(input=str(spec), status="failed", worker=f"{os.uname().nodename}:{os.getpid()}")
+    mine = [spec.path] + ([Path(job.maps.weight_image)] if job.maps.weight_image else []) + [Path(p) for p in inputs]
     try:
-        if not spec.path.is_file():
-            raise FileNotFoundError(f"{spec.path}: file does not exist")
-        in_sha = input_sha256(spec.path)
-        settings = job.settings_hash()
-        rpath = record_path(spec, job)
-        rec = _read_record(rpath)
-        if _up_to_date(rec, in_sha, settings):
-            res.status, res.outputs = "skipped", rec["outputs"]
-            res.tracking = rec.get("tracking")
-            if rec.get("rejected"):
-                res.status, res.reason = "rejected", "MaxiTrack (recorded)"
-            return res
-        ours = rec is not None  # outputs of an earlier, partial or stale, run of ours
-        base = {"input": str(spec), "input_sha256": in_sha, "settings_sha256": settings, "kind": job.kind,
-                "settings": job.options}
-        write_json_atomic(rpath, {"status": "started", **base})
-        cards = []
-        if job.options.get("track") or job.options.get("reject_tracking"):
-            tracker = _tracker(job)
-            p = tracker.score_file(spec)[-1].probability
-            res.tracking = p
-            cards = tracker.header_cards(p)
-            if job.options.get("reject_tracking") and p > tracker.threshold:
-                res.status, res.reason = "rejected", f"MaxiTrack probability {p:.3f} > {tracker.threshold}"
-                res.seconds = time.perf_counter() - t0
-                write_json_atomic(rpath, {"status": "complete", **base, "rejected": True, "tracking": p,
-                                           "outputs": [], "sizes": []})
-                return res
-        with warnings.catch_warnings(record=True) as caught:
+        with protected(mine), warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", MaxidetectWarning)
-            outputs = _run(job, spec, overwrite=job.overwrite or ours, commands=res.commands, cards=cards)
+            made = _process(job, spec, res)
         res.warnings = [str(w.message) for w in caught if issubclass(w.category, MaxidetectWarning)]
-        res.outputs = [str(p) for p in outputs]
-        res.seconds = time.perf_counter() - t0
-        res.mpix = _mpix(spec.path)
-        write_json_atomic(rpath, {
-            "status": "complete", **base, "tracking": res.tracking, "outputs": res.outputs,
-            "sizes": [os.path.getsize(p) for p in res.outputs], "seconds": res.seconds,
-            "finished": datetime.now(UTC).isoformat(timespec="seconds")})
-        res.status = "done"
-    except FileExistsError as exc:
-        res.reason = f"{exc} (no run record for it; --overwrite replaces it)"
+        if res.status != "rejected":
+            res.status = "done" if made else "skipped"
+        if made:
+            res.mpix = _mpix(spec.path)
     except Exception as exc:  # one bad file never stops the others
-        res.reason = f"{type(exc).__name__}: {exc}" if not str(exc) else str(exc)
-        if not isinstance(exc, (OSError, ValueError, RuntimeError)):
-            res.reason += " | " + traceback.format_exc(limit=2).strip().splitlines()[-1]
-        res.hdu = _hdu_of(str(exc))
+        res.status = "failed"
+        res.reason = _reason(exc, spec)
+        res.hdu = _hdu_of(res.reason)
     res.seconds = time.perf_counter() - t0
     res.peak_rss_mb = _peak_rss_mb()
     return res
+
+
+def _process(job: Job, spec: InputSpec, res: FileResult) -> bool:
+    """The products of one file; returns whether anything was made."""
+    if not spec.path.is_file():
+        raise InputError(f"{spec.path}: file does not exist")
+    in_sha = input_sha256(spec.path)
+    planned = planned_outputs(job, spec)
+    cards: list = []
+    products = job.products()
+    if job.tracking.active:
+        tracker = _tracker(job)
+        p = tracker.score_file(spec)[-1].probability
+        res.tracking = p
+        cards = tracker.header_cards(p)
+        if job.tracking.reject_tracking and p > tracker.threshold:
+            res.status, res.reason = "rejected", f"MaxiTrack probability {p:.3f} > {tracker.threshold}"
+            return False
+    made = False
+    maps = None
+    for product in products:
+        paths = planned[product]
+        rpath = record_path(spec, job, product)
+        digest = job.digest(product)
+        rec = _read_record(rpath)
+        state = _record_state(rec, in_sha, digest)
+        if state == "current":
+            outputs = [Path(p) for p in rec["outputs"]]
+            res.reused.append(product)
+        else:
+            if state == "other" and not job.overwrite:
+                raise FileExistsError(f"{paths[0] if paths else rpath}: made by an earlier run with other settings "
+                                      f"(record {rpath}); --overwrite replaces it, -o DIR keeps both")
+            if state == "new" and not job.overwrite:
+                for p in paths:
+                    if p.exists():
+                        raise FileExistsError(exists_message(p).replace("output exists", "output exists, "
+                                                                        "not made by a recorded maxidetect run"))
+            overwrite = job.overwrite or state != "new"
+            base = {"input": str(spec), "input_sha256": in_sha, "settings_sha256": digest, "product": product,
+                    "kind": job.kind}
+            write_json_atomic(rpath, {"status": "started", **base})
+            outputs = _make(job, spec, product, maps, overwrite, cards, res.log)
+            write_json_atomic(rpath, {
+                "status": "complete", **base, "tracking": res.tracking, "outputs": [str(p) for p in outputs],
+                "sizes": [os.path.getsize(p) for p in outputs],
+                "finished": datetime.now(UTC).isoformat(timespec="seconds")})
+            made = True
+        if product == "maps":
+            maps = tuple(outputs)
+        res.outputs += [str(p) for p in outputs]
+    return made
+
+
+def _make(job: Job, spec: InputSpec, product: str, maps, overwrite: bool, cards, log) -> list[Path]:
+    if product == "masks":
+        return make_masks(job, spec, _maker(job), overwrite, cards)
+    if product == "maps":
+        return make_maps(job, spec, _maker(job), overwrite, cards)
+    _set_threads(job.threads)
+    return make_catalog(job, spec, maps, overwrite, cards, log)
 
 
 def _peak_rss_mb() -> float:
@@ -419,25 +392,26 @@ def _pool_init(threads: int | None) -> None:
     _set_threads(threads)
 
 
-def run_files(job: Job, specs, workers: int = 1, client=None, progress: bool = True,
-              on_result=None) -> RunSummary:
-    """Process every spec; ``client`` (a ``dask.distributed.Client``) sends one
-    task per file to its cluster, else ``workers`` local processes (1: in
-    this process). ``on_result(FileResult)`` is called as files finish."""
-    from tqdm import tqdm
+def run_files(job: Job, specs, workers: int = 1, client=None, progress=None, on_result=None,
+              others=()) -> RunSummary:
+    """Check the run (:func:`check_run`), then process every spec.
 
-    specs = list(specs)
+    ``client`` (a ``dask.distributed.Client``) sends one task per file to its
+    cluster, else ``workers`` local processes (1: in this process).
+    ``progress``: an object with ``file_done(result)`` and ``fraction(x)``
+    (see :class:`maxidetect.cli.Progress`), or None. ``on_result(FileResult)``
+    is called as files finish.
+    """
+    specs = [s if isinstance(s, InputSpec) else parse_input(str(s)) for s in specs]
+    check_run(job, specs, others)
+    inputs = tuple(str(s.path) for s in specs)
     t0 = time.perf_counter()
     results: list[FileResult] = []
-    bar = tqdm(total=len(specs), unit="file", disable=not progress, file=sys.stderr, dynamic_ncols=True)
-    mpix = [0.0]
 
     def collect(r: FileResult):
         results.append(r)
-        mpix[0] += r.mpix if r.status == "done" else 0.0
-        el = time.perf_counter() - t0
-        bar.set_postfix_str(f"{mpix[0] / el:.2f} MPix/s, {sum(x.status == 'failed' for x in results)} failed")
-        bar.update(1)
+        if progress is not None:
+            progress.file_done(r)
         if on_result is not None:
             on_result(r)
 
@@ -445,7 +419,8 @@ def run_files(job: Job, specs, workers: int = 1, client=None, progress: bool = T
         from dask.distributed import as_completed
 
         mode = f"dask {client.scheduler.address}"
-        futures = client.map(process_file, [job] * len(specs), [str(s) for s in specs], pure=False)
+        futures = client.map(process_file, [job] * len(specs), [str(s) for s in specs], [inputs] * len(specs),
+                             pure=False)
         for fut in as_completed(futures):
             collect(fut.result())
         n_workers = len(client.scheduler_info().get("workers", {}))
@@ -455,17 +430,27 @@ def run_files(job: Job, specs, workers: int = 1, client=None, progress: bool = T
 
         mode = "processes"
         n_workers = workers
-        # spawn: forking a process that has started TensorFlow's threads is unsafe.
+        # spawn: forking a process that has started compute threads is unsafe.
         with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"), initializer=_pool_init,
                                  initargs=(job.threads,)) as ex:
-            futs = [ex.submit(process_file, job, str(s)) for s in specs]
+            futs = [ex.submit(process_file, job, str(s), inputs) for s in specs]
             for f in as_completed(futs):
                 collect(f.result())
     else:
         mode, n_workers = "serial", 1
         for s in specs:
-            collect(process_file(job, s))
-    bar.close()
+            if progress is not None:
+                _attach_progress(job, progress)
+            collect(process_file(job, s, inputs))
     order = {str(s): i for i, s in enumerate(specs)}
     results.sort(key=lambda r: order.get(r.input, len(order)))
     return RunSummary(results=results, seconds=time.perf_counter() - t0, workers=n_workers, mode=mode)
+
+
+def _attach_progress(job: Job, progress) -> None:
+    """Within-file progress (tiles) for serial runs."""
+    if job.kind == "mask" or job.masked:
+        try:
+            _maker(job).progress = progress.fraction
+        except Exception:  # a bad setting fails in process_file, with its message
+            pass

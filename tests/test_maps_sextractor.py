@@ -12,9 +12,9 @@ from maxidetect.cli import _split_argv, build_parser, main
 from maxidetect.errors import ConfigError, InputError, SExtractorError
 from maxidetect.extract.catalog import read_catalog
 from maxidetect.extract.config import SexConfig, find_binary, read_param_file
-from maxidetect.extract.sextractor import build_command
+from maxidetect.extract.inprocess import detect_file
+from maxidetect.extract.sextractor import build_command, run_sextractor
 from maxidetect.maps.writer import MapPolicy, compute_maps, write_maps
-from maxidetect.pipeline import detect_file, sex_file
 
 from .conftest import real
 
@@ -204,7 +204,7 @@ def test_imaflags_on_known_flagged_pixel_both_engines(tmp_path):
     cfg = SexConfig()
     for engine in ("sex", "sep"):
         if engine == "sex":
-            cat, _ = sex_file(str(path), cfg, maps=(wp, fp), out_dir=tmp_path / engine)
+            cat = run_sextractor(str(path), cfg, maps=(wp, fp), out_dir=tmp_path / engine).catalog
         else:
             cat = detect_file(str(path), cfg, maps=(wp, fp), out_dir=tmp_path / engine)
         t = read_catalog(cat)
@@ -229,19 +229,23 @@ def test_sex_cli_single_and_mef(maker, tmp_path, monkeypatch, capsys):
     rc = main(["sex", "ctio.fits", "gmos.fits", "-DETECT_THRESH", "2", "--verbose"])
     out = capsys.readouterr()
     assert rc == 0, out.err
-    assert "-WEIGHT_TYPE MAP_WEIGHT" in out.out and "-DETECT_THRESH 2" in out.out
-    ctio = read_catalog("ctio.cat.fits")
+    assert "-WEIGHT_TYPE MAP_WEIGHT" in out.err and "-DETECT_THRESH 2" in out.err  # -v: the command run
+    ctio = read_catalog("ctio.sex.cat.fits")
     assert len(ctio) > 10 and "IMAFLAGS_ISO" in ctio.colnames
     # The saturated star (peak at row 440, column 465, 0-based) carries the SAT bit.
     # Its core has zero weight, so the detections sit around it.
     near = np.hypot(ctio["X_IMAGE"] - 466, ctio["Y_IMAGE"] - 441) < 25
     assert near.any() and np.all(ctio["IMAFLAGS_ISO"][near] & 512)
-    gmos = read_catalog("gmos.cat.fits")
+    gmos = read_catalog("gmos.sex.cat.fits")
     assert set(np.unique(gmos["EXT_NUMBER"])) == {1, 2, 3}
-    # A SExtractor error is reported with its own message, nothing written.
+    # A bad value is refused before any work, naming the key; nothing is written.
     rc = main(["sex", "ctio.fits", "-o", "bad", "-DETECT_MINAREA", "abc", "--overwrite"])
     err = capsys.readouterr().err
-    assert rc == 1 and "SExtractor failed" in err
+    assert rc == 2 and "DETECT_MINAREA = 'abc'" in err and not (tmp_path / "bad").exists()
+    # A SExtractor error is reported with its own message, no catalogue written.
+    rc = main(["sex", "ctio.fits", "-o", "bad", "--no-mask", "-WEIGHT_TYPE", "MAP_RMS", "-WEIGHT_IMAGE", "nowhere.fits"])
+    err = capsys.readouterr().err
+    assert rc == 1 and "SExtractor failed" in err and "cannot open nowhere.fits" in err
     assert not list((tmp_path / "bad").glob("*.cat.fits"))
 
 
@@ -268,7 +272,7 @@ def test_sex_on_compressed_files_and_tables_between_images(maker, tmp_path):
         with fits.open(maps[0]) as w:
             assert [h.data is None for h in w] == [True, False, True, False]
             assert w[2].header["MDMAP"] == "NONE" and w[3].name == "B"
-        cats[name] = read_catalog(sex_file(tmp_path / name, cfg, maps=maps, out_dir=tmp_path)[0])
+        cats[name] = read_catalog(run_sextractor(tmp_path / name, cfg, maps=maps, out_dir=tmp_path).catalog)
     ref = cats["mef.fits"]
     assert len(ref) > 10 and len(np.unique(ref["EXT_NUMBER"])) == 2 and (ref["IMAFLAGS_ISO"] > 0).any()
     for name, cat in cats.items():
@@ -276,8 +280,9 @@ def test_sex_on_compressed_files_and_tables_between_images(maker, tmp_path):
         np.testing.assert_array_equal(cat["IMAFLAGS_ISO"], ref["IMAFLAGS_ISO"], err_msg=name)
     # An HDU chosen by name, here astropy's default name of a compressed HDU.
     fits.HDUList([fits.PrimaryHDU(), fits.CompImageHDU(data[:256])]).writeto(tmp_path / "one.fits.fz")
-    by_name = read_catalog(sex_file(f"{tmp_path / 'one.fits.fz'}[COMPRESSED_IMAGE]", cfg, out_dir=tmp_path)[0])
-    plain_a = read_catalog(sex_file(f"{plain}[A]", cfg, out_dir=tmp_path / "a")[0])
+    one = f"{tmp_path / 'one.fits.fz'}[COMPRESSED_IMAGE]"
+    by_name = read_catalog(run_sextractor(one, cfg, out_dir=tmp_path).catalog)
+    plain_a = read_catalog(run_sextractor(f"{plain}[A]", cfg, out_dir=tmp_path / "a").catalog)
     assert len(by_name) > 5
     np.testing.assert_array_equal(by_name["X_IMAGE"], plain_a["X_IMAGE"])
     # The SEP engine reads the same maps HDU for HDU.
@@ -297,7 +302,7 @@ def test_length_one_axes_are_dropped_like_sextractor_does(maker, tmp_path):
         maps = write_maps(p, maker, out_dir=tmp_path)
         assert fits.getdata(maps[0]).shape == data.shape
         cats[lead] = (read_catalog(detect_file(p, cfg, maps=maps, out_dir=tmp_path / "sep")),
-                      read_catalog(sex_file(p, cfg, maps=maps, out_dir=tmp_path / "sex")[0]))
+                      read_catalog(run_sextractor(p, cfg, maps=maps, out_dir=tmp_path / "sex").catalog))
     for lead, (sep_cat, sex_cat) in cats.items():
         assert len(sep_cat) > 10
         for got, ref in ((sep_cat, cats[()][0]), (sex_cat, cats[()][1])):
@@ -319,7 +324,7 @@ def test_engines_agree_on_real_images(maker, tmp_path):
         maps = write_maps(p, maker, out_dir=tmp_path)
         for tag, m in (("nomask", None), ("mask", maps)):
             n_sep = len(read_catalog(detect_file(p, cfg, maps=m, out_dir=tmp_path / tag / "sep")))
-            n_sex = len(read_catalog(sex_file(p, cfg, maps=m, out_dir=tmp_path / tag / "sex")[0]))
+            n_sex = len(read_catalog(run_sextractor(p, cfg, maps=m, out_dir=tmp_path / tag / "sex").catalog))
             assert abs(n_sep - n_sex) <= max(2, 0.02 * n_sex), (name, tag, n_sep, n_sex)
             totals[tag][0] += n_sep
             totals[tag][1] += n_sex

@@ -163,7 +163,7 @@ def test_outputs_are_atomic_and_never_overwrite(maker, ctio_cut, tmp_path):
     maker.process_file(ctio_cut, out_dir=tmp_path, overwrite=True)
     assert not [f for f in os.listdir(tmp_path) if f.endswith(".tmp")]
     assert oct(out.stat().st_mode & 0o777) != oct(0o600)
-    with pytest.raises(InputError, match="refusing to overwrite an input"):
+    with pytest.raises(InputError, match="refusing to write over the input"):
         maker.process_file(ctio_cut, output=ctio_cut, overwrite=True)
 
 

@@ -13,7 +13,7 @@ from maxidetect.errors import WeightsError
 from maxidetect.network.weights import load_manifest, load_network, manifest_path, register_model, save_arrays
 from maxidetect.validation.compare_models import ScoreHistogram
 
-from .conftest import REAL
+from .conftest import REAL, REPO
 
 
 def _hist(pos_logits, neg_logits):
@@ -92,20 +92,22 @@ def test_evaluate_cli_tiny_model_end_to_end(tmp_path, monkeypatch, capsys):
 
     monkeypatch.chdir(tmp_path)
     build_model(width=0.125).save_weights("tiny.weights.h5")
-    rc = main(["evaluate", "tiny.weights.h5", "--against", "", "--frames", "1", "--size", "192",
-               "--crowded", "", "-o", "ev"])
+    labels = REPO / "benchmarks" / "labels" / "astroscrappy_gmos_crs.json"
+    have_real = (REAL / "astroscrappy_gmos.fits").exists()  # the labelled frame is shared reference data
+    rc = main(["evaluate", "tiny.weights.h5", "--against", "", "--frames", "1", "--size", "192", "-o", "ev"]
+              + (["--cr-labels", str(labels)] if have_real else []))
     assert rc == 0
     rep = json.loads((tmp_path / "ev" / "report.json").read_text())
     classes = rep["models"]["tiny"]["classes"]
     assert {"CR", "HP"} <= set(classes)
     for v in classes.values():
         assert 0.0 <= v["auc"] <= 1.0
-    gmos = rep["models"]["tiny"]["gmos_labelled_crs"]
+    gmos = rep["models"]["tiny"]["labelled_crs"]
     md = (tmp_path / "ev" / "report.md").read_text()
     assert "| CR (thr" in md
-    if (REAL / "astroscrappy_gmos.fits").exists():  # the default GMOS frame is shared reference data
+    if have_real:
         assert set(gmos) >= {"pixel_recall", "instances_found"} and "GMOS" in md
-    else:  # outside the workspace the check is left out, not failed
+    else:  # without labels the check is left out, not failed
         assert gmos == {} and "GMOS" not in md
     assert main(["evaluate", "missing.weights.h5", "--against", ""]) == 2
 

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 from astropy.io import fits
 
+from maxidetect.files import InputSpec
 from maxidetect.runner import Job, process_file, record_path, run_files
 from maxidetect.validation.simulate import simulate_frame
 
@@ -56,11 +57,11 @@ def inputs(tmp_path_factory):
 
 def test_killed_run_resumes_to_the_same_outputs(inputs, tmp_path):
     ref, run = tmp_path / "ref", tmp_path / "run"
-    summary = run_files(Job("mask", out_dir=str(ref)), inputs, progress=False)
+    summary = run_files(Job("mask", out_dir=str(ref)), inputs, progress=None)
     assert summary.counts() == {"done": 4, "skipped": 0, "failed": 0, "rejected": 0}
     # Kill -9 once the first file is complete (mid-way through the second).
     proc = _cli("mask", *inputs, "-o", run, "--quiet")
-    first = record_path(type("S", (), {"path": inputs[0], "hdu": None})(), Job("mask", out_dir=str(run)))
+    first = record_path(InputSpec(inputs[0]), Job("mask", out_dir=str(run)))
     t0 = time.time()
     while time.time() - t0 < 300:
         if first.exists() and json.loads(first.read_text())["status"] == "complete":
@@ -78,7 +79,7 @@ def test_killed_run_resumes_to_the_same_outputs(inputs, tmp_path):
     assert s["skipped"] >= 1 and s["done"] + s["skipped"] == 4 and s["failed"] == 0
     _same_outputs(ref, run)
     # A third run does nothing.
-    again = run_files(Job("mask", out_dir=str(run)), inputs, progress=False)
+    again = run_files(Job("mask", out_dir=str(run)), inputs, progress=None)
     assert again.counts()["skipped"] == 4
 
 
@@ -89,15 +90,19 @@ def test_partial_stale_and_foreign_outputs(inputs, tmp_path):
     out = tmp_path / "f0.masks.fits"
     good = out.read_bytes()
     # A "started" record (killed run) means ours and partial: redone.
-    rec = record_path(type("S", (), {"path": inputs[0], "hdu": None})(), job)
+    rec = record_path(InputSpec(inputs[0]), job)
     data = json.loads(rec.read_text())
     data["status"] = "started"
     rec.write_text(json.dumps(data))
     out.write_bytes(good[:2880])  # as if damaged
     assert process_file(job, inputs[0]).status == "done"
     assert out.read_bytes() == good
-    # Other settings: stale, redone.
-    r = process_file(Job("mask", {"classes": "CR,HP"}, out_dir=str(tmp_path)), inputs[0])
+    # Other settings: refused (the earlier run's file is kept) unless overwrite.
+    other = Job.build("mask", classes="CR,HP", out_dir=str(tmp_path))
+    r = process_file(other, inputs[0])
+    assert r.status == "failed" and "other settings" in r.reason and "--overwrite" in r.reason
+    assert out.read_bytes() == good
+    r = process_file(Job.build("mask", classes="CR,HP", out_dir=str(tmp_path), overwrite=True), inputs[0])
     assert r.status == "done"
     with fits.open(out) as h:
         assert h[0].data.shape[0] == 2
@@ -117,7 +122,9 @@ def test_corrupt_file_is_reported_and_the_rest_complete(inputs, tmp_path, capsys
                "--summary", str(tmp_path / "s.json")])
     err = capsys.readouterr().err
     assert rc == 1
-    assert "bad.fits" in err and "1 of 3 file(s) failed" in err
+    # One line for the failure (file and problem), once; then one summary line.
+    assert err.count("bad.fits") == 1 and "not a readable FITS file" in err
+    assert "3 file(s): 2 done, 0 up to date, 1 failed" in err
     s = json.loads((tmp_path / "s.json").read_text())
     assert s["done"] == 2 and s["failed"] == 1
     assert s["failures"][0]["file"] == str(bad) and "FITS" in s["failures"][0]["reason"]
@@ -127,15 +134,15 @@ def test_corrupt_file_is_reported_and_the_rest_complete(inputs, tmp_path, capsys
 def test_process_pool_and_dask_cluster_match_serial(inputs, tmp_path):
     distributed = pytest.importorskip("distributed")
     serial = tmp_path / "serial"
-    assert not run_files(Job("maps", out_dir=str(serial)), inputs, progress=False).failed
+    assert not run_files(Job("maps", out_dir=str(serial)), inputs, progress=None).failed
     pool = tmp_path / "pool"
-    s = run_files(Job("maps", out_dir=str(pool), threads=1), inputs, workers=2, progress=False)
+    s = run_files(Job("maps", out_dir=str(pool), threads=1), inputs, workers=2, progress=None)
     assert not s.failed and s.mode == "processes"
     _same_outputs(serial, pool)
     with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cl, \
             distributed.Client(cl) as client:
         d = tmp_path / "dask"
-        s = run_files(Job("maps", out_dir=str(d)), inputs, client=client, progress=False)
+        s = run_files(Job("maps", out_dir=str(d)), inputs, client=client, progress=None)
         assert not s.failed and s.mode.startswith("dask") and s.workers == 2
         # One task per file, spread over the workers, each loading the model once.
         assert len({r.worker for r in s.results}) == 2

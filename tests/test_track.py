@@ -74,8 +74,8 @@ def test_track_cli_table(tmp_path, capsys):
 
     f = simulate_frame(620, SimConfig(**TRACKING_SIM, tracking_length=20), size=500)
     fits.PrimaryHDU(f.image).writeto(tmp_path / "smeared.fits")
-    mef = fits.HDUList([fits.PrimaryHDU()] + [fits.ImageHDU(simulate_frame(s, SimConfig(**TRACKING_SIM), size=450).image)
-                                              for s in (621, 622)])
+    planes = [simulate_frame(s, SimConfig(**TRACKING_SIM), size=450).image for s in (621, 622)]
+    mef = fits.HDUList([fits.PrimaryHDU()] + [fits.ImageHDU(p) for p in planes])
     mef.writeto(tmp_path / "mef.fits")
     rc = main(["track", str(tmp_path / "smeared.fits"), str(tmp_path / "mef.fits"), "--table",
                str(tmp_path / "t.csv"), "-q"])
@@ -102,6 +102,6 @@ def test_detect_rejects_trailed_frames_and_records_the_score(tmp_path, capsys):
     out = capsys.readouterr().out
     assert rc == 0
     assert "bad.fits: rejected" in out
-    assert not (tmp_path / "bad.cat.fits").exists()
-    with fits.open(tmp_path / "good.cat.fits") as h:
+    assert not (tmp_path / "bad.nomask.sep.cat.fits").exists()
+    with fits.open(tmp_path / "good.nomask.sep.cat.fits") as h:
         assert h[1].header["MDTRKV"] == "ok" and 0 <= h[1].header["MDTRKP"] < 0.5

@@ -13,7 +13,7 @@ import numpy as np
 from astropy.io import fits
 from astropy.table import Table, vstack
 
-from maxidetect.files import atomic_output, write_hdulist_atomic
+from maxidetect.files import atomic_output, exists_message, write_hdulist_atomic
 
 __all__ = ["CATALOG_TYPES", "write_catalog", "read_catalog"]
 
@@ -82,7 +82,7 @@ def write_catalog(
                 fields.append(f"{x:d}" if np.issubdtype(np.asarray(x).dtype, np.integer) else f"{x:.7g}")
         lines.append(" ".join(fields))
     if path.exists() and not overwrite:
-        raise FileExistsError(f"{path}: output exists (use --overwrite to replace it)")
+        raise FileExistsError(exists_message(path))
     with atomic_output(path) as tmp, open(tmp, "w") as fh:
         fh.write("\n".join(lines) + "\n")
     return path

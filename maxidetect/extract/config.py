@@ -18,6 +18,8 @@ from maxidetect.resources import data_dir
 
 __all__ = [
     "SexConfig",
+    "KEYWORDS",
+    "check_value",
     "CONFIG_DIR",
     "split_sextractor_args",
     "read_param_file",
@@ -31,6 +33,127 @@ CONFIG_DIR = data_dir("sextractor_configs")
 SYSTEM_DIRS = (Path("/usr/share/source-extractor"), Path("/usr/share/sextractor"), Path("/usr/local/share/sextractor"))
 #: Keys naming auxiliary files that SExtractor opens relative to the cwd.
 FILE_KEYS = ("PARAMETERS_NAME", "FILTER_NAME", "STARNNW_NAME")
+
+
+# SExtractor 2.25's configuration keywords: (value type, how many values,
+# allowed words). Types: int, float, bool (Y/N), word (one of the allowed),
+# str (free text, e.g. a FITS keyword), file. Counts: 1, 2 (one or two), or
+# 0 (any number, one per image or aperture). From `source-extractor -dd` and
+# the manual; a key outside this table is refused before any work.
+_CHECK_TYPES = ("NONE", "IDENTICAL", "BACKGROUND", "BACKGROUND_RMS", "MINIBACKGROUND", "MINIBACK_RMS", "-BACKGROUND",
+                "FILTERED", "OBJECTS", "-OBJECTS", "SEGMENTATION", "APERTURES", "PSF_PROTOS", "-PSF_PROTOS",
+                "PC_CONVOLVED", "PC_PROTOS", "MAP_SOM", "OTHER", "ASSOC", "-ASSOC")
+KEYWORDS: dict[str, tuple[str, int, tuple[str, ...]]] = {
+    "CATALOG_NAME": ("file", 1, ()),
+    "CATALOG_TYPE": ("word", 1, ("NONE", "ASCII", "ASCII_HEAD", "ASCII_SKYCAT", "ASCII_VOTABLE", "FITS_1.0",
+                                 "FITS_LDAC")),
+    "PARAMETERS_NAME": ("file", 1, ()),
+    "DETECT_TYPE": ("word", 2, ("CCD", "PHOTO")),
+    "DETECT_MINAREA": ("int", 1, ()),
+    "DETECT_MAXAREA": ("int", 1, ()),
+    "THRESH_TYPE": ("word", 2, ("RELATIVE", "ABSOLUTE")),
+    "DETECT_THRESH": ("float", 2, ()),
+    "ANALYSIS_THRESH": ("float", 2, ()),
+    "FILTER": ("bool", 1, ()),
+    "FILTER_NAME": ("file", 1, ()),
+    "FILTER_THRESH": ("float", 2, ()),
+    "DEBLEND_NTHRESH": ("int", 1, ()),
+    "DEBLEND_MINCONT": ("float", 1, ()),
+    "CLEAN": ("bool", 1, ()),
+    "CLEAN_PARAM": ("float", 1, ()),
+    "MASK_TYPE": ("word", 1, ("NONE", "BLANK", "CORRECT")),
+    "WEIGHT_TYPE": ("word", 2, ("NONE", "BACKGROUND", "MAP_RMS", "MAP_VAR", "MAP_WEIGHT")),
+    "RESCALE_WEIGHTS": ("bool", 2, ()),
+    "WEIGHT_IMAGE": ("file", 2, ()),
+    "WEIGHT_GAIN": ("bool", 2, ()),
+    "WEIGHT_THRESH": ("float", 2, ()),
+    "FLAG_IMAGE": ("file", 0, ()),
+    "FLAG_TYPE": ("word", 0, ("OR", "AND", "MIN", "MAX", "MOST")),
+    "DGEO_TYPE": ("word", 1, ("NONE", "PIXEL")),
+    "DGEO_IMAGE": ("file", 1, ()),
+    "PHOT_APERTURES": ("float", 0, ()),
+    "PHOT_AUTOPARAMS": ("float", 2, ()),
+    "PHOT_PETROPARAMS": ("float", 2, ()),
+    "PHOT_AUTOAPERS": ("float", 2, ()),
+    "PHOT_FLUXFRAC": ("float", 0, ()),
+    "SATUR_LEVEL": ("float", 1, ()),
+    "SATUR_KEY": ("str", 1, ()),
+    "MAG_ZEROPOINT": ("float", 1, ()),
+    "MAG_GAMMA": ("float", 1, ()),
+    "GAIN": ("float", 1, ()),
+    "GAIN_KEY": ("str", 1, ()),
+    "PIXEL_SCALE": ("float", 1, ()),
+    "SEEING_FWHM": ("float", 1, ()),
+    "STARNNW_NAME": ("file", 1, ()),
+    "BACK_TYPE": ("word", 2, ("AUTO", "MANUAL")),
+    "BACK_VALUE": ("float", 2, ()),
+    "BACK_SIZE": ("int", 2, ()),
+    "BACK_FILTERSIZE": ("int", 2, ()),
+    "BACKPHOTO_TYPE": ("word", 1, ("GLOBAL", "LOCAL")),
+    "BACKPHOTO_THICK": ("int", 1, ()),
+    "BACK_FILTTHRESH": ("float", 1, ()),
+    "CHECKIMAGE_TYPE": ("word", 0, _CHECK_TYPES),
+    "CHECKIMAGE_NAME": ("file", 0, ()),
+    "MEMORY_OBJSTACK": ("int", 1, ()),
+    "MEMORY_PIXSTACK": ("int", 1, ()),
+    "MEMORY_BUFSIZE": ("int", 1, ()),
+    "ASSOC_NAME": ("file", 1, ()),
+    "ASSOC_DATA": ("int", 0, ()),
+    "ASSOC_PARAMS": ("int", 0, ()),
+    "ASSOCCOORD_TYPE": ("word", 1, ("PIXEL", "WORLD")),
+    "ASSOC_RADIUS": ("float", 1, ()),
+    "ASSOC_TYPE": ("word", 1, ("FIRST", "NEAREST", "MEAN", "MAG_MEAN", "SUM", "MAG_SUM", "MIN", "MAX")),
+    "ASSOCSELEC_TYPE": ("word", 1, ("ALL", "MATCHED", "-MATCHED")),
+    "VERBOSE_TYPE": ("word", 1, ("QUIET", "NORMAL", "LOG", "WARN", "FULL")),
+    "HEADER_SUFFIX": ("str", 1, ()),
+    "WRITE_XML": ("bool", 1, ()),
+    "XML_NAME": ("file", 1, ()),
+    "XSL_URL": ("str", 1, ()),
+    "NTHREADS": ("int", 1, ()),
+    "FITS_UNSIGNED": ("bool", 1, ()),
+    "INTERP_MAXXLAG": ("int", 2, ()),
+    "INTERP_MAXYLAG": ("int", 2, ()),
+    "INTERP_TYPE": ("word", 2, ("NONE", "VAR_ONLY", "ALL")),
+    "PSF_NAME": ("file", 0, ()),
+    "PSF_NMAX": ("int", 1, ()),
+    "PATTERN_TYPE": ("word", 1, ("RINGS-QUADPOLE", "RINGS-OCTOPOLE", "RINGS-HARMONIC", "GAUSS-LAGUERRE")),
+    "SOM_NAME": ("file", 1, ()),
+}
+
+
+def check_value(key: str, value: str, where: str = "") -> None:
+    """Raise ConfigError unless ``value`` suits SExtractor keyword ``key``."""
+    prefix = f"{where}: " if where else ""
+    if key not in KEYWORDS:
+        import difflib
+
+        near = difflib.get_close_matches(key, KEYWORDS, n=1)
+        hint = f" (did you mean {near[0]}?)" if near else ""
+        raise ConfigError(f"{prefix}{key}: not a SExtractor keyword{hint}")
+    kind, count, words = KEYWORDS[key]
+    items = [x for x in value.replace(",", " ").split() if x] if kind not in ("str", "file") or count != 1 else \
+        [value.strip()]
+    if kind in ("str", "file") and count == 1:
+        return
+    if not items:
+        if kind in ("float", "int") and key in ("FILTER_THRESH", "WEIGHT_THRESH"):
+            return  # SExtractor's default for these is empty
+        raise ConfigError(f"{prefix}{key}: no value")
+    if count and len(items) > count:
+        raise ConfigError(f"{prefix}{key} = {value!r}: at most {count} value(s)")
+    for x in items:
+        try:
+            if kind == "int":
+                int(x)
+            elif kind == "float":
+                float(x)
+            elif kind == "bool" and x.upper() not in ("Y", "N"):
+                raise ValueError
+            elif kind == "word" and x.upper() not in words:
+                raise ValueError
+        except ValueError:
+            what = {"int": "an integer", "float": "a number", "bool": "Y or N"}.get(kind, "one of " + ", ".join(words))
+            raise ConfigError(f"{prefix}{key} = {value!r}: {x!r} is not {what}") from None
 
 
 def split_sextractor_args(args: list[str]) -> tuple[str | None, dict[str, str]]:
@@ -68,6 +191,14 @@ class SexConfig:
         self.path = Path(path) if path is not None else CONFIG_DIR / "default.sex"
         self.file_values = self._read(self.path)
         self.overrides = {k.upper(): str(v) for k, v in (overrides or {}).items()}
+        for key, value in self.file_values.items():
+            check_value(key, value, str(self.path))
+        for key, value in self.overrides.items():
+            check_value(key, value, "command line")
+
+    def with_overrides(self, overrides: dict) -> SexConfig:
+        """The same file with these ``-KEY VALUE`` overrides instead."""
+        return SexConfig(self.path if self.user_file else None, overrides)
 
     @staticmethod
     def _read(path: Path) -> dict[str, str]:

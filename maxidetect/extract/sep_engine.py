@@ -103,7 +103,7 @@ def detect(
     config : SexConfig
         DETECT_THRESH, DETECT_MINAREA, FILTER/FILTER_NAME, DEBLEND_NTHRESH,
         DEBLEND_MINCONT, CLEAN/CLEAN_PARAM, BACK_TYPE/BACK_VALUE, BACK_SIZE,
-        BACK_FILTERSIZE, BACK_FILTERTHRESH, WEIGHT_TYPE, WEIGHT_THRESH,
+        BACK_FILTERSIZE, BACK_FILTTHRESH, WEIGHT_TYPE, WEIGHT_THRESH,
         PHOT_APERTURES, PHOT_AUTOPARAMS, PHOT_FLUXFRAC, MASK_TYPE,
         SATUR_LEVEL/SATUR_KEY, GAIN/GAIN_KEY, MAG_ZEROPOINT.
     weight : array, shape (H, W), optional
@@ -153,7 +153,7 @@ def detect(
         fw, fh = _pair(cfg.get_floats("BACK_FILTERSIZE", [3]), "BACK_FILTERSIZE")
         bkg_bw, bkg_bh, bkg_fw, bkg_fh = bw, bh, fw, fh
         bkg = sep.Background(data, mask=bad, bw=bw, bh=bh, fw=fw, fh=fh,
-                             fthresh=cfg.get_float("BACK_FILTERTHRESH", 0.0))
+                             fthresh=cfg.get_float("BACK_FILTTHRESH", 0.0))
         back = bkg.back()
     globalrms = float(bkg.globalrms)
     sub = data - back

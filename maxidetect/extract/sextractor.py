@@ -13,7 +13,7 @@ from __future__ import annotations
 import subprocess
 import tempfile
 import warnings
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from maxidetect.errors import ConfigError, MaxidetectWarning, SExtractorError
@@ -21,14 +21,18 @@ from maxidetect.extract.config import CONFIG_DIR, SexConfig, find_binary, read_p
 from maxidetect.files import (
     FitsStreamWriter,
     InputSpec,
-    atomic_output,
+    check_output,
     image_header,
     is_gzipped,
     open_fits,
     output_path,
+    parse_input,
+    publish,
+    stamp_provenance,
 )
 
-__all__ = ["FLAG_COLUMNS", "CATALOG_SUFFIX", "build_command", "run_sextractor"]
+__all__ = ["FLAG_COLUMNS", "CATALOG_SUFFIX", "SExtractorRun", "build_command", "run_sextractor", "default_catalog",
+           "catalog_target", "extra_outputs"]
 
 #: Columns every masked run must carry.
 FLAG_COLUMNS = ("IMAFLAGS_ISO", "NIMAFLAGS_ISO", "FLAGS_WEIGHT")
@@ -48,13 +52,40 @@ def image_argument(spec: InputSpec) -> str:
     return f"{spec.path}[{index}]"
 
 
-def catalog_target(spec: InputSpec, config: SexConfig, out_dir=None) -> tuple[Path, str]:
-    """(catalogue path, CATALOG_TYPE): the user's if they chose, else NAME.cat.fits, FITS_1.0."""
+def default_catalog(spec: InputSpec, catalog_type: str = "FITS_1.0", out_dir=None, tag: str = "sex",
+                    no_mask: bool = False) -> Path:
+    """maxidetect's catalogue name for an input: ``NAME[.nomask].TAG.cat.fits``
+    (``.cat`` for ASCII types). Each engine has its tag (``sep``, ``sex``,
+    ``phot``) and the reference run without maps its own prefix, so no
+    command replaces another's catalogue."""
+    fits_type = catalog_type.upper().startswith("FITS")
+    suffix = (".nomask" if no_mask else "") + f".{tag}" + (CATALOG_SUFFIX if fits_type else ".cat")
+    return output_path(spec, suffix, out_dir)
+
+
+def catalog_target(spec: InputSpec, config: SexConfig, out_dir=None, tag: str = "sex",
+                   no_mask: bool = False) -> tuple[Path, str]:
+    """(catalogue path, CATALOG_TYPE): the user's if they chose, else
+    :func:`default_catalog` in FITS_1.0."""
     ctype = config.get("CATALOG_TYPE", "FITS_1.0").upper() if config.user_set("CATALOG_TYPE") else "FITS_1.0"
     if config.user_set("CATALOG_NAME"):
         return Path(config.get("CATALOG_NAME")), ctype
-    suffix = CATALOG_SUFFIX if ctype.startswith("FITS") else ".cat"
-    return output_path(spec, suffix, out_dir), ctype
+    return default_catalog(spec, ctype, out_dir, tag, no_mask), ctype
+
+
+def extra_outputs(config: SexConfig) -> dict[str, list[Path]]:
+    """SExtractor's other files that the configuration names (relative to the
+    working directory, as SExtractor opens them): check images, XML."""
+    out: dict[str, list[Path]] = {}
+    types = [t.upper() for t in config.get_list("CHECKIMAGE_TYPE", ["NONE"])]
+    if any(t != "NONE" for t in types):
+        names = config.get_list("CHECKIMAGE_NAME", ["check.fits"])
+        if len(names) != len(types):
+            raise ConfigError(f"CHECKIMAGE_NAME lists {len(names)} file(s) for {len(types)} CHECKIMAGE_TYPE(s)")
+        out["CHECKIMAGE_NAME"] = [Path(n).absolute() for t, n in zip(types, names, strict=True) if t != "NONE"]
+    if config.get_bool("WRITE_XML", False):
+        out["XML_NAME"] = [Path(config.get("XML_NAME", "sex.xml")).absolute()]
+    return out
 
 
 def param_list(config: SexConfig, need_flags: bool, workdir: Path) -> Path:
@@ -112,6 +143,17 @@ def build_command(
     return cmd
 
 
+@dataclass
+class SExtractorRun:
+    """What a SExtractor run produced: the catalogue, every file written
+    (catalogue first), the command and SExtractor's own warnings."""
+
+    catalog: Path
+    outputs: list[Path]
+    command: list[str]
+    warnings: list[str] = field(default_factory=list)
+
+
 def run_sextractor(
     spec: InputSpec,
     config: SexConfig,
@@ -119,38 +161,66 @@ def run_sextractor(
     binary: str | None = None,
     out_dir=None,
     overwrite: bool = False,
-) -> tuple[Path, list[str]]:
+) -> SExtractorRun:
     """Run SExtractor on ``spec`` with optional (weight, flag) maps.
 
-    Returns
-    -------
-    (catalogue path, command)
+    Every file SExtractor writes (catalogue, check images, XML) is first
+    written in a temporary directory and only renamed into place when the
+    run succeeded, each through the guard that refuses to replace an input.
 
     Raises
     ------
     SExtractorError
         The binary is missing, or SExtractor failed (its message included).
     """
+    spec = spec if isinstance(spec, InputSpec) else parse_input(str(spec))
     exe = find_binary(binary)
-    catalog, ctype = catalog_target(spec, config, out_dir)
-    catalog = catalog if catalog.is_absolute() else Path.cwd() / catalog
-    if catalog.exists() and not overwrite:
-        raise FileExistsError(f"{catalog}: output exists (use --overwrite to replace it)")
-    catalog.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix="maxidetect-sex-") as tmp, atomic_output(catalog) as part:
+    catalog, ctype = catalog_target(spec, config, out_dir, "sex", maps is None)
+    catalog = catalog.absolute()
+    extras = extra_outputs(config)
+    finals = [catalog] + [p for paths in extras.values() for p in paths]
+    for p in finals:
+        check_output(p, overwrite, [spec.path])
+    with tempfile.TemporaryDirectory(prefix="maxidetect-sex-") as tmp:
         tmp = Path(tmp)
         readable = _readable_copy(spec.path, tmp)
-        cmd = build_command(exe, replace(spec, path=readable), config, maps, Path(part), ctype, tmp)
+        part = tmp / "catalog"
+        over = dict(config.overrides)
+        staged = {catalog: part}
+        for key, paths in extras.items():
+            names = []
+            for k, p in enumerate(paths):
+                staged[p] = tmp / f"{key.lower()}{k}{p.suffix}"
+                names.append(str(staged[p]))
+            over[key] = ",".join(names)
+        run_config = config.with_overrides(over)
+        cmd = build_command(exe, replace(spec, path=readable), run_config, maps, part, ctype, tmp)
         proc = subprocess.run(cmd, capture_output=True, text=True, errors="replace")
         err = _error_line(proc.stderr)
         if proc.returncode != 0 or err:
             raise SExtractorError(
                 f"{spec}: SExtractor failed (exit {proc.returncode}): {err or proc.stderr.strip()[-300:]}"
             )
-        if Path(part).stat().st_size == 0 and ctype != "NONE":
+        if part.stat().st_size == 0 and ctype != "NONE":
             raise SExtractorError(f"{spec}: SExtractor wrote an empty catalogue")
-    cmd = [str(catalog) if c == part else c for c in cmd]
-    return catalog, cmd
+        for final, staged_path in staged.items():
+            if ctype == "NONE" and final == catalog:
+                continue
+            if final != catalog and "XML_NAME" not in [k for k, v in extras.items() if final in v]:
+                stamp_provenance(staged_path, "CHECKIMAGE")
+            elif final == catalog and ctype.startswith("FITS"):
+                stamp_provenance(staged_path, "CATALOG")
+            final.parent.mkdir(parents=True, exist_ok=True)
+            publish(staged_path, final)
+    shown = {str(v): str(k) for k, v in staged.items()}
+    cmd = [shown.get(c, c) for c in cmd]
+    written = [p for p in finals if p.exists() and not (ctype == "NONE" and p == catalog)]
+    return SExtractorRun(catalog, written, cmd, _warning_lines(proc.stderr))
+
+
+def _warning_lines(stderr: str) -> list[str]:
+    return [line.replace("\x1b[1M", "").replace("\x1b[1A", "").strip("> ").strip()
+            for line in stderr.splitlines() if "WARNING" in line]
 
 
 def _readable_copy(path: Path, workdir: Path) -> Path:
@@ -182,4 +252,4 @@ def _error_line(stderr: str) -> str | None:
     return None
 
 
-__all__ += ["image_argument", "catalog_target", "resolve_aux_file"]
+__all__ += ["image_argument", "resolve_aux_file"]

@@ -13,18 +13,19 @@ from __future__ import annotations
 
 import os
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from astropy.io import fits
 from scipy import ndimage
 
-from maxidetect.classes import CLASS_NAMES, CLASSES, class_index
+from maxidetect.classes import CLASSES
 from maxidetect.errors import InputError, MaxidetectWarning
 from maxidetect.files import (
     FitsStreamWriter,
     InputSpec,
+    exists_message,
     image_header,
     is_image_hdu,
     open_fits,
@@ -34,6 +35,7 @@ from maxidetect.files import (
     read_plane,
     select_hdus,
 )
+from maxidetect.maps.policy import ACTIONS, MapPolicy
 from maxidetect.masks.maker import MASK_SUFFIX, MaskMaker
 
 __all__ = [
@@ -48,88 +50,10 @@ __all__ = [
     "write_maps",
 ]
 
-ACTIONS = ("zero", "flag", "none")
+
 BAND_ROWS = 1024  # weight maps are built and written this many rows at a time
 WEIGHT_SUFFIX = ".weight.fits"
 FLAG_SUFFIX = ".flag.fits"
-
-
-@dataclass
-class MapPolicy:
-    """What each class does to the maps.
-
-    Parameters
-    ----------
-    actions : dict
-        ``{abbr: "zero" | "flag" | "none"}``; "zero" sets weight 0 (and the
-        flag bit), "flag" sets the flag bit only, "none" ignores the class.
-        Missing classes take the registry's ``weight_action``.
-    grow : int
-        Grow zero-weight regions by this many pixels (square structuring
-        element), to catch the faint halo of a defect below threshold.
-    soft : bool
-        Weight ``1 - max p`` over the "zero" classes instead of 0/1.
-    noise : bool
-        Multiply the weights by ``(global rms / local rms)**2`` (at most 1)
-        from a SEP background map (64 px mesh): thresholds then follow the
-        local noise where it is higher than typical,
-        as SExtractor's WEIGHT_TYPE BACKGROUND would, which stops noise peaks
-        in bright-background, nebular and fringed areas from being detected
-        (one weight map cannot carry both, so maxidetect folds it in). Off
-        by default: on simulated truth it cut spurious detections from -60%
-        to -71% but cost 1.2 points of completeness (sources merged into
-        bright-background isophotes; benchmarks/results/tuning.md).
-    class_grow : dict
-        Extra growth per class [pix] (default: the registry's ``map_grow``;
-        trails get 2 px because their faint wings break into fragments).
-    """
-
-    actions: dict = field(default_factory=dict)
-    grow: int = 0
-    soft: bool = False
-    noise: bool = False
-    class_grow: dict = field(default_factory=lambda: {c.abbr: c.map_grow for c in CLASSES})
-
-    def __post_init__(self):
-        full = {c.abbr: c.weight_action for c in CLASSES}
-        for abbr, act in self.actions.items():
-            act = act.lower()
-            if act not in ACTIONS:
-                raise ValueError(f"class {abbr}: action {act!r} not one of {', '.join(ACTIONS)}")
-            full[CLASS_NAMES[class_index(abbr)]] = act
-        self.actions = full
-        if self.grow < 0:
-            raise ValueError(f"grow must be >= 0 pixels, got {self.grow}")
-
-    @classmethod
-    def parse(cls, spec: str | None, grow: int = 0, soft: bool = False, noise: bool = False) -> MapPolicy:
-        """From ``"SAT=zero,FR=none"`` overrides of the registry defaults."""
-        actions = {}
-        for item in (spec or "").split(","):
-            if not item.strip():
-                continue
-            if "=" not in item:
-                raise ValueError(f"policy item {item!r} is not CLASS=ACTION")
-            abbr, act = item.split("=", 1)
-            actions[abbr.strip()] = act.strip()
-        return cls(actions, grow=grow, soft=soft, noise=noise)
-
-    def indices(self, action: str) -> list[int]:
-        return [i for i, c in enumerate(CLASSES) if self.actions[c.abbr] == action]
-
-    def header_cards(self) -> list[tuple]:
-        zero = ",".join(CLASSES[i].abbr for i in self.indices("zero")) or "none"
-        flag = ",".join(CLASSES[i].abbr for i in self.indices("flag")) or "none"
-        return [
-            ("MDWZERO", zero, "classes given weight 0"),
-            ("MDWFLAG", flag, "classes only flagged"),
-            ("MDWGROW", self.grow, "zero-weight growth [pix]"),
-            ("MDWSOFT", self.soft, "soft weights 1-p"),
-            ("MDWNOISE", self.noise, "weights x (global/local rms)^2"),
-        ]
-
-    def grow_of(self, ci: int) -> int:
-        return self.grow + int(self.class_grow.get(CLASSES[ci].abbr, 0))
 
 
 @dataclass
@@ -256,7 +180,7 @@ def compute_maps(
         raise ValueError(f"maps need a 2-D image, got shape {image.shape}")
     thresh = maker.config.thresholds[list(maker.selected)].astype(np.float32)[:, None, None]
     acc = _Accumulator(image.shape, maker, policy)
-    for (ys, xs), p in maker._blocks(image, owned=inplace and not policy.noise):
+    for (ys, xs), p in maker.iter_blocks(image, owned=inplace and not policy.noise):
         acc.add(ys, xs, p > thresh, p)
     return acc.finish(image, user_weight)
 
@@ -281,20 +205,8 @@ def _cached_masks(mask_path: Path, image_path: Path, index: int, maker: MaskMake
             return None
         with fits.open(mask_path, memmap=False) as h:
             hdu = h[index]
-            hdr = hdu.header
-            if hdr.get("MDOUTPUT") != "MASKS" or hdr.get("MDSHA256") != maker.predictor.info.sha256:
+            if not maker.made_these_masks(hdu.header):
                 return None
-            if bool(hdr.get("MDPRIOR")) != maker.apply_priors or not hdr.get("MDTHRESH"):
-                return None
-            names = [hdr.get(f"MDCLS{k + 1}") for k in range(int(hdr.get("MDNCLASS", 0)))]
-            if names != maker.class_names:
-                return None
-            for ci in maker.selected:
-                a = CLASSES[ci].abbr
-                if hdr.get(f"{a}_TH") != float(maker.config.thresholds[ci]):
-                    return None
-                if maker.apply_priors and hdr.get(f"{a}_PR") != float(maker.config.priors[ci]):
-                    return None
             data = hdu.data
             if data is None or data.shape[1:] != tuple(shape):
                 return None
@@ -332,7 +244,7 @@ def write_maps(
     fpath = output_path(spec, FLAG_SUFFIX, out_dir)
     for p in (wpath, fpath):
         if p.exists() and not overwrite:
-            raise FileExistsError(f"{p}: output exists (use --overwrite to replace it)")
+            raise FileExistsError(exists_message(p))
     mask_path = output_path(spec, MASK_SUFFIX, out_dir)
     user = None
     if weight_image is not None:
@@ -401,7 +313,7 @@ def _stream_maps(image, maker: MaskMaker, policy: MapPolicy, user_weight, masks,
         fslot.write((), 0, 0, acc.add(slice(None), slice(None), masks))
     else:
         thresh = maker.config.thresholds[list(maker.selected)].astype(np.float32)[:, None, None]
-        for (ys, xs), p in maker._blocks(image, owned=not policy.noise):
+        for (ys, xs), p in maker.iter_blocks(image, owned=not policy.noise):
             fslot.write((), ys.start, xs.start, acc.add(ys, xs, p > thresh, p))
     for y0, w in acc.weight_bands(image if policy.noise else None, user_weight):
         wslot.write((), y0, 0, w)

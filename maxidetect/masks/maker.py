@@ -14,12 +14,12 @@ from pathlib import Path
 import numpy as np
 from astropy.io import fits
 
-from maxidetect import __version__
 from maxidetect.classes import CLASSES, ClassConfig
 from maxidetect.errors import InputError, MaxidetectWarning
 from maxidetect.files import (
     FitsStreamWriter,
     InputSpec,
+    exists_message,
     image_header,
     is_image_hdu,
     open_fits,
@@ -30,6 +30,7 @@ from maxidetect.files import (
 from maxidetect.network.inference import DEFAULT_MARGIN, Predictor
 from maxidetect.network.normalise import check_background, normalise
 from maxidetect.priors import bitmask, modify_priors, prior_factors
+from maxidetect.version import __version__
 
 __all__ = ["MaskMaker", "MaxidetectWarning", "predict", "compute_masks", "MASK_SUFFIX"]
 
@@ -101,31 +102,44 @@ class MaskMaker:
             raise ValueError("no contaminant class selected")
         self._factors = prior_factors(self.config.priors, self.training_priors)[self.selected]
         self._thresh = self.config.thresholds[self.selected].astype(np.float32)
+        self.progress = None  # callable(fraction of pixels done), see iter_blocks
 
     @property
     def class_names(self) -> list[str]:
         return [CLASSES[i].abbr for i in self.selected]
 
     # -- arrays -----------------------------------------------------------
-    def _blocks(self, image: np.ndarray, owned: bool = False):
-        """Yield (block slices, adjusted probabilities) over a raw 2-D image;
-        ``owned``: the caller's native float32 image may be normalised in place."""
+    def iter_blocks(self, image: np.ndarray, owned: bool = False):
+        """Stream a raw 2-D image through the network.
+
+        Yields ``((rows, cols), probs)``: slices of the image and the
+        (prior-modified, if enabled) probabilities of the selected classes
+        there, float32 ``(n_selected, rows, cols)``. The blocks partition the
+        image; ``probs`` may be a view of a reused buffer, so use or copy it
+        before the next block. ``owned``: the caller's native float32 image
+        may be normalised in place (saves a copy). After each block
+        ``self.progress`` (if set) is called with the fraction of pixels done.
+        """
         norm = normalise(image, copy=not owned, **self.normalisation)
         if not norm.any():
             warnings.warn("image is all zero or non-finite: masks are empty", MaxidetectWarning, stacklevel=3)
             return
         every = self.selected.size == self.predictor.n_classes  # no copy for the usual case
+        done, total = 0, norm.size
         for t in self.predictor.iter_tiles(norm):
             p = t.probs if every else t.probs[self.selected]
             if self.apply_priors:
                 modify_priors(p, self._factors, axis=0, out=p)
             yield (slice(t.y0, t.y1), slice(t.x0, t.x1)), p
+            done += (t.y1 - t.y0) * (t.x1 - t.x0)
+            if self.progress is not None:
+                self.progress(done / total)
 
     def probabilities(self, image) -> np.ndarray:
         """Probabilities (prior-modified if enabled), float32 (n_selected, H, W)."""
         image = _as_2d(image)
         out = np.zeros((self.selected.size,) + image.shape, dtype=np.float32)
-        for (ys, xs), p in self._blocks(image):
+        for (ys, xs), p in self.iter_blocks(image):
             out[:, ys, xs] = p
         return out
 
@@ -134,7 +148,7 @@ class MaskMaker:
         image = _as_2d(image)
         out = np.zeros((self.selected.size,) + image.shape, dtype=np.uint8)
         t = self._thresh[:, None, None]
-        for (ys, xs), p in self._blocks(image):
+        for (ys, xs), p in self.iter_blocks(image):
             out[:, ys, xs] = p > t
         return out
 
@@ -143,7 +157,7 @@ class MaskMaker:
         image = _as_2d(image)
         out = np.zeros(image.shape, dtype=np.int32)
         t = self._thresh[:, None, None]
-        for (ys, xs), p in self._blocks(image):
+        for (ys, xs), p in self.iter_blocks(image):
             out[ys, xs] = bitmask(p > t, self.selected)
         return out
 
@@ -187,6 +201,26 @@ class MaskMaker:
                 cards.append((f"{c.abbr}_TH", float(self.config.thresholds[ci]), f"{c.abbr} threshold"))
         return cards
 
+    def made_these_masks(self, header) -> bool:
+        """True if ``header`` (of a ``NAME.masks.fits`` HDU) was written by
+        :meth:`header_cards` for thresholded masks with this maker's model,
+        classes, priors and thresholds: the reader of those cards."""
+        hdr = header
+        if hdr.get("MDOUTPUT") != "MASKS" or hdr.get("MDSHA256") != self.predictor.info.sha256:
+            return False
+        if bool(hdr.get("MDPRIOR")) != self.apply_priors or not hdr.get("MDTHRESH"):
+            return False
+        names = [hdr.get(f"MDCLS{k + 1}") for k in range(int(hdr.get("MDNCLASS", 0)))]
+        if names != self.class_names:
+            return False
+        for ci in self.selected:
+            a = CLASSES[ci].abbr
+            if hdr.get(f"{a}_TH") != float(self.config.thresholds[ci]):
+                return False
+            if self.apply_priors and hdr.get(f"{a}_PR") != float(self.config.priors[ci]):
+                return False
+        return True
+
     def header_cards_common(self) -> list[tuple]:
         """Provenance keywords for derived products (maps, catalogues)."""
         return [c for c in self.header_cards(OutputKind(single=True)) if c[0] != "MDOUTPUT"]
@@ -218,7 +252,7 @@ class MaskMaker:
             raise ValueError("a single bit-coded mask needs thresholds")
         out = Path(output) if output is not None else output_path(spec, MASK_SUFFIX, out_dir)
         if out.exists() and not overwrite:  # fail before the costly inference
-            raise FileExistsError(f"{out}: output exists (use --overwrite to replace it)")
+            raise FileExistsError(exists_message(out))
         extra = list(extra_cards)
         with open_fits(spec.path) as hdul:
             pairs = select_hdus(hdul, spec)
@@ -259,7 +293,7 @@ class MaskMaker:
                 raise InputError(f"{where}: cannot read image data ({exc})") from None
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always", MaxidetectWarning)
-                for (ys, xs), p in self._blocks(image, owned=True):
+                for (ys, xs), p in self.iter_blocks(image, owned=True):
                     if what == "BITMASK":
                         slot.write(lead, ys.start, xs.start, bitmask(p > t, self.selected))
                         continue

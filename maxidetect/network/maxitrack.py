@@ -146,14 +146,14 @@ class Tracker:
     """
 
     def __init__(self, prior: float | None = DEFAULT_PRIOR, threshold: float = DEFAULT_THRESHOLD,
-                 max_tiles: int | None = 16, batch_size: int = 8, model=None):
+                 max_tiles: int | None = 16, batch_size: int = 8, model=None, threads: int | None = None):
         if prior is not None and not 0.0 < prior < 1.0:
             raise ValueError(f"prior must lie strictly between 0 and 1, got {prior}")
         if not 0.0 <= threshold <= 1.0:
             raise ValueError(f"threshold must lie in [0, 1], got {threshold}")
         self.prior, self.threshold = prior, threshold
         self.max_tiles, self.batch_size = max_tiles, max(1, int(batch_size))
-        self.model = model if model is not None else TrackerNet()
+        self.model = model if model is not None else TrackerNet(threads=threads)
 
     def verdict(self, p: float) -> str:
         return "trailed" if p > self.threshold else "ok"

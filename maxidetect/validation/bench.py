@@ -31,9 +31,10 @@ from astropy.io import fits
 from maxidetect.classes import CLASSES
 from maxidetect.extract.catalog import read_catalog
 from maxidetect.extract.config import SexConfig
+from maxidetect.extract.inprocess import detect_file
+from maxidetect.extract.sextractor import run_sextractor
 from maxidetect.files import write_hdulist_atomic
 from maxidetect.maps.writer import MapPolicy, MapSet, maps_from_masks, noise_weight
-from maxidetect.pipeline import detect_file, sex_file
 from maxidetect.validation.scoring import CONTAMINANT_ORDER, mask_quality, score_catalog
 from maxidetect.validation.simulate import SimConfig, simulate_frame
 
@@ -158,7 +159,7 @@ def run_bench(opts: BenchOptions, maker=None, work_dir=None, progress: bool = Tr
                 if engine == "SEP":
                     cat = read_catalog(detect_file(path, cfg, maps=maps, out_dir=out, overwrite=True))
                 else:
-                    cat = read_catalog(sex_file(path, cfg, maps=maps, out_dir=out, overwrite=True)[0])
+                    cat = read_catalog(run_sextractor(path, cfg, maps=maps, out_dir=out, overwrite=True).catalog)
                 s = score_catalog(cat, frame.catalog, frame.truth, fwhm, opts.radius_fwhm, opts.snr_cut,
                                   mag_bins=np.arange(12.0, 26.5, 0.5))
                 results.append({"strategy": strat, "engine": engine, **s})

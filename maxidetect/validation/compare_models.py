@@ -23,15 +23,13 @@ from scipy import ndimage
 from maxidetect.classes import CLASSES
 
 __all__ = ["ScoreHistogram", "ModelReport", "evaluate_models", "write_model_report", "HELD_OUT_SEED0",
-           "GMOS_CR_SLICES"]
+           "read_cr_labels"]
 
 N_BINS = 4000
 LOGIT_RANGE = (-20.0, 20.0)
 # Training draws frames from seeds seed * 100003 + k (maxidetect.training.train); held-out
 # frames start far above any of those for training seeds below 89.
 HELD_OUT_SEED0 = 9_000_000
-# The two labelled cosmic rays of astroscrappy's GMOS test frame (SCI, y then x).
-GMOS_CR_SLICES = ((slice(41, 72), slice(142, 161)), (slice(117, 147), slice(35, 43)))
 
 
 def _logit(p: np.ndarray) -> np.ndarray:
@@ -137,22 +135,33 @@ def _cr_size_recall(probs_cr: np.ndarray, cr_truth: np.ndarray, threshold: float
         acc[name][1] += int(sel.sum())
 
 
-def _gmos_check(predictor, path: Path) -> dict:
-    """Recall of the two labelled cosmic rays of the GMOS frame: pixels of each
-    labelled box more than 5 sigma above the local background count as truth."""
+def read_cr_labels(path: Path) -> dict:
+    """A label file: ``{"name", "image" (relative to the file), "hdu",
+    "boxes_yx": [[y0, y1, x0, x1], ...]}`` of labelled real cosmic rays."""
+    spec = json.loads(Path(path).read_text())
+    image = Path(spec["image"])
+    spec["image"] = image if image.is_absolute() else (Path(path).parent / image).resolve()
+    spec["slices"] = [(slice(a, b), slice(c, d)) for a, b, c, d in spec["boxes_yx"]]
+    return spec
+
+
+def _labelled_cr_check(predictor, label_file: Path) -> dict:
+    """Recall of labelled real cosmic rays: pixels of each labelled box more
+    than 5 sigma above the frame's background count as truth."""
     from astropy.io import fits
 
     from maxidetect.network.normalise import normalise
 
-    with fits.open(path) as h:
-        sci = np.asarray(h["SCI"].data, np.float64)
+    labels = read_cr_labels(label_file)
+    with fits.open(labels["image"]) as h:
+        sci = np.asarray(h[labels.get("hdu", 0)].data, np.float64)
     probs = predictor.predict(normalise(sci, **predictor.normalisation))
     cr = CLASSES[0]
     med = np.median(sci)
     sig = 1.4826 * np.median(np.abs(sci - med))
     out = {"instances": []}
     found_px = total_px = 0
-    for sl in GMOS_CR_SLICES:
+    for sl in labels["slices"]:
         t = sci[sl] > med + 5 * sig
         m = probs[0][sl] > cr.map_threshold
         found_px += int((m & t).sum())
@@ -162,6 +171,7 @@ def _gmos_check(predictor, path: Path) -> dict:
     out["pixel_recall"] = found_px / total_px if total_px else float("nan")
     out["instances_found"] = sum(i["flagged"] > 0 for i in out["instances"])
     out["frame_fraction_flagged_cr"] = float(np.mean(probs[0] > cr.map_threshold))
+    out["name"] = labels.get("name", Path(label_file).stem)
     return out
 
 
@@ -187,7 +197,8 @@ def _crowded_check(predictor, path: Path) -> dict:
 
 
 def evaluate_models(models, n_frames: int = 4, size: int = 1024, seed0: int = HELD_OUT_SEED0,
-                    gmos: Path | None = None, crowded: Path | None = None, progress: bool = True) -> list[ModelReport]:
+                    cr_labels: Path | None = None, crowded: Path | None = None,
+                    progress: bool = True) -> list[ModelReport]:
     """Score each of ``models`` (names from the manifest, or (name, keras model)
     pairs) on the same held-out simulated frames and real checks."""
     import sys
@@ -226,7 +237,7 @@ def evaluate_models(models, n_frames: int = 4, size: int = 1024, seed0: int = HE
     for name, pred in preds:
         reports.append(ModelReport(
             name=name, hist=hists[name], cr_sizes=sizes[name],
-            gmos=_gmos_check(pred, gmos) if gmos else {},
+            gmos=_labelled_cr_check(pred, cr_labels) if cr_labels else {},
             crowded=_crowded_check(pred, crowded) if crowded else {},
             seconds=seconds[name] / max(n_frames, 1)))
     return reports
@@ -239,7 +250,7 @@ def write_model_report(reports: list[ModelReport], out_dir, purity: float = 0.9,
     summaries = {r.name: r.summary(purity) for r in reports}
     record = {"meta": meta or {}, "purity_target": purity,
               "models": {r.name: {"classes": summaries[r.name], "cr_recall_by_size": r.cr_sizes,
-                                  "gmos_labelled_crs": r.gmos, "crowded_frame": r.crowded,
+                                  "labelled_crs": r.gmos, "crowded_frame": r.crowded,
                                   "seconds_per_frame": r.seconds} for r in reports}}
     (out / "report.json").write_text(json.dumps(record, indent=1))
     names = [r.name for r in reports]
@@ -270,14 +281,15 @@ def write_model_report(reports: list[ModelReport], out_dir, purity: float = 0.9,
     for r in reports:
         lines.append(f"| {r.name} | " + " | ".join(
             f"{r.cr_sizes.get(b, [0, 0])[0]}/{r.cr_sizes.get(b, [0, 0])[1]}" for b in bins) + " |")
-    if any(r.gmos for r in reports):
-        lines += ["", "Real frames:", "", "| model | GMOS labelled CR pixel recall | GMOS CRs found | "
-                  "GMOS frame flagged CR | UKIRT stars | called CR | called HP | s/frame (sim) |",
+    if any(r.gmos or r.crowded for r in reports):
+        label = next((r.gmos["name"] for r in reports if r.gmos), "labelled")
+        lines += ["", "Real frames:", "", f"| model | {label} labelled CR pixel recall | {label} CRs found | "
+                  f"{label} frame flagged CR | crowded-frame stars | called CR | called HP | s/frame (sim) |",
                   "|---|---|---|---|---|---|---|---|"]
         for r in reports:
             g, k = r.gmos, r.crowded
             lines.append(f"| {r.name} | {g.get('pixel_recall', float('nan')):.3f} | "
-                         f"{g.get('instances_found', '-')}/2 | "
+                         f"{g.get('instances_found', '-')}/{len(g.get('instances', [])) or '-'} | "
                          f"{g.get('frame_fraction_flagged_cr', float('nan')):.4f} | {k.get('stars', '-')} | "
                          f"{k.get('called_CR', '-')} | {k.get('called_HP', '-')} | {r.seconds:.1f} |")
     try:
