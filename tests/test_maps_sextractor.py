@@ -243,7 +243,8 @@ def test_sex_cli_single_and_mef(maker, tmp_path, monkeypatch, capsys):
     err = capsys.readouterr().err
     assert rc == 2 and "DETECT_MINAREA = 'abc'" in err and not (tmp_path / "bad").exists()
     # A SExtractor error is reported with its own message, no catalogue written.
-    rc = main(["sex", "ctio.fits", "-o", "bad", "--no-mask", "-WEIGHT_TYPE", "MAP_RMS", "-WEIGHT_IMAGE", "nowhere.fits"])
+    rc = main(["sex", "ctio.fits", "-o", "bad", "--no-mask", "-WEIGHT_TYPE", "MAP_RMS",
+               "-WEIGHT_IMAGE", "nowhere.fits"])
     err = capsys.readouterr().err
     assert rc == 1 and "SExtractor failed" in err and "cannot open nowhere.fits" in err
     assert not list((tmp_path / "bad").glob("*.cat.fits"))
