@@ -3,13 +3,14 @@
 import numpy as np
 import pytest
 
-from maxidetect.classes import N_CLASSES, class_index
+from maxidetect.classes import CLASS_NAMES, N_CLASSES, class_index
 from maxidetect.training.train import (
     PatchStream,
     TrainConfig,
     class_weights,
     make_trainer,
     pixel_weights,
+    run_training,
     truth_planes,
     weighted_bce_numpy,
 )
@@ -48,8 +49,9 @@ def test_weighted_bce_hand_computed():
 def test_few_steps_lower_the_loss_on_a_tiny_model():
     cfg = TrainConfig(init=None, width=0.125, patch=64, frame_size=128, batch=2, learning_rate=3e-3, l2=0.0)
     stream = PatchStream(patch=64, frame_size=128, seed=1, per_frame=2)
-    x, y, w = next(stream.batches(2))
+    x, y, w, m = next(stream.batches(2))
     assert x.shape == (2, 64, 64, 1) and y.shape == (2, 64, 64, N_CLASSES) and w.shape == (2, 64, 64)
+    assert m.shape == (2, 1, 1, N_CLASSES) and np.all(m == 1)  # simulated patches: every class has truth
     assert stream.n_pixels == 2 * 64 * 64 and stream.proportions.sum() >= 1.0  # every pixel has a class
     model, step = make_trainer(cfg)
     z = np.asarray(model(x, logits=True))
@@ -99,7 +101,7 @@ import keras
 assert keras.backend.backend() == "jax"
 from maxidetect.training.train import PatchStream, TrainConfig, make_trainer, weighted_bce_numpy
 cfg = TrainConfig(init=None, width=0.125, patch=64, frame_size=128, batch=2, learning_rate=3e-3, l2=1e-6)
-x, y, w = next(PatchStream(patch=64, frame_size=128, seed=1, per_frame=2).batches(2))
+x, y, w, m = next(PatchStream(patch=64, frame_size=128, seed=1, per_frame=2).batches(2))
 model, step = make_trainer(cfg)
 first = weighted_bce_numpy(np.asarray(model(x, logits=True)), y, w)
 losses = [float(step(x, y, w)) for _ in range(12)]
@@ -125,3 +127,55 @@ def test_jax_backend_training_step(tmp_path):
     assert loss0 == pytest.approx(first, rel=2e-2), msg  # + the small L2 term
     assert last < 0.85 * loss0, msg
     assert after < loss0, msg
+
+
+def test_distillation_targets_real_patches_and_resume(tmp_path):
+    """Teacher classes learn the teacher's probabilities, real patches carry
+    only those classes, and a stopped run resumes to the same weights."""
+    from maxidetect.network.inference import Predictor
+
+    from .conftest import EXAMPLE
+
+    teacher = Predictor("maximask")
+    stream = PatchStream(patch=64, frame_size=128, seed=2, per_frame=2, teacher=teacher, teacher_classes=("CR", "HP"),
+                         real_frames=(str(EXAMPLE),), real_fraction=0.5)
+    seen = {"sim": 0, "real": 0}
+    it = iter(stream)
+    for _ in range(40):
+        x, y, w, m = next(it)
+        soft = y[..., [0, 3]]
+        if m.all():  # simulated: truth for every class but CR and HP, which hold the teacher's probabilities
+            seen["sim"] += 1
+            assert np.array_equal(np.unique(y[..., 6]), np.unique(y[..., 6]).astype(bool))  # TRL stays 0/1
+        else:  # real: only the teacher's classes enter the loss
+            seen["real"] += 1
+            assert m.tolist() == [1.0 if c in ("CR", "HP") else 0.0 for c in CLASS_NAMES]
+        assert soft.min() >= 0 and soft.max() <= 1 and x.shape == (64, 64, 1)
+    assert seen["sim"] and seen["real"]
+    # The teacher's probabilities are its network's on the same normalised pixels.
+    assert any(0.0 < v < 1.0 for v in np.unique(soft))
+
+    cfg = TrainConfig(init=None, width=0.125, patch=64, frame_size=128, batch=2, steps=4, learning_rate=1e-3,
+                      checkpoint_every=2, seed=5)
+    whole = run_training(cfg, tmp_path / "whole.npz", progress=False)
+    part = TrainConfig(**{**cfg.__dict__, "steps": 2})
+    run_training(part, tmp_path / "split.npz", progress=False)
+    ckpt = tmp_path / "split.ckpt.npz"
+    assert ckpt.exists()
+    # A different configuration refuses the checkpoint instead of mixing runs.
+    with pytest.raises(ValueError, match="another configuration"):
+        run_training(cfg, tmp_path / "split.npz", progress=False)
+    import json
+
+    state = json.loads(bytes(np.load(ckpt)["state"]).decode())
+    state["config"]["steps"] = 4  # the same run, continued to 4 steps
+    arrays = dict(np.load(ckpt))
+    arrays["state"] = np.frombuffer(json.dumps(state).encode(), np.uint8)
+    np.savez(ckpt, **arrays)
+    resumed = run_training(cfg, tmp_path / "split.npz", progress=False)
+    assert len(resumed["losses"]) == 4
+    np.testing.assert_allclose(resumed["losses"], whole["losses"], rtol=1e-4)
+    from maxidetect.network.weights import read_arrays
+
+    a, b = read_arrays(tmp_path / "whole.npz"), read_arrays(tmp_path / "split.npz")
+    assert all(np.allclose(x, y, atol=1e-5) for k in a for x, y in zip(a[k], b[k], strict=True))

@@ -57,6 +57,9 @@ LAYER_SPECS: tuple[tuple[str, int, str | None], ...] = (
     ("final_conv", 14, None),
 )
 
+#: The encoder: every layer up to the bottleneck (frozen by ``trainable="decoder"``).
+ENCODER_LAYERS = ("conv1", "conv2", "conv3_1", "conv3_2", "conv4_1", "conv4_2", "conv5_1", "conv5_2", "convmid")
+
 # The layers whose outputs final_conv reads, in its input-channel order.
 HEAD_INPUTS = ("upconv1", "ucp4_conv1", "ucp3_conv1", "ucp2_conv1", "ucp1_conv1")
 

@@ -11,6 +11,7 @@ measured on the training stream become the model's training priors.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 from scipy import ndimage
@@ -72,22 +73,71 @@ def weighted_bce_numpy(logits, targets, weights) -> float:
     return float(np.mean(np.asarray(weights, np.float64) * bce.sum(axis=-1)))
 
 
-class PatchStream:
-    """Simulated training patches, generated on the fly (nothing held in memory).
+def resolve_data_path(path) -> Path:
+    """A path, or ``package:NAME:relative/path`` for data an installed package
+    ships (e.g. astropy's real test images)."""
+    text = str(path)
+    if text.startswith("package:"):
+        from importlib import resources
 
-    Yields ``(x, y, w)``: normalised image (patch, patch, 1), truth
-    (patch, patch, n_classes) float32, pixel weights (patch, patch).
-    ``proportions`` accumulates the class pixel fractions seen so far.
+        _, pkg, rel = text.split(":", 2)
+        return Path(str(resources.files(pkg).joinpath(rel)))
+    return Path(text)
+
+
+class PatchStream:
+    """Training patches, generated on the fly (nothing held in memory).
+
+    Yields ``(x, y, w, m)``: normalised image (patch, patch, 1), targets
+    (patch, patch, n_classes) float32, pixel weights (patch, patch) and the
+    per-class loss mask (n_classes,) float32.
+
+    Simulated patches: targets are the simulated truth, or, for the classes
+    in ``teacher_classes``, the probabilities of ``teacher`` (a
+    :class:`~maxidetect.network.inference.Predictor`) on the same frame:
+    distillation keeps what the teacher learnt on real data. Real patches
+    (``real_frames``, a fraction ``real_fraction`` of the patches; random
+    crops, flips and quarter turns): teacher targets for its classes, the
+    other classes masked out of the loss (no truth). ``proportions``
+    accumulates the class pixel fractions of the simulated truth.
     """
 
     def __init__(self, patch: int = 400, frame_size: int = 800, seed: int = 0, per_frame: int = 4,
-                 weights=None, sim_config=None, background: str = "maximask"):
+                 weights=None, sim_config=None, background: str = "maximask", teacher=None,
+                 teacher_classes=(), real_frames=(), real_fraction: float = 0.0, start: int = 0):
         self.patch, self.frame_size, self.seed, self.per_frame = patch, frame_size, seed, per_frame
         self.background = background
         self.sim_config = sim_config
         self.weights = class_weights([c.training_prior for c in CLASSES]) if weights is None else np.asarray(weights)
         self.counts = np.zeros(N_CLASSES)
         self.n_pixels = 0
+        self.teacher = teacher
+        self.teacher_idx = [CLASSES.index(next(c for c in CLASSES if c.abbr == a)) for a in teacher_classes]
+        if real_frames and (teacher is None or not self.teacher_idx):
+            raise ValueError("real frames have no truth: they need a teacher and teacher classes")
+        self.real_fraction = float(real_fraction) if real_frames else 0.0
+        self.real = [self._load_real(p) for p in real_frames]
+        self.frames_used = start  # frames drawn so far (resumes the stream)
+
+    def _load_real(self, path) -> np.ndarray:
+        from maxidetect.files import is_image_hdu, open_fits
+        from maxidetect.network.normalise import normalise
+
+        path = resolve_data_path(path)
+        with open_fits(path) as h:
+            hdu = next(x for x in h if is_image_hdu(x) and len(x.shape) == 2)
+            data = np.asarray(hdu.data, np.float32)
+        x = normalise(data, background=self.background)
+        if min(x.shape) < self.patch:  # small cut-outs: pad with background (0 after normalisation)
+            pad = [(0, max(self.patch - n, 0)) for n in x.shape]
+            x = np.pad(x, pad)
+        probs = self._teach(x)
+        return np.stack([x, *probs]) if probs is not None else x[None]
+
+    def _teach(self, x: np.ndarray):
+        if self.teacher is None or not self.teacher_idx:
+            return None
+        return self.teacher.predict(x)[self.teacher_idx]
 
     @property
     def proportions(self) -> np.ndarray:
@@ -97,14 +147,36 @@ class PatchStream:
         from maxidetect.network.normalise import normalise
         from maxidetect.validation.simulate import simulate_frame
 
-        k = 0
-        rng = np.random.default_rng(self.seed)
+        sim_mask = np.ones(N_CLASSES, np.float32)
+        real_mask = np.zeros(N_CLASSES, np.float32)
+        real_mask[self.teacher_idx] = 1.0
         while True:
+            k = self.frames_used
+            self.frames_used += 1
+            rng = np.random.default_rng([self.seed, k])  # per frame: a resumed stream draws the same patches
+            if self.real and rng.random() < self.real_fraction:
+                stack = self.real[int(rng.integers(len(self.real)))]
+                for _ in range(self.per_frame):
+                    y0 = int(rng.integers(0, stack.shape[1] - self.patch + 1))
+                    x0 = int(rng.integers(0, stack.shape[2] - self.patch + 1))
+                    cut = stack[:, y0:y0 + self.patch, x0:x0 + self.patch]
+                    cut = np.rot90(cut, int(rng.integers(4)), axes=(1, 2))
+                    if rng.random() < 0.5:
+                        cut = cut[:, :, ::-1]
+                    y = np.zeros((N_CLASSES, self.patch, self.patch), np.float32)
+                    y[self.teacher_idx] = cut[1:]
+                    w = pixel_weights(y[self.teacher_idx] > 0.5, self.weights[self.teacher_idx]) \
+                        + np.float32(self.weights[-1])
+                    yield (np.ascontiguousarray(cut[0])[..., None], np.moveaxis(y, 0, -1).copy(), w, real_mask)
+                continue
             frame = simulate_frame(self.seed * 100003 + k, self.sim_config, size=self.frame_size)
-            k += 1
             x = normalise(frame.image, background=self.background)
             planes = truth_planes(frame.truth)
             w = pixel_weights(planes, self.weights)
+            target = planes.astype(np.float32)
+            taught = self._teach(x)
+            if taught is not None:
+                target[self.teacher_idx] = taught
             for _ in range(self.per_frame):
                 y0 = int(rng.integers(0, self.frame_size - self.patch + 1))
                 x0 = int(rng.integers(0, self.frame_size - self.patch + 1))
@@ -112,14 +184,14 @@ class PatchStream:
                 p = planes[(slice(None),) + sl]
                 self.counts += p.reshape(N_CLASSES, -1).sum(axis=1)
                 self.n_pixels += self.patch * self.patch
-                yield (x[sl][..., None].astype(np.float32), np.moveaxis(p, 0, -1).astype(np.float32),
-                       w[sl].astype(np.float32))
+                yield (x[sl][..., None].astype(np.float32), np.moveaxis(target[(slice(None),) + sl], 0, -1).copy(),
+                       w[sl].astype(np.float32), sim_mask)
 
     def batches(self, batch: int):
         it = iter(self)
         while True:
-            xs, ys, ws = zip(*(next(it) for _ in range(batch)), strict=True)
-            yield np.stack(xs), np.stack(ys), np.stack(ws)
+            xs, ys, ws, ms = zip(*(next(it) for _ in range(batch)), strict=True)
+            yield np.stack(xs), np.stack(ys), np.stack(ws), np.stack(ms)[:, None, None, :]
 
 
 @dataclass
@@ -137,11 +209,25 @@ class TrainConfig:
     l2: float = 1e-6
     seed: int = 0  # patch stream and, from scratch, the initial weights (reproducible runs)
     background: str = "maximask"  # normalisation maps (maxidetect.network.normalise.BACKGROUNDS)
+    # Distillation: these classes learn the teacher's probabilities (where the
+    # pretrained network is good on real data); the others the simulated truth.
+    teacher: str | None = None
+    teacher_classes: tuple = ()
+    real_frames: tuple = ()  # real images (paths) for teacher-only patches
+    real_fraction: float = 0.0  # share of frames drawn from real_frames
+    sim_config: dict | None = None  # maxidetect.validation.simulate.SimConfig overrides
+    checkpoint_every: int = 50  # steps between checkpoints (resumable runs)
+    per_frame: int = 4  # patches cut from each simulated or real frame
 
     def __post_init__(self):
         from maxidetect.network.normalise import check_background
 
         check_background(self.background)
+        self.teacher_classes = tuple(self.teacher_classes)
+        self.real_frames = tuple(str(p) for p in self.real_frames)
+        unknown = set(self.teacher_classes) - {c.abbr for c in CLASSES}
+        if unknown:
+            raise ValueError(f"teacher_classes: unknown classes {sorted(unknown)}")
 
 
 def make_trainer(cfg: TrainConfig):
@@ -164,38 +250,44 @@ def make_trainer(cfg: TrainConfig):
     if cfg.trainable == "head":
         for layer in model._flatten_layers(include_self=False):
             layer.trainable = layer.name == "final_conv" or layer.name.endswith("_conv1") and "ucp" in layer.name
+    elif cfg.trainable == "decoder":
+        # The encoder (conv1..conv5 blocks and the bottleneck) frozen: no gradients through it.
+        from maxidetect.network.architecture import ENCODER_LAYERS
+
+        for layer in model._flatten_layers(include_self=False):
+            layer.trainable = layer.name not in ENCODER_LAYERS
     elif cfg.trainable != "all":
-        raise ValueError(f"trainable must be 'all' or 'head', got {cfg.trainable!r}")
+        raise ValueError(f"trainable must be 'all', 'decoder' or 'head', got {cfg.trainable!r}")
     is_kernel = ["kernel" in v.path for v in model.trainable_weights]
     kernels = [v for v, k in zip(model.trainable_weights, is_kernel, strict=True) if k]
     opt = keras.optimizers.Adam(learning_rate=cfg.learning_rate)
 
-    def objective(z, y, w, kernel_values):
+    def objective(z, y, w, m, kernel_values):
         bce = ops.maximum(z, 0) - z * y + ops.log1p(ops.exp(-ops.abs(z)))
-        data = ops.mean(w * ops.sum(bce, axis=-1))
+        data = ops.mean(w * ops.sum(bce * m, axis=-1))
         reg = sum(ops.sum(k * k) for k in kernel_values) if kernel_values else 0.0
         return data + cfg.l2 * reg
 
-    def loss_fn(x, y, w):
-        return objective(model(x, logits=True, training=True), y, w, kernels)
+    def loss_fn(x, y, w, m):
+        return objective(model(x, logits=True, training=True), y, w, m, kernels)
 
     backend = keras.backend.backend()
     if backend == "tensorflow":
         import tensorflow as tf
 
         @tf.function
-        def step(x, y, w):
+        def step(x, y, w, m):
             with tf.GradientTape() as tape:
-                loss = loss_fn(x, y, w)
+                loss = loss_fn(x, y, w, m)
             grads = tape.gradient(loss, model.trainable_weights)
             opt.apply_gradients(zip(grads, model.trainable_weights, strict=True))
             return loss
     elif backend == "torch":
-        def step(x, y, w):
+        def step(x, y, w, m):
             import torch
 
             model.zero_grad()
-            loss = loss_fn(torch.as_tensor(x), torch.as_tensor(y), torch.as_tensor(w))
+            loss = loss_fn(torch.as_tensor(x), torch.as_tensor(y), torch.as_tensor(w), torch.as_tensor(m))
             loss.backward()
             opt.apply([v.value.grad for v in model.trainable_weights], model.trainable_weights)
             return loss
@@ -204,9 +296,12 @@ def make_trainer(cfg: TrainConfig):
     else:
         raise NotImplementedError(f"training on the {backend} backend is not wired (use tensorflow, jax or torch)")
 
-    def train_step(x, y, w) -> float:
-        return float(step(x, y, w))
+    def train_step(x, y, w, m=None) -> float:
+        if m is None:
+            m = np.ones((x.shape[0], 1, 1, y.shape[-1]), np.float32)
+        return float(step(x, y, w, m))
 
+    train_step.optimizer = opt
     return model, train_step
 
 
@@ -219,61 +314,137 @@ def _jax_step(model, opt, objective, is_kernel):
     frozen = model.non_trainable_variables
     opt.build(trainable)
 
-    def loss_of(tv, ntv, x, y, w):
+    def loss_of(tv, ntv, x, y, w, m):
         z, ntv = model.stateless_call(tv, ntv, x, logits=True, training=True)
         kernels = [v for v, k in zip(tv, is_kernel, strict=True) if k]
-        return objective(z, y, w, kernels), ntv
+        return objective(z, y, w, m, kernels), ntv
 
     grad_fn = jax.value_and_grad(loss_of, has_aux=True)
 
     @jax.jit
-    def jstep(tv, ntv, ov, x, y, w):
-        (loss, ntv), grads = grad_fn(tv, ntv, x, y, w)
+    def jstep(tv, ntv, ov, x, y, w, m):
+        (loss, ntv), grads = grad_fn(tv, ntv, x, y, w, m)
         tv, ov = opt.stateless_apply(ov, grads, tv)
         return loss, tv, ntv, ov
 
-    state = {"tv": [v.value for v in trainable], "ntv": [v.value for v in frozen],
-             "ov": [v.value for v in opt.variables]}
+    state = {}
 
-    def step(x, y, w):
-        loss, state["tv"], state["ntv"], state["ov"] = jstep(state["tv"], state["ntv"], state["ov"], x, y, w)
+    def step(x, y, w, m):
+        if not state:  # read lazily: a resumed run assigns the variables after building the step
+            state.update(tv=[v.value for v in trainable], ntv=[v.value for v in frozen],
+                         ov=[v.value for v in opt.variables])
+        loss, state["tv"], state["ntv"], state["ov"] = jstep(state["tv"], state["ntv"], state["ov"], x, y, w, m)
         for var, val in zip(trainable, state["tv"], strict=True):
             var.assign(val)
         for var, val in zip(frozen, state["ntv"], strict=True):
+            var.assign(val)
+        for var, val in zip(opt.variables, state["ov"], strict=True):
             var.assign(val)
         return loss
 
     return step
 
 
-def run_training(cfg: TrainConfig, out, progress: bool = True) -> dict:
-    """Train per ``cfg`` and write ``out`` (Keras weights) and ``out.json``
-    (config, class proportions seen, loss curve). Returns that record."""
+def _checkpoint_path(out: Path) -> Path:
+    return out.with_suffix(".ckpt.npz")
+
+
+def _save_checkpoint(path: Path, model, optimizer, state: dict) -> None:
+    """One file, replaced atomically: weights, optimizer variables, progress."""
+    import json
+
+    from maxidetect.files import atomic_output
+    from maxidetect.network.weights import model_arrays
+
+    arrays = {f"w:{n}/{i}": a for n, t in model_arrays(model).items() for i, a in enumerate(t)}
+    arrays.update({f"o:{i}": np.asarray(v.value) for i, v in enumerate(optimizer.variables)})
+    arrays["state"] = np.frombuffer(json.dumps(state).encode(), np.uint8)
+    with atomic_output(path) as tmp, open(tmp, "wb") as f:
+        np.savez(f, **arrays)
+
+
+def _load_checkpoint(path: Path, model, optimizer) -> dict:
+    import json
+
+    with np.load(path) as z:
+        state = json.loads(bytes(z["state"]).decode())
+        for layer in model.layers:
+            layer.set_weights([z[f"w:{layer.name}/{i}"] for i in range(len(layer.weights))])
+        if not optimizer.built:
+            optimizer.build(model.trainable_variables)
+        for i, v in enumerate(optimizer.variables):
+            v.assign(z[f"o:{i}"])
+    return state
+
+
+def run_training(cfg: TrainConfig, out, progress: bool = True, resume: bool = True) -> dict:
+    """Train per ``cfg``; write ``out`` (``.npz`` arrays or Keras ``.weights.h5``)
+    and ``out.json`` (config, class proportions seen, loss curve). Returns that
+    record.
+
+    Every ``cfg.checkpoint_every`` steps the whole state (weights, optimizer,
+    steps, losses, the patch stream's position) goes to ``OUT.ckpt.npz``, one
+    file replaced atomically; the same command resumes from it (``resume``)
+    if its configuration is the same, so a run can span several sessions.
+    """
     import json
     import sys
     import time
     from dataclasses import asdict
-    from pathlib import Path
 
     from tqdm import tqdm
 
+    from maxidetect.validation.simulate import SimConfig
+
     out = Path(out)
-    if not out.name.endswith(".weights.h5"):
-        raise ValueError(f"{out}: the output name must end in .weights.h5")
-    model, step = make_trainer(cfg)
-    stream = PatchStream(patch=cfg.patch, frame_size=cfg.frame_size, seed=cfg.seed, background=cfg.background)
-    losses = []
-    t0 = time.perf_counter()
-    batches = stream.batches(cfg.batch)
-    for _ in tqdm(range(cfg.steps), unit="step", disable=not progress, file=sys.stderr):
-        losses.append(step(*next(batches)))
+    if not out.name.endswith((".weights.h5", ".npz")):
+        raise ValueError(f"{out}: the output name must end in .npz or .weights.h5")
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp.weights.h5")
-    model.save_weights(tmp)
-    tmp.replace(out)
+    model, step = make_trainer(cfg)
+    ckpt = _checkpoint_path(out)
+    state = {"config": asdict(cfg), "step": 0, "losses": [], "frames_used": 0, "counts": [0.0] * N_CLASSES,
+             "n_pixels": 0, "seconds": 0.0}
+    if resume and ckpt.exists():
+        saved = _load_checkpoint(ckpt, model, step.optimizer)
+        if json.loads(json.dumps(saved["config"])) != json.loads(json.dumps(asdict(cfg))):
+            raise ValueError(f"{ckpt}: a checkpoint of another configuration (remove it to start afresh)")
+        state = saved
+    teacher = None
+    if cfg.teacher:
+        from maxidetect.network.inference import Predictor
+
+        teacher = Predictor(cfg.teacher, engine="onnxruntime")
+    stream = PatchStream(patch=cfg.patch, frame_size=cfg.frame_size, seed=cfg.seed, background=cfg.background,
+                         per_frame=cfg.per_frame,
+                         teacher=teacher, teacher_classes=cfg.teacher_classes, real_frames=cfg.real_frames,
+                         real_fraction=cfg.real_fraction, start=state["frames_used"],
+                         sim_config=SimConfig(**{k: tuple(v) if isinstance(v, list) else v
+                                                 for k, v in (cfg.sim_config or {}).items()}))
+    stream.counts = np.asarray(state["counts"], np.float64)
+    stream.n_pixels = state["n_pixels"]
+    t0 = time.perf_counter() - state["seconds"]
+    batches = stream.batches(cfg.batch)
+    for k in tqdm(range(state["step"], cfg.steps), unit="step", disable=not progress, file=sys.stderr,
+                  initial=state["step"], total=cfg.steps):
+        state["losses"].append(step(*next(batches)))
+        state["step"] = k + 1
+        if state["step"] % cfg.checkpoint_every == 0 or state["step"] == cfg.steps:
+            state.update(frames_used=stream.frames_used, counts=stream.counts.tolist(), n_pixels=stream.n_pixels,
+                         seconds=time.perf_counter() - t0)
+            _save_checkpoint(ckpt, model, step.optimizer, state)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if out.suffix == ".npz":
+        from maxidetect.network.weights import model_arrays, save_arrays
+
+        save_arrays(out, model_arrays(model))
+    else:
+        tmp = out.with_name(f".{out.name}.tmp.weights.h5")
+        model.save_weights(tmp)
+        tmp.replace(out)
+    losses = state["losses"]
     record = {"config": asdict(cfg), "steps": cfg.steps, "seconds": time.perf_counter() - t0,
               "loss_first": losses[0] if losses else None, "loss_last": losses[-1] if losses else None,
-              "losses": losses, "class_proportions": dict(zip([c.abbr for c in CLASSES],
-                                                               stream.proportions.tolist(), strict=True))}
+              "losses": losses, "frames_used": stream.frames_used,
+              "class_proportions": dict(zip([c.abbr for c in CLASSES], stream.proportions.tolist(), strict=True))}
     out.with_suffix(".json").write_text(json.dumps(record, indent=1))
     return record
