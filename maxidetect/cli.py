@@ -327,7 +327,7 @@ def cmd_simulate(args) -> int:
 
 def cmd_bench(args) -> int:
     from maxidetect.maps.policy import MapPolicy
-    from maxidetect.validation.bench import BenchOptions, real_report, run_bench, write_report
+    from maxidetect.validation.bench import VARIANTS, BenchOptions, real_report, run_bench, write_report
     from maxidetect.validation.simulate import SimConfig
 
     try:
@@ -338,6 +338,11 @@ def cmd_bench(args) -> int:
                 setattr(opts, {"frames": "n_frames"}.get(name, name), getattr(args, name))
         opts.policy = policy
         opts.peers = args.peers
+        if args.variants:
+            opts.variants = tuple(v.strip() for v in args.variants.split(","))
+            bad = set(opts.variants) - set(VARIANTS)
+            if bad:
+                raise ValueError(f"unknown variant(s) {sorted(bad)}; known: {', '.join(VARIANTS)}")
         opts.engines = tuple(e.strip() for e in args.engines.split(","))
         bad = set(opts.engines) - {"SEP", "SExtractor"}
         if bad:
@@ -356,10 +361,12 @@ def cmd_bench(args) -> int:
     results = run_bench(opts, work_dir=args.work_dir, progress=not args.quiet)
     paths = write_report(results, args.out_dir,
                          command=command or f"maxidetect bench{' --quick' if args.quick else ''}")
-    for r in results["summary"]:
-        red = r.get("spurious_reduction", float("nan"))
-        print(f"{r['strategy']:>12} {r['engine']:<10} spurious {r['n_spurious']:5d} ({-red:+.1%})  "
-              f"completeness {r['completeness']:.4f} ({r.get('completeness_change_pp', 0):+.2f} pp)")
+    for variant, rows in results["summary"].items():
+        for r in rows:
+            red = r.get("spurious_reduction", float("nan"))
+            lost = sum(r["lost"].values()) if r["strategy"] != "none" else 0
+            print(f"{variant:>12} {r['strategy']:>12} {r['engine']:<10} spurious {r['n_spurious']:5d} ({-red:+.1%})  "
+                  f"completeness {r['completeness']:.4f} ({r.get('completeness_change_pp', 0):+.2f} pp), lost {lost}")
     print(f"report: {paths['report']}")
     return 0
 
@@ -530,6 +537,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--grow", type=_type(nonnegative_int), default=0, help="grow zero-weight regions by N pixels")
     p.add_argument("--noise-weights", action="store_true", help="fold the local noise into the weights")
     p.add_argument("--sim-config", help="JSON simulation overrides")
+    p.add_argument("--variants", metavar="LIST", help="frame variants: default,undersampled,crowded "
+                   "(default: default)")
     p.add_argument("--real", nargs="+", metavar="FITS", help="report on real frames without truth instead")
     p.add_argument("--tracking", action="store_true",
                    help="MaxiTrack ROC/AUC on simulated tracking errors instead (tracking.md/json)")

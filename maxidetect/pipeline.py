@@ -179,7 +179,8 @@ def make_masks(job: Job, spec: InputSpec, maker, overwrite: bool, cards=()) -> l
 
 def make_maps(job: Job, spec: InputSpec, maker, overwrite: bool, cards=()) -> list[Path]:
     m = job.maps
-    policy = MapPolicy.parse(m.policy, grow=m.grow, soft=m.soft_weights, noise=m.noise_weights)
+    policy = MapPolicy.parse(m.policy, grow=m.grow, soft=m.soft_weights, noise=m.noise_weights,
+                             fuse=not m.network_only)
     return list(write_maps(spec, maker, policy, out_dir=job.out_dir, weight_image=m.weight_image,
                            overwrite=overwrite, extra_cards=cards))
 

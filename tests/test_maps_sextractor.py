@@ -60,7 +60,7 @@ def test_compute_maps_from_real_network(maker):
     with fits.open(real("fitswcs_tpv_ctio_mosaic2.fits")) as h:
         img = h[0].data[384:512, 384:512].astype(np.float32)
     masks = maker.masks(img).astype(bool)
-    ms = compute_maps(img, maker, MapPolicy(noise=False))
+    ms = compute_maps(img, maker, MapPolicy(noise=False, fuse=False))
     sat = masks[class_index("SAT")]
     assert sat.sum() > 20, "the saturated star should be masked"
     assert np.all(ms.flag[sat] & 512)
@@ -69,17 +69,17 @@ def test_compute_maps_from_real_network(maker):
     np.testing.assert_array_equal(ms.weight == 0, expect_zero)
     assert ms.weight.dtype == np.float32 and ms.flag.dtype == np.int32
     # Growth and soft weights.
-    grown = compute_maps(img, maker, MapPolicy(grow=2, noise=False))
+    grown = compute_maps(img, maker, MapPolicy(grow=2, noise=False, fuse=False))
     assert (grown.weight == 0).sum() >= (ms.weight == 0).sum()
     assert np.all(grown.weight[ms.weight == 0] == 0)
-    soft = compute_maps(img, maker, MapPolicy(soft=True, noise=False))
+    soft = compute_maps(img, maker, MapPolicy(soft=True, noise=False, fuse=False))
     assert np.all(soft.weight[ms.weight == 0] == 0)
     assert soft.weight.min() >= 0 and soft.weight.max() <= 1
     # A user weight map: its zeros stay zero.
     user = np.ones_like(img)
     user[:, :10] = 0
-    mu = compute_maps(img, maker, user_weight=user)
-    noisy = compute_maps(img, maker, MapPolicy(noise=True))  # same zeros, positive elsewhere
+    mu = compute_maps(img, maker, MapPolicy(fuse=False), user_weight=user)
+    noisy = compute_maps(img, maker, MapPolicy(noise=True, fuse=False))  # same zeros, positive elsewhere
     np.testing.assert_array_equal(noisy.weight == 0, ms.weight == 0)
     assert noisy.weight[ms.weight > 0].min() > 0
     assert np.all(mu.weight[:, :10] == 0)

@@ -94,7 +94,7 @@ def test_evaluate_cli_tiny_model_end_to_end(tmp_path, monkeypatch, capsys):
     build_model(width=0.125).save_weights("tiny.weights.h5")
     labels = REPO / "benchmarks" / "labels" / "astroscrappy_gmos_crs.json"
     have_real = (REAL / "astroscrappy_gmos.fits").exists()  # the labelled frame is shared reference data
-    rc = main(["evaluate", "tiny.weights.h5", "--against", "", "--frames", "1", "--size", "192", "-o", "ev"]
+    rc = main(["evaluate", "tiny.weights.h5", "--against", "", "--frames", "1", "--size", "256", "-o", "ev"]
               + (["--cr-labels", str(labels)] if have_real else []))
     assert rc == 0
     rep = json.loads((tmp_path / "ev" / "report.json").read_text())

@@ -117,12 +117,15 @@ def test_bench_quick_report(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     assert main(["bench", "--quick", "--engines", "SEP", "-o", "out"]) == 0
     res = json.loads((tmp_path / "out" / "results.json").read_text())
-    strategies = {r["strategy"] for r in res["summary"]}
-    assert {"none", "maxidetect", "oracle"} <= strategies
-    oracle = next(r for r in res["summary"] if r["strategy"] == "oracle")
-    none = next(r for r in res["summary"] if r["strategy"] == "none")
-    assert oracle["n_spurious"] < none["n_spurious"]
+    rows = res["summary"]["default"]
+    strategies = {r["strategy"] for r in rows}
+    assert {"none", "network", "maxidetect", "oracle"} <= strategies
+    oracle = next(r for r in rows if r["strategy"] == "oracle")
+    none = next(r for r in rows if r["strategy"] == "none")
+    fused = next(r for r in rows if r["strategy"] == "maxidetect")
+    assert oracle["n_spurious"] < none["n_spurious"] and fused["n_spurious"] < none["n_spurious"]
+    assert set(fused["lost"]) == {"20-50", "50-200", "200-inf"} and 0 <= fused["pixels"]["CR"] <= 1
     text = (tmp_path / "out" / "report.md").read_text()
-    assert "| maxidetect | SEP |" in text and "Mask quality per class" in text
+    assert "| maxidetect | SEP |" in text and "mask quality per class" in text and "Pixel recall" in text
     for png in ("completeness.png", "contamination.png", "roc.png"):
         assert (tmp_path / "out" / png).stat().st_size > 1000

@@ -95,9 +95,9 @@ def test_detect_rejects_trailed_frames_and_records_the_score(tmp_path, capsys):
     from maxidetect.cli import main
 
     sim = SimConfig(**TRACKING_SIM)
-    fits.PrimaryHDU(simulate_frame(630, SimConfig(**TRACKING_SIM, tracking_length=20), size=500).image).writeto(
+    fits.PrimaryHDU(simulate_frame(633, SimConfig(**TRACKING_SIM, tracking_length=20), size=500).image).writeto(
         tmp_path / "bad.fits")
-    fits.PrimaryHDU(simulate_frame(631, sim, size=500).image).writeto(tmp_path / "good.fits")
+    fits.PrimaryHDU(simulate_frame(632, sim, size=500).image).writeto(tmp_path / "good.fits")
     rc = main(["detect", str(tmp_path / "bad.fits"), str(tmp_path / "good.fits"), "--no-mask", "--reject-tracking"])
     out = capsys.readouterr().out
     assert rc == 0

@@ -39,6 +39,11 @@ class MapPolicy:
     class_grow : dict
         Extra growth per class [pix] (default: the registry's ``map_grow``;
         trails get 2 px because their faint wings break into fragments).
+    fuse : bool
+        Check and complete the network's masks with the frame's own evidence
+        before anything gets zero weight (:mod:`maxidetect.maps.fusion`:
+        star protection, fitted trails and columns, L.A.Cosmic). False: the
+        network's thresholded masks alone (``--network-only``).
     """
 
     actions: dict = field(default_factory=dict)
@@ -46,6 +51,7 @@ class MapPolicy:
     soft: bool = False
     noise: bool = False
     class_grow: dict = field(default_factory=lambda: {c.abbr: c.map_grow for c in CLASSES})
+    fuse: bool = True
 
     def __post_init__(self):
         full = {c.abbr: c.weight_action for c in CLASSES}
@@ -59,7 +65,8 @@ class MapPolicy:
             raise ValueError(f"grow must be >= 0 pixels, got {self.grow}")
 
     @classmethod
-    def parse(cls, spec: str | None, grow: int = 0, soft: bool = False, noise: bool = False) -> MapPolicy:
+    def parse(cls, spec: str | None, grow: int = 0, soft: bool = False, noise: bool = False,
+              fuse: bool = True) -> MapPolicy:
         """From ``"SAT=zero,FR=none"`` overrides of the registry defaults."""
         actions = {}
         for item in (spec or "").split(","):
@@ -69,7 +76,7 @@ class MapPolicy:
                 raise ValueError(f"policy item {item!r} is not CLASS=ACTION")
             abbr, act = item.split("=", 1)
             actions[abbr.strip()] = act.strip()
-        return cls(actions, grow=grow, soft=soft, noise=noise)
+        return cls(actions, grow=grow, soft=soft, noise=noise, fuse=fuse)
 
     def indices(self, action: str) -> list[int]:
         return [i for i, c in enumerate(CLASSES) if self.actions[c.abbr] == action]
@@ -83,6 +90,7 @@ class MapPolicy:
             ("MDWGROW", self.grow, "zero-weight growth [pix]"),
             ("MDWSOFT", self.soft, "soft weights 1-p"),
             ("MDWNOISE", self.noise, "weights x (global/local rms)^2"),
+            ("MDWFUSE", self.fuse, "network masks fused with frame evidence"),
         ]
 
     def grow_of(self, ci: int) -> int:

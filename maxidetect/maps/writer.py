@@ -35,6 +35,7 @@ from maxidetect.files import (
     read_plane,
     select_hdus,
 )
+from maxidetect.maps.fusion import fuse
 from maxidetect.maps.policy import ACTIONS, MapPolicy
 from maxidetect.masks.maker import MASK_SUFFIX, MaskMaker
 
@@ -58,10 +59,12 @@ FLAG_SUFFIX = ".flag.fits"
 
 @dataclass
 class MapSet:
-    """Maps for one 2-D image: ``weight`` float32 and ``flag`` int32, (H, W)."""
+    """Maps for one 2-D image: ``weight`` float32 and ``flag`` int32, (H, W);
+    ``report``: what evidence fusion found (None for network-only maps)."""
 
     weight: np.ndarray
     flag: np.ndarray
+    report: object = None
 
 
 def _grow(mask: np.ndarray, n: int) -> np.ndarray:
@@ -123,6 +126,13 @@ class _Accumulator:
             self.soft[ys, xs] = 1.0 - probs[zero_rows].max(axis=0)
         return f
 
+    def fuse(self, image, header=None):
+        """Replace the network's zero masks by the fused ones (needs the flags
+        and the raw image); returns the :class:`~maxidetect.maps.fusion.FusionReport`."""
+        zero, self.flag, report = fuse(image, self.flag, self.policy, header)
+        self.zero = {0: zero}
+        return report
+
     def weight_bands(self, image=None, user_weight=None, rows: int | None = None):
         """Yield (y0, weight rows y0:y0+n) of the weight map, float32."""
         rows = rows or BAND_ROWS
@@ -145,15 +155,16 @@ class _Accumulator:
                 w *= np.where(np.isfinite(uw), uw, 0.0)
             yield y0, w
 
-    def finish(self, image=None, user_weight=None) -> MapSet:
+    def finish(self, image=None, user_weight=None, header=None) -> MapSet:
+        report = self.fuse(image, header) if self.policy.fuse and image is not None else None
         weight = np.empty(self.shape, np.float32)
         for y0, w in self.weight_bands(image, user_weight):
             weight[y0 : y0 + w.shape[0]] = w
-        return MapSet(weight=weight, flag=self.flag)
+        return MapSet(weight=weight, flag=self.flag, report=report)
 
 
 def compute_maps(
-    image, maker: MaskMaker, policy: MapPolicy | None = None, user_weight=None, inplace: bool = False
+    image, maker: MaskMaker, policy: MapPolicy | None = None, user_weight=None, inplace: bool = False, header=None
 ) -> MapSet:
     """Weight and flag maps for a raw 2-D image.
 
@@ -180,20 +191,21 @@ def compute_maps(
         raise ValueError(f"maps need a 2-D image, got shape {image.shape}")
     thresh = maker.config.thresholds[list(maker.selected)].astype(np.float32)[:, None, None]
     acc = _Accumulator(image.shape, maker, policy)
-    for (ys, xs), p in maker.iter_blocks(image, owned=inplace and not policy.noise):
+    for (ys, xs), p in maker.iter_blocks(image, owned=inplace and not (policy.noise or policy.fuse)):
         acc.add(ys, xs, p > thresh, p)
-    return acc.finish(image, user_weight)
+    return acc.finish(image, user_weight, header)
 
 
 def maps_from_masks(masks: np.ndarray, maker: MaskMaker, policy: MapPolicy | None = None, user_weight=None,
-                    image=None) -> MapSet:
+                    image=None, header=None) -> MapSet:
     """Maps from ready masks (bool, ``(n_selected, H, W)`` in ``maker``'s
-    class order); ``image`` is needed for noise weights."""
+    class order); ``image`` is needed for noise weights and evidence fusion
+    (without it the network's masks are used alone)."""
     policy = policy or MapPolicy()
     masks = np.asarray(masks, bool)
     acc = _Accumulator(masks.shape[1:], maker, policy)
     acc.add(slice(None), slice(None), masks)
-    return acc.finish(image, user_weight)
+    return acc.finish(image, user_weight, header)
 
 
 # -- files -----------------------------------------------------------------
@@ -283,14 +295,9 @@ def write_maps(
                 hdr = image_header(hdu)
                 for key, value, comment in maker.header_cards_common() + policy.header_cards() + list(extra_cards):
                     hdr[key] = (value, comment)
-                whdr, fhdr = hdr.copy(), hdr.copy()
-                whdr["MDMAP"] = ("WEIGHT", "maxidetect map: MAP_WEIGHT")
-                fhdr["MDMAP"] = ("FLAG", "maxidetect map: OR of class bit codes")
-                wslot = w_out.add_image(whdr, data.shape, np.float32)
-                fslot = f_out.add_image(fhdr, data.shape, np.int32)
                 with warnings.catch_warnings(record=True) as caught:
                     warnings.simplefilter("always", MaxidetectWarning)
-                    _stream_maps(data, maker, policy, uw, masks, wslot, fslot)
+                    _stream_maps(data, maker, policy, uw, masks, w_out, f_out, hdr, hdu.header)
                 for w in caught:
                     warnings.warn(f"{where}: {w.message}", MaxidetectWarning, stacklevel=2)
                 del data, masks, uw
@@ -304,19 +311,42 @@ def write_maps(
     return wpath, fpath
 
 
-def _stream_maps(image, maker: MaskMaker, policy: MapPolicy, user_weight, masks, wslot, fslot) -> None:
-    """Maps of one image straight into the output slots: flags tile by tile,
-    weights band by band; kept whole: only the zero-weight masks (1 byte/pixel
-    per growth) and, with noise weights, the raw image."""
-    acc = _Accumulator(image.shape, maker, policy, keep_flag=False)
+def _stream_maps(image, maker: MaskMaker, policy: MapPolicy, user_weight, masks, w_out, f_out, hdr,
+                 input_header=None) -> None:
+    """Maps of one image into the output files. Network-only maps stream:
+    flags tile by tile, weights band by band (kept whole: only the zero
+    masks and, with noise weights, the raw image). Fused maps need the
+    whole frame: its flags are kept, fused, then written with the fusion's
+    header cards."""
+    acc = _Accumulator(image.shape, maker, policy, keep_flag=policy.fuse)
+    slots = None
+
+    def open_slots(extra=()):
+        whdr, fhdr = hdr.copy(), hdr.copy()
+        for key, value, comment in extra:
+            whdr[key] = fhdr[key] = (value, comment)
+        whdr["MDMAP"] = ("WEIGHT", "maxidetect map: MAP_WEIGHT")
+        fhdr["MDMAP"] = ("FLAG", "maxidetect map: OR of class bit codes")
+        return w_out.add_image(whdr, image.shape, np.float32), f_out.add_image(fhdr, image.shape, np.int32)
+
+    if not policy.fuse:
+        slots = open_slots()
     if masks is not None:
-        fslot.write((), 0, 0, acc.add(slice(None), slice(None), masks))
+        f = acc.add(slice(None), slice(None), masks)
+        if slots:
+            slots[1].write((), 0, 0, f)
     else:
         thresh = maker.config.thresholds[list(maker.selected)].astype(np.float32)[:, None, None]
-        for (ys, xs), p in maker.iter_blocks(image, owned=not policy.noise):
-            fslot.write((), ys.start, xs.start, acc.add(ys, xs, p > thresh, p))
+        for (ys, xs), p in maker.iter_blocks(image, owned=not (policy.noise or policy.fuse)):
+            f = acc.add(ys, xs, p > thresh, p)
+            if slots:
+                slots[1].write((), ys.start, xs.start, f)
+    if policy.fuse:
+        report = acc.fuse(image, input_header)
+        slots = open_slots(report.header_cards())
+        slots[1].write((), 0, 0, acc.flag)
     for y0, w in acc.weight_bands(image if policy.noise else None, user_weight):
-        wslot.write((), y0, 0, w)
+        slots[0].write((), y0, 0, w)
 
 
 def _stand_in(hdu) -> fits.ImageHDU:

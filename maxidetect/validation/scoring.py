@@ -136,6 +136,7 @@ def score_catalog(
         "flux_bias": float(np.median(rel)) if rel.size else float("nan"),
         "flux_scatter": float(1.4826 * np.median(np.abs(rel - np.median(rel)))) if rel.size else float("nan"),
         "match_radius_pix": float(radius_fwhm * fwhm),
+        "matched_true": np.asarray(ti, int),
     }
 
 

@@ -17,7 +17,8 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import asdict, dataclass, fields
+import zlib
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
@@ -30,9 +31,13 @@ from scipy.signal import fftconvolve
 from maxidetect.classes import CLASS_NAMES, CLASSES
 from maxidetect.files import write_hdulist_atomic
 
-__all__ = ["SimConfig", "SimFrame", "simulate_frame", "write_frame", "BIT", "TRUTH_LEVEL", "truth_level"]
+__all__ = ["SimConfig", "SimFrame", "simulate_frame", "write_frame", "BIT", "TRUTH_LEVEL", "truth_level",
+           "SIMULATOR_VERSION"]
 
 BIT = {c.abbr: c.bit for c in CLASSES}
+#: Changes whenever the same seed gives other frames (models trained on them
+#: record it; a change means retraining).
+SIMULATOR_VERSION = 2
 
 #: Where an additive contaminant enters its truth mask: injected signal above
 #: this many sky-noise sigmas (BBG: above this fraction of the sky level).
@@ -197,156 +202,192 @@ def _line(img, x0, y0, ang, length, profile_sigma, amp, rng=None, glints=0):
     return prof
 
 
-def simulate_frame(seed: int = 0, config: SimConfig | None = None, size: int | None = None) -> SimFrame:
-    """Simulate one frame; the same seed and config give the same frame."""
-    cfg = config or SimConfig()
-    if size is not None:
-        cfg = SimConfig(**{**asdict(cfg), "size": size})
-    def stream(k: int) -> np.random.Generator:
-        # One random stream per component: switching a component off leaves
-        # every other component, and the noise, exactly as they were.
-        return np.random.default_rng([seed, k])
+def _taper(r: int) -> np.ndarray:
+    """A circular window for a (2r+1)^2 stamp: 1 inside 0.7 r, a cosine to 0
+    at r. Sources end smoothly, never in the straight edge of their box
+    (a step edge passes for a bad column or a trail)."""
+    rad = np.hypot(*np.mgrid[-r:r + 1, -r:r + 1]) / max(r, 1)
+    return np.where(rad < 0.7, 1.0, np.where(rad < 1.0, 0.5 * (1 + np.cos(np.pi * (rad - 0.7) / 0.3)), 0.0))
 
-    rng = stream(0)
-    n = cfg.size
-    h = w = n
-    area = _area_scale(cfg)
-    truth = np.zeros((h, w), np.int32)
-    sky = rng.uniform(*cfg.sky)
-    noise_adu = np.sqrt(sky * cfg.gain + cfg.rdnoise**2) / cfg.gain  # sky noise [ADU]
-    fwhm = rng.uniform(*cfg.fwhm)
-    ell = rng.uniform(*cfg.ellipticity)
-    pa = rng.uniform(0, np.pi)
-    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
-    gx, gy = rng.normal(0, 1, 2)
-    photons = (sky * (1 + cfg.sky_gradient * (gx * (xx / w - 0.5) + gy * (yy / h - 0.5)))).astype(np.float64)
 
-    def mark(abbr, signal, level):
-        truth[signal > level] |= BIT[abbr]
+@dataclass
+class _Frame:
+    """The frame under construction: what every component reads and adds to."""
 
-    # -- diffuse components (photons), each with its truth mask
-    rng = stream(1)
-    for _ in range(cfg.n_bbg):
-        # A broad glow (scattered light of an off-field bright star).
-        cx, cy = rng.uniform(-0.2, 1.2) * w, rng.uniform(-0.2, 1.2) * h
+    cfg: SimConfig
+    seed: int
+    photons: np.ndarray  # expected signal [ADU] before noise
+    truth: np.ndarray
+    sky: float
+    noise: float  # sky noise [ADU]
+    fwhm: float
+    ell: float
+    pa: float
+    img: np.ndarray | None = None  # after noise
+    rows: list = field(default_factory=list)
+    bright: list = field(default_factory=list)  # (x, y, flux) of stars that get spikes
+    background: np.ndarray | None = None
+    track_angle: float | None = None
+
+    @property
+    def n(self) -> int:
+        return self.cfg.size
+
+    def rng(self, name: str) -> np.random.Generator:
+        """One random stream per component, named: switching a component off
+        leaves every other component, and the noise, exactly as they were."""
+        return np.random.default_rng([self.seed, zlib.crc32(name.encode())])
+
+    def mark(self, abbr: str, signal: np.ndarray, level: float) -> None:
+        self.truth[signal > level] |= BIT[abbr]
+
+    def grid(self):
+        return np.mgrid[0:self.n, 0:self.n].astype(np.float32)
+
+
+def _bright_background(f: _Frame) -> None:
+    """A broad glow (scattered light of an off-field bright star)."""
+    rng, (yy, xx), n = f.rng("bright background"), f.grid(), f.n
+    for _ in range(f.cfg.n_bbg):
+        cx, cy = rng.uniform(-0.2, 1.2) * n, rng.uniform(-0.2, 1.2) * n
         rad = rng.uniform(0.1, 0.3) * n
-        glow = rng.uniform(0.5, 2.0) * sky * np.exp(-0.5 * ((xx - cx) ** 2 + (yy - cy) ** 2) / rad**2)
-        photons += glow
-        mark("BBG", glow, truth_level("BBG", sky, noise_adu))
-    rng = stream(2)
-    for _ in range(cfg.n_nebulae):
-        field = ndimage.gaussian_filter(rng.normal(0, 1, (h // 8 + 1, w // 8 + 1)), rng.uniform(3, 8))
-        field = ndimage.zoom(field, 8, order=1)[:h, :w]
-        field = np.clip(field / field.std() - 0.5, 0, None)
-        cx, cy, rad = rng.uniform(0.2, 0.8) * w, rng.uniform(0.2, 0.8) * h, rng.uniform(0.15, 0.35) * n
+        glow = rng.uniform(0.5, 2.0) * f.sky * np.exp(-0.5 * ((xx - cx) ** 2 + (yy - cy) ** 2) / rad**2)
+        f.photons += glow
+        f.mark("BBG", glow, truth_level("BBG", f.sky, f.noise))
+
+
+def _nebulae(f: _Frame) -> None:
+    rng, (yy, xx), n = f.rng("nebulae"), f.grid(), f.n
+    for _ in range(f.cfg.n_nebulae):
+        field_ = ndimage.gaussian_filter(rng.normal(0, 1, (n // 8 + 1, n // 8 + 1)), rng.uniform(3, 8))
+        field_ = ndimage.zoom(field_, 8, order=3)[:n, :n]  # cubic: no kinks every 8 columns
+        field_ = np.clip(field_ / field_.std() - 0.5, 0, None)
+        cx, cy, rad = rng.uniform(0.2, 0.8) * n, rng.uniform(0.2, 0.8) * n, rng.uniform(0.15, 0.35) * n
         env = np.exp(-0.5 * ((xx - cx) ** 2 + (yy - cy) ** 2) / rad**2)
-        neb = rng.uniform(4, 15) * noise_adu * field * env
-        photons += neb
-        mark("NEB", neb, truth_level("NEB", sky, noise_adu))
-    rng = stream(3)
-    for _ in range(cfg.n_fringe_regions):
+        neb = rng.uniform(4, 15) * f.noise * field_ * env
+        f.photons += neb
+        f.mark("NEB", neb, truth_level("NEB", f.sky, f.noise))
+
+
+def _fringes(f: _Frame) -> None:
+    rng, (yy, xx), n = f.rng("fringes"), f.grid(), f.n
+    for _ in range(f.cfg.n_fringe_regions):
         period = rng.uniform(15, 40)
         ang = rng.uniform(0, np.pi)
         wave = np.sin(2 * np.pi * ((xx * np.cos(ang) + yy * np.sin(ang)) / period
                                    + 0.3 * np.sin(2 * np.pi * xx / (period * 7.3))))
-        x0, y0 = rng.uniform(0, 0.5) * w, rng.uniform(0, 0.5) * h
-        rw, rh = rng.uniform(0.3, 0.6) * w, rng.uniform(0.3, 0.6) * h
+        x0, y0 = rng.uniform(0, 0.5) * n, rng.uniform(0, 0.5) * n
+        rw, rh = rng.uniform(0.3, 0.6) * n, rng.uniform(0.3, 0.6) * n
         region = ((xx >= x0) & (xx < x0 + rw) & (yy >= y0) & (yy < y0 + rh)).astype(np.float64)
         region = ndimage.gaussian_filter(region, 10)
-        fr = rng.uniform(0.2, 0.8) * noise_adu * wave * region  # residual: below the pixel noise
-        photons += fr
-        truth[region > 0.5] |= BIT["FR"]
+        f.photons += rng.uniform(0.2, 0.8) * f.noise * wave * region  # residual: below the pixel noise
+        f.truth[region > 0.5] |= BIT["FR"]
 
-    # The local background (sky and diffuse light) sets each source's S/N.
-    background = photons.copy()
 
-    # -- sources
-    before_sources = photons.copy()
-    rows = []
-    rng = stream(4)
-    r_star = int(np.ceil(4 * fwhm)) + 3
-    n_st = _count(rng, cfg.n_stars * area)
-    mags = _powerlaw_mags(rng, n_st, *cfg.star_mag, cfg.star_slope)
-    spike_len = []
+def _stars(f: _Frame) -> None:
+    cfg, rng, n = f.cfg, f.rng("stars"), f.n
+    r_star = int(np.ceil(4 * f.fwhm)) + 3
+    mags = _powerlaw_mags(rng, _count(rng, cfg.n_stars * _area_scale(cfg)), *cfg.star_mag, cfg.star_slope)
     for m in mags:
-        x, y = rng.uniform(0, w), rng.uniform(0, h)
+        x, y = rng.uniform(0, n), rng.uniform(0, n)
         flux = 10 ** (-0.4 * (m - cfg.zeropoint))
         ix, iy = int(x), int(y)
         r = r_star if m > 15 else int(r_star * (1 + (15 - m)))  # bright wings
-        _add(photons, flux * _moffat_stamp(fwhm, ell, pa, cfg.moffat_beta, x - ix - 0.5, y - iy - 0.5, r), ix, iy)
-        rows.append((x, y, flux, m, "star"))
+        stamp = _moffat_stamp(f.fwhm, f.ell, f.pa, cfg.moffat_beta, x - ix - 0.5, y - iy - 0.5, r) * _taper(r)
+        _add(f.photons, flux * stamp / stamp.sum(), ix, iy)
+        f.rows.append((x, y, flux, m, "star"))
         if m < cfg.spike_mag:
-            spike_len.append((x, y, flux))
-    rng = stream(5)
-    r_gal = int(np.ceil(6 * fwhm)) + 12
-    psf = _moffat_stamp(fwhm, ell, pa, cfg.moffat_beta, 0, 0, r_star)
-    for m in _powerlaw_mags(rng, _count(rng, cfg.n_galaxies * area), *cfg.galaxy_mag, cfg.galaxy_slope):
-        x, y = rng.uniform(0, w), rng.uniform(0, h)
+            f.bright.append((x, y, flux))
+
+
+def _galaxies(f: _Frame) -> None:
+    cfg, rng, n = f.cfg, f.rng("galaxies"), f.n
+    r_star = int(np.ceil(4 * f.fwhm)) + 3
+    r_gal = int(np.ceil(6 * f.fwhm)) + 12
+    psf = _moffat_stamp(f.fwhm, f.ell, f.pa, cfg.moffat_beta, 0, 0, r_star)
+    mags = _powerlaw_mags(rng, _count(rng, cfg.n_galaxies * _area_scale(cfg)), *cfg.galaxy_mag, cfg.galaxy_slope)
+    for m in mags:
+        x, y = rng.uniform(0, n), rng.uniform(0, n)
         flux = 10 ** (-0.4 * (m - cfg.zeropoint))
         ix, iy = int(x), int(y)
         nser = rng.uniform(0.5, 4.0)
         re = rng.uniform(1.0, 5.0) * (1.0 + max(0.0, 20.0 - m) * 0.4)
         rr = int(min(r_gal + 3 * re, 80))
         gal = _sersic_stamp(nser, re, rng.uniform(0, 0.6), rng.uniform(0, np.pi), x - ix - 0.5, y - iy - 0.5, rr)
-        gal = fftconvolve(gal, psf, mode="same")
-        gal = np.clip(gal, 0, None)
-        _add(photons, flux * gal / gal.sum(), ix, iy)
-        rows.append((x, y, flux, m, "galaxy"))
+        gal = np.clip(fftconvolve(gal, psf, mode="same"), 0, None) * _taper(rr)
+        _add(f.photons, flux * gal / gal.sum(), ix, iy)
+        f.rows.append((x, y, flux, m, "galaxy"))
 
-    # -- diffraction spikes of bright stars
-    spikes = np.zeros((h, w))
-    for x, y, flux in spike_len:
-        length = 6 * fwhm * np.sqrt(flux / 10 ** (-0.4 * (cfg.spike_mag - cfg.zeropoint)))
+
+def _spikes(f: _Frame) -> np.ndarray:
+    """Diffraction spikes of the bright stars (returned for the truth, which
+    is marked after a tracking error has smeared them too)."""
+    cfg, n = f.cfg, f.n
+    spikes = np.zeros((n, n))
+    for x, y, flux in f.bright:
+        length = 6 * f.fwhm * np.sqrt(flux / 10 ** (-0.4 * (cfg.spike_mag - cfg.zeropoint)))
         length = min(length, 0.25 * n)
-        amp = 2e-4 * flux / fwhm
-        box = (slice(max(0, int(y - length - 5)), min(h, int(y + length + 6))),
-               slice(max(0, int(x - length - 5)), min(w, int(x + length + 6))))
+        amp = 2e-4 * flux / f.fwhm
+        box = (slice(max(0, int(y - length - 5)), min(n, int(y + length + 6))),
+               slice(max(0, int(x - length - 5)), min(n, int(x + length + 6))))
         sub = np.zeros((box[0].stop - box[0].start, box[1].stop - box[1].start))
         for k in range(4):
-            ang = pa + k * np.pi / 2 + np.pi / 4
-            _line(sub, x - box[1].start, y - box[0].start, ang, length, 0.6 * fwhm / 2.355, amp)
+            ang = f.pa + k * np.pi / 2 + np.pi / 4
+            _line(sub, x - box[1].start, y - box[0].start, ang, length, 0.6 * f.fwhm / 2.355, amp)
         sub *= np.exp(-np.hypot(*np.mgrid[box[0], box[1]][::-1] - np.array([x, y])[:, None, None]) / (0.5 * length))
         spikes[box] += sub
-    photons += spikes
-    track_angle = None
-    if cfg.tracking_length > 0:
-        # A tracking error moves the whole sky during the exposure: every
-        # source (and its spikes) is smeared along one line; diffuse light
-        # and the detector's own defects are not.
-        track_angle = cfg.tracking_angle if cfg.tracking_angle is not None else stream(12).uniform(0, np.pi)
-        src = fftconvolve(photons - before_sources, _track_kernel(cfg.tracking_length, track_angle), mode="same")
-        photons = before_sources + np.clip(src, 0, None)
-        spikes = fftconvolve(spikes, _track_kernel(cfg.tracking_length, track_angle), mode="same")
-    mark("SP", spikes, truth_level("SP", sky, noise_adu))
+    f.photons += spikes
+    return spikes
 
-    # -- satellite trails
-    rng = stream(6)
-    for _ in range(cfg.n_trails):
+
+def _tracking(f: _Frame, before_sources: np.ndarray, spikes: np.ndarray) -> np.ndarray:
+    """A tracking error moves the whole sky during the exposure: every source
+    (and its spikes) is smeared along one line; diffuse light and the
+    detector's own defects are not."""
+    cfg = f.cfg
+    if cfg.tracking_length <= 0:
+        return spikes
+    f.track_angle = cfg.tracking_angle if cfg.tracking_angle is not None else f.rng("tracking").uniform(0, np.pi)
+    kernel = _track_kernel(cfg.tracking_length, f.track_angle)
+    src = fftconvolve(f.photons - before_sources, kernel, mode="same")
+    f.photons = before_sources + np.clip(src, 0, None)
+    return fftconvolve(spikes, kernel, mode="same")
+
+
+def _trails(f: _Frame) -> None:
+    rng, n = f.rng("trails"), f.n
+    for _ in range(f.cfg.n_trails):
         ang = rng.uniform(0, np.pi)
-        cx, cy = rng.uniform(0.2, 0.8) * w, rng.uniform(0.2, 0.8) * h
+        cx, cy = rng.uniform(0.2, 0.8) * n, rng.uniform(0.2, 0.8) * n
         x0, y0 = cx - np.cos(ang) * 2 * n, cy - np.sin(ang) * 2 * n
-        trl = np.zeros((h, w))
-        _line(trl, x0, y0, ang, 4 * n, rng.uniform(0.5, 1.8), rng.uniform(1.5, 15) * noise_adu, rng,
+        trl = np.zeros((n, n))
+        _line(trl, x0, y0, ang, 4 * n, rng.uniform(0.5, 1.8), rng.uniform(1.5, 15) * f.noise, rng,
               glints=int(rng.integers(0, 4)))
-        photons += trl
-        mark("TRL", trl, truth_level("TRL", sky, noise_adu))
+        f.photons += trl
+        f.mark("TRL", trl, truth_level("TRL", f.sky, f.noise))
 
-    # -- persistence: faint, soft ghosts of an earlier exposure's bright stars
-    pers = np.zeros((h, w))
-    rng = stream(7)
-    for _ in range(_count(rng, cfg.n_persistence * area)):
-        x, y = rng.uniform(0, w), rng.uniform(0, h)
-        r = int(3 * fwhm) + 4
-        blob = _moffat_stamp(fwhm * rng.uniform(1.0, 2.0), 0, 0, 2.5, x % 1 - 0.5, y % 1 - 0.5, r)
-        _add(pers, rng.uniform(3, 12) * noise_adu * blob / blob.max(), int(x), int(y))
-    photons += pers
-    mark("P", pers, truth_level("P", sky, noise_adu))
 
-    # -- saturation and bleeding along columns (charge conserved)
-    sat_level = cfg.saturate
+def _persistence(f: _Frame) -> None:
+    """Faint, soft ghosts of an earlier exposure's bright stars."""
+    rng, n = f.rng("persistence"), f.n
+    pers = np.zeros((n, n))
+    for _ in range(_count(rng, f.cfg.n_persistence * _area_scale(f.cfg))):
+        x, y = rng.uniform(0, n), rng.uniform(0, n)
+        r = int(3 * f.fwhm) + 4
+        blob = _moffat_stamp(f.fwhm * rng.uniform(1.0, 2.0), 0, 0, 2.5, x % 1 - 0.5, y % 1 - 0.5, r) * _taper(r)
+        _add(pers, rng.uniform(3, 12) * f.noise * blob / blob.max(), int(x), int(y))
+    f.photons += pers
+    f.mark("P", pers, truth_level("P", f.sky, f.noise))
+
+
+def _saturation(f: _Frame) -> np.ndarray:
+    """Saturation and bleeding along columns (charge conserved); returns the
+    saturated pixels."""
+    sat_level, h = f.cfg.saturate, f.n
+    photons = f.photons
     over = photons > sat_level
     if over.any():
-        lab, nlab = ndimage.label(over)
+        lab, _ = ndimage.label(over)
         for sl in ndimage.find_objects(lab):
             ys, xs = sl
             for col in range(xs.start, xs.stop):
@@ -359,23 +400,27 @@ def simulate_frame(seed: int = 0, config: SimConfig | None = None, size: int | N
                 lo, hi = max(0, rows_over.min() - extra), min(h, rows_over.max() + extra + 1)
                 photons[lo:hi, col] = np.maximum(photons[lo:hi, col], sat_level)
     saturated = photons >= sat_level
-    truth[saturated] |= BIT["SAT"]
+    f.truth[saturated] |= BIT["SAT"]
+    return saturated
 
-    # -- noise
-    rng = stream(8)
+
+def _noise(f: _Frame, saturated: np.ndarray) -> None:
+    cfg, rng, n = f.cfg, f.rng("noise"), f.n
     if cfg.noise:
-        e = rng.poisson(np.clip(photons, 0, None) * cfg.gain).astype(np.float64)
-        img = e / cfg.gain + rng.normal(0, cfg.rdnoise / cfg.gain, (h, w))
+        e = rng.poisson(np.clip(f.photons, 0, None) * cfg.gain).astype(np.float64)
+        f.img = e / cfg.gain + rng.normal(0, cfg.rdnoise / cfg.gain, (n, n))
     else:
-        img = photons.copy()
-    img[saturated] = sat_level  # a full well does not fluctuate
+        f.img = f.photons.copy()
+    f.img[saturated] = cfg.saturate  # a full well does not fluctuate
 
-    # -- charge-like defects after the noise
-    rng = stream(9)
-    n_cr = _count(rng, cfg.n_cr * area)
-    cr = np.zeros((h, w))
-    for _ in range(n_cr):
-        y, x = rng.integers(0, h), rng.integers(0, w)
+
+def _cosmic_rays(f: _Frame) -> None:
+    """Charge deposited after the exposure's noise: single hits, blobs, and
+    tracks/worms (a random walk with a preferred direction)."""
+    cfg, rng, n = f.cfg, f.rng("cosmic rays"), f.n
+    cr = np.zeros((n, n))
+    for _ in range(_count(rng, cfg.n_cr * _area_scale(cfg))):
+        y, x = rng.integers(0, n), rng.integers(0, n)
         energy = rng.lognormal(np.log(3000), 0.9)  # e-
         kind = rng.random()
         if kind < 0.35:
@@ -386,7 +431,6 @@ def simulate_frame(seed: int = 0, config: SimConfig | None = None, size: int | N
             blob[1, 1] = 1.0
             _add(cr, energy / cfg.gain * blob / blob.sum() * 2, x, y)
         else:
-            # Tracks and worms: a random walk with a preferred direction.
             length = int(rng.integers(6, 60))
             ang = rng.uniform(0, 2 * np.pi)
             px, py = float(x), float(y)
@@ -396,94 +440,154 @@ def simulate_frame(seed: int = 0, config: SimConfig | None = None, size: int | N
                 px += np.cos(ang)
                 py += np.sin(ang)
                 ix, iy = int(round(px)), int(round(py))
-                if 0 <= ix < w and 0 <= iy < h:
+                if 0 <= ix < n and 0 <= iy < n:
                     cr[iy, ix] += per * rng.uniform(0.5, 1.5)
-    img += cr
-    truth[cr > truth_level("CR", sky, noise_adu)] |= BIT["CR"]
+    f.img += cr
+    f.truth[cr > truth_level("CR", f.sky, f.noise)] |= BIT["CR"]
 
-    rng = stream(10)
-    for _ in range(_count(rng, cfg.n_hp * area)):
-        y, x = rng.integers(0, h), rng.integers(0, w)
-        img[y, x] += rng.uniform(10, 500) * noise_adu
-        truth[y, x] |= BIT["HP"]
-    rng = stream(11)
-    for _ in range(cfg.n_hcl):
+
+def _hot_pixels(f: _Frame) -> None:
+    rng, n = f.rng("hot pixels"), f.n
+    for _ in range(_count(rng, f.cfg.n_hp * _area_scale(f.cfg))):
+        y, x = rng.integers(0, n), rng.integers(0, n)
+        f.img[y, x] += rng.uniform(10, 500) * f.noise
+        f.truth[y, x] |= BIT["HP"]
+
+
+def _hot_columns(f: _Frame) -> None:
+    rng, n = f.rng("hot columns"), f.n
+    for _ in range(f.cfg.n_hcl):
         vertical = rng.random() < 0.8
-        pos = rng.integers(0, w if vertical else h)
+        pos = rng.integers(0, n)
         start = rng.integers(0, n // 2)
         stop = rng.integers(start + n // 4, n + 1)
-        level = rng.uniform(2, 30) * noise_adu
-        if vertical:
-            img[start:stop, pos] += level
-            truth[start:stop, pos] |= BIT["HCL"]
-        else:
-            img[pos, start:stop] += level
-            truth[pos, start:stop] |= BIT["HCL"]
-    rng = stream(12)
-    for _ in range(_count(rng, cfg.n_dp * area)):
-        y, x = rng.integers(0, h), rng.integers(0, w)
-        img[y, x] *= rng.uniform(0.0, 0.2)
-        truth[y, x] |= BIT["DP"]
-    rng = stream(13)
-    for _ in range(cfg.n_dcl):
-        kind = rng.random()
-        if kind < 0.6:
-            pos = rng.integers(0, w)
+        level = rng.uniform(2, 30) * f.noise
+        sl = (slice(start, stop), pos) if vertical else (pos, slice(start, stop))
+        f.img[sl] += level
+        f.truth[sl] |= BIT["HCL"]
+
+
+def _dead_pixels(f: _Frame) -> None:
+    rng, n = f.rng("dead pixels"), f.n
+    for _ in range(_count(rng, f.cfg.n_dp * _area_scale(f.cfg))):
+        y, x = rng.integers(0, n), rng.integers(0, n)
+        f.img[y, x] *= rng.uniform(0.0, 0.2)
+        f.truth[y, x] |= BIT["DP"]
+
+
+def _dead_columns(f: _Frame) -> None:
+    """Dead columns (a fraction of the signal) and dead clusters."""
+    rng, n = f.rng("dead columns"), f.n
+    for _ in range(f.cfg.n_dcl):
+        if rng.random() < 0.6:
+            pos = rng.integers(0, n)
             start = rng.integers(0, n // 2)
             stop = rng.integers(start + n // 4, n + 1)
-            img[start:stop, pos] *= rng.uniform(0.0, 0.3)
-            truth[start:stop, pos] |= BIT["DCL"]
+            f.img[start:stop, pos] *= rng.uniform(0.0, 0.3)
+            f.truth[start:stop, pos] |= BIT["DCL"]
         else:
-            cy, cx = rng.integers(0, h), rng.integers(0, w)
-            cl = np.zeros((h, w), bool)
+            cy, cx = rng.integers(0, n), rng.integers(0, n)
+            cl = np.zeros((n, n), bool)
             cl[cy, cx] = True
             cl = ndimage.binary_dilation(cl, iterations=int(rng.integers(1, 4)))
-            img[cl] *= rng.uniform(0.0, 0.3)
-            truth[cl] |= BIT["DCL"]
+            f.img[cl] *= rng.uniform(0.0, 0.3)
+            f.truth[cl] |= BIT["DCL"]
 
-    img += cfg.bias
+
+def _overscan(f: _Frame) -> None:
+    """Bias everywhere, and overscan columns holding only bias and read noise."""
+    cfg, n = f.cfg, f.n
+    f.img += cfg.bias
     if cfg.overscan > 0:
-        ov = slice(w - cfg.overscan, w)
-        rng = stream(14)
-        ov_noise = rng.normal(0, cfg.rdnoise / cfg.gain, (h, cfg.overscan)) if cfg.noise else 0.0
-        img[:, ov] = cfg.bias + ov_noise
-        truth[:, ov] = BIT["OV"]
-    img = np.clip(img, 0, 65535).astype(np.float32)
+        ov = slice(n - cfg.overscan, n)
+        ov_noise = f.rng("overscan").normal(0, cfg.rdnoise / cfg.gain, (n, cfg.overscan)) if cfg.noise else 0.0
+        f.img[:, ov] = cfg.bias + ov_noise
+        f.truth[:, ov] = BIT["OV"]
 
-    # -- truth catalogue
-    cat = Table(rows=rows, names=("X", "Y", "FLUX", "MAG", "KIND")) if rows else Table(
-        names=("X", "Y", "FLUX", "MAG", "KIND"), dtype=(float, float, float, float, str))
-    npix = np.pi * fwhm**2
-    ix = np.clip(cat["X"].astype(int), 0, w - 1)
-    iy = np.clip(cat["Y"].astype(int), 0, h - 1)
-    local = np.clip(background[iy, ix], 0, None) if len(cat) else np.zeros(0)
+
+def _truth_catalog(f: _Frame) -> Table:
+    cfg, n = f.cfg, f.n
+    names = ("X", "Y", "FLUX", "MAG", "KIND")
+    cat = Table(rows=f.rows, names=names) if f.rows else Table(names=names, dtype=(float, float, float, float, str))
+    npix = np.pi * f.fwhm**2
+    ix = np.clip(cat["X"].astype(int), 0, n - 1)
+    iy = np.clip(cat["Y"].astype(int), 0, n - 1)
+    local = np.clip(f.background[iy, ix], 0, None) if len(cat) else np.zeros(0)
     cat["SNR"] = cat["FLUX"] * cfg.gain / np.sqrt(cat["FLUX"] * cfg.gain + npix * (local * cfg.gain + cfg.rdnoise**2))
-    near = ndimage.grey_dilation(truth, footprint=_disk(max(1, int(round(fwhm)))))
+    near = ndimage.grey_dilation(f.truth, footprint=_disk(max(1, int(round(f.fwhm)))))
     cat["CONTAM"] = near[iy, ix].astype(np.int32) if len(cat) else np.zeros(0, np.int32)
-    in_ov = cat["X"] >= w - cfg.overscan if cfg.overscan else np.zeros(len(cat), bool)
+    in_ov = cat["X"] >= n - cfg.overscan if cfg.overscan else np.zeros(len(cat), bool)
     cat = cat[~np.asarray(in_ov)]  # overscan columns hold no sky
     cat["X"].unit = cat["Y"].unit = "pix"
     cat["FLUX"].unit = "adu"
     cat["MAG"].unit = "mag"
-    cat.meta.update({"FWHM": fwhm, "SKY": sky, "SEED": seed})
+    cat.meta.update({"FWHM": f.fwhm, "SKY": f.sky, "SEED": f.seed})
+    return cat
 
-    rng = stream(15)
-    hdr = WCS({"CTYPE1": "RA---TAN", "CTYPE2": "DEC--TAN", "CRPIX1": w / 2, "CRPIX2": h / 2,
+
+def _header(f: _Frame) -> fits.Header:
+    cfg, n, rng = f.cfg, f.n, f.rng("wcs")
+    hdr = WCS({"CTYPE1": "RA---TAN", "CTYPE2": "DEC--TAN", "CRPIX1": n / 2, "CRPIX2": n / 2,
                "CRVAL1": float(rng.uniform(0, 360)), "CRVAL2": float(rng.uniform(-60, 60)),
                "CD1_1": -7.5e-5, "CD2_2": 7.5e-5, "CD1_2": 0.0, "CD2_1": 0.0}).to_header()
     hdr["GAIN"] = (cfg.gain, "e-/ADU")
     hdr["RDNOISE"] = (cfg.rdnoise, "read noise [e-]")
-    hdr["SATURATE"] = (float(cfg.bias + sat_level), "saturation level [ADU]")
+    hdr["SATURATE"] = (float(cfg.bias + cfg.saturate), "saturation level [ADU]")
     hdr["MAGZERO"] = (cfg.zeropoint, "magnitude of 1 ADU")
-    hdr["SIMSEED"] = (seed, "maxidetect.validation.simulate seed")
-    hdr["SIMFWHM"] = (round(fwhm, 4), "PSF FWHM [pix]")
-    hdr["SIMSKY"] = (round(sky, 3), "sky level [ADU]")
-    if track_angle is not None:
+    hdr["SIMSEED"] = (f.seed, "maxidetect.simulate seed")
+    hdr["SIMVERS"] = (SIMULATOR_VERSION, "maxidetect.simulate version")
+    hdr["SIMFWHM"] = (round(f.fwhm, 4), "PSF FWHM [pix]")
+    hdr["SIMSKY"] = (round(f.sky, 3), "sky level [ADU]")
+    if f.track_angle is not None:
         hdr["SIMTRKL"] = (float(cfg.tracking_length), "tracking error length [pix]")
-        hdr["SIMTRKA"] = (round(float(np.degrees(track_angle)), 3), "tracking error angle [deg]")
+        hdr["SIMTRKA"] = (round(float(np.degrees(f.track_angle)), 3), "tracking error angle [deg]")
     if cfg.overscan:
-        hdr["BIASSEC"] = (f"[{w - cfg.overscan + 1}:{w},1:{h}]", "overscan columns")
-    return SimFrame(image=img, header=hdr, truth=truth, catalog=cat)
+        hdr["BIASSEC"] = (f"[{n - cfg.overscan + 1}:{n},1:{n}]", "overscan columns")
+    return hdr
+
+
+def simulate_frame(seed: int = 0, config: SimConfig | None = None, size: int | None = None) -> SimFrame:
+    """Simulate one frame; the same seed and config give the same frame.
+
+    Each component (:func:`_stars`, :func:`_trails`, ...) draws from its own
+    named random stream and adds its signal and its truth; the order follows
+    the physics (photons, saturation, noise, then charge-like defects).
+    """
+    cfg = config or SimConfig()
+    if size is not None:
+        cfg = SimConfig(**{**asdict(cfg), "size": size})
+    n = cfg.size
+    rng = np.random.default_rng([seed, zlib.crc32(b"frame")])
+    sky = rng.uniform(*cfg.sky)
+    f = _Frame(cfg=cfg, seed=seed, photons=np.zeros((n, n)), truth=np.zeros((n, n), np.int32), sky=sky,
+               noise=np.sqrt(sky * cfg.gain + cfg.rdnoise**2) / cfg.gain, fwhm=rng.uniform(*cfg.fwhm),
+               ell=rng.uniform(*cfg.ellipticity), pa=rng.uniform(0, np.pi))
+    yy, xx = f.grid()
+    gx, gy = rng.normal(0, 1, 2)
+    f.photons = (sky * (1 + cfg.sky_gradient * (gx * (xx / n - 0.5) + gy * (yy / n - 0.5)))).astype(np.float64)
+    del yy, xx
+    _bright_background(f)
+    _nebulae(f)
+    _fringes(f)
+    f.background = f.photons.copy()  # the local background sets each source's S/N
+    before_sources = f.photons.copy()
+    _stars(f)
+    _galaxies(f)
+    spikes = _tracking(f, before_sources, _spikes(f))
+    f.mark("SP", spikes, truth_level("SP", f.sky, f.noise))
+    del before_sources, spikes
+    _trails(f)
+    _persistence(f)
+    saturated = _saturation(f)
+    _noise(f, saturated)
+    _cosmic_rays(f)
+    _hot_pixels(f)
+    _hot_columns(f)
+    _dead_pixels(f)
+    _dead_columns(f)
+    _overscan(f)
+    img = np.clip(f.img, 0, 65535).astype(np.float32)
+    return SimFrame(image=img, header=_header(f), truth=f.truth, catalog=_truth_catalog(f))
 
 
 def _disk(r: int) -> np.ndarray:

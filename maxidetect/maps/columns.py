@@ -1,0 +1,180 @@
+"""Hot and dead columns and rows, found by their statistics.
+
+Each pixel is compared with its neighbours along the row
+(the median of the columns two and three away on each side): a bad column stands out of that
+comparison over its whole length, a star or a galaxy does not. The
+residuals of source-free pixels are summarised per column in bins of
+``bin_rows`` rows (medians, robust to what masking missed); bins that lie
+``nsigma`` noise units above (hot) or below (dead) zero, in runs of at
+least ``min_length`` pixels, are a column segment. Rows are the same on the
+transposed image. Three or more adjacent columns together are structure of
+the sky, not of the detector. Segments are masked end to end; a source on a
+segment is still protected once the segment's offset is subtracted.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+
+__all__ = ["LineDefect", "find_column_defects", "column_model"]
+
+
+@dataclass
+class LineDefect:
+    """A bad column (``axis`` 1: x = ``index``) or row (``axis`` 0: y = ``index``)
+    segment ``start:stop`` along it; ``level`` in noise units (+ hot, - dead)."""
+
+    axis: int
+    index: int
+    start: int
+    stop: int
+    level: float
+
+    @property
+    def hot(self) -> bool:
+        return self.level > 0
+
+
+def _neighbour_median(z: np.ndarray) -> np.ndarray:
+    """Median of the columns two and three away on each side (own and
+    adjacent columns left out: a bad column, or a pair, never sets its own
+    reference); masked (NaN) neighbours count as background, 0. A median of
+    four by min/max, fast on large frames."""
+    h, w = z.shape
+    pad = np.pad(np.nan_to_num(z, nan=0.0), ((0, 0), (3, 3)), mode="reflect")
+    a, b, c, d = (pad[:, 3 + k: 3 + k + w] for k in (-3, -2, 2, 3))
+    lo1, hi1 = np.minimum(a, b), np.maximum(a, b)
+    lo2, hi2 = np.minimum(c, d), np.maximum(c, d)
+    return 0.5 * (np.maximum(lo1, lo2) + np.minimum(hi1, hi2))
+
+
+def _segments(z: np.ndarray, valid: np.ndarray, axis_index: int, bin_rows: int, nsigma: float,
+              min_length: int, min_level: float) -> list[LineDefect]:
+    """Column segments of ``z`` (residuals in noise units, NaN where masked)."""
+    h, w = z.shape
+    r = z - _neighbour_median(z)
+    r[~valid] = np.nan
+    nb = h // bin_rows
+    if nb == 0:
+        return []
+    out = []
+    with np.errstate(invalid="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        binned = np.nanmedian(r[: nb * bin_rows].reshape(nb, bin_rows, w), axis=1)  # (nb, w)
+        counts = np.isfinite(r[: nb * bin_rows]).reshape(nb, bin_rows, w).sum(axis=1)
+    # Noise of a bin median: from the spread of all bins (robust), per valid count.
+    good = np.isfinite(binned) & (counts >= bin_rows // 3)
+    if good.sum() < 10:
+        return []
+    scaled = np.where(good, binned * np.sqrt(np.maximum(counts, 1)), 0.0)
+    # Contrast with the columns two and three away: smooth structure (fringes,
+    # gradients, halos) shifts them alike, a bad column only itself.
+    pad = np.pad(scaled, ((0, 0), (3, 3)), mode="reflect")
+    around = np.median(np.stack([pad[:, k:k + w] for k in (0, 1, 5, 6)]), axis=0)
+    scaled = scaled - around
+    mad = np.nanmedian(np.abs(scaled[good] - np.nanmedian(scaled[good])))
+    sig = 1.4826 * mad if mad > 0 else 1.2533
+    zb = np.where(good, scaled / sig, 0.0)
+    for x in np.flatnonzero(np.any(np.abs(zb) > nsigma, axis=0)):
+        col = zb[:, x]
+        for sign in (1, -1):
+            hit = sign * col > nsigma
+            if not hit.any():
+                continue
+            # Runs of bins over the threshold, bridging single-bin gaps (a star on the column).
+            k = 0
+            while k < nb:
+                if not hit[k]:
+                    k += 1
+                    continue
+                j = k
+                while j + 1 < nb and (hit[j + 1] or (j + 2 < nb and hit[j + 2] and sign * col[j + 1] > 0)):
+                    j += 1
+                start, stop = k * bin_rows, (j + 1) * bin_rows
+                if j == nb - 1:
+                    stop = h
+                if stop - start >= min_length:
+                    level = float(np.nanmedian(r[start:stop, x]))
+                    if abs(level) >= min_level:
+                        start, stop = _refine(r[:, x], start, stop, level)
+                        out.append(LineDefect(axis_index, int(x), int(start), int(stop), level))
+                k = j + 1
+    return out
+
+
+def _refine(col: np.ndarray, start: int, stop: int, level: float, win: int = 8) -> tuple[int, int]:
+    """Move a segment's ends to where the column leaves half its level."""
+    n = len(col)
+
+    def inside(a, b):
+        seg = col[max(a, 0):min(b, n)]
+        seg = seg[np.isfinite(seg)]
+        return len(seg) > 0 and np.sign(level) * np.median(seg) > 0.5 * abs(level)
+
+    while start > 0 and inside(start - win, start):
+        start -= win
+    while stop < n and inside(stop, stop + win):
+        stop += win
+    while stop - start > 2 * win and not inside(start, start + win):
+        start += win
+    while stop - start > 2 * win and not inside(stop - win, stop):
+        stop -= win
+    return max(start, 0), min(stop, n)
+
+
+def _drop_clusters(segs: list[LineDefect], width: int = 3, strong: float = 10.0) -> list[LineDefect]:
+    """A detector's bad column is one or two columns wide; three or more
+    adjacent columns with overlapping segments of the same sign are a
+    structure of the sky (a nebula's edge, a halo) unless they are strong."""
+    keep = []
+    for s in segs:
+        near = {o.index for o in segs if o.axis == s.axis and np.sign(o.level) == np.sign(s.level)
+                and o.start < s.stop and s.start < o.stop and abs(o.index - s.index) <= width - 1}
+        run = 1
+        for k in (1, -1):
+            i = s.index + k
+            while i in near:
+                run += 1
+                i += k
+        if run < width or abs(s.level) >= strong:
+            keep.append(s)
+    return keep
+
+
+def column_model(shape, segments: list[LineDefect]) -> np.ndarray:
+    """The segments' offsets in noise units (for subtraction), float32 (H, W)."""
+    out = np.zeros(shape, np.float32)
+    for d in segments:
+        sl = (slice(d.start, d.stop), d.index) if d.axis == 1 else (d.index, slice(d.start, d.stop))
+        out[sl] += d.level
+    return out
+
+
+def find_column_defects(snr: np.ndarray, masked: np.ndarray, nsigma: float = 5.0, min_length: int = 20,
+                        bin_rows: int = 32, rows: bool = True, min_level: float = 1.5) -> list[LineDefect]:
+    """Bad columns (and rows) of an image in noise units.
+
+    Parameters
+    ----------
+    snr : float (H, W)
+        (image - background) / rms.
+    masked : bool (H, W)
+        Pixels to leave out of the statistics: the frame's sources (grown),
+        saturated pixels.
+    nsigma : float
+        Significance of a bin median; ``min_length`` the shortest segment [pix];
+        ``min_level`` the smallest offset per pixel [noise units] (fainter
+        column-like residuals come from fringes and halos, not from the detector).
+    """
+    z = np.asarray(snr, np.float32).copy()
+    valid = ~masked & np.isfinite(z)
+    z[~valid] = np.nan
+    bin_rows = max(8, min(bin_rows, min_length * 2))
+    out = _segments(z, valid, 1, bin_rows, nsigma, min_length, min_level)
+    if rows:
+        out += _segments(np.ascontiguousarray(z.T), np.ascontiguousarray(valid.T), 0, bin_rows, nsigma, min_length,
+                         min_level)
+    return _drop_clusters(out)

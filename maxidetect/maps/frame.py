@@ -1,0 +1,231 @@
+"""What the other evidence needs to know about a frame: its background and
+noise, its own sources, and its PSF measured on them.
+
+Everything here is measured on the frame itself (SEP's SExtractor-style
+statistics), so the maps adapt to seeing, sampling and depth.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+import sep
+
+from maxidetect.errors import MaxidetectWarning
+
+__all__ = ["FrameStats", "measure_frame", "DEFAULT_FWHM"]
+
+#: The PSF FWHM [pix] assumed when the frame has too few clean stars to measure it.
+DEFAULT_FWHM = 3.0
+_MIN_STARS = 5
+
+
+@dataclass
+class FrameStats:
+    """Background, noise and sources of one image.
+
+    Attributes
+    ----------
+    back, rms : float32 (H, W)
+        SEP background and noise maps (64 px mesh, masked pixels left out).
+    globalrms : float
+    objects : structured array
+        SEP detections at 3 sigma on the unmasked image (x, y 0-based,
+        peak, flux, npix, a, b, theta, bounding boxes), the frame's own
+        sources and artefacts alike.
+    segmentation : int32 (H, W)
+        Their footprints (object index + 1).
+    compact : bool (n_objects,)
+        Objects that are not line-like (axis ratio > 0.3 and not one pixel
+        thin, or bright and not thinner than 1:8): the ones other evidence
+        may mask out of its statistics.
+    fwhm : float
+        PSF FWHM [pix] on bright isolated unsaturated sources (or DEFAULT_FWHM).
+    fwhm_measured : bool
+    n_psf_stars : int
+    saturation : float
+        The level above which pixels are saturated (header, else the image's plateau).
+    """
+
+    back: np.ndarray
+    rms: np.ndarray
+    globalrms: float
+    objects: np.ndarray
+    segmentation: np.ndarray
+    compact: np.ndarray
+    fwhm: float
+    fwhm_measured: bool
+    n_psf_stars: int
+    saturation: float
+
+    @property
+    def sigma(self) -> float:
+        """The PSF's Gaussian sigma [pix]."""
+        return self.fwhm / 2.3548
+
+    def source_mask(self, grow: int = 2) -> np.ndarray:
+        """Footprints of the compact objects, grown by ``grow`` pixels (line-like
+        objects, i.e. trails and bad columns, are left visible)."""
+        from scipy import ndimage
+
+        keep = np.concatenate([[False], self.compact])
+        m = keep[self.segmentation]
+        return ndimage.binary_dilation(m, iterations=grow) if grow > 0 and m.any() else m
+
+    def snr(self, image: np.ndarray) -> np.ndarray:
+        """(image - background) / rms, float32."""
+        with np.errstate(divide="ignore", invalid="ignore"):
+            z = (np.asarray(image, np.float32) - self.back) / self.rms
+        return np.where(np.isfinite(z), z, 0.0).astype(np.float32)
+
+
+def _saturation(image: np.ndarray, header) -> float:
+    for key in ("SATURATE", "SATLEVEL", "SATUR"):
+        if header is not None and key in header:
+            try:
+                return float(header[key])
+            except (TypeError, ValueError):
+                pass
+    # The highest values of a frame with saturated stars form a plateau.
+    top = float(np.nanmax(image))
+    return 0.98 * top if np.count_nonzero(image >= 0.999 * top) >= 9 else np.inf
+
+
+def measure_frame(image: np.ndarray, bad: np.ndarray | None = None, header=None, mesh: int = 64) -> FrameStats:
+    """Background, noise, sources and PSF of a raw 2-D image.
+
+    ``bad``: pixels to leave out of the background and whose objects are
+    not used for the PSF (the defects the network found: cosmic rays and hot
+    pixels are sharp and would pass for an undersampled PSF). A frame whose
+    PSF cannot be measured (no stars, all noise, all saturated) gets
+    :data:`DEFAULT_FWHM` and a :class:`MaxidetectWarning`.
+    """
+    data = np.asarray(image, np.float64)
+    finite = np.isfinite(data)
+    data = np.where(finite, data, 0.0)
+    mask = ~finite if bad is None else (bad | ~finite)
+    h, w = data.shape
+    bw, bh = min(mesh, w), min(mesh, h)
+    bkg = sep.Background(data, mask=mask, bw=bw, bh=bh, fw=3, fh=3)
+    back = bkg.back().astype(np.float32)
+    rms = bkg.rms().astype(np.float32)
+    good = rms > 0
+    if not good.any():
+        rms[:] = max(float(bkg.globalrms), 1e-6)
+    elif not good.all():
+        rms[~good] = float(np.median(rms[good]))
+    sub = data - back
+    sat = _saturation(data, header)
+    sep.set_extract_pixstack(max(300000, data.size))
+    sep.set_sub_object_limit(4096)
+    kernel = np.array([[1, 2, 1], [2, 4, 2], [1, 2, 1]], np.float32) / 16.0
+    try:
+        objs, seg = sep.extract(sub, 3.0, err=rms, minarea=3, filter_kernel=kernel, filter_type="conv",
+                                deblend_nthresh=32, deblend_cont=0.005, segmentation_map=True)
+    except Exception:  # an extreme frame (all noise, all saturated): no sources
+        objs, seg = np.zeros(0, dtype=[("x", float), ("y", float)]), np.zeros(data.shape, np.int32)
+    fwhm, n = _psf_fwhm(sub, objs, seg, rms, sat - float(np.median(back)), bad)
+    if fwhm is None:
+        warnings.warn(f"PSF not measurable ({n} clean stars): FWHM {DEFAULT_FWHM} px assumed",
+                      MaxidetectWarning, stacklevel=2)
+    if len(objs):
+        ratio = objs["b"] / np.maximum(objs["a"], 1e-6)
+        iy = np.clip(np.round(objs["y"]).astype(int), 0, h - 1)
+        ix = np.clip(np.round(objs["x"]).astype(int), 0, w - 1)
+        bright = objs["peak"] > 20 * rms[iy, ix]
+        compact = ((ratio > 0.3) & (objs["b"] > 0.6)) | (bright & (ratio > 0.12))
+    else:
+        compact = np.zeros(0, bool)
+    return FrameStats(back=back, rms=rms, globalrms=float(bkg.globalrms), objects=objs,
+                      segmentation=np.asarray(seg, np.int32), compact=compact, fwhm=fwhm or DEFAULT_FWHM,
+                      fwhm_measured=fwhm is not None, n_psf_stars=n, saturation=sat)
+
+
+def _gauss_fits(sub, rms, xs, ys, hs: int = 4):
+    """Best circular pixel-integrated Gaussian (sigma, reduced chi2) of each
+    stamp, over a grid of widths and sub-pixel centres (linear amplitude and
+    background), with a 10% model error."""
+    from scipy.special import erf
+
+    sigmas = np.geomspace(0.35, 6.0, 28)
+    offs = np.linspace(-0.5, 0.5, 5)
+    grid = np.arange(-hs, hs + 1, dtype=np.float64)
+    out_s, out_c = np.full(len(xs), np.nan), np.full(len(xs), np.inf)
+    # Profiles for every (sigma, offset) along one axis: (n_sig, n_off, 2hs+1).
+    rel = grid[None, None, :] - offs[None, :, None]
+    s2 = np.sqrt(2.0) * sigmas[:, None, None]
+    prof = 0.5 * (erf((rel + 0.5) / s2) - erf((rel - 0.5) / s2))
+    g = prof[:, :, None, :, None] * prof[:, None, :, None, :]  # (n_sig, off_y, off_x, h, w)
+    g = g / g.max(axis=(3, 4), keepdims=True)
+    h, w = sub.shape
+    for k, (x, y) in enumerate(zip(xs, ys, strict=True)):
+        cy, cx = int(round(y)), int(round(x))
+        if cy - hs < 0 or cx - hs < 0 or cy + hs >= h or cx + hs >= w:
+            continue
+        d = np.asarray(sub[cy - hs:cy + hs + 1, cx - hs:cx + hs + 1], np.float64)
+        iy, ix = np.unravel_index(np.argmax(d), d.shape)  # centre on the peak
+        cy, cx = cy + iy - hs, cx + ix - hs
+        if cy - hs < 0 or cx - hs < 0 or cy + hs >= h or cx + hs >= w:
+            continue
+        d = np.asarray(sub[cy - hs:cy + hs + 1, cx - hs:cx + hs + 1], np.float64)
+        var = np.asarray(rms[cy - hs:cy + hs + 1, cx - hs:cx + hs + 1], np.float64) ** 2
+        wt = 1.0 / var
+        sw, swd = wt.sum(), (wt * d).sum()
+        swg = (wt * g).sum(axis=(3, 4))
+        swgg = (wt * g * g).sum(axis=(3, 4))
+        swgd = (wt * g * d).sum(axis=(3, 4))
+        det = sw * swgg - swg ** 2
+        a = (sw * swgd - swg * swd) / det
+        b = (swd - a * swg) / sw
+        model = a[..., None, None] * g
+        chi2 = ((d - model - b[..., None, None]) ** 2 / (var + (0.1 * model) ** 2)).sum(axis=(3, 4))
+        j = np.unravel_index(np.argmin(chi2), chi2.shape)
+        out_s[k], out_c[k] = sigmas[j[0]], chi2[j] / (d.size - 5)
+    return out_s, out_c
+
+
+def _psf_fwhm(sub, objs, seg, rms, saturation_above_sky, bad) -> tuple[float | None, int]:
+    """FWHM of the stellar locus: bright (S/N > 20), isolated, unsaturated,
+    round sources whose profile a Gaussian fits (cosmic rays and hot pixels
+    do not: too sharp, or not smooth), the median width of the best fits."""
+    if len(objs) < _MIN_STARS:
+        return None, 0
+    x, y = objs["x"], objs["y"]
+    iy = np.clip(np.round(y).astype(int), 0, sub.shape[0] - 1)
+    ix = np.clip(np.round(x).astype(int), 0, sub.shape[1] - 1)
+    snr = objs["flux"] / (rms[iy, ix] * np.sqrt(np.maximum(objs["npix"], 1)))
+    ok = (snr > 20) & (objs["flag"] == 0) & (objs["peak"] < 0.8 * saturation_above_sky)
+    ok &= (objs["a"] > 0) & (objs["b"] / np.maximum(objs["a"], 1e-6) > 0.6)  # round: no trails, no pairs
+    if bad is not None and ok.any():  # nothing the network calls a defect (cosmic rays mimic sharp stars)
+        touched = np.zeros(len(objs) + 1, bool)
+        touched[np.unique(seg[bad & (seg > 0)])] = True
+        ok &= ~touched[1:]
+    if ok.sum() >= 2:  # isolated: no other detection within 6 a
+        from scipy.spatial import cKDTree
+
+        pts = np.c_[x, y]
+        d, _ = cKDTree(pts).query(pts[ok], k=2)
+        near = d[:, 1] < 6 * np.maximum(objs["a"][ok], 1.0)
+        idx = np.flatnonzero(ok)
+        ok[idx[near]] = False
+    idx = np.flatnonzero(ok)
+    if len(idx) > 400:  # the brightest are enough
+        idx = idx[np.argsort(-snr[idx])[:400]]
+    if len(idx) < _MIN_STARS:
+        return None, int(len(idx))
+    hs = int(np.clip(np.ceil(4 * np.percentile(objs["a"][idx], 75)), 6, 12))
+    sig, chi = _gauss_fits(sub, rms, x[idx], y[idx], hs)
+    good = np.isfinite(sig) & (chi < 3.0) & (sig > 0.45) & (sig < 5.9)
+    if good.sum() < _MIN_STARS:
+        return None, int(good.sum())
+    s = np.sort(sig[good])
+    # The stellar locus is the most compact well-populated group: galaxies
+    # and blends are wider, and may outnumber the stars in a deep field.
+    need = max(_MIN_STARS, int(0.2 * len(s)))
+    for c in s:
+        group = s[np.abs(np.log(s / c)) < 0.15]
+        if len(group) >= need:
+            return float(np.clip(2.3548 * np.median(group), 0.8, 30.0)), int(len(group))
+    return None, int(len(s))

@@ -1,0 +1,182 @@
+"""Rule 1: masking never removes a real source.
+
+Before a pixel gets zero weight, every detected object whose core touches
+zero-weight candidates is tested against three models of its stamp, with
+the frame's noise:
+
+- *artefact*: a background plane outside the candidate pixels, which are
+  free (a cosmic ray, a hot pixel: nothing real there);
+- *source*: the plane plus a pixel-integrated Gaussian of the frame's PSF
+  width or wider (stars and galaxies; nothing real is sharper than the PSF),
+  over every pixel, candidates included;
+- *source + artefact*: the same source fitted on the pixels outside the
+  candidates, which are free (a cosmic ray on a star).
+
+The model with the lowest Akaike information criterion wins; a source
+model must also have an amplitude of 5 sigma or more. When a source wins,
+the candidate pixels on its footprint are released from zero weight to
+flag-only: the object stays in the catalogue, and IMAFLAGS_ISO still says
+what the network saw. The fit allows a fractional model error (real PSFs
+are not Gaussian), so bright stars are not rejected for their wings.
+
+Evidence that does not come from the object itself (saturation and bleed,
+overscan, a fitted column or trail line) is never released here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import ndimage
+from scipy.special import erf
+
+from maxidetect.maps.frame import FrameStats
+
+__all__ = ["ReleaseResult", "protect_sources", "MODEL_ERROR", "MIN_SOURCE_SNR"]
+
+#: Fractional error allowed on the source model (PSF shape, centring).
+MODEL_ERROR = 0.15
+#: A source model must have at least this amplitude significance.
+MIN_SOURCE_SNR = 5.0
+_WIDTHS = (0.85, 1.0, 1.3, 1.8, 2.6, 3.8)  # x the PSF sigma: stars to compact galaxies
+_OFFSETS = np.linspace(-0.5, 0.5, 5)  # sub-pixel centre search around the peak pixel
+
+
+@dataclass
+class ReleaseResult:
+    released: np.ndarray  # bool (H, W): zero-weight candidates given back (flag-only)
+    n_tested: int
+    n_sources: int  # objects judged real sources
+
+
+def _pixel_gauss(offsets: np.ndarray, sigma: float) -> np.ndarray:
+    """Pixel-integrated unit Gaussian along one axis: (len(offsets),) for
+    pixel centres at ``offsets`` from the profile centre."""
+    s = np.sqrt(2.0) * sigma
+    return 0.5 * (erf((offsets + 0.5) / s) - erf((offsets - 0.5) / s))
+
+
+def _fit_family(d, var, use, ys, xs, cy, cx, sig_psf, widths=_WIDTHS):
+    """Best (chi2, A, snr_A, source model) of a plane + A * Gaussian over the
+    grid of widths and sub-pixel centres, fitting only ``use`` pixels; chi2
+    with model error. All grid models are solved at once (4x4 normal equations)."""
+    w0 = np.where(use, 1.0 / var, 0.0)
+    yy, xx = np.meshgrid(ys - ys.mean(), xs - xs.mean(), indexing="ij")
+    plane = (np.ones_like(yy), yy, xx)
+    sig = np.asarray(widths)[:, None] * sig_psf  # (n_w, 1)
+    gy = _pixel_gauss(ys[None, None, :] - (cy + _OFFSETS)[None, :, None], sig[:, :, None])  # (n_w, n_off, h)
+    gx = _pixel_gauss(xs[None, None, :] - (cx + _OFFSETS)[None, :, None], sig[:, :, None])  # (n_w, n_off, w)
+    g = gy[:, :, None, :, None] * gx[:, None, :, None, :]  # (n_w, n_off, n_off, h, w)
+    g = g.reshape(-1, *d.shape)
+    g /= g.max(axis=(1, 2), keepdims=True)
+    wg = w0 * g
+    n = len(g)
+    normal = np.empty((n, 4, 4))
+    rhs = np.empty((n, 4))
+    normal[:, 0, 0] = (wg * g).sum(axis=(1, 2))
+    for a, col in enumerate(plane, 1):
+        normal[:, 0, a] = normal[:, a, 0] = (wg * col).sum(axis=(1, 2))
+        for b in range(a, 4):
+            normal[:, a, b] = normal[:, b, a] = (w0 * col * plane[b - 1]).sum()
+        rhs[:, a] = (w0 * col * d).sum()
+    rhs[:, 0] = (wg * d).sum(axis=(1, 2))
+    normal += np.eye(4) * 1e-9 * np.trace(normal, axis1=1, axis2=2)[:, None, None]
+    coef = np.linalg.solve(normal, rhs[..., None])[..., 0]
+    a = coef[:, 0]
+    src = a[:, None, None] * g
+    model = src + coef[:, 1, None, None] + coef[:, 2, None, None] * yy + coef[:, 3, None, None] * xx
+    var_m = var + (MODEL_ERROR * np.maximum(src, 0.0)) ** 2
+    chi2 = np.where(use, (d - model) ** 2 / var_m, 0.0).sum(axis=(1, 2))
+    k = int(np.argmin(chi2))
+    cov = np.linalg.inv(normal[k])
+    sig_a = np.sqrt(max(cov[0, 0], 1e-30))
+    return float(chi2[k]), float(a[k]), float(a[k] / sig_a), src[k]
+
+
+def _solve(w, cols, d):
+    """Weighted least squares of ``d`` on ``cols`` (each (h, w)): coefficients."""
+    k = len(cols)
+    m = np.array([[(w * cols[a] * cols[b]).sum() for b in range(k)] for a in range(k)])
+    r = np.array([(w * cols[a] * d).sum() for a in range(k)])
+    m += np.eye(k) * 1e-9 * np.trace(m)
+    return np.linalg.solve(m, r)
+
+
+def _plane_chi2(d, var, use) -> float:
+    """chi2 of the best plane through the ``use`` pixels (the artefact model's background)."""
+    w0 = np.where(use, 1.0 / var, 0.0)
+    ys = np.arange(d.shape[0], dtype=np.float64)
+    xs = np.arange(d.shape[1], dtype=np.float64)
+    yy, xx = np.meshgrid(ys - ys.mean(), xs - xs.mean(), indexing="ij")
+    coef = _solve(w0, [np.ones_like(yy), yy, xx], d)
+    model = coef[0] + coef[1] * yy + coef[2] * xx
+    return float((w0 * (d - model) ** 2).sum())
+
+
+def judge_object(d, rms, cand, others, sig_psf):
+    """Judge one stamp: returns (is_source, source_model or None).
+
+    ``d``: background-subtracted pixels, ``rms``: noise, ``cand``: the zero
+    candidates, ``others``: pixels of other objects (left out of every fit).
+    The background of every model is a plane (diffuse light, gradients).
+    """
+    var = np.maximum(rms.astype(np.float64), 1e-12) ** 2
+    use_all = ~others
+    use_out = use_all & ~cand
+    n_cand = int((cand & use_all).sum())
+    if use_out.sum() < 8 or n_cand == 0:
+        return False, None
+    ys = np.arange(d.shape[0], dtype=np.float64)
+    xs = np.arange(d.shape[1], dtype=np.float64)
+    # Centres tried: the candidates' peak, and the brightest pixel just
+    # outside them (a star whose core the candidates cover only in part).
+    cy, cx = np.unravel_index(np.argmax(np.where(cand, d, -np.inf)), d.shape)
+    ring = ndimage.binary_dilation(cand, iterations=2) & use_out
+    centres = {(cy, cx)}
+    if ring.any():
+        centres.add(np.unravel_index(np.argmax(np.where(ring, d, -np.inf)), d.shape))
+    aic_art = _plane_chi2(d, var, use_out) + 2 * (n_cand + 3)
+    # The first model that beats the artefact with a significant source decides.
+    for (py, px) in sorted(centres):
+        for use, extra, widths in ((use_all, 0, _WIDTHS), (use_out, n_cand, _WIDTHS[:5])):
+            chi2, amp, snr, model = _fit_family(d, var, use, ys, xs, py, px, sig_psf, widths)
+            if amp > 0 and snr >= MIN_SOURCE_SNR and chi2 + 2 * (7 + extra) < aic_art:
+                return True, model
+    return False, None
+
+
+def protect_sources(image_sub: np.ndarray, stats: FrameStats, candidates: np.ndarray,
+                    max_objects: int = 20000) -> ReleaseResult:
+    """Release the zero-weight ``candidates`` (bool (H, W)) that sit on real
+    sources of the frame (see the module docstring)."""
+    released = np.zeros(candidates.shape, bool)
+    objs = stats.objects
+    if len(objs) == 0 or not candidates.any():
+        return ReleaseResult(released, 0, 0)
+    h, w = candidates.shape
+    r_core = max(1.0, 0.75 * stats.fwhm)
+    rr = int(np.ceil(r_core))
+    disk = np.hypot(*np.mgrid[-rr:rr + 1, -rr:rr + 1]) <= r_core
+    near = ndimage.binary_dilation(candidates, structure=disk)
+    iy = np.clip(np.round(objs["y"]).astype(int), 0, h - 1)
+    ix = np.clip(np.round(objs["x"]).astype(int), 0, w - 1)
+    idx = np.flatnonzero(near[iy, ix])[:max_objects]
+    hs = max(4, int(np.ceil(2.0 * stats.fwhm)) + 2)
+    seg = stats.segmentation
+    n_src = 0
+    for i in idx:
+        y0, y1 = max(iy[i] - hs, 0), min(iy[i] + hs + 1, h)
+        x0, x1 = max(ix[i] - hs, 0), min(ix[i] + hs + 1, w)
+        sl = (slice(y0, y1), slice(x0, x1))
+        s = seg[sl]
+        others = (s > 0) & (s != i + 1)
+        cand = candidates[sl] & ~released[sl]
+        ok, model = judge_object(np.asarray(image_sub[sl], np.float64), stats.rms[sl], cand, others, stats.sigma)
+        if not ok:
+            continue
+        n_src += 1
+        yy, xx = np.mgrid[y0:y1, x0:x1]
+        footprint = (model > 0.5 * stats.rms[sl]) | (np.hypot(yy - objs["y"][i], xx - objs["x"][i]) <= stats.fwhm)
+        released[sl] |= cand & footprint
+    return ReleaseResult(released, int(len(idx)), n_src)

@@ -1,0 +1,367 @@
+"""Satellite trails, found by their shape and masked end to end.
+
+1. The frame in noise units, its compact sources, saturated stars and
+   spikes masked out, binned (2x2 or 4x4) and thresholded at 1 sigma, is
+   summed along every line (a Hough transform weighted by the signal):
+   a trail of per-pixel S/N 1 over 100 px stands out at ~6 sigma even where
+   the network sees nothing.
+2. Every candidate line, and every elongated component of the network's TRL
+   mask, is verified at full resolution: its profile across the line (a
+   Gaussian: offset and width) and its signal along it in windows of
+   ``WINDOW`` px. A trail is significant in most windows over at least
+   ``min_length`` px; a row of stars, a galaxy edge or noise is not.
+3. The verified trail is masked from its first to its last significant
+   window plus a margin, at 2.5 widths plus 2 px: never in fragments.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import ndimage
+
+__all__ = ["Trail", "find_trails", "trail_mask", "WINDOW"]
+
+WINDOW = 32  # px along the line per significance window
+_E_W, _E_W2 = 0.2420, 0.4000  # E[z 1{z>1}] and E[z^2 1{z>1}] for z ~ N(0, 1)
+
+
+@dataclass
+class Trail:
+    """A straight trail: pixels with ``|x cos(theta) + y sin(theta) - rho| <
+    half_width`` between ``t0`` and ``t1`` along the direction
+    ``(-sin(theta), cos(theta))`` (t measured from the foot of the normal)."""
+
+    theta: float
+    rho: float
+    sigma: float  # Gaussian width of the profile [pix]
+    amplitude: float  # peak S/N per pixel
+    t0: float
+    t1: float
+    significance: float
+    source: str  # "hough" or "network"
+
+    @property
+    def half_width(self) -> float:
+        return 2.5 * self.sigma + 2.0
+
+    @property
+    def length(self) -> float:
+        return self.t1 - self.t0
+
+
+def _coords(shape, theta, rho, box=None):
+    """(dist, along) of every pixel (or of a box of pixels)."""
+    ys, xs = (np.ogrid[box[0], box[1]] if box is not None else np.ogrid[:shape[0], :shape[1]])
+    c, s = np.cos(theta), np.sin(theta)
+    return xs * c + ys * s - rho, -xs * s + ys * c
+
+
+def trail_mask(shape, trail: Trail, margin: float = 10.0) -> np.ndarray:
+    """The pixels a trail covers, end to end, bool (H, W)."""
+    dist, along = _coords(shape, trail.theta, trail.rho)
+    return (np.abs(dist) <= trail.half_width) & (along >= trail.t0 - margin) & (along <= trail.t1 + margin)
+
+
+def trail_model(shape, trail: Trail) -> np.ndarray:
+    """The trail's Gaussian profile in noise units (for subtraction), float32."""
+    dist, along = _coords(shape, trail.theta, trail.rho)
+    inside = (along >= trail.t0) & (along <= trail.t1)
+    return (trail.amplitude * np.exp(-0.5 * (dist / trail.sigma) ** 2) * inside).astype(np.float32)
+
+
+def _hough(z: np.ndarray, valid: np.ndarray, n_theta: int):
+    """Signal-weighted Hough accumulator of the binned S/N image ``z`` (unit
+    noise): (significance (n_theta, n_rho), thetas, rho0)."""
+    h, w = z.shape
+    ys, xs = np.nonzero(valid & (z > 1.0))
+    wt = np.minimum(z[ys, xs], 5.0)  # a few bright leftovers must not make a line
+    thetas = np.linspace(0, np.pi, n_theta, endpoint=False)
+    diag = int(np.ceil(np.hypot(h, w)))
+    n_rho = 2 * diag + 1
+    acc = np.zeros((n_theta, n_rho))
+    cos, sin = np.cos(thetas), np.sin(thetas)
+    for k in range(n_theta):
+        r = np.round(xs * cos[k] + ys * sin[k]).astype(np.int64) + diag
+        acc[k] = np.bincount(r, weights=wt, minlength=n_rho)
+    # Chord length of each (theta, rho) line inside the image, times the valid fraction.
+    rho = np.arange(n_rho) - diag
+    length = _chord(w, h, cos[:, None], sin[:, None], rho[None, :]) * valid.mean()
+    with np.errstate(invalid="ignore", divide="ignore"):
+        sig = (acc - _E_W * length) / np.sqrt(_E_W2 * length)
+    sig[length < 20] = 0.0
+    return np.nan_to_num(sig), thetas, diag
+
+
+def _chord(w, h, c, s, rho):
+    """Length of the line x c + y s = rho inside [0, w) x [0, h)."""
+    eps = 1e-9
+    # Parametrise along (-s, c) from the foot (rho c, rho s): clip t on both axes.
+    px, py = rho * c, rho * s
+    dx, dy = -s, c
+    with np.errstate(divide="ignore", invalid="ignore"):
+        tx0 = np.where(np.abs(dx) > eps, (0 - px) / dx, -np.inf)
+        tx1 = np.where(np.abs(dx) > eps, (w - 1 - px) / dx, np.inf)
+        ty0 = np.where(np.abs(dy) > eps, (0 - py) / dy, -np.inf)
+        ty1 = np.where(np.abs(dy) > eps, (h - 1 - py) / dy, np.inf)
+    lo = np.maximum(np.minimum(tx0, tx1), np.minimum(ty0, ty1))
+    hi = np.minimum(np.maximum(tx0, tx1), np.maximum(ty0, ty1))
+    inside_x = (np.abs(dx) > eps) | ((px >= 0) & (px <= w - 1))
+    inside_y = (np.abs(dy) > eps) | ((py >= 0) & (py <= h - 1))
+    return np.where(inside_x & inside_y, np.maximum(hi - lo, 0.0), 0.0)
+
+
+def _peaks(sig, thetas, diag, bin_, nsigma, max_lines=12):
+    """(theta, rho) in full-resolution pixels of the accumulator's maxima."""
+    out = []
+    s = sig.copy()
+    for _ in range(max_lines):
+        k = np.unravel_index(np.argmax(s), s.shape)
+        if s[k] < nsigma:
+            break
+        theta = thetas[k[0]]
+        rho_b = k[1] - diag
+        # A binned pixel (i, j) is full-resolution (b i + (b-1)/2, ...).
+        rho = bin_ * rho_b + (bin_ - 1) / 2 * (np.cos(theta) + np.sin(theta))
+        out.append((float(theta), float(rho), float(s[k])))
+        # Suppress the neighbourhood (the same trail at nearby angles and
+        # offsets); theta wraps at pi with rho -> -rho.
+        n_t, n_r = s.shape
+        for dt in range(-6, 7):
+            i = k[0] + dt
+            j = k[1]
+            if i < 0 or i >= n_t:
+                i, j = i % n_t, 2 * diag - k[1]
+            s[i, max(j - 8, 0):j + 9] = 0
+    return out
+
+
+def _band(shape, theta, rho, band):
+    """Pixels within ``band`` of a line, without scanning the whole frame:
+    (ys, xs, dist, along)."""
+    h, w = shape
+    c, s = np.cos(theta), np.sin(theta)
+    if abs(s) >= abs(c):  # more horizontal than vertical: a band of rows per column
+        xs = np.arange(w)
+        yc = (rho - xs * c) / s
+        half = band / abs(s) + 1
+        ys = np.round(yc[:, None] + np.arange(-np.ceil(half), np.ceil(half) + 1)[None, :]).astype(int)
+        xs = np.broadcast_to(xs[:, None], ys.shape)
+    else:
+        ys = np.arange(h)
+        xc = (rho - ys * s) / c
+        half = band / abs(c) + 1
+        xs = np.round(xc[:, None] + np.arange(-np.ceil(half), np.ceil(half) + 1)[None, :]).astype(int)
+        ys = np.broadcast_to(ys[:, None], xs.shape)
+    ys, xs = ys.ravel(), xs.ravel()
+    keep = (ys >= 0) & (ys < h) & (xs >= 0) & (xs < w)
+    ys, xs = ys[keep], xs[keep]
+    dist = xs * c + ys * s - rho
+    inside = np.abs(dist) <= band
+    ys, xs, dist = ys[inside], xs[inside], dist[inside]
+    return ys, xs, dist, -xs * s + ys * c
+
+
+def _refine_line(z, valid, theta, rho, band=30.0):
+    """Straighten a candidate (a 1 deg error is 17 px at the end of a 1000 px
+    trail): the angle and offset, turned about the candidate's middle, that
+    maximise the matched-filter S/N of a 5 px wide strip (coordinate ascent)."""
+    ys, xs, dist, along = _band(z.shape, theta, rho, band)
+    ok = valid[ys, xs]
+    ys, xs, along = ys[ok], xs[ok], along[ok]
+    if len(ys) < 100:
+        return theta, rho
+    v = np.clip(z[ys, xs], -5, 10).astype(np.float64)
+    t_mid = float(np.median(along))
+    xc, yc = rho * np.cos(theta) - t_mid * np.sin(theta), rho * np.sin(theta) + t_mid * np.cos(theta)
+    xs, ys = xs - xc, ys - yc
+
+    def score(th, off):
+        core = np.abs(xs * np.cos(th) + ys * np.sin(th) - off) < 2.5
+        n = core.sum()
+        return v[core].sum() / np.sqrt(n) if n > 20 else -np.inf
+
+    th, off = theta, 0.0
+    best = score(th, off)
+    for step_th, step_off in ((np.radians(1.0), 4.0), (np.radians(0.25), 1.0), (np.radians(0.06), 0.25)):
+        improved = True
+        while improved:
+            improved = False
+            for dth, doff in ((step_th, 0), (-step_th, 0), (0, step_off), (0, -step_off)):
+                sc = score(th + dth, off + doff)
+                if sc > best:
+                    best, th, off, improved = sc, th + dth, off + doff, True
+    rho = xc * np.cos(th) + yc * np.sin(th) + off
+    if th < 0:
+        th, rho = th + np.pi, -rho
+    elif th >= np.pi:
+        th, rho = th - np.pi, -rho
+    return float(th), float(rho)
+
+
+def _verify(z, valid, theta, rho, min_length, window_snr, source, band=24.0) -> Trail | None:
+    """Fit the profile across a candidate line and find its extent along it."""
+    dist, along = _coords(z.shape, theta, rho)
+    near = (np.abs(dist) <= band) & valid
+    if near.sum() < min_length:
+        return None
+    d, t, v = dist[near], along[near], z[near]
+    # Across: medians in 0.5 px bins, then a Gaussian (offset, width, amplitude).
+    edges = np.arange(-band, band + 0.5, 0.5)
+    idx = np.digitize(d, edges) - 1
+    prof = np.array([np.median(v[idx == i]) if np.any(idx == i) else 0.0 for i in range(len(edges) - 1)])
+    centres = edges[:-1] + 0.25
+    best = None
+    for sig in (0.5, 0.7, 1.0, 1.4, 2.0, 2.8, 3.6):
+        for off in np.arange(-3.0, 3.01, 0.25):
+            g = np.exp(-0.5 * ((centres - off) / sig) ** 2)
+            a = float(g @ prof / (g @ g))
+            r = float(((prof - a * g) ** 2).sum())
+            if a > 0 and (best is None or r < best[0]):
+                best = (r, a, off, sig)
+    if best is None:
+        return None
+    _, amp, off, sigma = best
+    # A trail is one line: the profile away from it (beyond 3 widths) must
+    # be flat, not the stripes of a fringe pattern.
+    away = np.abs(centres - off) > 3 * sigma + 2
+    if away.any() and amp < 3.0 * np.std(prof[away]) + 1e-6:
+        return None
+    rho = rho + off
+    core = np.abs(d - off) <= max(1.0, 1.5 * sigma)
+    tc, vc = t[core], v[core]
+    if len(tc) < min_length:
+        return None
+    # Along: windows of WINDOW px; S/N of each window's mean.
+    lo, hi = tc.min(), tc.max()
+    nwin = max(int(np.ceil((hi - lo) / WINDOW)), 1)
+    k = np.minimum(((tc - lo) / WINDOW).astype(int), nwin - 1)
+    n = np.bincount(k, minlength=nwin)
+    tot = np.bincount(k, weights=vc, minlength=nwin)
+    snr = np.where(n > 3, tot / np.sqrt(np.maximum(n, 1)), np.nan)
+    hit = np.nan_to_num(snr) > window_snr
+    if not hit.any():
+        return None
+    # The longest run of significant windows, bridging up to 2 windows that
+    # are not (a star on the trail) and any number without data (masked:
+    # saturated stars, diffuse light).
+    runs, start, gap = [], None, 0
+    for i in range(nwin):
+        if hit[i]:
+            start = i if start is None else start
+            last, gap = i, 0
+        elif start is not None and np.isfinite(snr[i]):
+            gap += 1
+            if gap > 2:
+                runs.append((start, last))
+                start, gap = None, 0
+    if start is not None:
+        runs.append((start, last))
+    a, b = max(runs, key=lambda r: r[1] - r[0])
+    inside = snr[a:b + 1]
+    inside = inside[np.isfinite(inside)]
+    frac = float(np.mean(inside > window_snr)) if len(inside) else 0.0
+    t0, t1 = lo + a * WINDOW, lo + (b + 1) * WINDOW
+    if t1 - t0 < min_length or frac < 0.5:
+        return None
+    total = float(np.nansum(tot[a:b + 1]) / np.sqrt(max(n[a:b + 1].sum(), 1)))
+    return Trail(theta=float(theta), rho=float(rho), sigma=float(sigma), amplitude=float(amp), t0=float(t0),
+                 t1=float(t1), significance=total, source=source)
+
+
+def _is_column(trail: Trail) -> bool:
+    """A one-pixel line along a column or a row: the column search's business."""
+    ang = np.degrees(trail.theta) % 90.0
+    return min(ang, 90.0 - ang) < 1.0 and trail.sigma < 0.8
+
+
+def _same(a: Trail, b: Trail) -> bool:
+    """The same trail found twice: nearly parallel and close at a's middle."""
+    dtheta = abs((a.theta - b.theta + np.pi / 2) % np.pi - np.pi / 2)
+    if dtheta > np.radians(5.0):
+        return False
+    tm = 0.5 * (a.t0 + a.t1)
+    xm = a.rho * np.cos(a.theta) - tm * np.sin(a.theta)
+    ym = a.rho * np.sin(a.theta) + tm * np.cos(a.theta)
+    return abs(xm * np.cos(b.theta) + ym * np.sin(b.theta) - b.rho) < a.half_width + b.half_width + 10
+
+
+def find_trails(snr: np.ndarray, masked: np.ndarray, network_trl: np.ndarray | None = None,
+                min_length: int = 100, nsigma: float = 6.0, diffuse: np.ndarray | None = None) -> list[Trail]:
+    """Trails of an image in noise units.
+
+    Parameters
+    ----------
+    snr : float (H, W)
+        (image - background) / rms.
+    masked : bool (H, W)
+        Left out: compact sources (grown), saturated stars and their spikes and bleeds.
+    network_trl : bool (H, W), optional
+        The network's TRL pixels: elongated components seed candidate lines
+        (verified like the others, over ``min_length / 3`` px at least).
+    diffuse : bool (H, W), optional
+        Diffuse light (nebulae, fringes): its filaments and stripes can pass
+        for a broad line, so a broad line (sigma >= 2.5 px) found there by
+        its shape alone, with no TRL support from the network, is not taken
+        for a trail.
+    """
+    z = np.where(masked, 0.0, np.clip(np.asarray(snr, np.float32), -10, 50)).astype(np.float32)
+    valid = ~masked
+    h, w = z.shape
+    bin_ = 4 if min(h, w) >= 1024 else 2
+    hb, wb = h // bin_, w // bin_
+    zb = z[:hb * bin_, :wb * bin_].reshape(hb, bin_, wb, bin_).sum(axis=(1, 3)) / bin_  # unit noise
+    # High-pass: structure broader than ~40 px (nebulae, halos, gradients) is
+    # not a trail; a trail (<= 10 px wide) passes the median untouched.
+    size = max(3, int(round(40 / bin_)) | 1)
+    smooth = ndimage.median_filter(zb, size=size, mode="nearest")
+    zb = zb - smooth
+    up = np.repeat(np.repeat(smooth / bin_, bin_, axis=0), bin_, axis=1)
+    z[:up.shape[0], :up.shape[1]] -= up
+    z[masked] = 0.0
+    vb = valid[:hb * bin_, :wb * bin_].reshape(hb, bin_, wb, bin_).mean(axis=(1, 3)) > 0.5
+    n_theta = 360 if max(hb, wb) <= 600 else 720
+    sig, thetas, diag = _hough(zb, vb, n_theta)
+    candidates = [(t, r, "hough", min_length) for t, r, _ in _peaks(sig, thetas, diag, bin_, nsigma)]
+    if network_trl is not None and network_trl.any():
+        lab, n = ndimage.label(network_trl, structure=np.ones((3, 3)))
+        for sl in ndimage.find_objects(lab):
+            ys, xs = np.nonzero(lab[sl] > 0)
+            if len(ys) < 10:
+                continue
+            pts = np.c_[xs + sl[1].start, ys + sl[0].start].astype(float)
+            mean = pts.mean(axis=0)
+            evals, evecs = np.linalg.eigh(np.cov((pts - mean).T))
+            if evals[1] < 16 * max(evals[0], 0.25) or np.sqrt(12 * evals[1]) < 30:
+                continue  # not elongated, or shorter than 30 px
+            dx, dy = evecs[:, 1]  # along the component
+            theta = np.arctan2(dx, -dy) % np.pi  # the normal (cos, sin) is perpendicular to (dx, dy)
+            rho = mean[0] * np.cos(theta) + mean[1] * np.sin(theta)
+            candidates.append((theta, rho, "network", max(30, min_length // 3)))
+    trails: list[Trail] = []
+    valid = valid.copy()
+    for theta, rho, source, length in candidates:
+        theta, rho = _refine_line(z, valid, theta, rho)
+        t = _verify(z, valid, theta, rho, length, 3.0, source)
+        if t is None or _is_column(t) or any(_same(t, o) for o in trails):
+            continue
+        support = 0.0
+        if network_trl is not None:
+            core = trail_mask(z.shape, Trail(t.theta, t.rho, min(t.sigma, 1.0), 0, t.t0, t.t1, 0, ""), margin=0)
+            support = network_trl[core].mean() if core.any() else 0.0
+        ang = np.degrees(t.theta) % 90.0
+        if min(ang, 90.0 - ang) < 6.0 and t.sigma > 1.5 and support < 0.1:
+            continue  # a broad line along the pixel grid: bleeding, halos, amplifier structure
+        if t.sigma >= 3.0 and support < 0.1 and t.significance < 50:
+            continue  # broad and faint, and the network sees nothing: a filament or a halo's edge
+        if diffuse is not None and diffuse.any():
+            core = trail_mask(z.shape, Trail(t.theta, t.rho, min(t.sigma, 1.0), 0, t.t0, t.t1, 0, ""), margin=0)
+            in_diffuse = diffuse[core].mean() if core.any() else 0.0
+            if in_diffuse > 0.5 and support < 0.1 and t.sigma >= 2.5:
+                continue
+        trails.append(t)
+        # Its pixels (and wings) are explained: later, weaker candidates near it are not new trails.
+        dist, along = _coords(z.shape, t.theta, t.rho)
+        valid &= ~((np.abs(dist) <= t.half_width + 8) & (along >= t.t0 - 20) & (along <= t.t1 + 20))
+    return trails

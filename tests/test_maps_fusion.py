@@ -1,0 +1,174 @@
+"""Evidence fusion, rule by rule, on small constructed frames: a real source
+is never zeroed, trails and columns are found by their shape and masked end
+to end, cosmic rays by two kinds of evidence, and odd frames still get maps."""
+
+import warnings
+
+import numpy as np
+import pytest
+
+from maxidetect.errors import MaxidetectWarning
+from maxidetect.maps.columns import find_column_defects
+from maxidetect.maps.frame import measure_frame
+from maxidetect.maps.fusion import BIT, fuse
+from maxidetect.maps.policy import MapPolicy
+from maxidetect.maps.stars import _pixel_gauss, judge_object
+from maxidetect.maps.trails import find_trails
+
+SKY, NOISE = 1000.0, 10.0
+
+
+def _star(shape, x, y, flux, fwhm):
+    s = fwhm / 2.3548
+    gy = _pixel_gauss(np.arange(shape[0]) - y, s)
+    gx = _pixel_gauss(np.arange(shape[1]) - x, s)
+    return flux * np.outer(gy, gx)
+
+
+def _field(n=256, fwhm=3.0, n_stars=40, seed=0, flux=(2e3, 6e4)):
+    """Noise, sky and a few dozen stars (so the frame's PSF can be measured)."""
+    rng = np.random.default_rng(seed)
+    img = rng.normal(SKY, NOISE, (n, n))
+    pos = []
+    for _ in range(n_stars):
+        x, y = rng.uniform(12, n - 12, 2)
+        img += _star(img.shape, x, y, rng.uniform(*flux), fwhm)
+        pos.append((x, y))
+    return img.astype(np.float32), pos
+
+
+def test_psf_is_measured_on_the_frame_and_cosmic_rays_do_not_bias_it():
+    for fwhm in (1.6, 3.0, 6.0):
+        img, _ = _field(fwhm=fwhm, seed=1)
+        rng = np.random.default_rng(2)
+        bad = np.zeros(img.shape, bool)
+        for _ in range(40):  # sharp hits the network would flag
+            y, x = rng.integers(5, 250, 2)
+            img[y, x] += 3000
+            bad[y, x] = True
+        st = measure_frame(img, bad=bad)
+        assert st.fwhm_measured and abs(st.fwhm / fwhm - 1) < 0.2, (fwhm, st.fwhm)
+
+
+def test_model_comparison_tells_sources_from_artefacts():
+    h = 17
+    rms, others = np.ones((h, h)), np.zeros((h, h), bool)
+    rng = np.random.default_rng(3)
+    core = np.zeros((h, h), bool)
+    core[7:10, 7:10] = True
+    one = np.zeros((h, h), bool)
+    one[8, 8] = True
+    for fwhm in (1.6, 3.5):  # an undersampled and a well-sampled PSF
+        sig = fwhm / 2.3548
+        for peak in (8, 300):
+            star = _star((h, h), 8.3, 7.8, 1.0, fwhm)
+            d = peak * star / star.max() + rng.normal(0, 1, (h, h))
+            assert judge_object(d, rms, core, others, sig)[0], (fwhm, peak)
+            assert judge_object(d, rms, one, others, sig)[0], (fwhm, peak)
+        for amp in (8, 500):  # single-pixel and 3x3 hits are sharper than any PSF
+            d = rng.normal(0, 1, (h, h))
+            d[8, 8] += amp
+            assert not judge_object(d, rms, one, others, sig)[0], (fwhm, amp)
+            d = rng.normal(0, 1, (h, h))
+            d[7:10, 7:10] += amp * rng.uniform(0.5, 1.0, (3, 3))
+            assert not judge_object(d, rms, core, others, sig)[0], (fwhm, amp)
+
+
+@pytest.mark.parametrize("fwhm", [1.7, 3.5])
+def test_star_with_a_cosmic_ray_on_its_core_stays_and_isolated_hits_go(fwhm):
+    img, pos = _field(fwhm=fwhm, seed=4)
+    flags = np.zeros(img.shape, np.int32)
+    x, y = pos[0]
+    iy, ix = int(round(y)), int(round(x))
+    img[iy, ix] += 5000  # a cosmic ray on the star's core
+    flags[iy - 1:iy + 2, ix - 1:ix + 2] |= BIT["CR"]  # the network calls the whole core CR
+    x2, y2 = pos[1]
+    flags[int(round(y2)), int(round(x2))] |= BIT["CR"]  # an undersampled core called CR, no hit at all
+    img[40, 200] += 3000  # an isolated cosmic ray, found by the network
+    flags[40, 200] |= BIT["CR"]
+    img[200, 40] += 3000  # and one only L.A.Cosmic sees
+    zero, flags, report = fuse(img, flags, MapPolicy())
+    assert not zero[iy - 1:iy + 2, ix - 1:ix + 2].any()  # the star keeps its weight...
+    assert flags[iy, ix] & BIT["CR"]  # ...and its flag
+    assert not zero[int(round(y2)), int(round(x2))]
+    assert zero[40, 200] and zero[39:42, 199:202].all()  # the hit and its 1-px halo
+    assert zero[200, 40] and flags[200, 40] & BIT["CR"]
+    assert report.sources_protected >= 2 and report.fwhm_measured
+
+
+def test_faint_trail_invisible_to_the_network_is_masked_end_to_end():
+    n = 512
+    img, _ = _field(n=n, seed=5, n_stars=60)
+    yy, xx = np.mgrid[:n, :n]
+    ang = np.radians(33.0)
+    dist = (xx - 40) * np.sin(ang) - (yy - 60) * np.cos(ang)
+    along = (xx - 40) * np.cos(ang) + (yy - 60) * np.sin(ang)
+    trail = (np.abs(along - 200) <= 200) * 1.5 * NOISE * np.exp(-0.5 * dist**2)  # S/N 1.5 per pixel, 400 px
+    img = (img + trail).astype(np.float32)
+    zero, flags, report = fuse(img, np.zeros(img.shape, np.int32), MapPolicy())
+    truth = trail > 0.5 * NOISE
+    assert len(report.trails) == 1
+    assert zero[truth].mean() > 0.95 and (flags[truth] & BIT["TRL"]).all()
+    t = report.trails[0]
+    assert abs(t.length - 400) < 80  # it ends inside the frame, where the trail ends
+    # Stars crossed by the trail stay (released after the trail's profile is subtracted).
+
+
+def test_row_of_stars_galaxy_and_spike_free_frame_has_no_trail():
+    n = 512
+    img, _ = _field(n=n, seed=6, n_stars=20)
+    for x in range(40, 480, 30):  # a row of bright stars
+        img += _star(img.shape, x + 0.3, 300.2, 4e4, 3.0).astype(np.float32)
+    yy, xx = np.mgrid[:n, :n]
+    img += (200 * np.exp(-(((xx - 150) / 25.0) ** 2 + ((yy - 120) / 8.0) ** 2))).astype(np.float32)  # a galaxy
+    st = measure_frame(img)
+    assert find_trails(st.snr(img), st.source_mask(2)) == []
+
+
+def test_hot_column_segment_and_dead_row_are_found():
+    img, _ = _field(seed=7)
+    img[60:180, 100] += 3 * NOISE  # a hot segment of 120 px at 3 sigma per pixel
+    img[30, 20:220] *= 0.1  # a dead row
+    st = measure_frame(img)
+    segs = find_column_defects(st.snr(img), st.source_mask(2))
+    hot = [s for s in segs if s.axis == 1 and s.index == 100 and s.hot]
+    dead = [s for s in segs if s.axis == 0 and s.index == 30 and not s.hot]
+    assert hot and abs(hot[0].start - 60) <= 16 and abs(hot[0].stop - 180) <= 16
+    assert dead and dead[0].stop - dead[0].start >= 150
+    assert len(segs) == 2, segs  # nothing else: stars are not columns
+
+
+def test_network_trail_pixels_off_any_line_are_only_flagged():
+    img, pos = _field(seed=8)
+    flags = np.zeros(img.shape, np.int32)
+    x, y = pos[2]
+    flags[int(y) - 2:int(y) + 3, int(x) - 2:int(x) + 3] |= BIT["TRL"]  # a star core called TRL
+    zero, flags, report = fuse(img, flags, MapPolicy())
+    assert not zero[int(y) - 2:int(y) + 3, int(x) - 2:int(x) + 3].any()
+    assert flags[int(y), int(x)] & BIT["TRL"] and report.trl_flag_only_pixels >= 25
+
+
+@pytest.mark.parametrize("kind", ["noise", "empty", "saturated"])
+def test_odd_frames_get_maps_and_a_warning_never_an_exception(kind):
+    rng = np.random.default_rng(9)
+    img = {"noise": rng.normal(SKY, NOISE, (128, 128)), "empty": np.zeros((128, 128)),
+           "saturated": np.full((128, 128), 65535.0)}[kind].astype(np.float32)
+    flags = np.zeros(img.shape, np.int32)
+    flags[10, 10] = BIT["CR"]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", MaxidetectWarning)
+        zero, flags, report = fuse(img, flags, MapPolicy())
+    assert zero.shape == img.shape and not report.fwhm_measured
+    assert any("PSF not measurable" in str(w.message) for w in caught)
+    assert zero[10, 10]  # the network's hit is still masked
+
+
+def test_policy_decides_what_the_evidence_may_zero():
+    img, _ = _field(seed=10)
+    img[60:180, 100] += 5 * NOISE
+    zero, flags, _ = fuse(img, np.zeros(img.shape, np.int32), MapPolicy.parse("HCL=flag"))
+    col, fcol = zero[60:180, 100], flags[60:180, 100]
+    assert ((fcol & BIT["HCL"]) != 0).mean() > 0.9
+    assert not col[(fcol & BIT["CR"]) == 0].any()  # zero only where L.A.Cosmic sees a hit on it
+    zero, flags, _ = fuse(img, np.zeros(img.shape, np.int32), MapPolicy.parse("HCL=none"))
+    assert not (flags[60:180, 100] & BIT["HCL"]).any()
