@@ -167,8 +167,10 @@ def test_policy_decides_what_the_evidence_may_zero():
     img, _ = _field(seed=10)
     img[60:180, 100] += 5 * NOISE
     zero, flags, _ = fuse(img, np.zeros(img.shape, np.int32), MapPolicy.parse("HCL=flag"))
-    col, fcol = zero[60:180, 100], flags[60:180, 100]
-    assert ((fcol & BIT["HCL"]) != 0).mean() > 0.9
-    assert not col[(fcol & BIT["CR"]) == 0].any()  # zero only where L.A.Cosmic sees a hit on it
+    from scipy import ndimage
+
+    near_cr = ndimage.binary_dilation((flags & BIT["CR"]) != 0, structure=np.ones((3, 3), bool))
+    assert ((flags[60:180, 100] & BIT["HCL"]) != 0).mean() > 0.9
+    assert not (zero & ~near_cr)[60:180, 100].any()  # zero only on L.A.Cosmic's hits on it (and their halo)
     zero, flags, _ = fuse(img, np.zeros(img.shape, np.int32), MapPolicy.parse("HCL=none"))
     assert not (flags[60:180, 100] & BIT["HCL"]).any()
