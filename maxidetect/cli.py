@@ -431,6 +431,22 @@ def cmd_train(args) -> int:
     return 0
 
 
+def cmd_train_score(args) -> int:
+    try:
+        from maxidetect.training.score import run
+    except ImportError as exc:
+        return _error(f"training the score needs scikit-learn: pip install 'maxidetect[train]' ({exc})")
+    rec = run(args.out, train_seeds=range(args.seed, args.seed + args.frames),
+              held_seeds=range(args.held_seed, args.held_seed + args.held_frames), size=args.size,
+              progress=not args.quiet)
+    ev = rec["evaluation"]
+    print(f"{args.out}: threshold {rec['threshold']:.3f}, sha256 {rec['sha256'][:12]}..., "
+          f"{rec['recipe']['n_detections']} training detections")
+    for name, e in ev.items():
+        print(f"  {name}: {e['n']} detections, {e['n_real']} real")
+    return 0
+
+
 def _load_for_eval(spec: str):
     """A manifest name, or a ``.weights.h5`` / ``.npz`` file (any width)."""
     if not spec.endswith((".weights.h5", ".npz")):
@@ -557,6 +573,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--register", metavar="NAME", help="add the result to the model manifest as model NAME")
     p.add_argument("-v", "--verbose", action="store_true", help="(no more output than the default)")
     p.set_defaults(func=cmd_train)
+    p = sub.add_parser("train-score", help="train the per-detection contaminant score (MD_CONTAM; needs [train])",
+                       description="Simulated frames through the default pipeline, detections labelled by the "
+                       "truth, a gradient-boosted tree classifier; writes OUT (JSON trees) and OUT.record.json "
+                       "(recipe, class balance, in- and out-of-range evaluation).")
+    p.add_argument("--out", default="score-model.json", help="output model (JSON)")
+    p.add_argument("--frames", type=_type(positive_int), default=24, help="training frames (default 24)")
+    p.add_argument("--seed", type=_type(nonnegative_int), default=0, help="first training seed (default 0)")
+    p.add_argument("--held-frames", type=_type(positive_int), default=6, help="held-out frames per setting")
+    p.add_argument("--held-seed", type=_type(nonnegative_int), default=500, help="first held-out seed")
+    p.add_argument("--size", type=_type(_frame_size), default=1024, help="frame side (default 1024)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress")
+    p.add_argument("-v", "--verbose", action="store_true", help="(no more output than the default)")
+    p.set_defaults(func=cmd_train_score)
     p = sub.add_parser("evaluate", help="per-class ROC/AUC of a model vs another on held-out simulated and real data",
                        description="Scores MODEL (a manifest name, a .weights.h5 or .npz file) and --against on the "
                        "same held-out simulated frames (seeds from 9000000, never used in training), labelled real "

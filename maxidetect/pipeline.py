@@ -25,6 +25,8 @@ from maxidetect.maps.policy import MapPolicy
 from maxidetect.maps.writer import FLAG_SUFFIX, WEIGHT_SUFFIX, write_maps
 from maxidetect.masks.maker import MASK_SUFFIX
 from maxidetect.network.weights import get_model_info
+from maxidetect.score.catalogs import Scorer, score_sextractor_catalog
+from maxidetect.score.model import load_score_model
 from maxidetect.settings import (
     ClassSettings,
     ExtractSettings,
@@ -140,6 +142,14 @@ class Job:
             raise ConfigError(f"--weight-image {self.maps.weight_image}: no such file")
         if self.kind in ("detect", "sex"):
             sex_config(self.extract.sex_args)
+            load_score_model()
+        if self.kind == "detect" and self.extract.extractor == "photutils":
+            try:
+                import photutils  # noqa: F401
+                import skimage  # noqa: F401
+            except ImportError:
+                raise ConfigError("--extractor photutils needs photutils: "
+                                  "pip install 'maxidetect[photutils]'") from None
         if self.kind == "sex":
             find_binary(self.extract.sex_binary)
 
@@ -190,11 +200,21 @@ def make_catalog(job: Job, spec: InputSpec, maps, overwrite: bool, cards=(), log
     the command run and SExtractor's warnings."""
     config = sex_config(job.extract.sex_args)
     log = log if log is not None else []
+    scorer = Scorer(load_score_model(), clean=job.extract.clean, threshold=job.extract.contam_threshold)
     if job.kind == "sex":
+        def post(catalog, ctype, segmentation):
+            score_sextractor_catalog(catalog, ctype, segmentation, spec, maps, scorer)
+
         run = run_sextractor(spec, config, maps=maps, binary=job.extract.sex_binary, out_dir=job.out_dir,
-                             overwrite=overwrite)
+                             overwrite=overwrite, postprocess=post)
         log.append("ran: " + shlex.join(run.command))
         log.extend(f"SExtractor: {w}" for w in run.warnings)
+        if job.extract.clean:
+            log.append(f"--clean: kept {scorer.n_out} of {scorer.n_in} detections "
+                       f"(MD_CONTAM < {scorer.threshold:.3f})")
         return run.outputs
-    cat = detect_file(spec, config, maps=maps, out_dir=job.out_dir, overwrite=overwrite, extra_cards=cards)
+    cat = detect_file(spec, config, maps=maps, out_dir=job.out_dir, overwrite=overwrite, extra_cards=cards,
+                      on_table=scorer, engine=job.extract.extractor)
+    if job.extract.clean:
+        log.append(f"--clean: kept {scorer.n_out} of {scorer.n_in} detections (MD_CONTAM < {scorer.threshold:.3f})")
     return [cat] if cat is not None else []

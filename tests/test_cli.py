@@ -203,5 +203,6 @@ def test_readme_python_snippet_runs(tmp_path, monkeypatch):
     assert blocks, "the README shows the Python API"
     monkeypatch.chdir(tmp_path)
     shutil.copy(EXAMPLE, tmp_path / "frame.fits")
+    namespace = {}  # the snippets build on each other, as a reader runs them
     for code in blocks:
-        exec(compile(code, "README.md", "exec"), {})
+        exec(compile(code, "README.md", "exec"), namespace)

@@ -79,7 +79,8 @@ def write_catalog(
         for name in t.colnames:
             v = row[name]
             for x in np.atleast_1d(v):
-                fields.append(f"{x:d}" if np.issubdtype(np.asarray(x).dtype, np.integer) else f"{x:.7g}")
+                kind = np.asarray(x).dtype.kind
+                fields.append(f"{x:d}" if kind in "iu" else str(x) if kind in "US" else f"{x:.7g}")
         lines.append(" ".join(fields))
     if path.exists() and not overwrite:
         raise FileExistsError(exists_message(path))
@@ -113,12 +114,17 @@ def read_catalog(path: str | os.PathLike) -> Table:
     for ln in header:
         parts = ln[1:].split()
         cols.append((int(parts[0]), parts[1]))
-    data = np.loadtxt([ln for ln in lines if ln.strip() and not ln.startswith("#")], ndmin=2)
+    rows = [ln.split() for ln in lines if ln.strip() and not ln.startswith("#")]
+    data = np.array(rows, dtype=object) if rows else np.zeros((0, 0), dtype=object)
     ncol = data.shape[1] if data.size else (cols[-1][0] if cols else 0)
     t = Table()
     for k, (start, name) in enumerate(cols):
         stop = cols[k + 1][0] if k + 1 < len(cols) else ncol + 1
         block = data[:, start - 1 : stop - 1] if data.size else np.zeros((0, stop - start))
+        try:
+            block = block.astype(np.float64)
+        except ValueError:  # a text column (e.g. MD_CLASS)
+            block = block.astype(str)
         t[name] = block[:, 0] if block.shape[1] == 1 else block
         names.append(name)
     for name in ("NUMBER", "FLAGS", "IMAFLAGS_ISO", "NIMAFLAGS_ISO", "FLAGS_WEIGHT", "EXT_NUMBER", "ISOAREA_IMAGE"):

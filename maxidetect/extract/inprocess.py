@@ -24,7 +24,17 @@ from maxidetect.files import (
     select_hdus,
 )
 
-__all__ = ["detect_file"]
+__all__ = ["detect_file", "ENGINES"]
+
+
+def _photutils():
+    from maxidetect.extract.photutils_engine import detect_photutils  # photutils is an optional extra
+
+    return detect_photutils
+
+
+#: The in-process engines (loaders, so photutils is imported only when used).
+ENGINES = {"sep": lambda: detect, "photutils": _photutils}
 
 
 def _as_spec(spec) -> InputSpec:
@@ -39,17 +49,25 @@ def detect_file(
     overwrite: bool = False,
     extra_cards=(),
     catalog: Path | None = None,
+    on_table=None,
+    engine: str = "sep",
 ) -> Path | None:
-    """Run the SEP engine on every image HDU (or the selected one) of a file.
+    """Run an in-process engine (``engine``: "sep" or "photutils") on every
+    image HDU (or the selected one) of a file.
 
     ``maps`` are (weight, flag) files laid out like the image, as written
     by :func:`maxidetect.maps.writer.write_maps`. The catalogue goes to
     ``catalog`` if given, else CATALOG_NAME, else ``NAME[.nomask].sep.cat.fits``.
-    Returns the catalogue path.
+    ``on_table(table, image, weight, flag, segmentation, map_header)``, if
+    given, may add columns to (or drop rows of) each HDU's table before it is
+    written (the pipeline's per-detection score). Returns the catalogue path.
     """
     spec = _as_spec(spec)
     cfg = config or SexConfig()
-    target, ctype = catalog_target(spec, cfg, out_dir, "sep", maps is None)
+    if engine not in ENGINES:
+        raise ValueError(f"engine must be one of {', '.join(ENGINES)}, got {engine!r}")
+    run = ENGINES[engine]()
+    target, ctype = catalog_target(spec, cfg, out_dir, "sep" if engine == "sep" else "phot", maps is None)
     catalog = Path(catalog) if catalog is not None else target
     if ctype not in CATALOG_TYPES:
         raise InputError(f"CATALOG_TYPE {ctype} not supported by the SEP engine ({', '.join(CATALOG_TYPES)})")
@@ -89,13 +107,15 @@ def detect_file(
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always", MaxidetectWarning)
                 try:
-                    det = detect(data, cfg, weight=weight, flag=flag, header=hdu.header, params=params)
+                    det = run(data, cfg, weight=weight, flag=flag, header=hdu.header, params=params)
                 except ValueError as exc:
                     raise InputError(f"{where}: {exc}") from None
             for w in caught:
                 if issubclass(w.category, MaxidetectWarning):
                     warnings.warn(f"{where}: {w.message}", w.category, stacklevel=2)
             t = det.catalog
+            if on_table is not None:
+                t = on_table(t, data, weight, flag, det.segmentation, fmaps[k_map - 1].header if fmaps else None)
             if params and "EXT_NUMBER" in [p.upper() for p in params]:
                 t["EXT_NUMBER"] = np.full(len(t), index, np.int16)
             t.meta["EXTNUM"] = index

@@ -29,7 +29,7 @@ from maxidetect.classes import CLASSES
 from maxidetect.errors import ConfigError, MaxidetectWarning
 from maxidetect.extract.config import SexConfig, read_conv_file
 
-__all__ = ["Detection", "detect", "SUPPORTED_PARAMS"]
+__all__ = ["Detection", "detect", "SUPPORTED_PARAMS", "finish_columns", "select_columns", "weight_noise"]
 
 # Noise of unusable pixels, in units of the global rms: large enough that
 # nothing within the filter's reach is detected, small enough that its
@@ -162,26 +162,7 @@ def detect(
     # -- noise. SExtractor turns a weight map into variance 1/w scaled so
     # that its background matches the image's measured noise (median over
     # the background meshes of sigma/sqrt(variance background)).
-    err: float | np.ndarray = globalrms
-    if wmap is not None:
-        good = ~bad
-        if wtype == "MAP_WEIGHT":
-            var = np.ones(data.shape)
-            var[good] = 1.0 / wmap[good]
-            sigfac = globalrms
-            if good.any() and not np.all(var[good] == var[good][0]):
-                # Ratio of the mesh medians (SEP exposes no mesh arrays);
-                # exact for 0/1 maps, where the variance background is 1.
-                vb = sep.Background(var, mask=bad, bw=bkg_bw, bh=bkg_bh, fw=bkg_fw, fh=bkg_fh)
-                if vb.globalback > 0:
-                    sigfac = globalrms / np.sqrt(vb.globalback)
-            elif good.any():
-                sigfac = globalrms / np.sqrt(var[good][0])
-            err = sigfac * np.sqrt(var)
-        elif wtype in ("MAP_RMS", "MAP_VAR"):
-            err = np.sqrt(wmap) if wtype == "MAP_VAR" else wmap.copy()
-        else:
-            raise ConfigError(f"WEIGHT_TYPE {wtype} not supported by the SEP engine (use MAP_WEIGHT, MAP_RMS, MAP_VAR)")
+    err = weight_noise(globalrms, wmap, wtype, bad, (bkg_bw, bkg_bh, bkg_fw, bkg_fh))
     if bad.any():
         # Unusable pixels get huge (finite: inf x a zero tap is NaN) noise
         # rather than SEP's mask, which would also blank them in the filtered
@@ -217,8 +198,35 @@ def detect(
     )
     cat = _measure(objs, seg, sub, back, err, bad, flag, cfg, header, globalrms)
     if params is not None:
-        cat = _select_columns(cat, params)
+        cat = select_columns(cat, params)
     return Detection(catalog=cat, segmentation=seg, background=back, rms=bkg.rms(), globalrms=globalrms)
+
+
+def weight_noise(globalrms: float, wmap, wtype: str, bad, mesh) -> float | np.ndarray:
+    """The noise map of a weight map, as SExtractor makes it: variance 1/w
+    (MAP_WEIGHT) scaled so that its background matches the image's measured
+    noise (the ratio of the mesh medians), or the map itself (MAP_RMS,
+    MAP_VAR); the global rms without a map."""
+    if wmap is None:
+        return globalrms
+    good = ~bad
+    if wtype == "MAP_WEIGHT":
+        var = np.ones(wmap.shape)
+        var[good] = 1.0 / wmap[good]
+        sigfac = globalrms
+        if good.any() and not np.all(var[good] == var[good][0]):
+            # Ratio of the mesh medians (SEP exposes no mesh arrays);
+            # exact for 0/1 maps, where the variance background is 1.
+            bw, bh, fw, fh = mesh
+            vb = sep.Background(var, mask=bad, bw=bw, bh=bh, fw=fw, fh=fh)
+            if vb.globalback > 0:
+                sigfac = globalrms / np.sqrt(vb.globalback)
+        elif good.any():
+            sigfac = globalrms / np.sqrt(var[good][0])
+        return sigfac * np.sqrt(var)
+    if wtype in ("MAP_RMS", "MAP_VAR"):
+        return np.sqrt(wmap) if wtype == "MAP_VAR" else wmap.copy()
+    raise ConfigError(f"WEIGHT_TYPE {wtype} not supported in process (use MAP_WEIGHT, MAP_RMS, MAP_VAR)")
 
 
 def _header_value(cfg: SexConfig, header, key_name: str, value_name: str, default: float) -> float:
@@ -348,6 +356,14 @@ def _measure(objs, seg, sub, back, err, bad, flag, cfg, header, globalrms) -> Ta
                 pass
     t["ALPHA_J2000"], t["DELTA_J2000"] = ra, dec
 
+    t["FLAGS"] = flags
+    return finish_columns(t, seg, ids, bad, flag)
+
+
+def finish_columns(t: Table, seg, ids, bad, flag) -> Table:
+    """FLAGS_WEIGHT, IMAFLAGS_ISO, NIMAFLAGS_ISO from the footprints, and
+    SExtractor's units and descriptions (shared by the in-process engines)."""
+    n = len(ids)
     # FLAGS_WEIGHT 2: a zero-weight pixel touches the footprint (SExtractor's
     # meaning, checked against the binary in the tests).
     fw = np.zeros(n, np.int16)
@@ -356,7 +372,6 @@ def _measure(objs, seg, sub, back, err, bad, flag, cfg, header, globalrms) -> Ta
         touch = ndimage.maximum(bad, grown, ids)
         fw[np.asarray(touch, bool)] |= 2
     t["FLAGS_WEIGHT"] = fw
-    t["FLAGS"] = flags
     imaf = np.zeros(n, np.int32)
     nimaf = np.zeros(n, np.int32)
     if flag is not None and n:
@@ -374,7 +389,7 @@ def _measure(objs, seg, sub, back, err, bad, flag, cfg, header, globalrms) -> Ta
     return t
 
 
-def _select_columns(t: Table, params: list[str]) -> Table:
+def select_columns(t: Table, params: list[str]) -> Table:
     out = Table()
     missing = []
     for p in params:

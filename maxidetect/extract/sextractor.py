@@ -161,8 +161,14 @@ def run_sextractor(
     binary: str | None = None,
     out_dir=None,
     overwrite: bool = False,
+    postprocess=None,
 ) -> SExtractorRun:
     """Run SExtractor on ``spec`` with optional (weight, flag) maps.
+
+    ``postprocess(catalogue, catalog_type, segmentation)`` may rewrite the
+    staged catalogue before it is published (the per-detection score): it
+    gets SExtractor's SEGMENTATION check image, the user's or one made for it
+    and removed afterwards.
 
     Every file SExtractor writes (catalogue, check images, XML) is first
     written in a temporary directory and only renamed into place when the
@@ -193,6 +199,19 @@ def run_sextractor(
                 staged[p] = tmp / f"{key.lower()}{k}{p.suffix}"
                 names.append(str(staged[p]))
             over[key] = ",".join(names)
+        segmentation = None
+        if postprocess is not None and ctype != "NONE":
+            # The post-processing needs each object's pixels: the user's own
+            # SEGMENTATION check image, or one for this run only.
+            types = [t.upper() for t in config.get_list("CHECKIMAGE_TYPE", ["NONE"])]
+            user = [t for t in types if t != "NONE"]
+            if "SEGMENTATION" in user:
+                segmentation = staged[extras["CHECKIMAGE_NAME"][user.index("SEGMENTATION")]]
+            else:
+                segmentation = tmp / "segmentation.fits"
+                names = [str(staged[p]) for p in extras.get("CHECKIMAGE_NAME", [])]
+                over["CHECKIMAGE_TYPE"] = ",".join(user + ["SEGMENTATION"])
+                over["CHECKIMAGE_NAME"] = ",".join(names + [str(segmentation)])
         run_config = config.with_overrides(over)
         cmd = build_command(exe, replace(spec, path=readable), run_config, maps, part, ctype, tmp)
         proc = subprocess.run(cmd, capture_output=True, text=True, errors="replace")
@@ -203,6 +222,8 @@ def run_sextractor(
             )
         if part.stat().st_size == 0 and ctype != "NONE":
             raise SExtractorError(f"{spec}: SExtractor wrote an empty catalogue")
+        if segmentation is not None:
+            postprocess(part, ctype, segmentation)
         for final, staged_path in staged.items():
             if ctype == "NONE" and final == catalog:
                 continue

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
-__all__ = ["Trail", "find_trails", "trail_mask", "WINDOW"]
+__all__ = ["Trail", "find_trails", "trail_mask", "trails_from_header", "WINDOW"]
 
 WINDOW = 32  # px along the line per significance window
 _E_W, _E_W2 = 0.2420, 0.4000  # E[z 1{z>1}] and E[z^2 1{z>1}] for z ~ N(0, 1)
@@ -56,6 +56,18 @@ def _coords(shape, theta, rho, box=None):
     ys, xs = (np.ogrid[box[0], box[1]] if box is not None else np.ogrid[:shape[0], :shape[1]])
     c, s = np.cos(theta), np.sin(theta)
     return xs * c + ys * s - rho, -xs * s + ys * c
+
+
+def trails_from_header(header) -> list[Trail]:
+    """The trails recorded in a map's header (MDTRLn cards of the fusion)."""
+    out = []
+    for k in range(1, 100):
+        card = header.get(f"MDTRL{k}") if header is not None else None
+        if card is None:
+            break
+        theta, rho, sigma, t0, t1 = (float(v) for v in str(card).split(","))
+        out.append(Trail(theta, rho, sigma, 0.0, t0, t1, 0.0, "header"))
+    return out
 
 
 def trail_mask(shape, trail: Trail, margin: float = 10.0) -> np.ndarray:

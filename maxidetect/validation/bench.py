@@ -30,13 +30,22 @@ from astropy.io import fits
 from scipy import ndimage
 
 from maxidetect.classes import CLASSES
+from maxidetect.errors import WeightsError
 from maxidetect.extract.catalog import read_catalog
 from maxidetect.extract.config import SexConfig
 from maxidetect.extract.inprocess import detect_file
 from maxidetect.extract.sextractor import run_sextractor
-from maxidetect.files import write_hdulist_atomic
+from maxidetect.files import parse_input, write_hdulist_atomic
 from maxidetect.maps.writer import MapPolicy, MapSet, maps_from_masks, noise_weight
-from maxidetect.validation.scoring import CONTAMINANT_ORDER, mask_quality, score_catalog
+from maxidetect.score.catalogs import Scorer, score_sextractor_catalog
+from maxidetect.score.model import load_score_model
+from maxidetect.validation.scoring import (
+    CONTAMINANT_ORDER,
+    evaluate_scores,
+    mask_quality,
+    match_catalogs,
+    score_catalog,
+)
 from maxidetect.validation.simulate import SimConfig, simulate_frame
 
 __all__ = ["BenchOptions", "run_bench", "write_report", "real_report"]
@@ -106,7 +115,7 @@ def _maximask_masks(path: Path, maker) -> np.ndarray | None:
 #: Frame variants of the benchmark: the simulator's default ranges, an
 #: undersampled PSF (good seeing on many wide-field cameras) and a crowded field.
 VARIANTS = {"default": {}, "undersampled": {"fwhm": (1.5, 2.2)}, "crowded": {"n_stars": 2800}}
-STRATEGIES = ("none", "network", "maxidetect", "oracle", "astroscrappy", "maximask")
+STRATEGIES = ("none", "network", "maxidetect", "maxidetect+clean", "oracle", "astroscrappy", "maximask")
 LOST_SNR_BINS = ((20, 50), (50, 200), (200, np.inf))
 
 
@@ -161,6 +170,11 @@ def run_bench(opts: BenchOptions, maker=None, work_dir=None, progress: bool = Tr
     sel = [int(i) for i in maker.selected]
     thresholds = maker.config.thresholds[sel]
     network_policy = replace(opts.policy, fuse=False)
+    try:
+        scorer_model = load_score_model()
+    except WeightsError:
+        scorer_model = None  # no score model: no clean rows
+    scores = []
     fused_policy = replace(opts.policy, fuse=True)
     frames = []
     bar = tqdm(total=opts.n_frames * len(opts.variants), unit="frame", disable=not progress, file=sys.stderr)
@@ -203,15 +217,31 @@ def run_bench(opts: BenchOptions, maker=None, work_dir=None, progress: bool = Tr
                       if name in ("network", "maxidetect", "oracle")}
             report = mapsets["maxidetect"].report
             results, matched = [], {}
-            for strat, maps in strategies.items():
+            runs = [(strat, maps, False) for strat, maps in strategies.items()]
+            if scorer_model is not None:
+                runs.append(("maxidetect+clean", strategies["maxidetect"], True))
+            for strat, maps, clean in runs:
                 for engine in engines:
                     if strat in ("astroscrappy", "maximask") and engine != "SEP":
                         continue
                     out = work / f"{tag}_{strat}_{engine}"
+                    scorer = Scorer(scorer_model, clean=clean) if scorer_model is not None else None
                     if engine == "SEP":
-                        cat = read_catalog(detect_file(path, cfg, maps=maps, out_dir=out, overwrite=True))
+                        cat = read_catalog(detect_file(path, cfg, maps=maps, out_dir=out, overwrite=True,
+                                                       on_table=scorer))
                     else:
-                        cat = read_catalog(run_sextractor(path, cfg, maps=maps, out_dir=out, overwrite=True).catalog)
+                        def post(c, ctype, seg, maps=maps, scorer=scorer, path=path):
+                            score_sextractor_catalog(c, ctype, seg, parse_input(str(path)), maps, scorer)
+
+                        cat = read_catalog(run_sextractor(path, cfg, maps=maps, out_dir=out, overwrite=True,
+                                                          postprocess=post if scorer else None).catalog)
+                    if strat == "maxidetect" and engine == "SEP" and "MD_CONTAM" in cat.colnames:
+                        det = np.c_[np.asarray(cat["X_IMAGE"]) - 1, np.asarray(cat["Y_IMAGE"]) - 1]
+                        di, _ = match_catalogs(det, np.c_[frame.catalog["X"], frame.catalog["Y"]],
+                                               opts.radius_fwhm * fwhm)
+                        real = np.zeros(len(cat), bool)
+                        real[di] = True
+                        scores.append((np.asarray(cat["MD_CONTAM"], float), real, variant))
                     sc = score_catalog(cat, frame.catalog, frame.truth, fwhm, opts.radius_fwhm, opts.snr_cut,
                                        mag_bins=np.arange(12.0, 26.5, 0.5))
                     matched[(strat, engine)] = set(sc.pop("matched_true").tolist())
@@ -237,7 +267,11 @@ def run_bench(opts: BenchOptions, maker=None, work_dir=None, progress: bool = Tr
                         "variants": list(opts.variants), "snr_cut": opts.snr_cut, "radius_fwhm": opts.radius_fwhm,
                         "policy": opts.policy.actions, "grow": opts.policy.grow},
             "frames": frames,
-            "summary": {v: _summarise([f for f in frames if f["variant"] == v]) for v in opts.variants}}
+            "summary": {v: _summarise([f for f in frames if f["variant"] == v]) for v in opts.variants},
+            "scores": {v: evaluate_scores(np.concatenate([c for c, _, vv in scores if vv == v]),
+                                          np.concatenate([r for _, r, vv in scores if vv == v]))
+                       for v in opts.variants if any(vv == v for _, _, vv in scores)},
+            "threshold": scorer_model.threshold if scorer_model is not None else None}
 
 
 def _summarise(frames) -> list[dict]:
@@ -347,6 +381,26 @@ def write_report(results: dict, out_dir, command: str = "") -> dict:
         if lost_ex:
             lines += ["", "Lost by the default maps (first few): " + "; ".join(
                 f"seed {s_} ({e['x']:.0f}, {e['y']:.0f}) {e['kind']} S/N {e['snr']:.0f}" for s_, e in lost_ex[:8])]
+    if results.get("scores"):
+        lines += ["", "## Detection score (MD_CONTAM) on these frames (SEP, maxidetect maps)", "",
+                  f"Model threshold for --clean: {results['threshold']:.3f}. Reliability: predicted MD_CONTAM vs the "
+                  "observed fraction of contaminants (no true source within 1 FWHM) per decile of the prediction.", ""]
+        for v, sc in results["scores"].items():
+            rel = [r for r in sc["reliability"] if r["n"]]
+            lines += [f"{v} ({sc['n']} detections, {sc['n_real']} real):", "",
+                      "| MD_CONTAM | n | mean predicted | observed | |", "|---|---|---|---|---|"]
+            for r in rel:
+                bad = r["n"] >= 50 and abs(r["predicted"] - r["observed"]) > 0.05
+                lines.append(f"| {r['lo']:.1f}-{r['hi']:.1f} | {r['n']} | {r['predicted']:.3f} | {r['observed']:.3f} "
+                             f"| {'off by > 0.05' if bad else ''} |")
+            lines += ["", "| threshold | spurious kept | real kept |", "|---|---|---|"]
+            lines += [f"| {c['threshold']:.3f} | {c['spurious_kept']} | {c['real_kept']} |" for c in sc["tradeoff"]]
+            lines.append("")
+        try:
+            paths["reliability"] = _reliability_plot(results, out / "reliability.png")
+            lines += ["![reliability](reliability.png)", ""]
+        except ImportError:
+            pass
     quality = _mean_quality([f for f in results["frames"] if f["variant"] == o["variants"][0]])
     lines += ["", f"## Network mask quality per class ({o['variants'][0]}; pixel level, catalogue thresholds)", "",
               "| class | true px | flagged px | TPR | FPR | purity | AUC |", "|---|---|---|---|---|---|---|"]
@@ -357,6 +411,11 @@ def write_report(results: dict, out_dir, command: str = "") -> dict:
               "with S/N > 20 lost, TRL spurious <= 10% of no mask)", ""]
     for v in o["variants"]:
         for r in results["summary"][v]:
+            if r["strategy"] == "maxidetect+clean":
+                lines.append(f"- {v}, {r['engine']}, --clean: spurious {-r['spurious_reduction']:+.1%} (target -97%: "
+                             f"{'met' if r['spurious_reduction'] >= 0.97 else 'not met'}), completeness "
+                             f"{r['completeness_change_pp']:+.2f} pp (target >= -0.5: "
+                             f"{'met' if r['completeness_change_pp'] >= -0.5 else 'not met'})")
             if r["strategy"] != "maxidetect":
                 continue
             lost = sum(r["lost"].values())
@@ -375,6 +434,30 @@ def write_report(results: dict, out_dir, command: str = "") -> dict:
         lines += ["", "(matplotlib not installed: no plots)"]
     paths["report"].write_text("\n".join(lines) + "\n")
     return paths
+
+
+def _reliability_plot(results, path: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(1, 2, figsize=(11, 4.5))
+    for v, sc in results["scores"].items():
+        rel = [r for r in sc["reliability"] if r["n"]]
+        ax[0].plot([r["predicted"] for r in rel], [r["observed"] for r in rel], "o-", label=v)
+        ax[1].plot([c["real_kept"] for c in sc["tradeoff"]], [c["spurious_kept"] for c in sc["tradeoff"]], ".-",
+                   label=v)
+    ax[0].plot([0, 1], [0, 1], "k:", lw=1)
+    ax[0].set_xlabel("predicted MD_CONTAM (decile mean)")
+    ax[0].set_ylabel("observed contaminant fraction")
+    ax[1].set_xlabel("real detections kept")
+    ax[1].set_ylabel("spurious detections kept")
+    ax[1].set_yscale("log")
+    for a in ax:
+        a.grid(alpha=0.3)
+        a.legend(fontsize=8)
+    return _save(fig, path)
 
 
 def _save(fig, path: Path) -> Path:
@@ -459,6 +542,10 @@ def real_report(paths, out_dir, maker=None, policy: MapPolicy | None = None, con
         maker = MaskMaker(config=ClassConfig.catalogue())
     policy = policy or MapPolicy()
     cfg = config or SexConfig()
+    try:
+        scorer_model = load_score_model()
+    except WeightsError:
+        scorer_model = None
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     rows = []
@@ -470,9 +557,17 @@ def real_report(paths, out_dir, maker=None, policy: MapPolicy | None = None, con
                 if not is_image_hdu(hdu) or hdu.data.ndim != 2:
                     continue
                 data = np.asarray(hdu.data, dtype=np.float32)
-                ms = compute_maps(data, maker, policy)
+                ms = compute_maps(data, maker, policy, header=hdu.header)
                 t0 = detect(data, cfg, header=hdu.header).catalog
-                t1 = detect(data, cfg, weight=ms.weight, flag=ms.flag, header=hdu.header).catalog
+                d1 = detect(data, cfg, weight=ms.weight, flag=ms.flag, header=hdu.header)
+                t1 = d1.catalog
+                cleaned = None
+                if scorer_model is not None and len(t1):
+                    mh = fits.Header()
+                    for key, value, comment in (ms.report.header_cards() if ms.report else []):
+                        mh[key] = (value, comment)
+                    t1 = Scorer(scorer_model)(t1, data, ms.weight, ms.flag, d1.segmentation, mh)
+                    cleaned = t1[np.asarray(t1["MD_CONTAM"]) >= scorer_model.threshold]
                 ix = np.clip(np.round(t0["X_IMAGE"] - 1).astype(int), 0, data.shape[1] - 1)
                 iy = np.clip(np.round(t0["Y_IMAGE"] - 1).astype(int), 0, data.shape[0] - 1)
                 if len(t1):
@@ -491,26 +586,68 @@ def real_report(paths, out_dir, maker=None, policy: MapPolicy | None = None, con
                 flagged = {c.abbr: int(np.sum((np.asarray(t1["IMAFLAGS_ISO"]) & c.bit) != 0)) for c in CLASSES if c.bit}
                 name = f"{spec.path.stem}_hdu{index}"
                 png = _preview(data, ms, out / f"{name}.png", title=f"{spec.path.name}[{index}]")
+                cut = _cutouts(data, cleaned, out / f"{name}_clean_removed.png") if cleaned is not None else None
                 rows.append({"file": str(spec.path.name), "hdu": index, "shape": list(data.shape),
                              "n_nomask": len(t0), "n_masked": len(t1), "removed": removed, "flagged": flagged,
                              "zero_weight_fraction": float(np.mean(ms.weight == 0)),
-                             "preview": png.name if png else None})
+                             "clean_removed": int(len(cleaned)) if cleaned is not None else None,
+                             "clean_removed_by_class": {str(c): int(n) for c, n in zip(
+                                 *np.unique(cleaned["MD_CLASS"], return_counts=True), strict=True)}
+                             if cleaned is not None and len(cleaned) else {},
+                             "preview": png.name if png else None, "clean_cutouts": cut.name if cut else None})
     (out / "real.json").write_text(json.dumps(rows, indent=1))
     cls = [c.abbr for c in CLASSES if c.bit]
     lines = ["# Real frames (no truth): what the maps did (SEP engine, maxidetect defaults)", "",
              "removed = no-mask detections centred on zero-weight pixels of the class and gone from the masked "
              "run; flagged = masked-run detections with the class bit in IMAFLAGS_ISO.", "",
-             "| frame | HDU | no mask | masked | zero-weight px | removed by class | flagged by class |",
-             "|---|---|---|---|---|---|---|"]
+             "| frame | HDU | no mask | masked | zero-weight px | removed by class | flagged by class | "
+             "--clean removes (MD_CLASS) |",
+             "|---|---|---|---|---|---|---|---|"]
     for r in rows:
         rem = ", ".join(f"{c} {r['removed'][c]}" for c in cls if r["removed"][c]) or "-"
         flg = ", ".join(f"{c} {r['flagged'][c]}" for c in cls if r["flagged"][c]) or "-"
+        cl = "-" if r["clean_removed"] is None else f"{r['clean_removed']} (" + ", ".join(
+            f"{c} {n}" for c, n in r["clean_removed_by_class"].items()) + ")"
         lines.append(f"| {r['file']} | {r['hdu']} | {r['n_nomask']} | {r['n_masked']} | "
-                     f"{r['zero_weight_fraction']:.2%} | {rem} | {flg} |")
+                     f"{r['zero_weight_fraction']:.2%} | {rem} | {flg} | {cl} |")
     lines.append("")
     lines += [f"![{r['file']}[{r['hdu']}]]({r['preview']})" for r in rows if r["preview"]]
+    lines += ["", "What --clean removes, for a person to judge (cut-outs, MD_CONTAM and MD_CLASS above each):", ""]
+    lines += [f"![{r['file']}[{r['hdu']}] removed]({r['clean_cutouts']})" for r in rows if r["clean_cutouts"]]
     (out / "real.md").write_text("\n".join(lines) + "\n")
     return {"rows": rows, "report": out / "real.md"}
+
+
+def _cutouts(data, table, path: Path, size: int = 21, max_n: int = 48) -> Path | None:
+    """A grid of cut-outs of the detections in ``table`` (PNG)."""
+    if table is None or len(table) == 0:
+        return None
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+        from astropy.visualization import ZScaleInterval
+    except ImportError:
+        return None
+    rows = table[np.argsort(-np.asarray(table["MD_CONTAM"]))][:max_n]
+    n = len(rows)
+    cols = min(8, n)
+    nr = int(np.ceil(n / cols))
+    fig, axes = plt.subplots(nr, cols, figsize=(1.6 * cols, 1.8 * nr), squeeze=False)
+    h = size // 2
+    pad = np.pad(np.nan_to_num(np.asarray(data, np.float64)), h, mode="edge")
+    for ax in axes.ravel():
+        ax.axis("off")
+    for ax, r in zip(axes.ravel(), rows, strict=False):
+        x, y = int(round(r["X_IMAGE"] - 1)) + h, int(round(r["Y_IMAGE"] - 1)) + h
+        cut = pad[y - h:y + h + 1, x - h:x + h + 1]
+        lo, hi = ZScaleInterval().get_limits(cut)
+        ax.imshow(cut, origin="lower", cmap="gray", vmin=lo, vmax=hi, interpolation="nearest")
+        ax.set_title(f"{r['MD_CONTAM']:.2f} {r['MD_CLASS']}", fontsize=7)
+    fig.savefig(path, dpi=80, bbox_inches="tight")
+    plt.close(fig)
+    return path
 
 
 def _preview(data, ms: MapSet, path: Path, title: str = "") -> Path | None:

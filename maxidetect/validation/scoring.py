@@ -15,6 +15,7 @@ __all__ = [
     "mask_quality",
     "roc_curve",
     "CONTAMINANT_ORDER",
+    "evaluate_scores",
 ]
 
 #: Order in which a spurious detection is attributed to one contaminant: the
@@ -189,3 +190,21 @@ def mask_quality(probs: np.ndarray, thresholds, truth: np.ndarray, class_indices
             "roc": {"fpr": fpr_c[:: 20].tolist(), "tpr": tpr_c[:: 20].tolist()} if fpr_c is not None else None,
         }
     return out
+
+
+def evaluate_scores(contam: np.ndarray, real: np.ndarray, bins: int = 10) -> dict:
+    """Reliability (predicted MD_CONTAM vs observed contaminant fraction per
+    decile of the prediction) and the spurious/completeness trade-off over
+    the threshold."""
+    contam, real = np.asarray(contam), np.asarray(real, bool)
+    edges = np.linspace(0, 1, bins + 1)
+    k = np.clip(np.digitize(contam, edges) - 1, 0, bins - 1)
+    rel = [{"lo": float(edges[i]), "hi": float(edges[i + 1]), "n": int((k == i).sum()),
+            "predicted": float(contam[k == i].mean()) if (k == i).any() else None,
+            "observed": float((~real[k == i]).mean()) if (k == i).any() else None} for i in range(bins)]
+    curve = []
+    for t in np.r_[np.linspace(0.05, 0.95, 19), 0.975, 0.99]:
+        keep = contam < t
+        curve.append({"threshold": float(t), "spurious_kept": int((keep & ~real).sum()),
+                      "real_kept": int((keep & real).sum())})
+    return {"reliability": rel, "tradeoff": curve, "n": int(len(real)), "n_real": int(real.sum())}

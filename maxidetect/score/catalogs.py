@@ -1,0 +1,148 @@
+"""Per-detection scores in the catalogues: ``MD_CONTAM`` and ``MD_CLASS``
+columns, and the clean catalogue (``--clean``: rows with ``MD_CONTAM``
+under the threshold), for the in-process engines (a table at a time) and for
+SExtractor's own catalogue (after its run, from its segmentation image).
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+from astropy.io import fits
+from astropy.table import Table
+
+from maxidetect.errors import MaxidetectWarning
+from maxidetect.files import is_image_hdu, open_fits, plane_shape, select_hdus
+from maxidetect.maps.frame import measure_frame
+from maxidetect.maps.trails import trails_from_header
+from maxidetect.score.features import detection_features
+from maxidetect.score.model import ScoreModel
+
+__all__ = ["Scorer", "score_sextractor_catalog", "CONTAM_COLUMN", "CLASS_COLUMN"]
+
+CONTAM_COLUMN, CLASS_COLUMN = "MD_CONTAM", "MD_CLASS"
+
+
+class Scorer:
+    """Adds the score columns to a detection table; with ``clean`` keeps only
+    rows with ``MD_CONTAM`` < ``threshold`` (default: the model's)."""
+
+    def __init__(self, model: ScoreModel, clean: bool = False, threshold: float | None = None):
+        self.model = model
+        self.clean = clean
+        self.threshold = model.threshold if threshold is None else float(threshold)
+        self.n_in = self.n_out = 0
+
+    def columns(self, image, weight, flag, segmentation, ids, map_header=None):
+        """(MD_CONTAM, MD_CLASS) for the objects ``ids`` of ``segmentation``."""
+        fwhm = map_header.get("MDFWHM") if map_header is not None else None
+        if not fwhm:
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always", MaxidetectWarning)
+                fwhm = measure_frame(image).fwhm
+            for w in caught:
+                warnings.warn(str(w.message), MaxidetectWarning, stacklevel=3)
+        x = detection_features(image, weight, flag, segmentation, ids, float(fwhm), trails_from_header(map_header))
+        return self.model.score(x)
+
+    def __call__(self, table: Table, image, weight, flag, segmentation, map_header=None) -> Table:
+        ids = np.arange(1, len(table) + 1)  # the engines number objects in table order
+        contam, cls = self.columns(image, weight, flag, segmentation, ids, map_header)
+        table[CONTAM_COLUMN] = contam
+        table[CONTAM_COLUMN].description = "Probability that the detection is not a real source (maxidetect)"
+        table[CLASS_COLUMN] = cls
+        table[CLASS_COLUMN].description = "Most likely contaminant class, or none (maxidetect)"
+        self.n_in += len(table)
+        if self.clean:
+            table = table[contam < self.threshold]
+        self.n_out += len(table)
+        return table
+
+
+def _segmentation_planes(seg_path):
+    with fits.open(seg_path) as h:
+        return [np.asarray(x.data) for x in h if x.data is not None and x.data.ndim == 2]
+
+
+def _image_planes(spec, maps):
+    """(image, weight, flag, map header) per image HDU, in SExtractor's order."""
+    out = []
+    with open_fits(spec.path, "image") as hdul:
+        wm = open_fits(maps[0], "weight map") if maps else None
+        fm = open_fits(maps[1], "flag map") if maps else None
+        try:
+            k = 0
+            for index, hdu in select_hdus(hdul, spec):
+                shape = plane_shape(hdu)
+                if shape is None or not is_image_hdu(hdu):
+                    if wm is not None and (index == 0 or len(wm) == len(hdul)):
+                        k += 1
+                    continue
+                data = np.asarray(hdu.data, np.float32).reshape(shape)
+                if wm is not None:
+                    out.append((data, wm[k].data, fm[k].data, fm[k].header))
+                    k += 1
+                else:
+                    out.append((data, None, None, None))
+        finally:
+            for h in (wm, fm):
+                if h is not None:
+                    h.close()
+    return out
+
+
+def score_sextractor_catalog(path, ctype: str, seg_path, spec, maps, scorer: Scorer) -> None:
+    """Add the score columns to SExtractor's catalogue at ``path`` (in place,
+    same format), from its segmentation image; drop rows with ``clean``."""
+    planes = _image_planes(spec, maps)
+    segs = _segmentation_planes(seg_path)
+    if len(segs) != len(planes):
+        raise ValueError(f"{spec}: {len(segs)} segmentation plane(s) for {len(planes)} image HDU(s)")
+    ctype = ctype.upper()
+    if ctype.startswith("FITS"):
+        with fits.open(path) as h:
+            hdus = [x.copy() for x in h]
+        tabs = [i for i, x in enumerate(hdus) if isinstance(x, fits.BinTableHDU) and x.name != "LDAC_IMHEAD"]
+        for i, (image, weight, flag, mhdr), seg in zip(tabs, planes, segs, strict=True):
+            t = Table(hdus[i].data)
+            ids = np.asarray(t["NUMBER"]) if "NUMBER" in t.colnames else np.arange(1, len(t) + 1)
+            t = _apply(scorer, t, image, weight, flag, seg, ids, mhdr)
+            new = fits.table_to_hdu(t)
+            for key in hdus[i].header:
+                if key not in new.header and not key.startswith(("TTYPE", "TFORM", "TUNIT", "TDIM", "TNULL",
+                                                                   "TDISP", "TZERO", "TSCAL", "NAXIS")):
+                    new.header[key] = hdus[i].header[key]
+            hdus[i] = new
+        fits.HDUList(hdus).writeto(path, overwrite=True)
+        return
+    from maxidetect.extract.catalog import read_catalog, write_catalog
+
+    t = read_catalog(path)
+    if "NUMBER" in t.colnames:
+        # One block per image HDU: SExtractor numbers each extension from 1.
+        starts = np.r_[0, np.flatnonzero(np.diff(np.asarray(t["NUMBER"])) < 0) + 1, len(t)]
+    else:
+        starts = np.array([0, len(t)])
+    if len(starts) - 1 != len(planes):
+        raise ValueError(f"{path}: cannot pair ASCII catalogue rows with {len(planes)} image HDU(s) (add NUMBER)")
+    parts = []
+    for (a, b), (image, weight, flag, mhdr), seg in zip(zip(starts[:-1], starts[1:], strict=True), planes, segs,
+                                                       strict=True):
+        part = t[a:b]
+        ids = np.asarray(part["NUMBER"]) if "NUMBER" in part.colnames else np.arange(1, len(part) + 1)
+        parts.append(_apply(scorer, part, image, weight, flag, seg, ids, mhdr))
+    from astropy.table import vstack
+
+    write_catalog([vstack(parts)] if parts else [t], path, "ASCII_HEAD", overwrite=True)
+
+
+def _apply(scorer: Scorer, t: Table, image, weight, flag, seg, ids, mhdr) -> Table:
+    contam, cls = scorer.columns(image, weight, flag, seg, ids, mhdr)
+    t[CONTAM_COLUMN] = contam
+    t[CLASS_COLUMN] = cls
+    scorer.n_in += len(t)
+    if scorer.clean:
+        t = t[contam < scorer.threshold]
+    scorer.n_out += len(t)
+    return t

@@ -1,0 +1,149 @@
+"""What is known about each detection, as numbers a model can weigh.
+
+From the image, the maps (weight and flag), the segmentation of the
+catalogue and the frame's PSF and fitted trails, for every object:
+
+- per class, the fraction of its isophote and whether its core (3x3 at the
+  peak) carries the class's flag, and the fraction at zero weight;
+- its shape against the frame's PSF: half-light radius / (FWHM / 2), peak /
+  flux against a PSF's, a sharpness statistic (peak over its 8 neighbours),
+  area in PSF beams, elongation;
+- its angle to, and distance from, any fitted trail;
+- local background and noise relative to the frame's, its S/N;
+- its distance to saturated pixels and to the image edge.
+
+Everything is computed from the pixels and the segmentation, so catalogues
+of SEP, SExtractor or photutils get the same features.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import sep
+from scipy import ndimage
+
+from maxidetect.classes import CLASSES
+
+__all__ = ["FEATURES", "FLAG_CLASSES", "detection_features"]
+
+#: Classes whose flags enter the features (BG has no bit).
+FLAG_CLASSES = tuple(c.abbr for c in CLASSES if c.bit)
+FEATURES = (
+    [f"iso_{a}" for a in FLAG_CLASSES] + [f"core_{a}" for a in FLAG_CLASSES]
+    + ["iso_zero", "core_zero", "r50_psf", "peak_frac_psf", "sharpness", "area_beams", "elongation",
+       "trail_angle", "trail_dist", "back_rel", "noise_rel", "log_snr", "sat_dist", "edge_dist", "log_flux"]
+)
+
+
+def _psf_peak_fraction(fwhm: float) -> float:
+    """Peak pixel / total flux of a centred, pixel-integrated Gaussian PSF."""
+    from scipy.special import erf
+
+    s = fwhm / 2.3548
+    return float(erf(0.5 / (np.sqrt(2) * s)) ** 2)
+
+
+def detection_features(image, weight, flag, segmentation, ids, fwhm: float, trails=(), header=None) -> np.ndarray:
+    """Feature matrix (n, len(FEATURES)), float32, for the objects ``ids``
+    (their labels in ``segmentation``) of one 2-D image.
+
+    ``weight``/``flag`` may be None (no maps: those features are 0).
+    """
+    ids = np.asarray(ids, np.int64)
+    n = len(ids)
+    out = np.zeros((n, len(FEATURES)), np.float32)
+    if n == 0:
+        return out
+    data = np.nan_to_num(np.asarray(image, np.float64))
+    h, w = data.shape
+    seg = np.asarray(segmentation)
+    zero = (np.asarray(weight) <= 0) if weight is not None else np.zeros(data.shape, bool)
+    flags = np.asarray(flag, np.int64) if flag is not None else np.zeros(data.shape, np.int64)
+    bkg = sep.Background(data, mask=zero | (seg > 0), bw=min(64, w), bh=min(64, h))
+    back, rms = bkg.back(), bkg.rms()
+    sub = data - back
+    col = {name: k for k, name in enumerate(FEATURES)}
+
+    # Per-object sums over the isophote (ndimage over the segmentation labels).
+    area = np.asarray(ndimage.sum(np.ones_like(seg, np.float64), seg, ids))
+    area = np.maximum(area, 1.0)
+    for c in CLASSES:
+        if c.bit:
+            out[:, col[f"iso_{c.abbr}"]] = np.asarray(ndimage.sum((flags & c.bit) != 0, seg, ids)) / area
+    out[:, col["iso_zero"]] = np.asarray(ndimage.sum(zero, seg, ids)) / area
+    flux = np.asarray(ndimage.sum(sub, seg, ids))
+    peak_pos = ndimage.maximum_position(sub, seg, ids)
+    py = np.array([p[0] for p in peak_pos], int)
+    px = np.array([p[1] for p in peak_pos], int)
+    peak = sub[py, px]
+    # Core: the 3x3 around the peak.
+    core_flags = np.zeros(n, np.int64)
+    core_zero = np.zeros(n)
+    neigh = np.zeros(n)
+    for dy in (-1, 0, 1):
+        for dx in (-1, 0, 1):
+            yy, xx = np.clip(py + dy, 0, h - 1), np.clip(px + dx, 0, w - 1)
+            core_flags |= flags[yy, xx]
+            core_zero = np.maximum(core_zero, zero[yy, xx])
+            if dy or dx:
+                neigh += sub[yy, xx] / 8.0
+    for c in CLASSES:
+        if c.bit:
+            out[:, col[f"core_{c.abbr}"]] = (core_flags & c.bit) != 0
+    out[:, col["core_zero"]] = core_zero
+    with np.errstate(divide="ignore", invalid="ignore"):
+        out[:, col["sharpness"]] = np.where(peak > 0, (peak - neigh) / peak, 0.0)
+        out[:, col["peak_frac_psf"]] = np.where(flux > 0, peak / flux, 1.0) / _psf_peak_fraction(fwhm)
+    out[:, col["area_beams"]] = area / (np.pi * (fwhm / 2) ** 2)
+
+    # Moments of the isophote: elongation and orientation.
+    yy, xx = np.indices(data.shape)
+    wpos = np.clip(sub, 0, None)
+    m0 = np.maximum(np.asarray(ndimage.sum(wpos, seg, ids)), 1e-12)
+    mx = np.asarray(ndimage.sum(wpos * xx, seg, ids)) / m0
+    my = np.asarray(ndimage.sum(wpos * yy, seg, ids)) / m0
+    mxx = np.asarray(ndimage.sum(wpos * xx * xx, seg, ids)) / m0 - mx**2
+    myy = np.asarray(ndimage.sum(wpos * yy * yy, seg, ids)) / m0 - my**2
+    mxy = np.asarray(ndimage.sum(wpos * xx * yy, seg, ids)) / m0 - mx * my
+    tr, det = mxx + myy, mxx * myy - mxy**2
+    disc = np.sqrt(np.maximum(tr**2 / 4 - det, 0))
+    a2, b2 = np.maximum(tr / 2 + disc, 1e-6), np.maximum(tr / 2 - disc, 1e-6)
+    out[:, col["elongation"]] = np.sqrt(a2 / b2)
+    theta = 0.5 * np.arctan2(2 * mxy, mxx - myy)  # of the major axis, from x
+
+    # Half-light radius against the PSF's (FWHM / 2 for a Gaussian).
+    r, _ = sep.flux_radius(sub, mx, my, np.maximum(6 * np.sqrt(a2), 3.0), 0.5, subpix=5)
+    out[:, col["r50_psf"]] = np.nan_to_num(np.asarray(r)) / (fwhm / 2)
+
+    # Fitted trails: the nearest one's distance and the angle to it.
+    dist = np.full(n, 1e3)
+    angle = np.full(n, 90.0)
+    for t in trails:
+        d = np.abs(mx * np.cos(t.theta) + my * np.sin(t.theta) - t.rho)
+        along = -mx * np.sin(t.theta) + my * np.cos(t.theta)
+        d = np.where((along >= t.t0 - 20) & (along <= t.t1 + 20), d, 1e3)
+        trail_dir = t.theta + np.pi / 2  # direction along the trail
+        da = np.degrees(np.abs((theta - trail_dir + np.pi / 2) % np.pi - np.pi / 2))
+        closer = d < dist
+        dist, angle = np.where(closer, d, dist), np.where(closer, da, angle)
+    out[:, col["trail_dist"]] = np.minimum(dist, 1e3) / fwhm
+    out[:, col["trail_angle"]] = angle
+
+    # Local background and noise, S/N.
+    iy, ix = np.clip(np.round(my).astype(int), 0, h - 1), np.clip(np.round(mx).astype(int), 0, w - 1)
+    gback, grms = float(np.median(back)), max(float(bkg.globalrms), 1e-12)
+    out[:, col["back_rel"]] = (back[iy, ix] - gback) / grms
+    out[:, col["noise_rel"]] = rms[iy, ix] / grms
+    snr = flux / (rms[iy, ix] * np.sqrt(area))
+    out[:, col["log_snr"]] = np.log10(np.clip(snr, 1e-2, None))
+    out[:, col["log_flux"]] = np.log10(np.clip(flux / grms, 1e-2, None))
+
+    # Saturated pixels and edges.
+    sat = (flags & next(c.bit for c in CLASSES if c.abbr == "SAT")) != 0
+    if sat.any():
+        dsat = ndimage.distance_transform_edt(~sat)
+        out[:, col["sat_dist"]] = np.minimum(dsat[iy, ix], 500) / fwhm
+    else:
+        out[:, col["sat_dist"]] = 500 / fwhm
+    out[:, col["edge_dist"]] = np.minimum(np.minimum(mx, w - 1 - mx), np.minimum(my, h - 1 - my)) / fwhm
+    return np.nan_to_num(out, nan=0.0, posinf=1e3, neginf=-1e3).astype(np.float32)

@@ -1,0 +1,133 @@
+"""The per-detection score: features on constructed objects, the shipped
+model (checksum, exact tree evaluation), MD_CONTAM/MD_CLASS in every
+catalogue format of both engines, and --clean."""
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+from astropy.io import fits
+
+from maxidetect.cli import main
+from maxidetect.errors import WeightsError
+from maxidetect.extract.catalog import read_catalog
+from maxidetect.maps.trails import Trail
+from maxidetect.score.features import FEATURES, detection_features
+from maxidetect.score.model import ScoreModel, load_score_model
+
+from .conftest import EXAMPLE
+
+needs_sex = pytest.mark.skipif(not (shutil.which("source-extractor") or shutil.which("sex")),
+                               reason="SExtractor not installed")
+F = {name: k for k, name in enumerate(FEATURES)}
+
+
+def _gauss(shape, x, y, flux, fwhm):
+    yy, xx = np.indices(shape)
+    s = fwhm / 2.3548
+    return flux * np.exp(-0.5 * ((xx - x) ** 2 + (yy - y) ** 2) / s**2) / (2 * np.pi * s * s)
+
+
+def test_features_see_what_a_person_would():
+    rng = np.random.default_rng(0)
+    img = rng.normal(100, 3, (96, 96))
+    img += _gauss(img.shape, 30.2, 30.7, 3000, 3.5)  # a star
+    img[60, 60] += 600  # a cosmic ray
+    seg = np.zeros(img.shape, np.int32)
+    seg[24:38, 24:38] = 1
+    seg[59:62, 59:62] = 2
+    yy, xx = np.indices(img.shape)
+    along = np.abs((xx - 70) * np.sin(np.radians(20)) - (yy - 20) * np.cos(np.radians(20))) < 1.2
+    img[along & (xx > 62) & (xx < 82)] += 40  # a trail fragment at 20 deg
+    seg[along & (xx > 62) & (xx < 82)] = 3
+    flag = np.zeros(img.shape, np.int32)
+    flag[60, 60] = 1  # the network calls the ray CR
+    trail = Trail(theta=np.radians(20 + 90), rho=70 * np.cos(np.radians(110)) + 20 * np.sin(np.radians(110)),
+                  sigma=1.0, amplitude=5, t0=-500, t1=500, significance=10, source="test")
+    x = detection_features(img, np.ones_like(img), flag, seg, [1, 2, 3], fwhm=3.5, trails=[trail])
+    star, cr, frag = x
+    assert cr[F["sharpness"]] > 0.9 and star[F["sharpness"]] < 0.5  # sharper than the PSF
+    assert cr[F["peak_frac_psf"]] > 3 * star[F["peak_frac_psf"]]
+    assert 0.7 < star[F["r50_psf"]] < 1.4 and cr[F["r50_psf"]] < 0.5
+    assert cr[F["core_CR"]] == 1 and star[F["core_CR"]] == 0
+    assert frag[F["elongation"]] > 3 and frag[F["trail_dist"]] < 1 and frag[F["trail_angle"]] < 10
+    assert star[F["trail_dist"]] > 5
+
+
+def test_shipped_model_is_verified_and_evaluated_exactly(tmp_path, monkeypatch):
+    from maxidetect.network import weights
+
+    model = load_score_model()
+    assert model.classes[0] and "real" in model.classes and 0 < model.threshold < 1
+    x = np.random.default_rng(1).normal(0, 1, (50, len(FEATURES))).astype(np.float32)
+    p = model.predict_proba(x)
+    assert p.shape == (50, len(model.classes)) and np.allclose(p.sum(1), 1)
+    contam, cls = model.score(x)
+    assert np.all((contam >= 0.5) == (cls != "none"))
+    # A damaged model file is refused, naming it; a missing one too.
+    src = weights.weights_dir()
+    for name in ("manifest.json", model.source.split("/")[-1]):
+        shutil.copy(src / name, tmp_path / name)
+    spec = json.loads((tmp_path / model.source.split("/")[-1]).read_text())
+    spec["threshold"] = 0.01
+    (tmp_path / model.source.split("/")[-1]).write_text(json.dumps(spec))
+    monkeypatch.setenv("MAXIDETECT_WEIGHTS_DIR", str(tmp_path))
+    import maxidetect.score.model as sm
+
+    monkeypatch.setattr(sm, "_CACHE", {})
+    with pytest.raises(WeightsError, match="checksum"):
+        load_score_model()
+    (tmp_path / model.source.split("/")[-1]).unlink()
+    with pytest.raises(WeightsError, match="score model missing"):
+        load_score_model()
+
+
+def test_sklearn_trees_and_the_json_export_agree():
+    pytest.importorskip("sklearn")
+    from sklearn.ensemble import HistGradientBoostingClassifier
+
+    from maxidetect.training.score import export
+
+    rng = np.random.default_rng(2)
+    x = rng.normal(0, 1, (600, len(FEATURES)))
+    y = np.where(x[:, 0] + 0.5 * x[:, 3] > 0.3, "real", np.where(x[:, 5] > 0, "CR", "TRL"))
+    clf = HistGradientBoostingClassifier(max_iter=30, random_state=0).fit(x, y)
+    ours = ScoreModel(export(clf, {}))
+    np.testing.assert_allclose(ours.predict_proba(x), clf.predict_proba(x), atol=1e-12)
+
+
+@pytest.fixture
+def frame(tmp_path):
+    with fits.open(EXAMPLE) as h:
+        fits.PrimaryHDU(h[0].data[:256, :256].astype(np.float32), h[0].header).writeto(tmp_path / "f.fits")
+    return tmp_path / "f.fits"
+
+
+@pytest.mark.parametrize("ctype", ["FITS_1.0", "FITS_LDAC", "ASCII_HEAD"])
+@pytest.mark.parametrize("command", ["detect", pytest.param("sex", marks=needs_sex)])
+def test_score_columns_in_every_format_and_clean_drops_exactly_the_rows_above(frame, tmp_path, ctype, command,
+                                                                             capsys):
+    suffix = ".cat.fits" if ctype.startswith("FITS") else ".cat"
+    tag = "sep" if command == "detect" else "sex"
+    assert main([command, str(frame), "-CATALOG_TYPE", ctype, "-o", str(tmp_path / "all")]) == 0
+    full = read_catalog(tmp_path / "all" / f"f.{tag}{suffix}")
+    assert {"MD_CONTAM", "MD_CLASS"} <= set(full.colnames) and len(full) > 5
+    contam = np.asarray(full["MD_CONTAM"], float)
+    assert contam.min() >= 0 and contam.max() <= 1
+    assert set(np.unique(full["MD_CLASS"])) <= set(load_score_model().classes) | {"none"}
+    thr = float(np.median(contam))
+    assert main([command, str(frame), "-CATALOG_TYPE", ctype, "-o", str(tmp_path / "clean"), "--clean",
+                 "--contam-threshold", f"{thr}"]) == 0
+    clean = read_catalog(tmp_path / "clean" / f"f.{tag}{suffix}")
+    assert len(clean) == int((contam < thr).sum())
+    np.testing.assert_allclose(np.sort(np.asarray(clean["MD_CONTAM"], float)), np.sort(contam[contam < thr]),
+                               rtol=1e-5)
+    capsys.readouterr()
+
+
+def test_no_detection_gives_an_empty_catalogue_with_the_columns(tmp_path):
+    fits.PrimaryHDU(np.random.default_rng(3).normal(100, 1, (64, 64)).astype(np.float32)).writeto(tmp_path / "n.fits")
+    assert main(["detect", str(tmp_path / "n.fits"), "--no-mask", "-DETECT_THRESH", "50"]) == 0
+    cat = read_catalog(tmp_path / "n.nomask.sep.cat.fits")
+    assert len(cat) == 0 and "MD_CONTAM" in cat.colnames
