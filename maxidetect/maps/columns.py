@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["LineDefect", "find_column_defects", "column_model"]
+__all__ = ["LineDefect", "find_column_defects", "column_model", "edge_blocks"]
 
 
 @dataclass
@@ -144,6 +144,69 @@ def _drop_clusters(segs: list[LineDefect], width: int = 3, strong: float = 10.0)
     return keep
 
 
+def _drop_edge_blocks(z: np.ndarray, valid: np.ndarray, level: float = 10.0) -> None:
+    """Columns or rows at an edge of the frame that are not sky at all
+    (overscan, prescan, a vignetted border: their median is far from the
+    background) are left out, in place: next to them every sky column would
+    look hot."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        for axis in (0, 1):
+            med = np.nanmedian(z, axis=axis)
+            off = ~np.isfinite(med) | (np.abs(np.nan_to_num(med)) > level)
+            n = len(med)
+            lo = 0
+            while lo < n and off[lo]:
+                lo += 1
+            hi = n
+            while hi > 0 and off[hi - 1]:
+                hi -= 1
+            for sl in (slice(0, lo), slice(hi, n)):
+                idx = (slice(None), sl) if axis == 0 else (sl, slice(None))
+                z[idx] = np.nan
+                valid[idx] = False
+
+
+def edge_blocks(image: np.ndarray, noise: float, nsigma: float = 20.0, max_fraction: float = 0.1) -> np.ndarray:
+    """Columns and rows at the frame's edges that hold no sky: their median
+    lies ``nsigma`` noise units or more *below* the frame's (overscan and
+    prescan are bias only; vignetted borders are dark), contiguous from the
+    edge, at most ``max_fraction`` of the frame. bool (H, W)."""
+    data = np.nan_to_num(np.asarray(image, np.float32))
+    out = np.zeros(data.shape, bool)
+    for axis in (0, 1):
+        med = np.median(data, axis=axis)
+        n = len(med)
+        ref = np.median(med[n // 4: 3 * n // 4])
+        low = (ref - med) > nsigma * noise
+        cap = int(max_fraction * n)
+        lo = 0
+        while lo < cap and low[lo]:
+            lo += 1
+        hi = n
+        while n - hi < cap and low[hi - 1]:
+            hi -= 1
+        for sl in (slice(0, lo), slice(hi, n)):
+            out[(slice(None), sl) if axis == 0 else (sl, slice(None))] = True
+    return out
+
+
+def _merge(segs: list[LineDefect], max_gap: int = 64) -> list[LineDefect]:
+    """Segments of one column (same sign) closer than ``max_gap`` px are one
+    defect: the gaps are stars masked out of the statistics, not a repair."""
+    out: list[LineDefect] = []
+    for s in sorted(segs, key=lambda d: (d.axis, d.index, np.sign(d.level), d.start)):
+        last = out[-1] if out else None
+        if (last is not None and (last.axis, last.index) == (s.axis, s.index)
+                and np.sign(last.level) == np.sign(s.level) and s.start - last.stop <= max_gap):
+            n1, n2 = last.stop - last.start, s.stop - s.start
+            out[-1] = LineDefect(s.axis, s.index, last.start, max(last.stop, s.stop),
+                                 (last.level * n1 + s.level * n2) / (n1 + n2))
+        else:
+            out.append(s)
+    return out
+
+
 def column_model(shape, segments: list[LineDefect]) -> np.ndarray:
     """The segments' offsets in noise units (for subtraction), float32 (H, W)."""
     out = np.zeros(shape, np.float32)
@@ -172,9 +235,10 @@ def find_column_defects(snr: np.ndarray, masked: np.ndarray, nsigma: float = 5.0
     z = np.asarray(snr, np.float32).copy()
     valid = ~masked & np.isfinite(z)
     z[~valid] = np.nan
+    _drop_edge_blocks(z, valid)
     bin_rows = max(8, min(bin_rows, min_length * 2))
     out = _segments(z, valid, 1, bin_rows, nsigma, min_length, min_level)
     if rows:
         out += _segments(np.ascontiguousarray(z.T), np.ascontiguousarray(valid.T), 0, bin_rows, nsigma, min_length,
                          min_level)
-    return _drop_clusters(out)
+    return _merge(_drop_clusters(out))

@@ -96,8 +96,9 @@ def _saturation(image: np.ndarray, header) -> float:
 def measure_frame(image: np.ndarray, bad: np.ndarray | None = None, header=None, mesh: int = 64) -> FrameStats:
     """Background, noise, sources and PSF of a raw 2-D image.
 
-    ``bad``: pixels to leave out of the background and whose objects are
-    not used for the PSF (the defects the network found: cosmic rays and hot
+    ``bad``: pixels to leave out of the background (also overscan: its step
+    would ring through the background spline) and whose objects are not used
+    for the PSF (the defects the network found: cosmic rays and hot
     pixels are sharp and would pass for an undersampled PSF). A frame whose
     PSF cannot be measured (no stars, all noise, all saturated) gets
     :data:`DEFAULT_FWHM` and a :class:`MaxidetectWarning`.

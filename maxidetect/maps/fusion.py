@@ -32,7 +32,7 @@ from scipy import ndimage
 
 from maxidetect.classes import CLASSES
 from maxidetect.errors import MaxidetectWarning
-from maxidetect.maps.columns import LineDefect, column_model, find_column_defects
+from maxidetect.maps.columns import LineDefect, column_model, edge_blocks, find_column_defects
 from maxidetect.maps.frame import FrameStats, measure_frame
 from maxidetect.maps.policy import MapPolicy
 from maxidetect.maps.stars import protect_sources
@@ -72,6 +72,12 @@ class FusionReport:
                 ("MDNCOL", len(self.columns), "bad column/row segments found"),
                 ("MDNPROT", self.sources_protected, "sources protected from zero weight"),
                 ("MDNREL", self.released_pixels, "pixels released to flag-only")] + trails
+
+
+def _noise_estimate(image: np.ndarray) -> float:
+    """The per-pixel noise from pixel differences (robust to sources and steps)."""
+    d = np.diff(np.nan_to_num(np.asarray(image, np.float32)), axis=1)
+    return float(1.4826 * np.median(np.abs(d - np.median(d))) / np.sqrt(2))
 
 
 def _grow(mask: np.ndarray, n: int) -> np.ndarray:
@@ -144,17 +150,31 @@ def fuse(image: np.ndarray, flags: np.ndarray, policy: MapPolicy,
         return (flags & BIT[abbr]) != 0
 
     sharp = net("CR") | net("HP")
+    # Overscan left in the background meshes makes the spline ring along the
+    # frame's columns: column-like residuals over its whole height. The
+    # network's OV pixels, and edge blocks with no sky by their statistics.
+    sky_free = edge_blocks(image, _noise_estimate(image))
+    if act["OV"] != "none":
+        flags[sky_free] |= BIT["OV"]
+    overscan = net("OV") | sky_free
+    overscan = ndimage.binary_dilation(overscan, iterations=3) if overscan.any() else overscan
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", MaxidetectWarning)
-        stats = measure_frame(image, bad=sharp, header=header)
+        stats = measure_frame(image, bad=sharp | overscan, header=header)
     for w in caught:
         warnings.warn(str(w.message), MaxidetectWarning, stacklevel=2)
     report.fwhm, report.fwhm_measured = stats.fwhm, stats.fwhm_measured
     z = stats.snr(image)
     saturated = net("SAT") | (np.isfinite(stats.saturation) & (np.nan_to_num(image) >= stats.saturation))
     around_sat = ndimage.binary_dilation(saturated, iterations=5) if saturated.any() else saturated
-    spikes = ndimage.binary_dilation(net("SP"), iterations=3) if net("SP").any() else net("SP")
-    overscan = ndimage.binary_dilation(net("OV"), iterations=3) if net("OV").any() else net("OV")
+    # Spikes come out of bright (saturated) stars: the network's SP components
+    # that touch one are left out of the trail search; elsewhere the network
+    # calls a trail a spike as often (measured), and the search decides.
+    spikes = net("SP")
+    if spikes.any():
+        lab, _ = ndimage.label(spikes, structure=np.ones((3, 3)))
+        near_star = np.unique(lab[ndimage.binary_dilation(saturated, iterations=25) & (lab > 0)])
+        spikes = ndimage.binary_dilation(np.isin(lab, near_star[near_star > 0]), iterations=3)
     masked = stats.source_mask(2) | around_sat | spikes | overscan | sharp
     # Diffuse light the network found (fringes, nebulae) has stripes and kinks
     # that pass for columns: left out of their search (trails are checked for
@@ -163,7 +183,7 @@ def fuse(image: np.ndarray, flags: np.ndarray, policy: MapPolicy,
 
     # -- trails (before the columns: a steep trail crossing columns would
     # otherwise pass for many short column segments)
-    report.trails = find_trails(z, masked | net("HCL") | net("DCL"), network_trl=net("TRL"), diffuse=diffuse)
+    report.trails = find_trails(z, masked, network_trl=net("TRL"), diffuse=diffuse)
     trl_mask = np.zeros(flags.shape, bool)
     model = np.zeros(flags.shape, np.float32)
     for t in report.trails:
@@ -184,6 +204,7 @@ def fuse(image: np.ndarray, flags: np.ndarray, policy: MapPolicy,
             flags[sl] |= BIT[cls]
         if act[cls] == "zero":
             col_mask[sl] = True
+    trl_line = trl_mask.copy()
     if act["TRL"] != "zero":
         trl_mask[:] = False
 
@@ -207,6 +228,8 @@ def fuse(image: np.ndarray, flags: np.ndarray, policy: MapPolicy,
     independent = np.zeros(flags.shape, bool)
     for a in INDEPENDENT:
         independent |= class_zero(a)
+    if act["OV"] == "zero":
+        independent |= sky_free
     other = np.zeros(flags.shape, bool)  # what else the policy zeroes (e.g. SP=zero): as the network made it
     for a in BIT:
         if BIT[a] and a not in RELEASABLE and a not in INDEPENDENT:
@@ -221,6 +244,11 @@ def fuse(image: np.ndarray, flags: np.ndarray, policy: MapPolicy,
     report.released_pixels = int(released.sum())
 
     zero = (candidates & ~released) | independent | other
+    if lacos is not None:
+        # L.A.Cosmic alone, refuted by rule 1 or explained by a fitted line: not a cosmic ray at all.
+        refuted = lacos & ~net("CR") & (released | trl_line | col_mask)
+        flags[refuted] &= ~BIT["CR"]
+        lacos &= ~refuted
     # Cosmic rays keep a one-pixel halo (their faint wings), never over a protected source.
     cr_zero = zero & (net("CR") | (lacos if lacos is not None else False))
     if cr_zero.any() and act["CR"] == "zero":
