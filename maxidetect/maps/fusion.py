@@ -65,7 +65,7 @@ class FusionReport:
     def header_cards(self) -> list[tuple]:
         trails = [(f"MDTRL{k + 1}", f"{t.theta:.6f},{t.rho:.2f},{t.sigma:.2f},{t.t0:.1f},{t.t1:.1f}",
                    "trail th,rho,sig,t0,t1") for k, t in enumerate(self.trails[:99])]
-        return [("MDFUSED", True, "maps fused with frame evidence (maxidetect.maps.fusion)"),
+        return [("MDFUSED", True, "maps fused with frame evidence"),
                 ("MDFWHM", round(self.fwhm, 3), "PSF FWHM used by rule 1 [pix]"),
                 ("MDFWHMOK", self.fwhm_measured, "PSF measured on the frame (else default)"),
                 ("MDNTRL", len(self.trails), "trails fitted and masked end to end"),

@@ -61,12 +61,13 @@ class _GraphOps:
     """:class:`maxidetect.network.architecture.Ops` emitting ONNX nodes (NCHW)."""
 
     def __init__(self, weights: dict[str, tuple[np.ndarray, np.ndarray]], n_classes: int,
-                 shape: tuple[int, int] | None):
+                 shape: tuple[int, int] | None, switches: str = "indices"):
         from onnx import helper, numpy_helper
 
         self.h, self.np_helper = helper, numpy_helper
         self.w = weights
         self.n_classes = n_classes
+        self.switches = switches
         # Spatial size at each pooling level, for inputs not on the 32 px grid.
         self.sizes = None
         if shape is not None:
@@ -96,11 +97,13 @@ class _GraphOps:
         self.inits.append(self.np_helper.from_array(np.ascontiguousarray(arr, dtype=dtype), name))
         return name
 
-    def _index_const(self, name: str, values: list[int]) -> str:
-        """A shared int64 constant (Slice starts, ends, axes)."""
+    def _index_const(self, name: str, values) -> str:
+        """A shared constant: int64 (Slice starts, ends, axes, Split sizes)
+        unless ``values`` is a float array."""
         if name not in self.consts:
             self.consts.add(name)
-            self._init(name, values, np.int64)
+            dtype = values.dtype if isinstance(values, np.ndarray) else np.int64
+            self._init(name, values, dtype)
         return name
 
     def _conv(self, name: str, x: str, kernel: np.ndarray, bias: np.ndarray, relu: bool) -> str:
@@ -142,12 +145,46 @@ class _GraphOps:
         self.head_branches.add(branch)
 
     def pool(self, x):
+        if self.switches == "masks":
+            return self._pool_masks(x)
         y, idx = self._node("MaxPool", [x], n_out=2, kernel_shape=[2, 2], strides=[2, 2], ceil_mode=1)
         self._same_width(x, y)
         self.n_pools += 1
         return y, (idx, self.n_pools - 1)
 
+    def _pool_masks(self, x):
+        """2x2 max-pool whose switches are four boolean maps, one per window
+        position in raster order, each true where that position holds the
+        window's first maximum (TensorFlow's tie rule). Only SpaceToDepth,
+        comparisons and logic: runtimes without MaxUnpool (OpenVINO) and
+        quantisers take it, and the result equals the indices form exactly."""
+        blocks = self._node("SpaceToDepth", [x], blocksize=2)[0]
+        c = self.width.get(x) or self._channels(x)
+        parts = self._node("Split", [blocks, self._index_const(f"split4_{c}", [c] * 4)], n_out=4, axis=1)
+        y = self._node("Max", parts)[0]
+        taken, masks = None, []
+        for i, part in enumerate(parts[:3]):
+            eq = self._node("Equal", [part, y])[0]
+            first = eq if taken is None else self._node("And", [eq, self._node("Not", [taken])[0]])[0]
+            masks.append(first)
+            taken = first if taken is None else self._node("Or", [taken, first])[0]
+        masks.append(self._node("Not", [taken])[0])
+        mask = self._node("Concat", masks, axis=1)[0]
+        self._same_width(x, y)
+        self.n_pools += 1
+        return y, ("masks", mask)
+
+    def _channels(self, x: str) -> int:
+        raise ValueError(f"channel count of {x} unknown")
+
     def unpool(self, v, switches):
+        if switches[0] == "masks":
+            tiled = self._node("Concat", [v] * 4, axis=1)[0]
+            zero = self._index_const("zero_f", np.zeros((), np.float32))
+            y = self._node("DepthToSpace", [self._node("Where", [switches[1], tiled, zero])[0]],
+                           blocksize=2, mode="DCR")[0]
+            self._same_width(v, y)
+            return y
         idx, level = switches
         pads = [0, 0, 0, 0]
         if self.sizes is not None:
@@ -189,7 +226,7 @@ PARTS = ("full", "stem", "core", "head")
 
 
 def build_graph(weights: dict[str, tuple[np.ndarray, np.ndarray]], shape: tuple[int, int] | None = None,
-                part: str = "full"):
+                part: str = "full", switches: str = "indices"):
     """The network, or one part of it, as an ``onnx.ModelProto``.
 
     Parameters
@@ -207,6 +244,12 @@ def build_graph(weights: dict[str, tuple[np.ndarray, np.ndarray]], shape: tuple[
         ``"stem"``: ``x`` -> ``p2`` (1/4 resolution); ``"core"``: ``p2`` ->
         the maps named in :data:`~maxidetect.network.architecture.CORE_OUTPUTS`;
         ``"head"``: ``x`` and those maps -> ``y``.
+    switches : {"indices", "masks"}
+        How max-pooling remembers its maxima for unpooling: ONNX's
+        ``MaxPool`` indices and ``MaxUnpool`` (any size), or boolean
+        position masks with ``SpaceToDepth``/``DepthToSpace`` (sizes on the
+        32 px grid; for runtimes and quantisers without ``MaxUnpool``).
+        Both give identical results.
 
     Returns
     -------
@@ -225,7 +268,11 @@ def build_graph(weights: dict[str, tuple[np.ndarray, np.ndarray]], shape: tuple[
     if missing:
         raise ValueError(f"weights lack layers: {', '.join(missing)}")
     n_classes = int(weights["final_conv"][0].shape[3])
-    ops = _GraphOps(weights, n_classes, shape)
+    if switches not in ("indices", "masks"):
+        raise ValueError(f"switches must be 'indices' or 'masks', got {switches!r}")
+    if switches == "masks" and shape is not None:
+        raise ValueError("mask switches need sizes on the 32 px grid (shape=None)")
+    ops = _GraphOps(weights, n_classes, shape, switches)
 
     def tensor(name, channels):
         return helper.make_tensor_value_info(name, TensorProto.FLOAT, ["N", channels, "H", "W"])
@@ -270,10 +317,17 @@ def _part_widths(weights) -> tuple[int, list[tuple[str, int]]]:
 
 
 def _drop_unused_outputs(nodes, graph_outputs: set[str]) -> None:
-    """Drop the MaxPool indices outputs that nothing reads (the stem's, when
-    run alone; a pooled map nobody reads is still computed, being MaxPool's
-    required output)."""
-    used = {i for n in nodes for i in n.input} | graph_outputs
+    """Drop what nothing reads: nodes whose outputs are all unused (the
+    stem's switch masks when it runs alone) and MaxPool indices outputs (a
+    pooled map nobody reads is still computed, being MaxPool's required
+    output)."""
+    used = set(graph_outputs)
+    keep = []
+    for n in reversed(nodes):
+        if any(o in used for o in n.output):
+            keep.append(n)
+            used.update(n.input)
+    nodes[:] = keep[::-1]
     for n in nodes:
         if n.op_type == "MaxPool" and len(n.output) == 2 and n.output[1] not in used:
             del n.output[1]
