@@ -198,6 +198,8 @@ def cmd_pipeline(args) -> int:
             reused = f"; reused {', '.join(r.reused)}" if r.reused else ""
             timing = f" ({r.seconds:.1f} s)" if args.verbose else ""
             progress.write(f"{r.input} -> {', '.join(r.outputs)}{timing}{reused}")
+            if args.verbose and r.stages:
+                progress.write("  time: " + ", ".join(f"{k} {v:.2f} s" for k, v in _by_stage(r.stages)), err=True)
         if job.kind == "maps" and len(r.outputs) == 2:
             from maxidetect.maps.writer import sextractor_args
 
@@ -225,6 +227,13 @@ def cmd_pipeline(args) -> int:
               f"{c['failed']} failed in {summary.seconds:.1f} s ({info['mpix_per_s']:.2f} MPix/s, {summary.mode}, "
               f"{summary.workers} worker(s))", file=sys.stderr)
     return 1 if summary.failed else 0
+
+
+def _by_stage(seconds: dict) -> list[tuple[str, float]]:
+    """Stage times in data-flow order (:data:`maxidetect.timing.STAGES`), unknown ones last."""
+    from maxidetect.timing import STAGES
+
+    return sorted(seconds.items(), key=lambda kv: STAGES.index(kv[0]) if kv[0] in STAGES else len(STAGES))
 
 
 _TAKES_VALUE_RE = re.compile(r"^-[A-Z][A-Z0-9_]*$")

@@ -33,6 +33,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
+from maxidetect import timing
 from maxidetect.errors import ConfigError, InputError, MaxidetectError, MaxidetectWarning
 from maxidetect.files import InputSpec, atomic_output, exists_message, input_clash, parse_input, protected
 from maxidetect.pipeline import Job, make_catalog, make_maps, make_masks, planned_outputs
@@ -61,6 +62,7 @@ class FileResult:
     tracking: float | None = None
     peak_rss_mb: float = 0.0  # of the worker process, so far
     reused: list[str] = field(default_factory=list)  # products taken from an earlier run
+    stages: dict[str, float] = field(default_factory=dict)  # seconds per stage (maxidetect.timing)
 
 
 @dataclass
@@ -287,7 +289,7 @@ def process_file(job: Job, spec, inputs=()) -> FileResult:
     res = FileResult(input=str(spec), status="failed", worker=f"{os.uname().nodename}:{os.getpid()}")
     mine = [spec.path] + ([Path(job.maps.weight_image)] if job.maps.weight_image else []) + [Path(p) for p in inputs]
     try:
-        with protected(mine), warnings.catch_warnings(record=True) as caught:
+        with protected(mine), warnings.catch_warnings(record=True) as caught, timing.record() as res.stages:
             warnings.simplefilter("always", MaxidetectWarning)
             made = _process(job, spec, res)
         res.warnings = [str(w.message) for w in caught if issubclass(w.category, MaxidetectWarning)]

@@ -23,6 +23,7 @@ from maxidetect.files import (
     plane_shape,
     select_hdus,
 )
+from maxidetect.timing import stage
 
 __all__ = ["detect_file", "ENGINES"]
 
@@ -93,12 +94,14 @@ def detect_file(
                 continue
             if shape is None:
                 raise InputError(f"{where}: the detection engine needs 2-D images, got shape {hdu.shape}")
-            data = hdu.data.reshape(shape)  # length-1 axes dropped, as SExtractor does
+            with stage("read"):
+                data = hdu.data.reshape(shape)  # length-1 axes dropped, as SExtractor does
             weight = flag = None
             if wmaps is not None:
                 if k_map >= len(wmaps) or k_map >= len(fmaps):
                     raise InputError(f"{maps[0]}: has no map for image HDU {index}")
-                weight, flag = wmaps[k_map].data, fmaps[k_map].data
+                with stage("read"):
+                    weight, flag = wmaps[k_map].data, fmaps[k_map].data
                 for arr, name in ((weight, maps[0]), (flag, maps[1])):
                     if arr is None or arr.shape != shape:
                         got = None if arr is None else arr.shape
@@ -107,7 +110,8 @@ def detect_file(
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always", MaxidetectWarning)
                 try:
-                    det = run(data, cfg, weight=weight, flag=flag, header=hdu.header, params=params)
+                    with stage("extract"):
+                        det = run(data, cfg, weight=weight, flag=flag, header=hdu.header, params=params)
                 except ValueError as exc:
                     raise InputError(f"{where}: {exc}") from None
             for w in caught:
@@ -115,7 +119,8 @@ def detect_file(
                     warnings.warn(f"{where}: {w.message}", w.category, stacklevel=2)
             t = det.catalog
             if on_table is not None:
-                t = on_table(t, data, weight, flag, det.segmentation, fmaps[k_map - 1].header if fmaps else None)
+                with stage("score"):
+                    t = on_table(t, data, weight, flag, det.segmentation, fmaps[k_map - 1].header if fmaps else None)
             if params and "EXT_NUMBER" in [p.upper() for p in params]:
                 t["EXT_NUMBER"] = np.full(len(t), index, np.int16)
             t.meta["EXTNUM"] = index
@@ -136,7 +141,8 @@ def detect_file(
             if h is not None:
                 h.close()
     protect = [spec.path] + (list(maps) if maps else [])
-    return write_catalog(tables, catalog, ctype, headers=headers, overwrite=overwrite, protect=protect)
+    with stage("catalog_write"):
+        return write_catalog(tables, catalog, ctype, headers=headers, overwrite=overwrite, protect=protect)
 
 
 def _release(hdu) -> None:

@@ -30,6 +30,7 @@ from maxidetect.files import (
     publish,
     stamp_provenance,
 )
+from maxidetect.timing import stage
 
 __all__ = ["FLAG_COLUMNS", "CATALOG_SUFFIX", "SExtractorRun", "build_command", "run_sextractor", "default_catalog",
            "catalog_target", "extra_outputs"]
@@ -214,7 +215,8 @@ def run_sextractor(
                 over["CHECKIMAGE_NAME"] = ",".join(names + [str(segmentation)])
         run_config = config.with_overrides(over)
         cmd = build_command(exe, replace(spec, path=readable), run_config, maps, part, ctype, tmp)
-        proc = subprocess.run(cmd, capture_output=True, text=True, errors="replace")
+        with stage("extract"):
+            proc = subprocess.run(cmd, capture_output=True, text=True, errors="replace")
         err = _error_line(proc.stderr)
         if proc.returncode != 0 or err:
             raise SExtractorError(
@@ -223,7 +225,8 @@ def run_sextractor(
         if part.stat().st_size == 0 and ctype != "NONE":
             raise SExtractorError(f"{spec}: SExtractor wrote an empty catalogue")
         if segmentation is not None:
-            postprocess(part, ctype, segmentation)
+            with stage("score"):
+                postprocess(part, ctype, segmentation)
         for final, staged_path in staged.items():
             if ctype == "NONE" and final == catalog:
                 continue

@@ -152,7 +152,8 @@ def _drop_edge_blocks(z: np.ndarray, valid: np.ndarray, level: float = 10.0) -> 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         for axis in (0, 1):
-            med = np.nanmedian(z, axis=axis)
+            # every 4th pixel along the line: a block of non-sky is far off, medians need no precision
+            med = np.nanmedian(z[::4] if axis == 0 else z[:, ::4], axis=axis)
             off = ~np.isfinite(med) | (np.abs(np.nan_to_num(med)) > level)
             n = len(med)
             lo = 0

@@ -212,8 +212,8 @@ def _psf_fwhm(sub, objs, seg, rms, saturation_above_sky, bad) -> tuple[float | N
         idx = np.flatnonzero(ok)
         ok[idx[near]] = False
     idx = np.flatnonzero(ok)
-    if len(idx) > 400:  # the brightest are enough
-        idx = idx[np.argsort(-snr[idx])[:400]]
+    if len(idx) > 150:  # the brightest are enough for a median width
+        idx = idx[np.argsort(-snr[idx])[:150]]
     if len(idx) < _MIN_STARS:
         return None, int(len(idx))
     hs = int(np.clip(np.ceil(4 * np.percentile(objs["a"][idx], 75)), 6, 12))

@@ -57,41 +57,58 @@ def _pixel_gauss(offsets: np.ndarray, sigma: float) -> np.ndarray:
     return 0.5 * (erf((offsets + 0.5) / s) - erf((offsets - 0.5) / s))
 
 
-def _fit_family(d, var, use, ys, xs, cy, cx, sig_psf, widths=_WIDTHS):
+def _fit_family(d, var, use, ys, xs, cy, cx, sig_psf, widths=_WIDTHS, top=4):
     """Best (chi2, A, snr_A, source model) of a plane + A * Gaussian over the
     grid of widths and sub-pixel centres, fitting only ``use`` pixels; chi2
-    with model error. All grid models are solved at once (4x4 normal equations)."""
+    with model error.
+
+    The Gaussians are separable, so every sum the 4x4 normal equations need
+    is a product of small matrices (profile along y, weights, profile along
+    x) and all grid models are solved at once; the plain chi2 of each follows
+    from the solution. The ``top`` models by plain chi2 are then scored with
+    the model error, which needs their pixels."""
     w0 = np.where(use, 1.0 / var, 0.0)
-    yy, xx = np.meshgrid(ys - ys.mean(), xs - xs.mean(), indexing="ij")
-    plane = (np.ones_like(yy), yy, xx)
+    yv, xv = ys - ys.mean(), xs - xs.mean()
     sig = np.asarray(widths)[:, None] * sig_psf  # (n_w, 1)
     gy = _pixel_gauss(ys[None, None, :] - (cy + _OFFSETS)[None, :, None], sig[:, :, None])  # (n_w, n_off, h)
     gx = _pixel_gauss(xs[None, None, :] - (cx + _OFFSETS)[None, :, None], sig[:, :, None])  # (n_w, n_off, w)
-    g = gy[:, :, None, :, None] * gx[:, None, :, None, :]  # (n_w, n_off, n_off, h, w)
-    g = g.reshape(-1, *d.shape)
-    g /= g.max(axis=(1, 2), keepdims=True)
-    wg = w0 * g
-    n = len(g)
-    normal = np.empty((n, 4, 4))
-    rhs = np.empty((n, 4))
-    normal[:, 0, 0] = (wg * g).sum(axis=(1, 2))
-    for a, col in enumerate(plane, 1):
-        normal[:, 0, a] = normal[:, a, 0] = (wg * col).sum(axis=(1, 2))
-        for b in range(a, 4):
-            normal[:, a, b] = normal[:, b, a] = (w0 * col * plane[b - 1]).sum()
-        rhs[:, a] = (w0 * col * d).sum()
-    rhs[:, 0] = (wg * d).sum(axis=(1, 2))
+    gy /= gy.max(axis=-1, keepdims=True)  # peak 1: the separable product's maximum is the product of maxima
+    gx /= gx.max(axis=-1, keepdims=True)
+
+    def sums(left, m, right):  # sum over pixels of left(y) * m * right(x), every (width, y offset, x offset)
+        return np.matmul(np.matmul(left, m), np.swapaxes(right, 1, 2)).reshape(-1)
+
+    wd = w0 * d
+    normal = np.empty((gy.shape[0] * gy.shape[1] ** 2, 4, 4))
+    rhs = np.empty(normal.shape[:2])
+    normal[:, 0, 0] = sums(gy * gy, w0, gx * gx)
+    normal[:, 0, 1] = normal[:, 1, 0] = sums(gy, w0, gx)
+    normal[:, 0, 2] = normal[:, 2, 0] = sums(gy * yv, w0, gx)
+    normal[:, 0, 3] = normal[:, 3, 0] = sums(gy, w0, gx * xv)
+    yy, xx = yv[:, None], xv[None, :]
+    plane = (np.ones_like(w0), yy + 0 * xx, xx + 0 * yy)
+    for a in range(3):
+        for b in range(a, 3):
+            normal[:, a + 1, b + 1] = normal[:, b + 1, a + 1] = (w0 * plane[a] * plane[b]).sum()
+        rhs[:, a + 1] = (wd * plane[a]).sum()
+    rhs[:, 0] = sums(gy, wd, gx)
     normal += np.eye(4) * 1e-9 * np.trace(normal, axis1=1, axis2=2)[:, None, None]
     coef = np.linalg.solve(normal, rhs[..., None])[..., 0]
-    a = coef[:, 0]
-    src = a[:, None, None] * g
-    model = src + coef[:, 1, None, None] + coef[:, 2, None, None] * yy + coef[:, 3, None, None] * xx
-    var_m = var + (MODEL_ERROR * np.maximum(src, 0.0)) ** 2
-    chi2 = np.where(use, (d - model) ** 2 / var_m, 0.0).sum(axis=(1, 2))
-    k = int(np.argmin(chi2))
+    plain = (wd * d).sum() - np.einsum("ij,ij->i", coef, rhs)  # chi2 without model error
+    n_off = gy.shape[1]
+    best = None
+    for k in np.argsort(plain)[:top]:
+        i, r = divmod(int(k), n_off * n_off)
+        src = coef[k, 0] * gy[i, r // n_off][:, None] * gx[i, r % n_off][None, :]
+        model = src + coef[k, 1] + coef[k, 2] * yy + coef[k, 3] * xx
+        var_m = var + (MODEL_ERROR * np.maximum(src, 0.0)) ** 2
+        chi2 = float(np.where(use, (d - model) ** 2 / var_m, 0.0).sum())
+        if best is None or chi2 < best[0]:
+            best = (chi2, int(k), src)
+    chi2, k, src = best
     cov = np.linalg.inv(normal[k])
     sig_a = np.sqrt(max(cov[0, 0], 1e-30))
-    return float(chi2[k]), float(a[k]), float(a[k] / sig_a), src[k]
+    return chi2, float(coef[k, 0]), float(coef[k, 0] / sig_a), src
 
 
 def _solve(w, cols, d):

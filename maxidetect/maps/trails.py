@@ -51,13 +51,6 @@ class Trail:
         return self.t1 - self.t0
 
 
-def _coords(shape, theta, rho, box=None):
-    """(dist, along) of every pixel (or of a box of pixels)."""
-    ys, xs = (np.ogrid[box[0], box[1]] if box is not None else np.ogrid[:shape[0], :shape[1]])
-    c, s = np.cos(theta), np.sin(theta)
-    return xs * c + ys * s - rho, -xs * s + ys * c
-
-
 def trails_from_header(header) -> list[Trail]:
     """The trails recorded in a map's header (MDTRLn cards of the fusion)."""
     out = []
@@ -70,17 +63,29 @@ def trails_from_header(header) -> list[Trail]:
     return out
 
 
+def _segment(shape, theta, rho, half_width, t0, t1):
+    """(ys, xs, dist) of the pixels within ``half_width`` of a line, between
+    ``t0`` and ``t1`` along it (only the band around the line is visited)."""
+    ys, xs, dist, along = _band(shape, theta, rho, half_width)
+    keep = (along >= t0) & (along <= t1)
+    return ys[keep], xs[keep], dist[keep]
+
+
 def trail_mask(shape, trail: Trail, margin: float = 10.0) -> np.ndarray:
     """The pixels a trail covers, end to end, bool (H, W)."""
-    dist, along = _coords(shape, trail.theta, trail.rho)
-    return (np.abs(dist) <= trail.half_width) & (along >= trail.t0 - margin) & (along <= trail.t1 + margin)
+    mask = np.zeros(shape, bool)
+    ys, xs, _ = _segment(shape, trail.theta, trail.rho, trail.half_width, trail.t0 - margin, trail.t1 + margin)
+    mask[ys, xs] = True
+    return mask
 
 
 def trail_model(shape, trail: Trail) -> np.ndarray:
     """The trail's Gaussian profile in noise units (for subtraction), float32."""
-    dist, along = _coords(shape, trail.theta, trail.rho)
-    inside = (along >= trail.t0) & (along <= trail.t1)
-    return (trail.amplitude * np.exp(-0.5 * (dist / trail.sigma) ** 2) * inside).astype(np.float32)
+    model = np.zeros(shape, np.float32)
+    # 8 sigma: beyond it the profile is below 1e-14 of its peak
+    ys, xs, dist = _segment(shape, trail.theta, trail.rho, 8.0 * trail.sigma, trail.t0, trail.t1)
+    model[ys, xs] = trail.amplitude * np.exp(-0.5 * (dist / trail.sigma) ** 2)
+    return model
 
 
 def _hough(z: np.ndarray, valid: np.ndarray, n_theta: int):
@@ -214,16 +219,15 @@ def _refine_line(z, valid, theta, rho, band=30.0):
 
 def _verify(z, valid, theta, rho, min_length, window_snr, source, band=24.0) -> Trail | None:
     """Fit the profile across a candidate line and find its extent along it."""
-    dist, along = _coords(z.shape, theta, rho)
-    near = (np.abs(dist) <= band) & valid
+    ys, xs, dist, along = _band(z.shape, theta, rho, band)
+    near = valid[ys, xs]
     if near.sum() < min_length:
         return None
-    d, t, v = dist[near], along[near], z[near]
+    d, t, v = dist[near], along[near], z[ys[near], xs[near]]
     # Across: medians in 0.5 px bins, then a Gaussian (offset, width, amplitude).
     edges = np.arange(-band, band + 0.5, 0.5)
-    idx = np.digitize(d, edges) - 1
-    prof = np.array([np.median(v[idx == i]) if np.any(idx == i) else 0.0 for i in range(len(edges) - 1)])
     centres = edges[:-1] + 0.25
+    prof = _bin_medians(v, np.digitize(d, edges) - 1, len(centres))
     best = None
     for sig in (0.5, 0.7, 1.0, 1.4, 2.0, 2.8, 3.6):
         for off in np.arange(-3.0, 3.01, 0.25):
@@ -280,6 +284,21 @@ def _verify(z, valid, theta, rho, min_length, window_snr, source, band=24.0) -> 
     total = float(np.nansum(tot[a:b + 1]) / np.sqrt(max(n[a:b + 1].sum(), 1)))
     return Trail(theta=float(theta), rho=float(rho), sigma=float(sigma), amplitude=float(amp), t0=float(t0),
                  t1=float(t1), significance=total, source=source)
+
+
+def _bin_medians(values: np.ndarray, bins: np.ndarray, n: int) -> np.ndarray:
+    """Median of ``values`` in each of bins ``0 .. n-1`` (0 where empty; other bin numbers ignored)."""
+    ok = (bins >= 0) & (bins < n)
+    values, bins = values[ok], bins[ok]
+    order = np.lexsort((values, bins))
+    v = values[order]
+    count = np.bincount(bins, minlength=n)
+    start = np.concatenate(([0], np.cumsum(count)[:-1]))
+    if len(v) == 0:
+        return np.zeros(n)
+    lo = np.minimum(start + (count - 1) // 2, len(v) - 1)
+    hi = np.minimum(start + count // 2, len(v) - 1)
+    return np.where(count > 0, 0.5 * (v[lo].astype(np.float64) + v[hi]), 0.0)
 
 
 def _is_column(trail: Trail) -> bool:
@@ -374,6 +393,6 @@ def find_trails(snr: np.ndarray, masked: np.ndarray, network_trl: np.ndarray | N
                 continue
         trails.append(t)
         # Its pixels (and wings) are explained: later, weaker candidates near it are not new trails.
-        dist, along = _coords(z.shape, t.theta, t.rho)
-        valid &= ~((np.abs(dist) <= t.half_width + 8) & (along >= t.t0 - 20) & (along <= t.t1 + 20))
+        ys, xs, _ = _segment(z.shape, t.theta, t.rho, t.half_width + 8, t.t0 - 20, t.t1 + 20)
+        valid[ys, xs] = False
     return trails

@@ -38,6 +38,7 @@ from maxidetect.files import (
 from maxidetect.maps.fusion import fuse
 from maxidetect.maps.policy import ACTIONS, MapPolicy
 from maxidetect.masks.maker import MASK_SUFFIX, MaskMaker
+from maxidetect.timing import stage
 
 __all__ = [
     "MapPolicy",
@@ -284,7 +285,8 @@ def write_maps(
                 if shape is None:
                     raise InputError(f"{where}: maps need 2-D images (shape {tuple(hdu.shape)})")
                 try:
-                    data = read_plane(hdu, (0,) * (len(hdu.shape) - 2))  # length-1 axes dropped, as SExtractor does
+                    with stage("read"):
+                        data = read_plane(hdu, (0,) * (len(hdu.shape) - 2))  # length-1 axes dropped, as SExtractor does
                 except Exception as exc:
                     raise InputError(f"{where}: cannot read image data ({exc})") from None
                 uw = None
@@ -297,7 +299,8 @@ def write_maps(
                     hdr[key] = (value, comment)
                 with warnings.catch_warnings(record=True) as caught:
                     warnings.simplefilter("always", MaxidetectWarning)
-                    _stream_maps(data, maker, policy, uw, masks, w_out, f_out, hdr, hdu.header)
+                    with stage("maps"):
+                        _stream_maps(data, maker, policy, uw, masks, w_out, f_out, hdr, hdu.header)
                 for w in caught:
                     warnings.warn(f"{where}: {w.message}", MaxidetectWarning, stacklevel=2)
                 del data, masks, uw
@@ -340,13 +343,17 @@ def _stream_maps(image, maker: MaskMaker, policy: MapPolicy, user_weight, masks,
         for (ys, xs), p in maker.iter_blocks(image, owned=not (policy.noise or policy.fuse)):
             f = acc.add(ys, xs, p > thresh, p)
             if slots:
-                slots[1].write((), ys.start, xs.start, f)
+                with stage("maps_write"):
+                    slots[1].write((), ys.start, xs.start, f)
     if policy.fuse:
-        report = acc.fuse(image, input_header)
-        slots = open_slots(report.header_cards())
-        slots[1].write((), 0, 0, acc.flag)
+        with stage("fusion"):
+            report = acc.fuse(image, input_header)
+        with stage("maps_write"):
+            slots = open_slots(report.header_cards())
+            slots[1].write((), 0, 0, acc.flag)
     for y0, w in acc.weight_bands(image if policy.noise else None, user_weight):
-        slots[0].write((), y0, 0, w)
+        with stage("maps_write"):
+            slots[0].write((), y0, 0, w)
 
 
 def _stand_in(hdu) -> fits.ImageHDU:

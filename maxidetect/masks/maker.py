@@ -30,6 +30,7 @@ from maxidetect.files import (
 from maxidetect.network.inference import DEFAULT_MARGIN, Predictor
 from maxidetect.network.normalise import check_background, normalise
 from maxidetect.priors import bitmask, modify_priors, prior_factors
+from maxidetect.timing import stage, timed
 from maxidetect.version import __version__
 
 __all__ = ["MaskMaker", "MaxidetectWarning", "predict", "compute_masks", "MASK_SUFFIX"]
@@ -120,16 +121,18 @@ class MaskMaker:
         may be normalised in place (saves a copy). After each block
         ``self.progress`` (if set) is called with the fraction of pixels done.
         """
-        norm = normalise(image, copy=not owned, **self.normalisation)
+        with stage("normalise"):
+            norm = normalise(image, copy=not owned, **self.normalisation)
         if not norm.any():
             warnings.warn("image is all zero or non-finite: masks are empty", MaxidetectWarning, stacklevel=3)
             return
         every = self.selected.size == self.predictor.n_classes  # no copy for the usual case
         done, total = 0, norm.size
-        for t in self.predictor.iter_tiles(norm):
+        for t in timed(self.predictor.iter_tiles(norm), "network"):
             p = t.probs if every else t.probs[self.selected]
             if self.apply_priors:
-                modify_priors(p, self._factors, axis=0, out=p)
+                with stage("priors"):
+                    modify_priors(p, self._factors, axis=0, out=p)
             yield (slice(t.y0, t.y1), slice(t.x0, t.x1)), p
             done += (t.y1 - t.y0) * (t.x1 - t.x0)
             if self.progress is not None:
@@ -288,18 +291,20 @@ class MaskMaker:
         t = self._thresh[:, None, None]
         for lead in lead_planes:
             try:
-                image = read_plane(hdu, lead)
+                with stage("read"):
+                    image = read_plane(hdu, lead)
             except Exception as exc:
                 raise InputError(f"{where}: cannot read image data ({exc})") from None
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always", MaxidetectWarning)
                 for (ys, xs), p in self.iter_blocks(image, owned=True):
-                    if what == "BITMASK":
-                        slot.write(lead, ys.start, xs.start, bitmask(p > t, self.selected))
-                        continue
-                    planes = (p > t).view(np.uint8) if what == "MASKS" else p
-                    for k in range(n):
-                        slot.write(lead + (k,), ys.start, xs.start, planes[k])
+                    with stage("masks_write"):
+                        if what == "BITMASK":
+                            slot.write(lead, ys.start, xs.start, bitmask(p > t, self.selected))
+                            continue
+                        planes = (p > t).view(np.uint8) if what == "MASKS" else p
+                        for k in range(n):
+                            slot.write(lead + (k,), ys.start, xs.start, planes[k])
             for w in caught:
                 warnings.warn(f"{where}: {w.message}", MaxidetectWarning, stacklevel=2)
             del image
