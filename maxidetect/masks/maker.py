@@ -189,6 +189,7 @@ class MaskMaker:
             ("MDTILE", self.predictor.tile, "inference tiles hold <= MDTILE**2 pix"),
             ("MDMARGIN", self.predictor.margin, "inference tile margin [pix]"),
             ("MDENGINE", self.predictor.engine, "what ran the network"),
+            ("MDPREC", self.predictor.precision, "network compute precision"),
             ("MDBACKG", self.normalisation["background"], "normalisation background maps"),
             ("MDNCLASS", int(self.selected.size), "number of classes in output"),
         ]

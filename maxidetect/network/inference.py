@@ -22,10 +22,12 @@ import numpy as np
 # that importing the tiling does not import Keras.
 ALIGN = 32
 
-__all__ = ["Predictor", "tile_grid", "resolve_engine", "bound_keras_threads", "ENGINES", "DEFAULT_TILES",
-           "DEFAULT_MARGIN"]
+__all__ = ["Predictor", "tile_grid", "resolve_engine", "bound_keras_threads", "ENGINES", "PRECISIONS",
+           "DEFAULT_TILES", "DEFAULT_MARGIN"]
 
-ENGINES = ("auto", "onnxruntime", "keras")
+ENGINES = ("auto", "onnxruntime", "openvino", "keras")
+#: Compute precisions; "mixed" is bfloat16 in the deep part and float32 at the ends (OpenVINO engine).
+PRECISIONS = ("float32", "mixed", "bfloat16", "float16")
 
 # Tile areas (the square of these sides) that keep a worker well under
 # 1.5 GB RSS (measured, 2 cores, CLI on a 2048 px frame: TensorFlow ~1.55 GB
@@ -33,7 +35,7 @@ ENGINES = ("auto", "onnxruntime", "keras")
 # 1/4-resolution maps of a whole tile, see onnxnet.OnnxForward). Bigger
 # tiles waste less on overlap: a 2048 px frame is one tile (1x the pixels),
 # 4 of 1184 px (1.34x) or 9 of 896 px (1.72x).
-DEFAULT_TILES = {"onnxruntime": 2048, "keras": 1024}
+DEFAULT_TILES = {"onnxruntime": 2048, "openvino": 2048, "keras": 1024}
 DEFAULT_MARGIN = 160  # measured: stitched == untiled (benchmarks/margin.py)
 
 
@@ -100,20 +102,33 @@ def tile_grid(shape: tuple[int, int], tile: int, margin: int):
 
 
 def resolve_engine(engine: str = "auto", model=None, precision: str = "float32") -> str:
-    """The engine that runs the network: ``"onnxruntime"`` or ``"keras"``.
+    """The engine that runs the network: ``"onnxruntime"``, ``"openvino"`` or ``"keras"``.
 
-    ``"auto"`` picks ONNX Runtime (float32 on CPU: no TensorFlow start-up,
-    less memory) unless a Keras model object is given, a reduced precision is
-    asked for, ``KERAS_BACKEND`` is set (the user chose a Keras backend, e.g.
-    JAX on a GPU), or ``onnxruntime`` is not installed.
+    ``"auto"`` picks ONNX Runtime for float32 (on CPU: no TensorFlow start-up,
+    less memory), OpenVINO for ``"mixed"`` (and for ``"bfloat16"`` when it is
+    installed), and Keras when a Keras model object is given, ``KERAS_BACKEND``
+    is set (the user chose a Keras backend, e.g. JAX on a GPU), for
+    ``"float16"``, or when ``onnxruntime`` is not installed.
     """
     import os
 
     if engine not in ENGINES:
         raise ValueError(f"engine must be one of {list(ENGINES)}, got {engine!r}")
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {list(PRECISIONS)}, got {precision!r}")
+    named = model is None or isinstance(model, str)
+    if engine == "auto" and named and not os.environ.get("KERAS_BACKEND"):
+        from maxidetect.network import openvino_engine
+
+        if precision == "mixed" or (precision == "bfloat16" and openvino_engine.available()):
+            engine = "openvino"
     if engine != "auto":
-        if engine == "onnxruntime" and not (model is None or isinstance(model, str)):
-            raise ValueError("the onnxruntime engine takes a model name, not a Keras model")
+        if engine in ("onnxruntime", "openvino") and not named:
+            raise ValueError(f"the {engine} engine takes a model name, not a Keras model")
+        allowed = {"onnxruntime": ("float32",), "openvino": ("float32", "mixed", "bfloat16"),
+                   "keras": ("float32", "bfloat16", "float16")}[engine]
+        if precision not in allowed:
+            raise ValueError(f"the {engine} engine runs precision {' or '.join(allowed)}, not {precision!r}")
         return engine
     from maxidetect.network.onnx_engine import available
 
@@ -222,11 +237,12 @@ class Predictor:
         multiple of 16).
     batch_size : int
         Tiles per forward pass.
-    precision : {"float32", "bfloat16", "float16"}
-        Compute precision; weights stay float32 (reduced precision: Keras engine).
-    engine : {"auto", "onnxruntime", "keras"}
-        What runs the network; see :func:`resolve_engine`. Both give the same
-        masks (probabilities agree to ~1e-6).
+    precision : {"float32", "mixed", "bfloat16", "float16"}
+        Compute precision; weights stay float32. ``"mixed"``: OpenVINO engine
+        (:mod:`maxidetect.network.openvino_engine`); ``"float16"``: Keras.
+    engine : {"auto", "onnxruntime", "openvino", "keras"}
+        What runs the network; see :func:`resolve_engine`. In float32 all give
+        the same masks (probabilities agree to ~1e-5).
     threads : int or None
         Compute threads; None: the engine's default (one per core).
     """
@@ -244,17 +260,19 @@ class Predictor:
         from maxidetect.network.weights import get_model_info, load_network, load_weight_arrays
 
         policy = {"float32": None, "bfloat16": "mixed_bfloat16", "float16": "mixed_float16"}
-        if precision not in policy:
-            raise ValueError(f"precision must be one of {list(policy)}, got {precision!r}")
         self.engine = resolve_engine(engine, model, precision)
         if self.engine == "onnxruntime":
-            if precision != "float32":
-                raise ValueError("the onnxruntime engine runs float32 only; use engine='keras'")
             from maxidetect.network.onnx_engine import OnnxForward
 
             arrays, self.info = load_weight_arrays(model)
             self.model = None  # no Keras model: nothing of Keras is imported
             self._forward = OnnxForward(arrays, threads=threads)
+        elif self.engine == "openvino":
+            from maxidetect.network.openvino_engine import OpenVinoForward
+
+            arrays, self.info = load_weight_arrays(model)
+            self.model = None
+            self._forward = OpenVinoForward(arrays, threads=threads, precision=precision)
         else:
             bound_keras_threads(threads)
             if model is None or isinstance(model, str):
@@ -262,7 +280,7 @@ class Predictor:
             else:
                 self.model, self.info = model, get_model_info(None)
             self._forward = _make_forward(self.model)
-        self.precision = precision
+        self.precision = getattr(self._forward, "effective_precision", precision)  # what really ran
         tile = DEFAULT_TILES[self.engine] if tile is None else tile
         self.tile = _ceil_to(max(int(tile), ALIGN), ALIGN)
         self.margin = _ceil_to(max(int(margin), 0), ALIGN // 2)

@@ -7,16 +7,23 @@ clipped mode estimator). The ``background`` choices turn the mesh into maps:
 
 ``"maximask"`` (the pretrained network's default): whole meshes centred on
 the frame (the leftover ``n % mesh`` pixels split between the two edges),
-the node grid padded by one node with edge values, a 3x3 median filter
-that sees zeros beyond the padded grid, and a cubic spline through the
-nodes. This is what MaxiMask feeds its network; with it our masks match
-MaxiMask's. The zeros pull the padded nodes down, so both maps sag within
-~one mesh of the edges: on a 2048 px frame that is the outer ~100 px, but
-on a 512 px frame it reaches the centre and the network calls a quarter
-of the frame bright background (as MaxiMask does).
+each mesh's level and noise from MaxiMask's own clipping (3 sigma about
+the median until stable; the clipped mean, or 2.5 median - 1.5 mean when
+clipping changed the spread by more than 20%), outlier meshes (3 sigma
+from the grid's median, 5 rounds) replaced by the mean of their
+neighbours, the node grid padded by one node with edge values, a 3x3
+median filter that sees zeros beyond the padded grid, and a cubic spline
+through the nodes. This is what MaxiMask feeds its network; with it our
+masks match MaxiMask's. The outlier step matters: a region of bright
+background (or a big galaxy) fills whole meshes, which are then given
+their neighbours' level, so the brightness stays in the normalised image
+for the network to see. The zeros pull the padded nodes down, so both
+maps sag within ~one mesh of the edges: on a 2048 px frame that is the
+outer ~100 px, but on a 512 px frame it reaches the centre and the network
+calls a quarter of the frame bright background (as MaxiMask does).
 
-``"centred"``: the same meshes and spline, the padded nodes filtered
-without the zeros: no sag, for cut-outs and small frames.
+``"centred"``: the same meshes, statistics and spline, the padded nodes
+filtered without the zeros: no sag, for cut-outs and small frames.
 
 ``"sep"``: SEP's own full-frame maps (partial meshes at the right/top,
 SExtractor's filter and spline), for models trained with them.
@@ -131,6 +138,60 @@ def _axis_meshes(n: int, mesh: int) -> tuple[int, int, int]:
     return count, mesh, (n - count * mesh) // 2
 
 
+def _mesh_stats(block: np.ndarray, k: float = 3.0) -> tuple[float, float]:
+    """MaxiMask's level and noise of one mesh: clip at ``k`` sigma about the
+    median until nothing changes; the clipped mean if the spread stayed
+    within 20% of the first, else the mode estimate 2.5 median - 1.5 mean.
+    float32 arithmetic, as MaxiMask computes it."""
+    values = block.ravel()
+    med = np.median(values)
+    first = spread = np.std(values)
+    kept = values
+    keep = np.ones(values.shape, bool)
+    while True:
+        now = keep & (values >= med - k * spread) & (values <= med + k * spread)
+        if np.array_equal(now, keep):
+            break
+        keep = now
+        kept = values[keep]
+        med, spread = np.median(kept), np.std(kept)
+    mean = np.mean(kept)
+    level = mean if 0.8 * first < spread < 1.2 * first else 2.5 * med - 1.5 * mean
+    return float(level), float(spread)
+
+
+def _replace_outliers(grid: np.ndarray, k: float = 3.0, rounds: int = 5) -> np.ndarray:
+    """MaxiMask's mesh-grid cleaning: nodes ``k`` sigma from the median of
+    the nodes still kept (up to ``rounds`` rounds) are outliers, replaced in
+    raster order by the mean of their valid 3x3 neighbours (nodes filled
+    earlier count), repeated until every one is filled."""
+    grid = np.array(grid, np.float64)
+    keep = np.ones(grid.shape, bool)
+    for _ in range(rounds):
+        med, spread = np.median(grid[keep]), np.std(grid[keep])
+        out = keep & ((grid > med + k * spread) | (grid < med - k * spread))
+        if not out.any():
+            break
+        keep &= ~out
+    bad = ~keep
+    if not bad.any() or keep.sum() == 0:
+        return grid
+    grid[bad] = np.nan
+    h, w = grid.shape
+    todo = list(zip(*np.nonzero(bad), strict=True))
+    while np.isnan(grid).any():
+        filled = False
+        for y, x in todo:
+            near = grid[max(y - 1, 0):y + 2, max(x - 1, 0):x + 2]
+            ok = ~np.isnan(near)
+            if ok.any():
+                grid[y, x] = near[ok].sum() / ok.sum()
+                filled = True
+        if not filled:  # nothing valid within reach (cannot happen with a kept node; kept as a guard)
+            break
+    return grid
+
+
 def _normalise_mesh(data: np.ndarray, mesh: int, filter_size: int, sag: bool) -> None:
     from scipy.interpolate import RectBivariateSpline
     from scipy.ndimage import median_filter
@@ -144,8 +205,8 @@ def _normalise_mesh(data: np.ndarray, mesh: int, filter_size: int, sag: bool) ->
         for j in range(nx):
             block = data[oy + i * by: oy + (i + 1) * by, ox + j * bx: ox + (j + 1) * bx]
             if block.any():  # zero-filled meshes keep level 0, noise 1
-                stats = sep.Background(np.ascontiguousarray(block), bw=bx, bh=by, fw=1, fh=1)
-                back[i, j], rms[i, j] = stats.globalback, stats.globalrms
+                back[i, j], rms[i, j] = _mesh_stats(block)
+    back, rms = _replace_outliers(back), _replace_outliers(rms)
     # Constant meshes (saturated, overscan) have no noise: use the typical one.
     good = rms > 0
     fallback = float(np.median(rms[good])) if good.any() else 1.0

@@ -30,7 +30,7 @@ from maxidetect.network.architecture import (
     stem,
 )
 
-__all__ = ["build_graph", "OnnxForward", "available", "strip_rows", "STEM_HALO", "HEAD_HALO", "PARTS"]
+__all__ = ["build_graph", "PartsForward", "OnnxForward", "available", "strip_rows", "STEM_HALO", "HEAD_HALO", "PARTS"]
 
 _OPSET = 17
 _BLOCK = 8  # channel blocking of ONNX Runtime's NCHWc kernels on AVX2
@@ -163,7 +163,7 @@ class _GraphOps:
         parts = self._node("Split", [blocks, self._index_const(f"split4_{c}", [c] * 4)], n_out=4, axis=1)
         y = self._node("Max", parts)[0]
         taken, masks = None, []
-        for i, part in enumerate(parts[:3]):
+        for part in parts[:3]:
             eq = self._node("Equal", [part, y])[0]
             first = eq if taken is None else self._node("And", [eq, self._node("Not", [taken])[0]])[0]
             masks.append(first)
@@ -345,9 +345,10 @@ HEAD_HALO = 8
 _STRIP_PIXELS = 2**18
 
 
-def strip_rows(width: int) -> int:
-    """Rows per stem/head strip for tiles ``width`` pixels wide (a multiple of 4)."""
-    return max(32, _STRIP_PIXELS // max(int(width), 1) // 4 * 4)
+def strip_rows(width: int, pixels: int | None = None) -> int:
+    """Rows per stem/head strip of about ``pixels`` (None: ``_STRIP_PIXELS``)
+    for tiles ``width`` pixels wide (a multiple of 4)."""
+    return max(32, int(pixels or _STRIP_PIXELS) // max(int(width), 1) // 4 * 4)
 
 
 def _strips(n: int, rows: int, halo: int):
@@ -371,7 +372,7 @@ def _share_cpu_arena(ort) -> None:
         _ARENA_SHARED.append(True)
 
 
-class OnnxForward:
+class PartsForward:
     """A compiled forward pass: normalised tiles in, probabilities out.
 
     A tile on the 32 px grid runs in three parts (:mod:`maxidetect.network.architecture`):
@@ -382,22 +383,101 @@ class OnnxForward:
     so tiles can be 3x larger, and large tiles waste less on overlap. Other sizes run
     the whole network in one graph built for that size.
 
+    Subclasses say how a part runs (:meth:`_run`); this class cuts the strips.
+
     Parameters
     ----------
     weights : dict
         As for :func:`build_graph`.
     threads : int or None
-        Compute threads (ONNX Runtime's intra-op pool); None: one per core.
+        Compute threads; None: one per core.
+    strip_pixels : int or None
+        Pixels per stem/head strip (None: ``2**18``; see ``benchmarks/engine_profile.py``).
     """
 
-    def __init__(self, weights: dict[str, tuple[np.ndarray, np.ndarray]], threads: int | None = None):
+    def __init__(self, weights: dict[str, tuple[np.ndarray, np.ndarray]], threads: int | None = None,
+                 strip_pixels: int | None = None):
         self.weights = weights
         self.threads = threads
+        self.strip_pixels = strip_pixels
         self.n_classes = int(weights["final_conv"][0].shape[3])
         self._p2_width, self._quarter = _part_widths(weights)
-        self._sessions = {}
         # Per thread: the runner shares one engine between a worker's threads.
         self._local = threading.local()
+
+    def _run(self, part: str, feeds: dict, outputs: dict, shape=None) -> None:
+        """Run ``part`` on ``feeds``, writing into the arrays of ``outputs``."""
+        raise NotImplementedError
+
+    def _buffer(self, name: str, shape: tuple[int, ...]) -> np.ndarray:
+        """A reused output buffer: a fresh output per run fragmented ONNX
+        Runtime's arena (+100-200 MB over a frame)."""
+        buffers = self._local.__dict__
+        buf = buffers.get(name)
+        if buf is None or buf.shape != shape:
+            buffers[name] = None
+            buf = buffers[name] = np.empty(shape, np.float32)
+        return buf
+
+    def iter_rows(self, batch: np.ndarray):
+        """Run a batch, yielding its output in row blocks.
+
+        Parameters
+        ----------
+        batch : ndarray, shape (N, H, W)
+            Normalised images.
+
+        Yields
+        ------
+        r0, r1 : int
+            The rows the block covers.
+        probs : ndarray, float32, shape (N, n_classes, r1 - r0, W)
+            A view of a buffer the next block overwrites: use or copy it first.
+        """
+        x = np.ascontiguousarray(np.arcsinh(np.asarray(batch, dtype=np.float32))[:, None])
+        n, _, h, w = x.shape
+        if h % ALIGN or w % ALIGN:
+            y = self._buffer("y", (n, self.n_classes, h, w))
+            self._run("full", {"x": x}, {"y": y}, shape=(h, w))
+            yield 0, h, y
+            return
+        rows = strip_rows(w, self.strip_pixels)
+        p2 = np.empty((n, self._p2_width, h // 4, w // 4), np.float32)
+        for r0, r1, a0, a1 in _strips(h, rows, STEM_HALO):
+            part = self._buffer("p2", (n, self._p2_width, (a1 - a0) // 4, w // 4))
+            self._run("stem", {"x": x[:, :, a0:a1]}, {"p2": part})
+            p2[:, :, r0 // 4 : r1 // 4] = part[:, :, (r0 - a0) // 4 : (r1 - a0) // 4]
+        quarter = {name: np.empty((n, c, h // 4, w // 4), np.float32) for name, c in self._quarter}
+        self._run("core", {"p2": p2}, quarter)
+        del p2
+        for r0, r1, a0, a1 in _strips(h, rows, HEAD_HALO):
+            y = self._buffer("y", (n, self.n_classes, a1 - a0, w))
+            feeds = {name: q[:, :, a0 // 4 : a1 // 4] for name, q in quarter.items()}
+            self._run("head", {"x": x[:, :, a0:a1], **feeds}, {"y": y})
+            yield r0, r1, y[:, :, r0 - a0 : r1 - a0]
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
+        """(N, H, W) normalised float32 -> (N, n_classes, H, W) float32 (a new array)."""
+        batch = np.asarray(batch)
+        out = np.empty((batch.shape[0], self.n_classes) + batch.shape[1:], np.float32)
+        for r0, r1, probs in self.iter_rows(batch):
+            out[:, :, r0:r1] = probs
+        return out
+
+
+class OnnxForward(PartsForward):
+    """:class:`PartsForward` on ONNX Runtime: float32, the reference engine.
+
+    Parameters
+    ----------
+    weights, threads, strip_pixels
+        As for :class:`PartsForward` (``threads``: ONNX Runtime's intra-op pool).
+    """
+
+    def __init__(self, weights: dict[str, tuple[np.ndarray, np.ndarray]], threads: int | None = None,
+                 strip_pixels: int | None = None):
+        super().__init__(weights, threads, strip_pixels)
+        self._sessions = {}
         for part in ("stem", "core", "head"):  # fail early on a broken install
             self._session(part)
 
@@ -426,16 +506,6 @@ class OnnxForward:
             self._sessions[key] = ort.InferenceSession(graph, opts, providers=["CPUExecutionProvider"])
         return self._sessions[key]
 
-    def _buffer(self, name: str, shape: tuple[int, ...]) -> np.ndarray:
-        """A reused output buffer: a fresh output per run fragmented ONNX
-        Runtime's arena (+100-200 MB over a frame)."""
-        buffers = self._local.__dict__
-        buf = buffers.get(name)
-        if buf is None or buf.shape != shape:
-            buffers[name] = None
-            buf = buffers[name] = np.empty(shape, np.float32)
-        return buf
-
     def _run(self, part: str, feeds: dict, outputs: dict, shape=None) -> None:
         session = self._session(part, shape)
         io = session.io_binding()
@@ -444,48 +514,3 @@ class OnnxForward:
         for name, buf in outputs.items():
             io.bind_output(name, "cpu", 0, np.float32, buf.shape, buf.ctypes.data)
         session.run_with_iobinding(io)
-
-    def iter_rows(self, batch: np.ndarray):
-        """Run a batch, yielding its output in row blocks.
-
-        Parameters
-        ----------
-        batch : ndarray, shape (N, H, W)
-            Normalised images.
-
-        Yields
-        ------
-        r0, r1 : int
-            The rows the block covers.
-        probs : ndarray, float32, shape (N, n_classes, r1 - r0, W)
-            A view of a buffer the next block overwrites: use or copy it first.
-        """
-        x = np.ascontiguousarray(np.arcsinh(np.asarray(batch, dtype=np.float32))[:, None])
-        n, _, h, w = x.shape
-        if h % ALIGN or w % ALIGN:
-            y = self._buffer("y", (n, self.n_classes, h, w))
-            self._run("full", {"x": x}, {"y": y}, shape=(h, w))
-            yield 0, h, y
-            return
-        rows = strip_rows(w)
-        p2 = np.empty((n, self._p2_width, h // 4, w // 4), np.float32)
-        for r0, r1, a0, a1 in _strips(h, rows, STEM_HALO):
-            part = self._buffer("p2", (n, self._p2_width, (a1 - a0) // 4, w // 4))
-            self._run("stem", {"x": x[:, :, a0:a1]}, {"p2": part})
-            p2[:, :, r0 // 4 : r1 // 4] = part[:, :, (r0 - a0) // 4 : (r1 - a0) // 4]
-        quarter = {name: np.empty((n, c, h // 4, w // 4), np.float32) for name, c in self._quarter}
-        self._run("core", {"p2": p2}, quarter)
-        del p2
-        for r0, r1, a0, a1 in _strips(h, rows, HEAD_HALO):
-            y = self._buffer("y", (n, self.n_classes, a1 - a0, w))
-            feeds = {name: q[:, :, a0 // 4 : a1 // 4] for name, q in quarter.items()}
-            self._run("head", {"x": x[:, :, a0:a1], **feeds}, {"y": y})
-            yield r0, r1, y[:, :, r0 - a0 : r1 - a0]
-
-    def __call__(self, batch: np.ndarray) -> np.ndarray:
-        """(N, H, W) normalised float32 -> (N, n_classes, H, W) float32 (a new array)."""
-        batch = np.asarray(batch)
-        out = np.empty((batch.shape[0], self.n_classes) + batch.shape[1:], np.float32)
-        for r0, r1, probs in self.iter_rows(batch):
-            out[:, :, r0:r1] = probs
-        return out
