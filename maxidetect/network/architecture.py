@@ -18,8 +18,8 @@ from __future__ import annotations
 
 from typing import Protocol
 
-__all__ = ["LAYER_SPECS", "HEAD_INPUTS", "CORE_OUTPUTS", "N_POOL", "ALIGN", "Ops", "forward", "stem", "core",
-           "head"]
+__all__ = ["LAYER_SPECS", "HEAD_INPUTS", "CORE_OUTPUTS", "HALF_OUTPUTS", "N_POOL", "ALIGN", "Ops", "forward", "stem",
+           "core", "head", "head_half", "head_full"]
 
 N_POOL = 5
 ALIGN = 2**N_POOL  # tile origins on multiples of this keep the pooling grid
@@ -133,18 +133,37 @@ def core(ops: Ops, p2):
     return d3, b3, b4
 
 
-def head(ops: Ops, skips, quarter):
-    """The two shallow decoder levels and the side branches' last steps:
-    unpool with the stem's switches, add its maps, convolve to 14 channels
-    per branch, then the final 3x3 convolution over the five concatenated
-    maps (:data:`HEAD_INPUTS` order) and the sigmoid."""
+# Names of :func:`head_half`'s outputs: the half-resolution maps :func:`head_full` unpools.
+HALF_OUTPUTS = ("upconv2", "ucp2_conv2", "ucp3_conv2", "ucp4_conv2")
+
+
+def head_half(ops: Ops, skips, quarter):
+    """The head's half-resolution level: unpool the core's maps with the
+    stem's second switches, add its map, convolve (maps of :data:`HALF_OUTPUTS`)."""
     c, up, add = ops.conv, ops.unpool, ops.add
-    e1, s1, e2, s2 = skips
+    _, _, e2, s2 = skips
     d3, b3, b4 = quarter
     d2 = c("upconv2", add(up(d3, s2), e2))
+    return d2, c("ucp2_conv2", up(d3, s2)), c("ucp3_conv2", up(b3, s2)), c("ucp4_conv2", up(b4, s2))
+
+
+def head_full(ops: Ops, skips, half):
+    """The full-resolution level: unpool with the stem's first switches, add
+    its map, convolve to 14 channels per branch, then the final 3x3
+    convolution over the five concatenated maps (:data:`HEAD_INPUTS` order)
+    and the sigmoid."""
+    c, up, add = ops.conv, ops.unpool, ops.add
+    e1, s1 = skips[:2]
+    d2, u2, u3, u4 = half
     main = c("upconv1", add(up(d2, s1), e1))
     b1 = c("ucp1_conv1", up(d2, s1))
-    b2 = c("ucp2_conv1", up(c("ucp2_conv2", up(d3, s2)), s1))
-    b3 = c("ucp3_conv1", up(c("ucp3_conv2", up(b3, s2)), s1))
-    b4 = c("ucp4_conv1", up(c("ucp4_conv2", up(b4, s2)), s1))
+    b2 = c("ucp2_conv1", up(u2, s1))
+    b3 = c("ucp3_conv1", up(u3, s1))
+    b4 = c("ucp4_conv1", up(u4, s1))
     return ops.head([main, b4, b3, b2, b1])
+
+
+def head(ops: Ops, skips, quarter):
+    """The two shallow decoder levels and the side branches' last steps
+    (:func:`head_half`, then :func:`head_full`)."""
+    return head_full(ops, skips, head_half(ops, skips, quarter))

@@ -21,12 +21,15 @@ import numpy as np
 from maxidetect.network.architecture import (
     ALIGN,
     CORE_OUTPUTS,
+    HALF_OUTPUTS,
     HEAD_INPUTS,
     LAYER_SPECS,
     N_POOL,
     core,
     forward,
     head,
+    head_full,
+    head_half,
     stem,
 )
 
@@ -222,7 +225,7 @@ class _GraphOps:
         return self._node("Sigmoid", [logits])[0]
 
 
-PARTS = ("full", "stem", "core", "head")
+PARTS = ("full", "stem", "core", "head", "head_half", "head_full")
 
 
 def build_graph(weights: dict[str, tuple[np.ndarray, np.ndarray]], shape: tuple[int, int] | None = None,
@@ -239,11 +242,14 @@ def build_graph(weights: dict[str, tuple[np.ndarray, np.ndarray]], shape: tuple[
         the stem and head). Else a graph for exactly this input size, which
         may be anything (odd sizes pool like TensorFlow's "SAME", padding at
         the bottom/right); only for ``part="full"``.
-    part : {"full", "stem", "core", "head"}
+    part : {"full", "stem", "core", "head", "head_half", "head_full"}
         The whole network or one of :mod:`maxidetect.network.architecture`'s parts:
         ``"stem"``: ``x`` -> ``p2`` (1/4 resolution); ``"core"``: ``p2`` ->
         the maps named in :data:`~maxidetect.network.architecture.CORE_OUTPUTS`;
-        ``"head"``: ``x`` and those maps -> ``y``.
+        ``"head"``: ``x`` and those maps -> ``y``; or the head in two:
+        ``"head_half"``: ``x`` and the core's maps -> the half-resolution maps of
+        :data:`~maxidetect.network.architecture.HALF_OUTPUTS`; ``"head_full"``:
+        ``x`` and those -> ``y``.
     switches : {"indices", "masks"}
         How max-pooling remembers its maxima for unpooling: ONNX's
         ``MaxPool`` indices and ``MaxUnpool`` (any size), or boolean
@@ -282,7 +288,7 @@ def build_graph(weights: dict[str, tuple[np.ndarray, np.ndarray]], shape: tuple[
 
     x = tensor("x", 1)
     y = tensor("y", n_classes)
-    p2_width, quarter = _part_widths(weights)
+    p2_width, quarter, half = _part_widths(weights)
     p2 = ("p2", p2_width)
     if part == "full":
         inputs, outputs = [x], [y]
@@ -295,10 +301,19 @@ def build_graph(weights: dict[str, tuple[np.ndarray, np.ndarray]], shape: tuple[
         ops.width[p2[0]] = p2[1]
         for (name, _), t in zip(quarter, core(ops, "p2"), strict=True):
             output(t, name)
-    else:
+    elif part == "head":
         inputs, outputs = [x] + [tensor(*q) for q in quarter], [y]
         ops.width.update(quarter)
         output(head(ops, stem(ops, "x")[0], [name for name, _ in quarter]), "y")
+    elif part == "head_half":
+        inputs, outputs = [x] + [tensor(*q) for q in quarter], [tensor(*h) for h in half]
+        ops.width.update(quarter)
+        for (name, _), t in zip(half, head_half(ops, stem(ops, "x")[0], [n for n, _ in quarter]), strict=True):
+            output(t, name)
+    else:
+        inputs, outputs = [x] + [tensor(*h) for h in half], [y]
+        ops.width.update(half)
+        output(head_full(ops, stem(ops, "x")[0], [name for name, _ in half]), "y")
     _drop_unused_outputs(ops.nodes, {o.name for o in outputs})
     graph = helper.make_graph(ops.nodes, f"maximask_{part}", inputs, outputs, ops.inits)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", _OPSET)])
@@ -307,13 +322,14 @@ def build_graph(weights: dict[str, tuple[np.ndarray, np.ndarray]], shape: tuple[
     return model
 
 
-def _part_widths(weights) -> tuple[int, list[tuple[str, int]]]:
-    """Channels (zero padding included) of the stem's output ``p2`` and of
-    each core output: what the parts hand each other."""
+def _part_widths(weights) -> tuple[int, list[tuple[str, int]], list[tuple[str, int]]]:
+    """Channels (zero padding included) of the stem's output ``p2``, of each
+    core output and of each half-resolution head output: what the parts hand
+    each other."""
     def width(name):
         return _padded(weights[name][0].shape[3])
 
-    return width("conv2"), [(name, width(name)) for name in CORE_OUTPUTS]
+    return width("conv2"), [(name, width(name)) for name in CORE_OUTPUTS], [(n, width(n)) for n in HALF_OUTPUTS]
 
 
 def _drop_unused_outputs(nodes, graph_outputs: set[str]) -> None:
@@ -401,7 +417,7 @@ class PartsForward:
         self.threads = threads
         self.strip_pixels = strip_pixels
         self.n_classes = int(weights["final_conv"][0].shape[3])
-        self._p2_width, self._quarter = _part_widths(weights)
+        self._p2_width, self._quarter, self._half = _part_widths(weights)
         # Per thread: the runner shares one engine between a worker's threads.
         self._local = threading.local()
 

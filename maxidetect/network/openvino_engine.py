@@ -1,10 +1,12 @@
-"""The network on OpenVINO: float32, or bfloat16 in the deep part where it keeps the masks.
+"""The network on OpenVINO: float32, or bfloat16 where it keeps the masks.
 
-The same three graphs as the ONNX Runtime engine
+The same parts as the ONNX Runtime engine
 (:class:`~maxidetect.network.onnx_engine.PartsForward`: stem and head in row
 strips, core on the whole tile), built with mask switches (OpenVINO has no
 ``MaxUnpool``) and compiled by OpenVINO's CPU plugin, whose convolutions use
-AMX or AVX-512 BF16 when asked for bfloat16.
+AMX or AVX-512 BF16 when asked for bfloat16. The head runs as two graphs,
+its half-resolution level and its full-resolution level, so that each can
+have its own precision.
 
 Precisions (``benchmarks/engine_profile.py`` measures speed and agreement):
 
@@ -12,10 +14,10 @@ Precisions (``benchmarks/engine_profile.py`` measures speed and agreement):
     every part in float32 (probabilities agree with ONNX Runtime to float32
     rounding, except rare pixels where a near-tie in a max-pool window flips).
 ``"mixed"``
-    stem and core (everything at 1/4 resolution and below, ~2/3 of the
-    arithmetic) in bfloat16; the head (full- and half-resolution decoder,
-    the side branches' last steps, the final convolution and sigmoid) in
-    float32: bfloat16 there changed ~1% of the HCL mask, in the core ~0.02%.
+    everything in bfloat16 except the full-resolution level (the last
+    unpooling, the 14-channel convolutions, the final convolution and the
+    sigmoid: ~1/4 of the arithmetic), which stays float32: bfloat16 there
+    changed ~1% of the HCL mask, elsewhere ~0.01-0.04% of all mask pixels.
 ``"bfloat16"``
     every part in bfloat16: fastest, furthest from float32.
 
@@ -34,9 +36,9 @@ __all__ = ["OpenVinoForward", "available", "PRECISIONS", "supports_bf16"]
 
 #: Per part, the OpenVINO inference precision of each named precision.
 PRECISIONS = {
-    "float32": {"stem": "f32", "core": "f32", "head": "f32"},
-    "mixed": {"stem": "bf16", "core": "bf16", "head": "f32"},
-    "bfloat16": {"stem": "bf16", "core": "bf16", "head": "bf16"},
+    "float32": {"stem": "f32", "core": "f32", "head_half": "f32", "head_full": "f32"},
+    "mixed": {"stem": "bf16", "core": "bf16", "head_half": "bf16", "head_full": "f32"},
+    "bfloat16": {"stem": "bf16", "core": "bf16", "head_half": "bf16", "head_full": "bf16"},
 }
 
 _CORE = []
@@ -92,7 +94,7 @@ class OpenVinoForward(PartsForward):
             self.effective_precision = "float32"
         self._compiled = {}
         self._fallback = None  # sizes off the 32 px grid (MaxUnpool graphs): ONNX Runtime
-        for part in ("stem", "core", "head"):  # fail early on a broken install
+        for part in PRECISIONS["float32"]:  # fail early on a broken install
             self._compiled[part] = self._compile(part)
 
     def _compile(self, part: str):
@@ -118,6 +120,14 @@ class OpenVinoForward(PartsForward):
             if self._fallback is None:
                 self._fallback = OnnxForward(self.weights, self.threads, self.strip_pixels)
             self._fallback._run(part, feeds, outputs, shape)
+            return
+        if part == "head":  # in two: the half-resolution level, then the full-resolution one
+            x = np.ascontiguousarray(feeds["x"])
+            half = self._request("head_half")
+            half.infer({name: np.ascontiguousarray(value) for name, value in feeds.items()})
+            full = self._request("head_full")
+            full.infer({"x": x, **{name: half.get_tensor(name).data for name, _ in self._half}})
+            np.copyto(outputs["y"], full.get_tensor("y").data)
             return
         request = self._request(part)
         request.infer({name: np.ascontiguousarray(value) for name, value in feeds.items()})
