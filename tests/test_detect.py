@@ -116,3 +116,28 @@ def test_catalog_formats_round_trip(tmp_path):
         assert any(c.startswith("CRVAL1") for c in h[1].data[0][0])
     with pytest.raises(FileExistsError):
         write_catalog([t], tmp_path / "a.fits", "FITS_1.0")
+
+
+def test_segment_statistics_equal_scipy_ndimage():
+    """Segments (one sort of the labelled pixels) gives what scipy.ndimage's
+    labelled sum/maximum give, for any subset and order of ids, ids with no
+    pixel and booleans; peak positions are the first maximum in raster order."""
+    from scipy import ndimage
+
+    from maxidetect.extract.segments import Segments
+
+    rng = np.random.default_rng(9)
+    seg, n = ndimage.label(rng.random((120, 150)) > 0.6)
+    img = np.round(rng.normal(0, 3, seg.shape))  # integer values: ties within objects
+    flag = rng.random(seg.shape) > 0.9
+    for ids in (np.arange(1, n + 1), np.array([n, 3, 1, 7, n + 5])):
+        s = Segments(seg, ids)
+        have = ids <= n
+        assert np.allclose(s.sum(img)[have], ndimage.sum(img, seg, ids[have]))
+        assert np.array_equal(s.max(img)[have], ndimage.maximum(img, seg, ids[have]))
+        assert np.array_equal(s.max(flag)[have].astype(bool), np.asarray(ndimage.maximum(flag, seg, ids[have]), bool))
+        py, px = s.argmax(img)  # scipy breaks ties arbitrarily: the first in raster order, by brute force
+        for i in np.flatnonzero(have):
+            ys, xs = np.nonzero((seg == ids[i]) & (img == img[seg == ids[i]].max()))
+            assert (py[i], px[i]) == (ys[0], xs[0])
+        assert (s.sum(img)[~have] == 0).all() and (s.max(img)[~have] == 0).all()

@@ -28,6 +28,7 @@ from scipy import ndimage
 from maxidetect.classes import CLASSES
 from maxidetect.errors import ConfigError, MaxidetectWarning
 from maxidetect.extract.config import SexConfig, read_conv_file
+from maxidetect.extract.segments import Segments
 
 __all__ = ["Detection", "detect", "SUPPORTED_PARAMS", "finish_columns", "select_columns", "weight_noise"]
 
@@ -277,7 +278,7 @@ def _measure(objs, seg, sub, back, err, bad, flag, cfg, header, globalrms) -> Ta
     if n:
         iy = np.clip(np.round(y).astype(int), 0, sub.shape[0] - 1)
         ix = np.clip(np.round(x).astype(int), 0, sub.shape[1] - 1)
-        peak_raw = ndimage.maximum(sub + back, seg, ids)
+        peak_raw = Segments(seg, ids).max(sub + back)
         flags[np.asarray(peak_raw) >= satur] |= 4
     else:
         iy = ix = np.zeros(0, int)
@@ -369,18 +370,20 @@ def finish_columns(t: Table, seg, ids, bad, flag) -> Table:
     fw = np.zeros(n, np.int16)
     if n and bad.any():
         grown = ndimage.grey_dilation(seg, size=(3, 3))
-        touch = ndimage.maximum(bad, grown, ids)
+        touch = Segments(grown, ids).max(bad)
         fw[np.asarray(touch, bool)] |= 2
     t["FLAGS_WEIGHT"] = fw
     imaf = np.zeros(n, np.int32)
     nimaf = np.zeros(n, np.int32)
     if flag is not None and n:
-        f = flag.astype(np.int64)
+        segs = Segments(seg, ids)
+        f = segs.values(flag).astype(np.int64)
+        # IMAFLAGS_ISO: the OR of the flags over the isophote, bit by bit
         for c in CLASSES:
             if c.bit:
-                hit = ndimage.maximum((f & c.bit) != 0, seg, ids)
-                imaf[np.asarray(hit, bool)] |= c.bit
-        nimaf = np.asarray(ndimage.sum(f != 0, seg, ids), dtype=np.int32)
+                hit = np.bincount(segs.labels, weights=(f & c.bit) != 0, minlength=segs.n_labels)[segs.ids]
+                imaf[hit > 0] |= c.bit
+        nimaf = np.bincount(segs.labels, weights=f != 0, minlength=segs.n_labels)[segs.ids].astype(np.int32)
     t["IMAFLAGS_ISO"] = imaf
     t["NIMAFLAGS_ISO"] = nimaf
     for name in t.colnames:

@@ -20,9 +20,9 @@ from __future__ import annotations
 
 import numpy as np
 import sep
-from scipy import ndimage
 
 from maxidetect.classes import CLASSES
+from maxidetect.extract.segments import Segments
 
 __all__ = ["FEATURES", "FLAG_CLASSES", "detection_features"]
 
@@ -65,16 +65,16 @@ def detection_features(image, weight, flag, segmentation, ids, fwhm: float, trai
     col = {name: k for k, name in enumerate(FEATURES)}
 
     # Per-object sums over the isophote (ndimage over the segmentation labels).
-    area = np.asarray(ndimage.sum(np.ones_like(seg, np.float64), seg, ids))
-    area = np.maximum(area, 1.0)
+    segs = Segments(seg, ids)
+    area = np.maximum(segs.count.astype(np.float64), 1.0)
+    f_iso = segs.values(flags)
     for c in CLASSES:
         if c.bit:
-            out[:, col[f"iso_{c.abbr}"]] = np.asarray(ndimage.sum((flags & c.bit) != 0, seg, ids)) / area
-    out[:, col["iso_zero"]] = np.asarray(ndimage.sum(zero, seg, ids)) / area
-    flux = np.asarray(ndimage.sum(sub, seg, ids))
-    peak_pos = ndimage.maximum_position(sub, seg, ids)
-    py = np.array([p[0] for p in peak_pos], int)
-    px = np.array([p[1] for p in peak_pos], int)
+            hits = np.bincount(segs.labels, weights=(f_iso & c.bit) != 0, minlength=segs.n_labels)[segs.ids]
+            out[:, col[f"iso_{c.abbr}"]] = hits / area
+    out[:, col["iso_zero"]] = segs.sum(zero) / area
+    flux = segs.sum(sub)
+    py, px = (np.asarray(a, int) for a in segs.argmax(sub))
     peak = sub[py, px]
     # Core: the 3x3 around the peak.
     core_flags = np.zeros(n, np.int64)
@@ -97,14 +97,19 @@ def detection_features(image, weight, flag, segmentation, ids, fwhm: float, trai
     out[:, col["area_beams"]] = area / (np.pi * (fwhm / 2) ** 2)
 
     # Moments of the isophote: elongation and orientation.
-    yy, xx = np.indices(data.shape)
-    wpos = np.clip(sub, 0, None)
-    m0 = np.maximum(np.asarray(ndimage.sum(wpos, seg, ids)), 1e-12)
-    mx = np.asarray(ndimage.sum(wpos * xx, seg, ids)) / m0
-    my = np.asarray(ndimage.sum(wpos * yy, seg, ids)) / m0
-    mxx = np.asarray(ndimage.sum(wpos * xx * xx, seg, ids)) / m0 - mx**2
-    myy = np.asarray(ndimage.sum(wpos * yy * yy, seg, ids)) / m0 - my**2
-    mxy = np.asarray(ndimage.sum(wpos * xx * yy, seg, ids)) / m0 - mx * my
+    # (over the labelled pixels only: no full-frame coordinate arrays)
+    yy, xx = (c.astype(np.float64) for c in np.unravel_index(segs.pixels, data.shape))
+    wpos = np.clip(segs.values(sub), 0, None)
+
+    def per_object(v):
+        return np.bincount(segs.labels, weights=v, minlength=segs.n_labels)[segs.ids]
+
+    m0 = np.maximum(per_object(wpos), 1e-12)
+    mx = per_object(wpos * xx) / m0
+    my = per_object(wpos * yy) / m0
+    mxx = per_object(wpos * xx * xx) / m0 - mx**2
+    myy = per_object(wpos * yy * yy) / m0 - my**2
+    mxy = per_object(wpos * xx * yy) / m0 - mx * my
     tr, det = mxx + myy, mxx * myy - mxy**2
     disc = np.sqrt(np.maximum(tr**2 / 4 - det, 0))
     a2, b2 = np.maximum(tr / 2 + disc, 1e-6), np.maximum(tr / 2 - disc, 1e-6)
@@ -141,8 +146,12 @@ def detection_features(image, weight, flag, segmentation, ids, fwhm: float, trai
     # Saturated pixels and edges.
     sat = (flags & next(c.bit for c in CLASSES if c.abbr == "SAT")) != 0
     if sat.any():
-        dsat = ndimage.distance_transform_edt(~sat)
-        out[:, col["sat_dist"]] = np.minimum(dsat[iy, ix], 500) / fwhm
+        # nearest saturated pixel of each object (the same as a distance
+        # transform read at the objects, without a full-frame transform)
+        from scipy.spatial import cKDTree
+
+        d, _ = cKDTree(np.argwhere(sat)).query(np.c_[iy, ix], distance_upper_bound=501)
+        out[:, col["sat_dist"]] = np.minimum(d, 500) / fwhm
     else:
         out[:, col["sat_dist"]] = 500 / fwhm
     out[:, col["edge_dist"]] = np.minimum(np.minimum(mx, w - 1 - mx), np.minimum(my, h - 1 - my)) / fwhm
