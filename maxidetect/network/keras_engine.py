@@ -83,7 +83,10 @@ class MaxiMaskNet(keras.Model):
                 filters = n_classes
             elif width != 1.0:
                 filters = max(4, int(round(filters * width)))
-            layer = layers.Conv2D(filters, 3, padding="same", activation=act, name=name)
+            # Reduced precision inside, float32 at the ends (the first and the
+            # final convolution): what the bfloat16 measurements support.
+            dtype = "float32" if name in ("conv1", "final_conv") else self.dtype_policy
+            layer = layers.Conv2D(filters, 3, padding="same", activation=act, name=name, dtype=dtype)
             setattr(self, name, layer)
             self.convs[name] = layer
 
@@ -116,7 +119,7 @@ class _KerasOps:
         return a + b
 
     def head(self, branches):
-        out = self.convs["final_conv"](ops.concatenate(branches, axis=-1))
+        out = self.convs["final_conv"](ops.concatenate([ops.cast(b, "float32") for b in branches], axis=-1))
         return out if self.logits else ops.sigmoid(out)
 
 
