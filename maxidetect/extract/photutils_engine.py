@@ -81,10 +81,11 @@ def photutils_sources(image, config: SexConfig | None = None, weight=None, flag=
         "MANUAL" else np.asarray(bkg.background)
     rms = np.asarray(bkg.background_rms)
     globalrms = float(bkg.background_rms_median)
+    # Without weights the threshold is DETECT_THRESH x the global noise, as in
+    # SExtractor and the SEP engine (photutils' local rms map: +20% objects on
+    # simulated frames); photometry errors keep the local map.
     err = weight_noise(globalrms, wmap, wtype, bad, (bw, bh, fw, fh))
     err = np.broadcast_to(err, data.shape).astype(np.float64) if np.isscalar(err) else err
-    if wmap is None:
-        err = rms.copy()  # photutils' own noise map where no weights are given
     sub = data - back
     sub[bad] = 0.0
     kernel = read_conv_file(cfg.resolve("FILTER_NAME", "default.conv")) if cfg.get_bool("FILTER", True) else None
@@ -123,7 +124,8 @@ def photutils_sources(image, config: SexConfig | None = None, weight=None, flag=
                 wcs = wcs if wcs.has_celestial else None
             except Exception:  # an unusable WCS: no sky coordinates, as with none
                 wcs = None
-    cat = SourceCatalog(sub, segm, convolved_data=conv, error=np.where(bad, 0.0, err), mask=bad, background=back,
+    phot_err = rms if wmap is None else err
+    cat = SourceCatalog(sub, segm, convolved_data=conv, error=np.where(bad, 0.0, phot_err), mask=bad, background=back,
                         wcs=wcs, kron_params=(kf, max(kmin, 1e-3), 0.0))  # photutils needs a radius > 0
     return cat, segm, back, err, bad
 
