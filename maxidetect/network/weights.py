@@ -166,13 +166,16 @@ def save_arrays(path, arrays: dict) -> Path:
 
 
 def read_arrays(path) -> dict[str, tuple[np.ndarray, ...]]:
-    """``{layer: (arrays...)}`` from an ``.npz`` written by :func:`save_arrays`, in file order."""
+    """``{layer: (arrays...)}`` from an ``.npz`` written by :func:`save_arrays` (or
+    the weights of a training checkpoint, ``OUT.ckpt.npz``), in file order."""
     path = Path(path)
     out: dict[str, list] = {}
     try:
         with np.load(path) as z:
             for key in z.files:
-                name, i = key.rsplit("/", 1)
+                if key == "state" or key.startswith("o:"):
+                    continue  # a training checkpoint (OUT.ckpt.npz): its weights are "w:layer/i"
+                name, i = key.removeprefix("w:").rsplit("/", 1)
                 out.setdefault(name, []).append((int(i), z[key]))
     except FileNotFoundError:
         raise WeightsError(f"{path}: weights file missing") from None
