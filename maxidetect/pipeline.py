@@ -136,7 +136,10 @@ class Job:
         """Every setting checked before any work (ConfigError, WeightsError,
         SExtractorError): class files, model name, SExtractor keys and binary."""
         if self.kind == "mask" or self.masked:
-            get_model_info(self.network.model)
+            info = get_model_info(self.network.model)
+            if self.kind != "mask" and info.no_maps:
+                raise ConfigError(f"--model {info.name}: not offered for maps ({info.no_maps}); "
+                                  "its masks: maxidetect mask --model " + info.name)
             self.classes.config(for_maps=self.kind != "mask")
         if self.maps.weight_image and not Path(self.maps.weight_image).is_file():
             raise ConfigError(f"--weight-image {self.maps.weight_image}: no such file")

@@ -206,3 +206,16 @@ def test_readme_python_snippet_runs(tmp_path, monkeypatch):
     namespace = {}  # the snippets build on each other, as a reader runs them
     for code in blocks:
         exec(compile(code, "README.md", "exec"), namespace)
+
+
+def test_a_model_that_fails_the_maps_invariants_is_not_offered_for_maps():
+    """maxidetect-ft-cpu's masks lose real sources: maps, detect and sex
+    refuse it before any work, naming why; its masks stay available."""
+    from maxidetect.errors import ConfigError
+    from maxidetect.pipeline import Job
+
+    for kind in ("maps", "detect", "sex"):
+        with pytest.raises(ConfigError, match="not offered for maps .*maxidetect mask --model maxidetect-ft-cpu"):
+            Job.build(kind, model="maxidetect-ft-cpu").validate()
+    Job.build("mask", model="maxidetect-ft-cpu").validate()
+    Job.build("detect", model="maxidetect-ft-cpu", no_mask=True).validate()  # no maps: no model needed

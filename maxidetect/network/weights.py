@@ -84,6 +84,9 @@ class ModelInfo:
     recipe: dict | None = None
     evaluation: str | None = None
     map_thresholds: list[float] | None = None
+    #: Why the model is not offered for maps (maps, detect, sex), or None: a
+    #: model must pass the maps' invariants (no real source lost) to make them.
+    no_maps: str | None = None
 
     @property
     def arrays_file(self) -> Path:
