@@ -125,6 +125,20 @@ def test_row_of_stars_galaxy_and_spike_free_frame_has_no_trail():
     assert find_trails(st.snr(img), st.source_mask(2)) == []
 
 
+def test_broad_line_on_the_pixel_grid_is_not_a_trail_even_where_the_network_says_so():
+    """A sky line of a spectrum (or a bleed, a glow): exactly along a column,
+    four times the PSF's width; the network calls such stripes TRL. Not a
+    satellite trail: nothing is fitted, nothing zeroed end to end."""
+    n = 512
+    img, _ = _field(n=n, seed=8, n_stars=20)
+    xx = np.arange(n)[None, :]
+    img = (img + 2.0 * NOISE * np.exp(-0.5 * ((xx - 300.0) / 5.0) ** 2) * np.ones((n, 1))).astype(np.float32)
+    st = measure_frame(img)
+    network_trl = np.zeros(img.shape, bool)
+    network_trl[:, 295:306] = True
+    assert find_trails(st.snr(img), st.source_mask(2), network_trl=network_trl, psf_sigma=st.sigma) == []
+
+
 def test_hot_column_segment_and_dead_row_are_found():
     img, _ = _field(seed=7)
     img[60:180, 100] += 3 * NOISE  # a hot segment of 120 px at 3 sigma per pixel

@@ -206,7 +206,7 @@ def fuse(image: np.ndarray, flags: np.ndarray, policy: MapPolicy,
 
     # -- trails (before the columns: a steep trail crossing columns would
     # otherwise pass for many short column segments)
-    report.trails = find_trails(z, masked, network_trl=net("TRL"), diffuse=diffuse)
+    report.trails = find_trails(z, masked, network_trl=net("TRL"), diffuse=diffuse, psf_sigma=stats.sigma)
     trl_mask = np.zeros(flags.shape, bool)
     model = np.zeros(flags.shape, np.float32)
     for t in report.trails:

@@ -319,7 +319,8 @@ def _same(a: Trail, b: Trail) -> bool:
 
 
 def find_trails(snr: np.ndarray, masked: np.ndarray, network_trl: np.ndarray | None = None,
-                min_length: int = 100, nsigma: float = 6.0, diffuse: np.ndarray | None = None) -> list[Trail]:
+                min_length: int = 100, nsigma: float = 6.0, diffuse: np.ndarray | None = None,
+                psf_sigma: float | None = None) -> list[Trail]:
     """Trails of an image in noise units.
 
     Parameters
@@ -336,6 +337,11 @@ def find_trails(snr: np.ndarray, masked: np.ndarray, network_trl: np.ndarray | N
         for a broad line, so a broad line (sigma >= 2.5 px) found there by
         its shape alone, with no TRL support from the network, is not taken
         for a trail.
+    psf_sigma : float, optional
+        The frame's PSF sigma: a line within 1 degree of the pixel grid and
+        more than twice as broad is a sky line of a spectrum, a bleed or an
+        amplifier glow, not a satellite (whose trail is about as wide as the
+        PSF), even where the network calls it TRL (it does, on spectra).
     """
     z = np.where(masked, 0.0, np.clip(np.asarray(snr, np.float32), -10, 50)).astype(np.float32)
     valid = ~masked
@@ -384,6 +390,8 @@ def find_trails(snr: np.ndarray, masked: np.ndarray, network_trl: np.ndarray | N
         ang = np.degrees(t.theta) % 90.0
         if min(ang, 90.0 - ang) < 6.0 and t.sigma > 1.5 and support < 0.1:
             continue  # a broad line along the pixel grid: bleeding, halos, amplifier structure
+        if psf_sigma and min(ang, 90.0 - ang) < 1.0 and t.sigma > 2.0 * psf_sigma:
+            continue  # on the grid and twice the PSF's width: a sky line, bleed or glow, whatever the network says
         if t.sigma >= 3.0 and support < 0.1 and t.significance < 50:
             continue  # broad and faint, and the network sees nothing: a filament or a halo's edge
         if diffuse is not None and diffuse.any():
