@@ -338,10 +338,11 @@ def find_trails(snr: np.ndarray, masked: np.ndarray, network_trl: np.ndarray | N
         its shape alone, with no TRL support from the network, is not taken
         for a trail.
     psf_sigma : float, optional
-        The frame's PSF sigma: a line within 1 degree of the pixel grid and
-        more than twice as broad is a sky line of a spectrum, a bleed or an
-        amplifier glow, not a satellite (whose trail is about as wide as the
-        PSF), even where the network calls it TRL (it does, on spectra).
+        The frame's PSF sigma: a line along the pixel grid (drifting sideways
+        by less than three of its widths over its length) and more than twice
+        as broad is a sky line of a spectrum, a bleed or an amplifier glow,
+        not a satellite (whose trail is about as wide as the PSF), even where
+        the network calls it TRL (it does, on spectra).
     """
     z = np.where(masked, 0.0, np.clip(np.asarray(snr, np.float32), -10, 50)).astype(np.float32)
     valid = ~masked
@@ -390,7 +391,10 @@ def find_trails(snr: np.ndarray, masked: np.ndarray, network_trl: np.ndarray | N
         ang = np.degrees(t.theta) % 90.0
         if min(ang, 90.0 - ang) < 6.0 and t.sigma > 1.5 and support < 0.1:
             continue  # a broad line along the pixel grid: bleeding, halos, amplifier structure
-        if psf_sigma and min(ang, 90.0 - ang) < 1.0 and t.sigma > 2.0 * psf_sigma:
+        off_grid = np.radians(min(ang, 90.0 - ang))
+        # along the grid: it drifts sideways by less than 3 of its widths over its length
+        on_grid = t.length * np.sin(off_grid) < 3 * 2.355 * t.sigma
+        if psf_sigma and on_grid and t.sigma > 2.0 * psf_sigma:
             continue  # on the grid and twice the PSF's width: a sky line, bleed or glow, whatever the network says
         if t.sigma >= 3.0 and support < 0.1 and t.significance < 50:
             continue  # broad and faint, and the network sees nothing: a filament or a halo's edge
