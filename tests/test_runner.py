@@ -134,16 +134,17 @@ def test_corrupt_file_is_reported_and_the_rest_complete(inputs, tmp_path, capsys
 def test_process_pool_and_dask_cluster_match_serial(inputs, tmp_path):
     distributed = pytest.importorskip("distributed")
     serial = tmp_path / "serial"
-    assert not run_files(Job("maps", out_dir=str(serial)), inputs, progress=None).failed
+    s = run_files(Job("maps", out_dir=str(serial)), inputs, progress=None)
+    assert not s.failed, [r.reason for r in s.failed]
     pool = tmp_path / "pool"
     s = run_files(Job("maps", out_dir=str(pool), threads=1), inputs, workers=2, progress=None)
-    assert not s.failed and s.mode == "processes"
+    assert not s.failed and s.mode == "processes", [r.reason for r in s.failed]
     _same_outputs(serial, pool)
     with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cl, \
             distributed.Client(cl) as client:
         d = tmp_path / "dask"
         s = run_files(Job("maps", out_dir=str(d)), inputs, client=client, progress=None)
-        assert not s.failed and s.mode.startswith("dask") and s.workers == 2
+        assert not s.failed and s.mode.startswith("dask") and s.workers == 2, [r.reason for r in s.failed]
         # One task per file, spread over the workers, each loading the model once.
         assert len({r.worker for r in s.results}) == 2
     _same_outputs(serial, d)
