@@ -441,8 +441,7 @@ def run_files(job: Job, specs, workers: int = 1, client=None, progress=None, on_
     else:
         mode, n_workers = "serial", 1
         for s in specs:
-            if progress is not None:
-                _attach_progress(job, progress)
+            _attach_progress(job, progress)  # None detaches an earlier run's (the maker is cached per process)
             collect(process_file(job, s, inputs))
     order = {str(s): i for i, s in enumerate(specs)}
     results.sort(key=lambda r: order.get(r.input, len(order)))
@@ -450,9 +449,9 @@ def run_files(job: Job, specs, workers: int = 1, client=None, progress=None, on_
 
 
 def _attach_progress(job: Job, progress) -> None:
-    """Within-file progress (tiles) for serial runs."""
+    """Within-file progress (tiles) for serial runs; ``None``: none."""
     if job.kind == "mask" or job.masked:
         try:
-            _maker(job).progress = progress.fraction
+            _maker(job).progress = progress.fraction if progress is not None else None
         except Exception:  # a bad setting fails in process_file, with its message
             pass

@@ -172,3 +172,20 @@ def test_worker_peak_memory_is_its_own_not_its_parents():
     child = float(out.stdout.strip())
     assert 10 < child < 500, child
     assert ballast.sum() > 0
+
+
+def test_a_later_run_without_progress_does_not_call_an_earlier_runs(inputs, tmp_path):
+    """The network is loaded once per process; a run without progress must
+    not call the progress of an earlier run (its stream may be closed)."""
+
+    class Closed:
+        def file_done(self, r):
+            pass
+
+        def fraction(self, x):
+            raise ValueError("I/O operation on closed file.")
+
+    s = run_files(Job("mask", out_dir=str(tmp_path / "a")), inputs[:1], progress=Closed())
+    assert s.failed  # that run's own progress broke it
+    s = run_files(Job("mask", out_dir=str(tmp_path / "b")), inputs[:1], progress=None)
+    assert not s.failed, [r.reason for r in s.failed]
