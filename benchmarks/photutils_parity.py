@@ -76,6 +76,7 @@ def main(argv=None) -> int:
                             "seconds": {"photutils": t1 - t0, "sep": t2 - t1}}
     maker = MaskMaker(config=ClassConfig.catalogue())
     cfg = SexConfig()
+    noclean = cfg.with_overrides({"CLEAN": "N"})
     work = Path(tempfile.mkdtemp(prefix="phot-parity-"))
     sel = [int(i) for i in maker.selected]
     for k in range(args.frames):
@@ -97,6 +98,10 @@ def main(argv=None) -> int:
             t = time.perf_counter()
             cats["SEP"] = detect(f.image, cfg, weight=w, flag=fl, header=f.header).catalog
             secs["SEP"] = time.perf_counter() - t
+            # photutils has no CLEAN: SEP without it shows how much of the difference that is
+            t = time.perf_counter()
+            cats["SEP_noclean"] = detect(f.image, noclean, weight=w, flag=fl, header=f.header).catalog
+            secs["SEP_noclean"] = time.perf_counter() - t
             t = time.perf_counter()
             cats["SExtractor"] = read_catalog(run_sextractor(path, cfg, maps=maps if masked else None,
                                                              out_dir=work / f"sx{k}{masked}", overwrite=True).catalog)
@@ -125,7 +130,7 @@ def main(argv=None) -> int:
               "|---|---|---|---|---|---|---|"]
     for masked in ("nomask", "maps"):
         sep_n = sum(fr[f"SEP_{masked}"]["n"] for fr in res["frames"])
-        for eng in ("SEP", "photutils", "SExtractor"):
+        for eng in ("SEP", "SEP_noclean", "photutils", "SExtractor"):
             rows = [fr[f"{eng}_{masked}"] for fr in res["frames"]]
             n = sum(x["n"] for x in rows)
             lines.append(f"| {eng} | {masked} | {n} | {sum(x['spurious'] for x in rows)} | "
@@ -136,8 +141,13 @@ def main(argv=None) -> int:
     cut = {e: 1 - sp["maps"][e] / sp["nomask"][e] for e in ("SEP", "photutils")}
     lines += ["", f"Spurious cut by the maps: SEP {cut['SEP']:.1%}, photutils {cut['photutils']:.1%}.", "",
               "Differences: photutils has no CLEAN step (SExtractor's removal of spurious detections in the wings "
-              "of bright objects) and deblends with its own contrast criterion; Kron and flux radii use its "
-              "own apertures."]
+              "of bright objects; the SEP_noclean rows show its share). photutils' own contrast criterion compares "
+              "the flux of each candidate's whole watershed basin (the parent's diffuse pedestal included) to the "
+              "parent's, SExtractor's only the branch above the level where it splits off; on diffuse light "
+              "(nebulae, fringes, bright background) every noise bump passed photutils' test (977 objects from 293 "
+              "segments on seed 100, SEP 390 without CLEAN). The engine now applies SExtractor's criterion to "
+              "photutils' children (maxidetect.extract.photutils_engine._branch_contrast). Kron and flux radii "
+              "use photutils' own apertures."]
     out.with_suffix(".md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     return 0

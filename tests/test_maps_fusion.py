@@ -13,7 +13,7 @@ from maxidetect.maps.frame import measure_frame
 from maxidetect.maps.fusion import BIT, fuse
 from maxidetect.maps.policy import MapPolicy
 from maxidetect.maps.stars import _pixel_gauss, judge_object
-from maxidetect.maps.trails import find_trails
+from maxidetect.maps.trails import find_trails, trail_mask
 
 SKY, NOISE = 1000.0, 10.0
 
@@ -125,6 +125,27 @@ def test_row_of_stars_galaxy_and_spike_free_frame_has_no_trail():
     assert find_trails(st.snr(img), st.source_mask(2)) == []
 
 
+@pytest.mark.parametrize("seed", [0, 1, 2, 3])
+def test_a_line_through_two_objects_with_nothing_between_is_not_one_trail(seed):
+    """Two aligned pieces (a galaxy's wings, a second object) with an empty
+    stretch of 70 px between them: the old rule bridged the gap and masked
+    one 256 px 'trail' through both (seen on a real CTIO frame, through a
+    galaxy); a trail does not vanish and reappear."""
+    n = 512
+    rng = np.random.default_rng(seed)
+    z = rng.normal(0, 1, (n, n)).astype(np.float32)
+    yy, xx = np.mgrid[:n, :n]
+    ang = np.radians(60.0)
+    along = (xx - 150) * np.cos(ang) + (yy - 80) * np.sin(ang)
+    dist = -(xx - 150) * np.sin(ang) + (yy - 80) * np.cos(ang)
+    amp = np.where((along >= 0) & (along < 80), 1.5, 0.0) + np.where((along >= 150) & (along < 250), 0.8, 0.0)
+    z += (amp * np.exp(-0.5 * (dist / 2.0) ** 2)).astype(np.float32)
+    for t in find_trails(z, np.zeros(z.shape, bool)):
+        ys, xs = np.nonzero(trail_mask(z.shape, t, margin=0))
+        covered = along[ys, xs]
+        assert not ((covered < 60).any() and (covered > 170).any()), "one trail bridges the empty stretch"
+
+
 def test_broad_line_on_the_pixel_grid_is_not_a_trail_even_where_the_network_says_so():
     """A sky line of a spectrum (or a bleed, a glow): exactly along a column,
     four times the PSF's width; the network calls such stripes TRL. Not a
@@ -188,3 +209,21 @@ def test_policy_decides_what_the_evidence_may_zero():
     assert not (zero & ~near_cr)[60:180, 100].any()  # zero only on L.A.Cosmic's hits on it (and their halo)
     zero, flags, _ = fuse(img, np.zeros(img.shape, np.int32), MapPolicy.parse("HCL=none"))
     assert not (flags[60:180, 100] & BIT["HCL"]).any()
+
+
+def test_real_frame_without_a_trail_gets_none(tmp_path):
+    """The CTIO example frame (a tilted galaxy, stars, no satellite): a
+    gap-bridging rule once fitted a 224 px 'trail' through the galaxy and
+    zeroed it (2% of the frame)."""
+    from astropy.io import fits
+
+    from maxidetect.cli import main
+
+    from .conftest import EXAMPLE
+
+    src = tmp_path / "f.fits"
+    src.write_bytes(EXAMPLE.read_bytes())
+    assert main(["maps", str(src), "-o", str(tmp_path / "out"), "-q"]) == 0
+    with fits.open(tmp_path / "out" / "f.weight.fits") as h:
+        assert h[0].header["MDNTRL"] == 0
+        assert (h[0].data == 0).mean() < 0.01

@@ -97,6 +97,25 @@ def test_sklearn_trees_and_the_json_export_agree():
     np.testing.assert_allclose(ours.predict_proba(x), clf.predict_proba(x), atol=1e-12)
 
 
+def test_clean_threshold_protects_the_completeness_population_only():
+    from maxidetect.training.score import choose_threshold
+
+    # 400 real S/N > 10 detections scored 0-0.5, one at 0.9; 100 faint real
+    # ones scored up to 0.97 (noise-like); spurious ones near 1.
+    rng = np.random.default_rng(0)
+    contam = np.r_[rng.uniform(0, 0.5, 400), 0.9, rng.uniform(0.6, 0.97, 100), rng.uniform(0.95, 1, 300)]
+    real = np.r_[np.ones(401, bool), np.ones(100, bool), np.zeros(300, bool)]
+    snr = np.r_[np.full(401, 50.0), np.full(100, 5.0), np.full(300, np.nan)]
+    t = choose_threshold(contam, real, snr, max_real_loss=0.0025)
+    # the one outlier above 0.5 is the 0.25% allowed; the faint ones do not count
+    assert 0.45 < t < 0.9
+    assert (contam[:401] >= t).sum() == 1
+    # without the S/N cut, faint real detections push the threshold up
+    assert choose_threshold(contam, real, max_real_loss=0.0025) > 0.95
+    # never above the cap, whatever the scores
+    assert choose_threshold(np.ones(10), np.ones(10, bool)) == 0.99
+
+
 @pytest.fixture
 def frame(tmp_path):
     with fits.open(EXAMPLE) as h:
@@ -116,7 +135,10 @@ def test_score_columns_in_every_format_and_clean_drops_exactly_the_rows_above(fr
     contam = np.asarray(full["MD_CONTAM"], float)
     assert contam.min() >= 0 and contam.max() <= 1
     assert set(np.unique(full["MD_CLASS"])) <= set(load_score_model().classes) | {"none"}
-    thr = float(np.median(contam))
+    # halfway between two scores: ASCII catalogues round MD_CONTAM, so a
+    # threshold equal to a printed score could fall on either side of it
+    srt = np.unique(contam)
+    thr = float(0.5 * (srt[len(srt) // 2 - 1] + srt[len(srt) // 2]))
     assert main([command, str(frame), "-CATALOG_TYPE", ctype, "-o", str(tmp_path / "clean"), "--clean",
                  "--contam-threshold", f"{thr}"]) == 0
     clean = read_catalog(tmp_path / "clean" / f"f.{tag}{suffix}")

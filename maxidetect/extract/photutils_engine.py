@@ -48,6 +48,73 @@ def _pair(cfg: SexConfig, key: str, default: int) -> tuple[int, int]:
     return (v[0], v[1] if len(v) > 1 else v[0])
 
 
+_SHIFTS = ((0, 1), (1, 0), (1, 1), (1, -1))  # 8-connectivity, each pair once
+
+
+def _branch_contrast(conv: np.ndarray, parents: np.ndarray, labels: np.ndarray, mincont: float) -> np.ndarray:
+    """SExtractor's contrast criterion on photutils' deblended segments.
+
+    photutils keeps a child when the flux of its whole watershed basin (the
+    parent's diffuse pedestal included) is >= ``mincont`` of the parent's;
+    SExtractor when the flux of the branch *above the level where it splits
+    off* is. On diffuse light every noise bump's basin carries a share of the
+    pedestal and passes photutils' test. Here each child's split level is
+    its highest saddle with a sibling (the larger of the two pixel values'
+    minimum over adjacent pairs); a child whose flux above it is under
+    ``mincont`` of the parent's flux merges into the sibling across that
+    saddle, faintest first, until all pass.
+    """
+    out = labels.copy()
+    for pl, sl in enumerate(ndimage.find_objects(parents), start=1):
+        if sl is None:
+            continue
+        inside = parents[sl] == pl
+        lab = np.where(inside, out[sl], 0)
+        kids = np.unique(lab[inside])
+        if len(kids) < 2:
+            continue
+        v = np.where(inside, conv[sl], -np.inf)
+        idx = np.searchsorted(kids, lab)  # 0..k-1 inside the parent
+        k = len(kids)
+        saddle = np.full((k, k), -np.inf)
+        for dy, dx in _SHIFTS:
+            h, w = lab.shape
+            a = (slice(0, h - dy), slice(max(0, -dx), w - max(0, dx)))
+            b = (slice(dy, h), slice(max(0, dx), w - max(0, -dx)))
+            ok = inside[a] & inside[b] & (lab[a] != lab[b])
+            ia, ib = idx[a][ok], idx[b][ok]
+            sv = np.minimum(v[a][ok], v[b][ok])
+            np.maximum.at(saddle, (ia, ib), sv)
+            np.maximum.at(saddle, (ib, ia), sv)
+        total = float(np.clip(v[inside], 0, None).sum())
+        alive = np.ones(k, bool)
+        pix = [np.flatnonzero(idx[inside] == i) for i in range(k)]
+        vals = v[inside]
+        while alive.sum() > 1:
+            level = np.where(alive, saddle.max(axis=1), np.inf)
+            flux = np.array([np.clip(vals[pix[i]] - level[i], 0, None).sum() if alive[i] else np.inf
+                             for i in range(k)])
+            weak = np.flatnonzero(flux < mincont * total)
+            if not len(weak):
+                break
+            a = weak[np.argmin(flux[weak])]
+            b = int(np.argmax(saddle[a]))
+            if not np.isfinite(saddle[a, b]):
+                break  # no sibling touches it (cannot happen in a filled parent)
+            pix[b] = np.concatenate([pix[b], pix[a]])
+            saddle[b] = np.maximum(saddle[b], saddle[a])
+            saddle[:, b] = np.maximum(saddle[:, b], saddle[:, a])
+            saddle[b, b] = saddle[a, :] = saddle[:, a] = -np.inf
+            alive[a] = False
+        if alive.all():
+            continue
+        merged = lab[inside]
+        for i in np.flatnonzero(alive):
+            merged[pix[i]] = kids[i]
+        out[sl][inside] = merged
+    return out
+
+
 def photutils_sources(image, config: SexConfig | None = None, weight=None, flag=None, header=None):
     """photutils' own objects for an image and its maps: ``(SourceCatalog,
     SegmentationImage or None, background, error, bad pixels)`` — for users
@@ -112,8 +179,11 @@ def photutils_sources(image, config: SexConfig | None = None, weight=None, flag=
     if nthresh > 1 and mincont < 1:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
+            parents = segm.data.copy()
             segm = deblend_sources(conv, segm, minarea, n_levels=nthresh, contrast=mincont, mode="exponential",
                                    progress_bar=False)
+        segm.data = _branch_contrast(conv, parents, segm.data, mincont)
+        segm.relabel_consecutive()
     kf, kmin = (cfg.get_floats("PHOT_AUTOPARAMS", [2.5, 3.5]) + [3.5])[:2]
     wcs = None
     if header is not None:

@@ -261,7 +261,9 @@ def _verify(z, valid, theta, rho, min_length, window_snr, source, band=24.0) -> 
         return None
     # The longest run of significant windows, bridging up to 2 windows that
     # are not (a star on the trail) and any number without data (masked:
-    # saturated stars, diffuse light).
+    # saturated stars, diffuse light). A window with no signal at all (S/N
+    # under 1) ends the run: a trail does not vanish and reappear, but a line
+    # through unrelated objects (a galaxy's wings, aligned stars) does.
     runs, start, gap = [], None, 0
     for i in range(nwin):
         if hit[i]:
@@ -269,7 +271,7 @@ def _verify(z, valid, theta, rho, min_length, window_snr, source, band=24.0) -> 
             last, gap = i, 0
         elif start is not None and np.isfinite(snr[i]):
             gap += 1
-            if gap > 2:
+            if gap > 2 or snr[i] < 1.0:
                 runs.append((start, last))
                 start, gap = None, 0
     if start is not None:

@@ -192,11 +192,14 @@ def mask_quality(probs: np.ndarray, thresholds, truth: np.ndarray, class_indices
     return out
 
 
-def evaluate_scores(contam: np.ndarray, real: np.ndarray, bins: int = 10) -> dict:
+def evaluate_scores(contam: np.ndarray, real: np.ndarray, snr: np.ndarray | None = None, snr_cut: float = 10.0,
+                    bins: int = 10) -> dict:
     """Reliability (predicted MD_CONTAM vs observed contaminant fraction per
     decile of the prediction) and the spurious/completeness trade-off over
-    the threshold."""
+    the threshold (with ``snr``, the matched true sources' expected S/N, also
+    the real detections kept above ``snr_cut``)."""
     contam, real = np.asarray(contam), np.asarray(real, bool)
+    bright = real & (np.nan_to_num(np.asarray(snr, float), nan=0.0) > snr_cut) if snr is not None else None
     edges = np.linspace(0, 1, bins + 1)
     k = np.clip(np.digitize(contam, edges) - 1, 0, bins - 1)
     rel = [{"lo": float(edges[i]), "hi": float(edges[i + 1]), "n": int((k == i).sum()),
@@ -205,6 +208,11 @@ def evaluate_scores(contam: np.ndarray, real: np.ndarray, bins: int = 10) -> dic
     curve = []
     for t in np.r_[np.linspace(0.05, 0.95, 19), 0.975, 0.99]:
         keep = contam < t
-        curve.append({"threshold": float(t), "spurious_kept": int((keep & ~real).sum()),
-                      "real_kept": int((keep & real).sum())})
-    return {"reliability": rel, "tradeoff": curve, "n": int(len(real)), "n_real": int(real.sum())}
+        row = {"threshold": float(t), "spurious_kept": int((keep & ~real).sum()), "real_kept": int((keep & real).sum())}
+        if bright is not None:
+            row["bright_real_kept"] = int((keep & bright).sum())
+        curve.append(row)
+    out = {"reliability": rel, "tradeoff": curve, "n": int(len(real)), "n_real": int(real.sum())}
+    if bright is not None:
+        out["n_bright_real"] = int(bright.sum())
+    return out
