@@ -208,14 +208,16 @@ def test_readme_python_snippet_runs(tmp_path, monkeypatch):
         exec(compile(code, "README.md", "exec"), namespace)
 
 
-def test_a_model_that_fails_the_maps_invariants_is_not_offered_for_maps():
-    """maxidetect-ft-cpu's masks lose real sources: maps, detect and sex
-    refuse it before any work, naming why; its masks stay available."""
+@pytest.mark.parametrize("model", ["maxidetect-ft-cpu", "maxidetect-distill"])
+def test_a_model_that_fails_the_maps_invariants_is_not_offered_for_maps(model):
+    """maxidetect-ft-cpu's masks lose real sources, maxidetect-distill calls
+    real spectra and star fields trails: maps, detect and sex refuse them
+    before any work, naming why; their masks stay available."""
     from maxidetect.errors import ConfigError
     from maxidetect.pipeline import Job
 
     for kind in ("maps", "detect", "sex"):
-        with pytest.raises(ConfigError, match="not offered for maps .*maxidetect mask --model maxidetect-ft-cpu"):
-            Job.build(kind, model="maxidetect-ft-cpu").validate()
-    Job.build("mask", model="maxidetect-ft-cpu").validate()
-    Job.build("detect", model="maxidetect-ft-cpu", no_mask=True).validate()  # no maps: no model needed
+        with pytest.raises(ConfigError, match=f"not offered for maps .*maxidetect mask --model {model}"):
+            Job.build(kind, model=model).validate()
+    Job.build("mask", model=model).validate()
+    Job.build("detect", model=model, no_mask=True).validate()  # no maps: no model needed

@@ -1,0 +1,35 @@
+"""Raw network probabilities (no priors) on the real frames of ../shared/data/real:
+the fraction of each frame's pixels a model calls bright background, trail,
+cosmic ray or nebula (p > 0.5). Frames without truth: false positives of the
+diffuse and trail classes show here, not on simulated frames.
+
+    .venv/bin/python benchmarks/real_class_fractions.py [MODEL ...]
+"""
+
+import glob
+import sys
+
+import numpy as np
+from astropy.io import fits
+
+from maxidetect.classes import CLASSES
+from maxidetect.masks.maker import MaskMaker
+
+names = [c.abbr for c in CLASSES]
+models = sys.argv[1:] or ["maximask", "maxidetect-distill"]
+frames = []
+for f in sorted(glob.glob("../shared/data/real/*.fits")):
+    with fits.open(f) as h:
+        for i, x in enumerate(h):
+            if x.data is not None and x.data.ndim == 2:
+                frames.append((f.split("/")[-1], i, x.data.astype(np.float32)))
+print("| model | frame | HDU | BBG p>0.5 | TRL p>0.5 | CR p>0.5 | NEB p>0.5 |")
+print("|---|---|---|---|---|---|---|")
+for model in models:
+    mk = MaskMaker(model=model, apply_priors=False)
+    sel = [int(k) for k in mk.selected]
+    for name, i, d in frames:
+        p = mk.probabilities(d)
+        frac = {names[k]: float((p[j] > 0.5).mean()) for j, k in enumerate(sel)}
+        print(f"| {model} | {name} | {i} | {frac.get('BBG', 0):.2%} | {frac.get('TRL', 0):.2%} | "
+              f"{frac.get('CR', 0):.3%} | {frac.get('NEB', 0):.2%} |", flush=True)
