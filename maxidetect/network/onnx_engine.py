@@ -352,7 +352,7 @@ def _drop_unused_outputs(nodes, graph_outputs: set[str]) -> None:
 # Rows of context a strip needs on each side so that its rows equal the
 # whole tile's: the stem's reach is conv-pool-conv-pool, the head's adds its
 # own convolutions on top (measured identical with these; a stem halo of 0
-# or a head halo of 4 differ: tests/test_onnxnet.py). Multiples of 4 keep
+# or a head halo of 4 differ: tests/test_onnx_engine.py). Multiples of 4 keep
 # the strips on the stem's 2x2 pooling grids.
 STEM_HALO = 4
 HEAD_HALO = 8
