@@ -12,11 +12,13 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import re
 import shlex
 import sys
 import time
 import warnings
+from dataclasses import fields
 from pathlib import Path
 
 from maxidetect.errors import MaxidetectError
@@ -153,7 +155,6 @@ def _job(args):
 def cmd_pipeline(args) -> int:
     """``mask``, ``maps``, ``detect`` and ``sex``: every setting is checked
     before any work, then the runner does the files."""
-    import os
 
     from maxidetect.files import expand_inputs
     from maxidetect.runner import run_files
@@ -407,8 +408,6 @@ def _bench_tracking(args, command: str) -> int:
 
 
 def cmd_train(args) -> int:
-    from dataclasses import fields
-
     try:
         from maxidetect.training.train import TrainConfig, run_training
     except ImportError as exc:

@@ -9,10 +9,15 @@ input, and carry the input's header (WCS included).
 
 from __future__ import annotations
 
+import glob
+import gzip
 import io
 import os
 import re
+import shutil
+import socket
 import tempfile
+import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -101,7 +106,6 @@ def expand_inputs(items) -> list[InputSpec]:
 
     Directories and globs never pick up maxidetect's own outputs
     (:func:`is_our_output`), so a command can be rerun on a directory."""
-    import glob
 
     out: list[InputSpec] = []
     for item in items:
@@ -198,7 +202,6 @@ def open_fits(path: str | os.PathLike, what: str = "file") -> fits.HDUList:
     before the damage: a partial output.) Trailing bytes that are not an
     extension (zero padding) are tolerated, as astropy does.
     """
-    import warnings
 
     path = Path(path)
     if not path.exists():
@@ -234,7 +237,6 @@ def is_gzipped(path: str | os.PathLike) -> bool:
 
 def _check_complete(path: Path, hdul: fits.HDUList) -> None:
     """Raise InputError if ``hdul`` (all headers read) is not the whole of ``path``."""
-    import gzip
 
     with open(path, "rb") as f:
         magic = f.read(4)
@@ -328,8 +330,6 @@ def temp_output(path: Path) -> tuple[int, str]:
     killed run (kill -9, a lost batch job) are recognised and removed when
     the same output is made again on that host; others' are left alone.
     """
-    import glob
-    import socket
 
     path = Path(path)
     d = path.parent if str(path.parent) else Path(".")
@@ -382,7 +382,6 @@ def publish(src, path) -> Path:
     """Move a finished file written elsewhere (e.g. by SExtractor in a
     temporary directory) to ``path``: copied beside it, then renamed, through
     the same guard as every other output."""
-    import shutil
 
     path = Path(path)
     check_not_input(path)

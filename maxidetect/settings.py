@@ -14,7 +14,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-from dataclasses import MISSING, asdict, dataclass, field, fields
+from dataclasses import MISSING, asdict, dataclass, field, fields, replace
 from typing import Any
 
 from maxidetect.classes import ClassConfig, parse_class_list
@@ -136,8 +136,6 @@ class _Settings:
                 raise ConfigError(f"{_flag(f)}: {exc}") from None
 
     def replace(self, **changes):
-        from dataclasses import replace
-
         return replace(self, **changes)
 
 

@@ -7,6 +7,7 @@ as arguments and read by the SEP engine with SExtractor's names.
 
 from __future__ import annotations
 
+import difflib
 import os
 import shutil
 from pathlib import Path
@@ -125,8 +126,6 @@ def check_value(key: str, value: str, where: str = "") -> None:
     """Raise ConfigError unless ``value`` suits SExtractor keyword ``key``."""
     prefix = f"{where}: " if where else ""
     if key not in KEYWORDS:
-        import difflib
-
         near = difflib.get_close_matches(key, KEYWORDS, n=1)
         hint = f" (did you mean {near[0]}?)" if near else ""
         raise ConfigError(f"{prefix}{key}: not a SExtractor keyword{hint}")

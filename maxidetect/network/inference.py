@@ -13,6 +13,8 @@ enough for the network's effective reach, stitched == untiled (see
 from __future__ import annotations
 
 import math
+import os
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -110,7 +112,6 @@ def resolve_engine(engine: str = "auto", model=None, precision: str = "float32")
     is set (the user chose a Keras backend, e.g. JAX on a GPU), for
     ``"float16"``, or when ``onnxruntime`` is not installed.
     """
-    import os
 
     if engine not in ENGINES:
         raise ValueError(f"engine must be one of {list(ENGINES)}, got {engine!r}")
@@ -135,8 +136,6 @@ def resolve_engine(engine: str = "auto", model=None, precision: str = "float32")
     if (model is None or isinstance(model, str)) and precision == "float32" \
             and not os.environ.get("KERAS_BACKEND") and available():
         if os.path.exists(_NVIDIA_DEVICE):
-            import warnings
-
             from maxidetect.errors import MaxidetectWarning
 
             # The ONNX engine is CPU-only: on a GPU node it would be ~100x

@@ -9,7 +9,6 @@ its half-resolution level and its full-resolution level, so that each can
 have its own precision.
 
 Precisions (``benchmarks/engine_profile.py`` measures speed and agreement):
-
 ``"float32"``
     every part in float32 (probabilities agree with ONNX Runtime to float32
     rounding, except rare pixels where a near-tie in a max-pool window flips).
@@ -26,6 +25,8 @@ asked; :attr:`OpenVinoForward.effective_precision` says what ran.
 """
 
 from __future__ import annotations
+
+import warnings
 
 import numpy as np
 
@@ -87,7 +88,6 @@ class OpenVinoForward(PartsForward):
         self.precision = precision
         self.effective_precision = precision
         if precision != "float32" and not supports_bf16():
-            import warnings
 
             warnings.warn(f"this CPU has no bfloat16 instructions: precision {precision!r} runs as float32",
                           MaxidetectWarning, stacklevel=2)

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import sys
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -112,7 +113,6 @@ def frame_detections(frame, maker, policy: MapPolicy | None = None, config: SexC
 def make_dataset(seeds, size: int, sim: dict | None = None, maker=None, progress: bool = True):
     """Features, labels, frame seeds and matched true S/N of every detection
     of the frames ``seeds``."""
-    import sys
 
     from tqdm import tqdm
 

@@ -10,7 +10,11 @@ measured on the training stream become the model's training priors.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import json
+import sys
+import time
+from dataclasses import asdict, dataclass
+from importlib import resources
 from pathlib import Path
 
 import numpy as np
@@ -78,7 +82,6 @@ def resolve_data_path(path) -> Path:
     ships (e.g. astropy's real test images)."""
     text = str(path)
     if text.startswith("package:"):
-        from importlib import resources
 
         _, pkg, rel = text.split(":", 2)
         return Path(str(resources.files(pkg).joinpath(rel)))
@@ -351,7 +354,6 @@ def _checkpoint_path(out: Path) -> Path:
 
 def _save_checkpoint(path: Path, model, optimizer, state: dict) -> None:
     """One file, replaced atomically: weights, optimizer variables, progress."""
-    import json
 
     from maxidetect.files import atomic_output
     from maxidetect.network.weights import model_arrays
@@ -364,8 +366,6 @@ def _save_checkpoint(path: Path, model, optimizer, state: dict) -> None:
 
 
 def _load_checkpoint(path: Path, model, optimizer) -> dict:
-    import json
-
     with np.load(path) as z:
         state = json.loads(bytes(z["state"]).decode())
         for layer in model.layers:
@@ -387,10 +387,6 @@ def run_training(cfg: TrainConfig, out, progress: bool = True, resume: bool = Tr
     file replaced atomically; the same command resumes from it (``resume``)
     if its configuration is the same, so a run can span several sessions.
     """
-    import json
-    import sys
-    import time
-    from dataclasses import asdict
 
     from tqdm import tqdm
 

@@ -3,7 +3,6 @@
 For each simulated frame: maxidetect's probabilities and masks (scored per
 class at pixel level), then detection with each strategy and engine, each
 catalogue cross-matched one-to-one with the truth. Strategies:
-
 - ``none``: no maps (the reference run);
 - ``maxidetect``: maxidetect's maps (default policy);
 - ``oracle``: the truth masks through the same policy (an upper bound);
@@ -22,7 +21,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -120,8 +119,6 @@ LOST_SNR_BINS = ((20, 50), (50, 200), (200, np.inf))
 
 
 def _variant_config(base: SimConfig, variant: str) -> SimConfig:
-    from dataclasses import asdict
-
     if variant not in VARIANTS:
         raise ValueError(f"unknown variant {variant!r}; known: {', '.join(VARIANTS)}")
     return SimConfig(**{**asdict(base), **VARIANTS[variant]})

@@ -14,6 +14,8 @@ for new weights).
 from __future__ import annotations
 
 import json
+import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -201,8 +203,6 @@ def evaluate_models(models, n_frames: int = 4, size: int = 1024, seed0: int = HE
                     progress: bool = True) -> list[ModelReport]:
     """Score each of ``models`` (names from the manifest, or (name, keras model)
     pairs) on the same held-out simulated frames and real checks."""
-    import sys
-    import time
 
     from tqdm import tqdm
 
