@@ -54,6 +54,11 @@ def _pair(cfg: SexConfig, key: str, default: int) -> tuple[int, int]:
 _SHIFTS = ((0, 1), (1, 0), (1, 1), (1, -1))  # 8-connectivity, each pair once
 
 
+def _above(values: np.ndarray, saddles: np.ndarray) -> float:
+    """A child's flux above its split level (its highest saddle with a sibling)."""
+    return float(np.clip(values - saddles.max(), 0, None).sum())
+
+
 def _branch_contrast(conv: np.ndarray, parents: np.ndarray, labels: np.ndarray, mincont: float) -> np.ndarray:
     """SExtractor's contrast criterion on photutils' deblended segments.
 
@@ -90,14 +95,12 @@ def _branch_contrast(conv: np.ndarray, parents: np.ndarray, labels: np.ndarray, 
             np.maximum.at(saddle, (ia, ib), sv)
             np.maximum.at(saddle, (ib, ia), sv)
         total = float(np.clip(v[inside], 0, None).sum())
+        kid, vals = idx[inside], v[inside]
+        pix = np.split(np.argsort(kid, kind="stable"), np.cumsum(np.bincount(kid, minlength=k))[:-1])
+        flux = np.array([_above(vals[pix[i]], saddle[i]) for i in range(k)])
         alive = np.ones(k, bool)
-        pix = [np.flatnonzero(idx[inside] == i) for i in range(k)]
-        vals = v[inside]
         while alive.sum() > 1:
-            level = np.where(alive, saddle.max(axis=1), np.inf)
-            flux = np.array([np.clip(vals[pix[i]] - level[i], 0, None).sum() if alive[i] else np.inf
-                             for i in range(k)])
-            weak = np.flatnonzero(flux < mincont * total)
+            weak = np.flatnonzero(alive & (flux < mincont * total))
             if not len(weak):
                 break
             a = weak[np.argmin(flux[weak])]
@@ -109,6 +112,9 @@ def _branch_contrast(conv: np.ndarray, parents: np.ndarray, labels: np.ndarray, 
             saddle[:, b] = np.maximum(saddle[:, b], saddle[:, a])
             saddle[b, b] = saddle[a, :] = saddle[:, a] = -np.inf
             alive[a] = False
+            # Only b's split level moves: another child's highest saddle with
+            # a or b is now its saddle with b, the same value.
+            flux[a], flux[b] = np.inf, _above(vals[pix[b]], saddle[b])
         if alive.all():
             continue
         merged = lab[inside]

@@ -88,8 +88,7 @@ def _labels(cat, frame, fwhm: float) -> tuple[np.ndarray, np.ndarray]:
     return out, snr
 
 
-def frame_detections(frame, maker, policy: MapPolicy | None = None, config: SexConfig | None = None,
-                     header_extra: dict | None = None):
+def frame_detections(frame, maker, policy: MapPolicy | None = None, config: SexConfig | None = None):
     """(catalog, features, labels, true S/N, maps) of one simulated frame
     through the default pipeline (fused maps, SEP engine)."""
     policy = policy or MapPolicy()
