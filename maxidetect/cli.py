@@ -585,7 +585,7 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Simulated frames through the default pipeline, detections labelled by the "
                        "truth, a gradient-boosted tree classifier; writes OUT (JSON trees) and OUT.record.json "
                        "(recipe, class balance, in- and out-of-range evaluation).")
-    p.add_argument("--out", default="score-model.json", help="output model (JSON)")
+    p.add_argument("--out", default="score-model.json.gz", help="output model (JSON; gzip if it ends in .gz)")
     p.add_argument("--frames", type=_type(positive_int), default=24, help="training frames (default 24)")
     p.add_argument("--seed", type=_type(nonnegative_int), default=0, help="first training seed (default 0)")
     p.add_argument("--held-frames", type=_type(positive_int), default=6, help="held-out frames per setting")

@@ -208,11 +208,11 @@ def test_readme_python_snippet_runs(tmp_path, monkeypatch):
         exec(compile(code, "README.md", "exec"), namespace)
 
 
-@pytest.mark.parametrize("model", ["maxidetect-ft-cpu", "maxidetect-distill"])
+@pytest.mark.parametrize("model", ["maxidetect-distill"])
 def test_a_model_that_fails_the_maps_invariants_is_not_offered_for_maps(model):
-    """maxidetect-ft-cpu's masks lose real sources, maxidetect-distill calls
-    real spectra and star fields trails: maps, detect and sex refuse them
-    before any work, naming why; their masks stay available."""
+    """maxidetect-distill calls real spectra and star fields trails: maps,
+    detect and sex refuse it before any work, naming why; its masks stay
+    available."""
     from maxidetect.errors import ConfigError
     from maxidetect.pipeline import Job
 

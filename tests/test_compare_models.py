@@ -119,12 +119,12 @@ def test_shipped_model_loads_verified_and_is_selectable(tmp_path, capsys):
     from maxidetect.validation.simulate import simulate_frame
 
     names = list(load_manifest())
-    assert names[0] == "maximask" and "maxidetect-ft-cpu" in names  # pretrained stays the default
+    assert names[0] == "maximask" and "maxidetect-distill" in names  # pretrained stays the default
     main(["models"])
     assert capsys.readouterr().out.split() == names
-    info = load_manifest()["maxidetect-ft-cpu"]
-    assert info.recipe["steps"] == 900 and abs(sum(info.training_priors[:-1])) > 0
+    info = load_manifest()["maxidetect-distill"]  # stored as a delta on maximask
+    assert info.recipe["steps"] == 4000 and abs(sum(info.training_priors[:-1])) > 0
     fits.PrimaryHDU(simulate_frame(5, size=128).image).writeto(tmp_path / "f.fits")
-    assert main(["mask", str(tmp_path / "f.fits"), "--model", "maxidetect-ft-cpu", "-q"]) == 0
+    assert main(["mask", str(tmp_path / "f.fits"), "--model", "maxidetect-distill", "-q"]) == 0
     hdr = fits.getheader(tmp_path / "f.masks.fits")
-    assert hdr["MDMODEL"] == "maxidetect-ft-cpu" and hdr["MDSHA256"] == info.sha256
+    assert hdr["MDMODEL"] == "maxidetect-distill" and hdr["MDSHA256"] == info.sha256

@@ -112,3 +112,35 @@ def test_shipped_arrays_equal_a_fresh_conversion(tmp_path):
         a, b = weights.read_arrays(p), weights.read_arrays(weights.weights_dir() / f"{name}.npz")
         assert list(a) == list(b)
         assert all(np.array_equal(x, y) for k in a for x, y in zip(a[k], b[k], strict=True))
+
+
+def test_weight_storage_is_lossless_and_deltas_need_their_base(tmp_path):
+    """Byte planes and XOR deltas give back every bit (NaN payloads, signed
+    zeros, denormals included); a delta whose base is gone is refused,
+    naming the base."""
+    from maxidetect.errors import WeightsError
+    from maxidetect.network import weights
+
+    rng = np.random.default_rng(3)
+    special = np.array([0.0, -0.0, np.inf, -np.inf, 1e-45, -3e-39], np.float32)
+    nan = np.array([0x7FC00001, 0xFFF00002], np.uint32).view(np.float32)
+    base = {"a": (rng.normal(0, 0.1, (3, 3, 4, 8)).astype(np.float32), rng.normal(0, 1, 8).astype(np.float32)),
+            "b": (np.concatenate([special, nan]),)}
+    tuned = {"a": (base["a"][0] * np.float32(1.001), base["a"][1]), "b": (base["b"][0][::-1].copy(),),
+             "c": (np.arange(5, dtype=np.float32),)}  # a layer the base lacks: stored whole
+    weights.save_arrays(tmp_path / "base.npz", base)
+    weights.save_arrays(tmp_path / "tuned.npz", tuned, base=tmp_path / "base.npz")
+    for want, path in ((base, "base.npz"), (tuned, "tuned.npz")):
+        got = weights.read_arrays(tmp_path / path)
+        assert list(got) == list(want)
+        for name in want:
+            for g, w in zip(got[name], want[name], strict=True):
+                assert g.dtype == np.float32 and g.shape == w.shape
+                assert np.array_equal(g.view(np.uint32), w.view(np.uint32))
+    with np.load(tmp_path / "tuned.npz") as z:
+        assert "a/0@xor" in z.files and "c/0@planes" in z.files
+    with np.load(weights.weights_dir() / "maxidetect-distill.npz") as z:  # shipped as a delta on maximask
+        assert str(z["@base"].ravel()[0]) == "maximask.npz"
+    (tmp_path / "base.npz").unlink()
+    with pytest.raises(WeightsError, match="base.npz: weights file missing"):
+        weights.read_arrays(tmp_path / "tuned.npz")

@@ -181,7 +181,7 @@ def test_mask_switches_equal_maxunpool_indices(predictor):
     weights = predictor._forward.weights
     out = {}
     for switches in ("indices", "masks"):
-        graph = build_graph(weights, part="full", switches=switches).SerializeToString()
+        graph = build_graph(weights, part="full", switches=switches)
         out[switches] = ort.InferenceSession(graph, providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
     assert np.array_equal(out["indices"], out["masks"])
     with pytest.raises(ValueError, match="32 px grid"):

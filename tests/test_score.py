@@ -2,6 +2,7 @@
 model (checksum, exact tree evaluation), MD_CONTAM/MD_CLASS in every
 catalogue format of both engines, and --clean."""
 
+import gzip
 import json
 import shutil
 
@@ -69,9 +70,11 @@ def test_shipped_model_is_verified_and_evaluated_exactly(tmp_path, monkeypatch):
     src = weights.weights_dir()
     for name in ("manifest.json", model.source.split("/")[-1]):
         shutil.copy(src / name, tmp_path / name)
-    spec = json.loads((tmp_path / model.source.split("/")[-1]).read_text())
+    shipped = tmp_path / model.source.split("/")[-1]
+    assert shipped.name.endswith(".json.gz")  # gzip on disk, checksum of the JSON
+    spec = json.loads(gzip.decompress(shipped.read_bytes()))
     spec["threshold"] = 0.01
-    (tmp_path / model.source.split("/")[-1]).write_text(json.dumps(spec))
+    shipped.write_bytes(gzip.compress(json.dumps(spec).encode()))
     monkeypatch.setenv("MAXIDETECT_WEIGHTS_DIR", str(tmp_path))
     import maxidetect.score.model as sm
 

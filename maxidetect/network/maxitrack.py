@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from maxidetect.files import atomic_output
+from maxidetect.network import onnx_proto
 
 __all__ = ["build_tracker_graph", "TrackerNet", "TrackResult", "Tracker", "TILE", "DEFAULT_PRIOR",
            "DEFAULT_THRESHOLD", "write_table"]
@@ -38,50 +39,46 @@ _CONVS = (("conv1", 16), ("conv2", 32), ("conv3", 64), ("conv4", 128), ("conv5",
 _DENSES = (("dense1", 64), ("dense2", 64))
 
 
-def build_tracker_graph(arrays: dict):
-    """The MaxiTrack network as an ONNX graph: (N, 1, 400, 400) normalised
-    tiles -> (N, 2) softmax probabilities (NCHW; Keras's NHWC flatten order
-    is restored before the first dense layer)."""
-    import onnx
-    from onnx import TensorProto, helper, numpy_helper
-
+def build_tracker_graph(arrays: dict) -> bytes:
+    """The MaxiTrack network as a serialised ONNX model: (N, 1, 400, 400)
+    normalised tiles -> (N, 2) softmax probabilities (NCHW; Keras's NHWC
+    flatten order is restored before the first dense layer)."""
     inits, nodes = [], []
 
     def init(name, arr):
-        inits.append(numpy_helper.from_array(np.ascontiguousarray(arr, np.float32), name))
+        inits.append(onnx_proto.Tensor(name, np.ascontiguousarray(arr, np.float32)))
         return name
 
+    def node(op, inputs, outputs, **attrs):
+        nodes.append(onnx_proto.Node(op, inputs, outputs, attrs))
+
     x = "asinh"
-    nodes.append(helper.make_node("Asinh", ["x"], [x]))
+    node("Asinh", ["x"], [x])
     for name, _ in _CONVS:
         kernel, bias = arrays[name]
         (slope,) = arrays[f"{name}_prelu"]
         k = init(f"{name}_w", np.transpose(kernel, (3, 2, 0, 1)))
         b = init(f"{name}_b", bias)
-        nodes.append(helper.make_node("Conv", [x, k, b], [f"{name}_c"], pads=[4, 4, 4, 4]))
+        node("Conv", [x, k, b], [f"{name}_c"], pads=[4, 4, 4, 4])
         s = init(f"{name}_s", np.transpose(slope, (2, 0, 1)))
-        nodes.append(helper.make_node("PRelu", [f"{name}_c", s], [f"{name}_a"]))
-        nodes.append(helper.make_node("MaxPool", [f"{name}_a"], [f"{name}_p"], kernel_shape=[2, 2], strides=[2, 2]))
+        node("PRelu", [f"{name}_c", s], [f"{name}_a"])
+        node("MaxPool", [f"{name}_a"], [f"{name}_p"], kernel_shape=[2, 2], strides=[2, 2])
         x = f"{name}_p"
-    nodes.append(helper.make_node("Transpose", [x], ["nhwc"], perm=[0, 2, 3, 1]))
-    nodes.append(helper.make_node("Flatten", ["nhwc"], ["flat"], axis=1))
+    node("Transpose", [x], ["nhwc"], perm=[0, 2, 3, 1])
+    node("Flatten", ["nhwc"], ["flat"], axis=1)
     x = "flat"
     for name in [n for n, _ in _DENSES] + ["dense3"]:
         kernel, bias = arrays[name]
-        nodes.append(helper.make_node("Gemm", [x, init(f"{name}_w", kernel), init(f"{name}_b", bias)], [f"{name}_d"]))
+        node("Gemm", [x, init(f"{name}_w", kernel), init(f"{name}_b", bias)], [f"{name}_d"])
         x = f"{name}_d"
         if f"{name}_prelu" in arrays:
             (slope,) = arrays[f"{name}_prelu"]
-            nodes.append(helper.make_node("PRelu", [x, init(f"{name}_s", slope)], [f"{name}_a"]))
+            node("PRelu", [x, init(f"{name}_s", slope)], [f"{name}_a"])
             x = f"{name}_a"
-    nodes.append(helper.make_node("Softmax", [x], ["y"], axis=1))
-    graph = helper.make_graph(
-        nodes, "maxitrack", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 1, TILE, TILE])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 2])], inits)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    onnx.checker.check_model(model)
-    return model
+    node("Softmax", [x], ["y"], axis=1)
+    return onnx_proto.make_model(
+        nodes, "maxitrack", [onnx_proto.ValueInfo("x", onnx_proto.FLOAT, ["N", 1, TILE, TILE])],
+        [onnx_proto.ValueInfo("y", onnx_proto.FLOAT, ["N", 2])], inits, opset=17, ir_version=8)
 
 
 class TrackerNet:
@@ -98,7 +95,7 @@ class TrackerNet:
         if threads:
             opts.intra_op_num_threads = int(threads)
         graph = build_tracker_graph(arrays if arrays is not None else load_tracker_arrays())
-        self._session = ort.InferenceSession(graph.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+        self._session = ort.InferenceSession(graph, opts, providers=["CPUExecutionProvider"])
 
     def __call__(self, tiles) -> np.ndarray:
         x = np.asarray(tiles, np.float32)

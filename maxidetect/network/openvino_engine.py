@@ -99,7 +99,7 @@ class OpenVinoForward(PartsForward):
 
     def _compile(self, part: str):
         core = _core()
-        model = core.read_model(build_graph(self.weights, part=part, switches="masks").SerializeToString())
+        model = core.read_model(build_graph(self.weights, part=part, switches="masks"))
         config = {
             # Explicit: on AMX CPUs OpenVINO's default for float32 models is bfloat16.
             "INFERENCE_PRECISION_HINT": PRECISIONS[self.effective_precision][part],

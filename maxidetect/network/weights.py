@@ -158,13 +158,52 @@ def weights_checksum(model) -> str:
     return arrays_checksum(model_arrays(model).items())
 
 
-def save_arrays(path, arrays: dict) -> Path:
-    """Write ``{layer: (arrays...)}`` as an ``.npz`` (``layer/i``), atomically."""
+# Storage: float32 arrays as their four byte planes (sign and exponent bytes
+# apart from the mantissa bytes) in a deflated zip, which np.load reads; a model
+# fine-tuned from another may be stored as the XOR of its bit patterns with
+# the base's, whose leading bits mostly cancel. Measured on the shipped files:
+# 92 MB as float32 npz -> 50 MB (maximask 19 MB, maxitrack 28 MB, the
+# distilled network 2.8 MB as a delta on maximask). The checksums are over the
+# arrays, so they do not depend on the storage.
+_PLANES, _XOR, _BASE = "@planes", "@xor", "@base"
+
+
+def _planes(a: np.ndarray) -> np.ndarray:
+    """float32/uint32 (shape S) -> uint8 byte planes (4, *S), least significant first."""
+    a = np.ascontiguousarray(a).astype("<u4", copy=False) if a.dtype.kind == "u" else \
+        np.ascontiguousarray(a, dtype="<f4").view("<u4")
+    return np.moveaxis(a.view(np.uint8).reshape(a.shape + (4,)), -1, 0)
+
+
+def _from_planes(planes: np.ndarray) -> np.ndarray:
+    """Inverse of :func:`_planes`, as uint32 bit patterns."""
+    return np.ascontiguousarray(np.moveaxis(planes, 0, -1)).view("<u4")[..., 0]
+
+
+def save_arrays(path, arrays: dict, base=None) -> Path:
+    """Write ``{layer: (arrays...)}`` as an ``.npz`` (``layer/i``), atomically.
+
+    ``base``: an ``.npz`` of the same layers (a model this one was fine-tuned
+    from) to store this one as a delta on; it must stay beside ``path``
+    (:func:`read_arrays` finds it by file name)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_output(path) as tmp, open(tmp, "wb") as f:
-        np.savez_compressed(f, **{f"{n}/{i}": np.asarray(a, np.float32) for n, t in arrays.items()
-                                  for i, a in enumerate(t)})
+    ref = read_arrays(base) if base is not None else {}
+    with atomic_output(path) as tmp, zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=9) as z:
+        def put(key, arr):
+            with z.open(f"{key}.npy", "w", force_zip64=True) as f:
+                np.lib.format.write_array(f, np.ascontiguousarray(arr), allow_pickle=False)
+
+        if base is not None:
+            put(_BASE, np.array(Path(base).name))
+        for name, t in arrays.items():
+            for i, a in enumerate(t):
+                a = np.asarray(a, np.float32)
+                b = ref.get(name, ())
+                if i < len(b) and b[i].shape == a.shape:
+                    put(f"{name}/{i}{_XOR}", _planes(a.view("<u4") ^ np.asarray(b[i], "<f4").view("<u4")))
+                else:
+                    put(f"{name}/{i}{_PLANES}", _planes(a))
     return path
 
 
@@ -175,14 +214,23 @@ def read_arrays(path) -> dict[str, tuple[np.ndarray, ...]]:
     out: dict[str, list] = {}
     try:
         with np.load(path) as z:
+            base = read_arrays(path.parent / str(z[_BASE].ravel()[0])) if _BASE in z.files else None
             for key in z.files:
-                if key == "state" or key.startswith("o:"):
+                if key == _BASE or key == "state" or key.startswith("o:"):
                     continue  # a training checkpoint (OUT.ckpt.npz): its weights are "w:layer/i"
+                value = z[key]
+                if key.endswith(_PLANES):
+                    key, value = key.removesuffix(_PLANES), _from_planes(value).view("<f4")
+                elif key.endswith(_XOR):
+                    key = key.removesuffix(_XOR)
+                    name, i = key.rsplit("/", 1)
+                    ref = np.asarray(base[name][int(i)], "<f4").view("<u4")
+                    value = (_from_planes(value) ^ ref).view("<f4")
                 name, i = key.removeprefix("w:").rsplit("/", 1)
-                out.setdefault(name, []).append((int(i), z[key]))
+                out.setdefault(name, []).append((int(i), value))
     except FileNotFoundError:
         raise WeightsError(f"{path}: weights file missing") from None
-    except (OSError, ValueError, KeyError, zipfile.BadZipFile) as exc:
+    except (OSError, ValueError, KeyError, IndexError, zipfile.BadZipFile) as exc:
         raise WeightsError(f"{path}: unreadable weights file ({exc})") from None
     return {n: tuple(a for _, a in sorted(v, key=lambda t: t[0])) for n, v in out.items()}
 
@@ -261,6 +309,10 @@ def _network_arrays(weights_file, width: float | None) -> tuple[dict, float]:
     return arrays, width
 
 
+def _same_shapes(a: dict, b: dict) -> bool:
+    return list(a) == list(b) and all([x.shape for x in a[n]] == [np.shape(y) for y in b[n]] for n in a)
+
+
 def _manifest_text(data: dict) -> str:
     """JSON with lists of numbers and names kept on one line (readable diffs)."""
     text = json.dumps(data, indent=2)
@@ -328,7 +380,13 @@ def register_model(
         entry["recipe"] = recipe
     if evaluation is not None:
         entry["evaluation"] = evaluation
-    save_arrays(weights_dir() / f"{name}.npz", arrays)
+    # A fine-tune is stored as a delta on the model it started from (a few
+    # MB instead of ~20) when that model's file is here.
+    init = (recipe or {}).get("init")
+    base = weights_dir() / f"{init}.npz" if isinstance(init, str) and init != name else None
+    if base is not None and not (base.exists() and _same_shapes(read_arrays(base), arrays)):
+        base = None
+    save_arrays(weights_dir() / f"{name}.npz", arrays, base=base)
     models = [m for m in data["models"] if m["name"] != name]
     at = next((i for i, m in enumerate(data["models"]) if m["name"] == name), len(models))
     models.insert(at, entry)

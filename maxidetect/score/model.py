@@ -14,6 +14,7 @@ source (1 - P(real)); ``MD_CLASS`` the most likely contaminant when
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import json
 from dataclasses import dataclass
@@ -129,8 +130,12 @@ def load_score_model(name: str | None = None, path=None) -> ScoreModel:
         return _CACHE[key]
     try:
         blob = path.read_bytes()
+        if path.suffix == ".gz":
+            blob = gzip.decompress(blob)
     except FileNotFoundError:
         raise WeightsError(f"{path}: score model missing (reinstall maxidetect, or maxidetect train-score)") from None
+    except (OSError, EOFError) as exc:
+        raise WeightsError(f"{path}: unreadable score model ({exc})") from None
     if sha is not None and hashlib.sha256(blob).hexdigest() != sha:
         raise WeightsError(f"{path}: checksum does not match the manifest's score model entry")
     try:
