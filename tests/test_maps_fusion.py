@@ -173,6 +173,41 @@ def test_hot_column_segment_and_dead_row_are_found():
     assert len(segs) == 2, segs  # nothing else: stars are not columns
 
 
+@pytest.mark.filterwarnings("ignore:PSF not measurable")
+def test_hot_column_through_an_unmeasurable_region_is_one_defect():
+    """A column crossing a region left out of the statistics (diffuse light,
+    a bright halo) is one defect end to end, not pieces with holes."""
+    img, _ = _field(n=512, n_stars=0, seed=11)
+    img[40:480, 300] += 3 * NOISE
+    st = measure_frame(img)
+    masked = np.zeros(img.shape, bool)
+    masked[150:330, 250:350] = True  # 180 rows of the column cannot be measured
+    segs = [s for s in find_column_defects(st.snr(img), masked) if s.axis == 1 and s.index == 300]
+    assert len(segs) == 1 and segs[0].start <= 56 and segs[0].stop >= 464, segs
+    masked[:] = False
+    img[200:330, 300] -= 3 * NOISE  # a real interruption, measured: two defects
+    segs = [s for s in find_column_defects(measure_frame(img).snr(img), masked) if s.axis == 1 and s.index == 300]
+    assert len(segs) == 2, segs
+
+
+def test_cosmic_ray_wings_are_flagged_not_zeroed_and_not_along_a_spike():
+    img, _ = _field(seed=12, n_stars=10)
+    flags = np.zeros(img.shape, np.int32)
+    img[100, 60:70] += 4000  # a track's core, the network's call...
+    img[99, 60:70] += 8 * NOISE  # ...and its wings, 8 sigma: nobody's call
+    img[101, 60:70] += 8 * NOISE
+    flags[100, 62:68] |= BIT["CR"]
+    for dy, f in ((-2, 0.14), (-1, 0.6), (0, 1.0), (1, 0.6), (2, 0.14)):  # a spike (PSF-wide) the network
+        img[200 + dy, 100:160] += 10 * NOISE * f  # calls SP, and CR on part of it
+        flags[200 + dy, 100:160] |= BIT["SP"]
+    flags[200, 120:124] |= BIT["CR"]
+    zero, flags, _ = fuse(img, flags, MapPolicy())
+    assert (flags[99:102, 60:70] & BIT["CR"]).all()  # the whole track flagged
+    assert not zero[97, 58:72].any() and not zero[103, 58:72].any()  # zero: only the hit and its 1-px halo
+    on_spike = (flags[197:204, 98:162] & BIT["CR"]) != 0
+    assert on_spike.sum() == 4 and on_spike[3, 22:26].all()  # the network's CR, not grown along the spike
+
+
 def test_network_trail_pixels_off_any_line_are_only_flagged():
     img, pos = _field(seed=8)
     flags = np.zeros(img.shape, np.int32)

@@ -8,9 +8,11 @@ In order (each step is its own module; this one decides):
    network's elongated TRL components, masked end to end; TRL pixels of the
    network that no fitted trail explains are only flagged;
 3. bad columns and rows from their statistics (:mod:`.columns`), trails
-   left out, fused with the network's HCL/DCL;
+   left out, fused with the network's HCL/DCL; a column is one defect
+   across rows its statistics cannot measure;
 4. cosmic rays from the network and from L.A.Cosmic (astroscrappy) on an
-   edge-padded frame, both flagged;
+   edge-padded frame, both flagged, and their wings (neighbours >= 4 sigma,
+   not along a spike or trail) flagged too;
 5. rule 1 (:mod:`.stars`): zero-weight candidates on real sources are
    released to flag-only, also under a fitted trail or column once its
    profile is subtracted (the issue's exception for fitted lines is not
@@ -96,6 +98,9 @@ def _header_float(header, keys, default):
             except (TypeError, ValueError):
                 pass
     return default
+
+
+WING_SIGMA = 4.0  # a cosmic ray's flag reaches neighbours at least this far above the sky
 
 
 def cosmic_rays(image: np.ndarray, stats: FrameStats, header=None, pad: int = 8) -> np.ndarray | None:
@@ -271,6 +276,10 @@ def fuse(image: np.ndarray, flags: np.ndarray, policy: MapPolicy,
     report.released_pixels = int(released.sum())
 
     zero = (candidates & ~released) | independent | other
+    # The network's cosmic-ray or hot-pixel call on a source that the source
+    # alone explains (an undersampled star's core) is refuted, as L.A.Cosmic's
+    # are below: its flag would mark a clean star.
+    flags[result.explained] &= ~(BIT["CR"] | BIT["HP"])
     if lacos is not None:
         # L.A.Cosmic alone, refuted by rule 1 or explained by a fitted line: not a cosmic ray at all.
         refuted = lacos & ~net("CR") & (released | trl_line | col_mask)
@@ -280,4 +289,14 @@ def fuse(image: np.ndarray, flags: np.ndarray, policy: MapPolicy,
     cr_zero = zero & (net("CR") | (lacos if lacos is not None else False))
     if cr_zero.any() and act["CR"] == "zero":
         zero |= ndimage.binary_dilation(cr_zero, structure=np.ones((3, 3), bool)) & ~released & ~saturated
+    if act["CR"] != "none":
+        # A track's bright wings: both finders stop short of pixels still well
+        # above the sky next to a hit (measured on simulated frames: most
+        # cosmic-ray pixels >= 5 sigma they miss touch a flagged one). Flagged
+        # only, and not along other bright structures the network names
+        # (spikes and trails, which it also calls cosmic rays in places).
+        cr = net("CR")
+        other_lines = net("SP") | net("TRL") | trl_line
+        flags[ndimage.binary_dilation(cr & ~other_lines, structure=np.ones((3, 3), bool)) & ~cr & ~other_lines
+              & (z >= WING_SIGMA) & ~saturated] |= BIT["CR"]
     return zero, flags, report
