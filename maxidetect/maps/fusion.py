@@ -276,10 +276,6 @@ def fuse(image: np.ndarray, flags: np.ndarray, policy: MapPolicy,
     report.released_pixels = int(released.sum())
 
     zero = (candidates & ~released) | independent | other
-    # The network's cosmic-ray or hot-pixel call on a source that the source
-    # alone explains (an undersampled star's core) is refuted, as L.A.Cosmic's
-    # are below: its flag would mark a clean star.
-    flags[result.explained] &= ~(BIT["CR"] | BIT["HP"])
     if lacos is not None:
         # L.A.Cosmic alone, refuted by rule 1 or explained by a fitted line: not a cosmic ray at all.
         refuted = lacos & ~net("CR") & (released | trl_line | col_mask)

@@ -48,8 +48,6 @@ class ReleaseResult:
     released: np.ndarray  # bool (H, W): zero-weight candidates given back (flag-only)
     n_tested: int
     n_sources: int  # objects judged real sources
-    #: bool (H, W): released pixels the source alone explains (nothing else there)
-    explained: np.ndarray | None = None
 
 
 def _pixel_gauss(offsets: np.ndarray, sigma: float) -> np.ndarray:
@@ -134,12 +132,7 @@ def _plane_chi2(d, var, use) -> float:
 
 
 def judge_object(d, rms, cand, others, sig_psf):
-    """Judge one stamp: returns (is_source, source_model or None, artefact_too).
-
-    ``artefact_too``: the candidates hold something besides the source (the
-    source fitted around them and the candidates left free has the lower
-    Akaike criterion); False when the source alone explains them, so the
-    network's call there (a star core called a cosmic ray) is refuted.
+    """Judge one stamp: returns (is_source, source_model or None).
 
     ``d``: background-subtracted pixels, ``rms``: noise, ``cand``: the zero
     candidates, ``others``: pixels of other objects (left out of every fit).
@@ -150,7 +143,7 @@ def judge_object(d, rms, cand, others, sig_psf):
     use_out = use_all & ~cand
     n_cand = int((cand & use_all).sum())
     if use_out.sum() < 8 or n_cand == 0:
-        return False, None, True
+        return False, None
     ys = np.arange(d.shape[0], dtype=np.float64)
     xs = np.arange(d.shape[1], dtype=np.float64)
     # Centres tried: the candidates' peak, and the brightest pixel just
@@ -163,14 +156,11 @@ def judge_object(d, rms, cand, others, sig_psf):
     aic_art = _plane_chi2(d, var, use_out) + 2 * (n_cand + 3)
     # The first model that beats the artefact with a significant source decides.
     for (py, px) in sorted(centres):
-        chi2, amp, snr, model = _fit_family(d, var, use_all, ys, xs, py, px, sig_psf, _WIDTHS)
-        if amp > 0 and snr >= MIN_SOURCE_SNR and chi2 + 2 * 7 < aic_art:
-            chi2_out, amp_out, _, _ = _fit_family(d, var, use_out, ys, xs, py, px, sig_psf, _WIDTHS[:5])
-            return True, model, bool(amp_out > 0 and chi2_out + 2 * (7 + n_cand) < chi2 + 2 * 7)
-        chi2, amp, snr, model = _fit_family(d, var, use_out, ys, xs, py, px, sig_psf, _WIDTHS[:5])
-        if amp > 0 and snr >= MIN_SOURCE_SNR and chi2 + 2 * (7 + n_cand) < aic_art:
-            return True, model, True
-    return False, None, True
+        for use, extra, widths in ((use_all, 0, _WIDTHS), (use_out, n_cand, _WIDTHS[:5])):
+            chi2, amp, snr, model = _fit_family(d, var, use, ys, xs, py, px, sig_psf, widths)
+            if amp > 0 and snr >= MIN_SOURCE_SNR and chi2 + 2 * (7 + extra) < aic_art:
+                return True, model
+    return False, None
 
 
 def protect_sources(image_sub: np.ndarray, stats: FrameStats, candidates: np.ndarray,
@@ -180,7 +170,7 @@ def protect_sources(image_sub: np.ndarray, stats: FrameStats, candidates: np.nda
     released = np.zeros(candidates.shape, bool)
     objs = stats.objects
     if len(objs) == 0 or not candidates.any():
-        return ReleaseResult(released, 0, 0, np.zeros(candidates.shape, bool))
+        return ReleaseResult(released, 0, 0)
     h, w = candidates.shape
     r_core = max(1.0, 0.75 * stats.fwhm)
     rr = int(np.ceil(r_core))
@@ -192,7 +182,6 @@ def protect_sources(image_sub: np.ndarray, stats: FrameStats, candidates: np.nda
     hs = max(4, int(np.ceil(2.0 * stats.fwhm)) + 2)
     seg = stats.segmentation
     n_src = 0
-    explained = np.zeros(candidates.shape, bool)
     for i in idx:
         y0, y1 = max(iy[i] - hs, 0), min(iy[i] + hs + 1, h)
         x0, x1 = max(ix[i] - hs, 0), min(ix[i] + hs + 1, w)
@@ -200,14 +189,11 @@ def protect_sources(image_sub: np.ndarray, stats: FrameStats, candidates: np.nda
         s = seg[sl]
         others = (s > 0) & (s != i + 1)
         cand = candidates[sl] & ~released[sl]
-        ok, model, artefact = judge_object(np.asarray(image_sub[sl], np.float64), stats.rms[sl], cand, others,
-                                           stats.sigma)
+        ok, model = judge_object(np.asarray(image_sub[sl], np.float64), stats.rms[sl], cand, others, stats.sigma)
         if not ok:
             continue
         n_src += 1
         yy, xx = np.mgrid[y0:y1, x0:x1]
         footprint = (model > 0.5 * stats.rms[sl]) | (np.hypot(yy - objs["y"][i], xx - objs["x"][i]) <= stats.fwhm)
         released[sl] |= cand & footprint
-        if not artefact:
-            explained[sl] |= cand & footprint
-    return ReleaseResult(released, int(len(idx)), n_src, explained)
+    return ReleaseResult(released, int(len(idx)), n_src)
