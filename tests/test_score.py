@@ -156,3 +156,42 @@ def test_no_detection_gives_an_empty_catalogue_with_the_columns(tmp_path):
     assert main(["detect", str(tmp_path / "n.fits"), "--no-mask", "-DETECT_THRESH", "50"]) == 0
     cat = read_catalog(tmp_path / "n.nomask.sep.cat.fits")
     assert len(cat) == 0 and "MD_CONTAM" in cat.colnames
+
+
+def test_spike_angle_and_distance_on_a_constructed_saturated_star():
+    """Four spikes at 30 degrees (mod 90) around a saturated star are found
+    whatever the neighbours; a point on a spike is near one, a point at the
+    same distance between spikes is not; a star without spikes gives none."""
+    from maxidetect.maps.fusion import BIT
+    from maxidetect.score.features import spike_angle, spike_distance
+
+    n, cy, cx, fwhm = 301, 150.0, 150.0, 3.0
+    yy, xx = np.mgrid[:n, :n]
+    dy, dx = yy - cy, xx - cx
+    r = np.hypot(dy, dx)
+    halo = 5e4 / (1 + (r / 3) ** 2) ** 1.5
+    spikes = np.zeros((n, n))
+    for k in range(4):
+        a = np.radians(30 + 90 * k)
+        along = dx * np.cos(a) + dy * np.sin(a)
+        across = -dx * np.sin(a) + dy * np.cos(a)
+        spikes += np.where(along > 0, 300 * np.exp(-0.5 * (across / 0.8) ** 2) * np.exp(-along / 60), 0)
+    rng = np.random.default_rng(5)
+    stars = np.zeros((n, n))
+    for _ in range(15):  # neighbours in the annulus
+        sy, sx = rng.uniform(100, 200, 2)
+        stars += 800 * np.exp(-0.5 * ((yy - sy) ** 2 + (xx - sx) ** 2) / 1.3**2)
+    noise = rng.normal(0, 5, (n, n))
+    sat = r <= 6
+    for img, want in ((halo + spikes + stars + noise, 30.0), (halo + stars + noise, None)):
+        phi = spike_angle(img, [(cy, cx, 6.0)], fwhm)
+        if want is None:
+            assert phi is None
+        else:
+            assert phi is not None and abs(np.degrees(phi) - want) < 3
+    flags = np.where(sat, BIT["SAT"], 0)
+    on = (cx + 40 * np.cos(np.radians(120)), cy + 40 * np.sin(np.radians(120)))
+    off = (cx + 40 * np.cos(np.radians(75)), cy + 40 * np.sin(np.radians(75)))
+    d = spike_distance(halo + spikes + stars + noise, flags == BIT["SAT"], np.array([on[0], off[0]]),
+                       np.array([on[1], off[1]]), fwhm)
+    assert d[0] < 2 and d[1] > 20
