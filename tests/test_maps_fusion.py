@@ -262,3 +262,32 @@ def test_real_frame_without_a_trail_gets_none(tmp_path):
     with fits.open(tmp_path / "out" / "f.weight.fits") as h:
         assert h[0].header["MDNTRL"] == 0
         assert (h[0].data == 0).mean() < 0.01
+
+
+def test_trail_model_follows_the_trail_brightness():
+    """A trail twice as bright over half its length: the model measured along
+    it leaves no bright stretch behind (which would pass for sources), a
+    constant amplitude does; a star on the trail stays in the residual."""
+    from maxidetect.maps.trails import Trail, trail_model
+
+    rng = np.random.default_rng(3)
+    n = 400
+    z = rng.normal(0, 1, (n, n)).astype(np.float32)
+    theta, rho, sig = np.radians(60.0), 200.0, 1.2
+    yy, xx = np.mgrid[:n, :n]
+    dist = xx * np.cos(theta) + yy * np.sin(theta) - rho
+    along = -xx * np.sin(theta) + yy * np.cos(theta)
+    amp = np.where(along > np.median(along[np.abs(dist) < 1]), 8.0, 3.0)
+    z += (amp * np.exp(-0.5 * (dist / sig) ** 2)).astype(np.float32)
+    star = 40 * np.exp(-0.5 * ((yy - 100) ** 2 + (xx - (rho - 100 * np.sin(theta)) / np.cos(theta)) ** 2) / 1.5**2)
+    z += star.astype(np.float32)
+    t = Trail(theta, rho, sig, 5.5, float(along.min()), float(along.max()), 10.0, "hough")
+    on = (np.abs(dist) < 1) & (star < 0.5)
+    for snr, worst in ((None, 2.0), (z, 0.6)):
+        res = z - trail_model(z.shape, t, snr)
+        bright = on & (amp == 8.0)
+        if snr is None:
+            assert np.median(res[bright]) > worst  # a constant amplitude leaves the bright half
+        else:
+            assert abs(np.median(res[bright])) < worst and abs(np.median(res[on & (amp == 3.0)])) < worst
+            assert res[star > 20].min() > 10  # the star is not absorbed into the trail

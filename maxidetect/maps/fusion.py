@@ -222,7 +222,7 @@ def fuse(image: np.ndarray, flags: np.ndarray, policy: MapPolicy,
     model = np.zeros(flags.shape, np.float32)
     for t in report.trails:
         trl_mask |= trail_mask(flags.shape, t)
-        model += trail_model(flags.shape, t)
+        model += trail_model(flags.shape, t, z)
     if act["TRL"] != "none":
         flags[trl_mask] |= BIT["TRL"]
     net_trl_only = net("TRL") & ~trl_mask

@@ -79,12 +79,31 @@ def trail_mask(shape, trail: Trail, margin: float = 10.0) -> np.ndarray:
     return mask
 
 
-def trail_model(shape, trail: Trail) -> np.ndarray:
-    """The trail's Gaussian profile in noise units (for subtraction), float32."""
+def trail_model(shape, trail: Trail, snr: np.ndarray | None = None, step: float = 32.0) -> np.ndarray:
+    """The trail's Gaussian profile in noise units (for subtraction), float32.
+
+    With ``snr`` (the frame in noise units), the amplitude follows the trail:
+    measured in ``step``-pixel pieces along it (median over each piece of the
+    pixels near the line, so a star on the trail barely moves it). A real
+    trail's brightness varies (tumbling, the sky under it); a constant
+    amplitude leaves its brighter stretches as compact residuals that pass
+    for sources."""
     model = np.zeros(shape, np.float32)
     # 8 sigma: beyond it the profile is below 1e-14 of its peak
-    ys, xs, dist = _segment(shape, trail.theta, trail.rho, 8.0 * trail.sigma, trail.t0, trail.t1)
-    model[ys, xs] = trail.amplitude * np.exp(-0.5 * (dist / trail.sigma) ** 2)
+    ys, xs, dist, along = _band(shape, trail.theta, trail.rho, 8.0 * trail.sigma)
+    keep = (along >= trail.t0) & (along <= trail.t1)
+    ys, xs, dist, along = ys[keep], xs[keep], dist[keep], along[keep]
+    profile = np.exp(-0.5 * (dist / trail.sigma) ** 2)
+    amp = np.full(len(ys), trail.amplitude, np.float64)
+    if snr is not None and len(ys):
+        piece = ((along - trail.t0) // step).astype(np.int64)
+        n = int(piece.max()) + 1
+        core = profile > 0.6  # within ~1 sigma of the line
+        est = _bin_medians(snr[ys[core], xs[core]] / profile[core], np.where(core, piece, -1)[core], n)
+        count = np.bincount(piece[core], minlength=n)
+        est = np.where(count >= 8, np.clip(est, 0.0, None), trail.amplitude)
+        amp = est[piece]
+    model[ys, xs] = amp * profile
     return model
 
 
