@@ -5,7 +5,8 @@ output may replace an input or be written by two inputs), then maps
 :func:`process_file` over the inputs and returns a :class:`RunSummary`.
 
 Run records. Each product of a file (masks; maps; a catalogue per engine)
-has a record ``OUTDIR/.maxidetect/<input>.<product>.json``: ``started``
+has a record ``.maxidetect/<input>.<product>.json`` in the directory of the
+product's first output (``OUTDIR`` or beside the input): ``started``
 before work, ``complete`` with the output sizes once every output is in
 place (each written atomically), the input's SHA-256 and the hash of the
 settings that shaped it. A product whose record is complete and matches
@@ -170,7 +171,11 @@ def record_path(spec, job: Job, product: str | None = None) -> Path:
     """The run record of ``product`` of ``spec`` (default: the job's last product)."""
     spec = spec if isinstance(spec, InputSpec) else parse_input(str(spec))
     product = product or job.products()[-1]
-    d = Path(job.out_dir) if job.out_dir else spec.path.parent
+    # Beside the product itself: a catalogue named elsewhere (CATALOG_NAME)
+    # must not leave its record beside a shared, perhaps read-only, input,
+    # where another run's record would then refuse it.
+    paths = planned_outputs(job, spec).get(product) or []
+    d = Path(paths[0]).parent if paths else (Path(job.out_dir) if job.out_dir else spec.path.parent)
     name = spec.path.name + (f"_hdu{spec.hdu}" if spec.hdu is not None else "")
     return d / RECORD_DIR / f"{name}.{job.product_name(product)}.json"
 

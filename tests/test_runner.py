@@ -189,3 +189,24 @@ def test_a_later_run_without_progress_does_not_call_an_earlier_runs(inputs, tmp_
     assert s.failed  # that run's own progress broke it
     s = run_files(Job("mask", out_dir=str(tmp_path / "b")), inputs[:1], progress=None)
     assert not s.failed, [r.reason for r in s.failed]
+
+
+def test_a_catalogue_named_elsewhere_keeps_its_record_beside_it(inputs, tmp_path, monkeypatch):
+    """CATALOG_NAME puts the catalogue in the working directory: its record
+    goes there too, never beside the (shared) input, where a run from another
+    directory with other settings would otherwise be refused."""
+    import shutil
+
+    from maxidetect.cli import main
+
+    src = tmp_path / "shared"
+    src.mkdir()
+    frame = shutil.copy(inputs[0], src / "f.fits")
+    for k, cfg in enumerate(("a", "b")):
+        work = tmp_path / cfg
+        work.mkdir()
+        monkeypatch.chdir(work)
+        extra = ["-DETECT_THRESH", "3"] if k else []
+        assert main(["detect", str(frame), "--no-mask", "-CATALOG_NAME", "test.cat", "-q", *extra]) == 0
+        assert (work / "test.cat").exists() and (work / ".maxidetect").is_dir()
+    assert not (src / ".maxidetect").exists()
