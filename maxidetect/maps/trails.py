@@ -99,7 +99,7 @@ def trail_model(shape, trail: Trail, snr: np.ndarray | None = None, step: float 
         piece = ((along - trail.t0) // step).astype(np.int64)
         n = int(piece.max()) + 1
         core = profile > 0.6  # within ~1 sigma of the line
-        est = _bin_medians(snr[ys[core], xs[core]] / profile[core], np.where(core, piece, -1)[core], n)
+        est = _bin_medians(snr[ys[core], xs[core]] / profile[core], piece[core], n)
         count = np.bincount(piece[core], minlength=n)
         est = np.where(count >= 8, np.clip(est, 0.0, None), trail.amplitude)
         amp = est[piece]
