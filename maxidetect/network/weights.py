@@ -162,17 +162,16 @@ def weights_checksum(model) -> str:
 # apart from the mantissa bytes) in a deflated zip, which np.load reads; a model
 # fine-tuned from another may be stored as the XOR of its bit patterns with
 # the base's, whose leading bits mostly cancel. Measured on the shipped files:
-# 92 MB as float32 npz -> 50 MB (maximask 19 MB, maxitrack 28 MB, the
-# distilled network 2.8 MB as a delta on maximask). The checksums are over the
+# 93 MB as float32 npz -> 51 MB (maximask 19 MB, maxitrack 28 MB, the
+# distilled network 3.5 MB as a delta on maximask). The checksums are over the
 # arrays, so they do not depend on the storage.
 _PLANES, _XOR, _BASE = "@planes", "@xor", "@base"
 
 
-def _planes(a: np.ndarray) -> np.ndarray:
-    """float32/uint32 (shape S) -> uint8 byte planes (4, *S), least significant first."""
-    a = np.ascontiguousarray(a).astype("<u4", copy=False) if a.dtype.kind == "u" else \
-        np.ascontiguousarray(a, dtype="<f4").view("<u4")
-    return np.moveaxis(a.view(np.uint8).reshape(a.shape + (4,)), -1, 0)
+def _planes(bits: np.ndarray) -> np.ndarray:
+    """uint32 bit patterns (shape S) -> uint8 byte planes (4, *S), least significant first."""
+    bits = np.ascontiguousarray(bits, dtype="<u4")
+    return np.moveaxis(bits.view(np.uint8).reshape(bits.shape + (4,)), -1, 0)
 
 
 def _from_planes(planes: np.ndarray) -> np.ndarray:
@@ -183,27 +182,28 @@ def _from_planes(planes: np.ndarray) -> np.ndarray:
 def save_arrays(path, arrays: dict, base=None) -> Path:
     """Write ``{layer: (arrays...)}`` as an ``.npz`` (``layer/i``), atomically.
 
-    ``base``: an ``.npz`` of the same layers (a model this one was fine-tuned
-    from) to store this one as a delta on; it must stay beside ``path``
-    (:func:`read_arrays` finds it by file name)."""
+    ``base``: an ``.npz`` (a model this one was fine-tuned from): each array
+    whose layer and shape it shares is stored as a delta on it, the others
+    whole; the base must stay beside ``path`` (:func:`read_arrays` finds it
+    by file name) and is named in the file only if some array needs it."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     ref = read_arrays(base) if base is not None else {}
+    members = {}
+    for name, t in arrays.items():
+        for i, a in enumerate(t):
+            bits = np.asarray(a, "<f4").view("<u4")
+            b = ref.get(name, ())
+            if i < len(b) and b[i].shape == bits.shape:
+                members[f"{name}/{i}{_XOR}"] = _planes(bits ^ np.asarray(b[i], "<f4").view("<u4"))
+            else:
+                members[f"{name}/{i}{_PLANES}"] = _planes(bits)
+    if any(k.endswith(_XOR) for k in members):
+        members = {_BASE: np.array(Path(base).name), **members}
     with atomic_output(path) as tmp, zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=9) as z:
-        def put(key, arr):
+        for key, arr in members.items():
             with z.open(f"{key}.npy", "w", force_zip64=True) as f:
                 np.lib.format.write_array(f, np.ascontiguousarray(arr), allow_pickle=False)
-
-        if base is not None:
-            put(_BASE, np.array(Path(base).name))
-        for name, t in arrays.items():
-            for i, a in enumerate(t):
-                a = np.asarray(a, np.float32)
-                b = ref.get(name, ())
-                if i < len(b) and b[i].shape == a.shape:
-                    put(f"{name}/{i}{_XOR}", _planes(a.view("<u4") ^ np.asarray(b[i], "<f4").view("<u4")))
-                else:
-                    put(f"{name}/{i}{_PLANES}", _planes(a))
     return path
 
 
@@ -309,10 +309,6 @@ def _network_arrays(weights_file, width: float | None) -> tuple[dict, float]:
     return arrays, width
 
 
-def _same_shapes(a: dict, b: dict) -> bool:
-    return list(a) == list(b) and all([x.shape for x in a[n]] == [np.shape(y) for y in b[n]] for n in a)
-
-
 def _manifest_text(data: dict) -> str:
     """JSON with lists of numbers and names kept on one line (readable diffs)."""
     text = json.dumps(data, indent=2)
@@ -384,7 +380,7 @@ def register_model(
     # MB instead of ~20) when that model's file is here.
     init = (recipe or {}).get("init")
     base = weights_dir() / f"{init}.npz" if isinstance(init, str) and init != name else None
-    if base is not None and not (base.exists() and _same_shapes(read_arrays(base), arrays)):
+    if base is not None and not base.exists():
         base = None
     save_arrays(weights_dir() / f"{name}.npz", arrays, base=base)
     models = [m for m in data["models"] if m["name"] != name]

@@ -223,13 +223,13 @@ def spike_distance(sub: np.ndarray, sat: np.ndarray, x: np.ndarray, y: np.ndarra
         return out
     lab, n = ndimage.label(sat, structure=np.ones((3, 3), bool))
     boxes = ndimage.find_objects(lab)
-    # area and centroid within each component's box (not a pass over the frame per statistic)
-    area, cy, cx = np.zeros(n), np.zeros(n), np.zeros(n)
+    # area, centroid and extent within each component's box (not a pass over the frame per statistic)
+    area, cy, cx, span = np.zeros(n), np.zeros(n), np.zeros(n), np.zeros(n)
     for k, box in enumerate(boxes):
         yy, xx = np.nonzero(lab[box] == k + 1)
         area[k], cy[k], cx[k] = len(yy), yy.mean() + box[0].start, xx.mean() + box[1].start
-    span = np.array([[b[0].stop - b[0].start, b[1].stop - b[1].start] for b in boxes], float)
-    keep = (area >= 4) & (span.max(axis=1) <= 400)  # not a saturated region or column
+        span[k] = max(box[0].stop - box[0].start, box[1].stop - box[1].start)
+    keep = (area >= 4) & (span <= 400)  # not a saturated region or column
     if not keep.any():
         return out
     # (Stars with bleed trails included: on simulated frames with bleeding
