@@ -118,7 +118,7 @@ STRATEGIES = ("none", "network", "maxidetect", "maxidetect+clean", "oracle", "as
 LOST_SNR_BINS = ((20, 50), (50, 200), (200, np.inf))
 
 
-def _variant_config(base: SimConfig, variant: str) -> SimConfig:
+def variant_config(base: SimConfig, variant: str) -> SimConfig:
     if variant not in VARIANTS:
         raise ValueError(f"unknown variant {variant!r}; known: {', '.join(VARIANTS)}")
     return SimConfig(**{**asdict(base), **VARIANTS[variant]})
@@ -176,7 +176,7 @@ def run_bench(opts: BenchOptions, maker=None, work_dir=None, progress: bool = Tr
     frames = []
     bar = tqdm(total=opts.n_frames * len(opts.variants), unit="frame", disable=not progress, file=sys.stderr)
     for variant in opts.variants:
-        sim = _variant_config(opts.sim_config, variant)
+        sim = variant_config(opts.sim_config, variant)
         for k in range(opts.n_frames):
             seed = opts.seed + k
             t0 = time.perf_counter()
