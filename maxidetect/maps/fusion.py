@@ -102,6 +102,10 @@ def _header_float(header, keys, default):
 
 
 WING_SIGMA = 4.0  # a cosmic ray's flag reaches neighbours at least this far above the sky
+# Below this peak S/N a PSF-like hit is as likely a cosmic ray as a star (undersampled frames):
+# rule 1 releases it from zero weight, its L.A.Cosmic flag stays. Above it, a hit on a released
+# source was a star's core (measured on undersampled frames: 59 of them per 2048^2 frame, z ~ 85).
+REFUTE_MIN_PEAK = 10.0
 
 
 def cosmic_rays(image: np.ndarray, stats: FrameStats, header=None, pad: int = 8) -> np.ndarray | None:
@@ -178,7 +182,8 @@ def fuse(image: np.ndarray, flags: np.ndarray, policy: MapPolicy,
     def net(abbr):
         return (flags & BIT[abbr]) != 0
 
-    sharp = net("CR") | net("HP")
+    net_cr = net("CR")  # the network's own calls: flags gains L.A.Cosmic's below
+    sharp = net_cr | net("HP")
     # Overscan left in the background meshes makes the spline ring along the
     # frame's columns: column-like residuals over its whole height. The
     # network's OV pixels, and edge blocks with no sky by their statistics.
@@ -250,20 +255,24 @@ def fuse(image: np.ndarray, flags: np.ndarray, policy: MapPolicy,
         pool.shutdown()
     if lacos is not None:
         lacos &= ~saturated
-        lacos &= ~_lacosmic_false_alarms(lacos & ~net("CR"), z, col_lines | sky_free, diffuse | net("BBG"),
+        lacos &= ~_lacosmic_false_alarms(lacos & ~net_cr, z, col_lines | sky_free, diffuse | net("BBG"),
                                          net("HP") | net("DP") | net("HCL") | net("DCL"))
         report.lacosmic_pixels = int(lacos.sum())
         flags[lacos] |= BIT["CR"]
 
     # -- zero-weight candidates and rule 1
-    def class_zero(a):
-        return _grow(net(a), policy.grow_of(CLASS_INDEX[a])) if act[a] == "zero" else np.zeros(flags.shape, bool)
+    def class_zero(a):  # the network's own calls (CR: before L.A.Cosmic's were added to the flags)
+        if act[a] != "zero":
+            return np.zeros(flags.shape, bool)
+        return _grow(net_cr if a == "CR" else net(a), policy.grow_of(CLASS_INDEX[a]))
 
     releasable = np.zeros(flags.shape, bool)
     for a in RELEASABLE:  # the network's TRL counts only where a fitted trail confirms it
         if a != "TRL":
             releasable |= class_zero(a)
-    if lacos is not None and act["CR"] == "zero":
+    by_network = releasable.copy()
+    lacos_zero = lacos is not None and act["CR"] == "zero"
+    if lacos_zero:
         releasable |= _grow(lacos, policy.grow_of(CLASS_INDEX["CR"]))
     independent = np.zeros(flags.shape, bool)
     for a in INDEPENDENT:
@@ -285,8 +294,30 @@ def fuse(image: np.ndarray, flags: np.ndarray, policy: MapPolicy,
 
     zero = (candidates & ~released) | independent | other
     if lacos is not None:
-        # L.A.Cosmic alone, refuted by rule 1 or explained by a fitted line: not a cosmic ray at all.
-        refuted = lacos & ~net("CR") & (released | trl_line | col_mask)
+        # L.A.Cosmic alone, refuted by rule 1 or explained by a fitted line: not a cosmic ray at all
+        # (on undersampled frames its hits on star cores were most of the false cosmic-ray flags).
+        # A hit touching one of the network's own is the same event, extended: kept.
+        refuted = lacos & ~net_cr & (released | trl_line | col_mask)
+        if refuted.any():
+            lab, n = ndimage.label(lacos | net_cr, structure=np.ones((3, 3), bool))
+            keep = np.zeros(n + 1, bool)
+            keep[np.unique(lab[net_cr])] = True
+            peak = np.zeros(n + 1)
+            peak[1:] = ndimage.maximum(z, lab, np.arange(1, n + 1))
+            keep |= peak < REFUTE_MIN_PEAK
+            keep[0] = False
+            refuted &= ~(keep[lab] & ~(trl_line | col_mask))
+            # One hit is one event: a component rule 1 released in part (its
+            # footprint stops short of a corner) is refuted, and given back, whole.
+            whole = np.zeros(n + 1, bool)
+            whole[np.unique(lab[refuted & released])] = True
+            whole[0] = False
+            refuted |= whole[lab] & lacos & ~net_cr
+        if refuted.any() and lacos_zero:
+            # What only the refuted hits (and their growth) made zero gets its weight back.
+            g = policy.grow_of(CLASS_INDEX["CR"])
+            dropped = _grow(lacos, g) & ~_grow(lacos & ~refuted, g)
+            zero &= ~(dropped & ~by_network & ~trl_mask & ~col_mask & ~independent & ~other)
         flags[refuted] &= ~BIT["CR"]
         lacos &= ~refuted
     # Cosmic rays keep a one-pixel halo (their faint wings), never over a protected source.
@@ -301,6 +332,7 @@ def fuse(image: np.ndarray, flags: np.ndarray, policy: MapPolicy,
         # (spikes and trails, which it also calls cosmic rays in places).
         cr = net("CR")
         other_lines = net("SP") | net("TRL") | trl_line
+        # Nor into a source rule 1 released: its brightness is the source's.
         flags[ndimage.binary_dilation(cr & ~other_lines, structure=np.ones((3, 3), bool)) & ~cr & ~other_lines
-              & (z >= WING_SIGMA) & ~saturated] |= BIT["CR"]
+              & (z >= WING_SIGMA) & ~saturated & ~released] |= BIT["CR"]
     return zero, flags, report

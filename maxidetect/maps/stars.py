@@ -40,7 +40,7 @@ MODEL_ERROR = 0.15
 #: A source model must have at least this amplitude significance.
 MIN_SOURCE_SNR = 5.0
 _WIDTHS = (0.85, 1.0, 1.3, 1.8, 2.6, 3.8)  # x the PSF sigma: stars to compact galaxies
-_OFFSETS = np.linspace(-0.5, 0.5, 5)  # sub-pixel centre search around the peak pixel
+_OFFSETS = np.linspace(-0.5, 0.5, 9)  # sub-pixel centre search around the peak pixel (1/8 px: undersampled PSFs)
 
 
 @dataclass
