@@ -313,6 +313,7 @@ def fuse(image: np.ndarray, flags: np.ndarray, policy: MapPolicy,
             # footprint stops short of a corner) is refuted, and given back, whole.
             whole = np.zeros(n + 1, bool)
             whole[np.unique(lab[refuted & released])] = True
+            whole &= ~keep  # a kept hit's pixels on a fitted line are refuted alone
             whole[0] = False
             refuted |= whole[lab] & lacos & ~net_cr
         if refuted.any() and lacos_zero:
