@@ -140,7 +140,7 @@ def _deblend(conv: np.ndarray, parents: np.ndarray, thresh: np.ndarray, nthresh:
         node_level.append(np.full(len(comps), k))
         node_flux.append(np.bincount(lon, v - tk, n + 1)[comps])
         node_root.append(par[first[comps]])
-        cur = np.where(valid[lon], ids[lon], -1)
+        cur = np.where(valid[lon], ids[lon], -1).astype(np.int32)  # one per pixel above threshold and level
         levels.append(cur)
         nnode += len(comps)
     if not levels:
