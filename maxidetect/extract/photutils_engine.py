@@ -334,9 +334,9 @@ def _sources(image, config, weight, header):
         rmesh = _sextractor_filter(np.asarray(bkg.background_rms_mesh, np.float64), fh, fw)
         zoom = BkgZoomInterpolator()
         kw = {"shape": data.shape, "box_size": box, "dtype": np.float64}
-        back_map, rms = zoom(mesh, **kw), np.asarray(zoom(rmesh, **kw))
-    back = np.full(data.shape, cfg.get_float("BACK_VALUE", 0.0)) if cfg.get("BACK_TYPE", "AUTO").upper() == \
-        "MANUAL" else np.asarray(back_map)
+        rms = np.asarray(zoom(rmesh, **kw))
+        manual = cfg.get("BACK_TYPE", "AUTO").upper() == "MANUAL"
+        back = np.full(data.shape, cfg.get_float("BACK_VALUE", 0.0)) if manual else np.asarray(zoom(mesh, **kw))
     globalrms = float(np.median(rmesh))
     # Without weights the threshold is DETECT_THRESH x the global noise, as in
     # SExtractor and the SEP engine (photutils' local rms map: +20% objects on
@@ -373,10 +373,8 @@ def _sources(image, config, weight, header):
         segm.data = _clean(conv, sub, threshold, segm.data, minarea, cfg.get_float("CLEAN_PARAM", 1.0))
         if not segm.data.any():
             return None, None, back, err, bad, None, conv
-    # Consecutive labels for photutils, the branches relabelled alike.
-    ids, inv = np.unique(segm.data, return_inverse=True)
-    segm.data = inv.reshape(segm.data.shape).astype(np.int32)
-    branches = np.where(branches > 0, segm.data, 0)
+    segm.relabel_consecutive()
+    branches = np.where(branches > 0, segm.data, 0)  # a branch pixel carries its object's label
     kf, kmin = (cfg.get_floats("PHOT_AUTOPARAMS", [2.5, 3.5]) + [3.5])[:2]
     wcs = None
     if header is not None:

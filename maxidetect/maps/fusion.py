@@ -275,7 +275,8 @@ def fuse(image: np.ndarray, flags: np.ndarray, policy: MapPolicy,
     by_network = releasable.copy()
     lacos_zero = lacos is not None and act["CR"] == "zero"
     if lacos_zero:
-        releasable |= _grow(lacos, policy.grow_of(CLASS_INDEX["CR"]))
+        lacos_grown = _grow(lacos, policy.grow_of(CLASS_INDEX["CR"])).copy()  # _grow(m, 0) is m itself
+        releasable |= lacos_grown
     independent = np.zeros(flags.shape, bool)
     for a in INDEPENDENT:
         independent |= class_zero(a)
@@ -318,8 +319,7 @@ def fuse(image: np.ndarray, flags: np.ndarray, policy: MapPolicy,
             refuted |= whole[lab] & lacos & ~net_cr
         if refuted.any() and lacos_zero:
             # What only the refuted hits (and their growth) made zero gets its weight back.
-            g = policy.grow_of(CLASS_INDEX["CR"])
-            dropped = _grow(lacos, g) & ~_grow(lacos & ~refuted, g)
+            dropped = lacos_grown & ~_grow(lacos & ~refuted, policy.grow_of(CLASS_INDEX["CR"]))
             zero &= ~(dropped & ~by_network & ~trl_mask & ~col_mask & ~independent & ~other)
         flags[refuted] &= ~BIT["CR"]
         lacos &= ~refuted
