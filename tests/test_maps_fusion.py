@@ -310,3 +310,36 @@ def test_trail_model_follows_the_trail_brightness():
         else:
             assert abs(np.median(res[bright])) < worst and abs(np.median(res[on & (amp == 3.0)])) < worst
             assert res[star > 20].min() > 10  # the star is not absorbed into the trail
+
+
+def test_trail_pieces_are_not_sources_but_a_star_on_the_trail_is():
+    """A faint trail (3 sigma per pixel) with glints (a tumbling satellite's
+    flashes) that the frame's own detection cuts into elongated pieces along
+    it: those pieces are the trail, not sources on it, so none gets its
+    trail pixels back (on simulated frames they were most of the false
+    detections left on trails); a star on the trail is round and keeps its
+    core."""
+    from maxidetect.extract.sep_engine import detect
+
+    n = 512
+    img, pos = _field(n=n, seed=13, n_stars=50)
+    yy, xx = np.mgrid[:n, :n]
+    ang = np.radians(88.0)  # nearly along the columns, as the trail this was seen on
+    dist = (xx - 250) * np.sin(ang) - yy * np.cos(ang)
+    along = (xx - 250) * np.cos(ang) + yy * np.sin(ang)
+    glints = 1 + 3 * np.exp(-0.5 * ((along - 100) / 25.0) ** 2) + 3 * np.exp(-0.5 * ((along - 380) / 10.0) ** 2)
+    trail = 3.0 * NOISE * glints * np.exp(-0.5 * dist**2)
+    sx, sy = 250 + 240 / np.tan(ang), 240.0
+    img = (img + trail + _star(img.shape, sx, sy, 5e4, 3.0)).astype(np.float32)
+    zero, flags, report = fuse(img, np.zeros(img.shape, np.int32), MapPolicy())
+    assert len(report.trails) == 1
+    stars = [(sx, sy)] + pos
+    near_star = np.min([np.hypot(xx - x, yy - y) for x, y in stars], axis=0) < 8
+    assert zero[(trail > 0.3 * NOISE) & ~near_star].all()  # end to end, glints included
+    assert not zero[int(sy) - 1:int(sy) + 2, int(round(sx)) - 1:int(round(sx)) + 2].any()
+    cat = detect(img, weight=(~zero).astype(np.float32)).catalog
+    x, y = np.asarray(cat["X_IMAGE"]) - 1, np.asarray(cat["Y_IMAGE"]) - 1
+    on = np.abs((x - 250) * np.sin(ang) - y * np.cos(ang)) < 4
+    real = np.min([np.hypot(x - a, y - b) for a, b in stars], axis=0) < 3
+    assert not (on & ~real).any(), (x[on & ~real], y[on & ~real])
+    assert (on & (np.hypot(x - sx, y - sy) < 3)).sum() == 1  # the star on the trail

@@ -89,6 +89,17 @@ def _grow(mask: np.ndarray, n: int) -> np.ndarray:
     return ndimage.binary_dilation(mask, structure=np.ones((3, 3), bool), iterations=n)
 
 
+def _label_max(values: np.ndarray, lab: np.ndarray, n: int) -> np.ndarray:
+    """Per-label maximum of ``values`` (index 0: no label, 0), over the
+    labelled pixels only: ndimage.maximum visits the whole frame (1 s per
+    call on 2048^2 for a few thousand labels; this takes 10 ms)."""
+    idx = np.flatnonzero(lab)
+    peak = np.full(n + 1, -np.inf)
+    np.maximum.at(peak, lab.ravel()[idx], np.asarray(values).ravel()[idx].astype(np.float64))
+    peak[0] = 0.0
+    return peak
+
+
 def _header_float(header, keys, default):
     for k in keys:
         if header is not None and k in header:
@@ -151,8 +162,7 @@ def _lacosmic_false_alarms(alone: np.ndarray, z: np.ndarray, col_lines: np.ndarr
     rest = alone & ~out
     if rest.any():
         lab, n = ndimage.label(rest, structure=np.ones((3, 3), bool))
-        peak = np.zeros(n + 1)
-        peak[1:] = ndimage.maximum(z, lab, np.arange(1, n + 1))
+        peak = _label_max(z, lab, n)
         need = np.where(diffuse, min_peak_diffuse, min_peak)
         out |= rest & (peak[lab] < need)
     return out
@@ -227,8 +237,11 @@ def fuse(image: np.ndarray, flags: np.ndarray, policy: MapPolicy,
     report.trails = find_trails(z, masked, network_trl=net("TRL"), diffuse=diffuse, psf_sigma=stats.sigma)
     trl_mask = np.zeros(flags.shape, bool)
     model = np.zeros(flags.shape, np.float32)
+    lines = []  # (pixels, direction) of each fitted line: its own fragments are never sources
     for t in report.trails:
-        trl_mask |= trail_mask(flags.shape, t)
+        m = trail_mask(flags.shape, t)
+        trl_mask |= m
+        lines.append((m, t.theta + np.pi / 2))
         model += trail_model(flags.shape, t, z)
     if act["TRL"] != "none":
         flags[trl_mask] |= BIT["TRL"]
@@ -242,6 +255,9 @@ def fuse(image: np.ndarray, flags: np.ndarray, policy: MapPolicy,
     for d in report.columns:
         sl = (slice(d.start, d.stop), d.index) if d.axis == 1 else (d.index, slice(d.start, d.stop))
         col_lines[sl] = True
+        m = np.zeros(flags.shape, bool)
+        m[sl] = True
+        lines.append((m, np.pi / 2 if d.axis == 1 else 0.0))
         cls = "HCL" if d.hot else "DCL"
         if act[cls] != "none":
             flags[sl] |= BIT[cls]
@@ -290,7 +306,7 @@ def fuse(image: np.ndarray, flags: np.ndarray, policy: MapPolicy,
     model += column_model(flags.shape, report.columns)
     sub = (np.nan_to_num(image).astype(np.float32) - stats.back) - model * stats.rms
     candidates = (releasable | trl_mask | col_mask) & ~independent
-    result = protect_sources(sub, stats, candidates)
+    result = protect_sources(sub, stats, candidates, lines=lines)
     released = result.released
     report.tested, report.sources_protected = result.n_tested, result.n_sources
     report.released_pixels = int(released.sum())
@@ -305,8 +321,7 @@ def fuse(image: np.ndarray, flags: np.ndarray, policy: MapPolicy,
             lab, n = ndimage.label(lacos | net_cr, structure=np.ones((3, 3), bool))
             keep = np.zeros(n + 1, bool)
             keep[np.unique(lab[net_cr])] = True
-            peak = np.zeros(n + 1)
-            peak[1:] = ndimage.maximum(z, lab, np.arange(1, n + 1))
+            peak = _label_max(z, lab, n)
             keep |= peak < REFUTE_MIN_PEAK
             keep[0] = False
             refuted &= ~(keep[lab] & ~(trl_line | col_mask))
