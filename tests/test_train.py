@@ -46,6 +46,18 @@ def test_weighted_bce_hand_computed():
     assert loss == pytest.approx(2 * (np.log(2) + 2 + np.log1p(np.exp(-2))))
 
 
+def test_upper_bound_targets_count_only_above_the_bound():
+    # Target 0.3 as an upper bound: a probability under it costs nothing, one above it its BCE.
+    z = np.array([[[-2.0, 1.0]]])  # sigmoid 0.12 (under 0.3) and 0.73 (above)
+    y = np.array([[[0.3, 0.3]]])
+    full = weighted_bce_numpy(z, y, [[1.0]])
+    bounded = weighted_bce_numpy(z, y, [[1.0]], mask=[-1.0, -1.0])
+    only_above = weighted_bce_numpy(z[..., 1:], y[..., 1:], [[1.0]])
+    assert bounded == pytest.approx(only_above) and bounded < full
+    first_only = weighted_bce_numpy(z[..., :1], y[..., :1], [[1.0]])
+    assert weighted_bce_numpy(z, y, [[1.0]], mask=[1.0, 0.0]) == pytest.approx(first_only)
+
+
 def test_few_steps_lower_the_loss_on_a_tiny_model():
     cfg = TrainConfig(init=None, width=0.125, patch=64, frame_size=128, batch=2, learning_rate=3e-3, l2=0.0)
     stream = PatchStream(patch=64, frame_size=128, seed=1, per_frame=2)
@@ -56,6 +68,12 @@ def test_few_steps_lower_the_loss_on_a_tiny_model():
     model, step = make_trainer(cfg)
     z = np.asarray(model(x, logits=True))
     first = weighted_bce_numpy(z, y, w)
+    # The training loss is the reference loss, bounds included (CR, HP learnt; TRL, NEB bounded).
+    mb = np.zeros_like(m)
+    mb[..., [class_index("CR"), class_index("HP")]] = 1.0
+    mb[..., [class_index("TRL"), class_index("NEB")]] = -1.0
+    yb = np.clip(y * 0.5 + 0.1, 0, 1).astype(np.float32)
+    assert float(step.loss(x, yb, w, mb)) == pytest.approx(weighted_bce_numpy(z, yb, w, mb), rel=1e-3)
     losses = [float(step(x, y, w)) for _ in range(16)]
     assert losses[0] == pytest.approx(first, rel=1e-3)  # the training loss is the reference loss
     # Initial weights seeds 0-7 ended at 0.25-0.30 of the first loss after 16 steps.
@@ -138,7 +156,7 @@ def test_distillation_targets_real_patches_and_resume(tmp_path):
 
     teacher = Predictor("maximask")
     stream = PatchStream(patch=64, frame_size=128, seed=2, per_frame=2, teacher=teacher, teacher_classes=("CR", "HP"),
-                         real_frames=(str(EXAMPLE),), real_fraction=0.5)
+                         real_frames=(str(EXAMPLE),), real_fraction=0.5, real_bounds={str(EXAMPLE): ["TRL", "BBG"]})
     seen = {"sim": 0, "real": 0}
     it = iter(stream)
     for _ in range(40):
@@ -147,9 +165,13 @@ def test_distillation_targets_real_patches_and_resume(tmp_path):
         if m.all():  # simulated: truth for every class but CR and HP, which hold the teacher's probabilities
             seen["sim"] += 1
             assert np.array_equal(np.unique(y[..., 6]), np.unique(y[..., 6]).astype(bool))  # TRL stays 0/1
-        else:  # real: only the teacher's classes enter the loss
+        else:  # real: the teacher's classes enter the loss, and its TRL and BBG as upper bounds
             seen["real"] += 1
-            assert m.tolist() == [1.0 if c in ("CR", "HP") else 0.0 for c in CLASS_NAMES]
+            assert m.tolist() == [1.0 if c in ("CR", "HP") else -1.0 if c in ("TRL", "BBG") else 0.0
+                                  for c in CLASS_NAMES]
+            bbg = y[..., class_index("BBG")]  # the teacher's probabilities (on the whole frame), soft
+            assert ((bbg > 0) & (bbg < 1)).mean() > 0.5
+            assert not y[..., class_index("NEB")].any()  # no target, no bound
         assert soft.min() >= 0 and soft.max() <= 1 and x.shape == (64, 64, 1)
     assert seen["sim"] and seen["real"]
     # The teacher's probabilities are its network's on the same normalised pixels.
@@ -179,3 +201,15 @@ def test_distillation_targets_real_patches_and_resume(tmp_path):
 
     a, b = read_arrays(tmp_path / "whole.npz"), read_arrays(tmp_path / "split.npz")
     assert all(np.allclose(x, y, atol=1e-5) for k in a for x, y in zip(a[k], b[k], strict=True))
+
+
+def test_real_bounds_must_name_listed_frames_and_non_teacher_classes():
+    with pytest.raises(ValueError, match="not one of real_frames"):
+        TrainConfig(teacher="maximask", teacher_classes=("CR",), real_frames=("a.fits",),
+                    real_bounds={"b.fits": ["TRL"]})
+    with pytest.raises(ValueError, match="teacher classes"):
+        TrainConfig(teacher="maximask", teacher_classes=("CR",), real_frames=("a.fits",),
+                    real_bounds={"a.fits": ["CR"]})
+    cfg = TrainConfig(teacher="maximask", teacher_classes=("CR",), real_frames=("a.fits",),
+                      real_bounds={"a.fits": ["TRL", "BBG"]})
+    assert cfg.real_bounds == {"a.fits": ["TRL", "BBG"]}

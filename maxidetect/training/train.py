@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from importlib import resources
 from pathlib import Path
 
@@ -65,15 +65,21 @@ def pixel_weights(planes: np.ndarray, weights, smooth: int = 3) -> np.ndarray:
     return w.astype(np.float32)
 
 
-def weighted_bce_numpy(logits, targets, weights) -> float:
-    """Reference loss: mean over pixels of w_p * sum_c BCE(target, sigmoid(logit)).
+def weighted_bce_numpy(logits, targets, weights, mask=None) -> float:
+    """Reference loss: mean over pixels of w_p * sum_c m_c BCE(target, sigmoid(logit)).
 
-    logits, targets: (..., H, W, n); weights: (..., H, W).
+    logits, targets: (..., H, W, n); weights: (..., H, W); mask (broadcast
+    to the logits; default 1): 1 a class learns its target, 0 it is left out,
+    -1 the target is an upper bound (the loss counts only where the
+    probability exceeds it).
     """
     z = np.asarray(logits, np.float64)
     y = np.asarray(targets, np.float64)
     # Stable BCE with logits: max(z,0) - z*y + log(1 + exp(-|z|)).
     bce = np.maximum(z, 0) - z * y + np.log1p(np.exp(-np.abs(z)))
+    if mask is not None:
+        m = np.asarray(mask, np.float64)
+        bce = bce * (np.maximum(m, 0) + np.maximum(-m, 0) * (1 / (1 + np.exp(-z)) > y))
     return float(np.mean(np.asarray(weights, np.float64) * bce.sum(axis=-1)))
 
 
@@ -107,7 +113,8 @@ class PatchStream:
 
     def __init__(self, patch: int = 400, frame_size: int = 800, seed: int = 0, per_frame: int = 4,
                  weights=None, sim_config=None, background: str = "maximask", teacher=None,
-                 teacher_classes=(), real_frames=(), real_fraction: float = 0.0, start: int = 0):
+                 teacher_classes=(), real_frames=(), real_fraction: float = 0.0, start: int = 0,
+                 real_bounds=None):
         self.patch, self.frame_size, self.seed, self.per_frame = patch, frame_size, seed, per_frame
         self.background = background
         self.sim_config = sim_config
@@ -120,6 +127,14 @@ class PatchStream:
             raise ValueError("real frames have no truth: they need a teacher and teacher classes")
         self.real_fraction = float(real_fraction) if real_frames else 0.0
         self.real = [self._load_real(p) for p in real_frames]
+        # Per real frame: the loss mask (1 teacher classes, -1 bounded, 0 no target).
+        self.real_masks = []
+        for p in real_frames:
+            m = np.zeros(N_CLASSES, np.float32)
+            m[self.teacher_idx] = 1.0
+            for a in (real_bounds or {}).get(str(p), ()):
+                m[next(k for k, c in enumerate(CLASSES) if c.abbr == a)] = -1.0
+            self.real_masks.append(m)
         self.frames_used = start  # frames drawn so far (resumes the stream)
 
     def _load_real(self, path) -> np.ndarray:
@@ -134,7 +149,7 @@ class PatchStream:
         if min(x.shape) < self.patch:  # small cut-outs: pad with background (0 after normalisation)
             pad = [(0, max(self.patch - n, 0)) for n in x.shape]
             x = np.pad(x, pad)
-        probs = self._teach(x)
+        probs = self.teacher.predict(x) if self.teacher is not None else None  # every class: bounds too
         return np.stack([x, *probs]) if probs is not None else x[None]
 
     def _teach(self, x: np.ndarray):
@@ -151,14 +166,13 @@ class PatchStream:
         from maxidetect.validation.simulate import simulate_frame
 
         sim_mask = np.ones(N_CLASSES, np.float32)
-        real_mask = np.zeros(N_CLASSES, np.float32)
-        real_mask[self.teacher_idx] = 1.0
         while True:
             k = self.frames_used
             self.frames_used += 1
             rng = np.random.default_rng([self.seed, k])  # per frame: a resumed stream draws the same patches
             if self.real and rng.random() < self.real_fraction:
-                stack = self.real[int(rng.integers(len(self.real)))]
+                j = int(rng.integers(len(self.real)))
+                stack, real_mask = self.real[j], self.real_masks[j]
                 for _ in range(self.per_frame):
                     y0 = int(rng.integers(0, stack.shape[1] - self.patch + 1))
                     x0 = int(rng.integers(0, stack.shape[2] - self.patch + 1))
@@ -167,7 +181,7 @@ class PatchStream:
                     if rng.random() < 0.5:
                         cut = cut[:, :, ::-1]
                     y = np.zeros((N_CLASSES, self.patch, self.patch), np.float32)
-                    y[self.teacher_idx] = cut[1:]
+                    y[real_mask != 0] = cut[1:][real_mask != 0]  # the teacher's: targets and bounds
                     w = pixel_weights(y[self.teacher_idx] > 0.5, self.weights[self.teacher_idx]) \
                         + np.float32(self.weights[-1])
                     yield (np.ascontiguousarray(cut[0])[..., None], np.moveaxis(y, 0, -1).copy(), w, real_mask)
@@ -218,6 +232,12 @@ class TrainConfig:
     teacher_classes: tuple = ()
     real_frames: tuple = ()  # real images (paths) for teacher-only patches
     real_fraction: float = 0.0  # share of frames drawn from real_frames
+    # {real frame: [classes]}: on that frame the teacher's probabilities of
+    # these (non-teacher) classes are upper bounds (it is right to see little
+    # there: spectra, crowded star fields), so simulated truth cannot teach
+    # them where the sky has none. Leave out frames where the teacher misses
+    # the class (a real trail).
+    real_bounds: dict = field(default_factory=dict)
     sim_config: dict | None = None  # maxidetect.validation.simulate.SimConfig overrides
     checkpoint_every: int = 50  # steps between checkpoints (resumable runs)
     per_frame: int = 4  # patches cut from each simulated or real frame
@@ -231,6 +251,13 @@ class TrainConfig:
         unknown = set(self.teacher_classes) - {c.abbr for c in CLASSES}
         if unknown:
             raise ValueError(f"teacher_classes: unknown classes {sorted(unknown)}")
+        self.real_bounds = {str(k): list(v) for k, v in (self.real_bounds or {}).items()}
+        for frame, classes in self.real_bounds.items():
+            if frame not in self.real_frames:
+                raise ValueError(f"real_bounds: {frame} is not one of real_frames")
+            bad = set(classes) - {c.abbr for c in CLASSES} | (set(classes) & set(self.teacher_classes))
+            if bad:
+                raise ValueError(f"real_bounds[{frame}]: unknown or teacher classes {sorted(bad)}")
 
 
 def make_trainer(cfg: TrainConfig):
@@ -267,7 +294,10 @@ def make_trainer(cfg: TrainConfig):
 
     def objective(z, y, w, m, kernel_values):
         bce = ops.maximum(z, 0) - z * y + ops.log1p(ops.exp(-ops.abs(z)))
-        data = ops.mean(w * ops.sum(bce * m, axis=-1))
+        # m: 1 learn the target, 0 left out, -1 the target is an upper bound
+        # (counted only where the probability is above it; see weighted_bce_numpy).
+        above = ops.cast(ops.greater(ops.sigmoid(z), y), z.dtype)
+        data = ops.mean(w * ops.sum(bce * (ops.maximum(m, 0) + ops.maximum(-m, 0) * above), axis=-1))
         reg = sum(ops.sum(k * k) for k in kernel_values) if kernel_values else 0.0
         return data + cfg.l2 * reg
 
@@ -304,7 +334,11 @@ def make_trainer(cfg: TrainConfig):
             m = np.ones((x.shape[0], 1, 1, y.shape[-1]), np.float32)
         return float(step(x, y, w, m))
 
+    def loss(x, y, w, m):  # the objective at the current weights, no step (checks, evaluation)
+        return float(loss_fn(x, y, w, m))
+
     train_step.optimizer = opt
+    train_step.loss = loss
     return model, train_step
 
 
@@ -413,7 +447,7 @@ def run_training(cfg: TrainConfig, out, progress: bool = True, resume: bool = Tr
     stream = PatchStream(patch=cfg.patch, frame_size=cfg.frame_size, seed=cfg.seed, background=cfg.background,
                          per_frame=cfg.per_frame,
                          teacher=teacher, teacher_classes=cfg.teacher_classes, real_frames=cfg.real_frames,
-                         real_fraction=cfg.real_fraction, start=state["frames_used"],
+                         real_fraction=cfg.real_fraction, start=state["frames_used"], real_bounds=cfg.real_bounds,
                          sim_config=SimConfig(**{k: tuple(v) if isinstance(v, list) else v
                                                  for k, v in (cfg.sim_config or {}).items()}))
     stream.counts = np.asarray(state["counts"], np.float64)
