@@ -38,6 +38,7 @@ from maxidetect.errors import MaxidetectWarning
 from maxidetect.maps.columns import LineDefect, column_model, edge_blocks, find_column_defects
 from maxidetect.maps.frame import FrameStats, measure_frame
 from maxidetect.maps.policy import MapPolicy
+from maxidetect.maps.spikes import on_spikes
 from maxidetect.maps.stars import protect_sources
 from maxidetect.maps.trails import Trail, find_trails, trail_mask, trail_model
 
@@ -64,6 +65,7 @@ class FusionReport:
     sources_protected: int = 0
     released_pixels: int = 0
     trl_flag_only_pixels: int = 0
+    cr_on_spikes: int = 0  # cosmic-ray flags moved to SP: pixels on a visible diffraction spike
 
     def header_cards(self) -> list[tuple]:
         trails = [(f"MDTRL{k + 1}", f"{t.theta:.6f},{t.rho:.2f},{t.sigma:.2f},{t.t0:.1f},{t.t1:.1f}",
@@ -353,4 +355,16 @@ def fuse(image: np.ndarray, flags: np.ndarray, policy: MapPolicy,
         # Nor into a source rule 1 released: its brightness is the source's.
         flags[ndimage.binary_dilation(cr & ~other_lines, structure=np.ones((3, 3), bool)) & ~cr & ~other_lines
               & (z >= WING_SIGMA) & ~saturated & ~released] |= BIT["CR"]
+    if act["CR"] != "none" and saturated.any():
+        # The sharp pixels of diffraction spikes pass for cosmic rays (the
+        # network's and L.A.Cosmic's; measured on undersampled frames: half the
+        # false cosmic-ray flags). On a spike that is there, the flag says SP;
+        # the weight stays as it was.
+        ys, xs = np.nonzero((flags & BIT["CR"]) != 0)
+        on = on_spikes(sub, stats.rms, saturated, ys, xs, stats.fwhm)
+        if on.any():
+            flags[ys[on], xs[on]] &= ~BIT["CR"]
+            if act["SP"] != "none":
+                flags[ys[on], xs[on]] |= BIT["SP"]
+            report.cr_on_spikes = int(on.sum())
     return zero, flags, report
