@@ -10,6 +10,9 @@ catalogue and the frame's PSF and fitted trails, for every object:
   area in PSF beams, elongation;
 - its angle to, and distance from, any fitted trail;
 - local background and noise relative to the frame's, its S/N;
+- its crowding: distance to the nearest other detection and the number of
+  detections within 5 FWHM (in a crowded field a real source overlaps flags
+  and neighbours far more often than in the field the model saw most);
 - its distance to saturated pixels and to the image edge, and to the
   nearest diffraction-spike line of a saturated star (the frame's spike
   angle measured on its brightest saturated stars: the network's SP calls
@@ -23,10 +26,11 @@ from __future__ import annotations
 
 import numpy as np
 import sep
-from scipy import ndimage
+from scipy.spatial import cKDTree
 
 from maxidetect.classes import CLASSES
 from maxidetect.extract.segments import Segments
+from maxidetect.maps.spikes import spike_distance
 
 __all__ = ["FEATURES", "FLAG_CLASSES", "detection_features"]
 
@@ -36,7 +40,7 @@ FEATURES = (
     [f"iso_{a}" for a in FLAG_CLASSES] + [f"core_{a}" for a in FLAG_CLASSES]
     + ["iso_zero", "core_zero", "r50_psf", "peak_frac_psf", "sharpness", "area_beams", "elongation",
        "trail_angle", "trail_dist", "back_rel", "noise_rel", "log_snr", "sat_dist", "edge_dist", "log_flux",
-       "spike_dist"]
+       "spike_dist", "nn_dist", "n_within_5fwhm"]
 )
 _FAR = 500.0  # px: "none near" for the distance features
 
@@ -154,99 +158,19 @@ def detection_features(image, weight, flag, segmentation, ids, fwhm: float, trai
     if sat.any():
         # nearest saturated pixel of each object (the same as a distance
         # transform read at the objects, without a full-frame transform)
-        from scipy.spatial import cKDTree
-
         d, _ = cKDTree(np.argwhere(sat)).query(np.c_[iy, ix], distance_upper_bound=_FAR + 1)
         out[:, col["sat_dist"]] = np.minimum(d, _FAR) / fwhm
     else:
         out[:, col["sat_dist"]] = _FAR / fwhm
     out[:, col["spike_dist"]] = spike_distance(sub, sat, mx, my, fwhm) / fwhm
+    # Crowding, from the peaks of all the objects scored together (a catalogue).
+    if n > 1:
+        pts = np.c_[px, py].astype(np.float64)
+        tree = cKDTree(pts)
+        d, _ = tree.query(pts, k=2)
+        out[:, col["nn_dist"]] = np.minimum(d[:, 1], _FAR) / fwhm
+        out[:, col["n_within_5fwhm"]] = tree.query_ball_point(pts, 5 * fwhm, return_length=True) - 1
+    else:
+        out[:, col["nn_dist"]] = _FAR / fwhm
     out[:, col["edge_dist"]] = np.minimum(np.minimum(mx, w - 1 - mx), np.minimum(my, h - 1 - my)) / fwhm
     return np.nan_to_num(out, nan=0.0, posinf=1e3, neginf=-1e3).astype(np.float32)
-
-
-def spike_angle(sub: np.ndarray, stars: list[tuple[float, float, float]], fwhm: float,
-                min_significance: float = 6.0, bin_deg: float = 2.0) -> float | None:
-    """The frame's diffraction-spike angle (radians, modulo pi/2), or None.
-
-    Four spikes at right angles (a secondary mirror on a cross of vanes, the
-    common case) are one line at one angle modulo 90 degrees. Around each of
-    the brightest saturated stars ``(y, x, radius)``, the light in an
-    annulus, less its median at each radius (the halo), is folded modulo 90
-    degrees and its median taken over radius per angle bin: a spike is there
-    at every radius, a neighbouring star or a cosmic ray at a few. The
-    profiles of the stars add; the peak is the angle, None when it is not
-    ``min_significance`` robust sigmas above the rest (no spikes, or not four).
-    """
-    h, w = sub.shape
-    nbin = int(round(90 / bin_deg))
-    total, used = np.zeros(nbin), 0
-    for cy, cx, r_sat in stars:
-        r0, r1 = r_sat + 2 * fwhm, r_sat + 15 * fwhm
-        y0, y1 = int(max(cy - r1, 0)), int(min(cy + r1 + 1, h))
-        x0, x1 = int(max(cx - r1, 0)), int(min(cx + r1 + 1, w))
-        yy, xx = np.mgrid[y0:y1, x0:x1]
-        dy, dx = yy - cy, xx - cx
-        r = np.hypot(dy, dx)
-        ring = (r >= r0) & (r <= r1)
-        if ring.sum() < 4 * nbin:
-            continue
-        v = sub[y0:y1, x0:x1][ring]
-        rb = ((r[ring] - r0) / max(fwhm, 1.0)).astype(int)
-        halo = np.asarray(ndimage.median(v, labels=rb + 1, index=np.arange(1, rb.max() + 2)))
-        res = v - halo[rb]
-        psi = (np.degrees(np.arctan2(dy[ring], dx[ring])) % 90 // bin_deg).astype(int) % nbin
-        prof = np.nan_to_num(np.asarray(ndimage.median(res, labels=psi + 1, index=np.arange(1, nbin + 1)),
-                                        float))
-        scale = 1.4826 * np.median(np.abs(prof - np.median(prof)))
-        if scale > 0:
-            total += (prof - np.median(prof)) / scale
-            used += 1
-    if not used:
-        return None
-    smooth = (np.roll(total, 1) + total + np.roll(total, -1)) / 3  # a spike spans ~2 bins
-    spread = 1.4826 * np.median(np.abs(smooth - np.median(smooth)))
-    k = int(np.argmax(smooth))
-    if spread <= 0 or (smooth[k] - np.median(smooth)) / spread < min_significance:
-        return None
-    return float(np.radians((k + 0.5) * bin_deg)) % (np.pi / 2)
-
-
-def spike_distance(sub: np.ndarray, sat: np.ndarray, x: np.ndarray, y: np.ndarray, fwhm: float,
-                   max_stars: int = 12) -> np.ndarray:
-    """Distance (px, at most ``_FAR``) of each position to the nearest
-    spike line of a saturated star, within the reach of its spikes (20 FWHM
-    plus 10 saturated radii, a generous length: the model weighs it with the
-    distance to the star)."""
-    out = np.full(len(x), _FAR)
-    if not sat.any() or not len(x):
-        return out
-    lab, n = ndimage.label(sat, structure=np.ones((3, 3), bool))
-    boxes = ndimage.find_objects(lab)
-    # area, centroid and extent within each component's box (not a pass over the frame per statistic)
-    area, cy, cx, span = np.zeros(n), np.zeros(n), np.zeros(n), np.zeros(n)
-    for k, box in enumerate(boxes):
-        yy, xx = np.nonzero(lab[box] == k + 1)
-        area[k], cy[k], cx[k] = len(yy), yy.mean() + box[0].start, xx.mean() + box[1].start
-        span[k] = max(box[0].stop - box[0].start, box[1].stop - box[1].start)
-    keep = (area >= 4) & (span <= 400)  # not a saturated region or column
-    if not keep.any():
-        return out
-    # (Stars with bleed trails included: on simulated frames with bleeding
-    # the angle came out within 1 degree; the round cores alone were too few.)
-    cy, cx, r_sat = cy[keep], cx[keep], np.sqrt(area[keep] / np.pi)
-    order = np.argsort(r_sat)[::-1]
-    phi = spike_angle(sub, [(cy[i], cx[i], r_sat[i]) for i in order[:max_stars]], fwhm)
-    if phi is None:
-        return out
-    for yc, xc, rs in zip(cy, cx, r_sat, strict=True):
-        dy, dx = y - yc, x - xc
-        r = np.hypot(dy, dx)
-        reach = (r <= 20 * fwhm + 10 * rs) & (r > rs)
-        if not reach.any():
-            continue
-        ang = np.arctan2(dy, dx) - phi
-        # distance to the two lines through the star at phi and phi + 90 deg
-        d = r * np.minimum(np.abs(np.sin(ang)), np.abs(np.cos(ang)))
-        out = np.where(reach, np.minimum(out, d), out)
-    return out
