@@ -343,3 +343,22 @@ def test_trail_pieces_are_not_sources_but_a_star_on_the_trail_is():
     real = np.min([np.hypot(x - a, y - b) for a, b in stars], axis=0) < 3
     assert not (on & ~real).any(), (x[on & ~real], y[on & ~real])
     assert (on & (np.hypot(x - sx, y - sy) < 3)).sum() == 1  # the star on the trail
+
+
+@pytest.mark.parametrize("fwhm,flux", [(1.9, 3000.0), (3.0, 4000.0)])
+def test_a_faint_star_centred_on_a_trail_keeps_its_core(fwhm, flux):
+    """A star of S/N ~50 right on a trail: with the trail, the frame's own
+    detection sees one object elongated along it; with the trail subtracted
+    it is round, so it is a source on the line, not a piece of it."""
+    n = 512
+    ang = np.radians(4.0)
+    yy, xx = np.mgrid[:n, :n]
+    dist = xx * np.sin(ang) - (yy - 200) * np.cos(ang)
+    sx = 300.0
+    sy = 200 + sx * np.tan(ang)
+    for seed in (40, 41, 42):
+        img, _ = _field(n=n, fwhm=fwhm, seed=seed, n_stars=50)
+        img = img + 4.4 * NOISE * np.exp(-0.5 * (dist / 1.4) ** 2) + _star(img.shape, sx, sy, flux, fwhm)
+        zero, _, report = fuse(img.astype(np.float32), np.zeros(img.shape, np.int32), MapPolicy())
+        assert len(report.trails) == 1
+        assert not zero[int(round(sy)), int(round(sx))], seed

@@ -171,19 +171,37 @@ MIN_LINE_ELONGATION = 3.0
 MAX_LINE_ANGLE = np.radians(15.0)
 
 
-def _along_line(objs, i, line_ids, lines) -> np.ndarray | None:
-    """The line pixels (bool) object ``i`` lies along, or None: a fragment
-    of a trail or column is as elongated as the line and points along it;
-    its own line is never a source (the pieces it left would be false
+def _moments(d: np.ndarray, mask: np.ndarray) -> tuple[float, float, float]:
+    """(a, b, theta): rms lengths of the major and minor axes and the major
+    axis' angle from +x, of the positive pixels of ``d`` in ``mask``."""
+    ys, xs = np.nonzero(mask)
+    v = np.clip(d[ys, xs], 0, None)
+    tot = v.sum()
+    if tot <= 0 or len(v) < 3:
+        return 0.0, 0.0, 0.0
+    my, mx = (v * ys).sum() / tot, (v * xs).sum() / tot
+    vyy = (v * (ys - my) ** 2).sum() / tot
+    vxx = (v * (xs - mx) ** 2).sum() / tot
+    vxy = (v * (xs - mx) * (ys - my)).sum() / tot
+    half, diff = 0.5 * (vxx + vyy), np.hypot(0.5 * (vxx - vyy), vxy)
+    theta = float(0.5 * np.arctan2(2 * vxy, vxx - vyy))
+    return float(np.sqrt(half + diff)), float(np.sqrt(max(half - diff, 0.0))), theta
+
+
+def _along_line(d, own_pixels, line_ids, lines) -> np.ndarray | None:
+    """The line pixels (bool) an object lies along, or None. Judged on the
+    line-subtracted stamp ``d`` over the object's pixels: a piece of a trail
+    or column (a glint, a brighter stretch) stays as elongated as the line
+    and along it; a star on the line is round once the line is subtracted.
+    Its own line is never a source (the pieces it left would be false
     detections; measured: most spurious detections left on trails)."""
-    a, b = float(objs["a"][i]), float(objs["b"][i])
-    if a < MIN_LINE_ELONGATION * max(b, 1e-6):
+    a, b, theta = _moments(d, own_pixels)
+    if a <= 0 or a < MIN_LINE_ELONGATION * max(b, 1e-6):
         return None
     found = None
     for k in line_ids:
         mask, direction = lines[k]
-        d = abs((float(objs["theta"][i]) - direction + np.pi / 2) % np.pi - np.pi / 2)
-        if d <= MAX_LINE_ANGLE:
+        if abs((theta - direction + np.pi / 2) % np.pi - np.pi / 2) <= MAX_LINE_ANGLE:
             found = mask if found is None else (found | mask)
     return found
 
@@ -220,7 +238,7 @@ def protect_sources(image_sub: np.ndarray, stats: FrameStats, candidates: np.nda
         cand = candidates[sl] & ~released[sl]
         if lines:
             on = [k for k, (m, _) in enumerate(lines) if m[sl].any()]
-            own = _along_line(objs, i, on, lines) if on else None
+            own = _along_line(image_sub[sl], s == i + 1, on, lines) if on else None
             if own is not None:
                 cand = cand & ~own[sl]
                 if not cand.any():
