@@ -89,6 +89,18 @@ def _spike_stars(sub: np.ndarray, sat: np.ndarray, fwhm: float, max_stars: int =
     return phi, list(zip(cy, cx, r_sat, strict=True))
 
 
+def _around_stars(y, x, phi, stars, fwhm):
+    """Per saturated star with positions within its spikes' reach (20 FWHM
+    plus 10 saturated radii): (in reach, distance to the star, angle from
+    the spike direction ``phi``)."""
+    for yc, xc, rs in stars:
+        dy, dx = y - yc, x - xc
+        r = np.hypot(dy, dx)
+        reach = (r <= 20 * fwhm + 10 * rs) & (r > rs)
+        if reach.any():
+            yield reach, r, np.arctan2(dy, dx) - phi
+
+
 def spike_distance(sub: np.ndarray, sat: np.ndarray, x: np.ndarray, y: np.ndarray, fwhm: float,
                    max_stars: int = 12) -> np.ndarray:
     """Distance (px, at most ``FAR``) of each position to the nearest
@@ -99,14 +111,7 @@ def spike_distance(sub: np.ndarray, sat: np.ndarray, x: np.ndarray, y: np.ndarra
     found = _spike_stars(sub, sat, fwhm, max_stars) if len(x) else None
     if found is None:
         return out
-    phi, stars = found
-    for yc, xc, rs in stars:
-        dy, dx = y - yc, x - xc
-        r = np.hypot(dy, dx)
-        reach = (r <= 20 * fwhm + 10 * rs) & (r > rs)
-        if not reach.any():
-            continue
-        ang = np.arctan2(dy, dx) - phi
+    for reach, r, ang in _around_stars(y, x, *found, fwhm):
         # distance to the two lines through the star at phi and phi + 90 deg
         d = r * np.minimum(np.abs(np.sin(ang)), np.abs(np.cos(ang)))
         out = np.where(reach, np.minimum(out, d), out)
@@ -126,16 +131,10 @@ def on_spikes(sub: np.ndarray, rms: np.ndarray, sat: np.ndarray, y: np.ndarray, 
     found = _spike_stars(sub, sat, fwhm) if len(y) else None
     if found is None:
         return out
-    phi, stars = found
+    phi = found[0]
     h, w = sub.shape
     steps = np.r_[2:7].astype(np.float64)
-    for yc, xc, rs in stars:
-        dy, dx = y - yc, x - xc
-        r = np.hypot(dy, dx)
-        reach = (r <= 20 * fwhm + 10 * rs) & (r > rs)
-        if not reach.any():
-            continue
-        ang = np.arctan2(dy, dx) - phi
+    for reach, r, ang in _around_stars(y, x, *found, fwhm):
         for line, across in ((phi, np.sin(ang)), (phi + np.pi / 2, np.cos(ang))):
             near = reach & ~out & (np.abs(r * across) <= tol)
             if not near.any():
