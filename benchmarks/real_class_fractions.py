@@ -4,6 +4,8 @@ cosmic ray or nebula (p > 0.5). Frames without truth: false positives of the
 diffuse and trail classes show here, not on simulated frames.
 
     .venv/bin/python benchmarks/real_class_fractions.py [MODEL ...]
+
+MODEL: a manifest name, or a trained ``.npz`` / ``.weights.h5`` file (run by Keras).
 """
 
 import glob
@@ -14,6 +16,16 @@ from astropy.io import fits
 
 from maxidetect.classes import CLASSES
 from maxidetect.masks.maker import MaskMaker
+from maxidetect.network.inference import Predictor
+
+
+def maker_for(spec: str) -> MaskMaker:
+    if spec.endswith((".npz", ".weights.h5")):
+        from maxidetect.cli import _load_for_eval  # the same loading as `maxidetect evaluate FILE`
+
+        return MaskMaker(predictor=Predictor(_load_for_eval(spec)[1]), apply_priors=False)
+    return MaskMaker(model=spec, apply_priors=False)
+
 
 names = [c.abbr for c in CLASSES]
 models = sys.argv[1:] or ["maximask", "maxidetect-distill"]
@@ -26,10 +38,10 @@ for f in sorted(glob.glob("../shared/data/real/*.fits")):
 print("| model | frame | HDU | BBG p>0.5 | TRL p>0.5 | CR p>0.5 | NEB p>0.5 |")
 print("|---|---|---|---|---|---|---|")
 for model in models:
-    mk = MaskMaker(model=model, apply_priors=False)
+    mk = maker_for(model)
     sel = [int(k) for k in mk.selected]
     for name, i, d in frames:
         p = mk.probabilities(d)
         frac = {names[k]: float((p[j] > 0.5).mean()) for j, k in enumerate(sel)}
-        print(f"| {model} | {name} | {i} | {frac.get('BBG', 0):.2%} | {frac.get('TRL', 0):.2%} | "
+        print(f"| {model.split('/')[-1]} | {name} | {i} | {frac.get('BBG', 0):.2%} | {frac.get('TRL', 0):.2%} | "
               f"{frac.get('CR', 0):.3%} | {frac.get('NEB', 0):.2%} |", flush=True)
