@@ -188,8 +188,9 @@ def _moments(d: np.ndarray, mask: np.ndarray) -> tuple[float, float, float]:
     return float(np.sqrt(half + diff)), float(np.sqrt(max(half - diff, 0.0))), theta
 
 
-def _along_line(d, own_pixels, line_ids, lines) -> np.ndarray | None:
-    """The line pixels (bool) an object lies along, or None. Judged on the
+def _along_line(d, own_pixels, lines) -> np.ndarray | None:
+    """The stamp's line pixels (bool) an object lies along, or None
+    (``lines``: (stamp mask, direction) of the lines in the stamp). Judged on the
     line-subtracted stamp ``d`` over the object's pixels: a piece of a trail
     or column (a glint, a brighter stretch) stays as elongated as the line
     and along it; a star on the line is round once the line is subtracted.
@@ -199,8 +200,7 @@ def _along_line(d, own_pixels, line_ids, lines) -> np.ndarray | None:
     if a <= 0 or a < MIN_LINE_ELONGATION * max(b, 1e-6):
         return None
     found = None
-    for k in line_ids:
-        mask, direction = lines[k]
+    for mask, direction in lines:
         if abs((theta - direction + np.pi / 2) % np.pi - np.pi / 2) <= MAX_LINE_ANGLE:
             found = mask if found is None else (found | mask)
     return found
@@ -237,10 +237,10 @@ def protect_sources(image_sub: np.ndarray, stats: FrameStats, candidates: np.nda
         others = (s > 0) & (s != i + 1)
         cand = candidates[sl] & ~released[sl]
         if lines:
-            on = [k for k, (m, _) in enumerate(lines) if m[sl].any()]
-            own = _along_line(image_sub[sl], s == i + 1, on, lines) if on else None
-            if own is not None:
-                cand = cand & ~own[sl]
+            on = [(m[sl], direction) for m, direction in lines if m[sl].any()]
+            own = _along_line(image_sub[sl], s == i + 1, on) if on else None
+            if own is not None:  # stamp-sized: no full-frame work per object
+                cand = cand & ~own
                 if not cand.any():
                     continue
         ok, model = judge_object(np.asarray(image_sub[sl], np.float64), stats.rms[sl], cand, others, stats.sigma)
