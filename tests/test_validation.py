@@ -9,7 +9,14 @@ from astropy.io import fits
 from astropy.table import Table
 
 from maxidetect.cli import main
-from maxidetect.validation.scoring import mask_quality, match_catalogs, roc_curve, score_catalog
+from maxidetect.validation.scoring import (
+    MATCH_MIN_SNR,
+    mask_quality,
+    match_catalogs,
+    match_truth,
+    roc_curve,
+    score_catalog,
+)
 from maxidetect.validation.simulate import BIT, TRUTH_LEVEL, SimConfig, simulate_frame, truth_level
 
 # The knob that switches each contaminant off.
@@ -74,6 +81,19 @@ def test_matcher_one_to_one_radius_and_edges():
     # Two detections on one source: only one matches.
     di, ti = match_catalogs(np.array([[5.0, 5.0], [5.1, 5.0]]), np.array([[5.05, 5.0]]), 1.0)
     assert len(di) == 1
+
+
+def test_a_detection_on_a_source_too_faint_to_detect_alone_is_not_credited_to_it():
+    # A cosmic ray that lands on an S/N 1 star is spurious; one S/N 3 star is detectable alone.
+    truth_cat = Table({"X": [10.0, 40.0], "Y": [10.0, 40.0], "SNR": [1.0, MATCH_MIN_SNR], "FLUX": [1.0, 1.0],
+                       "MAG": [25.0, 24.0]})
+    det = np.array([[10.5, 10.0], [40.5, 40.0]])
+    di, ti = match_truth(det, truth_cat, 2.0)
+    assert di.tolist() == [1] and ti.tolist() == [1]
+    assert match_truth(det, truth_cat, 2.0, min_snr=0.5)[1].tolist() == [0, 1]
+    s = score_catalog(Table({"X_IMAGE": det[:, 0] + 1, "Y_IMAGE": det[:, 1] + 1, "FLUX_AUTO": [1.0, 1.0]}),
+                      truth_cat, np.zeros((50, 50), np.int32), 2.0)
+    assert s["n_spurious"] == 1 and s["n_matched"] == 1
 
 
 def test_score_and_quality_on_hand_made_catalogues():

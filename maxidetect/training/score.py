@@ -1,7 +1,8 @@
 """Training the detection score: simulated frames through the whole pipeline
 (network, fused maps, SEP detection), each detection labelled by the truth
-catalogue (``real`` if it matches a true source within 1 FWHM, else the
-contaminant under it, ``BG`` for a noise peak), and a gradient-boosted tree
+catalogue (``real`` if it matches a true source within 1 FWHM that could be
+detected alone, expected S/N >= 3; else the contaminant under it, ``BG`` for
+a noise peak), and a gradient-boosted tree
 classifier fitted on their features.
 
 Why scikit-learn's HistGradientBoostingClassifier: native multi-class with
@@ -38,7 +39,7 @@ from maxidetect.maps.trails import trails_from_header
 from maxidetect.maps.writer import maps_from_masks
 from maxidetect.score.features import FEATURES, detection_features
 from maxidetect.score.model import REAL, ScoreModel
-from maxidetect.validation.scoring import CONTAMINANT_ORDER, evaluate_scores, match_catalogs
+from maxidetect.validation.scoring import CONTAMINANT_ORDER, MATCH_MIN_SNR, evaluate_scores, match_truth
 from maxidetect.validation.simulate import SIMULATOR_VERSION, SimConfig, simulate_frame
 
 __all__ = ["TRAIN_RANGE", "TRAIN_DENSITY", "OUT_OF_RANGE", "frame_detections", "make_dataset", "train", "export",
@@ -80,7 +81,7 @@ def _labels(cat, frame, fwhm: float) -> tuple[np.ndarray, np.ndarray]:
     from scipy import ndimage
 
     det = np.c_[np.asarray(cat["X_IMAGE"]) - 1, np.asarray(cat["Y_IMAGE"]) - 1] if len(cat) else np.zeros((0, 2))
-    di, ti = match_catalogs(det, np.c_[frame.catalog["X"], frame.catalog["Y"]], fwhm)
+    di, ti = match_truth(det, frame.catalog, fwhm)
     out = np.full(len(det), "BG", dtype=object)
     grown = ndimage.grey_dilation(frame.truth, size=(3, 3))
     h, w = frame.truth.shape
@@ -216,7 +217,9 @@ def run(out, train_seeds=range(0, 24), held_seeds=range(500, 506), size: int = 1
                        "classes": {str(c): int((y == c).sum()) for c in np.unique(y)},
                        "estimator": "sklearn HistGradientBoostingClassifier",
                        "params": {k: v for k, v in clf.get_params().items() if isinstance(v, (int, float, str))},
-                       "n_iter": int(clf.n_iter_), "seconds": round(t_train, 1)}}
+                       "n_iter": int(clf.n_iter_), "seconds": round(t_train, 1),
+                       "label_rule": f"real: matched one-to-one within 1 FWHM to a true source with expected "
+                                     f"S/N >= {MATCH_MIN_SNR:g}"}}
     model = ScoreModel(export(clf, meta))
     evaluation = {}
     for name, sim in [("in_range", TRAIN_RANGE)] + list(OUT_OF_RANGE.items()):

@@ -40,9 +40,10 @@ from maxidetect.score.catalogs import Scorer, score_sextractor_catalog
 from maxidetect.score.model import load_score_model
 from maxidetect.validation.scoring import (
     CONTAMINANT_ORDER,
+    MATCH_MIN_SNR,
     evaluate_scores,
     mask_quality,
-    match_catalogs,
+    match_truth,
     score_catalog,
 )
 from maxidetect.validation.simulate import SimConfig, simulate_frame
@@ -234,8 +235,7 @@ def run_bench(opts: BenchOptions, maker=None, work_dir=None, progress: bool = Tr
                                                           postprocess=post if scorer else None).catalog)
                     if strat == "maxidetect" and engine == "SEP" and "MD_CONTAM" in cat.colnames:
                         det = np.c_[np.asarray(cat["X_IMAGE"]) - 1, np.asarray(cat["Y_IMAGE"]) - 1]
-                        di, _ = match_catalogs(det, np.c_[frame.catalog["X"], frame.catalog["Y"]],
-                                               opts.radius_fwhm * fwhm)
+                        di, _ = match_truth(det, frame.catalog, opts.radius_fwhm * fwhm)
                         real = np.zeros(len(cat), bool)
                         real[di] = True
                         scores.append((np.asarray(cat["MD_CONTAM"], float), real, variant))
@@ -333,8 +333,9 @@ def write_report(results: dict, out_dir, command: str = "") -> dict:
     lines += [
         f"Seeds {o['seed']}..{o['seed'] + o['n_frames'] - 1}; variants {', '.join(o['variants'])} "
         f"({'; '.join(f'{v}: {VARIANTS[v] or chr(45)}' for v in o['variants'])}). Completeness over true sources "
-        f"with expected S/N > {o['snr_cut']:g}; one-to-one matching within {o['radius_fwhm']:g} FWHM; a spurious "
-        "detection matches no true source and is attributed to the contaminant under it. *Lost*: true sources "
+        f"with expected S/N > {o['snr_cut']:g}; one-to-one matching within {o['radius_fwhm']:g} FWHM to true "
+        f"sources with expected S/N >= {MATCH_MIN_SNR:g} (fainter ones cannot be detected alone); a spurious "
+        "detection matches no such source and is attributed to the contaminant under it. *Lost*: true sources "
         "with S/N > 20 that the same engine finds without maps and not with them. Strategies: `network` the "
         "network's thresholded masks alone; `maxidetect` the default (fused with the frame's evidence: star "
         "protection, fitted trails and columns, L.A.Cosmic); `oracle` the truth masks; `astroscrappy` "
@@ -381,7 +382,8 @@ def write_report(results: dict, out_dir, command: str = "") -> dict:
     if results.get("scores"):
         lines += ["", "## Detection score (MD_CONTAM) on these frames (SEP, maxidetect maps)", "",
                   f"Model threshold for --clean: {results['threshold']:.3f}. Reliability: predicted MD_CONTAM vs the "
-                  "observed fraction of contaminants (no true source within 1 FWHM) per decile of the prediction.", ""]
+                  "observed fraction of contaminants (no detectable true source within 1 FWHM) per decile of the "
+                  "prediction.", ""]
         for v, sc in results["scores"].items():
             rel = [r for r in sc["reliability"] if r["n"]]
             lines += [f"{v} ({sc['n']} detections, {sc['n_real']} real):", "",
