@@ -2,8 +2,7 @@
 (network, fused maps, SEP detection), each detection labelled by the truth
 catalogue (``real`` if it matches a true source within 1 FWHM that could be
 detected alone, expected S/N >= 3; else the contaminant under it, ``BG`` for
-a noise peak), and a gradient-boosted tree
-classifier fitted on their features.
+a noise peak), and a gradient-boosted tree classifier fitted on their features.
 
 Why scikit-learn's HistGradientBoostingClassifier: native multi-class with
 calibrated probabilities (log loss), missing values and no feature scaling,

@@ -43,7 +43,6 @@ from maxidetect.validation.scoring import (
     MATCH_MIN_SNR,
     evaluate_scores,
     mask_quality,
-    match_truth,
     score_catalog,
 )
 from maxidetect.validation.simulate import SimConfig, simulate_frame
@@ -233,15 +232,12 @@ def run_bench(opts: BenchOptions, maker=None, work_dir=None, progress: bool = Tr
 
                         cat = read_catalog(run_sextractor(path, cfg, maps=maps, out_dir=out, overwrite=True,
                                                           postprocess=post if scorer else None).catalog)
-                    if strat == "maxidetect" and engine == "SEP" and "MD_CONTAM" in cat.colnames:
-                        det = np.c_[np.asarray(cat["X_IMAGE"]) - 1, np.asarray(cat["Y_IMAGE"]) - 1]
-                        di, _ = match_truth(det, frame.catalog, opts.radius_fwhm * fwhm)
-                        real = np.zeros(len(cat), bool)
-                        real[di] = True
-                        scores.append((np.asarray(cat["MD_CONTAM"], float), real, variant))
                     sc = score_catalog(cat, frame.catalog, frame.truth, fwhm, opts.radius_fwhm, opts.snr_cut,
                                        mag_bins=np.arange(12.0, 26.5, 0.5))
                     matched[(strat, engine)] = set(sc.pop("matched_true").tolist())
+                    real = sc.pop("matched_det")  # the same matching labels the score's reliability
+                    if strat == "maxidetect" and engine == "SEP" and "MD_CONTAM" in cat.colnames:
+                        scores.append((np.asarray(cat["MD_CONTAM"], float), real, variant))
                     results.append({"strategy": strat, "engine": engine, **sc})
             snr = np.asarray(frame.catalog["SNR"])
             for r in results:

@@ -114,6 +114,10 @@ def score_catalog(
         PSF FWHM [pix]; the match radius is ``radius_fwhm * fwhm``.
     snr_cut : float
         Headline completeness counts true sources with expected S/N above this.
+
+    Besides the figures, ``matched_true`` (indices of the matched true
+    sources) and ``matched_det`` (bool per detection: matched) for callers
+    that need the matching itself.
     """
     from scipy import ndimage
 
@@ -158,6 +162,7 @@ def score_catalog(
         "flux_scatter": float(1.4826 * np.median(np.abs(rel - np.median(rel)))) if rel.size else float("nan"),
         "match_radius_pix": float(radius_fwhm * fwhm),
         "matched_true": np.asarray(ti, int),
+        "matched_det": matched_d,
     }
 
 
