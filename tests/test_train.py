@@ -213,3 +213,47 @@ def test_real_bounds_must_name_listed_frames_and_non_teacher_classes():
     cfg = TrainConfig(teacher="maximask", teacher_classes=("CR",), real_frames=("a.fits",),
                       real_bounds={"a.fits": ["TRL", "BBG"]})
     assert cfg.real_bounds == {"a.fits": ["TRL", "BBG"]}
+
+
+def test_absent_classes_are_zero_targets_and_union_keeps_simulated_hits():
+    """real_absent: on that real frame the class learns 0 (mask 1); truth_union:
+    simulated CR pixels the teacher misses are still targets."""
+    from maxidetect.network.inference import Predictor
+
+    from .conftest import EXAMPLE
+
+    stream = PatchStream(patch=64, frame_size=128, seed=3, per_frame=2, teacher=Predictor("maximask"),
+                         teacher_classes=("CR", "HP"), real_frames=(str(EXAMPLE),), real_fraction=0.5,
+                         real_bounds={str(EXAMPLE): ["NEB"]}, real_absent={str(EXAMPLE): ["TRL", "BBG"]},
+                         truth_union=("CR",))
+    stream.weights = np.ones(len(CLASS_NAMES))
+    seen = {"sim": 0, "real": 0}
+    it = iter(stream)
+    cr, trl, bbg = class_index("CR"), class_index("TRL"), class_index("BBG")
+    for _ in range(40):
+        x, y, w, m = next(it)
+        if m.all():
+            seen["sim"] += 1
+        else:
+            seen["real"] += 1
+            assert m[trl] == 1.0 and m[bbg] == 1.0 and m[class_index("NEB")] == -1.0
+            assert not y[..., trl].any() and not y[..., bbg].any()
+    assert seen["sim"] and seen["real"]
+    # Union on a simulated frame: every truth CR pixel is a target of at least 1.
+    from maxidetect.network.normalise import normalise
+    from maxidetect.training.train import truth_planes
+    from maxidetect.validation.simulate import simulate_frame
+
+    frame = simulate_frame(3 * 100003 + 0, None, size=128)
+    planes = truth_planes(frame.truth)
+    taught = stream._teach(normalise(frame.image, background="maximask"))
+    assert planes[cr].any() and (taught[0][planes[cr]] < 0.5).any()  # the teacher misses some
+    stream2 = PatchStream(patch=128, frame_size=128, seed=3, per_frame=1, teacher=stream.teacher,
+                          teacher_classes=("CR", "HP"), truth_union=("CR",))
+    x, y, w, m = next(iter(stream2))  # the first frame, whole
+    assert (y[..., cr][planes[cr]] == 1.0).all()
+    with pytest.raises(ValueError, match="not teacher classes"):
+        TrainConfig(teacher="maximask", teacher_classes=("CR",), truth_union=("TRL",))
+    with pytest.raises(ValueError, match="overlap"):
+        TrainConfig(teacher="maximask", teacher_classes=("CR",), real_frames=("a.fits",),
+                    real_bounds={"a.fits": ["TRL"]}, real_absent={"a.fits": ["TRL"]})

@@ -334,6 +334,7 @@ def register_model(
     evaluation: str | None = None,
     background: str = "maximask",
     map_thresholds=None,
+    delta_base: str | None = None,
 ) -> ModelInfo:
     """Add (or replace) model ``name`` in the manifest, writing its arrays
     beside it as ``NAME.npz`` with their checksum.
@@ -343,7 +344,10 @@ def register_model(
     (they become the priors of the prior modification); ``recipe`` records
     the training data and settings; ``evaluation`` names the report;
     ``background``: the normalisation maps it was trained on;
-    ``map_thresholds``: its per-class thresholds for the maps.
+    ``map_thresholds``: its per-class thresholds for the maps;
+    ``delta_base``: the model its arrays are stored as a delta on (default
+    the recipe's ``init``; a model retrained from its own earlier version
+    names the one that version was a delta on).
     Existing entries keep their order; a new one goes last, so the default
     (first) model only changes by editing the manifest on purpose.
     """
@@ -378,7 +382,7 @@ def register_model(
         entry["evaluation"] = evaluation
     # A fine-tune is stored as a delta on the model it started from (a few
     # MB instead of ~20) when that model's file is here.
-    init = (recipe or {}).get("init")
+    init = delta_base or (recipe or {}).get("init")
     base = weights_dir() / f"{init}.npz" if isinstance(init, str) and init != name else None
     if base is not None and not base.exists():
         base = None

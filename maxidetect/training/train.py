@@ -83,6 +83,10 @@ def weighted_bce_numpy(logits, targets, weights, mask=None) -> float:
     return float(np.mean(np.asarray(weights, np.float64) * bce.sum(axis=-1)))
 
 
+def _index(abbr: str) -> int:
+    return next(k for k, c in enumerate(CLASSES) if c.abbr == abbr)
+
+
 def resolve_data_path(path) -> Path:
     """A path, or ``package:NAME:relative/path`` for data an installed package
     ships (e.g. astropy's real test images)."""
@@ -114,7 +118,7 @@ class PatchStream:
     def __init__(self, patch: int = 400, frame_size: int = 800, seed: int = 0, per_frame: int = 4,
                  weights=None, sim_config=None, background: str = "maximask", teacher=None,
                  teacher_classes=(), real_frames=(), real_fraction: float = 0.0, start: int = 0,
-                 real_bounds=None):
+                 real_bounds=None, real_absent=None, truth_union=()):
         self.patch, self.frame_size, self.seed, self.per_frame = patch, frame_size, seed, per_frame
         self.background = background
         self.sim_config = sim_config
@@ -122,19 +126,24 @@ class PatchStream:
         self.counts = np.zeros(N_CLASSES)
         self.n_pixels = 0
         self.teacher = teacher
-        self.teacher_idx = [CLASSES.index(next(c for c in CLASSES if c.abbr == a)) for a in teacher_classes]
+        self.teacher_idx = [_index(a) for a in teacher_classes]
+        self.union_idx = [_index(a) for a in truth_union]
         if real_frames and (teacher is None or not self.teacher_idx):
             raise ValueError("real frames have no truth: they need a teacher and teacher classes")
         self.real_fraction = float(real_fraction) if real_frames else 0.0
         self.real = [self._load_real(p) for p in real_frames]
-        # Per real frame: the loss mask (1 teacher classes, -1 bounded, 0 no target).
-        self.real_masks = []
+        # Per real frame: the loss mask (1 teacher classes, -1 bounded, 0 no
+        # target) and the classes absent from it (target 0, mask 1).
+        self.real_masks, self.real_zero = [], []
         for p in real_frames:
             m = np.zeros(N_CLASSES, np.float32)
             m[self.teacher_idx] = 1.0
             for a in (real_bounds or {}).get(str(p), ()):
-                m[next(k for k, c in enumerate(CLASSES) if c.abbr == a)] = -1.0
+                m[_index(a)] = -1.0
+            zero = [_index(a) for a in (real_absent or {}).get(str(p), ())]
+            m[zero] = 1.0
             self.real_masks.append(m)
+            self.real_zero.append(zero)
         self.frames_used = start  # frames drawn so far (resumes the stream)
 
     def _load_real(self, path) -> np.ndarray:
@@ -172,7 +181,7 @@ class PatchStream:
             rng = np.random.default_rng([self.seed, k])  # per frame: a resumed stream draws the same patches
             if self.real and rng.random() < self.real_fraction:
                 j = int(rng.integers(len(self.real)))
-                stack, real_mask = self.real[j], self.real_masks[j]
+                stack, real_mask, zero = self.real[j], self.real_masks[j], self.real_zero[j]
                 for _ in range(self.per_frame):
                     y0 = int(rng.integers(0, stack.shape[1] - self.patch + 1))
                     x0 = int(rng.integers(0, stack.shape[2] - self.patch + 1))
@@ -182,6 +191,7 @@ class PatchStream:
                         cut = cut[:, :, ::-1]
                     y = np.zeros((N_CLASSES, self.patch, self.patch), np.float32)
                     y[real_mask != 0] = cut[1:][real_mask != 0]  # the teacher's: targets and bounds
+                    y[zero] = 0.0
                     w = pixel_weights(y[self.teacher_idx] > 0.5, self.weights[self.teacher_idx]) \
                         + np.float32(self.weights[-1])
                     yield (np.ascontiguousarray(cut[0])[..., None], np.moveaxis(y, 0, -1).copy(), w, real_mask)
@@ -194,6 +204,8 @@ class PatchStream:
             taught = self._teach(x)
             if taught is not None:
                 target[self.teacher_idx] = taught
+                # Union: what the teacher sees, plus the simulated truth it misses.
+                target[self.union_idx] = np.maximum(target[self.union_idx], planes[self.union_idx])
             for _ in range(self.per_frame):
                 y0 = int(rng.integers(0, self.frame_size - self.patch + 1))
                 x0 = int(rng.integers(0, self.frame_size - self.patch + 1))
@@ -238,6 +250,12 @@ class TrainConfig:
     # them where the sky has none. Leave out frames where the teacher misses
     # the class (a real trail).
     real_bounds: dict = field(default_factory=dict)
+    # {real frame: [classes]} a person checked are absent from that frame
+    # (no trail, no bright background): target 0 there, whatever the teacher says.
+    real_absent: dict = field(default_factory=dict)
+    # Teacher classes whose target on simulated frames is max(teacher, truth):
+    # the teacher's real-sky knowledge plus the simulated hits it misses.
+    truth_union: tuple = ()
     sim_config: dict | None = None  # maxidetect.validation.simulate.SimConfig overrides
     checkpoint_every: int = 50  # steps between checkpoints (resumable runs)
     per_frame: int = 4  # patches cut from each simulated or real frame
@@ -251,13 +269,22 @@ class TrainConfig:
         unknown = set(self.teacher_classes) - {c.abbr for c in CLASSES}
         if unknown:
             raise ValueError(f"teacher_classes: unknown classes {sorted(unknown)}")
-        self.real_bounds = {str(k): list(v) for k, v in (self.real_bounds or {}).items()}
-        for frame, classes in self.real_bounds.items():
-            if frame not in self.real_frames:
-                raise ValueError(f"real_bounds: {frame} is not one of real_frames")
-            bad = set(classes) - {c.abbr for c in CLASSES} | (set(classes) & set(self.teacher_classes))
-            if bad:
-                raise ValueError(f"real_bounds[{frame}]: unknown or teacher classes {sorted(bad)}")
+        self.truth_union = tuple(self.truth_union)
+        extra = set(self.truth_union) - set(self.teacher_classes)
+        if extra:
+            raise ValueError(f"truth_union: not teacher classes {sorted(extra)}")
+        for key in ("real_bounds", "real_absent"):
+            table = {str(k): list(v) for k, v in (getattr(self, key) or {}).items()}
+            setattr(self, key, table)
+            for frame, classes in table.items():
+                if frame not in self.real_frames:
+                    raise ValueError(f"{key}: {frame} is not one of real_frames")
+                bad = set(classes) - {c.abbr for c in CLASSES} | (set(classes) & set(self.teacher_classes))
+                if bad:
+                    raise ValueError(f"{key}[{frame}]: unknown or teacher classes {sorted(bad)}")
+        both = {f: set(self.real_bounds.get(f, ())) & set(c) for f, c in self.real_absent.items()}
+        if any(both.values()):
+            raise ValueError(f"real_absent and real_bounds overlap: {({f: sorted(c) for f, c in both.items() if c})}")
 
 
 def make_trainer(cfg: TrainConfig):
@@ -448,6 +475,7 @@ def run_training(cfg: TrainConfig, out, progress: bool = True, resume: bool = Tr
                          per_frame=cfg.per_frame,
                          teacher=teacher, teacher_classes=cfg.teacher_classes, real_frames=cfg.real_frames,
                          real_fraction=cfg.real_fraction, start=state["frames_used"], real_bounds=cfg.real_bounds,
+                         real_absent=cfg.real_absent, truth_union=cfg.truth_union,
                          sim_config=SimConfig(**{k: tuple(v) if isinstance(v, list) else v
                                                  for k, v in (cfg.sim_config or {}).items()}))
     stream.counts = np.asarray(state["counts"], np.float64)
