@@ -441,12 +441,18 @@ def cmd_train(args) -> int:
 
 def cmd_train_score(args) -> int:
     try:
-        from maxidetect.training.score import run
+        from maxidetect.training.score import rethreshold, run
     except ImportError as exc:
         return _error(f"training the score needs scikit-learn: pip install 'maxidetect[train]' ({exc})")
-    rec = run(args.out, train_seeds=range(args.seed, args.seed + args.frames),
-              held_seeds=range(args.held_seed, args.held_seed + args.held_frames), size=args.size,
-              progress=not args.quiet)
+    if args.rethreshold:
+        if not Path(args.rethreshold).exists():
+            return _error(f"--rethreshold {args.rethreshold}: no such file")
+        rec = rethreshold(args.rethreshold, args.out, held_seed=args.held_seed,
+                          threshold_frames=args.threshold_frames, size=args.size, progress=not args.quiet)
+    else:
+        rec = run(args.out, train_seeds=range(args.seed, args.seed + args.frames),
+                  held_seeds=range(args.held_seed, args.held_seed + args.held_frames), size=args.size,
+                  progress=not args.quiet, threshold_frames=args.threshold_frames)
     ev = rec["evaluation"]
     print(f"{args.out}: threshold {rec['threshold']:.3f}, sha256 {rec['sha256'][:12]}..., "
           f"{rec['recipe']['n_detections']} training detections")
@@ -590,6 +596,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=_type(nonnegative_int), default=0, help="first training seed (default 0)")
     p.add_argument("--held-frames", type=_type(positive_int), default=6, help="held-out frames per setting")
     p.add_argument("--held-seed", type=_type(nonnegative_int), default=500, help="first held-out seed")
+    p.add_argument("--threshold-frames", type=_type(positive_int), default=24,
+                   help="in-range held-out frames the --clean threshold is chosen on (default 24)")
+    p.add_argument("--rethreshold", metavar="MODEL", default=None,
+                   help="only choose the threshold of the trained MODEL again (its trees kept), write OUT")
     p.add_argument("--size", type=_type(_frame_size), default=1024, help="frame side (default 1024)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress")
     p.add_argument("-v", "--verbose", action="store_true", help="(no more output than the default)")

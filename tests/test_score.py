@@ -17,7 +17,7 @@ from maxidetect.maps.trails import Trail
 from maxidetect.score.features import FEATURES, detection_features
 from maxidetect.score.model import ScoreModel, load_score_model
 
-from .conftest import EXAMPLE
+from .conftest import EXAMPLE, REPO
 
 needs_sex = pytest.mark.skipif(not (shutil.which("source-extractor") or shutil.which("sex")),
                                reason="SExtractor not installed")
@@ -54,6 +54,34 @@ def test_features_see_what_a_person_would():
     assert cr[F["core_CR"]] == 1 and star[F["core_CR"]] == 0
     assert frag[F["elongation"]] > 3 and frag[F["trail_dist"]] < 1 and frag[F["trail_angle"]] < 10
     assert star[F["trail_dist"]] > 5
+    # The PSF fits a star best, a narrower profile fits a cosmic ray better.
+    assert star[F["psf_r2"]] > 0.9 and star[F["psf_r2"]] > star[F["psf_r2_narrow"]]
+    assert cr[F["psf_r2_narrow"]] > cr[F["psf_r2"]]
+    assert 0.7 < star[F["psf_flux_frac"]] < 1.3
+
+
+def test_a_star_on_a_nebula_is_psf_shaped_a_knot_of_it_is_not():
+    """Once the local light is taken out, a star on a nebula fits the PSF and
+    its PSF component is most of its own light; a knot of the nebula is broader."""
+    rng = np.random.default_rng(1)
+    img = rng.normal(100, 3, (160, 160))
+    yy, xx = np.indices(img.shape)
+    img += 150 * np.exp(-0.5 * ((xx - 80) ** 2 + (yy - 80) ** 2) / 30**2)  # a nebula
+    img += _gauss(img.shape, 90.3, 74.6, 4000, 3.0)  # a star on it
+    img += _gauss(img.shape, 50.0, 110.0, 30000, 9.0)  # a knot, three PSFs broad
+    seg = np.zeros(img.shape, np.int32)
+    seg[66:84, 82:100] = 1
+    seg[98:123, 38:63] = 2
+    star, knot = detection_features(img, np.ones_like(img), np.zeros(img.shape, np.int32), seg, [1, 2], fwhm=3.0)
+    assert star[F["psf_r2"]] > 0.85 and star[F["psf_r2"]] > star[F["psf_r2_broad"]]
+    assert knot[F["psf_r2_broad"]] > knot[F["psf_r2"]] + 0.1
+    # A zero-weight pixel (a cosmic ray masked on the star) is left out of the fit.
+    img2 = img.copy()
+    img2[75, 91] += 5000
+    weight = np.ones_like(img)
+    weight[75, 91] = 0
+    masked = detection_features(img2, weight, np.zeros(img.shape, np.int32), seg, [1], fwhm=3.0)[0]
+    assert masked[F["psf_r2"]] > 0.8
 
 
 def test_shipped_model_is_verified_and_evaluated_exactly(tmp_path, monkeypatch):
@@ -98,6 +126,9 @@ def test_sklearn_trees_and_the_json_export_agree():
     clf = HistGradientBoostingClassifier(max_iter=30, random_state=0).fit(x, y)
     ours = ScoreModel(export(clf, {}))
     np.testing.assert_allclose(ours.predict_proba(x), clf.predict_proba(x), atol=1e-12)
+    # Missing values (a PSF fit not measurable) take the same branch in both.
+    x[::3, [0, F["psf_r2"]]] = np.nan
+    np.testing.assert_allclose(ours.predict_proba(x), clf.predict_proba(x), atol=1e-12)
 
 
 def test_clean_threshold_protects_the_completeness_population_only():
@@ -117,6 +148,26 @@ def test_clean_threshold_protects_the_completeness_population_only():
     assert choose_threshold(contam, real, max_real_loss=0.0025) > 0.95
     # never above the cap, whatever the scores
     assert choose_threshold(np.ones(10), np.ones(10, bool)) == 0.99
+
+
+@pytest.mark.slow
+def test_rethreshold_keeps_the_trees_and_records_the_frames(tmp_path):
+    """A new threshold from more held-out frames: the same trees, the rule's
+    threshold on those frames, and the frames in the recipe and record."""
+    from maxidetect.network.weights import weights_dir
+    from maxidetect.training.score import choose_threshold, rethreshold
+
+    src = tmp_path / "m.json.gz"
+    shutil.copy(weights_dir() / "score-model.json.gz", src)
+    shutil.copy(REPO / "benchmarks" / "results" / "score" / "score-model.record.json", tmp_path / "m.record.json")
+    rec = rethreshold(src, tmp_path / "out.json.gz", held_seed=900, threshold_frames=1, size=256, progress=False)
+    before, after = load_score_model(path=src), load_score_model(path=tmp_path / "out.json.gz")
+    assert after.spec["iterations"] == before.spec["iterations"]
+    raw = rec["raw"]["in_range"]
+    assert after.threshold == rec["threshold"] == choose_threshold(np.asarray(raw["contam"]),
+                                                                   np.asarray(raw["real"]), np.asarray(raw["snr"]))
+    assert after.spec["recipe"]["threshold_frames"] == [900, 900]
+    assert json.loads((tmp_path / "out.record.json").read_text())["recipe"]["threshold_frames"] == [900, 900]
 
 
 @pytest.fixture

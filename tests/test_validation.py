@@ -149,3 +149,17 @@ def test_bench_quick_report(tmp_path, monkeypatch):
     assert "| maxidetect | SEP |" in text and "mask quality per class" in text and "Pixel recall" in text
     for png in ("completeness.png", "contamination.png", "roc.png"):
         assert (tmp_path / "out" / png).stat().st_size > 1000
+
+
+def test_lost_source_cause_counts_zeroed_pixels_within_one_fwhm():
+    """The bench says whether a lost source was masked or lost another way."""
+    from maxidetect.maps.writer import MapSet
+    from maxidetect.validation.bench import _zero_near
+
+    w = np.ones((50, 50), np.float32)
+    w[20, 20:23] = 0  # three zeroed pixels 0-2 px from (20, 20)
+    w[40, 40] = 0  # far away
+    ms = MapSet(weight=w, flag=np.zeros((50, 50), np.int32))
+    assert _zero_near(ms, 20.0, 20.0, fwhm=2.5) == 3
+    assert _zero_near(ms, 30.0, 30.0, fwhm=2.5) == 0
+    assert _zero_near(ms, 0.0, 49.0, fwhm=2.5) == 0 and _zero_near(None, 20.0, 20.0, 2.5) == 0
