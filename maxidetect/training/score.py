@@ -248,7 +248,6 @@ def _threshold_seeds(held_seeds, threshold_frames: int) -> list[int]:
 
 def _write(out, spec: dict, evaluation: dict) -> dict:
     """The model JSON (gzip if ``out`` ends in .gz) and its record, atomically."""
-    threshold, meta = spec["threshold"], {"recipe": spec["recipe"]}
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     text = json.dumps(spec, separators=(",", ":"))
@@ -256,13 +255,14 @@ def _write(out, spec: dict, evaluation: dict) -> dict:
     blob = gzip.compress(text.encode(), mtime=0) if out.suffix == ".gz" else text.encode()
     with atomic_output(out) as tmp:
         Path(tmp).write_bytes(blob)
-    record = {"file": out.name, "sha256": hashlib.sha256(text.encode()).hexdigest(), "threshold": threshold,
-              "recipe": meta["recipe"],
+    record = {"file": out.name, "sha256": hashlib.sha256(text.encode()).hexdigest(), "threshold": spec["threshold"],
+              "recipe": spec["recipe"],
               "threshold_rule": f"keeps all but 0.25% of held-out in-range real detections of sources "
                                 f"with expected S/N > {SNR_CUT:g} (frames recipe.threshold_frames)",
               "evaluation": {k: {kk: vv for kk, vv in v.items() if kk not in ("contam", "real", "snr")}
                              for k, v in evaluation.items()}}
-    out.with_name(out.name.removesuffix(".gz")).with_suffix(".record.json").write_text(json.dumps(record, indent=1))
+    with atomic_output(out.with_name(out.name.removesuffix(".gz")).with_suffix(".record.json")) as tmp:
+        Path(tmp).write_text(json.dumps(record, indent=1))
     return {**record, "raw": evaluation}
 
 
@@ -283,7 +283,7 @@ def rethreshold(path, out, held_seed: int = 500, threshold_frames: int = 24, siz
     contam, _ = model.score(xh)
     record = json.loads(Path(path).with_name(Path(path).name.removesuffix(".gz")).with_suffix(".record.json")
                         .read_text())
-    evaluation = {k: v for k, v in record["evaluation"].items()}
+    evaluation = dict(record["evaluation"])
     evaluation["in_range"] = {"contam": contam.tolist(), "real": (yh == REAL).tolist(), "snr": snr.tolist(),
                               **evaluate_scores(contam, yh == REAL, snr, SNR_CUT)}
     spec["threshold"] = choose_threshold(contam, yh == REAL, snr)
