@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage
 
-from maxidetect.classes import CLASSES, N_CLASSES
+from maxidetect.classes import CLASSES, N_CLASSES, class_index
 
 __all__ = [
     "class_weights",
@@ -83,10 +83,6 @@ def weighted_bce_numpy(logits, targets, weights, mask=None) -> float:
     return float(np.mean(np.asarray(weights, np.float64) * bce.sum(axis=-1)))
 
 
-def _index(abbr: str) -> int:
-    return next(k for k, c in enumerate(CLASSES) if c.abbr == abbr)
-
-
 def resolve_data_path(path) -> Path:
     """A path, or ``package:NAME:relative/path`` for data an installed package
     ships (e.g. astropy's real test images)."""
@@ -126,8 +122,8 @@ class PatchStream:
         self.counts = np.zeros(N_CLASSES)
         self.n_pixels = 0
         self.teacher = teacher
-        self.teacher_idx = [_index(a) for a in teacher_classes]
-        self.union_idx = [_index(a) for a in truth_union]
+        self.teacher_idx = [class_index(a) for a in teacher_classes]
+        self.union_idx = [class_index(a) for a in truth_union]
         if real_frames and (teacher is None or not self.teacher_idx):
             raise ValueError("real frames have no truth: they need a teacher and teacher classes")
         self.real_fraction = float(real_fraction) if real_frames else 0.0
@@ -139,8 +135,8 @@ class PatchStream:
             m = np.zeros(N_CLASSES, np.float32)
             m[self.teacher_idx] = 1.0
             for a in (real_bounds or {}).get(str(p), ()):
-                m[_index(a)] = -1.0
-            zero = [_index(a) for a in (real_absent or {}).get(str(p), ())]
+                m[class_index(a)] = -1.0
+            zero = [class_index(a) for a in (real_absent or {}).get(str(p), ())]
             m[zero] = 1.0
             self.real_masks.append(m)
             self.real_zero.append(zero)
