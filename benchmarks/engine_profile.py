@@ -33,18 +33,21 @@ from maxidetect.classes import CLASS_NAMES, ClassConfig
 from maxidetect.network.inference import ALIGN
 from maxidetect.network.normalise import normalise
 from maxidetect.network.onnx_engine import OnnxForward
+from maxidetect.network.quantise import load_ranges
 from maxidetect.priors import modify_priors, prior_factors
 from maxidetect.validation.simulate import simulate_frame
 
 HERE = Path(__file__).resolve().parent
 REAL = HERE.parent.parent / "shared" / "data" / "real"
 
-VARIANTS = [("onnxruntime", "float32"), ("openvino", "float32"), ("openvino", "mixed"), ("openvino", "bfloat16")]
+VARIANTS = [("onnxruntime", "float32"), ("onnxruntime", "int8"), ("openvino", "float32"), ("openvino", "mixed"),
+            ("openvino", "bfloat16")]
 
 
 def _forward(engine: str, precision: str, weights, threads: int | None, strip_pixels: int | None = None):
     if engine == "onnxruntime":
-        return OnnxForward(weights, threads=threads, strip_pixels=strip_pixels)
+        int8 = load_ranges(None) if precision == "int8" else None
+        return OnnxForward(weights, threads=threads, strip_pixels=strip_pixels, int8=int8)
     from maxidetect.network.openvino_engine import OpenVinoForward
 
     return OpenVinoForward(weights, threads=threads, strip_pixels=strip_pixels, precision=precision)
@@ -87,7 +90,7 @@ def profile(weights, image: np.ndarray, variants, threads_list, tiles, strips) -
     for engine, precision in variants:
         for tile in tiles:
             add(engine, precision, tile, None, max(threads_list))
-    for engine, precision in variants[:2]:
+    for engine, precision in [v for v in variants if v[1] == "float32"]:
         for strip in strips:
             if strip != 2**18:
                 add(engine, precision, max(tiles), strip, max(threads_list))
@@ -144,13 +147,18 @@ def main(argv=None) -> int:
     ap.add_argument("--size", type=int, default=2048)
     ap.add_argument("--frames", type=int, default=2, help="simulated frames for the agreement")
     ap.add_argument("--out", default=str(HERE / "results"))
+    ap.add_argument("--report-only", action="store_true", help="rewrite the markdown from OUT/engine_profile.json")
     args = ap.parse_args(argv)
+    if args.report_only:
+        _report(json.loads((Path(args.out) / "engine_profile.json").read_text()), Path(args.out) / "engine_profile.md",
+                args)
+        return 0
     from maxidetect.network import openvino_engine
     from maxidetect.network.weights import load_weight_arrays
 
-    variants = VARIANTS if openvino_engine.available() else VARIANTS[:1]
+    variants = VARIANTS if openvino_engine.available() else VARIANTS[:2]
     if openvino_engine.available() and not openvino_engine.supports_bf16():
-        variants = VARIANTS[:2]
+        variants = VARIANTS[:3]
     weights, _ = load_weight_arrays(None)
     sim = simulate_frame(seed=11, size=args.size)
     image = normalise(sim.image.astype(np.float32))
@@ -197,9 +205,12 @@ def _report(r: dict, path: Path, args) -> None:
                      f"{p['stem']:.2f} | {p['core']:.2f} | {p['head']:.2f} | {p['total']:.2f} | "
                      f"{p['mpix_per_s']:.3f} |")
     variants = list(next(iter(r["agreement"].values())))
+    calibration = json.loads((HERE.parent / "weights" / "maximask.int8.json").read_text())["record"]["frames"]
     lines += ["", "## Agreement with float32 ONNX Runtime", "",
               "Thresholded masks with the model's priors and thresholds (what `maxidetect mask` writes): "
-              "fraction of pixels x classes that differ; max |dp| over all classes.", "",
+              "fraction of pixels x classes that differ; max |dp| over all classes. onnxruntime/int8's "
+              f"activation ranges (`weights/maximask.int8.json`) come from {'; '.join(calibration)}: the "
+              "simulated frames below (other seeds) and the UKIRT frame are not among them.", "",
               "| frame | " + " | ".join(variants) + " |", "|---|" + "---|" * len(variants)]
     for name, res in r["agreement"].items():
         lines.append(f"| {name} | " + " | ".join(f"{100 * res[v]['differing_all']:.4f}% (max dp "

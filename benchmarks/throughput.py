@@ -4,7 +4,7 @@ Reports wall time, MPix/s and peak RSS of each command (both CLIs end to
 end, process start included), their ratios, per-class mask agreement, and
 (on a ``maxidetect.validation.simulate`` frame) each tool's per-class pixel
 recall of the simulated truth. Variants: the default engine (ONNX Runtime,
-float32), ``--precision mixed`` (OpenVINO, when installed), and the Keras
+float32), ``--precision int8`` (ONNX Runtime), ``--precision mixed`` (OpenVINO, when installed), and the Keras
 engine on TensorFlow and JAX (unless ``--skip-keras``).
 
     .venv/bin/python benchmarks/throughput.py [--size 2048] [--out benchmarks/results]
@@ -121,7 +121,8 @@ def main(argv=None) -> int:
     print(f"maxidetect: {r['walls_s']} s, {r['mpix_per_s']:.3f} MPix/s, peak RSS {r['rss_mb']} MB", flush=True)
     # The Keras engine on TensorFlow, and on JAX (no TensorFlow runtime in the
     # process), against the default engine's masks.
-    variants = {"maxidetect_mixed": (["--precision", "mixed"], None)}
+    variants = {"maxidetect_int8": (["--precision", "int8"], None),
+                "maxidetect_mixed": (["--precision", "mixed"], None)}
     if not args.skip_keras:
         variants.update({"maxidetect_tf": (["--engine", "keras"], None),
                          "maxidetect_jax": ([], {"KERAS_BACKEND": "jax"})})
@@ -198,6 +199,7 @@ def main(argv=None) -> int:
         "|---|---|---|---|---|",
     ]
     names = {"maxidetect": "maxidetect CLI (default: ONNX Runtime)",
+             "maxidetect_int8": "maxidetect CLI `--precision int8` (ONNX Runtime)",
              "maxidetect_mixed": "maxidetect CLI `--precision mixed` (OpenVINO)",
              "maxidetect_tf": "maxidetect CLI `--engine keras` (TensorFlow)",
              "maxidetect_jax": "maxidetect CLI, `KERAS_BACKEND=jax`", "maximask": "maximask CLI"}

@@ -157,9 +157,11 @@ class NetworkSettings(_Settings):
     margin: int = option(160, "tile overlap margin in pixels (160: stitched == untiled)", check=nonnegative_int,
                          metavar="PIX")
     batch_size: int = option(1, "tiles per forward pass", check=positive_int, metavar="N")
-    precision: str = option("float32", "compute precision: 'mixed' (bfloat16 in the network's deep part, float32 at "
-                            "its ends; OpenVINO on CPUs with AVX-512 BF16 or AMX) is ~1.2-2x faster and changed "
-                            "~0.02%% of mask pixels (benchmarks/results/engine_profile.md)", choices=PRECISIONS)
+    precision: str = option("float32", "compute precision: 'int8' (integer convolutions in the network's deep part, "
+                            "float32 at its ends; ONNX Runtime, models with int8 ranges: maximask) was 1.4x faster "
+                            "on AVX-512 VNNI and changed 0.005-0.05%% of contaminant mask pixels; 'mixed' (bfloat16 "
+                            "in the deep part; OpenVINO on CPUs with AVX-512 BF16 or AMX) 1.1-1.4x, 0.004-0.02%% "
+                            "(benchmarks/results/engine_profile.md)", choices=PRECISIONS)
     background: str | None = option(None, "normalisation background maps (default: the model's; 'centred' avoids "
                                     "MaxiMask's edge sag on small frames)", choices=BACKGROUNDS)
 

@@ -28,8 +28,9 @@ __all__ = ["Predictor", "tile_grid", "resolve_engine", "bound_keras_threads", "E
            "DEFAULT_TILES", "DEFAULT_MARGIN"]
 
 ENGINES = ("auto", "onnxruntime", "openvino", "keras")
-#: Compute precisions; "mixed" is bfloat16 in the deep part and float32 at the ends (OpenVINO engine).
-PRECISIONS = ("float32", "mixed", "bfloat16", "float16")
+#: Compute precisions; "mixed" is bfloat16 in the deep part and float32 at the ends (OpenVINO engine);
+#: "int8" is integer convolutions in the deep part and float32 at the ends (ONNX Runtime).
+PRECISIONS = ("float32", "mixed", "int8", "bfloat16", "float16")
 
 # Tile areas (the square of these sides) that keep a worker well under
 # 1.5 GB RSS (measured, 2 cores, CLI on a 2048 px frame: TensorFlow ~1.55 GB
@@ -106,7 +107,7 @@ def tile_grid(shape: tuple[int, int], tile: int, margin: int):
 def resolve_engine(engine: str = "auto", model=None, precision: str = "float32") -> str:
     """The engine that runs the network: ``"onnxruntime"``, ``"openvino"`` or ``"keras"``.
 
-    ``"auto"`` picks ONNX Runtime for float32 (on CPU: no TensorFlow start-up,
+    ``"auto"`` picks ONNX Runtime for float32 and int8 (on CPU: no TensorFlow start-up,
     less memory), OpenVINO for ``"mixed"`` (and for ``"bfloat16"`` when it is
     installed), and Keras when a Keras model object is given, ``KERAS_BACKEND``
     is set (the user chose a Keras backend, e.g. JAX on a GPU), for
@@ -126,13 +127,19 @@ def resolve_engine(engine: str = "auto", model=None, precision: str = "float32")
     if engine != "auto":
         if engine in ("onnxruntime", "openvino") and not named:
             raise ValueError(f"the {engine} engine takes a model name, not a Keras model")
-        allowed = {"onnxruntime": ("float32",), "openvino": ("float32", "mixed", "bfloat16"),
+        allowed = {"onnxruntime": ("float32", "int8"), "openvino": ("float32", "mixed", "bfloat16"),
                    "keras": ("float32", "bfloat16", "float16")}[engine]
         if precision not in allowed:
             raise ValueError(f"the {engine} engine runs precision {' or '.join(allowed)}, not {precision!r}")
         return engine
     from maxidetect.network.onnx_engine import available
 
+    if precision == "int8":
+        if not named:
+            raise ValueError("precision 'int8' takes a model name, not a Keras model")
+        if not available():
+            raise ValueError("precision 'int8' needs onnxruntime (pip install onnxruntime)")
+        return "onnxruntime"
     if (model is None or isinstance(model, str)) and precision == "float32" \
             and not os.environ.get("KERAS_BACKEND") and available():
         if os.path.exists(_NVIDIA_DEVICE):
@@ -238,7 +245,9 @@ class Predictor:
         Tiles per forward pass.
     precision : {"float32", "mixed", "bfloat16", "float16"}
         Compute precision; weights stay float32. ``"mixed"``: OpenVINO engine
-        (:mod:`maxidetect.network.openvino_engine`); ``"float16"``: Keras.
+        (:mod:`maxidetect.network.openvino_engine`); ``"int8"``: ONNX Runtime
+        with the deep part in int8 (:mod:`maxidetect.network.quantise`);
+        ``"float16"``: Keras.
     engine : {"auto", "onnxruntime", "openvino", "keras"}
         What runs the network; see :func:`resolve_engine`. In float32 all give
         the same masks (probabilities agree to ~1e-5).
@@ -265,7 +274,12 @@ class Predictor:
 
             arrays, self.info = load_weight_arrays(model)
             self.model = None  # no Keras model: nothing of Keras is imported
-            self._forward = OnnxForward(arrays, threads=threads)
+            int8 = None
+            if precision == "int8":
+                from maxidetect.network.quantise import load_ranges
+
+                int8 = load_ranges(self.info.name)
+            self._forward = OnnxForward(arrays, threads=threads, int8=int8)
         elif self.engine == "openvino":
             from maxidetect.network.openvino_engine import OpenVinoForward
 

@@ -64,10 +64,14 @@ class _GraphOps:
     """:class:`maxidetect.network.architecture.Ops` emitting ONNX nodes (NCHW)."""
 
     def __init__(self, weights: dict[str, tuple[np.ndarray, np.ndarray]], n_classes: int,
-                 shape: tuple[int, int] | None, switches: str = "indices"):
+                 shape: tuple[int, int] | None, switches: str = "indices",
+                 int8: dict[str, tuple[float, float]] | None = None):
         self.w = weights
         self.n_classes = n_classes
         self.switches = switches
+        # {layer: (input range, output range)}: layers run in int8 (see _qconv)
+        self.int8 = int8 or {}
+        self.probes: list[tuple[str, str, str]] = []  # (layer, input, output) of every hidden convolution
         # Spatial size at each pooling level, for inputs not on the 32 px grid.
         self.sizes = None
         if shape is not None:
@@ -118,11 +122,49 @@ class _GraphOps:
         # (x + sqrt(x^2 + 1) cancels): the caller feeds asinh(x) from numpy.
         return x
 
+    def _qdq(self, x: str, scale: float, zero_point: np.ndarray, prefix: str) -> str:
+        """``x`` rounded to the int8 grid ``scale`` (QuantizeLinear + DequantizeLinear)."""
+        s = self._init(f"{prefix}.scale", np.float32(scale))
+        z = self._init(f"{prefix}.zero", zero_point, zero_point.dtype)
+        return self._node("DequantizeLinear", [self._node("QuantizeLinear", [x, s, z])[0], s, z])[0]
+
+    def _qconv(self, name: str, x: str, kernel: np.ndarray, bias: np.ndarray) -> str:
+        """A ReLU convolution in the QDQ form ONNX Runtime fuses into one
+        integer convolution (u8 x s8, VNNI where the CPU has it): input and
+        output uint8 with zero point 0 over [0, range] (every input here is a
+        ReLU map or a sum / unpooling of them; the output's clamp at 0 is
+        the ReLU), weights int8 symmetric per output channel, bias int32."""
+        x_range, y_range = self.int8[name]
+        sx = max(float(x_range), 1e-12) / 255.0
+        u8 = np.zeros((), np.uint8)
+        xq = self._qdq(x, sx, u8, f"{name}.x")
+        k = np.transpose(kernel, (3, 2, 0, 1))
+        sw = np.abs(k).reshape(k.shape[0], -1).max(axis=1) / 127.0
+        # zero-padded and dead filters (trained weights of ~1e-36 exist):
+        # scale 1, so their weights round to 0 and the bias scale stays finite
+        sw = np.where(sw > 1e-6 * sw.max(), sw, 1.0).astype(np.float32)
+        kq = np.clip(np.rint(k / sw[:, None, None, None]), -127, 127).astype(np.int8)
+        w = self._node("DequantizeLinear", [self._init(f"{name}.Wq", kq, np.int8), self._init(f"{name}.Ws", sw),
+                                            self._init(f"{name}.Wz", np.zeros(k.shape[0], np.int8), np.int8)],
+                       axis=0)[0]
+        sb = (sx * sw).astype(np.float32)
+        bq = np.clip(np.rint(bias / sb), -2**31, 2**31 - 1).astype(np.int32)
+        b = self._node("DequantizeLinear", [self._init(f"{name}.Bq", bq, np.int32), self._init(f"{name}.Bs", sb),
+                                            self._init(f"{name}.Bz", np.zeros(k.shape[0], np.int32), np.int32)],
+                       axis=0)[0]
+        y = self._node("Conv", [xq, w, b], prefix=name, kernel_shape=[3, 3], pads=[1, 1, 1, 1])[0]
+        return self._qdq(y, max(float(y_range), 1e-12) / 255.0, u8, f"{name}.y")
+
     def conv(self, name, x):
         kernel, bias = self.w[name]
         cout = kernel.shape[3]
         kernel = _pad_axis(kernel, 2, self.width.get(x, kernel.shape[2]))  # input may carry padding
-        y = self._conv(name, x, _pad_axis(kernel, 3, _padded(cout)), _pad_axis(bias, 0, _padded(cout)), relu=True)
+        kernel, bias = _pad_axis(kernel, 3, _padded(cout)), _pad_axis(bias, 0, _padded(cout))
+        if name in self.int8:
+            y = self._qconv(name, x, kernel, bias)
+        else:
+            y = self._conv(name, x, kernel, bias, relu=True)
+        self.probes.append((name, x, y))
         self.width[y] = _padded(cout)
         if name in HEAD_INPUTS:
             self._head_term(HEAD_INPUTS.index(name), y)
@@ -226,7 +268,8 @@ PARTS = ("full", "stem", "core", "head", "head_half", "head_full")
 
 
 def build_graph(weights: dict[str, tuple[np.ndarray, np.ndarray]], shape: tuple[int, int] | None = None,
-                part: str = "full", switches: str = "indices"):
+                part: str = "full", switches: str = "indices", int8: dict[str, tuple[float, float]] | None = None,
+                probe: bool = False):
     """The network, or one part of it, as a serialised ONNX model.
 
     Parameters
@@ -253,6 +296,12 @@ def build_graph(weights: dict[str, tuple[np.ndarray, np.ndarray]], shape: tuple[
         position masks with ``SpaceToDepth``/``DepthToSpace`` (sizes on the
         32 px grid; for runtimes and quantisers without ``MaxUnpool``).
         Both give identical results.
+    int8 : dict or None
+        ``{layer: (input range, output range)}``: these layers run as integer
+        convolutions (:mod:`maxidetect.network.quantise`); the rest float32.
+    probe : bool
+        Also output every hidden convolution's input and output, as
+        ``probe.LAYER.in`` and ``probe.LAYER.out`` (for calibrating ``int8``).
 
     Returns
     -------
@@ -273,7 +322,10 @@ def build_graph(weights: dict[str, tuple[np.ndarray, np.ndarray]], shape: tuple[
         raise ValueError(f"switches must be 'indices' or 'masks', got {switches!r}")
     if switches == "masks" and shape is not None:
         raise ValueError("mask switches need sizes on the 32 px grid (shape=None)")
-    ops = _GraphOps(weights, n_classes, shape, switches)
+    unknown = set(int8 or ()) - {name for name, _, act in LAYER_SPECS if act == "relu"}
+    if unknown:
+        raise ValueError(f"int8 layers must be hidden ReLU layers, not {sorted(unknown)}")
+    ops = _GraphOps(weights, n_classes, shape, switches, int8)
 
     def tensor(name, channels):
         return onnx_proto.ValueInfo(name, onnx_proto.FLOAT, ["N", channels, "H", "W"])
@@ -309,6 +361,11 @@ def build_graph(weights: dict[str, tuple[np.ndarray, np.ndarray]], shape: tuple[
         inputs, outputs = [x] + [tensor(*h) for h in half], [y]
         ops.width.update(half)
         output(head_full(ops, stem(ops, "x")[0], [name for name, _ in half]), "y")
+    if probe:
+        for layer, src, dst in list(ops.probes):
+            for tag, t in (("in", src), ("out", dst)):
+                output(t, f"probe.{layer}.{tag}")
+                outputs.append(onnx_proto.ValueInfo(f"probe.{layer}.{tag}", onnx_proto.FLOAT, ["N", "C", "H", "W"]))
     _drop_unused_outputs(ops.nodes, {o.name for o in outputs})
     return onnx_proto.make_model(ops.nodes, f"maximask_{part}", inputs, outputs, ops.inits, opset=_OPSET)
 
@@ -473,17 +530,24 @@ class PartsForward:
 
 
 class OnnxForward(PartsForward):
-    """:class:`PartsForward` on ONNX Runtime: float32, the reference engine.
+    """:class:`PartsForward` on ONNX Runtime: float32, the reference engine,
+    or with the deep part in int8.
 
     Parameters
     ----------
     weights, threads, strip_pixels
         As for :class:`PartsForward` (``threads``: ONNX Runtime's intra-op pool).
+    int8 : dict or None
+        ``{layer: (input range, output range)}`` of the layers to run as
+        integer convolutions (:func:`maxidetect.network.quantise.load_ranges`);
+        None: all float32.
     """
 
     def __init__(self, weights: dict[str, tuple[np.ndarray, np.ndarray]], threads: int | None = None,
-                 strip_pixels: int | None = None):
+                 strip_pixels: int | None = None, int8: dict[str, tuple[float, float]] | None = None):
         super().__init__(weights, threads, strip_pixels)
+        self.int8 = dict(int8) if int8 else None
+        self.effective_precision = "int8" if self.int8 else "float32"
         self._sessions = {}
         for part in ("stem", "core", "head"):  # fail early on a broken install
             self._session(part)
@@ -509,7 +573,7 @@ class OnnxForward(PartsForward):
             # the core freed (separate pools: +0.35 GB on a 2048 x 1184 tile).
             _share_cpu_arena(ort)
             opts.add_session_config_entry("session.use_env_allocators", "1")
-            graph = build_graph(self.weights, shape, part=part)
+            graph = build_graph(self.weights, shape, part=part, int8=self.int8)
             self._sessions[key] = ort.InferenceSession(graph, opts, providers=["CPUExecutionProvider"])
         return self._sessions[key]
 

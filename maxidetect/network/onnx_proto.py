@@ -18,11 +18,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-__all__ = ["Node", "Tensor", "ValueInfo", "make_model", "FLOAT", "INT64", "BOOL"]
+__all__ = ["Node", "Tensor", "ValueInfo", "make_model", "FLOAT", "UINT8", "INT8", "INT32", "INT64", "BOOL"]
 
 # TensorProto.DataType
-FLOAT, INT64, BOOL = 1, 7, 9
-_DTYPES = {np.dtype(np.float32): FLOAT, np.dtype(np.int64): INT64, np.dtype(np.bool_): BOOL}
+FLOAT, UINT8, INT8, INT32, INT64, BOOL = 1, 2, 3, 6, 7, 9
+_DTYPES = {np.dtype(np.float32): FLOAT, np.dtype(np.uint8): UINT8, np.dtype(np.int8): INT8,
+           np.dtype(np.int32): INT32, np.dtype(np.int64): INT64, np.dtype(np.bool_): BOOL}
 # AttributeProto.AttributeType
 _A_FLOAT, _A_INT, _A_STRING, _A_FLOATS, _A_INTS = 1, 2, 3, 6, 7
 
@@ -85,7 +86,7 @@ class Node:
 
 @dataclass
 class Tensor:
-    """TensorProto of an initialiser: float32, int64 or bool, little-endian raw data."""
+    """TensorProto of an initialiser: float32, (u)int8, int32, int64 or bool, little-endian raw data."""
 
     name: str
     array: np.ndarray
