@@ -40,6 +40,8 @@ from maxidetect.score.catalogs import Scorer, score_sextractor_catalog
 from maxidetect.score.model import load_score_model
 from maxidetect.validation.scoring import (
     CONTAMINANT_ORDER,
+    MATCH_FLUX_RATIO,
+    MATCH_FLUX_SIGMA,
     MATCH_MIN_SNR,
     evaluate_scores,
     mask_quality,
@@ -345,7 +347,9 @@ def write_report(results: dict, out_dir, command: str = "") -> dict:
         f"Seeds {o['seed']}..{o['seed'] + o['n_frames'] - 1}; variants {', '.join(o['variants'])} "
         f"({'; '.join(f'{v}: {VARIANTS[v] or chr(45)}' for v in o['variants'])}). Completeness over true sources "
         f"with expected S/N > {o['snr_cut']:g}; one-to-one matching within {o['radius_fwhm']:g} FWHM to true "
-        f"sources with expected S/N >= {MATCH_MIN_SNR:g} (fainter ones cannot be detected alone); a spurious "
+        f"sources with expected S/N >= {MATCH_MIN_SNR:g} (fainter ones cannot be detected alone) and a flux "
+        f"no more than {MATCH_FLUX_RATIO:g}x theirs + {MATCH_FLUX_SIGMA:g} errors (a bright knot on a faint star "
+        "is not the star); a spurious "
         "detection matches no such source and is attributed to the contaminant under it. *Lost*: true sources "
         "with S/N > 20 that the same engine finds without maps and not with them. Strategies: `network` the "
         "network's thresholded masks alone; `maxidetect` the default (fused with the frame's evidence: star "
