@@ -96,6 +96,29 @@ def test_star_with_a_cosmic_ray_on_its_core_stays_and_isolated_hits_go(fwhm):
     assert report.sources_protected >= 2 and report.fwhm_measured
 
 
+def test_saturated_star_called_a_cosmic_ray_keeps_its_core():
+    """A saturated core (flat top) cannot pass rule 1's PSF fit, but it is a
+    real source: the network's cosmic-ray call on it is flag-only, and an
+    isolated hit elsewhere is still zeroed."""
+    img, pos = _field(seed=6)
+    x, y = pos[0]
+    img += _star(img.shape, x, y, 3e6, 3.0)
+    sat_level = 30000.0
+    img = np.minimum(img, sat_level).astype(np.float32)
+    flags = np.zeros(img.shape, np.int32)
+    core = img >= sat_level
+    assert core.sum() >= 9
+    flags[core] |= BIT["SAT"]
+    iy, ix = int(round(y)), int(round(x))
+    flags[iy - 7:iy + 8, ix - 7:ix + 8] |= BIT["CR"]  # the network calls the whole star CR
+    img[40, 200] += 3000
+    flags[40, 200] |= BIT["CR"]
+    zero, flags, _ = fuse(img, flags, MapPolicy())
+    assert not zero[iy - 7:iy + 8, ix - 7:ix + 8].any()
+    assert flags[iy, ix] & BIT["CR"] and flags[iy, ix] & BIT["SAT"]
+    assert zero[40, 200]
+
+
 def test_lacosmic_hits_on_bright_undersampled_stars_are_not_cosmic_rays(monkeypatch):
     """L.A.Cosmic fires on the sharp cores of bright undersampled stars; rule
     1 releases them and their cosmic-ray flag goes too (a catalogue cut on

@@ -98,23 +98,24 @@ def test_a_detection_on_a_source_too_faint_to_detect_alone_is_not_credited_to_it
 
 def test_a_much_brighter_detection_is_not_the_faint_source_it_lies_on():
     """A nebula knot of S/N 200 within 1 FWHM of an S/N 4 star is not that
-    star; a blend of two similar stars (2x the flux) still is one of them."""
+    star; a blend of two faint stars (2x the flux) is still one of them, and
+    a bright star on a nebula (its aperture flux 10x its own) is that star."""
     from maxidetect.validation.scoring import MATCH_FLUX_RATIO
 
-    truth_cat = Table({"X": [10.0, 40.0], "Y": [10.0, 40.0], "SNR": [4.0, 4.0], "FLUX": [100.0, 100.0],
-                       "MAG": [24.0, 24.0]})
-    det = np.array([[10.5, 10.0], [40.5, 40.0]])
-    flux, err = np.array([5000.0, 200.0]), np.array([25.0, 25.0])
+    truth_cat = Table({"X": [10.0, 40.0, 42.0, 70.0], "Y": [10.0, 40.0, 40.0, 70.0], "SNR": [4.0, 4.0, 4.0, 50.0],
+                       "FLUX": [100.0, 100.0, 100.0, 1000.0], "MAG": [24.0, 24.0, 24.0, 21.0]})
+    det = np.array([[10.5, 10.0], [40.5, 40.0], [70.5, 70.0]])
+    flux, err = np.array([5000.0, 600.0, 10000.0]), np.array([25.0, 25.0, 25.0])
     di, ti = match_truth(det, truth_cat, 2.0, det_flux=flux, det_flux_err=err)
-    assert di.tolist() == [1] and ti.tolist() == [1]
-    assert match_truth(det, truth_cat, 2.0)[0].tolist() == [0, 1]  # by position alone
-    # the limit: ratio x true flux + 5 errors
+    assert di.tolist() == [1, 2] and ti.tolist() == [1, 3]
+    assert match_truth(det, truth_cat, 2.0)[0].tolist() == [0, 1, 2]  # by position alone
+    # the limit: ratio x the true light within reach + 5 errors
     edge = MATCH_FLUX_RATIO * 100.0 + 5 * 25.0
     assert len(match_truth(det[:1], truth_cat, 2.0, det_flux=[edge], det_flux_err=[25.0])[0]) == 1
     assert len(match_truth(det[:1], truth_cat, 2.0, det_flux=[edge + 1], det_flux_err=[25.0])[0]) == 0
     s = score_catalog(Table({"X_IMAGE": det[:, 0] + 1, "Y_IMAGE": det[:, 1] + 1, "FLUX_AUTO": flux,
-                             "FLUXERR_AUTO": err}), truth_cat, np.zeros((50, 50), np.int32), 2.0)
-    assert s["n_spurious"] == 1 and s["n_matched"] == 1 and s["matched_det"].tolist() == [False, True]
+                             "FLUXERR_AUTO": err}), truth_cat, np.zeros((80, 80), np.int32), 2.0)
+    assert s["n_spurious"] == 1 and s["n_matched"] == 2 and s["matched_det"].tolist() == [False, True, True]
 
 
 def test_score_and_quality_on_hand_made_catalogues():

@@ -310,6 +310,26 @@ def fuse(image: np.ndarray, flags: np.ndarray, policy: MapPolicy,
     candidates = (releasable | trl_mask | col_mask) & ~independent
     result = protect_sources(sub, stats, candidates, lines=lines)
     released = result.released
+    if saturated.any():
+        # A saturated star is a real source that rule 1 cannot fit (its top is
+        # flat): the cosmic-ray and pixel calls on it are released
+        # whole, flag-only (on a crowded real frame its zeroed cores left
+        # saturated stars as rings, which --clean then dropped). SAT=zero
+        # still zeroes the saturated pixels themselves. A saturated region of
+        # more than 5% of the frame is no star (a blank or burnt-out frame).
+        sat_lab, n_sat = ndimage.label(saturated)
+        area = np.bincount(sat_lab.ravel(), minlength=n_sat + 1)
+        stars = (area <= 0.05 * saturated.size) & (np.arange(n_sat + 1) > 0)
+        # Point-like calls only: a column or trail crossing the star stays a line.
+        point = class_zero("CR") | class_zero("HP") | class_zero("DP")
+        if lacos_zero:
+            point |= lacos_grown
+        comp, n = ndimage.label(point & ~independent, structure=np.ones((3, 3), bool))
+        if n and stars.any():
+            touch = np.zeros(n + 1, bool)
+            touch[comp[ndimage.binary_dilation(stars[sat_lab], iterations=2) & (comp > 0)]] = True
+            touch[0] = False
+            released = released | touch[comp]
     report.tested, report.sources_protected = result.n_tested, result.n_sources
     report.released_pixels = int(released.sum())
 

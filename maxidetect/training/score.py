@@ -40,8 +40,10 @@ from maxidetect.score.features import FEATURES, detection_features
 from maxidetect.score.model import REAL, ScoreModel
 from maxidetect.validation.scoring import (
     CONTAMINANT_ORDER,
+    MATCH_FLUX_RADIUS,
     MATCH_FLUX_RATIO,
     MATCH_FLUX_SIGMA,
+    MATCH_FLUX_SNR,
     MATCH_MIN_SNR,
     evaluate_scores,
     match_truth,
@@ -231,8 +233,9 @@ def run(out, train_seeds=range(0, 24), held_seeds=range(500, 506), size: int = 1
                        "params": {k: v for k, v in clf.get_params().items() if isinstance(v, (int, float, str))},
                        "n_iter": int(clf.n_iter_), "seconds": round(t_train, 1),
                        "label_rule": f"real: matched one-to-one within 1 FWHM to a true source with expected "
-                                     f"S/N >= {MATCH_MIN_SNR:g} and a flux (FLUX_AUTO) no more than "
-                                     f"{MATCH_FLUX_RATIO:g}x the true flux + {MATCH_FLUX_SIGMA:g} errors"}}
+                                     f"S/N >= {MATCH_MIN_SNR:g}; below S/N {MATCH_FLUX_SNR:g} only with a flux "
+                                     f"(FLUX_AUTO) no more than {MATCH_FLUX_RATIO:g}x the true light within "
+                                     f"{MATCH_FLUX_RADIUS:g} match radii + {MATCH_FLUX_SIGMA:g} errors"}}
     model = ScoreModel(export(clf, meta))
     evaluation = {}
     in_seeds = _threshold_seeds(held_seeds, threshold_frames)

@@ -42,6 +42,7 @@ from maxidetect.validation.scoring import (
     CONTAMINANT_ORDER,
     MATCH_FLUX_RATIO,
     MATCH_FLUX_SIGMA,
+    MATCH_FLUX_SNR,
     MATCH_MIN_SNR,
     evaluate_scores,
     mask_quality,
@@ -347,9 +348,9 @@ def write_report(results: dict, out_dir, command: str = "") -> dict:
         f"Seeds {o['seed']}..{o['seed'] + o['n_frames'] - 1}; variants {', '.join(o['variants'])} "
         f"({'; '.join(f'{v}: {VARIANTS[v] or chr(45)}' for v in o['variants'])}). Completeness over true sources "
         f"with expected S/N > {o['snr_cut']:g}; one-to-one matching within {o['radius_fwhm']:g} FWHM to true "
-        f"sources with expected S/N >= {MATCH_MIN_SNR:g} (fainter ones cannot be detected alone) and a flux "
-        f"no more than {MATCH_FLUX_RATIO:g}x theirs + {MATCH_FLUX_SIGMA:g} errors (a bright knot on a faint star "
-        "is not the star); a spurious "
+        f"sources with expected S/N >= {MATCH_MIN_SNR:g} (fainter ones cannot be detected alone), below S/N "
+        f"{MATCH_FLUX_SNR:g} only with a flux no more than {MATCH_FLUX_RATIO:g}x the true light around them + "
+        f"{MATCH_FLUX_SIGMA:g} errors (a bright knot on a faint star is not the star); a spurious "
         "detection matches no such source and is attributed to the contaminant under it. *Lost*: true sources "
         "with S/N > 20 that the same engine finds without maps and not with them. Strategies: `network` the "
         "network's thresholded masks alone; `maxidetect` the default (fused with the frame's evidence: star "

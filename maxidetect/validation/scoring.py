@@ -15,6 +15,8 @@ __all__ = [
     "MATCH_MIN_SNR",
     "MATCH_FLUX_RATIO",
     "MATCH_FLUX_SIGMA",
+    "MATCH_FLUX_RADIUS",
+    "MATCH_FLUX_SNR",
     "score_catalog",
     "mask_quality",
     "roc_curve",
@@ -72,31 +74,45 @@ def match_catalogs(det_xy, true_xy, radius: float) -> tuple[np.ndarray, np.ndarr
 MATCH_MIN_SNR = 3.0
 
 
-#: A detection is that true source only if its flux is no more than this many
-#: times the true flux plus MATCH_FLUX_SIGMA of its own error: a nebula knot or
-#: fringe peak of S/N 20-200 that lies within 1 FWHM of an S/N 3-5 star is not
-#: that star (on 4x-crowded frames, 46 of the 705 detections the score put
-#: above 0.9 were "real" by position alone, most of them so; 3x still takes
-#: blends of two or three similar stars).
+#: A detection of a true source near the detection limit (expected S/N <
+#: MATCH_FLUX_SNR) is that source only if its flux is no more than
+#: MATCH_FLUX_RATIO times the true light around it (every true source within
+#: MATCH_FLUX_RADIUS match radii, so a blend stays real) plus MATCH_FLUX_SIGMA
+#: of its own error: a nebula knot or fringe peak of S/N 20-200 within 1 FWHM
+#: of an S/N 3-6 star is not that star (on 4x-crowded frames, 46 of the 705
+#: detections the score put above 0.9 were "real" by position alone, most of
+#: them so). Brighter sources match by position alone: a star on a nebula has
+#: a FLUX_AUTO of 5-20x its own (the nebula's light in its aperture) and is
+#: still that star.
+MATCH_FLUX_SNR = 10.0
 MATCH_FLUX_RATIO = 3.0
 MATCH_FLUX_SIGMA = 5.0
+MATCH_FLUX_RADIUS = 3.0
 
 
 def match_truth(det_xy, truth_cat, radius: float, min_snr: float = MATCH_MIN_SNR, det_flux=None,
                 det_flux_err=None) -> tuple[np.ndarray, np.ndarray]:
     """:func:`match_catalogs` against the true sources with expected S/N >=
     ``min_snr`` (column ``SNR``); the returned true indices are rows of
-    ``truth_cat``. With ``det_flux`` (and ``det_flux_err``, per detection),
-    pairs whose detection is brighter than :data:`MATCH_FLUX_RATIO` times the
-    true ``FLUX`` plus :data:`MATCH_FLUX_SIGMA` errors are no match."""
-    keep = np.flatnonzero(np.asarray(truth_cat["SNR"], float) >= min_snr)
-    true_xy = np.c_[np.asarray(truth_cat["X"], float)[keep], np.asarray(truth_cat["Y"], float)[keep]]
-    di, ti = match_catalogs(det_xy, true_xy, radius)
+    ``truth_cat``. With ``det_flux`` (and ``det_flux_err``, per detection), a
+    pair whose true source has S/N < :data:`MATCH_FLUX_SNR` and whose
+    detection is brighter than :data:`MATCH_FLUX_RATIO` times the true
+    ``FLUX`` of every source within :data:`MATCH_FLUX_RADIUS` x ``radius`` of
+    it, plus :data:`MATCH_FLUX_SIGMA` errors, is no match."""
+    snr = np.asarray(truth_cat["SNR"], float)
+    all_xy = np.c_[np.asarray(truth_cat["X"], float), np.asarray(truth_cat["Y"], float)]
+    keep = np.flatnonzero(snr >= min_snr)
+    di, ti = match_catalogs(det_xy, all_xy[keep], radius)
     ti = keep[ti]
-    if det_flux is not None and len(di):
-        f = np.asarray(det_flux, float)[di]
-        err = np.zeros_like(f) if det_flux_err is None else np.nan_to_num(np.asarray(det_flux_err, float)[di])
-        ok = ~(f > MATCH_FLUX_RATIO * np.asarray(truth_cat["FLUX"], float)[ti] + MATCH_FLUX_SIGMA * err)
+    faint = snr[ti] < MATCH_FLUX_SNR
+    if det_flux is not None and faint.any():
+        f = np.asarray(det_flux, float)[di[faint]]
+        err = np.zeros_like(f) if det_flux_err is None else np.nan_to_num(np.asarray(det_flux_err, float)[di[faint]])
+        tflux = np.asarray(truth_cat["FLUX"], float)
+        near = cKDTree(all_xy).query_ball_point(np.asarray(det_xy, float)[di[faint]], MATCH_FLUX_RADIUS * radius)
+        local = np.array([tflux[j].sum() for j in near])
+        ok = np.ones(len(di), bool)
+        ok[faint] = ~(f > MATCH_FLUX_RATIO * local + MATCH_FLUX_SIGMA * err)
         di, ti = di[ok], ti[ok]
     return di, ti
 
