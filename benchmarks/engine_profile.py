@@ -33,7 +33,7 @@ from maxidetect.classes import CLASS_NAMES, ClassConfig
 from maxidetect.network.inference import ALIGN
 from maxidetect.network.normalise import normalise
 from maxidetect.network.onnx_engine import OnnxForward
-from maxidetect.network.quantise import load_ranges
+from maxidetect.network.quantise import calibration_path, load_ranges
 from maxidetect.priors import modify_priors, prior_factors
 from maxidetect.validation.simulate import simulate_frame
 
@@ -205,7 +205,7 @@ def _report(r: dict, path: Path, args) -> None:
                      f"{p['stem']:.2f} | {p['core']:.2f} | {p['head']:.2f} | {p['total']:.2f} | "
                      f"{p['mpix_per_s']:.3f} |")
     variants = list(next(iter(r["agreement"].values())))
-    calibration = json.loads((HERE.parent / "weights" / "maximask.int8.json").read_text())["record"]["frames"]
+    calibration = json.loads(calibration_path("maximask").read_text())["record"]["frames"]
     lines += ["", "## Agreement with float32 ONNX Runtime", "",
               "Thresholded masks with the model's priors and thresholds (what `maxidetect mask` writes): "
               "fraction of pixels x classes that differ; max |dp| over all classes. onnxruntime/int8's "

@@ -287,9 +287,13 @@ def fuse(image: np.ndarray, flags: np.ndarray, policy: MapPolicy,
         return _grow(net_cr if a == "CR" else net(a), policy.grow_of(CLASS_INDEX[a]))
 
     releasable = np.zeros(flags.shape, bool)
+    point = np.zeros(flags.shape, bool)  # the point-like calls (cosmic rays, hot and dead pixels)
     for a in RELEASABLE:  # the network's TRL counts only where a fitted trail confirms it
         if a != "TRL":
-            releasable |= class_zero(a)
+            z_a = class_zero(a)
+            releasable |= z_a
+            if a in ("CR", "HP", "DP"):
+                point |= z_a
     by_network = releasable.copy()
     lacos_zero = lacos is not None and act["CR"] == "zero"
     if lacos_zero:
@@ -321,7 +325,6 @@ def fuse(image: np.ndarray, flags: np.ndarray, policy: MapPolicy,
         area = np.bincount(sat_lab.ravel(), minlength=n_sat + 1)
         stars = (area <= 0.05 * saturated.size) & (np.arange(n_sat + 1) > 0)
         # Point-like calls only: a column or trail crossing the star stays a line.
-        point = class_zero("CR") | class_zero("HP") | class_zero("DP")
         if lacos_zero:
             point |= lacos_grown
         comp, n = ndimage.label(point & ~independent, structure=np.ones((3, 3), bool))

@@ -75,14 +75,14 @@ def calibration_path(model: str) -> Path:
 def write_ranges(model: str, ranges: dict, record: dict, path: Path | None = None) -> Path:
     """Write ``ranges`` for ``model`` (tied to its weights' checksum) with
     ``record`` (what they were measured on), atomically."""
+    from maxidetect.files import atomic_output
     from maxidetect.network.weights import get_model_info
 
     path = Path(path) if path is not None else calibration_path(model)
     body = {"model": model, "weights_sha256": get_model_info(model).sha256, "layers": list(ranges),
             "ranges": {k: [float(a), float(b)] for k, (a, b) in ranges.items()}, "record": record}
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(body, indent=1) + "\n")
-    tmp.replace(path)
+    with atomic_output(path) as tmp:
+        Path(tmp).write_text(json.dumps(body, indent=1) + "\n")
     return path
 
 

@@ -38,16 +38,7 @@ from maxidetect.maps.trails import trails_from_header
 from maxidetect.maps.writer import maps_from_masks
 from maxidetect.score.features import FEATURES, detection_features
 from maxidetect.score.model import REAL, ScoreModel
-from maxidetect.validation.scoring import (
-    CONTAMINANT_ORDER,
-    MATCH_FLUX_RADIUS,
-    MATCH_FLUX_RATIO,
-    MATCH_FLUX_SIGMA,
-    MATCH_FLUX_SNR,
-    MATCH_MIN_SNR,
-    evaluate_scores,
-    match_truth,
-)
+from maxidetect.validation.scoring import CONTAMINANT_ORDER, MATCH_RULE, evaluate_scores, match_detections
 from maxidetect.validation.simulate import SIMULATOR_VERSION, SimConfig, simulate_frame
 
 __all__ = ["TRAIN_RANGE", "TRAIN_DENSITY", "OUT_OF_RANGE", "frame_detections", "make_dataset", "train", "export",
@@ -88,9 +79,7 @@ def _labels(cat, frame, fwhm: float) -> tuple[np.ndarray, np.ndarray]:
     detection, and the matched true source's expected S/N (NaN if none)."""
     from scipy import ndimage
 
-    det = np.c_[np.asarray(cat["X_IMAGE"]) - 1, np.asarray(cat["Y_IMAGE"]) - 1] if len(cat) else np.zeros((0, 2))
-    di, ti = match_truth(det, frame.catalog, fwhm, det_flux=np.asarray(cat["FLUX_AUTO"]) if len(cat) else None,
-                         det_flux_err=np.asarray(cat["FLUXERR_AUTO"]) if len(cat) else None)
+    det, di, ti = match_detections(cat, frame.catalog, fwhm)
     out = np.full(len(det), "BG", dtype=object)
     grown = ndimage.grey_dilation(frame.truth, size=(3, 3))
     h, w = frame.truth.shape
@@ -232,10 +221,7 @@ def run(out, train_seeds=range(0, 24), held_seeds=range(500, 506), size: int = 1
                        "estimator": "sklearn HistGradientBoostingClassifier",
                        "params": {k: v for k, v in clf.get_params().items() if isinstance(v, (int, float, str))},
                        "n_iter": int(clf.n_iter_), "seconds": round(t_train, 1),
-                       "label_rule": f"real: matched one-to-one within 1 FWHM to a true source with expected "
-                                     f"S/N >= {MATCH_MIN_SNR:g}; below S/N {MATCH_FLUX_SNR:g} only with a flux "
-                                     f"(FLUX_AUTO) no more than {MATCH_FLUX_RATIO:g}x the true light within "
-                                     f"{MATCH_FLUX_RADIUS:g} match radii + {MATCH_FLUX_SIGMA:g} errors"}}
+                       "label_rule": MATCH_RULE}}
     model = ScoreModel(export(clf, meta))
     evaluation = {}
     in_seeds = _threshold_seeds(held_seeds, threshold_frames)

@@ -17,6 +17,8 @@ __all__ = [
     "MATCH_FLUX_SIGMA",
     "MATCH_FLUX_RADIUS",
     "MATCH_FLUX_SNR",
+    "MATCH_RULE",
+    "match_detections",
     "score_catalog",
     "mask_quality",
     "roc_curve",
@@ -88,6 +90,10 @@ MATCH_FLUX_SNR = 10.0
 MATCH_FLUX_RATIO = 3.0
 MATCH_FLUX_SIGMA = 5.0
 MATCH_FLUX_RADIUS = 3.0
+#: The rule in words (the score's training record).
+MATCH_RULE = (f"real: matched one-to-one within 1 FWHM to a true source with expected S/N >= {MATCH_MIN_SNR:g}; "
+              f"below S/N {MATCH_FLUX_SNR:g} only with a flux (FLUX_AUTO) no more than {MATCH_FLUX_RATIO:g}x the "
+              f"true light within {MATCH_FLUX_RADIUS:g} match radii + {MATCH_FLUX_SIGMA:g} errors")
 
 
 def match_truth(det_xy, truth_cat, radius: float, min_snr: float = MATCH_MIN_SNR, det_flux=None,
@@ -126,8 +132,14 @@ def _attribute(bits: np.ndarray) -> np.ndarray:
     return out
 
 
-def _names(cat) -> list[str]:
-    return list(getattr(cat, "colnames", None) or getattr(cat, "dtype", np.dtype([])).names or cat.keys())
+def match_detections(cat, truth_cat, radius: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`match_truth` of a catalogue with SExtractor-named columns
+    (1-based X_IMAGE/Y_IMAGE; FLUX_AUTO and FLUXERR_AUTO where present):
+    (0-based detection positions (n, 2), detection indices, true indices)."""
+    det_xy = np.c_[np.asarray(cat["X_IMAGE"]) - 1.0, np.asarray(cat["Y_IMAGE"]) - 1.0] if len(cat) else np.zeros((0, 2))
+    flux, err = (np.asarray(cat[c]) if len(cat) and c in cat.colnames else None for c in ("FLUX_AUTO", "FLUXERR_AUTO"))
+    di, ti = match_truth(det_xy, truth_cat, radius, det_flux=flux, det_flux_err=err)
+    return det_xy, di, ti
 
 
 def score_catalog(
@@ -163,9 +175,7 @@ def score_catalog(
     """
     from scipy import ndimage
 
-    det_xy = np.c_[np.asarray(cat["X_IMAGE"]) - 1.0, np.asarray(cat["Y_IMAGE"]) - 1.0] if len(cat) else np.zeros((0, 2))
-    fluxes = [np.asarray(cat[c]) if c in _names(cat) else None for c in ("FLUX_AUTO", "FLUXERR_AUTO")]
-    di, ti = match_truth(det_xy, truth_cat, radius_fwhm * fwhm, det_flux=fluxes[0], det_flux_err=fluxes[1])
+    det_xy, di, ti = match_detections(cat, truth_cat, radius_fwhm * fwhm)
     matched_t = np.zeros(len(truth_cat), bool)
     matched_t[ti] = True
     matched_d = np.zeros(len(det_xy), bool)
