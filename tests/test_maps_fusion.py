@@ -119,6 +119,24 @@ def test_saturated_star_called_a_cosmic_ray_keeps_its_core():
     assert zero[40, 200]
 
 
+@pytest.mark.parametrize("named", [True, False])
+def test_dead_pixel_on_a_faint_star_costs_only_itself(named):
+    """A dead pixel next to a star's peak makes its neighbours look sharp to
+    L.A.Cosmic; those hits are the Laplacian's ring, not a cosmic ray, so only
+    the dead pixel gets zero weight (the network may name it or not)."""
+    img, _ = _field(seed=9)
+    x, y = 128.3, 60.6
+    img += _star(img.shape, x, y, 2500.0, 3.0).astype(np.float32)  # peak ~25 sigma
+    iy, ix = int(round(y)), int(round(x))
+    img[iy - 1, ix] = 0.0
+    flags = np.zeros(img.shape, np.int32)
+    if named:
+        flags[iy - 1, ix] |= BIT["DP"]
+    zero, _, _ = fuse(img, flags, MapPolicy())
+    near = zero[iy - 4:iy + 5, ix - 4:ix + 5]
+    assert near[3, 4] and near.sum() == 1
+
+
 def test_lacosmic_hits_on_bright_undersampled_stars_are_not_cosmic_rays(monkeypatch):
     """L.A.Cosmic fires on the sharp cores of bright undersampled stars; rule
     1 releases them and their cosmic-ray flag goes too (a catalogue cut on

@@ -9,7 +9,9 @@ In order (each step is its own module; this one decides):
    network that no fitted trail explains are only flagged;
 3. bad columns and rows from their statistics (:mod:`.columns`), trails
    left out, fused with the network's HCL/DCL; a column is one defect
-   across rows its statistics cannot measure;
+   across rows its statistics cannot measure; dead pixels by their value
+   (8 sigma below the sky and their neighbours), zeroed alone, never
+   released (no source is darker than the sky);
 4. cosmic rays from the network and from L.A.Cosmic (astroscrappy) on an
    edge-padded frame, both flagged, and their wings (neighbours >= 4 sigma,
    not along a spike or trail) flagged too;
@@ -20,8 +22,9 @@ In order (each step is its own module; this one decides):
 6. what stays zero gets its halo: cosmic rays grow by one pixel (never
    into a released source).
 
-Saturation and overscan come from the network alone and follow the policy
-(flag and zero by default); they are never released.
+Saturation and overscan come from the network (overscan also from edge
+blocks without sky) and follow the policy (flag and zero by default); they
+are never released.
 """
 
 from __future__ import annotations
@@ -102,6 +105,24 @@ def _label_max(values: np.ndarray, lab: np.ndarray, n: int) -> np.ndarray:
     return peak
 
 
+COLD_SIGMA = 8.0  # a dead pixel: this far below the sky and below its neighbours' median
+
+
+def _cold_pixels(z: np.ndarray, sigma: float = COLD_SIGMA) -> np.ndarray:
+    """Pixels ``sigma`` below the sky and below the median of their 8
+    neighbours by as much: no source makes a pixel darker than the sky, and
+    the noise does not reach -8 sigma (dead pixels the network misses, and
+    the evidence that a called one is dead whatever lies on it)."""
+    out = np.zeros(z.shape, bool)
+    ys, xs = np.nonzero(z < -sigma)
+    if ys.size:
+        zp = np.pad(z, 1, mode="edge")
+        nbr = np.stack([zp[ys + 1 + dy, xs + 1 + dx] for dy in (-1, 0, 1) for dx in (-1, 0, 1) if dy or dx])
+        keep = z[ys, xs] < np.median(nbr, axis=0) - sigma
+        out[ys[keep], xs[keep]] = True
+    return out
+
+
 def _header_float(header, keys, default):
     for k in keys:
         if header is not None and k in header:
@@ -149,18 +170,21 @@ def cosmic_rays(image: np.ndarray, stats: FrameStats, header=None, pad: int = 8)
 
 
 def _lacosmic_false_alarms(alone: np.ndarray, z: np.ndarray, col_lines: np.ndarray, diffuse: np.ndarray,
-                           named: np.ndarray, min_peak: float = 5.0, min_peak_diffuse: float = 8.0) -> np.ndarray:
+                           named: np.ndarray, dead: np.ndarray, min_peak: float = 5.0,
+                           min_peak_diffuse: float = 8.0) -> np.ndarray:
     """The L.A.Cosmic hits the network does not share that other evidence
     explains (measured on simulated frames: most of its false alarms): the
-    rings its Laplacian leaves within 2 px of a bad column or row or of a
-    block without sky (overscan), pixels the network names hot or dead,
+    rings its Laplacian leaves within 2 px of a bad column or row, of a
+    block without sky (overscan) or of a dead pixel (``dead``: its
+    neighbours look sharp, and on a star's core they cost the star), pixels
+    the network names hot or dead,
     pixels not above the sky (under 1.5 sigma: its growth step reaches into
     the noise; a cosmic ray's faint wings get the 1-px halo anyway),
     components whose peak is under ``min_peak`` sigma of the frame's noise
     (its own noise model trusts the header's gain), and, inside diffuse light
     (fringes, nebulae, bright background, whose filaments pass its
     fine-structure test), under ``min_peak_diffuse``."""
-    out = alone & (ndimage.binary_dilation(col_lines, iterations=2) | named | (z < 1.5))
+    out = alone & (ndimage.binary_dilation(col_lines | dead, iterations=2) | named | (z < 1.5))
     rest = alone & ~out
     if rest.any():
         lab, n = ndimage.label(rest, structure=np.ones((3, 3), bool))
@@ -265,6 +289,11 @@ def fuse(image: np.ndarray, flags: np.ndarray, policy: MapPolicy,
             flags[sl] |= BIT[cls]
         if act[cls] == "zero":
             col_mask[sl] = True
+    # -- dead pixels by their value (the network's DP calls on them included):
+    # independent of what lies there, zeroed alone, never grown.
+    cold = _cold_pixels(z) & ~(col_lines | net("DCL") | overscan | saturated)
+    if act["DP"] != "none":
+        flags[cold] |= BIT["DP"]
     trl_line = trl_mask.copy()
     if act["TRL"] != "zero":
         trl_mask[:] = False
@@ -276,7 +305,7 @@ def fuse(image: np.ndarray, flags: np.ndarray, policy: MapPolicy,
     if lacos is not None:
         lacos &= ~saturated
         lacos &= ~_lacosmic_false_alarms(lacos & ~net_cr, z, col_lines | sky_free, diffuse | net("BBG"),
-                                         net("HP") | net("DP") | net("HCL") | net("DCL"))
+                                         net("HP") | net("DP") | net("HCL") | net("DCL"), net("DP") | cold)
         report.lacosmic_pixels = int(lacos.sum())
         flags[lacos] |= BIT["CR"]
 
@@ -304,6 +333,8 @@ def fuse(image: np.ndarray, flags: np.ndarray, policy: MapPolicy,
         independent |= class_zero(a)
     if act["OV"] == "zero":
         independent |= sky_free
+    if act["DP"] == "zero":
+        independent |= cold
     other = np.zeros(flags.shape, bool)  # what else the policy zeroes (e.g. SP=zero): as the network made it
     for a in BIT:
         if BIT[a] and a not in RELEASABLE and a not in INDEPENDENT:
