@@ -45,10 +45,22 @@ def _neighbour_median(z: np.ndarray) -> np.ndarray:
     four by min/max, fast on large frames."""
     h, w = z.shape
     pad = np.pad(np.nan_to_num(z, nan=0.0), ((0, 0), (3, 3)), mode="reflect")
-    a, b, c, d = (pad[:, 3 + k: 3 + k + w] for k in (-3, -2, 2, 3))
-    lo1, hi1 = np.minimum(a, b), np.maximum(a, b)
-    lo2, hi2 = np.minimum(c, d), np.maximum(c, d)
-    return 0.5 * (np.maximum(lo1, lo2) + np.minimum(hi1, hi2))
+    return _median4(*(pad[:, 3 + k: 3 + k + w] for k in (-3, -2, 2, 3)))
+
+
+def _nanmedian_rows(a: np.ndarray) -> np.ndarray:
+    """``np.nanmedian(a, axis=1)`` of a 3-d array, by one sort (NaNs sort
+    last; 3-5x faster than numpy's masked-array path on these shapes)."""
+    s = np.sort(a, axis=1)
+    n = np.isfinite(a).sum(axis=1)
+    lo = np.take_along_axis(s, np.maximum((n - 1) // 2, 0)[:, None, :], axis=1)[:, 0]
+    hi = np.take_along_axis(s, np.minimum(n // 2, a.shape[1] - 1)[:, None, :], axis=1)[:, 0]
+    return np.where(n > 0, 0.5 * (lo + hi), np.nan)
+
+
+def _median4(a, b, c, d):
+    """Element-wise median of four arrays (the mean of the middle two)."""
+    return 0.5 * (np.maximum(np.minimum(a, b), np.minimum(c, d)) + np.minimum(np.maximum(a, b), np.maximum(c, d)))
 
 
 def _segments(z: np.ndarray, valid: np.ndarray, axis_index: int, bin_rows: int, nsigma: float,
@@ -63,7 +75,7 @@ def _segments(z: np.ndarray, valid: np.ndarray, axis_index: int, bin_rows: int, 
     out = []
     with np.errstate(invalid="ignore"), warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
-        binned = np.nanmedian(r[: nb * bin_rows].reshape(nb, bin_rows, w), axis=1)  # (nb, w)
+        binned = _nanmedian_rows(r[: nb * bin_rows].reshape(nb, bin_rows, w))  # (nb, w)
         counts = np.isfinite(r[: nb * bin_rows]).reshape(nb, bin_rows, w).sum(axis=1)
     # Noise of a bin median: from the spread of all bins (robust), per valid count.
     good = np.isfinite(binned) & (counts >= bin_rows // 3)
@@ -73,7 +85,7 @@ def _segments(z: np.ndarray, valid: np.ndarray, axis_index: int, bin_rows: int, 
     # Contrast with the columns two and three away: smooth structure (fringes,
     # gradients, halos) shifts them alike, a bad column only itself.
     pad = np.pad(scaled, ((0, 0), (3, 3)), mode="reflect")
-    around = np.median(np.stack([pad[:, k:k + w] for k in (0, 1, 5, 6)]), axis=0)
+    around = _median4(*(pad[:, k:k + w] for k in (0, 1, 5, 6)))
     scaled = scaled - around
     mad = np.nanmedian(np.abs(scaled[good] - np.nanmedian(scaled[good])))
     sig = 1.4826 * mad if mad > 0 else 1.2533
@@ -176,7 +188,8 @@ def edge_blocks(image: np.ndarray, noise: float, nsigma: float = 20.0, max_fract
     data = np.nan_to_num(np.asarray(image, np.float32))
     out = np.zeros(data.shape, bool)
     for axis in (0, 1):
-        med = np.median(data, axis=axis)
+        # every 4th pixel along the line: a block without sky is 20 sigma off
+        med = np.median(data[::4] if axis == 0 else data[:, ::4], axis=axis)
         n = len(med)
         ref = np.median(med[n // 4: 3 * n // 4])
         low = (ref - med) > nsigma * noise

@@ -83,8 +83,9 @@ class FusionReport:
 
 
 def _noise_estimate(image: np.ndarray) -> float:
-    """The per-pixel noise from pixel differences (robust to sources and steps)."""
-    d = np.diff(np.nan_to_num(np.asarray(image, np.float32)), axis=1)
+    """The per-pixel noise from pixel differences (robust to sources and
+    steps), on every 4th row (a million differences on 2048^2 are plenty)."""
+    d = np.diff(np.nan_to_num(np.asarray(image[::4], np.float32)), axis=1)
     return float(1.4826 * np.median(np.abs(d - np.median(d))) / np.sqrt(2))
 
 

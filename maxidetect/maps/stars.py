@@ -99,7 +99,8 @@ def _fit_family(d, var, use, ys, xs, cy, cx, sig_psf, widths=_WIDTHS, top=4):
     plain = (wd * d).sum() - np.einsum("ij,ij->i", coef, rhs)  # chi2 without model error
     n_off = gy.shape[1]
     best = None
-    for k in np.argsort(plain)[:top]:
+    first = np.argpartition(plain, top)[:top] if plain.size > top else np.arange(plain.size)
+    for k in first[np.argsort(plain[first])]:
         i, r = divmod(int(k), n_off * n_off)
         src = coef[k, 0] * gy[i, r // n_off][:, None] * gx[i, r % n_off][None, :]
         model = src + coef[k, 1] + coef[k, 2] * yy + coef[k, 3] * xx
@@ -222,10 +223,15 @@ def protect_sources(image_sub: np.ndarray, stats: FrameStats, candidates: np.nda
     r_core = max(1.0, 0.75 * stats.fwhm)
     rr = int(np.ceil(r_core))
     disk = np.hypot(*np.mgrid[-rr:rr + 1, -rr:rr + 1]) <= r_core
-    near = ndimage.binary_dilation(candidates, structure=disk)
     iy = np.clip(np.round(objs["y"]).astype(int), 0, h - 1)
     ix = np.clip(np.round(objs["x"]).astype(int), 0, w - 1)
-    idx = np.flatnonzero(near[iy, ix])[:max_objects]
+    # Objects with a candidate within r_core of their centre: looked up at
+    # the centres only (a full-frame dilation cost more than the lookups).
+    padded = np.pad(candidates, rr)
+    near = np.zeros(len(objs), bool)
+    for dy, dx in zip(*np.nonzero(disk), strict=True):
+        near |= padded[iy + dy, ix + dx]
+    idx = np.flatnonzero(near)[:max_objects]
     hs = max(4, int(np.ceil(2.0 * stats.fwhm)) + 2)
     seg = stats.segmentation
     n_src = 0

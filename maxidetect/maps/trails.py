@@ -322,6 +322,18 @@ def _bin_medians(values: np.ndarray, bins: np.ndarray, n: int) -> np.ndarray:
     return np.where(count > 0, 0.5 * (v[lo].astype(np.float64) + v[hi]), 0.0)
 
 
+def _median_smooth(a: np.ndarray, size: int, step: int = 2) -> np.ndarray:
+    """``median_filter(a, size, mode="nearest")`` evaluated every ``step``
+    pixels and repeated: it only removes structure broader than ``size``
+    (4x less work; scipy's filter was a tenth of the maps' time)."""
+    from numpy.lib.stride_tricks import sliding_window_view
+
+    r = size // 2
+    win = sliding_window_view(np.pad(a, r, mode="edge"), (size, size))[::step, ::step]
+    med = np.median(win.reshape(win.shape[0], win.shape[1], -1), axis=-1).astype(a.dtype)
+    return np.repeat(np.repeat(med, step, axis=0), step, axis=1)[:a.shape[0], :a.shape[1]]
+
+
 def _is_column(trail: Trail) -> bool:
     """A one-pixel line along a column or a row: the column search's business."""
     ang = np.degrees(trail.theta) % 90.0
@@ -374,7 +386,7 @@ def find_trails(snr: np.ndarray, masked: np.ndarray, network_trl: np.ndarray | N
     # High-pass: structure broader than ~40 px (nebulae, halos, gradients) is
     # not a trail; a trail (<= 10 px wide) passes the median untouched.
     size = max(3, int(round(40 / bin_)) | 1)
-    smooth = ndimage.median_filter(zb, size=size, mode="nearest")
+    smooth = _median_smooth(zb, size)
     zb = zb - smooth
     up = np.repeat(np.repeat(smooth / bin_, bin_, axis=0), bin_, axis=1)
     z[:up.shape[0], :up.shape[1]] -= up
