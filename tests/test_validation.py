@@ -161,7 +161,7 @@ def test_bench_quick_report(tmp_path, monkeypatch):
     res = json.loads((tmp_path / "out" / "results.json").read_text())
     rows = res["summary"]["default"]
     strategies = {r["strategy"] for r in rows}
-    assert {"none", "network", "maxidetect", "oracle"} <= strategies
+    assert {"none", "none@maps-noise", "network", "maxidetect", "oracle"} <= strategies
     oracle = next(r for r in rows if r["strategy"] == "oracle")
     none = next(r for r in rows if r["strategy"] == "none")
     fused = next(r for r in rows if r["strategy"] == "maxidetect")
@@ -171,6 +171,24 @@ def test_bench_quick_report(tmp_path, monkeypatch):
     assert "| maxidetect | SEP |" in text and "mask quality per class" in text and "Pixel recall" in text
     for png in ("completeness.png", "contamination.png", "roc.png"):
         assert (tmp_path / "out" / png).stat().st_size > 1000
+
+
+def test_noise_matched_control_detects_at_the_maps_absolute_threshold():
+    """Zero weight on a noisy strip lowers the frame's measured noise; the
+    control run's DETECT_THRESH drops by the same ratio."""
+    from maxidetect.extract.config import SexConfig
+    from maxidetect.maps.writer import MapSet
+    from maxidetect.validation.bench import _noise_matched
+
+    rng = np.random.default_rng(0)
+    img = rng.normal(100.0, 10.0, (256, 256))
+    img[:, :160] += rng.normal(0.0, 30.0, (256, 160))  # noisy meshes (most of them) the maps zero
+    w = np.ones(img.shape, np.float32)
+    w[:, :160] = 0
+    cfg = _noise_matched(SexConfig(), img, MapSet(weight=w, flag=np.zeros(img.shape, np.int32)))
+    assert 0.5 < cfg.get_float("DETECT_THRESH", 0) < 1.45
+    same = _noise_matched(SexConfig(), img, MapSet(weight=np.ones_like(w), flag=np.zeros(img.shape, np.int32)))
+    assert same.get_float("DETECT_THRESH", 0) == pytest.approx(1.5)
 
 
 def test_lost_source_cause_counts_zeroed_pixels_within_one_fwhm():

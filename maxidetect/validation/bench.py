@@ -117,7 +117,12 @@ def _maximask_masks(path: Path, maker) -> np.ndarray | None:
 #: Frame variants of the benchmark: the simulator's default ranges, an
 #: undersampled PSF (good seeing on many wide-field cameras) and a crowded field.
 VARIANTS = {"default": {}, "undersampled": {"fwhm": (1.5, 2.2)}, "crowded": {"n_stars": 2800}}
-STRATEGIES = ("none", "network", "maxidetect", "maxidetect+clean", "oracle", "astroscrappy", "maximask")
+#: "none@maps-noise": no maps, at the detection threshold the maps' noise
+#: gives (excluding zero-weight pixels lowers the measured noise, so the same
+#: DETECT_THRESH is a lower threshold): a control for the sources lost with
+#: nothing of them masked.
+STRATEGIES = ("none", "none@maps-noise", "network", "maxidetect", "maxidetect+clean", "oracle", "astroscrappy",
+              "maximask")
 LOST_SNR_BINS = ((20, 50), (50, 200), (200, np.inf))
 
 
@@ -125,6 +130,19 @@ def variant_config(base: SimConfig, variant: str) -> SimConfig:
     if variant not in VARIANTS:
         raise ValueError(f"unknown variant {variant!r}; known: {', '.join(VARIANTS)}")
     return SimConfig(**{**asdict(base), **VARIANTS[variant]})
+
+
+def _noise_matched(cfg: SexConfig, image: np.ndarray, ms: MapSet) -> SexConfig:
+    """``cfg`` with DETECT_THRESH scaled by the ratio of the frame's global
+    noise measured without the zero-weight pixels of ``ms`` to that measured
+    on every pixel: the absolute threshold the maps' run detects at."""
+    import sep
+
+    data = np.nan_to_num(np.asarray(image, np.float64))
+    bad = ms.weight <= 0
+    ratio = sep.Background(data, mask=bad, bw=64, bh=64).globalrms / sep.Background(data, bw=64, bh=64).globalrms
+    thresh = cfg.get_float("DETECT_THRESH", 1.5) * ratio
+    return cfg.with_overrides({"DETECT_THRESH": f"{thresh:.6f}"})
 
 
 def _zero_near(ms: MapSet | None, x: float, y: float, fwhm: float) -> int:
@@ -229,23 +247,24 @@ def run_bench(opts: BenchOptions, maker=None, work_dir=None, progress: bool = Tr
                       if name in ("network", "maxidetect", "oracle")}
             report = mapsets["maxidetect"].report
             results, matched = [], {}
-            runs = [(strat, maps, False) for strat, maps in strategies.items()]
+            runs = [(strat, maps, False, cfg) for strat, maps in strategies.items()]
+            runs.insert(1, ("none@maps-noise", None, False, _noise_matched(cfg, frame.image, mapsets["maxidetect"])))
             if scorer_model is not None:
-                runs.append(("maxidetect+clean", strategies["maxidetect"], True))
-            for strat, maps, clean in runs:
+                runs.append(("maxidetect+clean", strategies["maxidetect"], True, cfg))
+            for strat, maps, clean, run_cfg in runs:
                 for engine in engines:
                     if strat in ("astroscrappy", "maximask") and engine != "SEP":
                         continue
                     out = work / f"{tag}_{strat}_{engine}"
                     scorer = Scorer(scorer_model, clean=clean) if scorer_model is not None else None
                     if engine == "SEP":
-                        cat = read_catalog(detect_file(path, cfg, maps=maps, out_dir=out, overwrite=True,
+                        cat = read_catalog(detect_file(path, run_cfg, maps=maps, out_dir=out, overwrite=True,
                                                        on_table=scorer))
                     else:
                         def post(c, ctype, seg, maps=maps, scorer=scorer, path=path):
                             score_sextractor_catalog(c, ctype, seg, parse_input(str(path)), maps, scorer)
 
-                        cat = read_catalog(run_sextractor(path, cfg, maps=maps, out_dir=out, overwrite=True,
+                        cat = read_catalog(run_sextractor(path, run_cfg, maps=maps, out_dir=out, overwrite=True,
                                                           postprocess=post if scorer else None).catalog)
                     sc = score_catalog(cat, frame.catalog, frame.truth, fwhm, opts.radius_fwhm, opts.snr_cut,
                                        mag_bins=np.arange(12.0, 26.5, 0.5))
@@ -261,10 +280,13 @@ def run_bench(opts: BenchOptions, maker=None, work_dir=None, progress: bool = Tr
                     if base is not None and r["strategy"] != "none" else []
                 r["lost"] = {f"{lo:g}-{hi:g}": int(sum(lo < snr[i] <= hi for i in lost)) for lo, hi in LOST_SNR_BINS}
                 ms = mapsets.get(r["strategy"].removesuffix("+clean"))
+                zero_px = [_zero_near(ms, frame.catalog["X"][i], frame.catalog["Y"][i], fwhm) for i in lost]
+                r["lost_masked"] = int(sum(z > 0 for z in zero_px))  # the invariant: none under zero weight
+                control = matched.get(("none@maps-noise", r["engine"]))
                 r["lost_examples"] = [{"x": float(frame.catalog["X"][i]), "y": float(frame.catalog["Y"][i]),
-                                       "snr": float(snr[i]), "kind": str(frame.catalog["KIND"][i]),
-                                       "zero_px": _zero_near(ms, frame.catalog["X"][i], frame.catalog["Y"][i], fwhm)}
-                                      for i in lost[:10]]
+                                       "snr": float(snr[i]), "kind": str(frame.catalog["KIND"][i]), "zero_px": z,
+                                       "control_lost": bool(control is not None and i not in control)}
+                                      for i, z in list(zip(lost, zero_px, strict=True))[:10]]
             frames.append({"variant": variant, "seed": seed, "size": opts.size, "fwhm": fwhm,
                            "sky": float(frame.header["SIMSKY"]), "n_true": len(frame.catalog),
                            "mask_seconds": t_mask, "fusion_seconds": t_fuse,
@@ -299,6 +321,7 @@ def _summarise(frames) -> list[dict]:
             "completeness": sum(r["completeness"] * r["n_true_bright"] for r in rs) / nb if nb else float("nan"),
             "spurious_by_class": {c: sum(r["spurious_by_class"][c] for r in rs) for c in (*CONTAMINANT_ORDER, "none")},
             "lost": {b: sum(r["lost"][b] for r in rs) for b in rs[0]["lost"]},
+            "lost_masked": sum(r.get("lost_masked", 0) for r in rs),
             "flux_bias": float(np.nanmedian([r["flux_bias"] for r in rs])),
         })
         pix = [f["pixels"][strat] for f in frames if strat in f.get("pixels", {})]
@@ -362,15 +385,16 @@ def write_report(results: dict, out_dir, command: str = "") -> dict:
         summary = results["summary"][v]
         lines += ["", f"## {v}", "",
                   "| strategy | engine | detections | spurious | vs no mask | completeness | change [pp] | "
-                  "lost S/N>20 (20-50/50-200/>200) | TRL spurious vs no mask |",
-                  "|---|---|---|---|---|---|---|---|---|"]
+                  "lost S/N>20 (20-50/50-200/>200) | of them under zero weight | TRL spurious vs no mask |",
+                  "|---|---|---|---|---|---|---|---|---|---|"]
         for r in summary:
             red = -r.get("spurious_reduction", float("nan"))
             ch = r.get("completeness_change_pp", float("nan"))
             lost = "/".join(str(n) for n in r["lost"].values()) if r["strategy"] != "none" else "-"
+            masked = str(r.get("lost_masked", 0)) if r["strategy"] not in ("none", "none@maps-noise") else "-"
             trl = r.get("trl_spurious_fraction", float("nan"))
             lines.append(f"| {r['strategy']} | {r['engine']} | {r['n_detections']} | {r['n_spurious']} | "
-                         f"{red:+.1%} | {r['completeness']:.4f} | {ch:+.2f} | {lost} | {trl:.0%} |")
+                         f"{red:+.1%} | {r['completeness']:.4f} | {ch:+.2f} | {lost} | {masked} | {trl:.0%} |")
         lines += ["", "Spurious detections by contaminant:", "",
                   "| strategy | engine | " + " | ".join((*CONTAMINANT_ORDER, "none")) + " |",
                   "|---|---|" + "---|" * (len(CONTAMINANT_ORDER) + 1)]
@@ -396,9 +420,11 @@ def write_report(results: dict, out_dir, command: str = "") -> dict:
             if lost_ex:
                 lines += ["", f"Lost by the default maps ({engine}; with the zero-weight pixels within 1 FWHM of "
                           "the source: 0 means none of it was masked, its detection merged with diffuse light or a "
-                          "neighbour, or moved, as the masks changed the background and noise): " + "; ".join(
+                          "neighbour, or moved, as the masks changed the background and noise; *control*: the "
+                          "no-mask run at the maps' noise loses it too): " + "; ".join(
                               f"seed {s_} ({e['x']:.0f}, {e['y']:.0f}) {e['kind']} S/N {e['snr']:.0f}, "
-                              f"{e.get('zero_px', '?')} px zeroed" for s_, e in lost_ex[:8])]
+                              f"{e.get('zero_px', '?')} px zeroed{', control' if e.get('control_lost') else ''}"
+                              for s_, e in lost_ex[:10])]
     if results.get("scores"):
         lines += ["", "## Detection score (MD_CONTAM) on these frames (SEP, maxidetect maps)", "",
                   f"Model threshold for --clean: {results['threshold']:.3f}. Reliability: predicted MD_CONTAM vs the "
@@ -442,9 +468,11 @@ def write_report(results: dict, out_dir, command: str = "") -> dict:
                          f"({'met' if r['spurious_reduction'] >= 0.9 else 'not met'}), completeness "
                          f"{r['completeness_change_pp']:+.2f} pp "
                          f"({'met' if r['completeness_change_pp'] >= -0.2 else 'not met'}), lost {lost} "
-                         f"({'met' if lost == 0 else 'not met'}), TRL spurious {r['trl_spurious_fraction']:.0%}")
+                         f"({'met' if lost == 0 else 'not met'}; under zero weight {r.get('lost_masked', 0)}), "
+                         f"TRL spurious {r['trl_spurious_fraction']:.0%}")
     try:
-        first = {**results, "summary": results["summary"][o["variants"][0]],
+        first = {**results, "summary": [r for r in results["summary"][o["variants"][0]]
+                                        if r["strategy"] != "none@maps-noise"],
                  "frames": [f for f in results["frames"] if f["variant"] == o["variants"][0]]}
         paths.update(_plots(first, quality, out))
         lines += ["", f"Plots ({o['variants'][0]}):", "", "![completeness](completeness.png)", "",
