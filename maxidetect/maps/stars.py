@@ -59,10 +59,22 @@ def _pixel_gauss(offsets: np.ndarray, sigma: float) -> np.ndarray:
     return 0.5 * (erf((offsets + 0.5) / s) - erf((offsets - 0.5) / s))
 
 
-def _fit_family(d, var, use, ys, xs, cy, cx, sig_psf, widths=_WIDTHS, top=4):
+def _profiles(ys, xs, cy, cx, sig_psf, widths=_WIDTHS):
+    """Peak-normalised pixel-integrated Gaussians along y and x for every
+    width and sub-pixel centre: (n_w, n_off, h), (n_w, n_off, w)."""
+    sig = np.asarray(widths)[:, None] * sig_psf  # (n_w, 1)
+    gy = _pixel_gauss(ys[None, None, :] - (cy + _OFFSETS)[None, :, None], sig[:, :, None])
+    gx = _pixel_gauss(xs[None, None, :] - (cx + _OFFSETS)[None, :, None], sig[:, :, None])
+    gy /= gy.max(axis=-1, keepdims=True)  # peak 1: the separable product's maximum is the product of maxima
+    gx /= gx.max(axis=-1, keepdims=True)
+    return gy, gx
+
+
+def _fit_family(d, var, use, ys, xs, cy, cx, sig_psf, widths=_WIDTHS, top=4, profiles=None):
     """Best (chi2, A, snr_A, source model) of a plane + A * Gaussian over the
     grid of widths and sub-pixel centres, fitting only ``use`` pixels; chi2
-    with model error.
+    with model error. ``profiles``: :func:`_profiles` of ``_WIDTHS`` at
+    (cy, cx), computed once for both fits of a centre (``widths`` a prefix).
 
     The Gaussians are separable, so every sum the 4x4 normal equations need
     is a product of small matrices (profile along y, weights, profile along
@@ -71,11 +83,10 @@ def _fit_family(d, var, use, ys, xs, cy, cx, sig_psf, widths=_WIDTHS, top=4):
     the model error, which needs their pixels."""
     w0 = np.where(use, 1.0 / var, 0.0)
     yv, xv = ys - ys.mean(), xs - xs.mean()
-    sig = np.asarray(widths)[:, None] * sig_psf  # (n_w, 1)
-    gy = _pixel_gauss(ys[None, None, :] - (cy + _OFFSETS)[None, :, None], sig[:, :, None])  # (n_w, n_off, h)
-    gx = _pixel_gauss(xs[None, None, :] - (cx + _OFFSETS)[None, :, None], sig[:, :, None])  # (n_w, n_off, w)
-    gy /= gy.max(axis=-1, keepdims=True)  # peak 1: the separable product's maximum is the product of maxima
-    gx /= gx.max(axis=-1, keepdims=True)
+    if profiles is None:
+        gy, gx = _profiles(ys, xs, cy, cx, sig_psf, widths)
+    else:
+        gy, gx = profiles[0][:len(widths)], profiles[1][:len(widths)]
 
     def sums(left, m, right):  # sum over pixels of left(y) * m * right(x), every (width, y offset, x offset)
         return np.matmul(np.matmul(left, m), np.swapaxes(right, 1, 2)).reshape(-1)
@@ -159,8 +170,9 @@ def judge_object(d, rms, cand, others, sig_psf):
     aic_art = _plane_chi2(d, var, use_out) + 2 * (n_cand + 3)
     # The first model that beats the artefact with a significant source decides.
     for (py, px) in sorted(centres):
+        profiles = _profiles(ys, xs, py, px, sig_psf)
         for use, extra, widths in ((use_all, 0, _WIDTHS), (use_out, n_cand, _WIDTHS[:5])):
-            chi2, amp, snr, model = _fit_family(d, var, use, ys, xs, py, px, sig_psf, widths)
+            chi2, amp, snr, model = _fit_family(d, var, use, ys, xs, py, px, sig_psf, widths, profiles=profiles)
             if amp > 0 and snr >= MIN_SOURCE_SNR and chi2 + 2 * (7 + extra) < aic_art:
                 return True, model
     return False, None
