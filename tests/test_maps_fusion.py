@@ -137,6 +137,22 @@ def test_dead_pixel_on_a_faint_star_costs_only_itself(named):
     assert near[3, 4] and near.sum() == 1
 
 
+def test_next_to_the_overscan_a_cosmic_ray_is_zeroed_and_a_star_kept():
+    """Edges are not ignored: the overscan's step is left out of rule 1's
+    fits, so a cosmic ray 3 px from it is not taken for a star (before, the
+    step decided the fit), and a star there still keeps its core."""
+    img, _ = _field(n=256, seed=4)
+    img[:, 236:] = np.random.default_rng(1).normal(0.0, 3.0, (256, 20))  # bias-only overscan
+    img[100:103, 233] += 900.0  # a three-pixel track, then one across
+    img[101, 232] += 700.0
+    x, y = 232.6, 180.3
+    img += _star(img.shape, x, y, 2e4, 3.0).astype(np.float32) * (np.arange(256) < 236)[None, :]
+    zero, flags, _ = fuse(img, np.zeros(img.shape, np.int32), MapPolicy())
+    assert zero[100:103, 233].all() and flags[101, 232] & BIT["CR"]
+    iy, ix = int(round(y)), int(round(x))
+    assert not zero[iy - 1:iy + 2, ix - 1:ix + 2].any()
+
+
 def test_lacosmic_hits_on_bright_undersampled_stars_are_not_cosmic_rays(monkeypatch):
     """L.A.Cosmic fires on the sharp cores of bright undersampled stars; rule
     1 releases them and their cosmic-ray flag goes too (a catalogue cut on

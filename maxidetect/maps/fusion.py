@@ -185,13 +185,21 @@ def _lacosmic_false_alarms(alone: np.ndarray, z: np.ndarray, col_lines: np.ndarr
     (its own noise model trusts the header's gain), and, inside diffuse light
     (fringes, nebulae, bright background, whose filaments pass its
     fine-structure test), under ``min_peak_diffuse``."""
-    out = alone & (ndimage.binary_dilation(col_lines | dead, iterations=2) | named | (z < 1.5))
+    ring = alone & ndimage.binary_dilation(col_lines | dead, iterations=2)
+    out = ring | (alone & (named | (z < 1.5)))
     rest = alone & ~out
     if rest.any():
         lab, n = ndimage.label(rest, structure=np.ones((3, 3), bool))
         peak = _label_max(z, lab, n)
         need = np.where(diffuse, min_peak_diffuse, min_peak)
         out |= rest & (peak[lab] < need)
+        # A hit that reaches into the ring zone is one event: its bright pixels
+        # there stay (cut off, its remainder passed rule 1 for a star).
+        kept = alone & ~out
+        if kept.any() and ring.any():
+            into = ring & ~named & ~col_lines & ~dead & (z >= min_peak)
+            back = ndimage.binary_propagation(kept, structure=np.ones((3, 3), bool), mask=kept | into)
+            out &= ~(back & into)
     return out
 
 
@@ -344,7 +352,7 @@ def fuse(image: np.ndarray, flags: np.ndarray, policy: MapPolicy,
     model += column_model(flags.shape, report.columns)
     sub = (np.nan_to_num(image).astype(np.float32) - stats.back) - model * stats.rms
     candidates = (releasable | trl_mask | col_mask) & ~independent
-    result = protect_sources(sub, stats, candidates, lines=lines)
+    result = protect_sources(sub, stats, candidates, lines=lines, exclude=overscan)
     released = result.released
     if saturated.any():
         # A saturated star is a real source that rule 1 cannot fit (its top is

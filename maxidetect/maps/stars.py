@@ -220,13 +220,15 @@ def _along_line(d, own_pixels, lines) -> np.ndarray | None:
 
 
 def protect_sources(image_sub: np.ndarray, stats: FrameStats, candidates: np.ndarray,
-                    lines=(), max_objects: int = 20000) -> ReleaseResult:
+                    lines=(), max_objects: int = 20000, exclude: np.ndarray | None = None) -> ReleaseResult:
     """Release the zero-weight ``candidates`` (bool (H, W)) that sit on real
     sources of the frame (see the module docstring).
 
     ``lines``: ``(mask, direction)`` of each fitted trail or column (bool
     (H, W), radians from +x): an object elongated along one is a piece of
-    it, and that line's pixels are not released for it."""
+    it, and that line's pixels are not released for it. ``exclude`` (bool
+    (H, W)): pixels with no sky (overscan) left out of every fit: a step of
+    tens of sigma in a stamp decides nothing about the object next to it."""
     released = np.zeros(candidates.shape, bool)
     objs = stats.objects
     if len(objs) == 0 or not candidates.any():
@@ -253,6 +255,8 @@ def protect_sources(image_sub: np.ndarray, stats: FrameStats, candidates: np.nda
         sl = (slice(y0, y1), slice(x0, x1))
         s = seg[sl]
         others = (s > 0) & (s != i + 1)
+        if exclude is not None:
+            others = others | exclude[sl]
         cand = candidates[sl] & ~released[sl]
         if lines:
             on = [(m[sl], direction) for m, direction in lines if m[sl].any()]
