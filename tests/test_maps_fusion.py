@@ -153,6 +153,27 @@ def test_next_to_the_overscan_a_cosmic_ray_is_zeroed_and_a_star_kept():
     assert not zero[iy - 1:iy + 2, ix - 1:ix + 2].any()
 
 
+@pytest.mark.parametrize("offset", [4, 1])
+def test_hot_pixel_on_a_bright_star_s_wing_is_zeroed_on_its_core_flagged(offset):
+    """A hot pixel on a bright star's wing is the artefact on the star: zero
+    weight for that pixel alone (before, rule 1 released it with the star and
+    its light stayed in the star's photometry); next to the peak it is
+    released like any hit on a core, flag-only. The core keeps its weight."""
+    img, _ = _field(seed=5)
+    x, y = 120.3, 100.6
+    img += _star(img.shape, x, y, 2e5, 3.0).astype(np.float32)
+    iy, ix = int(round(y)), int(round(x))
+    img[iy, ix + offset] += 8000.0
+    flags = np.zeros(img.shape, np.int32)
+    flags[iy, ix + offset] |= BIT["HP"]
+    zero, flags, _ = fuse(img, flags, MapPolicy())
+    assert zero[iy, ix + offset] == (offset > 1) and flags[iy, ix + offset] & BIT["HP"]
+    core = np.zeros(img.shape, bool)
+    core[iy - 1:iy + 2, ix - 1:ix + 2] = True
+    core[iy, ix + offset] = False
+    assert not zero[core].any()
+
+
 def test_lacosmic_hits_on_bright_undersampled_stars_are_not_cosmic_rays(monkeypatch):
     """L.A.Cosmic fires on the sharp cores of bright undersampled stars; rule
     1 releases them and their cosmic-ray flag goes too (a catalogue cut on

@@ -219,6 +219,34 @@ def _along_line(d, own_pixels, lines) -> np.ndarray | None:
     return found
 
 
+def _artefacts_on_wings(d, cand, rms, sig_psf, r_core: float, nsigma: float = 5.0) -> np.ndarray:
+    """Candidate pixels, in groups of one or two, that are sharper than any
+    source of the frame could make them (their excess over the mean of their
+    four side neighbours beats that of a Gaussian of the smallest width rule
+    1 fits, centred on the pixel, by ``nsigma`` noise) and lie on a slope,
+    not on a peak: with them replaced by their neighbours' mean, no local
+    maximum above 3 sigma is within ``r_core``. bool like ``d``."""
+    g = _pixel_gauss(np.array([0.0, 1.0]), _WIDTHS[0] * sig_psf)
+    steep = 1.0 - g[1] / g[0]  # the largest (peak - side) / peak of any source
+    p = np.pad(d, 1, mode="edge")
+    side = 0.25 * (p[:-2, 1:-1] + p[2:, 1:-1] + p[1:-1, :-2] + p[1:-1, 2:])
+    sharp = cand & (d - side > steep * np.maximum(d, 0.0) + nsigma * 1.12 * rms)
+    if not sharp.any():
+        return sharp
+    lab, n = ndimage.label(sharp, structure=np.ones((3, 3), bool))
+    sharp &= (np.bincount(lab.ravel(), minlength=n + 1) <= 2)[lab]
+    repaired = np.where(sharp, side, d)
+    peaks = (repaired >= ndimage.maximum_filter(repaired, size=3, mode="nearest")) & (repaired > 3 * rms) & ~sharp
+    rr = int(np.ceil(r_core))
+    disk = np.hypot(*np.mgrid[-rr:rr + 1, -rr:rr + 1]) <= r_core
+    on_peak = ndimage.binary_dilation(peaks, structure=disk)
+    lab, n = ndimage.label(sharp, structure=np.ones((3, 3), bool))
+    core = np.zeros(n + 1, bool)
+    core[np.unique(lab[sharp & on_peak])] = True
+    core[0] = False
+    return sharp & ~core[lab]
+
+
 def protect_sources(image_sub: np.ndarray, stats: FrameStats, candidates: np.ndarray,
                     lines=(), max_objects: int = 20000, exclude: np.ndarray | None = None) -> ReleaseResult:
     """Release the zero-weight ``candidates`` (bool (H, W)) that sit on real
@@ -265,11 +293,19 @@ def protect_sources(image_sub: np.ndarray, stats: FrameStats, candidates: np.nda
                 cand = cand & ~own
                 if not cand.any():
                     continue
-        ok, model = judge_object(np.asarray(image_sub[sl], np.float64), stats.rms[sl], cand, others, stats.sigma)
+        d = np.asarray(image_sub[sl], np.float64)
+        ok, model = judge_object(d, stats.rms[sl], cand, others, stats.sigma)
         if not ok:
             continue
         n_src += 1
         yy, xx = np.mgrid[y0:y1, x0:x1]
         footprint = (model > 0.5 * stats.rms[sl]) | (np.hypot(yy - objs["y"][i], xx - objs["x"][i]) <= stats.fwhm)
-        released[sl] |= cand & footprint
+        # One or two candidate pixels sharper than any PSF of the frame could
+        # make them on a source's slope, off its peak (a hot pixel on a bright
+        # star's wing, often deblended as an object of its own) are the
+        # artefact on the source: they keep their zero weight, which costs
+        # the source those pixels only, and their light stays out of its
+        # photometry. On a core, the hit is released (its flag stays).
+        artefact = _artefacts_on_wings(d, cand, stats.rms[sl], stats.sigma, r_core)
+        released[sl] |= cand & footprint & ~artefact
     return ReleaseResult(released, int(len(idx)), n_src)
