@@ -153,6 +153,20 @@ def test_next_to_the_overscan_a_cosmic_ray_is_zeroed_and_a_star_kept():
     assert not zero[iy - 1:iy + 2, ix - 1:ix + 2].any()
 
 
+def test_a_negative_psf_shaped_residual_is_no_dead_pixel():
+    """Dead pixels by their value must be sharper than any PSF: a negative,
+    PSF-shaped residual (a difference image's variable star) keeps its
+    weight; a dead pixel next to it does not."""
+    img, _ = _field(seed=8)
+    x, y = 80.4, 150.7
+    img -= _star(img.shape, x, y, 1.5e4, 3.0).astype(np.float32)  # ~ -150 sigma at its centre
+    img[60, 200] = 0.0
+    zero, flags, _ = fuse(img, np.zeros(img.shape, np.int32), MapPolicy())
+    iy, ix = int(round(y)), int(round(x))
+    assert not zero[iy - 2:iy + 3, ix - 2:ix + 3].any() and not (flags[iy - 2:iy + 3, ix - 2:ix + 3] & BIT["DP"]).any()
+    assert zero[60, 200] and flags[60, 200] & BIT["DP"]
+
+
 @pytest.mark.parametrize("offset", [4, 1])
 def test_hot_pixel_on_a_bright_star_s_wing_is_zeroed_on_its_core_flagged(offset):
     """A hot pixel on a bright star's wing is the artefact on the star: zero

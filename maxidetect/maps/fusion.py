@@ -42,7 +42,7 @@ from maxidetect.maps.columns import LineDefect, column_model, edge_blocks, find_
 from maxidetect.maps.frame import FrameStats, measure_frame
 from maxidetect.maps.policy import MapPolicy
 from maxidetect.maps.spikes import on_spikes
-from maxidetect.maps.stars import protect_sources
+from maxidetect.maps.stars import protect_sources, psf_steepness
 from maxidetect.maps.trails import Trail, find_trails, trail_mask, trail_model
 
 __all__ = ["FusionReport", "fuse", "cosmic_rays"]
@@ -109,9 +109,11 @@ def _label_max(values: np.ndarray, lab: np.ndarray, n: int) -> np.ndarray:
 COLD_SIGMA = 8.0  # a dead pixel: this far below the sky and below its neighbours' median
 
 
-def _cold_pixels(z: np.ndarray, sigma: float = COLD_SIGMA) -> np.ndarray:
+def _cold_pixels(z: np.ndarray, sig_psf: float, sigma: float = COLD_SIGMA) -> np.ndarray:
     """Pixels ``sigma`` below the sky and below the median of their 8
-    neighbours by as much: no source makes a pixel darker than the sky, and
+    neighbours by as much, and steeper down than any source of the frame
+    could be up (:func:`psf_steepness`; a negative residual of a difference
+    image is PSF-shaped): no source makes a pixel darker than the sky, and
     the noise does not reach -8 sigma (dead pixels the network misses, and
     the evidence that a called one is dead whatever lies on it)."""
     out = np.zeros(z.shape, bool)
@@ -119,7 +121,9 @@ def _cold_pixels(z: np.ndarray, sigma: float = COLD_SIGMA) -> np.ndarray:
     if ys.size:
         zp = np.pad(z, 1, mode="edge")
         nbr = np.stack([zp[ys + 1 + dy, xs + 1 + dx] for dy in (-1, 0, 1) for dx in (-1, 0, 1) if dy or dx])
-        keep = z[ys, xs] < np.median(nbr, axis=0) - sigma
+        side = nbr[[1, 3, 4, 6]].mean(axis=0)  # (-1, 0), (0, -1), (0, 1), (1, 0)
+        v = z[ys, xs]
+        keep = (v < np.median(nbr, axis=0) - sigma) & (side - v > psf_steepness(sig_psf) * -v + 5.0 * 1.12)
         out[ys[keep], xs[keep]] = True
     return out
 
@@ -300,7 +304,7 @@ def fuse(image: np.ndarray, flags: np.ndarray, policy: MapPolicy,
             col_mask[sl] = True
     # -- dead pixels by their value (the network's DP calls on them included):
     # independent of what lies there, zeroed alone, never grown.
-    cold = _cold_pixels(z) & ~(col_lines | net("DCL") | overscan | saturated)
+    cold = _cold_pixels(z, stats.sigma) & ~(col_lines | net("DCL") | overscan | saturated)
     if act["DP"] != "none":
         flags[cold] |= BIT["DP"]
     trl_line = trl_mask.copy()

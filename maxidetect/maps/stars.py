@@ -35,7 +35,7 @@ from scipy.special import erf
 
 from maxidetect.maps.frame import FrameStats
 
-__all__ = ["ReleaseResult", "protect_sources", "MODEL_ERROR", "MIN_SOURCE_SNR"]
+__all__ = ["ReleaseResult", "protect_sources", "psf_steepness", "MODEL_ERROR", "MIN_SOURCE_SNR"]
 
 #: Fractional error allowed on the source model (PSF shape, centring).
 MODEL_ERROR = 0.15
@@ -219,6 +219,14 @@ def _along_line(d, own_pixels, lines) -> np.ndarray | None:
     return found
 
 
+def psf_steepness(sig_psf: float) -> float:
+    """The largest (peak - mean of the four side neighbours) / peak a source
+    of the frame can have: a Gaussian of the smallest width rule 1 fits,
+    centred on a pixel. A pixel steeper than this (up or down) is no source."""
+    g = _pixel_gauss(np.array([0.0, 1.0]), _WIDTHS[0] * sig_psf)
+    return float(1.0 - g[1] / g[0])
+
+
 def _artefacts_on_wings(d, cand, rms, sig_psf, r_core: float, nsigma: float = 5.0) -> np.ndarray:
     """Candidate pixels, in groups of one or two, that are sharper than any
     source of the frame could make them (their excess over the mean of their
@@ -226,8 +234,7 @@ def _artefacts_on_wings(d, cand, rms, sig_psf, r_core: float, nsigma: float = 5.
     1 fits, centred on the pixel, by ``nsigma`` noise) and lie on a slope,
     not on a peak: with them replaced by their neighbours' mean, no local
     maximum above 3 sigma is within ``r_core``. bool like ``d``."""
-    g = _pixel_gauss(np.array([0.0, 1.0]), _WIDTHS[0] * sig_psf)
-    steep = 1.0 - g[1] / g[0]  # the largest (peak - side) / peak of any source
+    steep = psf_steepness(sig_psf)
     p = np.pad(d, 1, mode="edge")
     side = 0.25 * (p[:-2, 1:-1] + p[2:, 1:-1] + p[1:-1, :-2] + p[1:-1, 2:])
     sharp = cand & (d - side > steep * np.maximum(d, 0.0) + nsigma * 1.12 * rms)
