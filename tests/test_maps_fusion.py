@@ -271,6 +271,29 @@ def test_broad_line_on_the_pixel_grid_is_not_a_trail_even_where_the_network_says
     assert find_trails(st.snr(img), st.source_mask(2), network_trl=network_trl, psf_sigma=st.sigma) == []
 
 
+def test_fast_medians_equal_numpy_and_scipy():
+    """The column statistics' and the trail search's medians are the library
+    ones, computed faster: equal values (NaNs, even counts, edges)."""
+    from scipy import ndimage
+
+    from maxidetect.maps.columns import _median4, _nanmedian_rows
+    from maxidetect.maps.trails import _median_smooth
+
+    rng = np.random.default_rng(3)
+    a = rng.normal(size=(5, 8, 33)).astype(np.float32)
+    a[rng.random(a.shape) < 0.3] = np.nan
+    a[:, :, 0] = np.nan  # a column with no valid value
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        np.testing.assert_array_equal(_nanmedian_rows(a), np.nanmedian(a, axis=1))
+    four = rng.normal(size=(4, 50))
+    np.testing.assert_allclose(_median4(*four), np.median(four, axis=0), rtol=0, atol=1e-15)
+    z = rng.normal(size=(61, 47)).astype(np.float32)
+    np.testing.assert_array_equal(_median_smooth(z, 11, step=1), ndimage.median_filter(z, size=11, mode="nearest"))
+    half = _median_smooth(z, 11)  # every 2nd pixel, repeated
+    np.testing.assert_array_equal(half[::2, ::2], ndimage.median_filter(z, size=11, mode="nearest")[::2, ::2])
+
+
 def test_hot_column_segment_and_dead_row_are_found():
     img, _ = _field(seed=7)
     img[60:180, 100] += 3 * NOISE  # a hot segment of 120 px at 3 sigma per pixel

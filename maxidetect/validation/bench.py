@@ -140,7 +140,8 @@ def _noise_matched(cfg: SexConfig, image: np.ndarray, ms: MapSet) -> SexConfig:
 
     data = np.nan_to_num(np.asarray(image, np.float64))
     bad = ms.weight <= 0
-    ratio = sep.Background(data, mask=bad, bw=64, bh=64).globalrms / sep.Background(data, bw=64, bh=64).globalrms
+    every = sep.Background(data, bw=64, bh=64).globalrms
+    ratio = sep.Background(data, mask=bad, bw=64, bh=64).globalrms / every if every > 0 and not bad.all() else 1.0
     thresh = cfg.get_float("DETECT_THRESH", 1.5) * ratio
     return cfg.with_overrides({"DETECT_THRESH": f"{thresh:.6f}"})
 
