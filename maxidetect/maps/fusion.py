@@ -42,7 +42,7 @@ from maxidetect.maps.columns import LineDefect, column_model, edge_blocks, find_
 from maxidetect.maps.frame import FrameStats, measure_frame
 from maxidetect.maps.policy import MapPolicy
 from maxidetect.maps.spikes import on_spikes
-from maxidetect.maps.stars import protect_sources, psf_steepness
+from maxidetect.maps.stars import protect_sources, steeper_than_psf
 from maxidetect.maps.trails import Trail, find_trails, trail_mask, trail_model
 
 __all__ = ["FusionReport", "fuse", "cosmic_rays"]
@@ -112,7 +112,7 @@ COLD_SIGMA = 8.0  # a dead pixel: this far below the sky and below its neighbour
 def _cold_pixels(z: np.ndarray, sig_psf: float, sigma: float = COLD_SIGMA) -> np.ndarray:
     """Pixels ``sigma`` below the sky and below the median of their 8
     neighbours by as much, and steeper down than any source of the frame
-    could be up (:func:`psf_steepness`; a negative residual of a difference
+    could be up (:func:`steeper_than_psf`; a negative residual of a difference
     image is PSF-shaped): no source makes a pixel darker than the sky, and
     the noise does not reach -8 sigma (dead pixels the network misses, and
     the evidence that a called one is dead whatever lies on it)."""
@@ -123,7 +123,7 @@ def _cold_pixels(z: np.ndarray, sig_psf: float, sigma: float = COLD_SIGMA) -> np
         nbr = np.stack([zp[ys + 1 + dy, xs + 1 + dx] for dy in (-1, 0, 1) for dx in (-1, 0, 1) if dy or dx])
         side = nbr[[1, 3, 4, 6]].mean(axis=0)  # (-1, 0), (0, -1), (0, 1), (1, 0)
         v = z[ys, xs]
-        keep = (v < np.median(nbr, axis=0) - sigma) & (side - v > psf_steepness(sig_psf) * -v + 5.0 * 1.12)
+        keep = (v < np.median(nbr, axis=0) - sigma) & steeper_than_psf(side - v, -v, 1.0, sig_psf)
         out[ys[keep], xs[keep]] = True
     return out
 

@@ -35,7 +35,7 @@ from scipy.special import erf
 
 from maxidetect.maps.frame import FrameStats
 
-__all__ = ["ReleaseResult", "protect_sources", "psf_steepness", "MODEL_ERROR", "MIN_SOURCE_SNR"]
+__all__ = ["ReleaseResult", "protect_sources", "steeper_than_psf", "MODEL_ERROR", "MIN_SOURCE_SNR"]
 
 #: Fractional error allowed on the source model (PSF shape, centring).
 MODEL_ERROR = 0.15
@@ -70,11 +70,11 @@ def _profiles(ys, xs, cy, cx, sig_psf, widths=_WIDTHS):
     return gy, gx
 
 
-def _fit_family(d, var, use, ys, xs, cy, cx, sig_psf, widths=_WIDTHS, top=4, profiles=None):
+def _fit_family(d, var, use, ys, xs, profiles, n_widths, top=4):
     """Best (chi2, A, snr_A, source model) of a plane + A * Gaussian over the
     grid of widths and sub-pixel centres, fitting only ``use`` pixels; chi2
-    with model error. ``profiles``: :func:`_profiles` of ``_WIDTHS`` at
-    (cy, cx), computed once for both fits of a centre (``widths`` a prefix).
+    with model error. ``profiles``: :func:`_profiles` at the centre, computed
+    once for both fits of a centre; the first ``n_widths`` widths are tried.
 
     The Gaussians are separable, so every sum the 4x4 normal equations need
     is a product of small matrices (profile along y, weights, profile along
@@ -83,10 +83,7 @@ def _fit_family(d, var, use, ys, xs, cy, cx, sig_psf, widths=_WIDTHS, top=4, pro
     the model error, which needs their pixels."""
     w0 = np.where(use, 1.0 / var, 0.0)
     yv, xv = ys - ys.mean(), xs - xs.mean()
-    if profiles is None:
-        gy, gx = _profiles(ys, xs, cy, cx, sig_psf, widths)
-    else:
-        gy, gx = profiles[0][:len(widths)], profiles[1][:len(widths)]
+    gy, gx = profiles[0][:n_widths], profiles[1][:n_widths]
 
     def sums(left, m, right):  # sum over pixels of left(y) * m * right(x), every (width, y offset, x offset)
         return np.matmul(np.matmul(left, m), np.swapaxes(right, 1, 2)).reshape(-1)
@@ -171,8 +168,8 @@ def judge_object(d, rms, cand, others, sig_psf):
     # The first model that beats the artefact with a significant source decides.
     for (py, px) in sorted(centres):
         profiles = _profiles(ys, xs, py, px, sig_psf)
-        for use, extra, widths in ((use_all, 0, _WIDTHS), (use_out, n_cand, _WIDTHS[:5])):
-            chi2, amp, snr, model = _fit_family(d, var, use, ys, xs, py, px, sig_psf, widths, profiles=profiles)
+        for use, extra, n_widths in ((use_all, 0, len(_WIDTHS)), (use_out, n_cand, 5)):
+            chi2, amp, snr, model = _fit_family(d, var, use, ys, xs, profiles, n_widths)
             if amp > 0 and snr >= MIN_SOURCE_SNR and chi2 + 2 * (7 + extra) < aic_art:
                 return True, model
     return False, None
@@ -219,12 +216,14 @@ def _along_line(d, own_pixels, lines) -> np.ndarray | None:
     return found
 
 
-def psf_steepness(sig_psf: float) -> float:
-    """The largest (peak - mean of the four side neighbours) / peak a source
-    of the frame can have: a Gaussian of the smallest width rule 1 fits,
-    centred on a pixel. A pixel steeper than this (up or down) is no source."""
+def steeper_than_psf(excess, level, rms, sig_psf: float, nsigma: float = 5.0):
+    """Whether a pixel ``level`` above the background (or, negated, below it)
+    and ``excess`` above the mean of its four side neighbours is steeper than
+    any source of the frame can be (a Gaussian of the smallest width rule 1
+    fits, centred on the pixel), by ``nsigma`` times the excess' noise
+    (``rms`` x sqrt(1 + 1/4)): no source, a hot or dead pixel."""
     g = _pixel_gauss(np.array([0.0, 1.0]), _WIDTHS[0] * sig_psf)
-    return float(1.0 - g[1] / g[0])
+    return excess > (1.0 - g[1] / g[0]) * np.maximum(level, 0.0) + nsigma * np.sqrt(1.25) * rms
 
 
 def _artefacts_on_wings(d, cand, rms, sig_psf, r_core: float, nsigma: float = 5.0) -> np.ndarray:
@@ -234,20 +233,18 @@ def _artefacts_on_wings(d, cand, rms, sig_psf, r_core: float, nsigma: float = 5.
     1 fits, centred on the pixel, by ``nsigma`` noise) and lie on a slope,
     not on a peak: with them replaced by their neighbours' mean, no local
     maximum above 3 sigma is within ``r_core``. bool like ``d``."""
-    steep = psf_steepness(sig_psf)
     p = np.pad(d, 1, mode="edge")
     side = 0.25 * (p[:-2, 1:-1] + p[2:, 1:-1] + p[1:-1, :-2] + p[1:-1, 2:])
-    sharp = cand & (d - side > steep * np.maximum(d, 0.0) + nsigma * 1.12 * rms)
+    sharp = cand & steeper_than_psf(d - side, d, rms, sig_psf, nsigma)
     if not sharp.any():
         return sharp
     lab, n = ndimage.label(sharp, structure=np.ones((3, 3), bool))
-    sharp &= (np.bincount(lab.ravel(), minlength=n + 1) <= 2)[lab]
+    sharp &= (np.bincount(lab.ravel(), minlength=n + 1) <= 2)[lab]  # whole components go: labels stay valid
     repaired = np.where(sharp, side, d)
     peaks = (repaired >= ndimage.maximum_filter(repaired, size=3, mode="nearest")) & (repaired > 3 * rms) & ~sharp
     rr = int(np.ceil(r_core))
     disk = np.hypot(*np.mgrid[-rr:rr + 1, -rr:rr + 1]) <= r_core
     on_peak = ndimage.binary_dilation(peaks, structure=disk)
-    lab, n = ndimage.label(sharp, structure=np.ones((3, 3), bool))
     core = np.zeros(n + 1, bool)
     core[np.unique(lab[sharp & on_peak])] = True
     core[0] = False
