@@ -84,6 +84,31 @@ def test_a_star_on_a_nebula_is_psf_shaped_a_knot_of_it_is_not():
     assert masked[F["psf_r2"]] > 0.8
 
 
+def test_a_star_cut_by_a_masked_column_is_seen_as_one_object_in_two_pieces():
+    """SEP on a star crossed by a zero-weight dead column: two detections, the
+    fainter one knows a brighter object lies across the gap (zero_split > 0),
+    the brighter sees only a fainter one (< 0), a star alone has none."""
+    from maxidetect.extract.config import SexConfig
+    from maxidetect.extract.sep_engine import detect
+
+    rng = np.random.default_rng(2)
+    img = rng.normal(100, 3, (96, 96))
+    img += _gauss(img.shape, 30.0, 40.0, 40000, 3.5)  # cut 1.5 px right of its centre
+    img += _gauss(img.shape, 70.0, 70.0, 20000, 3.5)  # alone
+    weight = np.ones_like(img)
+    img[:, 32] = 3.0
+    weight[:, 32] = 0
+    d = detect(img, SexConfig(), weight=weight)
+    x = detection_features(img, weight, None, d.segmentation, d.catalog["NUMBER"], fwhm=3.5)
+    xs, ys = np.asarray(d.catalog["X_IMAGE"]) - 1, np.asarray(d.catalog["Y_IMAGE"]) - 1
+    main = np.argmin(np.hypot(xs - 30, ys - 40))
+    piece = np.argmin(np.hypot(xs - 34, ys - 40))
+    alone = np.argmin(np.hypot(xs - 70, ys - 70))
+    assert len({main, piece, alone}) == 3 and abs(xs[piece] - 34) < 2
+    assert x[piece, F["zero_split"]] > 0.3 and x[main, F["zero_split"]] < -0.3
+    assert x[alone, F["zero_split"]] == -3.0
+
+
 def test_shipped_model_is_verified_and_evaluated_exactly(tmp_path, monkeypatch):
     from maxidetect.network import weights
 

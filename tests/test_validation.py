@@ -203,3 +203,20 @@ def test_lost_source_cause_counts_zeroed_pixels_within_one_fwhm():
     assert _zero_near(ms, 20.0, 20.0, fwhm=2.5) == 3
     assert _zero_near(ms, 30.0, 30.0, fwhm=2.5) == 0
     assert _zero_near(ms, 0.0, 49.0, fwhm=2.5) == 0 and _zero_near(None, 20.0, 20.0, 2.5) == 0
+
+
+def test_a_saturated_star_matches_its_detection_anywhere_on_its_footprint():
+    """Bleeding moves a saturated star's centroid by several FWHM: its
+    detection is that star, not a spurious one; a faint star on the bleed and
+    a spike detection far along it are no pair, and without the truth mask the
+    rule is off."""
+    truth_cat = Table({"X": [20.0, 20.0, 60.0], "Y": [20.0, 38.0, 60.0], "SNR": [3000.0, 5.0, 100.0],
+                       "FLUX": [1e7, 100.0, 1e4], "MAG": [14.0, 24.0, 19.0]})
+    mask = np.zeros((80, 80), np.int32)
+    mask[12:40, 19:22] = BIT["SAT"]  # core and bleed along the column
+    # the star's detection 6 px down its bleed, a spike detection 10 px along it, a star elsewhere
+    cat = Table({"X_IMAGE": [21.0, 21.0, 61.0], "Y_IMAGE": [27.0, 31.0, 61.0], "FLUX_AUTO": [9e6, 50.0, 1e4]})
+    s = score_catalog(cat, truth_cat, mask, fwhm=2.0)
+    assert s["matched_det"].tolist() == [True, False, True]
+    assert sorted(s["matched_true"].tolist()) == [0, 2]
+    assert score_catalog(cat, truth_cat, np.zeros_like(mask), fwhm=2.0)["matched_det"].tolist() == [False, False, True]

@@ -16,6 +16,9 @@ catalogue and the frame's PSF and fitted trails, for every object:
   the nebula's light inflates a star's isophotal flux and area);
 - its angle to, and distance from, any fitted trail;
 - local background and noise relative to the frame's, its S/N;
+- whether it is a piece of a brighter object cut by zero-weight pixels (a
+  star across a masked column or trail comes out as two detections): the
+  flux ratio of the brightest object across a gap of 1-3 zero-weight pixels;
 - its crowding: distance to the nearest other detection and the number of
   detections within 5 FWHM (in a crowded field a real source overlaps flags
   and neighbours far more often than in the field the model saw most);
@@ -32,6 +35,7 @@ from __future__ import annotations
 
 import numpy as np
 import sep
+from scipy import ndimage
 from scipy.spatial import cKDTree
 
 from maxidetect.classes import CLASSES
@@ -46,10 +50,14 @@ FEATURES = (
     [f"iso_{a}" for a in FLAG_CLASSES] + [f"core_{a}" for a in FLAG_CLASSES]
     + ["iso_zero", "core_zero", "r50_psf", "peak_frac_psf", "sharpness", "area_beams", "elongation",
        "trail_angle", "trail_dist", "back_rel", "noise_rel", "log_snr", "sat_dist", "edge_dist", "log_flux",
-       "spike_dist", "nn_dist", "n_within_5fwhm", "psf_r2", "psf_r2_narrow", "psf_r2_broad", "psf_flux_frac"]
+       "spike_dist", "nn_dist", "n_within_5fwhm", "psf_r2", "psf_r2_narrow", "psf_r2_broad", "psf_flux_frac",
+       "zero_split"]
 )
 _PSF_SCALES = (1.0, 0.6, 1.6)  # Gaussian widths fitted, in PSF widths (the PSF's first)
 _FAR = 500.0  # px: "none near" for the distance features
+_KERNEL_REACH = 2  # px: how far from a zero-weight pixel detection filters keep an object's pixels
+_MAX_GAP = 7  # px: widest gap across which two objects may be one (a 3-px zero line and its reach each side)
+_NO_SPLIT = -3.0  # zero_split with no object across a gap: a flux ratio of 1e-3
 
 
 def _psf_peak_fraction(fwhm: float) -> float:
@@ -105,6 +113,49 @@ def _local_psf_fits(sub, valid, px, py, fwhm: float):
         if j == 0:
             flux = theta[:, 3]
     return np.clip(r2, -1.0, 1.0), flux
+
+
+def _zero_split(seg, zero, flux_of_label, ids) -> np.ndarray:
+    """log10(flux of the brightest other object across a gap holding
+    zero-weight pixels / own flux), per object of ``ids``; :data:`_NO_SPLIT`
+    where there is none. A gap is a straight run (one of 8 directions) of at
+    most :data:`_MAX_GAP` pixels of no object, at least one at zero weight,
+    the rest next to one (the detection filter keeps objects a kernel
+    radius away from zero-weight pixels). ``flux_of_label``: isophotal flux
+    per segmentation label."""
+    h, w = seg.shape
+    if not zero.any():
+        return np.full(len(ids), _NO_SPLIT)
+    near = ndimage.binary_dilation(zero, np.ones((3, 3), bool), iterations=_KERNEL_REACH)
+    free = near & (seg == 0)  # pixels a gap may cross
+    start = np.flatnonzero(((seg > 0) & ndimage.binary_dilation(free, np.ones((3, 3), bool))).ravel())
+    y0, x0 = np.divmod(start, w)
+    lab0 = seg.ravel()[start]
+    best = {}
+    for dy, dx in ((0, 1), (1, 0), (1, 1), (1, -1), (0, -1), (-1, 0), (-1, -1), (-1, 1)):
+        gap = np.ones(len(start), bool)  # pixels 1..k-1 all free
+        crossed = np.zeros(len(start), bool)  # ... and one at zero weight
+        for k in range(1, _MAX_GAP + 2):
+            y, x = y0 + k * dy, x0 + k * dx
+            inside = (y >= 0) & (y < h) & (x >= 0) & (x < w)
+            yc, xc = np.clip(y, 0, h - 1), np.clip(x, 0, w - 1)
+            if k > 1:
+                other = seg[yc, xc]
+                hit = gap & crossed & inside & (other > 0) & (other != lab0)
+                for a, b in set(zip(lab0[hit].tolist(), other[hit].tolist(), strict=True)):
+                    best[a] = max(best.get(a, -np.inf), flux_of_label[b])
+            gap &= inside & free[yc, xc]
+            crossed |= gap & zero[yc, xc]
+            if not gap.any():
+                break
+    out = np.full(len(ids), _NO_SPLIT)
+    pos = {int(v): i for i, v in enumerate(ids)}
+    for a, fb in best.items():
+        i = pos.get(int(a))
+        if i is not None:
+            fa = max(float(flux_of_label[a]), 1e-12)
+            out[i] = float(np.clip(np.log10(max(float(fb), 1e-12) / fa), -3.0, 3.0))
+    return out
 
 
 def detection_features(image, weight, flag, segmentation, ids, fwhm: float, trails=(), header=None) -> np.ndarray:
@@ -230,5 +281,14 @@ def detection_features(image, weight, flag, segmentation, ids, fwhm: float, trai
     out[:, col["psf_r2"]], out[:, col["psf_r2_narrow"]], out[:, col["psf_r2_broad"]] = r2.T
     with np.errstate(divide="ignore", invalid="ignore"):
         out[:, col["psf_flux_frac"]] = np.clip(np.where(flux > 0, psf_flux / flux, 0.0), -1.0, 2.0)
+    if zero.any():
+        flux_of_label = np.zeros(max(int(seg.max()), int(ids.max())) + 1)
+        flux_of_label[segs.ids] = flux
+        others = np.setdiff1d(np.unique(seg), np.r_[0, segs.ids])  # objects not scored still cut the star
+        if len(others):
+            flux_of_label[others] = ndimage.sum(sub, seg, others)
+        out[:, col["zero_split"]] = _zero_split(seg, zero, flux_of_label, ids)
+    else:
+        out[:, col["zero_split"]] = _NO_SPLIT
     out[:, col["edge_dist"]] = np.minimum(np.minimum(mx, w - 1 - mx), np.minimum(my, h - 1 - my)) / fwhm
     return np.nan_to_num(out, nan=0.0, posinf=1e3, neginf=-1e3).astype(np.float32)

@@ -79,7 +79,7 @@ def _labels(cat, frame, fwhm: float) -> tuple[np.ndarray, np.ndarray]:
     detection, and the matched true source's expected S/N (NaN if none)."""
     from scipy import ndimage
 
-    det, di, ti = match_detections(cat, frame.catalog, fwhm)
+    det, di, ti = match_detections(cat, frame.catalog, fwhm, frame.truth)
     out = np.full(len(det), "BG", dtype=object)
     grown = ndimage.grey_dilation(frame.truth, size=(3, 3))
     h, w = frame.truth.shape

@@ -93,18 +93,61 @@ MATCH_FLUX_RADIUS = 3.0
 #: The rule in words (the score's training record).
 MATCH_RULE = (f"real: matched one-to-one within 1 FWHM to a true source with expected S/N >= {MATCH_MIN_SNR:g}; "
               f"below S/N {MATCH_FLUX_SNR:g} only with a flux (FLUX_AUTO) no more than {MATCH_FLUX_RATIO:g}x the "
-              f"true light within {MATCH_FLUX_RADIUS:g} match radii + {MATCH_FLUX_SIGMA:g} errors")
+              f"true light within {MATCH_FLUX_RADIUS:g} match radii + {MATCH_FLUX_SIGMA:g} errors; then a saturated "
+              f"star left unmatched matches an unmatched detection within its saturated footprint (+1 FWHM)")
+_SAT_BIT = next(c.bit for c in CLASSES if c.abbr == "SAT")
+
+
+def _match_saturated(det_xy, all_xy, snr, di, ti, saturated, radius: float, min_snr: float, flux=None):
+    """Second pass for saturated stars: a star whose saturated footprint
+    (``saturated``, grown by ``radius``) holds a detection left unmatched is
+    that detection, closest first, one-to-one. Bleeding along columns and
+    diffraction spikes move a saturated star's centroid by several FWHM (3-6
+    px on crowded bench frames, S/N > 3000), and the first pass called those
+    stars lost and their detections spurious. Only the brightest true source
+    (``flux``) of a footprint is eligible."""
+    from scipy import ndimage
+
+    saturated = np.asarray(saturated, bool)
+    lab, n = ndimage.label(ndimage.binary_dilation(saturated, iterations=max(1, int(np.ceil(radius)))))
+    if n == 0:
+        return di, ti
+    h, w = lab.shape
+
+    def pixel(xy):
+        return (np.clip(np.round(xy[:, 1]).astype(int), 0, h - 1), np.clip(np.round(xy[:, 0]).astype(int), 0, w - 1))
+
+    free_d = np.ones(len(det_xy), bool)
+    free_d[di] = False
+    # only a star saturated itself (its centre within 1 px of a saturated pixel), not a faint one on a bleed
+    free_t = (snr >= min_snr) & ndimage.binary_dilation(saturated, np.ones((3, 3), bool))[pixel(all_xy)]
+    free_t[ti] = False
+    rd, rt = lab[pixel(det_xy)], lab[pixel(all_xy)]
+    if flux is not None:  # a faint star on the bleed of a bright one is not what saturated there
+        brightest = ndimage.maximum(flux, rt, np.arange(n + 1))
+        free_t &= flux >= brightest[rt]
+    add_d, add_t = [], []
+    for k in np.intersect1d(rd[free_d & (rd > 0)], rt[free_t & (rt > 0)]):
+        dk = np.flatnonzero(free_d & (rd == k))
+        tk = np.flatnonzero(free_t & (rt == k))
+        a, b = match_catalogs(det_xy[dk], all_xy[tk], float(max(h, w)))
+        add_d.extend(dk[a])
+        add_t.extend(tk[b])
+    return np.r_[di, np.array(add_d, int)], np.r_[ti, np.array(add_t, int)]
 
 
 def match_truth(det_xy, truth_cat, radius: float, min_snr: float = MATCH_MIN_SNR, det_flux=None,
-                det_flux_err=None) -> tuple[np.ndarray, np.ndarray]:
+                det_flux_err=None, saturated=None) -> tuple[np.ndarray, np.ndarray]:
     """:func:`match_catalogs` against the true sources with expected S/N >=
     ``min_snr`` (column ``SNR``); the returned true indices are rows of
     ``truth_cat``. With ``det_flux`` (and ``det_flux_err``, per detection), a
     pair whose true source has S/N < :data:`MATCH_FLUX_SNR` and whose
     detection is brighter than :data:`MATCH_FLUX_RATIO` times the true
     ``FLUX`` of every source within :data:`MATCH_FLUX_RADIUS` x ``radius`` of
-    it, plus :data:`MATCH_FLUX_SIGMA` errors, is no match."""
+    it, plus :data:`MATCH_FLUX_SIGMA` errors, is no match. With ``saturated``
+    (bool image of the truly saturated pixels), sources and detections left
+    unmatched within one saturated footprint are paired there
+    (:func:`_match_saturated`)."""
     snr = np.asarray(truth_cat["SNR"], float)
     all_xy = np.c_[np.asarray(truth_cat["X"], float), np.asarray(truth_cat["Y"], float)]
     keep = np.flatnonzero(snr >= min_snr)
@@ -120,6 +163,9 @@ def match_truth(det_xy, truth_cat, radius: float, min_snr: float = MATCH_MIN_SNR
         ok = np.ones(len(di), bool)
         ok[faint] = ~(f > MATCH_FLUX_RATIO * local + MATCH_FLUX_SIGMA * err)
         di, ti = di[ok], ti[ok]
+    if saturated is not None and len(det_xy):
+        di, ti = _match_saturated(np.asarray(det_xy, float).reshape(-1, 2), all_xy, snr, di, ti, saturated,
+                                  radius, min_snr, np.asarray(truth_cat["FLUX"], float))
     return di, ti
 
 
@@ -132,13 +178,16 @@ def _attribute(bits: np.ndarray) -> np.ndarray:
     return out
 
 
-def match_detections(cat, truth_cat, radius: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def match_detections(cat, truth_cat, radius: float, truth_mask=None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """:func:`match_truth` of a catalogue with SExtractor-named columns
     (1-based X_IMAGE/Y_IMAGE; FLUX_AUTO and FLUXERR_AUTO where present):
-    (0-based detection positions (n, 2), detection indices, true indices)."""
+    (0-based detection positions (n, 2), detection indices, true indices).
+    With ``truth_mask`` (contaminant bit codes), its SAT pixels are the
+    saturated footprints of :func:`match_truth`."""
     det_xy = np.c_[np.asarray(cat["X_IMAGE"]) - 1.0, np.asarray(cat["Y_IMAGE"]) - 1.0] if len(cat) else np.zeros((0, 2))
     flux, err = (np.asarray(cat[c]) if len(cat) and c in cat.colnames else None for c in ("FLUX_AUTO", "FLUXERR_AUTO"))
-    di, ti = match_truth(det_xy, truth_cat, radius, det_flux=flux, det_flux_err=err)
+    saturated = None if truth_mask is None else (np.asarray(truth_mask) & _SAT_BIT) != 0
+    di, ti = match_truth(det_xy, truth_cat, radius, det_flux=flux, det_flux_err=err, saturated=saturated)
     return det_xy, di, ti
 
 
@@ -175,7 +224,7 @@ def score_catalog(
     """
     from scipy import ndimage
 
-    det_xy, di, ti = match_detections(cat, truth_cat, radius_fwhm * fwhm)
+    det_xy, di, ti = match_detections(cat, truth_cat, radius_fwhm * fwhm, truth_mask)
     matched_t = np.zeros(len(truth_cat), bool)
     matched_t[ti] = True
     matched_d = np.zeros(len(det_xy), bool)
