@@ -18,7 +18,8 @@ catalogue and the frame's PSF and fitted trails, for every object:
 - local background and noise relative to the frame's, its S/N;
 - whether it is a piece of a brighter object cut by zero-weight pixels (a
   star across a masked column or trail comes out as two detections): the
-  flux ratio of the brightest object across a gap of 1-3 zero-weight pixels;
+  flux ratio of the brightest object across a gap (up to 7 px) holding
+  zero-weight pixels;
 - its crowding: distance to the nearest other detection and the number of
   detections within 5 FWHM (in a crowded field a real source overlaps flags
   and neighbours far more often than in the field the model saw most);

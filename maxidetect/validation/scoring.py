@@ -98,7 +98,7 @@ MATCH_RULE = (f"real: matched one-to-one within 1 FWHM to a true source with exp
 _SAT_BIT = next(c.bit for c in CLASSES if c.abbr == "SAT")
 
 
-def _match_saturated(det_xy, all_xy, snr, di, ti, saturated, radius: float, min_snr: float, flux=None):
+def _match_saturated(det_xy, all_xy, snr, flux, di, ti, saturated, radius: float, min_snr: float):
     """Second pass for saturated stars: a star whose saturated footprint
     (``saturated``, grown by ``radius``) holds a detection left unmatched is
     that detection, closest first, one-to-one. Bleeding along columns and
@@ -123,9 +123,8 @@ def _match_saturated(det_xy, all_xy, snr, di, ti, saturated, radius: float, min_
     free_t = (snr >= min_snr) & ndimage.binary_dilation(saturated, np.ones((3, 3), bool))[pixel(all_xy)]
     free_t[ti] = False
     rd, rt = lab[pixel(det_xy)], lab[pixel(all_xy)]
-    if flux is not None:  # a faint star on the bleed of a bright one is not what saturated there
-        brightest = ndimage.maximum(flux, rt, np.arange(n + 1))
-        free_t &= flux >= brightest[rt]
+    # a faint star on the bleed of a bright one is not what saturated there
+    free_t &= flux >= ndimage.maximum(flux, rt, np.arange(n + 1))[rt]
     add_d, add_t = [], []
     for k in np.intersect1d(rd[free_d & (rd > 0)], rt[free_t & (rt > 0)]):
         dk = np.flatnonzero(free_d & (rd == k))
@@ -164,8 +163,8 @@ def match_truth(det_xy, truth_cat, radius: float, min_snr: float = MATCH_MIN_SNR
         ok[faint] = ~(f > MATCH_FLUX_RATIO * local + MATCH_FLUX_SIGMA * err)
         di, ti = di[ok], ti[ok]
     if saturated is not None and len(det_xy):
-        di, ti = _match_saturated(np.asarray(det_xy, float).reshape(-1, 2), all_xy, snr, di, ti, saturated,
-                                  radius, min_snr, np.asarray(truth_cat["FLUX"], float))
+        di, ti = _match_saturated(np.asarray(det_xy, float).reshape(-1, 2), all_xy, snr,
+                                  np.asarray(truth_cat["FLUX"], float), di, ti, saturated, radius, min_snr)
     return di, ti
 
 
