@@ -5,9 +5,10 @@ flux accuracy, and pixel-level mask quality (TPR, FPR, purity, ROC, AUC).
 from __future__ import annotations
 
 import numpy as np
+from scipy import ndimage
 from scipy.spatial import cKDTree
 
-from maxidetect.classes import CLASSES
+from maxidetect.classes import CLASSES, class_index
 
 __all__ = [
     "match_catalogs",
@@ -95,7 +96,7 @@ MATCH_RULE = (f"real: matched one-to-one within 1 FWHM to a true source with exp
               f"below S/N {MATCH_FLUX_SNR:g} only with a flux (FLUX_AUTO) no more than {MATCH_FLUX_RATIO:g}x the "
               f"true light within {MATCH_FLUX_RADIUS:g} match radii + {MATCH_FLUX_SIGMA:g} errors; then a saturated "
               f"star left unmatched matches an unmatched detection within its saturated footprint (+1 FWHM)")
-_SAT_BIT = next(c.bit for c in CLASSES if c.abbr == "SAT")
+_SAT_BIT = CLASSES[class_index("SAT")].bit
 
 
 def _match_saturated(det_xy, all_xy, snr, flux, di, ti, saturated, radius: float, min_snr: float):
@@ -106,8 +107,6 @@ def _match_saturated(det_xy, all_xy, snr, flux, di, ti, saturated, radius: float
     px on crowded bench frames, S/N > 3000), and the first pass called those
     stars lost and their detections spurious. Only the brightest true source
     (``flux``) of a footprint is eligible."""
-    from scipy import ndimage
-
     saturated = np.asarray(saturated, bool)
     lab, n = ndimage.label(ndimage.binary_dilation(saturated, iterations=max(1, int(np.ceil(radius)))))
     if n == 0:
@@ -221,8 +220,6 @@ def score_catalog(
     sources) and ``matched_det`` (bool per detection: matched) for callers
     that need the matching itself.
     """
-    from scipy import ndimage
-
     det_xy, di, ti = match_detections(cat, truth_cat, radius_fwhm * fwhm, truth_mask)
     matched_t = np.zeros(len(truth_cat), bool)
     matched_t[ti] = True
