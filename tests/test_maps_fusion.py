@@ -294,6 +294,38 @@ def test_fast_medians_equal_numpy_and_scipy():
     np.testing.assert_array_equal(half[::2, ::2], ndimage.median_filter(z, size=11, mode="nearest")[::2, ::2])
 
 
+def test_fast_bin_medians_and_source_fit_equal_the_plain_computations():
+    """The trail profile's per-bin medians (one packed sort) equal numpy's
+    medians bin by bin; rule 1's source fit (plane eliminated by its Schur
+    complement) gives the weighted least-squares amplitude and its error."""
+    from maxidetect.maps.stars import _fit_family, _plane_basis, _profiles
+    from maxidetect.maps.trails import _bin_medians
+
+    rng = np.random.default_rng(5)
+    for dtype in (np.float32, np.float64):
+        v = (rng.normal(size=3000) * rng.choice([1e-3, 1.0, 1e3], size=3000)).astype(dtype)
+        v[:40] = 0.0
+        v[40:60] = -0.0
+        bins = rng.integers(-3, 25, size=v.size)
+        got = _bin_medians(v, bins, 22)
+        want = [np.median(v[bins == b].astype(np.float64)) if (bins == b).any() else 0.0 for b in range(22)]
+        np.testing.assert_array_equal(got, want)
+    yy, xx = np.mgrid[0:17, 0:15]
+    sig = 1.3
+    d = 40 * np.exp(-((yy - 8.3) ** 2 + (xx - 6.8) ** 2) / (2 * sig**2)) + 0.2 * yy - 3 + rng.normal(size=yy.shape)
+    var = np.full(d.shape, 1.0) + rng.random(d.shape)
+    use = rng.random(d.shape) > 0.1
+    chi2, amp, snr, src = _fit_family(d, var, use, _profiles(d.shape, 8, 7, sig), 6)
+    g = src / amp
+    cols = np.stack([g, np.ones_like(g), yy - yy.mean(), xx - xx.mean()])[:, use].T
+    wt = 1.0 / np.sqrt(var[use])
+    coef = np.linalg.lstsq(cols * wt[:, None], d[use] * wt, rcond=None)[0]
+    cov = np.linalg.inv((cols * wt[:, None]).T @ (cols * wt[:, None]))
+    assert amp == pytest.approx(coef[0], rel=1e-6)
+    assert snr == pytest.approx(coef[0] / np.sqrt(cov[0, 0]), rel=1e-6)
+    assert _plane_basis((17, 15)).shape == (3, 17, 15)
+
+
 def test_hot_column_segment_and_dead_row_are_found():
     img, _ = _field(seed=7)
     img[60:180, 100] += 3 * NOISE  # a hot segment of 120 px at 3 sigma per pixel

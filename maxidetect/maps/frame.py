@@ -158,8 +158,11 @@ def _gauss_fits(sub, rms, xs, ys, hs: int = 4):
     rel = grid[None, None, :] - offs[None, :, None]
     s2 = np.sqrt(2.0) * sigmas[:, None, None]
     prof = 0.5 * (erf((rel + 0.5) / s2) - erf((rel - 0.5) / s2))
+    prof /= prof.max(axis=-1, keepdims=True)  # peak 1 (the separable product's peak is the product of peaks)
     g = prof[:, :, None, :, None] * prof[:, None, :, None, :]  # (n_sig, off_y, off_x, h, w)
-    g = g / g.max(axis=(3, 4), keepdims=True)
+
+    def sums(m, py, px):  # sum over pixels of g-like separable terms times m: (n_sig, off_y, off_x)
+        return np.matmul(np.matmul(py, m), np.swapaxes(px, 1, 2))
     h, w = sub.shape
     for k, (x, y) in enumerate(zip(xs, ys, strict=True)):
         cy, cx = int(round(y)), int(round(x))
@@ -174,9 +177,9 @@ def _gauss_fits(sub, rms, xs, ys, hs: int = 4):
         var = np.asarray(rms[cy - hs:cy + hs + 1, cx - hs:cx + hs + 1], np.float64) ** 2
         wt = 1.0 / var
         sw, swd = wt.sum(), (wt * d).sum()
-        swg = (wt * g).sum(axis=(3, 4))
-        swgg = (wt * g * g).sum(axis=(3, 4))
-        swgd = (wt * g * d).sum(axis=(3, 4))
+        swg = sums(wt, prof, prof)
+        swgg = sums(wt, prof * prof, prof * prof)
+        swgd = sums(wt * d, prof, prof)
         det = sw * swgg - swg ** 2
         a = (sw * swgd - swg * swd) / det
         b = (swd - a * swg) / sw

@@ -263,7 +263,8 @@ def fuse(image: np.ndarray, flags: np.ndarray, policy: MapPolicy,
     spikes = net("SP")
     if spikes.any():
         lab, _ = ndimage.label(spikes, structure=np.ones((3, 3)))
-        near_star = np.unique(lab[ndimage.binary_dilation(saturated, iterations=25) & (lab > 0)])
+        # within 25 px (taxicab, as 25 cross dilations; the distance transform is 2-3x faster)
+        near_star = np.unique(lab[(ndimage.distance_transform_cdt(~saturated, metric="taxicab") <= 25) & (lab > 0)])
         spikes = ndimage.binary_dilation(np.isin(lab, near_star[near_star > 0]), iterations=3)
     masked = stats.source_mask(2) | around_sat | spikes | overscan | sharp
     # Diffuse light the network found (fringes, nebulae) has stripes and kinks
