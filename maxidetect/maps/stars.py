@@ -60,7 +60,7 @@ def _pixel_gauss(offsets: np.ndarray, sigma: float) -> np.ndarray:
     return 0.5 * (erf((offsets + 0.5) / s) - erf((offsets - 0.5) / s))
 
 
-@lru_cache(maxsize=4096)
+@lru_cache(maxsize=512)  # ~5 MB at most; a frame uses a few hundred
 def _axis_profiles(n: int, c: int, sig_psf: float, widths=_WIDTHS) -> np.ndarray:
     """Peak-normalised pixel-integrated Gaussians along one stamp axis of
     ``n`` pixels, for every width and sub-pixel centre around pixel ``c``:
