@@ -96,6 +96,43 @@ def test_star_with_a_cosmic_ray_on_its_core_stays_and_isolated_hits_go(fwhm):
     assert report.sources_protected >= 2 and report.fwhm_measured
 
 
+def test_faint_undersampled_stars_called_cosmic_rays_stay_detectable():
+    """Stars of S/N ~10-15 with FWHM 1.6 px: too sharp for the frame's own
+    smoothed catalogue (its 3x3 filter spreads their peak), yet the catalogue
+    run at its own threshold finds them. The network calls their cores and a
+    1-px halo CR (as it does in good seeing): each such group is judged on
+    its own, released, and no cosmic-ray halo grows into it, so SEP still
+    detects every one with the maps; a sharp hit of the same peak is zeroed."""
+    from maxidetect.extract.sep_engine import detect
+
+    fwhm = 1.6
+    img, _ = _field(n=320, fwhm=fwhm, seed=21)
+    rng = np.random.default_rng(22)
+    flags = np.zeros(img.shape, np.int32)
+    faint = [(40.3 + 60 * k, 300.6 - 10 * k) for k in range(5)]
+    for x, y in faint:
+        img += _star(img.shape, x, y, rng.uniform(9.0, 11.0) * NOISE * 2.266 * fwhm**2 / 2, fwhm)
+        iy, ix = int(round(y)), int(round(x))
+        flags[iy - 1:iy + 3, ix - 2:ix + 2] |= BIT["CR"]  # core and halo, off-centre as the network's are
+    img[20, 300] += 9 * NOISE  # a single-pixel hit of a faint star's peak
+    flags[20, 300] |= BIT["CR"]
+    img = img.astype(np.float32)
+    st = measure_frame(img)
+    assert sum(np.hypot(st.objects["x"] - x, st.objects["y"] - y).min() > 2 for x, y in faint) >= 2
+    nomask = detect(img).catalog
+    zero, flags, _ = fuse(img, flags, MapPolicy())
+    masked = detect(img, weight=(~zero).astype(np.float32)).catalog
+    assert zero[20, 300]
+
+    def found(cat):
+        x, y = np.asarray(cat["X_IMAGE"]) - 1, np.asarray(cat["Y_IMAGE"]) - 1
+        return {k for k, (a, b) in enumerate(faint) if np.hypot(x - a, y - b).min() < fwhm}
+
+    assert len(found(nomask)) >= 4
+    assert found(masked) >= found(nomask)
+    assert all(not zero[int(round(y)), int(round(x))] for x, y in faint)
+
+
 def test_saturated_star_called_a_cosmic_ray_keeps_its_core():
     """A saturated core (flat top) cannot pass rule 1's PSF fit, but it is a
     real source: the network's cosmic-ray call on it is flag-only, and an

@@ -220,3 +220,23 @@ def test_a_saturated_star_matches_its_detection_anywhere_on_its_footprint():
     assert s["matched_det"].tolist() == [True, False, True]
     assert sorted(s["matched_true"].tolist()) == [0, 2]
     assert score_catalog(cat, truth_cat, np.zeros_like(mask), fwhm=2.0)["matched_det"].tolist() == [False, False, True]
+
+
+def test_bench_maps_carry_the_fusion_cards_the_score_reads(tmp_path):
+    """The bench scores its catalogues from maps written as `maxidetect maps`
+    writes them: the PSF FWHM and the fitted trails in both headers (without
+    them the score measures its own FWHM and sees no trail)."""
+    from maxidetect.maps.fusion import FusionReport
+    from maxidetect.maps.trails import Trail, trails_from_header
+    from maxidetect.maps.writer import MapSet
+    from maxidetect.validation.bench import _write_maps
+
+    report = FusionReport(fwhm=2.7, fwhm_measured=True,
+                          trails=[Trail(0.5, 100.0, 1.2, 8.0, -300.0, 300.0, 40.0, "hough")])
+    ms = MapSet(weight=np.ones((32, 32), np.float32), flag=np.zeros((32, 32), np.int32), report=report)
+    hdr = fits.Header({"GAIN": 2.0})
+    for path in _write_maps(tmp_path / "m.fits", ms, hdr):
+        h = fits.getheader(path)
+        assert h["MDFWHM"] == pytest.approx(2.7) and h["GAIN"] == 2.0
+        assert len(trails_from_header(h)) == 1
+    assert "MDFWHM" not in hdr  # the frame's own header is left alone

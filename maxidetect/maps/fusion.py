@@ -408,10 +408,12 @@ def fuse(image: np.ndarray, flags: np.ndarray, policy: MapPolicy,
             zero &= ~(dropped & ~by_network & ~trl_mask & ~col_mask & ~independent & ~other)
         flags[refuted] &= ~BIT["CR"]
         lacos &= ~refuted
-    # Cosmic rays keep a one-pixel halo (their faint wings), never over a protected source.
+    # Cosmic rays keep a one-pixel halo (their faint wings), never over a protected source
+    # (its footprint: a pixel left zero on a faint star's wing must not grow into its core).
     cr_zero = zero & (net("CR") | (lacos if lacos is not None else False))
     if cr_zero.any() and act["CR"] == "zero":
-        zero |= ndimage.binary_dilation(cr_zero, structure=np.ones((3, 3), bool)) & ~released & ~saturated
+        zero |= (ndimage.binary_dilation(cr_zero, structure=np.ones((3, 3), bool)) & ~released & ~result.protected
+                 & ~saturated)
     if act["CR"] != "none":
         # A track's bright wings: both finders stop short of pixels still well
         # above the sky next to a hit (measured on simulated frames: most

@@ -1,8 +1,10 @@
 """Rule 1: masking never removes a real source.
 
 Before a pixel gets zero weight, every detected object whose core touches
-zero-weight candidates is tested against three models of its stamp, with
-the frame's noise:
+zero-weight candidates, and every group of candidates no such object
+reaches (a faint undersampled star is often missing from the frame's own
+smoothed catalogue), is tested against three models of its stamp, with the
+frame's noise:
 
 - *artefact*: a background plane outside the candidate pixels, which are
   free (a cosmic ray, a hot pixel: nothing real there);
@@ -12,12 +14,17 @@ the frame's noise:
 - *source + artefact*: the same source fitted on the pixels outside the
   candidates, which are free (a cosmic ray on a star).
 
-The model with the lowest Akaike information criterion wins; a source
-model must also have an amplitude of 5 sigma or more. When a source wins,
-the candidate pixels on its footprint are released from zero weight to
-flag-only: the object stays in the catalogue, and IMAFLAGS_ISO still says
-what the network saw. The fit allows a fractional model error (real PSFs
-are not Gaussian), so bright stars are not rejected for their wings.
+The model with the lowest Akaike information criterion wins, and the
+source also wins where a likelihood-ratio test against free candidate
+pixels does not reject it at 1% (the AIC alone lets noise decide a faint
+star under a large group of candidates); a source model must have an
+amplitude of 5 sigma or more. When a source wins, the candidate pixels on
+its footprint (its core and one pixel more: the detection filter carries a
+zero weight one pixel) are released from zero weight to flag-only, and no
+cosmic-ray halo grows into it: the object stays in the catalogue, and
+IMAFLAGS_ISO still says what the network saw. The fit allows a fractional
+model error (real PSFs are not Gaussian), so bright stars are not rejected
+for their wings.
 
 Evidence that does not come from the object itself (saturation and bleed,
 overscan, a fitted column or trail line) is never released here. A fitted
@@ -42,6 +49,9 @@ __all__ = ["ReleaseResult", "protect_sources", "steeper_than_psf", "MODEL_ERROR"
 MODEL_ERROR = 0.15
 #: A source model must have at least this amplitude significance.
 MIN_SOURCE_SNR = 5.0
+#: A source model over every pixel that a likelihood-ratio test against free
+#: candidate pixels does not reject at this level keeps its candidates.
+SOURCE_ALPHA = 0.01
 _WIDTHS = (0.85, 1.0, 1.3, 1.8, 2.6, 3.8)  # x the PSF sigma: stars to compact galaxies
 _OFFSETS = np.linspace(-0.5, 0.5, 9)  # sub-pixel centre search around the peak pixel (1/8 px: undersampled PSFs)
 
@@ -49,6 +59,7 @@ _OFFSETS = np.linspace(-0.5, 0.5, 9)  # sub-pixel centre search around the peak 
 @dataclass
 class ReleaseResult:
     released: np.ndarray  # bool (H, W): zero-weight candidates given back (flag-only)
+    protected: np.ndarray  # bool (H, W): footprints of the sources judged real (no halo grows into them)
     n_tested: int
     n_sources: int  # objects judged real sources
 
@@ -148,6 +159,14 @@ def _plane_chi2(d, var, use, plane) -> float:
     return float((wp[0] * d * d).sum() - r @ np.linalg.solve(c, r))
 
 
+@lru_cache(maxsize=256)
+def _lrt_limit(dof: int) -> float:
+    """chi2 increase that rejects the source model at SOURCE_ALPHA."""
+    from scipy.stats import chi2
+
+    return float(chi2.ppf(1.0 - SOURCE_ALPHA, dof))
+
+
 def _dilate_cross(mask: np.ndarray, n: int) -> np.ndarray:
     """``mask`` grown ``n`` times by its 4 side neighbours (ndimage's default
     binary dilation, without its per-call cost on a stamp)."""
@@ -183,13 +202,22 @@ def judge_object(d, rms, cand, others, sig_psf):
     if ring.any():
         centres.add(np.unravel_index(np.argmax(np.where(ring, d, -np.inf)), d.shape))
     plane = _plane_basis(tuple(d.shape))
-    aic_art = _plane_chi2(d, var, use_out, plane) + 2 * (n_cand + 3)
+    chi2_art = _plane_chi2(d, var, use_out, plane)
+    aic_art = chi2_art + 2 * (n_cand + 3)
     # The first model that beats the artefact with a significant source decides.
     for (py, px) in sorted(centres):
         profiles = _profiles(d.shape, py, px, sig_psf)
         for use, extra, n_widths in ((use_all, 0, len(_WIDTHS)), (use_out, n_cand, 5)):
             chi2, amp, snr, model = _fit_family(d, var, use, profiles, n_widths, plane=plane)
-            if amp > 0 and snr >= MIN_SOURCE_SNR and chi2 + 2 * (7 + extra) < aic_art:
+            if amp <= 0 or snr < MIN_SOURCE_SNR:
+                continue
+            if chi2 + 2 * (7 + extra) < aic_art:
+                return True, model
+            # The source over every pixel is not rejected at SOURCE_ALPHA by the
+            # likelihood ratio against free candidate pixels: kept (on a faint
+            # source a large group of candidates favours the artefact by noise
+            # alone about one time in six under the AIC).
+            if not extra and n_cand > 4 and chi2 - chi2_art < _lrt_limit(n_cand - 4):
                 return True, model
     return False, None
 
@@ -275,54 +303,62 @@ def protect_sources(image_sub: np.ndarray, stats: FrameStats, candidates: np.nda
     """Release the zero-weight ``candidates`` (bool (H, W)) that sit on real
     sources of the frame (see the module docstring).
 
+    Two kinds of objects are judged: the frame's catalogued objects
+    (``stats.objects``) with a candidate within ``r_core`` of their centre,
+    and every connected group of candidates none of those reaches, centred
+    on its brightest pixel (a faint undersampled star whose core the
+    candidates cover is often too sharp for the catalogue's smoothed
+    threshold, yet the catalogue run at its own threshold finds it).
+
     ``lines``: ``(mask, direction)`` of each fitted trail or column (bool
     (H, W), radians from +x): an object elongated along one is a piece of
     it, and that line's pixels are not released for it. ``exclude`` (bool
     (H, W)): pixels with no sky (overscan) left out of every fit: a step of
     tens of sigma in a stamp decides nothing about the object next to it."""
     released = np.zeros(candidates.shape, bool)
+    protected = np.zeros(candidates.shape, bool)
+    if not candidates.any():
+        return ReleaseResult(released, protected, 0, 0)
     objs = stats.objects
-    if len(objs) == 0 or not candidates.any():
-        return ReleaseResult(released, 0, 0)
     h, w = candidates.shape
     r_core = max(1.0, 0.75 * stats.fwhm)
     rr = int(np.ceil(r_core))
     disk = np.hypot(*np.mgrid[-rr:rr + 1, -rr:rr + 1]) <= r_core
-    iy = np.clip(np.round(objs["y"]).astype(int), 0, h - 1)
-    ix = np.clip(np.round(objs["x"]).astype(int), 0, w - 1)
-    # Objects with a candidate within r_core of their centre: looked up at
-    # the centres only (a full-frame dilation cost more than the lookups).
-    padded = np.pad(candidates, rr)
-    near = np.zeros(len(objs), bool)
-    for dy, dx in zip(*np.nonzero(disk), strict=True):
-        near |= padded[iy + dy, ix + dx]
-    idx = np.flatnonzero(near)[:max_objects]
     hs = max(4, int(np.ceil(2.0 * stats.fwhm)) + 2)
     seg = stats.segmentation
-    n_src = 0
-    for i in idx:
-        y0, y1 = max(iy[i] - hs, 0), min(iy[i] + hs + 1, h)
-        x0, x1 = max(ix[i] - hs, 0), min(ix[i] + hs + 1, w)
+    n_src = n_tested = 0
+
+    def judge(cy, cx, own, cand_of, ref_y, ref_x):
+        """Judge the object at pixel (cy, cx): ``own`` its segmentation label
+        (0: none), ``cand_of(sl)`` its candidates in the stamp; releases
+        them on a source. Returns whether it is one."""
+        y0, y1 = max(cy - hs, 0), min(cy + hs + 1, h)
+        x0, x1 = max(cx - hs, 0), min(cx + hs + 1, w)
         sl = (slice(y0, y1), slice(x0, x1))
         s = seg[sl]
-        others = (s > 0) & (s != i + 1)
+        others = (s > 0) & (s != own) if own else (s > 0)
+        cand = cand_of(sl)
+        others = others | (candidates[sl] & ~cand & ~released[sl])  # other groups' pixels: not this object
         if exclude is not None:
             others = others | exclude[sl]
-        cand = candidates[sl] & ~released[sl]
+        cand = cand & ~released[sl]
         if lines:
             on = [(m[sl], direction) for m, direction in lines if m[sl].any()]
-            own = _along_line(image_sub[sl], s == i + 1, on) if on else None
-            if own is not None:  # stamp-sized: no full-frame work per object
-                cand = cand & ~own
+            own_px = (s == own) if own else cand
+            along = _along_line(image_sub[sl], own_px, on) if on else None
+            if along is not None:  # stamp-sized: no full-frame work per object
+                cand = cand & ~along
                 if not cand.any():
-                    continue
+                    return False
         d = np.asarray(image_sub[sl], np.float64)
         ok, model = judge_object(d, stats.rms[sl], cand, others, stats.sigma)
         if not ok:
-            continue
-        n_src += 1
+            return False
         yy, xx = np.mgrid[y0:y1, x0:x1]
-        footprint = (model > 0.5 * stats.rms[sl]) | (np.hypot(yy - objs["y"][i], xx - objs["x"][i]) <= stats.fwhm)
+        # Its footprint reaches one pixel past its core: the detection filter
+        # carries a zero-weight pixel's infinite noise one pixel (3x3 kernel),
+        # enough to erase a faint undersampled core next to it.
+        footprint = (model > 0.5 * stats.rms[sl]) | (np.hypot(yy - ref_y, xx - ref_x) <= stats.fwhm + 1.0)
         # One or two candidate pixels sharper than any PSF of the frame could
         # make them on a source's slope, off its peak (a hot pixel on a bright
         # star's wing, often deblended as an object of its own) are the
@@ -331,4 +367,38 @@ def protect_sources(image_sub: np.ndarray, stats: FrameStats, candidates: np.nda
         # photometry. On a core, the hit is released (its flag stays).
         artefact = _artefacts_on_wings(d, cand, stats.rms[sl], stats.sigma, r_core)
         released[sl] |= cand & footprint & ~artefact
-    return ReleaseResult(released, int(len(idx)), n_src)
+        protected[sl] |= footprint
+        return True
+
+    reached = np.zeros(candidates.shape, bool)  # candidate pixels some catalogued object's test covered
+    if len(objs):
+        iy = np.clip(np.round(objs["y"]).astype(int), 0, h - 1)
+        ix = np.clip(np.round(objs["x"]).astype(int), 0, w - 1)
+        # Objects with a candidate within r_core of their centre: looked up at
+        # the centres only (a full-frame dilation cost more than the lookups).
+        padded = np.pad(candidates, rr)
+        near = np.zeros(len(objs), bool)
+        for dy, dx in zip(*np.nonzero(disk), strict=True):
+            near |= padded[iy + dy, ix + dx]
+        idx = np.flatnonzero(near)[:max_objects]
+        n_tested += len(idx)
+        for i in idx:
+            reached[max(iy[i] - rr, 0):iy[i] + rr + 1, max(ix[i] - rr, 0):ix[i] + rr + 1] = True
+            n_src += judge(iy[i], ix[i], i + 1, lambda sl: candidates[sl], objs["y"][i], objs["x"][i])
+    # Groups of candidates no catalogued object reaches: judged on their own.
+    lab, n = ndimage.label(candidates, structure=np.ones((3, 3), bool))
+    if n:
+        hit = np.zeros(n + 1, bool)
+        hit[lab[reached & candidates]] = True
+        alone = np.flatnonzero(~hit[1:]) + 1
+        if len(alone):
+            flat = np.flatnonzero(np.isin(lab, alone))
+            vals = np.asarray(image_sub).ravel()[flat]
+            order = np.lexsort((-vals, lab.ravel()[flat]))  # by group, brightest first
+            first = flat[order][np.r_[True, np.diff(lab.ravel()[flat][order]) != 0]]
+            for k in first[:max_objects]:
+                cy, cx = divmod(int(k), w)
+                g = lab[cy, cx]
+                n_tested += 1
+                n_src += judge(cy, cx, int(seg[cy, cx]), lambda sl, g=g: lab[sl] == g, cy, cx)
+    return ReleaseResult(released, protected, int(n_tested), int(n_src))

@@ -78,8 +78,14 @@ def _have_sextractor() -> bool:
 
 
 def _write_maps(path: Path, ms: MapSet, header: fits.Header) -> tuple[Path, Path]:
+    """The maps as ``maxidetect maps`` writes them: with the fusion's cards
+    (the PSF FWHM and the fitted trails, which the score reads)."""
     w = path.with_suffix(".weight.fits")
     f = path.with_suffix(".flag.fits")
+    header = header.copy()
+    if ms.report is not None:
+        for key, value, comment in ms.report.header_cards():
+            header[key] = (value, comment)
     write_hdulist_atomic(fits.HDUList([fits.PrimaryHDU(ms.weight, header)]), w, overwrite=True)
     write_hdulist_atomic(fits.HDUList([fits.PrimaryHDU(ms.flag, header)]), f, overwrite=True)
     return w, f
