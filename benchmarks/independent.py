@@ -18,7 +18,7 @@ scoring are the bench's (:func:`maxidetect.validation.scoring.score_catalog`).
 *Lost*: true sources with expected S/N > 20 that the no-mask run finds and
 a masked run does not, with the zero-weight pixels within 1 FWHM of each.
 
-    .venv/bin/python benchmarks/independent.py [--frames 3] [--size 1024] [--variants default,undersampled,crowded]
+    .venv/bin/python benchmarks/independent.py [--frames 3] [--size 1024] [--variants default,undersampled,crowded,elongated]
         [--engines SEP,SExtractor]
 """
 
@@ -59,6 +59,8 @@ VARIANTS = {
     "default": {"fwhm": (2.5, 4.5), "density": 1.0},
     "undersampled": {"fwhm": (1.5, 2.1), "density": 1.0},
     "crowded": {"fwhm": (2.5, 4.5), "density": 4.0},
+    # Tracking errors, coma, astigmatism: an elliptical PSF (axis ratio 0.55-0.75, FWHM along the major axis).
+    "elongated": {"fwhm": (2.0, 3.6), "density": 1.0, "q": (0.55, 0.75)},
 }
 OVERSAMPLE = 5
 
@@ -101,12 +103,18 @@ def make_frame(seed: int, size: int = 1024, variant: str = "default"):
     yy, xx = np.mgrid[0:size, 0:size]
     light = np.zeros((size, size))
     rows = []
-    a_eff = 2.266 * fwhm**2  # noise-equivalent area of the PSF (Gaussian approximation)
+    psf, q, psf_angle = Moffat2D(1.0, 0.0, 0.0, gamma, beta), 1.0, 0.0
+    if "q" in spec:  # the circular profile on stretched, rotated coordinates
+        q, psf_angle = rng.uniform(*spec["q"]), rng.uniform(0, np.pi)
+        circ, c, s = psf, np.cos(psf_angle), np.sin(psf_angle)
+
+        def psf(x, y):
+            return circ(x * c + y * s, (-x * s + y * c) / q)
+    a_eff = 2.266 * fwhm**2 * q  # noise-equivalent area of the PSF (Gaussian approximation)
     f_min = 2.5 * np.sqrt(a_eff * var_pix)  # S/N ~ 2.5: the faintest drawn
     # Stars: N(>F) ~ F^-0.75 (Euclidean counts), up to well past saturation.
     n_stars = rng.poisson(320 * area * spec["density"])
     flux = np.minimum(f_min * rng.random(n_stars) ** (-1 / 0.75), 400 * saturate * fwhm**2)
-    psf = Moffat2D(1.0, 0.0, 0.0, gamma, beta)
     for f in flux:
         x, y = rng.uniform(-5, size + 5, 2)
         radius = int(np.clip(fwhm * (3 + 3 * np.log10(max(f / f_min, 1.0))), 6, 120))
@@ -202,7 +210,8 @@ def make_frame(seed: int, size: int = 1024, variant: str = "default"):
     hdr["GAIN"] = (round(gain, 4), "e-/ADU")
     hdr["RDNOISE"] = (round(rdnoise, 3), "e-")
     hdr["SATURATE"] = (round(saturate, 1), "ADU")
-    return image, hdr, cat[inside], truth, {"fwhm": fwhm, "beta": beta, "sky": sky, "gain": gain}
+    return image, hdr, cat[inside], truth, {"fwhm": fwhm, "beta": beta, "sky": sky, "gain": gain, "q": q,
+                                         "angle": float(np.degrees(psf_angle))}
 
 
 def _zero_near(weight, x, y, fwhm) -> int:
@@ -329,7 +338,7 @@ def main(argv=None) -> int:
     ap.add_argument("--frames", type=int, default=3)
     ap.add_argument("--size", type=int, default=1024)
     ap.add_argument("--seed", type=int, default=500)
-    ap.add_argument("--variants", default="default,undersampled,crowded")
+    ap.add_argument("--variants", default="default,undersampled,crowded,elongated")
     ap.add_argument("--engines", default="SEP,SExtractor", help="SExtractor is skipped where it is not installed")
     ap.add_argument("--out", default=str(HERE / "results" / "independent"))
     ap.add_argument("--work", default=str(HERE / "work" / "independent"))

@@ -47,6 +47,10 @@ class FrameStats:
     n_psf_stars : int
     saturation : float
         The level above which pixels are saturated (header, else the image's plateau).
+    psf_q, psf_theta : float
+        The PSF's axis ratio (1: round, also when not measured) and major
+        axis angle from +x [rad]; ``fwhm`` is then the geometric mean of the
+        axes' FWHMs.
     """
 
     back: np.ndarray
@@ -59,11 +63,18 @@ class FrameStats:
     fwhm_measured: bool
     n_psf_stars: int
     saturation: float
+    psf_q: float = 1.0
+    psf_theta: float = 0.0
 
     @property
     def sigma(self) -> float:
-        """The PSF's Gaussian sigma [pix]."""
+        """The PSF's Gaussian sigma [pix] (geometric mean of its axes)."""
         return self.fwhm / 2.3548
+
+    @property
+    def sigma_minor(self) -> float:
+        """The PSF's sigma along its minor axis [pix]: the sharpest a source can be."""
+        return self.sigma * np.sqrt(min(self.psf_q, 1.0))
 
     def source_mask(self, grow: int = 2) -> np.ndarray:
         """Footprints of the compact objects, grown by ``grow`` pixels (line-like
@@ -127,7 +138,7 @@ def measure_frame(image: np.ndarray, bad: np.ndarray | None = None, header=None,
                                 deblend_nthresh=32, deblend_cont=0.005, segmentation_map=True)
     except Exception:  # an extreme frame (all noise, all saturated): no sources
         objs, seg = np.zeros(0, dtype=[("x", float), ("y", float)]), np.zeros(data.shape, np.int32)
-    fwhm, n = _psf_fwhm(sub, objs, seg, rms, sat - float(np.median(back)), bad)
+    fwhm, n, q, theta = _psf_fwhm(sub, objs, seg, rms, sat - float(np.median(back)), bad)
     if fwhm is None:
         warnings.warn(f"PSF not measurable ({n} clean stars): FWHM {DEFAULT_FWHM} px assumed",
                       MaxidetectWarning, stacklevel=2)
@@ -141,13 +152,17 @@ def measure_frame(image: np.ndarray, bad: np.ndarray | None = None, header=None,
         compact = np.zeros(0, bool)
     return FrameStats(back=back, rms=rms, globalrms=float(bkg.globalrms), objects=objs,
                       segmentation=np.asarray(seg, np.int32), compact=compact, fwhm=fwhm or DEFAULT_FWHM,
-                      fwhm_measured=fwhm is not None, n_psf_stars=n, saturation=sat)
+                      fwhm_measured=fwhm is not None, n_psf_stars=n, saturation=sat,
+                      psf_q=q if fwhm is not None else 1.0, psf_theta=theta if fwhm is not None else 0.0)
 
 
-def _gauss_fits(sub, rms, xs, ys, hs: int = 4):
+def _gauss_fits(sub, rms, xs, ys, hs: int = 4, shape=(1.0, 0.0)):
     """Best circular pixel-integrated Gaussian (sigma, reduced chi2) of each
     stamp, over a grid of widths and sub-pixel centres (linear amplitude and
-    background), with a 10% model error."""
+    background), with a 10% model error. With ``shape`` (axis ratio < 1,
+    major axis angle from +x) the Gaussians are elliptical, of that shape
+    (sigma: the geometric mean of the axes; pixel integration approximated
+    by a box's variance)."""
     from scipy.special import erf
 
     sigmas = np.geomspace(0.35, 6.0, 28)
@@ -160,6 +175,15 @@ def _gauss_fits(sub, rms, xs, ys, hs: int = 4):
     prof = 0.5 * (erf((rel + 0.5) / s2) - erf((rel - 0.5) / s2))
     prof /= prof.max(axis=-1, keepdims=True)  # peak 1 (the separable product's peak is the product of peaks)
     g = prof[:, :, None, :, None] * prof[:, None, :, None, :]  # (n_sig, off_y, off_x, h, w)
+    q, theta = shape
+    if q < 1.0:
+        c, s = np.cos(theta), np.sin(theta)
+        va, vb = (sigmas**2 / q)[:, None, None, None, None], (sigmas**2 * q)[:, None, None, None, None]
+        cxx, cyy, cxy = va * c * c + vb * s * s + 1 / 12, va * s * s + vb * c * c + 1 / 12, (va - vb) * c * s
+        dy = (grid[None, :] - offs[:, None])[None, :, None, :, None]
+        dx = (grid[None, :] - offs[:, None])[None, None, :, None, :]
+        g = np.exp(-0.5 * (cyy * dx * dx - 2 * cxy * dx * dy + cxx * dy * dy) / (cxx * cyy - cxy * cxy))
+        g /= g.max(axis=(3, 4), keepdims=True)
 
     def sums(m, py, px):  # sum over pixels of g-like separable terms times m: (n_sig, off_y, off_x)
         return np.matmul(np.matmul(py, m), np.swapaxes(px, 1, 2))
@@ -177,9 +201,12 @@ def _gauss_fits(sub, rms, xs, ys, hs: int = 4):
         var = np.asarray(rms[cy - hs:cy + hs + 1, cx - hs:cx + hs + 1], np.float64) ** 2
         wt = 1.0 / var
         sw, swd = wt.sum(), (wt * d).sum()
-        swg = sums(wt, prof, prof)
-        swgg = sums(wt, prof * prof, prof * prof)
-        swgd = sums(wt * d, prof, prof)
+        if q < 1.0:
+            swg, swgg, swgd = (wt * g).sum(axis=(3, 4)), (wt * g * g).sum(axis=(3, 4)), (wt * d * g).sum(axis=(3, 4))
+        else:
+            swg = sums(wt, prof, prof)
+            swgg = sums(wt, prof * prof, prof * prof)
+            swgd = sums(wt * d, prof, prof)
         det = sw * swgg - swg ** 2
         a = (sw * swgd - swg * swd) / det
         b = (swd - a * swg) / sw
@@ -190,18 +217,27 @@ def _gauss_fits(sub, rms, xs, ys, hs: int = 4):
     return out_s, out_c
 
 
-def _psf_fwhm(sub, objs, seg, rms, saturation_above_sky, bad) -> tuple[float | None, int]:
-    """FWHM of the stellar locus: bright (S/N > 20), isolated, unsaturated,
-    round sources whose profile a Gaussian fits (cosmic rays and hot pixels
-    do not: too sharp, or not smooth), the median width of the best fits."""
+#: A PSF whose stars' median axis ratio is below this is measured (and fitted by rule 1) as elongated.
+ELONGATED_Q = 0.8
+
+
+def _psf_fwhm(sub, objs, seg, rms, saturation_above_sky, bad) -> tuple[float | None, int, float, float]:
+    """FWHM of the stellar locus: bright (S/N > 20), isolated, unsaturated
+    sources whose profile a Gaussian fits (cosmic rays and hot pixels do
+    not: too sharp, or not smooth), the median width of the best fits; and
+    the PSF's axis ratio and angle (1, 0 for a round PSF). The stars must be
+    round (axis ratio > 0.6: no trails, no pairs) unless most bright
+    isolated sources share one elongation (a PSF drawn out by tracking or
+    optics): then those are the stars."""
     if len(objs) < _MIN_STARS:
-        return None, 0
+        return None, 0, 1.0, 0.0
     x, y = objs["x"], objs["y"]
     iy = np.clip(np.round(y).astype(int), 0, sub.shape[0] - 1)
     ix = np.clip(np.round(x).astype(int), 0, sub.shape[1] - 1)
     snr = objs["flux"] / (rms[iy, ix] * np.sqrt(np.maximum(objs["npix"], 1)))
+    ratio = objs["b"] / np.maximum(objs["a"], 1e-6)
     ok = (snr > 20) & (objs["flag"] == 0) & (objs["peak"] < 0.8 * saturation_above_sky)
-    ok &= (objs["a"] > 0) & (objs["b"] / np.maximum(objs["a"], 1e-6) > 0.6)  # round: no trails, no pairs
+    ok &= (objs["a"] > 0) & (ratio > 0.35)
     if bad is not None and ok.any():  # nothing the network calls a defect (cosmic rays mimic sharp stars)
         touched = np.zeros(len(objs) + 1, bool)
         touched[np.unique(seg[bad & (seg > 0)])] = True
@@ -214,16 +250,34 @@ def _psf_fwhm(sub, objs, seg, rms, saturation_above_sky, bad) -> tuple[float | N
         near = d[:, 1] < 6 * np.maximum(objs["a"][ok], 1.0)
         idx = np.flatnonzero(ok)
         ok[idx[near]] = False
+    q, theta = 1.0, 0.0
+    if ok.sum() >= _MIN_STARS and np.median(ratio[ok]) < ELONGATED_Q:
+        q = float(np.median(ratio[ok]))
+        two = np.median(np.cos(2 * objs["theta"][ok])), np.median(np.sin(2 * objs["theta"][ok]))
+        theta = 0.5 * float(np.arctan2(two[1], two[0]))
+        off = np.abs((objs["theta"] - theta + np.pi / 2) % np.pi - np.pi / 2)
+        ok &= (np.abs(ratio - q) < 0.15) & (off < np.radians(20))  # the same elongation
+    else:
+        ok &= ratio > 0.6  # round: no trails, no pairs
     idx = np.flatnonzero(ok)
     if len(idx) > 150:  # the brightest are enough for a median width
         idx = idx[np.argsort(-snr[idx])[:150]]
     if len(idx) < _MIN_STARS:
-        return None, int(len(idx))
+        return None, int(len(idx)), 1.0, 0.0
     hs = int(np.clip(np.ceil(4 * np.percentile(objs["a"][idx], 75)), 6, 12))
-    sig, chi = _gauss_fits(sub, rms, x[idx], y[idx], hs)
+    if q < 1.0:
+        # Isophotal moments read the axis ratio rounder than it is (noise,
+        # wings, pixels: 0.75 for a true 0.57): the ratio that fits the 30
+        # brightest stars best, from 0.6x the moments' up.
+        top = idx[np.argsort(-snr[idx])[:30]]
+        tries = [float(np.clip(q * f, 0.25, 1.0)) for f in (0.6, 0.7, 0.8, 0.9, 1.0)]
+        cost = [np.nansum(np.where(np.isfinite(c), c, 10.0)) for c in
+                (_gauss_fits(sub, rms, x[top], y[top], hs, (qq, theta))[1] for qq in tries)]
+        q = tries[int(np.argmin(cost))]
+    sig, chi = _gauss_fits(sub, rms, x[idx], y[idx], hs, (q, theta))
     good = np.isfinite(sig) & (chi < 3.0) & (sig > 0.45) & (sig < 5.9)
     if good.sum() < _MIN_STARS:
-        return None, int(good.sum())
+        return None, int(good.sum()), 1.0, 0.0
     s = np.sort(sig[good])
     # The stellar locus is the most compact well-populated group: galaxies
     # and blends are wider, and may outnumber the stars in a deep field.
@@ -231,5 +285,5 @@ def _psf_fwhm(sub, objs, seg, rms, saturation_above_sky, bad) -> tuple[float | N
     for c in s:
         group = s[np.abs(np.log(s / c)) < 0.15]
         if len(group) >= need:
-            return float(np.clip(2.3548 * np.median(group), 0.8, 30.0)), int(len(group))
-    return None, int(len(s))
+            return float(np.clip(2.3548 * np.median(group), 0.8, 30.0)), int(len(group)), q, theta
+    return None, int(len(s)), 1.0, 0.0

@@ -61,6 +61,8 @@ class FusionReport:
 
     fwhm: float = 0.0
     fwhm_measured: bool = False
+    psf_q: float = 1.0  # the PSF's axis ratio (1: round or not measured)
+    psf_theta: float = 0.0  # its major axis from +x [rad]
     trails: list[Trail] = field(default_factory=list)
     columns: list[LineDefect] = field(default_factory=list)
     lacosmic_pixels: int = 0
@@ -76,6 +78,8 @@ class FusionReport:
         return [("MDFUSED", True, "maps fused with frame evidence"),
                 ("MDFWHM", round(self.fwhm, 3), "PSF FWHM used by rule 1 [pix]"),
                 ("MDFWHMOK", self.fwhm_measured, "PSF measured on the frame (else default)"),
+                ("MDPSFQ", round(self.psf_q, 3), "PSF axis ratio (1: round)"),
+                ("MDPSFTH", round(float(np.degrees(self.psf_theta)), 1), "PSF major axis from +x [deg]"),
                 ("MDNTRL", len(self.trails), "trails fitted and masked end to end"),
                 ("MDNCOL", len(self.columns), "bad column/row segments found"),
                 ("MDNPROT", self.sources_protected, "sources protected from zero weight"),
@@ -249,6 +253,7 @@ def fuse(image: np.ndarray, flags: np.ndarray, policy: MapPolicy,
     for w in caught:
         warnings.warn(str(w.message), MaxidetectWarning, stacklevel=2)
     report.fwhm, report.fwhm_measured = stats.fwhm, stats.fwhm_measured
+    report.psf_q, report.psf_theta = stats.psf_q, stats.psf_theta
     # L.A.Cosmic needs only the frame's statistics: it runs in a thread while
     # trails, columns and stars are searched (astroscrappy releases the GIL
     # for much of its work; same result, ~0.7 s less on a 2048^2 frame).
@@ -305,7 +310,7 @@ def fuse(image: np.ndarray, flags: np.ndarray, policy: MapPolicy,
             col_mask[sl] = True
     # -- dead pixels by their value (the network's DP calls on them included):
     # independent of what lies there, zeroed alone, never grown.
-    cold = _cold_pixels(z, stats.sigma) & ~(col_lines | net("DCL") | overscan | saturated)
+    cold = _cold_pixels(z, stats.sigma_minor) & ~(col_lines | net("DCL") | overscan | saturated)
     if act["DP"] != "none":
         flags[cold] |= BIT["DP"]
     trl_line = trl_mask.copy()
