@@ -18,8 +18,8 @@ scoring are the bench's (:func:`maxidetect.validation.scoring.score_catalog`).
 *Lost*: true sources with expected S/N > 20 that the no-mask run finds and
 a masked run does not, with the zero-weight pixels within 1 FWHM of each.
 
-    .venv/bin/python benchmarks/independent.py [--frames 3] [--size 1024] [--variants default,undersampled,crowded,elongated]
-        [--engines SEP,SExtractor]
+    .venv/bin/python benchmarks/independent.py [--frames 3] [--size 1024]
+        [--variants default,undersampled,crowded,elongated] [--engines SEP,SExtractor]
 """
 
 from __future__ import annotations
