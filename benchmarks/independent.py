@@ -19,7 +19,7 @@ scoring are the bench's (:func:`maxidetect.validation.scoring.score_catalog`).
 a masked run does not, with the zero-weight pixels within 1 FWHM of each.
 
     .venv/bin/python benchmarks/independent.py [--frames 3] [--size 1024]
-        [--variants default,undersampled,crowded,elongated] [--engines SEP,SExtractor]
+        [--variants default,undersampled,crowded,elongated,bare,dark] [--engines SEP,SExtractor]
 """
 
 from __future__ import annotations
@@ -61,6 +61,10 @@ VARIANTS = {
     "crowded": {"fwhm": (2.5, 4.5), "density": 4.0},
     # Tracking errors, coma, astigmatism: an elliptical PSF (axis ratio 0.55-0.75, FWHM along the major axis).
     "elongated": {"fwhm": (2.0, 3.6), "density": 1.0, "q": (0.55, 0.75)},
+    # A bare header (no GAIN, RDNOISE, SATURATE): everything from the pixels.
+    "bare": {"fwhm": (1.6, 4.5), "density": 1.0, "bare": True},
+    # A dark sky (narrow band, UV, short exposures): read noise dominates.
+    "dark": {"fwhm": (1.6, 4.5), "density": 1.0, "sky": (5.0, 40.0), "bare": True},
 }
 OVERSAMPLE = 5
 
@@ -97,7 +101,7 @@ def make_frame(seed: int, size: int = 1024, variant: str = "default"):
     beta = rng.uniform(2.5, 4.5)
     gamma = fwhm / (2 * np.sqrt(2 ** (1 / beta) - 1))
     gain, rdnoise = rng.uniform(1.0, 3.0), rng.uniform(3.0, 8.0)  # e-/ADU, e-
-    sky = rng.uniform(300.0, 3000.0)  # ADU
+    sky = rng.uniform(*spec.get("sky", (300.0, 3000.0)))  # ADU
     saturate = rng.uniform(30000.0, 60000.0)
     var_pix = sky / gain + (rdnoise / gain) ** 2  # ADU^2
     yy, xx = np.mgrid[0:size, 0:size]
@@ -207,9 +211,10 @@ def make_frame(seed: int, size: int = 1024, variant: str = "default"):
     cat = Table({"X": x, "Y": y, "FLUX": f, "MAG": 25 - 2.5 * np.log10(f), "KIND": kind, "SNR": snr})
     inside = (x >= 0) & (x < size) & (y >= 0) & (y < size)
     hdr = fits.Header()
-    hdr["GAIN"] = (round(gain, 4), "e-/ADU")
-    hdr["RDNOISE"] = (round(rdnoise, 3), "e-")
-    hdr["SATURATE"] = (round(saturate, 1), "ADU")
+    if not spec.get("bare"):
+        hdr["GAIN"] = (round(gain, 4), "e-/ADU")
+        hdr["RDNOISE"] = (round(rdnoise, 3), "e-")
+        hdr["SATURATE"] = (round(saturate, 1), "ADU")
     return image, hdr, cat[inside], truth, {"fwhm": fwhm, "beta": beta, "sky": sky, "gain": gain, "q": q,
                                          "angle": float(np.degrees(psf_angle))}
 
@@ -338,7 +343,7 @@ def main(argv=None) -> int:
     ap.add_argument("--frames", type=int, default=3)
     ap.add_argument("--size", type=int, default=1024)
     ap.add_argument("--seed", type=int, default=500)
-    ap.add_argument("--variants", default="default,undersampled,crowded,elongated")
+    ap.add_argument("--variants", default="default,undersampled,crowded,elongated,bare,dark")
     ap.add_argument("--engines", default="SEP,SExtractor", help="SExtractor is skipped where it is not installed")
     ap.add_argument("--out", default=str(HERE / "results" / "independent"))
     ap.add_argument("--work", default=str(HERE / "work" / "independent"))
