@@ -93,7 +93,7 @@ def _profiles(shape, cy, cx, sig_psf):
     return _axis_profiles(shape[0], int(cy), float(sig_psf)), _axis_profiles(shape[1], int(cx), float(sig_psf))
 
 
-@lru_cache(maxsize=64)
+@lru_cache(maxsize=32)  # ~20 MB at most, only on frames with an elongated PSF
 def _elliptical_profiles(shape, cy: int, cx: int, sig_psf: float, q: float, theta: float) -> np.ndarray:
     """Peak-normalised elliptical Gaussians of an elongated PSF (axis ratio
     ``q``, major axis at ``theta`` from +x; ``sig_psf`` the geometric mean
@@ -134,9 +134,11 @@ def _fit_family(d, var, use, profiles, n_widths, top=4, plane=None):
 
     The plane's block of the 4x4 normal equations is the same for every grid
     model, so each model's amplitude follows from the Schur complement (one
-    3x3 inverse per fit, not one 4x4 solve per model). The Gaussians are
-    separable: every sum the Gaussian's row and column need is a product of
-    small matrices (profile along y, weights, profile along x). The ``top``
+    3x3 inverse per fit, not one 4x4 solve per model). Round Gaussians
+    (``profiles`` a pair) are separable: every sum the Gaussian's row and
+    column need is a product of small matrices (profile along y, weights,
+    profile along x); elliptical ones (an array of every model's pixels,
+    :func:`_elliptical_profiles`) are summed pixel by pixel. The ``top``
     models by plain chi2 are then scored with the model error, which needs
     their pixels."""
     plane = _plane_basis(tuple(d.shape)) if plane is None else plane
