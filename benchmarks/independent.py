@@ -40,17 +40,14 @@ from astropy.table import Table
 from scipy import ndimage, signal
 
 from maxidetect.classes import CLASSES, ClassConfig
-from maxidetect.extract.catalog import read_catalog
 from maxidetect.extract.config import SexConfig
-from maxidetect.extract.inprocess import detect_file
-from maxidetect.extract.sextractor import run_sextractor
-from maxidetect.files import parse_input, write_hdulist_atomic
+from maxidetect.files import write_hdulist_atomic
 from maxidetect.maps.policy import MapPolicy
 from maxidetect.maps.writer import maps_from_masks
 from maxidetect.masks.maker import MaskMaker
-from maxidetect.score.catalogs import Scorer, score_sextractor_catalog
+from maxidetect.score.catalogs import Scorer
 from maxidetect.score.model import load_score_model
-from maxidetect.validation.bench import _write_maps
+from maxidetect.validation.bench import _write_maps, run_engine
 from maxidetect.validation.scoring import score_catalog
 
 HERE = Path(__file__).resolve().parent
@@ -253,17 +250,8 @@ def run(frames: int, size: int, variants, seed: int, work: Path, engines=("SEP",
                 if strat != "none":  # written as `maxidetect maps` writes them (the fusion's cards too)
                     maps = _write_maps(work / f"{variant}_{s}.{strat}.fits", sets[strat], hdr)
                 for engine in engines:
-                    scorer = Scorer(model) if maps else None
-                    odir = work / f"{variant}_{s}_{strat}_{engine}"
-                    if engine == "SEP":
-                        c = read_catalog(detect_file(path, cfg, maps=maps, out_dir=odir, overwrite=True,
-                                                     on_table=scorer))
-                    else:
-                        def post(t, ctype, seg, maps=maps, scorer=scorer, path=path):
-                            score_sextractor_catalog(t, ctype, seg, parse_input(str(path)), maps, scorer)
-
-                        c = read_catalog(run_sextractor(path, cfg, maps=maps, out_dir=odir, overwrite=True,
-                                                        postprocess=post if scorer else None).catalog)
+                    c = run_engine(engine, path, cfg, maps, work / f"{variant}_{s}_{strat}_{engine}",
+                                   Scorer(model) if maps else None)
                     tables = {strat: c}
                     if strat == "maxidetect":
                         tables["maxidetect+clean"] = c[np.asarray(c["MD_CONTAM"]) < model.threshold]

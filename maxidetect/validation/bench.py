@@ -50,7 +50,7 @@ from maxidetect.validation.scoring import (
 )
 from maxidetect.validation.simulate import SimConfig, simulate_frame
 
-__all__ = ["BenchOptions", "run_bench", "write_report", "real_report"]
+__all__ = ["BenchOptions", "run_bench", "run_engine", "write_report", "real_report"]
 
 ENGINES = ("SEP", "SExtractor")
 
@@ -89,6 +89,20 @@ def _write_maps(path: Path, ms: MapSet, header: fits.Header) -> tuple[Path, Path
     write_hdulist_atomic(fits.HDUList([fits.PrimaryHDU(ms.weight, header)]), w, overwrite=True)
     write_hdulist_atomic(fits.HDUList([fits.PrimaryHDU(ms.flag, header)]), f, overwrite=True)
     return w, f
+
+
+def run_engine(engine: str, path: Path, config: SexConfig, maps, out_dir: Path, scorer=None):
+    """The catalogue (Table) of one engine ("SEP" or "SExtractor") on a
+    file, with ``maps`` (weight, flag paths) or none, scored by ``scorer``
+    (:class:`~maxidetect.score.catalogs.Scorer`) when given."""
+    if engine == "SEP":
+        return read_catalog(detect_file(path, config, maps=maps, out_dir=out_dir, overwrite=True, on_table=scorer))
+
+    def post(c, ctype, seg):
+        score_sextractor_catalog(c, ctype, seg, parse_input(str(path)), maps, scorer)
+
+    return read_catalog(run_sextractor(path, config, maps=maps, out_dir=out_dir, overwrite=True,
+                                       postprocess=post if scorer else None).catalog)
 
 
 def _truth_masks(truth: np.ndarray, class_indices) -> np.ndarray:
@@ -262,17 +276,8 @@ def run_bench(opts: BenchOptions, maker=None, work_dir=None, progress: bool = Tr
                 for engine in engines:
                     if strat in ("astroscrappy", "maximask") and engine != "SEP":
                         continue
-                    out = work / f"{tag}_{strat}_{engine}"
                     scorer = Scorer(scorer_model, clean=clean) if scorer_model is not None else None
-                    if engine == "SEP":
-                        cat = read_catalog(detect_file(path, run_cfg, maps=maps, out_dir=out, overwrite=True,
-                                                       on_table=scorer))
-                    else:
-                        def post(c, ctype, seg, maps=maps, scorer=scorer, path=path):
-                            score_sextractor_catalog(c, ctype, seg, parse_input(str(path)), maps, scorer)
-
-                        cat = read_catalog(run_sextractor(path, run_cfg, maps=maps, out_dir=out, overwrite=True,
-                                                          postprocess=post if scorer else None).catalog)
+                    cat = run_engine(engine, path, run_cfg, maps, work / f"{tag}_{strat}_{engine}", scorer)
                     sc = score_catalog(cat, frame.catalog, frame.truth, fwhm, opts.radius_fwhm, opts.snr_cut,
                                        mag_bins=np.arange(12.0, 26.5, 0.5))
                     matched[(strat, engine)] = set(sc.pop("matched_true").tolist())
