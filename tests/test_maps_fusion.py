@@ -179,6 +179,21 @@ def test_elongated_psf_is_measured_and_its_stars_keep_their_cores():
     assert zero[30, 290]
 
 
+def test_randomly_oriented_galaxies_do_not_make_the_psf_elongated():
+    """A deep field where elongated galaxies, oriented every which way,
+    outnumber the stars: the PSF stays round (its stars' width), as the
+    stars' own shape says."""
+    rng = np.random.default_rng(32)
+    n = 320
+    img, _ = _field(n=n, fwhm=2.5, seed=33, n_stars=12)
+    for _ in range(60):
+        x, y = rng.uniform(25, n - 25, 2)
+        img = img + _elongated_star(img.shape, x, y, rng.uniform(5e3, 3e4), rng.uniform(4.0, 7.0),
+                                    rng.uniform(0.35, 0.6), rng.uniform(0, np.pi))
+    st = measure_frame(img.astype(np.float32))
+    assert st.psf_q == 1.0 and st.fwhm_measured and abs(st.fwhm / 2.5 - 1) < 0.2, (st.psf_q, st.fwhm)
+
+
 def test_saturated_star_called_a_cosmic_ray_keeps_its_core():
     """A saturated core (flat top) cannot pass rule 1's PSF fit, but it is a
     real source: the network's cosmic-ray call on it is flag-only, and an

@@ -226,9 +226,9 @@ def _psf_fwhm(sub, objs, seg, rms, saturation_above_sky, bad) -> tuple[float | N
     sources whose profile a Gaussian fits (cosmic rays and hot pixels do
     not: too sharp, or not smooth), the median width of the best fits; and
     the PSF's axis ratio and angle (1, 0 for a round PSF). The stars must be
-    round (axis ratio > 0.6: no trails, no pairs) unless most bright
-    isolated sources share one elongation (a PSF drawn out by tracking or
-    optics): then those are the stars."""
+    round (axis ratio > 0.6: no trails, no pairs) unless the more compact
+    half of the bright isolated sources shares one elongation (a PSF drawn
+    out by tracking or optics): then those of that shape are the stars."""
     if len(objs) < _MIN_STARS:
         return None, 0, 1.0, 0.0
     x, y = objs["x"], objs["y"]
@@ -251,9 +251,16 @@ def _psf_fwhm(sub, objs, seg, rms, saturation_above_sky, bad) -> tuple[float | N
         idx = np.flatnonzero(ok)
         ok[idx[near]] = False
     q, theta = 1.0, 0.0
-    if ok.sum() >= _MIN_STARS and np.median(ratio[ok]) < ELONGATED_Q:
-        q = float(np.median(ratio[ok]))
-        two = np.median(np.cos(2 * objs["theta"][ok])), np.median(np.sin(2 * objs["theta"][ok]))
+    # Judged on the more compact half (the stars: galaxies are larger; size
+    # as flux / peak, which brightness does not change), and elongated only
+    # if those share one direction (galaxies are elongated every which way:
+    # the mean resultant length of 2 theta is small).
+    size = objs["flux"] / np.maximum(objs["peak"], 1e-12)
+    small = ok & (size <= np.median(size[ok])) if ok.any() else ok
+    two = (np.mean(np.cos(2 * objs["theta"][small])), np.mean(np.sin(2 * objs["theta"][small]))) \
+        if small.sum() >= _MIN_STARS else (0.0, 0.0)
+    if np.hypot(*two) > 0.6 and np.median(ratio[small]) < ELONGATED_Q:
+        q = float(np.median(ratio[small]))
         theta = 0.5 * float(np.arctan2(two[1], two[0]))
         off = np.abs((objs["theta"] - theta + np.pi / 2) % np.pi - np.pi / 2)
         ok &= (np.abs(ratio - q) < 0.15) & (off < np.radians(20))  # the same elongation
