@@ -323,6 +323,22 @@ def test_faint_trail_invisible_to_the_network_is_masked_end_to_end():
     # Stars crossed by the trail stay (released after the trail's profile is subtracted).
 
 
+def test_a_trail_the_network_calls_a_spike_is_still_searched_without_saturated_stars():
+    """Away from saturated stars the network calls a trail a spike as often
+    as a trail: its SP pixels stay in the trail search (with no saturated
+    pixel at all, nothing is near a star)."""
+    img, _ = _field(n=400, seed=51, n_stars=30)
+    yy, xx = np.mgrid[:400, :400]
+    dist = (xx - 200) * np.sin(np.radians(35.0)) - (yy - 200) * np.cos(np.radians(35.0))
+    trail = 4.0 * NOISE * np.exp(-0.5 * (dist / 1.3) ** 2)
+    img = (img + trail).astype(np.float32)
+    flags = np.zeros(img.shape, np.int32)
+    flags[trail > 2 * NOISE] |= BIT["SP"]
+    zero, flags, report = fuse(img, flags, MapPolicy())
+    assert len(report.trails) == 1
+    assert zero[trail > NOISE].mean() > 0.9
+
+
 def test_row_of_stars_galaxy_and_spike_free_frame_has_no_trail():
     n = 512
     img, _ = _field(n=n, seed=6, n_stars=20)

@@ -268,8 +268,10 @@ def fuse(image: np.ndarray, flags: np.ndarray, policy: MapPolicy,
     spikes = net("SP")
     if spikes.any():
         lab, _ = ndimage.label(spikes, structure=np.ones((3, 3)))
-        # within 25 px (taxicab, as 25 cross dilations; the distance transform is 2-3x faster)
-        near_star = np.unique(lab[(ndimage.distance_transform_cdt(~saturated, metric="taxicab") <= 25) & (lab > 0)])
+        # within 25 px (taxicab, as 25 cross dilations; the distance transform is 2-3x faster,
+        # and without a saturated pixel it has no distance to give: nothing is near a star)
+        near = (ndimage.distance_transform_cdt(~saturated, metric="taxicab") <= 25) if saturated.any() else saturated
+        near_star = np.unique(lab[near & (lab > 0)])
         spikes = ndimage.binary_dilation(np.isin(lab, near_star[near_star > 0]), iterations=3)
     masked = stats.source_mask(2) | around_sat | spikes | overscan | sharp
     # Diffuse light the network found (fringes, nebulae) has stripes and kinks
