@@ -44,8 +44,9 @@ test: $(TEST)
 	$(PY) -m pytest -q -ra; rc=$$?; if [ $$rc -eq 5 ]; then echo "no tests ran" >&2; exit 1; fi; exit $$rc
 
 bench: $(TEST)
-	$(VENV)/bin/maxidetect bench -o benchmarks/results/bench_default
+	$(VENV)/bin/maxidetect bench --variants default,undersampled,crowded -o benchmarks/results/bench_default -q
 	$(VENV)/bin/maxidetect bench --real ../shared/data/real/*.fits -o benchmarks/results/real
+	$(PY) benchmarks/independent.py
 	$(PY) benchmarks/engines.py
 	$(PY) benchmarks/throughput.py
 
