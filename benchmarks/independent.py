@@ -47,7 +47,7 @@ from maxidetect.maps.writer import maps_from_masks
 from maxidetect.masks.maker import MaskMaker
 from maxidetect.score.catalogs import Scorer
 from maxidetect.score.model import load_score_model
-from maxidetect.validation.bench import _write_maps, run_engine
+from maxidetect.validation.bench import _write_maps, _zero_near, run_engine
 from maxidetect.validation.scoring import score_catalog
 
 HERE = Path(__file__).resolve().parent
@@ -216,14 +216,6 @@ def make_frame(seed: int, size: int = 1024, variant: str = "default"):
                                          "angle": float(np.degrees(psf_angle))}
 
 
-def _zero_near(weight, x, y, fwhm) -> int:
-    r = int(np.ceil(fwhm))
-    iy, ix = int(round(y)), int(round(x))
-    ys, xs = slice(max(iy - r, 0), iy + r + 1), slice(max(ix - r, 0), ix + r + 1)
-    yy, xx = np.mgrid[ys, xs]
-    return int(((weight[ys, xs] == 0) & (np.hypot(yy - y, xx - x) <= fwhm)).sum())
-
-
 def run(frames: int, size: int, variants, seed: int, work: Path, engines=("SEP",)) -> dict:
     maker = MaskMaker(config=ClassConfig.catalogue())
     sel = [int(i) for i in maker.selected]
@@ -266,9 +258,9 @@ def run(frames: int, size: int, variants, seed: int, work: Path, engines=("SEP",
                 name, engine = key.split("|")
                 lost = sorted(i for i in matched[("none", engine)] - matched[(name, engine)] if snr[i] > 20) \
                     if name != "none" else []
-                w = sets[name.removesuffix("+clean")].weight if name != "none" else None
+                ms = sets[name.removesuffix("+clean")] if name != "none" else None
                 sc["lost"] = [{"x": float(cat["X"][i]), "y": float(cat["Y"][i]), "snr": float(snr[i]),
-                               "kind": str(cat["KIND"][i]), "zero_px": _zero_near(w, cat["X"][i], cat["Y"][i],
+                               "kind": str(cat["KIND"][i]), "zero_px": _zero_near(ms, cat["X"][i], cat["Y"][i],
                                                                                   meta["fwhm"])} for i in lost]
             out.append({"variant": variant, "seed": s, **meta, "fwhm_measured": fwhm_used, "n_true": len(cat),
                         "maps_seconds": seconds, "rows": rows})

@@ -15,7 +15,7 @@ import sep
 
 from maxidetect.errors import MaxidetectWarning
 
-__all__ = ["FrameStats", "measure_frame", "DEFAULT_FWHM"]
+__all__ = ["FrameStats", "measure_frame", "elliptical_gaussian", "DEFAULT_FWHM"]
 
 #: The PSF FWHM [pix] assumed when the frame has too few clean stars to measure it.
 DEFAULT_FWHM = 3.0
@@ -156,6 +156,17 @@ def measure_frame(image: np.ndarray, bad: np.ndarray | None = None, header=None,
                       psf_q=q if fwhm is not None else 1.0, psf_theta=theta if fwhm is not None else 0.0)
 
 
+def elliptical_gaussian(dx, dy, var, q: float, theta: float):
+    """exp(-chi^2 / 2) of an elliptical Gaussian (peak 1 at dx = dy = 0) of
+    geometric-mean variance ``var`` [px^2], axis ratio ``q``, major axis at
+    ``theta`` from +x; the pixel integration approximated by a box's
+    variance (1/12 px^2 per axis). Arrays broadcast."""
+    c, s = np.cos(theta), np.sin(theta)
+    va, vb = var / q, var * q
+    cxx, cyy, cxy = va * c * c + vb * s * s + 1 / 12, va * s * s + vb * c * c + 1 / 12, (va - vb) * c * s
+    return np.exp(-0.5 * (cyy * dx * dx - 2 * cxy * dx * dy + cxx * dy * dy) / (cxx * cyy - cxy * cxy))
+
+
 def _gauss_fits(sub, rms, xs, ys, hs: int = 4, shape=(1.0, 0.0)):
     """Best circular pixel-integrated Gaussian (sigma, reduced chi2) of each
     stamp, over a grid of widths and sub-pixel centres (linear amplitude and
@@ -177,12 +188,9 @@ def _gauss_fits(sub, rms, xs, ys, hs: int = 4, shape=(1.0, 0.0)):
     g = prof[:, :, None, :, None] * prof[:, None, :, None, :]  # (n_sig, off_y, off_x, h, w)
     q, theta = shape
     if q < 1.0:
-        c, s = np.cos(theta), np.sin(theta)
-        va, vb = (sigmas**2 / q)[:, None, None, None, None], (sigmas**2 * q)[:, None, None, None, None]
-        cxx, cyy, cxy = va * c * c + vb * s * s + 1 / 12, va * s * s + vb * c * c + 1 / 12, (va - vb) * c * s
-        dy = (grid[None, :] - offs[:, None])[None, :, None, :, None]
-        dx = (grid[None, :] - offs[:, None])[None, None, :, None, :]
-        g = np.exp(-0.5 * (cyy * dx * dx - 2 * cxy * dx * dy + cxx * dy * dy) / (cxx * cyy - cxy * cxy))
+        rel = grid[None, :] - offs[:, None]
+        g = elliptical_gaussian(rel[None, None, :, None, :], rel[None, :, None, :, None],
+                                (sigmas**2)[:, None, None, None, None], q, theta)
         g /= g.max(axis=(3, 4), keepdims=True)
 
     def sums(m, py, px):  # sum over pixels of g-like separable terms times m: (n_sig, off_y, off_x)

@@ -42,7 +42,7 @@ import numpy as np
 from scipy import ndimage
 from scipy.special import erf
 
-from maxidetect.maps.frame import FrameStats
+from maxidetect.maps.frame import FrameStats, elliptical_gaussian
 
 __all__ = ["ReleaseResult", "protect_sources", "steeper_than_psf", "MODEL_ERROR", "MIN_SOURCE_SNR"]
 
@@ -101,15 +101,11 @@ def _elliptical_profiles(shape, cy: int, cx: int, sig_psf: float, q: float, thet
     (n_w, n_off, n_off, h, w) float32, read-only. Not separable: the pixel
     integration is approximated by a box's variance (1/12 px^2 per axis)."""
     h, w = shape
-    c, s = np.cos(theta), np.sin(theta)
     dy = (np.arange(h)[None, :] - (cy + _OFFSETS)[:, None])[:, None, :, None]  # (n_off, 1, h, 1)
     dx = (np.arange(w)[None, :] - (cx + _OFFSETS)[:, None])[None, :, None, :]  # (1, n_off, 1, w)
     out = []
     for k in _WIDTHS:
-        va, vb = (k * sig_psf) ** 2 / q, (k * sig_psf) ** 2 * q
-        cxx, cyy, cxy = va * c * c + vb * s * s + 1 / 12, va * s * s + vb * c * c + 1 / 12, (va - vb) * c * s
-        det = cxx * cyy - cxy * cxy
-        g = np.exp(-0.5 * (cyy * dx * dx - 2 * cxy * dx * dy + cxx * dy * dy) / det)
+        g = elliptical_gaussian(dx, dy, (k * sig_psf) ** 2, q, theta)
         out.append(g / g.max(axis=(2, 3), keepdims=True))
     stack = np.asarray(out, np.float32)
     stack.flags.writeable = False

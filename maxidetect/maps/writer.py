@@ -67,6 +67,14 @@ class MapSet:
     flag: np.ndarray
     report: object = None
 
+    def header(self, base: fits.Header | None = None) -> fits.Header:
+        """``base`` (copied) with the fusion's cards, as ``maxidetect maps``
+        writes them (the PSF and the fitted trails the score reads)."""
+        hdr = fits.Header() if base is None else base.copy()
+        for key, value, comment in (self.report.header_cards() if self.report is not None else []):
+            hdr[key] = (value, comment)
+        return hdr
+
 
 def _grow(mask: np.ndarray, n: int) -> np.ndarray:
     if n <= 0 or not mask.any():

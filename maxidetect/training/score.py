@@ -103,10 +103,7 @@ def frame_detections(frame, maker, policy: MapPolicy | None = None, config: SexC
     masks = probs > maker.config.thresholds[sel][:, None, None]
     del probs
     ms = maps_from_masks(masks, maker, policy, image=frame.image, header=frame.header)
-    hdr = frame.header.copy()
-    if ms.report is not None:
-        for key, value, comment in ms.report.header_cards():
-            hdr[key] = (value, comment)
+    hdr = ms.header(frame.header)
     d = detect(frame.image, config or SexConfig(), weight=ms.weight, flag=ms.flag, header=frame.header)
     fwhm = float(hdr.get("MDFWHM", frame.header["SIMFWHM"]))
     x = detection_features(frame.image, ms.weight, ms.flag, d.segmentation, np.asarray(d.catalog["NUMBER"]),

@@ -82,10 +82,7 @@ def _write_maps(path: Path, ms: MapSet, header: fits.Header) -> tuple[Path, Path
     (the PSF FWHM and the fitted trails, which the score reads)."""
     w = path.with_suffix(".weight.fits")
     f = path.with_suffix(".flag.fits")
-    header = header.copy()
-    if ms.report is not None:
-        for key, value, comment in ms.report.header_cards():
-            header[key] = (value, comment)
+    header = ms.header(header)
     write_hdulist_atomic(fits.HDUList([fits.PrimaryHDU(ms.weight, header)]), w, overwrite=True)
     write_hdulist_atomic(fits.HDUList([fits.PrimaryHDU(ms.flag, header)]), f, overwrite=True)
     return w, f
@@ -623,10 +620,7 @@ def real_report(paths, out_dir, maker=None, policy: MapPolicy | None = None, con
                 t1 = d1.catalog
                 cleaned = None
                 if scorer_model is not None and len(t1):
-                    mh = fits.Header()
-                    for key, value, comment in (ms.report.header_cards() if ms.report else []):
-                        mh[key] = (value, comment)
-                    t1 = Scorer(scorer_model)(t1, data, ms.weight, ms.flag, d1.segmentation, mh)
+                    t1 = Scorer(scorer_model)(t1, data, ms.weight, ms.flag, d1.segmentation, ms.header())
                     cleaned = t1[np.asarray(t1["MD_CONTAM"]) >= scorer_model.threshold]
                 ix = np.clip(np.round(t0["X_IMAGE"] - 1).astype(int), 0, data.shape[1] - 1)
                 iy = np.clip(np.round(t0["Y_IMAGE"] - 1).astype(int), 0, data.shape[0] - 1)
