@@ -13,7 +13,11 @@ frame's noise:
   over every pixel, candidates included; elliptical, of the PSF's axis ratio
   and angle, where the frame's PSF is elongated (tracking, optics);
 - *source + artefact*: the same source fitted on the pixels outside the
-  candidates, which are free (a cosmic ray on a star).
+  candidates, which are free (a cosmic ray on a star);
+- *source + track*: the source over every pixel with the candidate pixels
+  far above it set free (a cosmic-ray track across a star's core covers
+  the whole core): it must stand out of the line the free pixels draw,
+  which a track's brightest stretch alone does not.
 
 The model with the lowest Akaike information criterion wins, and the
 source also wins where a likelihood-ratio test against free candidate
@@ -122,7 +126,7 @@ def _plane_basis(shape) -> np.ndarray:
     return basis
 
 
-def _fit_family(d, var, use, profiles, n_widths, top=4, plane=None):
+def _fit_family(d, var, use, profiles, n_widths, top=4, plane=None, full=False):
     """Best (chi2, A, snr_A, source model) of a plane + A * Gaussian over the
     grid of widths and sub-pixel centres, fitting only ``use`` pixels; chi2
     with model error. ``profiles``: :func:`_profiles` at the centre, computed
@@ -136,7 +140,8 @@ def _fit_family(d, var, use, profiles, n_widths, top=4, plane=None):
     profile along x); elliptical ones (an array of every model's pixels,
     :func:`_elliptical_profiles`) are summed pixel by pixel. The ``top``
     models by plain chi2 are then scored with the model error, which needs
-    their pixels."""
+    their pixels. ``full``: also the whole model (plane included) and its
+    variance with the model error."""
     plane = _plane_basis(tuple(d.shape)) if plane is None else plane
     w0 = np.where(use, 1.0 / var, 0.0)
     wd = w0 * d
@@ -185,6 +190,8 @@ def _fit_family(d, var, use, profiles, n_widths, top=4, plane=None):
     chi2 = np.where(use, (d - model) ** 2 / var_m, 0.0).sum(axis=(1, 2))
     j = int(np.argmin(chi2))
     k = int(first[j])
+    if full:
+        return float(chi2[j]), float(amp[k]), float(amp[k] * np.sqrt(schur[k])), src[j], model[j], var_m[j]
     return float(chi2[j]), float(amp[k]), float(amp[k] * np.sqrt(schur[k])), src[j]
 
 
@@ -234,7 +241,7 @@ def judge_object(d, rms, cand, others, sig_psf, shape=(1.0, 0.0)):
         return False, None
     # Centres tried: the candidates' peak, and the brightest pixel just
     # outside them (a star whose core the candidates cover only in part).
-    cy, cx = np.unravel_index(np.argmax(np.where(cand, d, -np.inf)), d.shape)
+    cy, cx = np.unravel_index(np.argmax(np.where(cand & use_all, d, -np.inf)), d.shape)  # not a neighbour's peak
     ring = _dilate_cross(cand, 2) & use_out
     centres = {(cy, cx)}
     if ring.any():
@@ -243,6 +250,7 @@ def judge_object(d, rms, cand, others, sig_psf, shape=(1.0, 0.0)):
     chi2_art = _plane_chi2(d, var, use_out, plane)
     aic_art = chi2_art + 2 * (n_cand + 3)
     # The first model that beats the artefact with a significant source decides.
+    over_all = []  # (profiles, fit) of the source over every pixel, per centre
     for (py, px) in sorted(centres):
         if shape[0] < ROUND_Q:
             profiles = _elliptical_profiles(tuple(d.shape), int(py), int(px), float(sig_psf), float(shape[0]),
@@ -250,7 +258,10 @@ def judge_object(d, rms, cand, others, sig_psf, shape=(1.0, 0.0)):
         else:
             profiles = _profiles(d.shape, py, px, sig_psf)
         for use, extra, n_widths in ((use_all, 0, len(_WIDTHS)), (use_out, n_cand, 5)):
-            chi2, amp, snr, model = _fit_family(d, var, use, profiles, n_widths, plane=plane)
+            fit = _fit_family(d, var, use, profiles, n_widths, plane=plane, full=True)
+            chi2, amp, snr, model = fit[:4]
+            if not extra:
+                over_all.append((profiles, fit))
             if amp <= 0 or snr < MIN_SOURCE_SNR:
                 continue
             if chi2 + 2 * (7 + extra) < aic_art:
@@ -261,7 +272,91 @@ def judge_object(d, rms, cand, others, sig_psf, shape=(1.0, 0.0)):
             # alone about one time in six under the AIC).
             if not extra and n_cand > 4 and chi2 - chi2_art < _lrt_limit(n_cand - 4):
                 return True, model
+    # A track across the core, last (the costliest model); not where the
+    # candidates' peak is sharper than any source (a hit, not a star under one).
+    p = np.pad(d, 1, mode="edge")
+    side = 0.25 * (p[cy, cx + 1] + p[cy + 2, cx + 1] + p[cy + 1, cx] + p[cy + 1, cx + 2])
+    if steeper_than_psf(d[cy, cx] - side, d[cy, cx], rms[cy, cx], sig_psf):
+        return False, None
+    for profiles, fit in over_all:
+        if fit[1] > 0 and fit[2] >= MIN_SOURCE_SNR:
+            ok, model = _source_under_track(d, var, cand & use_all, use_all, profiles, plane, aic_art, sig_psf, fit)
+            if ok:
+                return True, model
     return False, None
+
+
+#: A candidate pixel this many sigma above the source model is the artefact's.
+OUTLIER_SIGMA = 4.0
+
+
+def _source_under_track(d, var, cand, use_all, profiles, plane, aic_art, sig_psf, fit):
+    """*Source + partial artefact*: a cosmic-ray track across a source's core
+    covers the core and the track alike, so neither the source over every
+    pixel (the track spoils it) nor the source outside the candidates (none
+    of it is left) fits. The source is fitted over every pixel with the
+    candidate pixels far above it (the track) set free, iteratively; it wins
+    when it is significant on the pixels kept, explains them better than a
+    plane with the same pixels free and beats the artefact model (AIC), and
+    stands out of the line the free pixels draw (:func:`_bump_on_line`).
+    ``fit``: :func:`_fit_family`'s full result over every pixel, the first step."""
+    a, b, _ = _moments(np.ones(d.shape), cand)
+    if a < 2.0 * max(b, 0.5):
+        return False, None  # no track (see _bump_on_line): spares the fits on most hits
+    free = np.zeros(d.shape, bool)
+    use = use_all
+    for it in range(4):
+        chi2, amp, snr, src, full, var_m = fit if not it else \
+            _fit_family(d, var, use, profiles, len(_WIDTHS), plane=plane, full=True)
+        if amp <= 0:
+            return False, None
+        grown = free | (cand & ((d - full) > OUTLIER_SIGMA * np.sqrt(var)))
+        if (grown == free).all():
+            break
+        free, use = grown, use_all & ~grown
+    n_free = int(free.sum())
+    if not n_free or n_free >= int(cand.sum()) or snr < MIN_SOURCE_SNR:
+        return False, None
+    if chi2 + 2 * (7 + n_free) >= aic_art or chi2 + 2 * 4 >= _plane_chi2(d, var, use, plane):
+        return False, None
+    return (True, src) if _bump_on_line(d, var, free, src, sig_psf) else (False, None)
+
+
+def _bump_on_line(d, var, free, src, sig_psf, nsigma=5.0) -> bool:
+    """Whether the source stands out of the line the free pixels draw (a
+    track): the light summed across the line, per pixel along it, at the
+    source against elsewhere on the line, beyond the line's own
+    pixel-to-pixel variation (a cosmic ray deposits unevenly) and the
+    noise. A track's brightest stretch alone fits a narrow source as well as
+    a star on it does; only a star adds light the track has nowhere else.
+    Without a line (a compact hit) no: its core fits a narrow source once its
+    edges are free (measured: every such release on simulated frames was a
+    cosmic ray)."""
+    a, b, theta = _moments(d, free)
+    if free.sum() < 6 or a < 2.0 * max(b, 0.5):
+        return False  # no line: a hit's own core fits a narrow source once its edges are free
+    ys, xs = np.nonzero(free)
+    wt = np.clip(d[ys, xs], 0.0, None) + 1e-12
+    my, mx = (wt * ys).sum() / wt.sum(), (wt * xs).sum() / wt.sum()
+    cy, cx = np.unravel_index(np.argmax(src), src.shape)
+    yy, xx = np.mgrid[0:d.shape[0], 0:d.shape[1]]
+    ux, uy = np.cos(theta), np.sin(theta)
+    along = np.rint((xx - cx) * ux + (yy - cy) * uy).astype(int)
+    band = np.abs(-(xx - mx) * uy + (yy - my) * ux) <= 1.5
+    fwhm = 2.3548 * sig_psf
+    lo = along[band].min()
+    sums = np.bincount((along - lo)[band], weights=d[band])
+    noise = np.sqrt(np.bincount((along - lo)[band], weights=var[band], minlength=sums.size))
+    on_track = np.bincount((along - lo)[free & band], minlength=sums.size) > 0
+    t = np.arange(sums.size) + lo
+    bump = np.abs(t) <= max(1.0, fwhm)
+    ref = on_track & (np.abs(t) > fwhm + 1.0)
+    if ref.sum() < 3:
+        return False  # too little of the line to tell: the artefact's
+    level = np.median(sums[ref])
+    spread = 1.4826 * np.median(np.abs(sums[ref] - level))
+    excess = (sums[bump] - level).sum()
+    return bool(excess > nsigma * np.sqrt(bump.sum()) * max(spread, float(np.median(noise[ref]))))
 
 
 #: An object is a piece of a fitted line (not a source on it) when it is at
