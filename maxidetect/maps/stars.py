@@ -313,6 +313,8 @@ def _source_under_track(d, var, cand, use_all, profiles, plane, aic_art, sig_psf
         grown = free | (cand & ((d - full) > OUTLIER_SIGMA * np.sqrt(var)))
         if (grown == free).all():
             break
+        if it == 3:
+            return False, None  # not settled: no verdict for the source
         free, use = grown, use_all & ~grown
     n_free = int(free.sum())
     if not n_free or n_free >= int(cand.sum()) or snr < MIN_SOURCE_SNR:
@@ -343,6 +345,8 @@ def _bump_on_line(d, var, free, src, sig_psf, nsigma=5.0) -> bool:
     ux, uy = np.cos(theta), np.sin(theta)
     along = np.rint((xx - cx) * ux + (yy - cy) * uy).astype(int)
     band = np.abs(-(xx - mx) * uy + (yy - my) * ux) <= 1.5
+    if not band.any():
+        return False
     fwhm = 2.3548 * sig_psf
     lo = along[band].min()
     sums = np.bincount((along - lo)[band], weights=d[band])
