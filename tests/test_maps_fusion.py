@@ -108,6 +108,16 @@ def _track(shape, x, y, length, angle, per_pixel):
     return out, out > 0
 
 
+def _fuse_and_detect(img, flags):
+    """The fused maps' zero weight and flags, and SEP's detections with them (0-based x, y)."""
+    from maxidetect.extract.sep_engine import detect
+
+    img = img.astype(np.float32)
+    zero, flags, _ = fuse(img, flags, MapPolicy())
+    masked = detect(img, weight=(~zero).astype(np.float32)).catalog
+    return zero, flags, np.asarray(masked["X_IMAGE"]) - 1, np.asarray(masked["Y_IMAGE"]) - 1
+
+
 @pytest.mark.parametrize("fwhm", [1.6, 1.8, 3.5])
 def test_star_crossed_by_a_cosmic_ray_track_stays_and_bare_tracks_go(fwhm):
     """A track across an undersampled star's core covers the core: the
@@ -118,8 +128,6 @@ def test_star_crossed_by_a_cosmic_ray_track_stays_and_bare_tracks_go(fwhm):
     so it keeps its weight, its CR flag, and is detected. The same tracks on
     empty sky, whose brightest stretch fits a narrow source as well, stay
     zeroed."""
-    from maxidetect.extract.sep_engine import detect
-
     img, pos = _field(n=320, fwhm=fwhm, seed=41)
     rng = np.random.default_rng(42)
     flags = np.zeros(img.shape, np.int32)
@@ -134,10 +142,7 @@ def test_star_crossed_by_a_cosmic_ray_track_stays_and_bare_tracks_go(fwhm):
         img += trk
         tracks.append(on)
         flags[ndimage.binary_dilation(on, structure=np.ones((3, 3), bool))] |= BIT["CR"]  # track and halo
-    img = img.astype(np.float32)
-    zero, flags, _ = fuse(img, flags, MapPolicy())
-    masked = detect(img, weight=(~zero).astype(np.float32)).catalog
-    x, y = np.asarray(masked["X_IMAGE"]) - 1, np.asarray(masked["Y_IMAGE"]) - 1
+    zero, flags, x, y = _fuse_and_detect(img, flags)
     for sx, sy in stars:
         assert not zero[int(round(sy)), int(round(sx))], (sx, sy)
         assert flags[int(round(sy)), int(round(sx))] & BIT["CR"]
@@ -154,8 +159,6 @@ def test_faint_star_next_to_a_bright_one_keeps_its_core(fwhm):
     (left out of the fit) hold, and never on the faint star (measured: 3 of
     6 kept at FWHM 1.9; on a second generator's elongated frame the S/N 26
     half of a pair 5 px apart lost)."""
-    from maxidetect.extract.sep_engine import detect
-
     img, pos = _field(n=320, fwhm=fwhm, seed=51)
     flags = np.zeros(img.shape, np.int32)
     free = [(x + 0.3, y + 0.4) for y in range(30, 300, 40) for x in range(30, 300, 40)
@@ -166,10 +169,7 @@ def test_faint_star_next_to_a_bright_one_keeps_its_core(fwhm):
         img += _star(img.shape, x + 2.6 * fwhm, y, 300 * NOISE * 2.266 * fwhm**2 / 2, fwhm)
         for xx in (x, x + 2.6 * fwhm):
             flags[int(round(y)) - 1:int(round(y)) + 2, int(round(xx)) - 1:int(round(xx)) + 2] |= BIT["CR"]
-    img = img.astype(np.float32)
-    zero, flags, _ = fuse(img, flags, MapPolicy())
-    masked = detect(img, weight=(~zero).astype(np.float32)).catalog
-    x, y = np.asarray(masked["X_IMAGE"]) - 1, np.asarray(masked["Y_IMAGE"]) - 1
+    zero, flags, x, y = _fuse_and_detect(img, flags)
     for fx, fy in faint:
         assert not zero[int(round(fy)), int(round(fx))], (fx, fy)
         assert np.hypot(x - fx, y - fy).min() < 1.5, (fx, fy)
