@@ -291,7 +291,7 @@ OUTLIER_SIGMA = 4.0
 
 
 def _source_under_track(d, var, cand, use_all, profiles, plane, aic_art, sig_psf, fit):
-    """*Source + partial artefact*: a cosmic-ray track across a source's core
+    """*Source + track*: a cosmic-ray track across a source's core
     covers the core and the track alike, so neither the source over every
     pixel (the track spoils it) nor the source outside the candidates (none
     of it is left) fits. The source is fitted over every pixel with the
