@@ -26,6 +26,7 @@ from calibrate_int8 import frames as calibration_frames  # noqa: E402
 from engine_profile import REAL, _masks, _on_grid  # noqa: E402
 
 from maxidetect.classes import CLASS_NAMES, ClassConfig  # noqa: E402
+from maxidetect.files import atomic_output  # noqa: E402
 from maxidetect.network.normalise import normalise  # noqa: E402
 from maxidetect.network.onnx_engine import ALIGN, OnnxForward, build_graph  # noqa: E402
 from maxidetect.network.quantise import INT8_LAYERS  # noqa: E402
@@ -120,7 +121,8 @@ def main(argv=None) -> int:
              f"| frame | {heads} | worst class: {heads} |", "|---|" + "---|" * (2 * len(ranges)), *rows, "",
              "Largest change of a class's pixel recall of the simulated truth against float32 (classes with >= 50 "
              "true pixels):", "", "| frame | statistic | class, change |", "|---|---|---|", *recall_rows, ""]
-    Path(args.out).write_text("\n".join(lines))
+    with atomic_output(Path(args.out)) as tmp:
+        Path(tmp).write_text("\n".join(lines))
     print("wrote", args.out)
     return 0
 

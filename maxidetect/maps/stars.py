@@ -274,9 +274,7 @@ def judge_object(d, rms, cand, others, sig_psf, shape=(1.0, 0.0)):
                 return True, model
     # A track across the core, last (the costliest model); not where the
     # candidates' peak is sharper than any source (a hit, not a star under one).
-    p = np.pad(d, 1, mode="edge")
-    side = 0.25 * (p[cy, cx + 1] + p[cy + 2, cx + 1] + p[cy + 1, cx] + p[cy + 1, cx + 2])
-    if steeper_than_psf(d[cy, cx] - side, d[cy, cx], rms[cy, cx], sig_psf):
+    if steeper_than_psf(d[cy, cx] - _side_mean(d)[cy, cx], d[cy, cx], rms[cy, cx], sig_psf):
         return False, None
     for profiles, fit in over_all:
         if fit[1] > 0 and fit[2] >= MIN_SOURCE_SNR:
@@ -404,6 +402,12 @@ def _along_line(d, own_pixels, lines) -> np.ndarray | None:
     return found
 
 
+def _side_mean(d: np.ndarray) -> np.ndarray:
+    """The mean of each pixel's four side neighbours (edges repeated)."""
+    p = np.pad(d, 1, mode="edge")
+    return 0.25 * (p[:-2, 1:-1] + p[2:, 1:-1] + p[1:-1, :-2] + p[1:-1, 2:])
+
+
 def steeper_than_psf(excess, level, rms, sig_psf: float, nsigma: float = 5.0):
     """Whether a pixel ``level`` above the background (or, negated, below it)
     and ``excess`` above the mean of its four side neighbours is steeper than
@@ -421,8 +425,7 @@ def _artefacts_on_wings(d, cand, rms, sig_psf, r_core: float, nsigma: float = 5.
     1 fits, centred on the pixel, by ``nsigma`` noise) and lie on a slope,
     not on a peak: with them replaced by their neighbours' mean, no local
     maximum above 3 sigma is within ``r_core``. bool like ``d``."""
-    p = np.pad(d, 1, mode="edge")
-    side = 0.25 * (p[:-2, 1:-1] + p[2:, 1:-1] + p[1:-1, :-2] + p[1:-1, 2:])
+    side = _side_mean(d)
     sharp = cand & steeper_than_psf(d - side, d, rms, sig_psf, nsigma)
     if not sharp.any():
         return sharp
