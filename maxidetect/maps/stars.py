@@ -3,7 +3,7 @@
 Before a pixel gets zero weight, every detected object whose core touches
 zero-weight candidates, and every group of candidates no such object
 reaches (a faint undersampled star is often missing from the frame's own
-smoothed catalogue), is tested against three models of its stamp, with the
+smoothed catalogue), is tested against models of its stamp, with the
 frame's noise:
 
 - *artefact*: a background plane outside the candidate pixels, which are
@@ -14,6 +14,10 @@ frame's noise:
   and angle, where the frame's PSF is elongated (tracking, optics);
 - *source + artefact*: the same source fitted on the pixels outside the
   candidates, which are free (a cosmic ray on a star);
+- *source + wings*: the source over every pixel plus two wider Gaussians
+  of free, non-negative amplitude (a bright undersampled star's Moffat
+  wings are far above any Gaussian of its core's width; a hit has no light
+  around it to gain from them);
 - *source + track*: the source over every pixel with the candidate pixels
   far above it set free (a cosmic-ray track across a star's core covers
   the whole core): it must stand out of the line the free pixels draw,
@@ -114,6 +118,101 @@ def _elliptical_profiles(shape, cy: int, cx: int, sig_psf: float, q: float, thet
     stack = np.asarray(out, np.float32)
     stack.flags.writeable = False
     return stack
+
+
+#: Wings of the *source + wings* model, x the core's width: two wider
+#: Gaussians of free, non-negative amplitude (a Moffat profile's wings,
+#: seeing halos: real stars have more light around the core than a Gaussian).
+_WING_WIDTHS = (1.7, 3.0)
+_WING_CORES = _WIDTHS[:3]  # a star's core is as wide as the PSF (galaxies have the wider Gaussians)
+
+
+@lru_cache(maxsize=32)  # ~1.5 MB each at most, only for stamps the Gaussian source did not explain
+def _wing_profiles(shape, cy: int, cx: int, sig_psf: float, q: float, theta: float) -> np.ndarray:
+    """Peak-normalised core and wing Gaussians around pixel (cy, cx), for
+    every core width (:data:`_WING_CORES`) and sub-pixel centre: (1 +
+    len(_WING_WIDTHS), n_w * n_off * n_off, h * w) float32, read-only;
+    elliptical (axis ratio ``q``, major axis at ``theta``) where ``q`` < 1."""
+    h, w = shape
+    dy = (np.arange(h)[None, :] - (cy + _OFFSETS)[:, None])[:, None, :, None]  # (n_off, 1, h, 1)
+    dx = (np.arange(w)[None, :] - (cx + _OFFSETS)[:, None])[None, :, None, :]  # (1, n_off, 1, w)
+    comps = []
+    for f in (1.0, *_WING_WIDTHS):
+        per_width = []
+        for k in _WING_CORES:
+            sig = f * k * sig_psf
+            if q < 1.0:
+                g = elliptical_gaussian(dx, dy, sig**2, q, theta)
+            else:  # pixel-integrated exactly
+                g = _pixel_gauss(dy, sig) * _pixel_gauss(dx, sig)
+            per_width.append((g / g.max(axis=(2, 3), keepdims=True)).reshape(-1, h * w))
+        comps.append(np.concatenate(per_width))
+    stack = np.asarray(comps, np.float32)
+    stack.flags.writeable = False
+    return stack
+
+
+def _fit_wings(d, var, use, stack, plane, top=4):
+    """Best (chi2 with model error, core amplitude, its S/N, source model) of
+    a plane + core + wings (:func:`_wing_profiles`, every amplitude free
+    and non-negative) over the grid of core widths and sub-pixel centres,
+    fitting only ``use`` pixels; (inf, 0, 0, None) when no model has
+    non-negative amplitudes. The normal equations are assembled by blocks:
+    the plane's is the same for every model, the others are products of
+    the profiles with the weighted plane or with each other."""
+    n_src, n_mod = stack.shape[:2]
+    w0 = np.where(use, 1.0 / var, 0.0).ravel()
+    dv, pv = d.ravel(), plane.reshape(3, -1)
+    prof = stack.astype(np.float64)  # (n_src, n_mod, pixels)
+    wprof = prof * w0
+    n_par = n_src + 3
+    normal = np.empty((n_mod, n_par, n_par))
+    for i in range(n_src):
+        for j in range(i, n_src):
+            normal[:, i, j] = normal[:, j, i] = np.einsum("mp,mp->m", wprof[i], prof[j])
+    cross = wprof @ pv.T  # (n_src, n_mod, 3)
+    normal[:, :n_src, n_src:] = cross.transpose(1, 0, 2)
+    normal[:, n_src:, :n_src] = cross.transpose(1, 2, 0)
+    normal[:, n_src:, n_src:] = (pv * w0) @ pv.T
+    normal += np.eye(n_par) * 1e-9 * np.trace(normal, axis1=1, axis2=2)[:, None, None]
+    rhs = np.concatenate([wprof @ dv, np.broadcast_to((pv * w0) @ dv, (n_mod, 3)).T])  # (n_par, n_mod)
+    coef = np.linalg.solve(normal, rhs.T[..., None])[..., 0]  # (n_mod, n_par)
+    ok = (coef[:, :n_src] >= 0).all(axis=1) & (coef[:, 0] > 0)
+    if not ok.any():
+        return np.inf, 0.0, 0.0, None
+    plain = np.where(ok, (w0 * dv * dv).sum() - np.einsum("mp,pm->m", coef, rhs), np.inf)
+    first = np.argsort(plain)[:min(top, int(ok.sum()))]
+    # Refitted once with the model error in the weights: on a bright star
+    # the plain fit bends the wings to mend the core's shape, which the
+    # model error forgives, and spoils the pixels around it.
+    basis = np.concatenate([prof[:, first], np.broadcast_to(pv[:, None, :], (3, len(first), dv.size))])
+    src = np.einsum("mc,cmp->mp", coef[first, :n_src], prof[:, first])
+    wm = np.where(use.ravel(), 1.0 / (var.ravel() + (MODEL_ERROR * src) ** 2), 0.0)  # (top, pixels)
+    normal_m = np.einsum("amp,mp,bmp->mab", basis, wm, basis)
+    normal_m += np.eye(n_par) * 1e-9 * np.trace(normal_m, axis1=1, axis2=2)[:, None, None]
+    coef_m = np.linalg.solve(normal_m, np.einsum("amp,mp,p->ma", basis, wm, dv)[..., None])[..., 0]
+    refit = (coef_m[:, :n_src] >= 0).all(axis=1) & (coef_m[:, 0] > 0)
+    coef_m = np.where(refit[:, None], coef_m, coef[first])
+    src = np.einsum("mc,cmp->mp", coef_m[:, :n_src], prof[:, first])
+    model = src + coef_m[:, n_src:] @ pv
+    var_m = var.ravel() + (MODEL_ERROR * src) ** 2
+    chi2 = np.where(use.ravel(), (dv - model) ** 2 / var_m, 0.0).sum(axis=1)
+    j = int(np.argmin(chi2))
+    k = int(first[j])
+    sig_a = np.sqrt(np.linalg.inv(normal[k])[0, 0])
+    return float(chi2[j]), float(coef_m[j, 0]), float(coef_m[j, 0] / sig_a), src[j].reshape(d.shape)
+
+
+def _light_around(d, var_m, model, use, cy: int, cx: int, fwhm: float) -> float:
+    """S/N of the light the source ``model`` leaves unexplained 1-3 FWHM
+    from (cy, cx): wings a Gaussian lacks are positive there, a hit's
+    (nothing around it) negative or none."""
+    yy, xx = np.ogrid[0:d.shape[0], 0:d.shape[1]]
+    r = np.hypot(yy - cy, xx - cx)
+    ring = use & (r >= fwhm) & (r <= 3.0 * fwhm)
+    if not ring.any():
+        return 0.0
+    return float((d - model)[ring].sum() / np.sqrt(var_m[ring].sum()))
 
 
 @lru_cache(maxsize=64)
@@ -272,10 +371,27 @@ def judge_object(d, rms, cand, others, sig_psf, shape=(1.0, 0.0)):
             # alone about one time in six under the AIC).
             if not extra and n_cand > 4 and chi2 - chi2_art < _lrt_limit(n_cand - 4):
                 return True, model
-    # A track across the core, last (the costliest model); not where the
-    # candidates' peak is sharper than any source (a hit, not a star under one).
+    # Not where the candidates' peak is sharper than any source (a hit, not a
+    # star): no wings, no track.
     if steeper_than_psf(d[cy, cx] - _side_mean(d)[cy, cx], d[cy, cx], rms[cy, cx], sig_psf):
         return False, None
+    # *Source + wings*: a bright undersampled star's Moffat wings are far
+    # above any Gaussian of its core's width (S/N 200 at FWHM 1.2 px: chi2
+    # twice the artefact's). Wings only add light around the core, so a hit
+    # (no light around it) gains nothing; one more parameter than the source.
+    n_par = 7 + len(_WING_WIDTHS)
+    for (py, px), (_, fit) in zip(sorted(centres), over_all, strict=True):
+        if fit[1] <= 0 or fit[2] < MIN_SOURCE_SNR:
+            continue
+        if _light_around(d, fit[5], fit[4], use_all, int(py), int(px), 2.3548 * sig_psf) <= 0.0:
+            continue  # no light around the core beyond the Gaussian's: no wings to fit
+        stack = _wing_profiles(tuple(d.shape), int(py), int(px), float(sig_psf),
+                               float(shape[0]) if shape[0] < ROUND_Q else 1.0, float(shape[1]))
+        chi2, amp, snr, model = _fit_wings(d, var, use_all, stack, plane)
+        if amp > 0 and snr >= MIN_SOURCE_SNR and (chi2 + 2 * n_par < aic_art or (
+                n_cand > n_par - 3 and chi2 - chi2_art < _lrt_limit(n_cand - (n_par - 3)))):
+            return True, model
+    # A track across the core, last (the costliest model).
     for profiles, fit in over_all:
         if fit[1] > 0 and fit[2] >= MIN_SOURCE_SNR:
             ok, model = _source_under_track(d, var, cand & use_all, use_all, profiles, plane, aic_art, sig_psf, fit)
@@ -499,10 +615,12 @@ def protect_sources(image_sub: np.ndarray, stats: FrameStats, candidates: np.nda
         if not ok:
             return False
         yy, xx = np.mgrid[y0:y1, x0:x1]
-        # Its footprint reaches one pixel past its core: the detection filter
-        # carries a zero-weight pixel's infinite noise one pixel (3x3 kernel),
-        # enough to erase a faint undersampled core next to it.
-        footprint = (model > 0.5 * stats.rms[sl]) | (np.hypot(yy - ref_y, xx - ref_x) <= stats.fwhm + 1.0)
+        # Its footprint reaches past its core: the detection filter carries a
+        # zero-weight pixel's infinite noise one pixel (3x3 kernel, diagonals
+        # too), enough to erase a faint undersampled core next to it or to
+        # leave it fewer pixels than the minimum area (FWHM 1.5 px: 4 left
+        # within FWHM + 1).
+        footprint = (model > 0.5 * stats.rms[sl]) | (np.hypot(yy - ref_y, xx - ref_x) <= max(stats.fwhm, 2.0) + 1.5)
         # One or two candidate pixels sharper than any PSF of the frame could
         # make them on a source's slope, off its peak (a hot pixel on a bright
         # star's wing, often deblended as an object of its own) are the
