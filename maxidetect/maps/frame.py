@@ -108,9 +108,10 @@ def measure_frame(image: np.ndarray, bad: np.ndarray | None = None, header=None,
     """Background, noise, sources and PSF of a raw 2-D image.
 
     ``bad``: pixels to leave out of the background (also overscan: its step
-    would ring through the background spline) and whose objects are not used
-    for the PSF (the defects the network found: cosmic rays and hot
-    pixels are sharp and would pass for an undersampled PSF). A frame whose
+    would ring through the background spline) and that alone do not make a
+    star for the PSF (the defects the network found: cosmic rays and hot
+    pixels are sharp and would pass for an undersampled PSF; see
+    :func:`_psf_fwhm`). A frame whose
     PSF cannot be measured (no stars, all noise, all saturated) gets
     :data:`DEFAULT_FWHM` and a :class:`MaxidetectWarning`.
     """
@@ -242,7 +243,9 @@ def _psf_fwhm(sub, objs, seg, rms, saturation_above_sky, bad) -> tuple[float | N
     the PSF's axis ratio and angle (1, 0 for a round PSF). The stars must be
     round (axis ratio > 0.6: no trails, no pairs) unless the more compact
     half of the bright isolated sources shares one elongation (a PSF drawn
-    out by tracking or optics): then those of that shape are the stars."""
+    out by tracking or optics): then those of that shape are the stars.
+    Objects with no significant light outside ``bad`` only join a width
+    that objects with some share."""
     if len(objs) < _MIN_STARS:
         return None, 0, 1.0, 0.0
     x, y = objs["x"], objs["y"]

@@ -615,12 +615,12 @@ def protect_sources(image_sub: np.ndarray, stats: FrameStats, candidates: np.nda
         if not ok:
             return False
         yy, xx = np.mgrid[y0:y1, x0:x1]
-        # Its footprint reaches past its core: the detection filter carries a
-        # zero-weight pixel's infinite noise one pixel (3x3 kernel, diagonals
-        # too), enough to erase a faint undersampled core next to it or to
-        # leave it fewer pixels than the minimum area (FWHM 1.5 px: 4 left
-        # within FWHM + 1).
-        footprint = (model > 0.5 * stats.rms[sl]) | (np.hypot(yy - ref_y, xx - ref_x) <= max(stats.fwhm, 2.0) + 1.5)
+        # Its footprint reaches one pixel past its core: the detection filter
+        # carries a zero-weight pixel's infinite noise one pixel (3x3 kernel),
+        # enough to erase a faint undersampled core next to it; and 3.5 px at
+        # least, or an undersampled core keeps fewer pixels than the minimum
+        # area (FWHM 1.5 px: 4 left within FWHM + 1).
+        footprint = (model > 0.5 * stats.rms[sl]) | (np.hypot(yy - ref_y, xx - ref_x) <= max(stats.fwhm + 1.0, 3.5))
         # One or two candidate pixels sharper than any PSF of the frame could
         # make them on a source's slope, off its peak (a hot pixel on a bright
         # star's wing, often deblended as an object of its own) are the
