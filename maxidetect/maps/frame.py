@@ -258,7 +258,7 @@ def _psf_fwhm(sub, objs, seg, rms, saturation_above_sky, bad) -> tuple[float | N
     # Cosmic rays mimic sharp stars, but in good seeing the network calls
     # the cores of the stars themselves cosmic rays: leaving out every object
     # it touches leaves the galaxies (FWHM 1.2 px measured 3.1). An object
-    # with no significant light (5 sigma) outside the network's hits only
+    # with no significant light (3 sigma) outside the network's hits only
     # counts towards a width that such objects share too: a cosmic ray's
     # light is all in its hit, a star's wings are not.
     clean = np.ones(len(objs), bool)

@@ -378,7 +378,7 @@ def judge_object(d, rms, cand, others, sig_psf, shape=(1.0, 0.0)):
     # *Source + wings*: a bright undersampled star's Moffat wings are far
     # above any Gaussian of its core's width (S/N 200 at FWHM 1.2 px: chi2
     # twice the artefact's). Wings only add light around the core, so a hit
-    # (no light around it) gains nothing; one more parameter than the source.
+    # (no light around it) gains nothing; two more parameters than the source.
     n_par = 7 + len(_WING_WIDTHS)
     for (py, px), (_, fit) in zip(sorted(centres), over_all, strict=True):
         if fit[1] <= 0 or fit[2] < MIN_SOURCE_SNR:
