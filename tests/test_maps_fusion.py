@@ -613,6 +613,24 @@ def test_fast_bin_medians_and_source_fit_equal_the_plain_computations():
     assert _plane_basis((17, 15)).shape == (3, 17, 15)
 
 
+@pytest.mark.parametrize("amp", [3.0, 20.0])
+def test_hot_column_in_good_seeing_is_a_column_not_a_trail(amp):
+    """A 1-px hot column segment in a FWHM 1.2 px frame: the trail search
+    fitted it 0.75 deg off the grid with sigma 1.0 px (wider than the 0.8 px
+    its column test allowed), masked a 9-px band end to end as a trail, and
+    the column search never saw it (a second generator's S/N 52 star 5 px
+    from it was lost). Its light is all in one column: it is left to the
+    column search, which zeroes that column only."""
+    img, flags, stars, _ = _good_seeing_field(71, n=640, n_stars=280, n_hits=0, flag_above=np.inf)
+    img = img.astype(np.float64)
+    img[20:620, 151] += amp * NOISE
+    zero, _, report = fuse(img.astype(np.float32), flags, MapPolicy())
+    assert not report.trails, report.trails
+    assert any(c.axis == 1 and c.index == 151 for c in report.columns), report.columns
+    assert zero[30:610, 151].mean() > 0.9  # stars across it keep their cores
+    assert zero[30:610, [148, 154]].mean() < 0.05
+
+
 def test_hot_column_segment_and_dead_row_are_found():
     img, _ = _field(seed=7)
     img[60:180, 100] += 3 * NOISE  # a hot segment of 120 px at 3 sigma per pixel

@@ -356,6 +356,23 @@ def _is_column(trail: Trail) -> bool:
     return min(ang, 90.0 - ang) < 1.0 and trail.sigma < 0.8
 
 
+def _one_pixel_line(z: np.ndarray, valid: np.ndarray, trail: Trail) -> bool:
+    """A line within 1.5 deg of the pixel grid whose light, summed along the
+    grid over its pixels, is nearly all (80%) in one column or row: a bad
+    column or row (the column search's business) that the fit tilted and
+    widened (a vertical 1-px column fitted 0.75 deg off, sigma 1.0 px). A
+    trail, even one along the grid, spreads over its PSF's width."""
+    ang = np.degrees(trail.theta) % 90.0
+    if min(ang, 90.0 - ang) >= 1.5:
+        return False
+    m = trail_mask(z.shape, trail, margin=0.0) & valid
+    if not m.any():
+        return False
+    axis = 0 if abs(np.cos(trail.theta)) > abs(np.sin(trail.theta)) else 1  # normal along x: sum rows per column
+    sums = np.clip(np.where(m, z, 0.0).sum(axis=axis), 0.0, None)
+    return bool(sums.sum() > 0 and sums.max() >= 0.8 * sums.sum())
+
+
 def _same(a: Trail, b: Trail) -> bool:
     """The same trail found twice: nearly parallel and close at a's middle."""
     dtheta = abs((a.theta - b.theta + np.pi / 2) % np.pi - np.pi / 2)
@@ -431,7 +448,7 @@ def find_trails(snr: np.ndarray, masked: np.ndarray, network_trl: np.ndarray | N
     for theta, rho, source, length in candidates:
         theta, rho = _refine_line(z, valid, theta, rho)
         t = _verify(z, valid, theta, rho, length, 3.0, source)
-        if t is None or _is_column(t) or any(_same(t, o) for o in trails):
+        if t is None or _is_column(t) or _one_pixel_line(z, valid, t) or any(_same(t, o) for o in trails):
             continue
         support = 0.0
         if network_trl is not None:
