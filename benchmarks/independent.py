@@ -154,8 +154,8 @@ def make_frame(seed: int, size: int = 1024, variant: str = "default"):
         light += trail
         truth[trail > 0.5 * np.sqrt(var_pix)] |= BIT["TRL"]
     grad = rng.uniform(-0.15, 0.15, 2) * sky / size
-    electrons = rng.poisson(np.clip((sky + grad[0] * (xx - size / 2) + grad[1] * (yy - size / 2) + light) * gain,
-                                    0, None)).astype(np.float64)
+    sky_map = sky + grad[0] * (xx - size / 2) + grad[1] * (yy - size / 2)
+    electrons = rng.poisson(np.clip((sky_map + light) * gain, 0, None)).astype(np.float64)
     image = electrons / gain + rng.normal(0.0, rdnoise / gain, (size, size))
     # Saturation: the excess of each run bleeds along its column, half each way.
     over = image > saturate
@@ -208,7 +208,7 @@ def make_frame(seed: int, size: int = 1024, variant: str = "default"):
     truth[y0:y1, x] |= BIT["HCL"]
     image = np.minimum(image, saturate)
     if spec.get("skysub"):
-        image -= sky + grad[0] * (xx - size / 2) + grad[1] * (yy - size / 2)
+        image -= sky_map
     image = image.astype(np.float32)
     x, y, f, kind, area_eff = (np.array(c) for c in zip(*rows, strict=True))
     snr = f / np.sqrt(f / gain + area_eff * var_pix)

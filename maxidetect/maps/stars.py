@@ -102,17 +102,18 @@ def _profiles(shape, cy, cx, sig_psf):
 
 
 @lru_cache(maxsize=32)  # ~20 MB at most, only on frames with an elongated PSF
-def _elliptical_profiles(shape, cy: int, cx: int, sig_psf: float, q: float, theta: float) -> np.ndarray:
+def _elliptical_profiles(shape, cy: int, cx: int, sig_psf: float, q: float, theta: float,
+                         widths=_WIDTHS) -> np.ndarray:
     """Peak-normalised elliptical Gaussians of an elongated PSF (axis ratio
     ``q``, major axis at ``theta`` from +x; ``sig_psf`` the geometric mean
-    sigma) for every width and sub-pixel centre around pixel (cy, cx):
+    sigma) for every width (x ``sig_psf``) and sub-pixel centre around pixel (cy, cx):
     (n_w, n_off, n_off, h, w) float32, read-only. Not separable: the pixel
     integration is approximated by a box's variance (1/12 px^2 per axis)."""
     h, w = shape
     dy = (np.arange(h)[None, :] - (cy + _OFFSETS)[:, None])[:, None, :, None]  # (n_off, 1, h, 1)
     dx = (np.arange(w)[None, :] - (cx + _OFFSETS)[:, None])[None, :, None, :]  # (1, n_off, 1, w)
     out = []
-    for k in _WIDTHS:
+    for k in widths:
         g = elliptical_gaussian(dx, dy, (k * sig_psf) ** 2, q, theta)
         out.append(g / g.max(axis=(2, 3), keepdims=True))
     stack = np.asarray(out, np.float32)
@@ -132,21 +133,18 @@ def _wing_profiles(shape, cy: int, cx: int, sig_psf: float, q: float, theta: flo
     """Peak-normalised core and wing Gaussians around pixel (cy, cx), for
     every core width (:data:`_WING_CORES`) and sub-pixel centre: (1 +
     len(_WING_WIDTHS), n_w * n_off * n_off, h * w) float32, read-only;
-    elliptical (axis ratio ``q``, major axis at ``theta``) where ``q`` < 1."""
+    the source's own profiles (:func:`_axis_profiles`, elliptical where
+    ``q`` < 1: :func:`_elliptical_profiles`) at the wider widths."""
     h, w = shape
-    dy = (np.arange(h)[None, :] - (cy + _OFFSETS)[:, None])[:, None, :, None]  # (n_off, 1, h, 1)
-    dx = (np.arange(w)[None, :] - (cx + _OFFSETS)[:, None])[None, :, None, :]  # (1, n_off, 1, w)
     comps = []
     for f in (1.0, *_WING_WIDTHS):
-        per_width = []
-        for k in _WING_CORES:
-            sig = f * k * sig_psf
-            if q < 1.0:
-                g = elliptical_gaussian(dx, dy, sig**2, q, theta)
-            else:  # pixel-integrated exactly
-                g = _pixel_gauss(dy, sig) * _pixel_gauss(dx, sig)
-            per_width.append((g / g.max(axis=(2, 3), keepdims=True)).reshape(-1, h * w))
-        comps.append(np.concatenate(per_width))
+        widths = tuple(f * k for k in _WING_CORES)
+        if q < 1.0:
+            g = _elliptical_profiles(shape, cy, cx, sig_psf, q, theta, widths)
+        else:
+            gy, gx = _axis_profiles(h, int(cy), sig_psf, widths), _axis_profiles(w, int(cx), sig_psf, widths)
+            g = gy[:, :, None, :, None] * gx[:, None, :, None, :]
+        comps.append(g.reshape(-1, h * w))
     stack = np.asarray(comps, np.float32)
     stack.flags.writeable = False
     return stack

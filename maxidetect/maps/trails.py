@@ -350,20 +350,18 @@ def _median_smooth(a: np.ndarray, size: int, step: int = 2) -> np.ndarray:
     return np.repeat(np.repeat(med, step, axis=0), step, axis=1)[:a.shape[0], :a.shape[1]]
 
 
-def _is_column(trail: Trail) -> bool:
-    """A one-pixel line along a column or a row: the column search's business."""
+def _is_column(trail: Trail, z: np.ndarray, valid: np.ndarray) -> bool:
+    """A one-pixel line along a column or a row: the column search's business.
+    Fitted so (within 1 deg of the grid, sigma under 0.8 px), or within 1.5
+    deg with its light, summed along the grid over its pixels, nearly all
+    (80%) in one column or row (the fit tilts and widens a bad column: a
+    vertical 1-px column fitted 0.75 deg off, sigma 1.0 px). A trail, even
+    one along the grid, spreads over its PSF's width."""
     ang = np.degrees(trail.theta) % 90.0
-    return min(ang, 90.0 - ang) < 1.0 and trail.sigma < 0.8
-
-
-def _one_pixel_line(z: np.ndarray, valid: np.ndarray, trail: Trail) -> bool:
-    """A line within 1.5 deg of the pixel grid whose light, summed along the
-    grid over its pixels, is nearly all (80%) in one column or row: a bad
-    column or row (the column search's business) that the fit tilted and
-    widened (a vertical 1-px column fitted 0.75 deg off, sigma 1.0 px). A
-    trail, even one along the grid, spreads over its PSF's width."""
-    ang = np.degrees(trail.theta) % 90.0
-    if min(ang, 90.0 - ang) >= 1.5:
+    off = min(ang, 90.0 - ang)
+    if off < 1.0 and trail.sigma < 0.8:
+        return True
+    if off >= 1.5:
         return False
     m = trail_mask(z.shape, trail, margin=0.0) & valid
     if not m.any():
@@ -448,7 +446,7 @@ def find_trails(snr: np.ndarray, masked: np.ndarray, network_trl: np.ndarray | N
     for theta, rho, source, length in candidates:
         theta, rho = _refine_line(z, valid, theta, rho)
         t = _verify(z, valid, theta, rho, length, 3.0, source)
-        if t is None or _is_column(t) or _one_pixel_line(z, valid, t) or any(_same(t, o) for o in trails):
+        if t is None or _is_column(t, z, valid) or any(_same(t, o) for o in trails):
             continue
         support = 0.0
         if network_trl is not None:
