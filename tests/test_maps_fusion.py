@@ -813,3 +813,36 @@ def test_a_faint_star_centred_on_a_trail_keeps_its_core(fwhm, flux):
         zero, _, report = fuse(img.astype(np.float32), np.zeros(img.shape, np.int32), MapPolicy())
         assert len(report.trails) == 1
         assert not zero[int(round(sy)), int(round(sx))], seed
+
+
+@pytest.mark.parametrize("square", [False, True])
+def test_dilate_is_ndimage_binary_dilation(square):
+    """The shifted-OR dilation gives ndimage's result exactly, at the borders
+    too, for every iteration count the maps use and thin or one-pixel arrays."""
+    from maxidetect.maps.morph import dilate
+
+    rng = np.random.default_rng(3)
+    structure = np.ones((3, 3), bool) if square else None
+    for shape in [(1, 1), (1, 9), (7, 1), (5, 5), (31, 17)]:
+        for p in (0.0, 0.02, 0.3):
+            m = rng.random(shape) < p
+            for n in range(1, 7):
+                want = ndimage.binary_dilation(m, structure=structure, iterations=n)
+                np.testing.assert_array_equal(dilate(m, n, square=square), want)
+    m = rng.random((8, 8)) < 0.2
+    assert dilate(m, 0) is not m and (dilate(m, 0) == m).all()
+
+
+def test_frame_measured_on_a_given_background_is_the_same():
+    """fuse measures the background first (L.A.Cosmic starts on it) and the
+    sources on it: the same statistics as measuring all at once."""
+    from maxidetect.maps.frame import measure_background
+
+    img, _ = _field(seed=4)
+    bad = np.zeros(img.shape, bool)
+    bad[100:103, 50:53] = True
+    once = measure_frame(img, bad=bad)
+    split = measure_frame(img, bad=bad, background=measure_background(img, bad=bad))
+    assert split.fwhm == once.fwhm and split.globalrms == once.globalrms and split.saturation == once.saturation
+    np.testing.assert_array_equal(split.back, once.back)
+    np.testing.assert_array_equal(split.segmentation, once.segmentation)

@@ -14,8 +14,9 @@ import numpy as np
 import sep
 
 from maxidetect.errors import MaxidetectWarning
+from maxidetect.maps.morph import dilate
 
-__all__ = ["FrameStats", "measure_frame", "elliptical_gaussian", "DEFAULT_FWHM"]
+__all__ = ["Background", "FrameStats", "measure_background", "measure_frame", "elliptical_gaussian", "DEFAULT_FWHM"]
 
 #: The PSF FWHM [pix] assumed when the frame has too few clean stars to measure it.
 DEFAULT_FWHM = 3.0
@@ -79,11 +80,9 @@ class FrameStats:
     def source_mask(self, grow: int = 2) -> np.ndarray:
         """Footprints of the compact objects, grown by ``grow`` pixels (line-like
         objects, i.e. trails and bad columns, are left visible)."""
-        from scipy import ndimage
-
         keep = np.concatenate([[False], self.compact])
         m = keep[self.segmentation]
-        return ndimage.binary_dilation(m, iterations=grow) if grow > 0 and m.any() else m
+        return dilate(m, grow) if grow > 0 else m
 
     def snr(self, image: np.ndarray) -> np.ndarray:
         """(image - background) / rms, float32."""
@@ -104,24 +103,38 @@ def _saturation(image: np.ndarray, header) -> float:
     return 0.98 * top if np.count_nonzero(image >= 0.999 * top) >= 9 else np.inf
 
 
-def measure_frame(image: np.ndarray, bad: np.ndarray | None = None, header=None, mesh: int = 64) -> FrameStats:
-    """Background, noise, sources and PSF of a raw 2-D image.
+@dataclass
+class Background:
+    """A frame's SEP background and noise: the first step of
+    :func:`measure_frame`, and all L.A.Cosmic needs (it starts on these while
+    the frame's sources and PSF are measured).
 
-    ``bad``: pixels to leave out of the background (also overscan: its step
-    would ring through the background spline) and that alone do not make a
-    star for the PSF (the defects the network found: cosmic rays and hot
-    pixels are sharp and would pass for an undersampled PSF; see
-    :func:`_psf_fwhm`). A frame whose
-    PSF cannot be measured (no stars, all noise, all saturated) gets
-    :data:`DEFAULT_FWHM` and a :class:`MaxidetectWarning`.
+    Attributes
+    ----------
+    data : float64 (H, W)
+        The image, non-finite pixels set to 0.
+    back, rms : float32 (H, W)
+    globalrms, saturation : float
+        As in :class:`FrameStats`.
     """
+
+    data: np.ndarray
+    back: np.ndarray
+    rms: np.ndarray
+    globalrms: float
+    saturation: float
+
+
+def measure_background(image: np.ndarray, bad: np.ndarray | None = None, header=None,
+                       mesh: int = 64) -> Background:
+    """SEP background and noise of a raw 2-D image (``mesh`` px meshes, ``bad``
+    and non-finite pixels left out) and its saturation level."""
     data = np.asarray(image, np.float64)
     finite = np.isfinite(data)
     data = np.where(finite, data, 0.0)
     mask = ~finite if bad is None else (bad | ~finite)
     h, w = data.shape
-    bw, bh = min(mesh, w), min(mesh, h)
-    bkg = sep.Background(data, mask=mask, bw=bw, bh=bh, fw=3, fh=3)
+    bkg = sep.Background(data, mask=mask, bw=min(mesh, w), bh=min(mesh, h), fw=3, fh=3)
     back = bkg.back().astype(np.float32)
     rms = bkg.rms().astype(np.float32)
     good = rms > 0
@@ -129,8 +142,27 @@ def measure_frame(image: np.ndarray, bad: np.ndarray | None = None, header=None,
         rms[:] = max(float(bkg.globalrms), 1e-6)
     elif not good.all():
         rms[~good] = float(np.median(rms[good]))
+    return Background(data=data, back=back, rms=rms, globalrms=float(bkg.globalrms),
+                      saturation=_saturation(data, header))
+
+
+def measure_frame(image: np.ndarray, bad: np.ndarray | None = None, header=None, mesh: int = 64,
+                  background: Background | None = None) -> FrameStats:
+    """Background, noise, sources and PSF of a raw 2-D image.
+
+    ``bad``: pixels to leave out of the background (also overscan: its step
+    would ring through the background spline) and that alone do not make a
+    star for the PSF (the defects the network found: cosmic rays and hot
+    pixels are sharp and would pass for an undersampled PSF; see
+    :func:`_psf_fwhm`). ``background``: :func:`measure_background` of the
+    same image, ``bad``, ``header`` and ``mesh``, when already made. A frame whose
+    PSF cannot be measured (no stars, all noise, all saturated) gets
+    :data:`DEFAULT_FWHM` and a :class:`MaxidetectWarning`.
+    """
+    bg = measure_background(image, bad, header, mesh) if background is None else background
+    data, back, rms, sat = bg.data, bg.back, bg.rms, bg.saturation
+    h, w = data.shape
     sub = data - back
-    sat = _saturation(data, header)
     sep.set_extract_pixstack(max(300000, data.size))
     sep.set_sub_object_limit(4096)
     kernel = np.array([[1, 2, 1], [2, 4, 2], [1, 2, 1]], np.float32) / 16.0
@@ -151,7 +183,7 @@ def measure_frame(image: np.ndarray, bad: np.ndarray | None = None, header=None,
         compact = ((ratio > 0.3) & (objs["b"] > 0.6)) | (bright & (ratio > 0.12))
     else:
         compact = np.zeros(0, bool)
-    return FrameStats(back=back, rms=rms, globalrms=float(bkg.globalrms), objects=objs,
+    return FrameStats(back=back, rms=rms, globalrms=bg.globalrms, objects=objs,
                       segmentation=np.asarray(seg, np.int32), compact=compact, fwhm=fwhm or DEFAULT_FWHM,
                       fwhm_measured=fwhm is not None, n_psf_stars=n, saturation=sat,
                       psf_q=q if fwhm is not None else 1.0, psf_theta=theta if fwhm is not None else 0.0)

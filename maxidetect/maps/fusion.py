@@ -39,7 +39,8 @@ from scipy import ndimage
 from maxidetect.classes import CLASSES
 from maxidetect.errors import MaxidetectWarning
 from maxidetect.maps.columns import LineDefect, column_model, edge_blocks, find_column_defects
-from maxidetect.maps.frame import FrameStats, measure_frame
+from maxidetect.maps.frame import Background, FrameStats, measure_background, measure_frame
+from maxidetect.maps.morph import dilate
 from maxidetect.maps.policy import MapPolicy
 from maxidetect.maps.spikes import on_spikes
 from maxidetect.maps.stars import protect_sources, steeper_than_psf
@@ -94,9 +95,7 @@ def _noise_estimate(image: np.ndarray) -> float:
 
 
 def _grow(mask: np.ndarray, n: int) -> np.ndarray:
-    if n <= 0 or not mask.any():
-        return mask
-    return ndimage.binary_dilation(mask, structure=np.ones((3, 3), bool), iterations=n)
+    return mask if n <= 0 or not mask.any() else dilate(mask, n, square=True)
 
 
 def _label_max(values: np.ndarray, lab: np.ndarray, n: int) -> np.ndarray:
@@ -153,9 +152,11 @@ WING_SIGMA = 4.0  # a cosmic ray's flag reaches neighbours at least this far abo
 REFUTE_MIN_PEAK = 20.0
 
 
-def cosmic_rays(image: np.ndarray, stats: FrameStats, header=None, pad: int = 8) -> np.ndarray | None:
+def cosmic_rays(image: np.ndarray, stats: FrameStats | Background, header=None,
+                pad: int = 8) -> np.ndarray | None:
     """L.A.Cosmic (astroscrappy) mask, on a frame padded by reflection so
-    the edges are searched too; None if astroscrappy is missing."""
+    the edges are searched too; None if astroscrappy is missing. ``stats``:
+    the frame's background, noise and saturation level."""
     try:
         import astroscrappy
     except ImportError:
@@ -193,7 +194,7 @@ def _lacosmic_false_alarms(alone: np.ndarray, z: np.ndarray, col_lines: np.ndarr
     (its own noise model trusts the header's gain), and, inside diffuse light
     (fringes, nebulae, bright background, whose filaments pass its
     fine-structure test), under ``min_peak_diffuse``."""
-    ring = alone & ndimage.binary_dilation(col_lines | dead, iterations=2)
+    ring = alone & dilate(col_lines | dead, 2)
     out = ring | (alone & (named | (z < 1.5)))
     rest = alone & ~out
     if rest.any():
@@ -246,22 +247,24 @@ def fuse(image: np.ndarray, flags: np.ndarray, policy: MapPolicy,
     if act["OV"] != "none":
         flags[sky_free] |= BIT["OV"]
     overscan = net("OV") | sky_free
-    overscan = ndimage.binary_dilation(overscan, iterations=3) if overscan.any() else overscan
+    overscan = dilate(overscan, 3)
+    background = measure_background(image, bad=sharp | overscan, header=header)
+    # L.A.Cosmic needs only the frame's background and noise: it runs in a
+    # thread while the sources, PSF, trails and columns are measured
+    # (astroscrappy releases the GIL for much of its work; same result, ~1 s
+    # less on a 2048^2 frame).
+    pool = ThreadPoolExecutor(max_workers=1) if act["CR"] != "none" else None
+    lacos_job = pool.submit(cosmic_rays, image, background, header) if pool is not None else None
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", MaxidetectWarning)
-        stats = measure_frame(image, bad=sharp | overscan, header=header)
+        stats = measure_frame(image, bad=sharp | overscan, header=header, background=background)
     for w in caught:
         warnings.warn(str(w.message), MaxidetectWarning, stacklevel=2)
     report.fwhm, report.fwhm_measured = stats.fwhm, stats.fwhm_measured
     report.psf_q, report.psf_theta = stats.psf_q, stats.psf_theta
-    # L.A.Cosmic needs only the frame's statistics: it runs in a thread while
-    # trails, columns and stars are searched (astroscrappy releases the GIL
-    # for much of its work; same result, ~0.7 s less on a 2048^2 frame).
-    pool = ThreadPoolExecutor(max_workers=1) if act["CR"] != "none" else None
-    lacos_job = pool.submit(cosmic_rays, image, stats, header) if pool is not None else None
     z = stats.snr(image)
     saturated = net("SAT") | (np.isfinite(stats.saturation) & (np.nan_to_num(image) >= stats.saturation))
-    around_sat = ndimage.binary_dilation(saturated, iterations=5) if saturated.any() else saturated
+    around_sat = dilate(saturated, 5)
     # Spikes come out of bright (saturated) stars: the network's SP components
     # that touch one are left out of the trail search; elsewhere the network
     # calls a trail a spike as often (measured), and the search decides.
@@ -272,7 +275,7 @@ def fuse(image: np.ndarray, flags: np.ndarray, policy: MapPolicy,
         # and without a saturated pixel it has no distance to give: nothing is near a star)
         near = (ndimage.distance_transform_cdt(~saturated, metric="taxicab") <= 25) if saturated.any() else saturated
         near_star = np.unique(lab[near & (lab > 0)])
-        spikes = ndimage.binary_dilation(np.isin(lab, near_star[near_star > 0]), iterations=3)
+        spikes = dilate(np.isin(lab, near_star[near_star > 0]), 3)
     masked = stats.source_mask(2) | around_sat | spikes | overscan | sharp
     # Diffuse light the network found (fringes, nebulae) has stripes and kinks
     # that pass for columns: left out of their search (trails are checked for
@@ -382,7 +385,7 @@ def fuse(image: np.ndarray, flags: np.ndarray, policy: MapPolicy,
         comp, n = ndimage.label(point & ~independent, structure=np.ones((3, 3), bool))
         if n and stars.any():
             touch = np.zeros(n + 1, bool)
-            touch[comp[ndimage.binary_dilation(stars[sat_lab], iterations=2) & (comp > 0)]] = True
+            touch[comp[dilate(stars[sat_lab], 2) & (comp > 0)]] = True
             touch[0] = False
             released = released | touch[comp]
     report.tested, report.sources_protected = result.n_tested, result.n_sources
@@ -419,7 +422,7 @@ def fuse(image: np.ndarray, flags: np.ndarray, policy: MapPolicy,
     # (its footprint: a pixel left zero on a faint star's wing must not grow into its core).
     cr_zero = zero & (net("CR") | (lacos if lacos is not None else False))
     if cr_zero.any() and act["CR"] == "zero":
-        zero |= (ndimage.binary_dilation(cr_zero, structure=np.ones((3, 3), bool)) & ~released & ~result.protected
+        zero |= (dilate(cr_zero, 1, square=True) & ~released & ~result.protected
                  & ~saturated)
     if act["CR"] != "none":
         # A track's bright wings: both finders stop short of pixels still well
@@ -430,7 +433,7 @@ def fuse(image: np.ndarray, flags: np.ndarray, policy: MapPolicy,
         cr = net("CR")
         other_lines = net("SP") | net("TRL") | trl_line
         # Nor into a source rule 1 released: its brightness is the source's.
-        flags[ndimage.binary_dilation(cr & ~other_lines, structure=np.ones((3, 3), bool)) & ~cr & ~other_lines
+        flags[dilate(cr & ~other_lines, 1, square=True) & ~cr & ~other_lines
               & (z >= WING_SIGMA) & ~saturated & ~released] |= BIT["CR"]
     if act["CR"] != "none" and saturated.any():
         # The sharp pixels of diffraction spikes pass for cosmic rays (the

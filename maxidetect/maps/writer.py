@@ -18,7 +18,6 @@ from pathlib import Path
 
 import numpy as np
 from astropy.io import fits
-from scipy import ndimage
 
 from maxidetect.classes import CLASSES
 from maxidetect.errors import InputError, MaxidetectWarning
@@ -36,6 +35,7 @@ from maxidetect.files import (
     select_hdus,
 )
 from maxidetect.maps.fusion import fuse
+from maxidetect.maps.morph import dilate
 from maxidetect.maps.policy import ACTIONS, MapPolicy
 from maxidetect.masks.maker import MASK_SUFFIX, MaskMaker
 from maxidetect.timing import stage
@@ -77,9 +77,7 @@ class MapSet:
 
 
 def _grow(mask: np.ndarray, n: int) -> np.ndarray:
-    if n <= 0 or not mask.any():
-        return mask
-    return ndimage.binary_dilation(mask, structure=np.ones((3, 3), bool), iterations=n)
+    return mask if n <= 0 or not mask.any() else dilate(mask, n, square=True)
 
 
 def noise_weight(image: np.ndarray, bad: np.ndarray | None = None, mesh: int = 64) -> np.ndarray:

@@ -41,6 +41,7 @@ from scipy.spatial import cKDTree
 
 from maxidetect.classes import CLASSES
 from maxidetect.extract.segments import Segments
+from maxidetect.maps.morph import dilate
 from maxidetect.maps.spikes import spike_distance
 
 __all__ = ["FEATURES", "FLAG_CLASSES", "detection_features"]
@@ -127,9 +128,9 @@ def _zero_split(seg, zero, flux_of_label, ids) -> np.ndarray:
     h, w = seg.shape
     if not zero.any():
         return np.full(len(ids), _NO_SPLIT)
-    near = ndimage.binary_dilation(zero, np.ones((3, 3), bool), iterations=_KERNEL_REACH)
+    near = dilate(zero, _KERNEL_REACH, square=True)
     free = near & (seg == 0)  # pixels a gap may cross
-    start = np.flatnonzero(((seg > 0) & ndimage.binary_dilation(free, np.ones((3, 3), bool))).ravel())
+    start = np.flatnonzero(((seg > 0) & dilate(free, 1, square=True)).ravel())
     y0, x0 = np.divmod(start, w)
     lab0 = seg.ravel()[start]
     best = {}
