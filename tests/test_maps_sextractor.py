@@ -107,6 +107,30 @@ def test_streamed_map_files_equal_in_memory_maps(maker, tmp_path, monkeypatch, p
     np.testing.assert_array_equal(fits.getdata(f), expect.flag)
 
 
+@pytest.mark.parametrize("policy", [MapPolicy(), MapPolicy(fuse=False, noise=False)], ids=["fused", "network"])
+def test_pixels_without_data_get_zero_weight(maker, tmp_path, policy):
+    """NaN (a resampled frame's blank corner, a hole) and inf pixels have no
+    measurement: weight 0 in every route, also where the network's
+    normalisation overwrites the image; and inf does not overflow
+    L.A.Cosmic's electrons (a RuntimeWarning before)."""
+    import warnings
+
+    with fits.open(real("fitswcs_tpv_ctio_mosaic2.fits")) as h:
+        img = h[0].data[384:512, 300:620].astype(np.float32)
+    img[40:70, 100:140] = np.nan  # inside the frame: no edge statistics to catch it
+    img[:12, :20] = np.nan
+    img[100, 200:203] = np.inf
+    missing = ~np.isfinite(img)
+    path = _write(tmp_path / "holes.fits", img)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        ms = compute_maps(img.copy(), maker, policy, inplace=True)
+        w, _ = write_maps(path, maker, policy, reuse_masks=False)
+    for weight in (ms.weight, fits.getdata(w)):
+        assert (weight[missing] == 0).all()
+        assert (weight[~missing] > 0).mean() > 0.95
+
+
 def test_write_maps_single_and_mef_layout(maker, tmp_path):
     ctio = shutil.copy(real("fitswcs_tpv_ctio_mosaic2.fits"), tmp_path / "ctio.fits")
     w, f = write_maps(ctio, maker)

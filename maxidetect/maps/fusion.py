@@ -161,7 +161,11 @@ def cosmic_rays(image: np.ndarray, stats: FrameStats | Background, header=None,
         import astroscrappy
     except ImportError:
         return None
-    data = np.nan_to_num(np.asarray(image, np.float32))
+    data = np.asarray(image, np.float32)
+    finite = np.isfinite(data)
+    # Pixels without data get the background: zeros (or inf's float32
+    # maximum) beside the sky would make edges of their own for its Laplacian.
+    data = data if finite.all() else np.where(finite, data, stats.back)
     sky = float(np.median(stats.back))
     noise = max(stats.globalrms, 1e-6)
     gain = _header_float(header, ("GAIN", "EGAIN", "CCDGAIN"), 0.0)

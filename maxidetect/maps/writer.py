@@ -117,6 +117,14 @@ class _Accumulator:
         self.flag = np.zeros(shape, np.int32) if keep_flag else None
         self.zero = {}  # growth [pix] -> bool mask
         self.soft = np.ones(shape, np.float32) if policy.soft else None
+        self.missing = None  # pixels without data: weight 0, whatever the policy
+
+    def mark_missing(self, image) -> None:
+        """Record the image's non-finite pixels (NaN borders of resampled
+        frames, inf): no measurement there, so weight 0 in every map."""
+        if image is not None:
+            bad = ~np.isfinite(np.asarray(image))
+            self.missing = bad if bad.any() else None
 
     def add(self, ys, xs, masks, probs=None) -> np.ndarray:
         f = self.flag[ys, xs] if self.flag is not None else np.zeros(masks.shape[1:], np.int32)
@@ -155,6 +163,8 @@ class _Accumulator:
             band = slice(y0, y0 + rows)
             w = self.soft[band] if self.soft is not None else np.ones((zero[band].shape[0], self.shape[1]), np.float32)
             w[zero[band]] = 0.0
+            if self.missing is not None:
+                w[self.missing[band]] = 0.0
             if noise is not None:
                 w *= noise[band]
             if user_weight is not None:
@@ -198,6 +208,7 @@ def compute_maps(
         raise ValueError(f"maps need a 2-D image, got shape {image.shape}")
     thresh = maker.config.thresholds[list(maker.selected)].astype(np.float32)[:, None, None]
     acc = _Accumulator(image.shape, maker, policy)
+    acc.mark_missing(image)
     for (ys, xs), p in maker.iter_blocks(image, owned=inplace and not (policy.noise or policy.fuse)):
         acc.add(ys, xs, p > thresh, p)
     return acc.finish(image, user_weight, header)
@@ -211,6 +222,7 @@ def maps_from_masks(masks: np.ndarray, maker: MaskMaker, policy: MapPolicy | Non
     policy = policy or MapPolicy()
     masks = np.asarray(masks, bool)
     acc = _Accumulator(masks.shape[1:], maker, policy)
+    acc.mark_missing(image)
     acc.add(slice(None), slice(None), masks)
     return acc.finish(image, user_weight, header)
 
@@ -328,6 +340,7 @@ def _stream_maps(image, maker: MaskMaker, policy: MapPolicy, user_weight, masks,
     whole frame: its flags are kept, fused, then written with the fusion's
     header cards."""
     acc = _Accumulator(image.shape, maker, policy, keep_flag=policy.fuse)
+    acc.mark_missing(image)  # before the network may overwrite the image with its normalised version
     slots = None
 
     def open_slots(extra=()):
