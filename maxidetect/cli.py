@@ -21,7 +21,7 @@ import warnings
 from dataclasses import fields
 from pathlib import Path
 
-from maxidetect.errors import MaxidetectError
+from maxidetect.errors import MaxidetectError, MaxidetectWarning
 from maxidetect.settings import (
     SETTINGS,
     ExtractSettings,
@@ -287,7 +287,11 @@ def cmd_track(args) -> int:
     for spec in specs:
         t0 = time.perf_counter()
         try:
-            got = tracker.score_file(spec)
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always", MaxidetectWarning)
+                got = tracker.score_file(spec)
+            for w in caught:
+                progress.write(f"maxidetect: warning: {w.message}", err=True)
         except (MaxidetectError, OSError, ValueError) as exc:
             failures += 1
             progress.write(f"maxidetect: failed: {exc}", err=True)

@@ -20,11 +20,13 @@ its image HDUs; above the threshold the verdict is ``trailed``.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from maxidetect.errors import MaxidetectWarning
 from maxidetect.files import atomic_output
 from maxidetect.network import onnx_proto
 
@@ -162,6 +164,10 @@ class Tracker:
         norm = normalise(image)
         h, w = norm.shape
         if h < TILE or w < TILE:
+            # The network was trained on whole 400 px tiles: on a padded cut-out
+            # its score swings from 0 to 1 with the cut (measured on a real frame).
+            warnings.warn(f"image {h}x{w} is smaller than MaxiTrack's {TILE}x{TILE} tile (padded): "
+                          "its score is not reliable", MaxidetectWarning, stacklevel=2)
             pad = np.zeros((max(h, TILE), max(w, TILE)), np.float32)
             y0, x0 = (pad.shape[0] - h) // 2, (pad.shape[1] - w) // 2
             pad[y0:y0 + h, x0:x0 + w] = norm
@@ -211,7 +217,11 @@ class Tracker:
                     data = hdu.data
                 except Exception as exc:
                     raise InputError(f"{spec.path}[{index}]: cannot read image data ({exc})") from None
-                p, n = self.score_image(data)
+                with warnings.catch_warnings(record=True) as caught:
+                    warnings.simplefilter("always", MaxidetectWarning)
+                    p, n = self.score_image(data)
+                for w in caught:
+                    warnings.warn(f"{spec.path}[{index}]: {w.message}", MaxidetectWarning, stacklevel=2)
                 rows.append(TrackResult(str(spec.path), str(index), p, self.verdict(p), n))
         if not rows:
             raise InputError(f"{spec.path}: no 2-D or 3-D image HDU to score")
