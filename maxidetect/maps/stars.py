@@ -51,6 +51,7 @@ from scipy import ndimage
 from scipy.special import erf
 
 from maxidetect.maps.frame import FrameStats, elliptical_gaussian
+from maxidetect.maps.morph import dilate
 
 __all__ = ["ReleaseResult", "protect_sources", "steeper_than_psf", "MODEL_ERROR", "MIN_SOURCE_SNR"]
 
@@ -309,20 +310,6 @@ def _lrt_limit(dof: int) -> float:
     return float(chi2.ppf(1.0 - SOURCE_ALPHA, dof))
 
 
-def _dilate_cross(mask: np.ndarray, n: int) -> np.ndarray:
-    """``mask`` grown ``n`` times by its 4 side neighbours (ndimage's default
-    binary dilation, without its per-call cost on a stamp)."""
-    out = mask
-    for _ in range(n):
-        grown = out.copy()
-        grown[1:] |= out[:-1]
-        grown[:-1] |= out[1:]
-        grown[:, 1:] |= out[:, :-1]
-        grown[:, :-1] |= out[:, 1:]
-        out = grown
-    return out
-
-
 def judge_object(d, rms, cand, others, sig_psf, shape=(1.0, 0.0)):
     """Judge one stamp: returns (is_source, source_model or None).
 
@@ -339,7 +326,7 @@ def judge_object(d, rms, cand, others, sig_psf, shape=(1.0, 0.0)):
     # Centres tried: the candidates' peak, and the brightest pixel just
     # outside them (a star whose core the candidates cover only in part).
     cy, cx = np.unravel_index(np.argmax(np.where(cand & use_all, d, -np.inf)), d.shape)  # not a neighbour's peak
-    ring = _dilate_cross(cand, 2) & use_out
+    ring = dilate(cand, 2) & use_out
     centres = {(cy, cx)}
     if ring.any():
         centres.add(np.unravel_index(np.argmax(np.where(ring, d, -np.inf)), d.shape))
