@@ -111,14 +111,11 @@ class Background:
 
     Attributes
     ----------
-    data : float64 (H, W)
-        The image, non-finite pixels set to 0.
     back, rms : float32 (H, W)
     globalrms, saturation : float
         As in :class:`FrameStats`.
     """
 
-    data: np.ndarray
     back: np.ndarray
     rms: np.ndarray
     globalrms: float
@@ -129,9 +126,7 @@ def measure_background(image: np.ndarray, bad: np.ndarray | None = None, header=
                        mesh: int = 64) -> Background:
     """SEP background and noise of a raw 2-D image (``mesh`` px meshes, ``bad``
     and non-finite pixels left out) and its saturation level."""
-    data = np.asarray(image, np.float64)
-    finite = np.isfinite(data)
-    data = np.where(finite, data, 0.0)
+    data, finite = _finite_data(image)
     mask = ~finite if bad is None else (bad | ~finite)
     h, w = data.shape
     bkg = sep.Background(data, mask=mask, bw=min(mesh, w), bh=min(mesh, h), fw=3, fh=3)
@@ -142,8 +137,14 @@ def measure_background(image: np.ndarray, bad: np.ndarray | None = None, header=
         rms[:] = max(float(bkg.globalrms), 1e-6)
     elif not good.all():
         rms[~good] = float(np.median(rms[good]))
-    return Background(data=data, back=back, rms=rms, globalrms=float(bkg.globalrms),
-                      saturation=_saturation(data, header))
+    return Background(back=back, rms=rms, globalrms=float(bkg.globalrms), saturation=_saturation(data, header))
+
+
+def _finite_data(image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The image as float64 with non-finite pixels set to 0, and where it is finite."""
+    data = np.asarray(image, np.float64)
+    finite = np.isfinite(data)
+    return np.where(finite, data, 0.0), finite
 
 
 def measure_frame(image: np.ndarray, bad: np.ndarray | None = None, header=None, mesh: int = 64,
@@ -160,7 +161,8 @@ def measure_frame(image: np.ndarray, bad: np.ndarray | None = None, header=None,
     :data:`DEFAULT_FWHM` and a :class:`MaxidetectWarning`.
     """
     bg = measure_background(image, bad, header, mesh) if background is None else background
-    data, back, rms, sat = bg.data, bg.back, bg.rms, bg.saturation
+    back, rms, sat = bg.back, bg.rms, bg.saturation
+    data = _finite_data(image)[0]  # made again: a Background lives as long as L.A.Cosmic's thread
     h, w = data.shape
     sub = data - back
     sep.set_extract_pixstack(max(300000, data.size))
