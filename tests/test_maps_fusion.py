@@ -339,6 +339,47 @@ def test_undersampled_star_beside_a_separate_cosmic_ray_keeps_its_core():
     assert all(zero[iy, ix] for _, _, iy, ix, _ in beside)
 
 
+def test_star_beside_a_hit_in_one_candidate_group_keeps_its_core():
+    """FWHM 1.3 px stars each with a cosmic ray 3 px away, the network's
+    call and halo covering both as one group whose brightest pixel is the
+    hit's: neither centre tried before (the hit's peak, the brightest pixel
+    outside the group) was the star's (a second generator's S/N 69 star was
+    lost so). The star's own peak in the group, with the hit's pixels free,
+    keeps it. Pairs of hits as close, with no star, stay zeroed."""
+    rng = np.random.default_rng(66)
+    img0, flags, stars, _ = _good_seeing_field(67, fwhm=1.3, n_hits=0, flag_above=1e9)
+    img = img0.astype(np.float64)
+    placed = []
+    for x, y, peak in stars:
+        if peak < 20 or rng.random() < 0.5:  # the others: isolated stars for the PSF
+            continue
+        iy, ix = int(round(y)), int(round(x))
+        side = int(rng.choice([-1, 1]))
+        hx = ix + 3 * side
+        img[iy, hx] += max(peak, 30) * NOISE * rng.uniform(1.0, 1.5)  # the group's brightest pixel
+        img[iy + 1, hx] += 0.7 * max(peak, 30) * NOISE
+        lo, hi = min(ix, hx), max(ix, hx)
+        flags[iy - 1:iy + 3, lo - 1:hi + 2] |= BIT["CR"]  # one call over both, with its halo
+        placed.append((x, y))
+    pairs = []
+    for _ in range(12):
+        x, y = rng.uniform(20, 300, 2)
+        if min(np.hypot(x - a, y - b) for a, b, _ in stars) < 12:
+            continue
+        iy, ix = int(y), int(x)
+        img[iy, ix] += NOISE * rng.uniform(40, 120)
+        img[iy, ix + 3] += NOISE * rng.uniform(20, 60)
+        img[iy + 1, ix + 3] += NOISE * rng.uniform(15, 40)
+        flags[iy - 1:iy + 3, ix - 1:ix + 5] |= BIT["CR"]
+        pairs.append((ix, iy))
+    zero, _, dx, dy = _fuse_and_detect(img.astype(np.float32), flags)
+    assert len(placed) >= 8 and len(pairs) >= 6
+    lost = [(round(a), round(b)) for a, b in placed
+            if zero[int(round(b)), int(round(a))] or np.hypot(dx - a, dy - b).min() > 1.5]
+    assert not lost, lost
+    assert np.mean([zero[iy, ix] and zero[iy, ix + 3] for ix, iy in pairs]) >= 0.9
+
+
 def _elongated_star(shape, x, y, flux, fwhm, q, theta, over=5):
     """An elliptical Gaussian star (FWHM ``fwhm`` along the major axis at
     ``theta`` from +x, axis ratio ``q``), integrated over pixels."""

@@ -21,7 +21,11 @@ frame's noise:
 - *source + track*: the source over every pixel with the candidate pixels
   far above it set free (a cosmic-ray track across a star's core covers
   the whole core): it must stand out of the line the free pixels draw,
-  which a track's brightest stretch alone does not.
+  which a track's brightest stretch alone does not;
+- *source beside a hit*: a star a few pixels from a cosmic ray in one
+  group of candidates, fitted at its own peak in the group with the hit's
+  pixels free, where no bridge of light joins the two (along a track it
+  does).
 
 The model with the lowest Akaike information criterion wins, and the
 source also wins where a likelihood-ratio test against free candidate
@@ -356,6 +360,10 @@ def judge_object(d, rms, cand, others, sig_psf, shape=(1.0, 0.0)):
             # alone about one time in six under the AIC).
             if not extra and n_cand > 4 and chi2 - chi2_art < _lrt_limit(n_cand - 4):
                 return True, model
+    # A star beside the hit that made the group's peak: its own peak in the group.
+    ok, model = _source_beside_hit(d, var, rms, cand & use_all, use_all, plane, aic_art, sig_psf, shape)
+    if ok:
+        return True, model
     # Not where the candidates' peak is sharper than any source (a hit, not a
     # star): no wings, no track.
     if steeper_than_psf(d[cy, cx] - _side_mean(d)[cy, cx], d[cy, cx], rms[cy, cx], sig_psf):
@@ -421,6 +429,74 @@ def _source_under_track(d, var, cand, use_all, profiles, plane, aic_art, sig_psf
     if chi2 + 2 * (7 + n_free) >= aic_art or chi2 + 2 * 4 >= _plane_chi2(d, var, use, plane):
         return False, None
     return (True, src) if _bump_on_line(d, var, free, src, sig_psf) else (False, None)
+
+
+#: Candidates this far (x FWHM, at least 2 px) from a peak of their group
+#: may be a hit beside a source there (:func:`_source_beside_hit`).
+BESIDE_MIN_FWHM = 1.0
+#: ... when the peak and the hit are at least this many sigma above the background,
+BESIDE_MIN_PEAK = 10.0
+#: ... and no pixels this fraction of the peak's brightness join them.
+BESIDE_GAP = 0.3
+
+
+def _source_beside_hit(d, var, rms, cand, use_all, plane, aic_art, sig_psf, shape):
+    """*Source beside a hit*: a star a few pixels from a cosmic ray whose
+    candidates make one group with it (the network's call and halo cover
+    both): the group's brightest pixel may be the hit's, and every model
+    above has the hit's pixels or the star's core in its way. Tried at the
+    two brightest local maxima of the candidates that are no sharper than
+    the PSF and :data:`BESIDE_MIN_PEAK` sigma bright: the bright candidates
+    at least :data:`BESIDE_MIN_FWHM` FWHM (2 px) from it (the hit; there
+    must be some) are free, then, iteratively, those far above the source
+    (with its model error: a bright star's own pixels are not outliers for a
+    Gaussian's shape). It wins only where none of the free pixels is within
+    that distance of its centre (a hit's own pixel fits a narrow source
+    once its neighbours are free), and where the source, or the source with
+    wings (:func:`_fit_wings`), with the hit free beats the artefact model
+    (AIC) at 5 sigma or more."""
+    from scipy import ndimage
+
+    bright = cand & use_all & (d >= BESIDE_MIN_PEAK * np.sqrt(var))
+    if bright.sum() < 2:
+        return False, None
+    top = bright & (d >= ndimage.maximum_filter(d, size=3, mode="nearest"))
+    top &= ~steeper_than_psf(d - _side_mean(d), d, rms, sig_psf)
+    reach = max(2.0, BESIDE_MIN_FWHM * 2.3548 * sig_psf)
+    yy, xx = np.indices(d.shape)
+    q = float(shape[0]) if shape[0] < ROUND_Q else 1.0
+    for k in np.argsort(-d[top])[:2]:
+        py, px = np.argwhere(top)[k]
+        away = cand & (np.hypot(yy - py, xx - px) >= reach)
+        free = away & (d > OUTLIER_SIGMA * np.sqrt(var))
+        # The hit is apart from the peak: no bridge of pixels a third as bright
+        # joins them (along a track the light runs on: the track model's).
+        lab, _ = ndimage.label(cand & (d >= BESIDE_GAP * d[py, px]), structure=np.ones((3, 3), bool))
+        if not (free & bright & (lab != lab[py, px])).any():
+            continue
+        if q < 1.0:
+            profiles = _elliptical_profiles(tuple(d.shape), int(py), int(px), float(sig_psf), q, float(shape[1]))
+        else:
+            profiles = _profiles(d.shape, py, px, sig_psf)
+        for _ in range(4):
+            use = use_all & ~free
+            chi2, amp, snr, src, full, var_m = _fit_family(d, var, use, profiles, len(_WIDTHS), plane=plane,
+                                                           full=True)
+            grown = free | (cand & ((d - full) > OUTLIER_SIGMA * np.sqrt(var_m)))
+            if amp <= 0 or (grown == free).all():
+                break
+            free = grown
+        n_free = int(free.sum())
+        if amp <= 0 or not (grown == free).all() or n_free >= int(cand.sum()) or (free & ~away).any():
+            continue  # not settled, or pixels of its own core free: a hit's
+        if snr >= MIN_SOURCE_SNR and chi2 + 2 * (7 + n_free) < aic_art \
+                and chi2 + 2 * 4 < _plane_chi2(d, var, use, plane):
+            return True, src
+        stack = _wing_profiles(tuple(d.shape), int(py), int(px), float(sig_psf), q, float(shape[1]))
+        chi2, amp, snr, model = _fit_wings(d, var, use, stack, plane)
+        if amp > 0 and snr >= MIN_SOURCE_SNR and chi2 + 2 * (7 + len(_WING_WIDTHS) + n_free) < aic_art:
+            return True, model
+    return False, None
 
 
 def _bump_on_line(d, var, free, src, sig_psf, nsigma=5.0) -> bool:
