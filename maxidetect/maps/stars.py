@@ -478,16 +478,18 @@ def _source_beside_hit(d, var, rms, cand, use_all, plane, aic_art, sig_psf, shap
             profiles = _elliptical_profiles(tuple(d.shape), int(py), int(px), float(sig_psf), q, float(shape[1]))
         else:
             profiles = _profiles(d.shape, py, px, sig_psf)
+        settled = False
         for _ in range(4):
             use = use_all & ~free
             chi2, amp, snr, src, full, var_m = _fit_family(d, var, use, profiles, len(_WIDTHS), plane=plane,
                                                            full=True)
             grown = free | (cand & ((d - full) > OUTLIER_SIGMA * np.sqrt(var_m)))
-            if amp <= 0 or (grown == free).all():
+            settled = amp > 0 and (grown == free).all()
+            if amp <= 0 or settled:
                 break
             free = grown
         n_free = int(free.sum())
-        if amp <= 0 or not (grown == free).all() or n_free >= int(cand.sum()) or (free & ~away).any():
+        if not settled or n_free >= int(cand.sum()) or (free & ~away).any():
             continue  # not settled, or pixels of its own core free: a hit's
         if snr >= MIN_SOURCE_SNR and chi2 + 2 * (7 + n_free) < aic_art \
                 and chi2 + 2 * 4 < _plane_chi2(d, var, use, plane):
