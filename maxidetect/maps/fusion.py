@@ -40,7 +40,7 @@ from maxidetect.classes import CLASSES
 from maxidetect.errors import MaxidetectWarning
 from maxidetect.maps.columns import LineDefect, column_model, edge_blocks, find_column_defects
 from maxidetect.maps.frame import Background, FrameStats, measure_background, measure_frame
-from maxidetect.maps.morph import dilate
+from maxidetect.maps.morph import dilate, grow
 from maxidetect.maps.policy import MapPolicy
 from maxidetect.maps.spikes import on_spikes
 from maxidetect.maps.stars import protect_sources, steeper_than_psf
@@ -92,10 +92,6 @@ def _noise_estimate(image: np.ndarray) -> float:
     steps), on every 4th row (a million differences on 2048^2 are plenty)."""
     d = np.diff(np.nan_to_num(np.asarray(image[::4], np.float32)), axis=1)
     return float(1.4826 * np.median(np.abs(d - np.median(d))) / np.sqrt(2))
-
-
-def _grow(mask: np.ndarray, n: int) -> np.ndarray:
-    return mask if n <= 0 or not mask.any() else dilate(mask, n, square=True)
 
 
 def _label_max(values: np.ndarray, lab: np.ndarray, n: int) -> np.ndarray:
@@ -341,7 +337,7 @@ def fuse(image: np.ndarray, flags: np.ndarray, policy: MapPolicy,
     def class_zero(a):  # the network's own calls (CR: before L.A.Cosmic's were added to the flags)
         if act[a] != "zero":
             return np.zeros(flags.shape, bool)
-        return _grow(net_cr if a == "CR" else net(a), policy.grow_of(CLASS_INDEX[a]))
+        return grow(net_cr if a == "CR" else net(a), policy.grow_of(CLASS_INDEX[a]))
 
     releasable = np.zeros(flags.shape, bool)
     point = np.zeros(flags.shape, bool)  # the point-like calls (cosmic rays, hot and dead pixels)
@@ -354,7 +350,7 @@ def fuse(image: np.ndarray, flags: np.ndarray, policy: MapPolicy,
     by_network = releasable.copy()
     lacos_zero = lacos is not None and act["CR"] == "zero"
     if lacos_zero:
-        lacos_grown = _grow(lacos, policy.grow_of(CLASS_INDEX["CR"])).copy()  # _grow(m, 0) is m itself
+        lacos_grown = grow(lacos, policy.grow_of(CLASS_INDEX["CR"])).copy()  # grow(m, 0) is m itself
         releasable |= lacos_grown
     independent = np.zeros(flags.shape, bool)
     for a in INDEPENDENT:
@@ -418,7 +414,7 @@ def fuse(image: np.ndarray, flags: np.ndarray, policy: MapPolicy,
             refuted |= whole[lab] & lacos & ~net_cr
         if refuted.any() and lacos_zero:
             # What only the refuted hits (and their growth) made zero gets its weight back.
-            dropped = lacos_grown & ~_grow(lacos & ~refuted, policy.grow_of(CLASS_INDEX["CR"]))
+            dropped = lacos_grown & ~grow(lacos & ~refuted, policy.grow_of(CLASS_INDEX["CR"]))
             zero &= ~(dropped & ~by_network & ~trl_mask & ~col_mask & ~independent & ~other)
         flags[refuted] &= ~BIT["CR"]
         lacos &= ~refuted

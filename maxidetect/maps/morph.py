@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["dilate"]
+__all__ = ["dilate", "grow"]
 
 
 def _grow_axis(m: np.ndarray, n: int, axis: int) -> np.ndarray:
@@ -45,3 +45,9 @@ def dilate(mask: np.ndarray, n: int = 1, square: bool = False) -> np.ndarray:
         grown[:, :-1] |= out[:, 1:]
         out = grown
     return out
+
+
+def grow(mask: np.ndarray, n: int) -> np.ndarray:
+    """``mask`` grown by ``n`` pixels with the 3x3 square (:func:`dilate`);
+    ``mask`` itself, not a copy, when there is nothing to grow."""
+    return mask if n <= 0 or not mask.any() else dilate(mask, n, square=True)

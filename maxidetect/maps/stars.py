@@ -106,6 +106,16 @@ def _profiles(shape, cy, cx, sig_psf):
     return _axis_profiles(shape[0], int(cy), float(sig_psf)), _axis_profiles(shape[1], int(cx), float(sig_psf))
 
 
+def _centre_profiles(shape, cy, cx, sig_psf: float, psf_shape) -> tuple | np.ndarray:
+    """The source's profiles at pixel (cy, cx) of a stamp: elliptical where
+    the PSF's axis ratio (``psf_shape`` = (q, theta)) is under :data:`ROUND_Q`
+    (:func:`_elliptical_profiles`), else round (:func:`_profiles`)."""
+    if psf_shape[0] < ROUND_Q:
+        return _elliptical_profiles(tuple(shape), int(cy), int(cx), float(sig_psf), float(psf_shape[0]),
+                                    float(psf_shape[1]))
+    return _profiles(shape, cy, cx, sig_psf)
+
+
 @lru_cache(maxsize=32)  # ~20 MB at most, only on frames with an elongated PSF
 def _elliptical_profiles(shape, cy: int, cx: int, sig_psf: float, q: float, theta: float,
                          widths=_WIDTHS) -> np.ndarray:
@@ -340,11 +350,7 @@ def judge_object(d, rms, cand, others, sig_psf, shape=(1.0, 0.0)):
     # The first model that beats the artefact with a significant source decides.
     over_all = []  # (profiles, fit) of the source over every pixel, per centre
     for (py, px) in sorted(centres):
-        if shape[0] < ROUND_Q:
-            profiles = _elliptical_profiles(tuple(d.shape), int(py), int(px), float(sig_psf), float(shape[0]),
-                                            float(shape[1]))
-        else:
-            profiles = _profiles(d.shape, py, px, sig_psf)
+        profiles = _centre_profiles(d.shape, py, px, sig_psf, shape)
         for use, extra, n_widths in ((use_all, 0, len(_WIDTHS)), (use_out, n_cand, 5)):
             fit = _fit_family(d, var, use, profiles, n_widths, plane=plane, full=True)
             chi2, amp, snr, model = fit[:4]
@@ -397,6 +403,26 @@ def judge_object(d, rms, cand, others, sig_psf, shape=(1.0, 0.0)):
 OUTLIER_SIGMA = 4.0
 
 
+def _free_outliers(d, var, cand, use_all, profiles, plane, free, fit=None, model_error=False):
+    """The source fitted over the ``use_all`` pixels but the ``free`` ones,
+    the candidate pixels far above it (``OUTLIER_SIGMA``; with the model
+    error too where ``model_error``) set free in turn, until none is added:
+    ((chi2, amp, snr, source model), free, pixels used), or None when the
+    amplitude is not positive or four rounds do not settle it. ``fit``:
+    :func:`_fit_family`'s full result of the first round, when made."""
+    for it in range(4):
+        use = use_all & ~free
+        chi2, amp, snr, src, full, var_m = fit if not it and fit is not None else \
+            _fit_family(d, var, use, profiles, len(_WIDTHS), plane=plane, full=True)
+        if amp <= 0:
+            return None
+        grown = free | (cand & ((d - full) > OUTLIER_SIGMA * np.sqrt(var_m if model_error else var)))
+        if (grown == free).all():
+            return (chi2, amp, snr, src), free, use
+        free = grown
+    return None  # not settled: no verdict for the source
+
+
 def _source_under_track(d, var, cand, use_all, profiles, plane, aic_art, sig_psf, fit):
     """*Source + track*: a cosmic-ray track across a source's core
     covers the core and the track alike, so neither the source over every
@@ -410,19 +436,10 @@ def _source_under_track(d, var, cand, use_all, profiles, plane, aic_art, sig_psf
     a, b, _ = _moments(np.ones(d.shape), cand)
     if a < 2.0 * max(b, 0.5):
         return False, None  # no track (see _bump_on_line): spares the fits on most hits
-    free = np.zeros(d.shape, bool)
-    use = use_all
-    for it in range(4):
-        chi2, amp, snr, src, full, var_m = fit if not it else \
-            _fit_family(d, var, use, profiles, len(_WIDTHS), plane=plane, full=True)
-        if amp <= 0:
-            return False, None
-        grown = free | (cand & ((d - full) > OUTLIER_SIGMA * np.sqrt(var)))
-        if (grown == free).all():
-            break
-        if it == 3:
-            return False, None  # not settled: no verdict for the source
-        free, use = grown, use_all & ~grown
+    got = _free_outliers(d, var, cand, use_all, profiles, plane, np.zeros(d.shape, bool), fit=fit)
+    if got is None:
+        return False, None
+    (chi2, _, snr, src), free, use = got
     n_free = int(free.sum())
     if not n_free or n_free >= int(cand.sum()) or snr < MIN_SOURCE_SNR:
         return False, None
@@ -455,8 +472,6 @@ def _source_beside_hit(d, var, rms, cand, use_all, plane, aic_art, sig_psf, shap
     once its neighbours are free), and where the source, or the source with
     wings (:func:`_fit_wings`), with the hit free beats the artefact model
     (AIC) at 5 sigma or more."""
-    from scipy import ndimage
-
     bright = cand & use_all & (d >= BESIDE_MIN_PEAK * np.sqrt(var))
     if bright.sum() < 2:
         return False, None
@@ -464,7 +479,7 @@ def _source_beside_hit(d, var, rms, cand, use_all, plane, aic_art, sig_psf, shap
     top &= ~steeper_than_psf(d - _side_mean(d), d, rms, sig_psf)
     reach = max(2.0, BESIDE_MIN_FWHM * 2.3548 * sig_psf)
     yy, xx = np.indices(d.shape)
-    q = float(shape[0]) if shape[0] < ROUND_Q else 1.0
+    q = float(shape[0]) if shape[0] < ROUND_Q else 1.0  # the wings' shape
     for k in np.argsort(-d[top])[:2]:
         py, px = np.argwhere(top)[k]
         away = cand & (np.hypot(yy - py, xx - px) >= reach)
@@ -474,23 +489,14 @@ def _source_beside_hit(d, var, rms, cand, use_all, plane, aic_art, sig_psf, shap
         lab, _ = ndimage.label(cand & (d >= BESIDE_GAP * d[py, px]), structure=np.ones((3, 3), bool))
         if not (free & bright & (lab != lab[py, px])).any():
             continue
-        if q < 1.0:
-            profiles = _elliptical_profiles(tuple(d.shape), int(py), int(px), float(sig_psf), q, float(shape[1]))
-        else:
-            profiles = _profiles(d.shape, py, px, sig_psf)
-        settled = False
-        for _ in range(4):
-            use = use_all & ~free
-            chi2, amp, snr, src, full, var_m = _fit_family(d, var, use, profiles, len(_WIDTHS), plane=plane,
-                                                           full=True)
-            grown = free | (cand & ((d - full) > OUTLIER_SIGMA * np.sqrt(var_m)))
-            settled = amp > 0 and (grown == free).all()
-            if amp <= 0 or settled:
-                break
-            free = grown
+        profiles = _centre_profiles(d.shape, py, px, sig_psf, shape)
+        got = _free_outliers(d, var, cand, use_all, profiles, plane, free, model_error=True)
+        if got is None:
+            continue
+        (chi2, _, snr, src), free, use = got
         n_free = int(free.sum())
-        if not settled or n_free >= int(cand.sum()) or (free & ~away).any():
-            continue  # not settled, or pixels of its own core free: a hit's
+        if n_free >= int(cand.sum()) or (free & ~away).any():
+            continue  # pixels of its own core free: a hit's
         if snr >= MIN_SOURCE_SNR and chi2 + 2 * (7 + n_free) < aic_art \
                 and chi2 + 2 * 4 < _plane_chi2(d, var, use, plane):
             return True, src

@@ -35,7 +35,7 @@ from maxidetect.files import (
     select_hdus,
 )
 from maxidetect.maps.fusion import fuse
-from maxidetect.maps.morph import dilate
+from maxidetect.maps.morph import grow
 from maxidetect.maps.policy import ACTIONS, MapPolicy
 from maxidetect.masks.maker import MASK_SUFFIX, MaskMaker
 from maxidetect.timing import stage
@@ -76,10 +76,6 @@ class MapSet:
         return hdr
 
 
-def _grow(mask: np.ndarray, n: int) -> np.ndarray:
-    return mask if n <= 0 or not mask.any() else dilate(mask, n, square=True)
-
-
 def noise_weight(image: np.ndarray, bad: np.ndarray | None = None, mesh: int = 64) -> np.ndarray:
     """``(global rms / local rms)**2`` from a SEP background map, clipped to
     [1/16, 1], float32 (H, W).
@@ -109,7 +105,7 @@ class _Accumulator:
     each tile's flags for the caller to write out (flags are per pixel; only
     the zero-weight masks need the whole frame, for growing)."""
 
-    def __init__(self, shape, maker: MaskMaker, policy: MapPolicy, keep_flag: bool = True):
+    def __init__(self, shape, maker: MaskMaker, policy: MapPolicy, keep_flag: bool = True, image=None):
         self.policy = policy
         self.shape = tuple(shape)
         sel = list(maker.selected)
@@ -117,14 +113,11 @@ class _Accumulator:
         self.flag = np.zeros(shape, np.int32) if keep_flag else None
         self.zero = {}  # growth [pix] -> bool mask
         self.soft = np.ones(shape, np.float32) if policy.soft else None
-        self.missing = None  # pixels without data: weight 0, whatever the policy
-
-    def mark_missing(self, image) -> None:
-        """Record the image's non-finite pixels (NaN borders of resampled
-        frames, inf): no measurement there, so weight 0 in every map."""
-        if image is not None:
-            bad = ~np.isfinite(np.asarray(image))
-            self.missing = bad if bad.any() else None
+        # Pixels without data (the image's NaN borders of resampled frames,
+        # inf): no measurement there, so weight 0 whatever the policy. Read
+        # now: the network may overwrite the image with its normalised version.
+        missing = ~np.isfinite(np.asarray(image)) if image is not None else None
+        self.missing = missing if missing is not None and missing.any() else None
 
     def add(self, ys, xs, masks, probs=None) -> np.ndarray:
         f = self.flag[ys, xs] if self.flag is not None else np.zeros(masks.shape[1:], np.int32)
@@ -153,7 +146,7 @@ class _Accumulator:
         rows = rows or BAND_ROWS
         zero = np.zeros(self.shape, bool)
         for g in list(self.zero):
-            zero |= _grow(self.zero.pop(g), g)
+            zero |= grow(self.zero.pop(g), g)
         if user_weight is not None:
             user_weight = np.asarray(user_weight)
             if user_weight.shape != self.shape:
@@ -207,8 +200,7 @@ def compute_maps(
     if image.ndim != 2:
         raise ValueError(f"maps need a 2-D image, got shape {image.shape}")
     thresh = maker.config.thresholds[list(maker.selected)].astype(np.float32)[:, None, None]
-    acc = _Accumulator(image.shape, maker, policy)
-    acc.mark_missing(image)
+    acc = _Accumulator(image.shape, maker, policy, image=image)
     for (ys, xs), p in maker.iter_blocks(image, owned=inplace and not (policy.noise or policy.fuse)):
         acc.add(ys, xs, p > thresh, p)
     return acc.finish(image, user_weight, header)
@@ -221,8 +213,7 @@ def maps_from_masks(masks: np.ndarray, maker: MaskMaker, policy: MapPolicy | Non
     (without it the network's masks are used alone)."""
     policy = policy or MapPolicy()
     masks = np.asarray(masks, bool)
-    acc = _Accumulator(masks.shape[1:], maker, policy)
-    acc.mark_missing(image)
+    acc = _Accumulator(masks.shape[1:], maker, policy, image=image)
     acc.add(slice(None), slice(None), masks)
     return acc.finish(image, user_weight, header)
 
@@ -339,8 +330,7 @@ def _stream_maps(image, maker: MaskMaker, policy: MapPolicy, user_weight, masks,
     masks and, with noise weights, the raw image). Fused maps need the
     whole frame: its flags are kept, fused, then written with the fusion's
     header cards."""
-    acc = _Accumulator(image.shape, maker, policy, keep_flag=policy.fuse)
-    acc.mark_missing(image)  # before the network may overwrite the image with its normalised version
+    acc = _Accumulator(image.shape, maker, policy, keep_flag=policy.fuse, image=image)
     slots = None
 
     def open_slots(extra=()):
