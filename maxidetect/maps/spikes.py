@@ -91,14 +91,14 @@ def _spike_stars(sub: np.ndarray, sat: np.ndarray, fwhm: float, max_stars: int =
 
 def _around_stars(y, x, phi, stars, fwhm):
     """Per saturated star with positions within its spikes' reach (20 FWHM
-    plus 10 saturated radii): (in reach, distance to the star, angle from
-    the spike direction ``phi``)."""
+    plus 10 saturated radii): (its centre (y, x), in reach, distance to the
+    star, angle from the spike direction ``phi``)."""
     for yc, xc, rs in stars:
         dy, dx = y - yc, x - xc
         r = np.hypot(dy, dx)
         reach = (r <= 20 * fwhm + 10 * rs) & (r > rs)
         if reach.any():
-            yield reach, r, np.arctan2(dy, dx) - phi
+            yield (yc, xc), reach, r, np.arctan2(dy, dx) - phi
 
 
 def spike_distance(sub: np.ndarray, sat: np.ndarray, x: np.ndarray, y: np.ndarray, fwhm: float,
@@ -111,7 +111,7 @@ def spike_distance(sub: np.ndarray, sat: np.ndarray, x: np.ndarray, y: np.ndarra
     found = _spike_stars(sub, sat, fwhm, max_stars) if len(x) else None
     if found is None:
         return out
-    for reach, r, ang in _around_stars(y, x, *found, fwhm):
+    for _, reach, r, ang in _around_stars(y, x, *found, fwhm):
         # distance to the two lines through the star at phi and phi + 90 deg
         d = r * np.minimum(np.abs(np.sin(ang)), np.abs(np.cos(ang)))
         out = np.where(reach, np.minimum(out, d), out)
@@ -119,10 +119,11 @@ def spike_distance(sub: np.ndarray, sat: np.ndarray, x: np.ndarray, y: np.ndarra
 
 
 def on_spikes(sub: np.ndarray, rms: np.ndarray, sat: np.ndarray, y: np.ndarray, x: np.ndarray, fwhm: float,
-              tol: float = 2.0, min_snr: float = 2.0) -> np.ndarray:
+              tol: float | None = None, min_snr: float = 2.0) -> np.ndarray:
     """bool per position (``y``, ``x`` integer pixels): on a diffraction
     spike that is there. Within ``tol`` px of a spike line of a saturated
-    star (:func:`spike_distance`'s geometry) and the line itself bright on
+    star (:func:`spike_distance`'s geometry; default 1 px + the FWHM, a
+    spike's half width and the angle's error) and the line itself bright on
     both sides: the median of ``sub`` 2-6 px away along the line, on each side, is
     at least ``min_snr`` times the local noise. A cosmic ray that merely lies on the
     line's extension, past the spike's end, is not."""
@@ -132,20 +133,23 @@ def on_spikes(sub: np.ndarray, rms: np.ndarray, sat: np.ndarray, y: np.ndarray, 
     if found is None:
         return out
     phi = found[0]
+    tol = 1.0 + fwhm if tol is None else tol
     h, w = sub.shape
     steps = np.r_[2:7].astype(np.float64)
-    for reach, r, ang in _around_stars(y, x, *found, fwhm):
-        for line, across in ((phi, np.sin(ang)), (phi + np.pi / 2, np.cos(ang))):
+    for (yc, xc), reach, r, ang in _around_stars(y, x, *found, fwhm):
+        for line, across, along in ((phi, np.sin(ang), np.cos(ang)), (phi + np.pi / 2, np.cos(ang), np.sin(ang))):
             near = reach & ~out & (np.abs(r * across) <= tol)
             if not near.any():
                 continue
             k = np.flatnonzero(near)
-            # the spike's direction through this star (unit vector), sampled along it
+            # the spike's direction through this star (unit vector), sampled
+            # along it from the pixel's foot on the axis
             uy, ux = np.sin(line), np.cos(line)
+            t = (r * along)[k, None]
             level = np.full(len(k), np.inf)
             for sign in (1, -1):  # each side on its own: the line must go on both ways
-                sy = np.clip(np.round(y[k, None] + sign * steps[None, :] * uy).astype(int), 0, h - 1)
-                sx = np.clip(np.round(x[k, None] + sign * steps[None, :] * ux).astype(int), 0, w - 1)
+                sy = np.clip(np.round(yc + (t + sign * steps[None, :]) * uy).astype(int), 0, h - 1)
+                sx = np.clip(np.round(xc + (t + sign * steps[None, :]) * ux).astype(int), 0, w - 1)
                 level = np.minimum(level, np.median(sub[sy, sx], axis=1))
             out[k] = level >= min_snr * rms[y[k], x[k]]
     return out
