@@ -133,6 +133,28 @@ def test_hits_on_a_faint_nebula_keep_their_zero_weight():
     assert not zero[iy - 1:iy + 2, ix - 1:ix + 2].any() and flags[iy, ix] & BIT["CR"]
 
 
+def test_lacosmic_finds_the_same_hits_whatever_the_image_unit():
+    """A sky-subtracted frame without a gain in its header, in ADU and in
+    units 10^4 times smaller (e-/s, MJy/sr): with a fixed gain of 1 the
+    sources' Poisson noise swamped every hit of the small units, and whether
+    the frame had a sky (sky > rms^2) depended on the unit too; the noise
+    model now scales with the image, so both find the same hits."""
+    img, _ = _field(fwhm=3.0, seed=31)
+    rng = np.random.default_rng(32)
+    hits = []
+    for _ in range(30):
+        y, x = rng.integers(5, 250, 2)
+        img[y, x] += NOISE * rng.uniform(10, 60)
+        hits.append((y, x))
+    sub = (img - SKY).astype(np.float32)
+    zeros = []
+    for scale in (1.0, 1e-4, 1e3):
+        zero, _, report = fuse((sub * scale).astype(np.float32), np.zeros(sub.shape, np.int32), MapPolicy())
+        zeros.append(zero)
+        assert np.mean([zero[y, x] for y, x in hits]) > 0.9, scale
+    assert (zeros[0] ^ zeros[1]).sum() <= 2 and (zeros[0] ^ zeros[2]).sum() <= 2
+
+
 def _track(shape, x, y, length, angle, per_pixel):
     """A straight cosmic-ray track through (x, y): ``per_pixel`` deposited per
     pixel of length, nearest pixel; returns the image and its pixels."""

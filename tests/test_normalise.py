@@ -110,3 +110,21 @@ def test_model_settings_choose_the_background():
     # Entries written before the key existed were trained on SEP's maps.
     assert normalise_settings({"background_mesh": 128})["background"] == "sep"
     assert normalise_settings({"background_mesh": 128})["mesh"] == 128
+
+
+@pytest.mark.parametrize("scale,sky_subtracted", [(100.0, False), (1e4, False), (1e3, True)])
+def test_frames_beyond_the_clip_range_normalise_as_the_frame_in_it(scale, sky_subtracted):
+    """A real frame in other units (a co-add in electrons, a frame x 100, a
+    sky-subtracted frame of large noise) normalises as the frame itself:
+    clipped to [-500, 80000] first, the whole frame was flattened (x 100: no
+    cosmic ray left, a fifth of it called trail and bright background) or
+    its star cores made plateaus. The frame in range stays MaxiMask's."""
+    from maximask_and_maxitrack.utils import image_norm
+
+    data = np.asarray(fits.getdata(real("ccdproc_a8280271_saao_raw.fits")), np.float64)
+    if sky_subtracted:
+        data = data - np.median(data)
+    ref = normalise(data)
+    assert np.abs(ref - image_norm(data.astype(np.float32))[0]).max() < 1e-3
+    got = normalise(data * scale)
+    assert np.abs(got - ref).max() < 0.01

@@ -139,6 +139,10 @@ def _header_float(header, keys, default):
     return default
 
 
+#: Electrons assumed in a subtracted sky when the header gives no gain (about
+#: a raw frame's at 30 ADU of noise and a gain of 1: where the old fixed gain
+#: of 1 was right, this is nearly the same).
+SKY_ELECTRONS = 1000.0
 WING_SIGMA = 4.0  # a cosmic ray's flag reaches neighbours at least this far above the sky
 # An L.A.Cosmic hit on a source rule 1 released loses its cosmic-ray flag only
 # from this peak S/N up: there it is a sharp star core (undersampled frames:
@@ -167,9 +171,17 @@ def cosmic_rays(image: np.ndarray, stats: FrameStats | Background, header=None,
     gain = _header_float(header, ("GAIN", "EGAIN", "CCDGAIN"), 0.0)
     rdnoise = _header_float(header, ("RDNOISE", "READNOIS", "RON"), 0.0)
     if gain <= 0:
-        # Unknown gain: the one that makes the noise model match the sky's measured rms.
-        gain = max(sky, 1.0) / noise**2 if sky > noise**2 else 1.0
-        rdnoise = noise * gain if sky <= noise**2 else rdnoise
+        # Unknown gain: the one that makes the noise model match the sky's
+        # measured rms, where there is a sky (5 sigma or more). Without one
+        # (subtracted), its noise becomes read noise of a sky of
+        # SKY_ELECTRONS. Both scale with the image's unit (a fixed gain of 1
+        # made sources' Poisson noise swamp every hit on a frame in e-/s or
+        # MJy/sr: L.A.Cosmic found none; and whether sky > rms^2 depends on it).
+        if sky > 5.0 * noise:
+            gain = sky / noise**2
+        else:
+            gain = np.sqrt(SKY_ELECTRONS) / noise
+            rdnoise = noise * gain
     padded = np.pad(data, pad, mode="reflect")
     # astroscrappy works in electrons: its saturation level is ADU x gain.
     sat = stats.saturation * gain if np.isfinite(stats.saturation) else np.inf

@@ -1,6 +1,7 @@
 """Image normalisation as the MaxiMask network expects it.
 
-NaN and infinities become 0, values are clipped to [-500, 80000], then a
+NaN and infinities become 0, values are clipped to [-500, 80000] (a frame
+with pixels beyond that range is first scaled into it), then a
 background map is subtracted and the result divided by a noise map, both
 from a ~200 px mesh of sigma-clipped statistics (SEP: SExtractor's
 clipped mode estimator). The ``background`` choices turn the mesh into maps:
@@ -107,6 +108,7 @@ def normalise(image, mesh: int = DEFAULT_MESH, filter_size: int = 3, copy: bool 
     if data.ndim != 2:
         raise ValueError(f"normalise expects a 2-D image, got shape {data.shape}")
     data[~np.isfinite(data)] = 0.0
+    _into_clip_range(data)
     np.clip(data, CLIP_LOW, CLIP_HIGH, out=data)
     if not data.any():
         return data
@@ -115,6 +117,45 @@ def normalise(image, mesh: int = DEFAULT_MESH, filter_size: int = 3, copy: bool 
     else:
         _normalise_mesh(data, mesh, filter_size, sag=background == "maximask")
     return data
+
+
+#: The brightest pixel of a frame scaled into the clip range: a raw 16-bit frame's.
+_TOP = 65000.0
+
+
+def _into_clip_range(data: np.ndarray) -> None:
+    """Scale, in place, a frame with pixels beyond MaxiMask's clip range
+    [CLIP_LOW, CLIP_HIGH] (a co-add in electrons, a frame x 100, a
+    sky-subtracted frame of large noise) into it: its brightest pixel to
+    65000 as on a raw 16-bit frame, its darkest to CLIP_LOW at the lowest
+    (each no more than 10^4 noise sigmas from the sky: one absurd pixel must
+    not squash the frame; beyond, the clip takes it). The normalised image
+    ``(x - back) / noise``, MaxiMask's sagging edges included, does not change
+    with the scale, but the clip would have flattened the whole frame (a frame
+    x 100 lost every cosmic ray and was called a trail and bright background
+    over a fifth of its area) or made star cores plateaus. Where the scale
+    would leave the noise under one unit (a huge offset: float32 resolves
+    0.004 at 65000), the frame is shifted as well, its darkest pixel to 0.
+    Frames in range, what MaxiMask was trained on, are left as they are."""
+    lo, hi = float(np.min(data)), float(np.max(data))
+    if lo >= CLIP_LOW and hi <= CLIP_HIGH:
+        return
+    step = max(1, data.size // 262144)
+    sample = data.ravel()[::step]
+    med = float(np.median(sample))
+    rms = 1.4826 * float(np.median(np.abs(sample - med)))
+    if rms > 0:
+        lo, hi = max(lo, med - 1e4 * rms), min(hi, med + 1e4 * rms)
+    scale = 1.0
+    if hi > 0:
+        scale = min(scale, _TOP / hi)
+    if lo < 0:
+        scale = min(scale, CLIP_LOW / lo)
+    if rms * scale >= 1.0 or not hi > lo:
+        data *= scale
+        return
+    data -= lo
+    data *= _TOP / (hi - lo)
 
 
 def _normalise_sep(data: np.ndarray, mesh: int, filter_size: int) -> None:
