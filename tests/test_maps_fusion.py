@@ -155,6 +155,32 @@ def test_lacosmic_finds_the_same_hits_whatever_the_image_unit():
     assert (zeros[0] ^ zeros[1]).sum() <= 2 and (zeros[0] ^ zeros[2]).sum() <= 2
 
 
+def test_blank_corners_nan_or_zero_filled_are_no_data_and_nothing_else():
+    """A resampled frame's blank corners, NaN- or zero-filled (SWarp and
+    reprojection do both): no data (weight 0 through ``no_data``), and
+    nothing else. NaN corners pulled the medians of the edge rows through
+    them down, and those whole rows were called overscan and zeroed; zero
+    corners' edges were fitted as a trail and dead rows. Noise that reads 0
+    in a sky-subtracted integer frame is not blank."""
+    from maxidetect.maps.frame import no_data
+
+    img, _ = _field(n=320, seed=41)
+    yy, xx = np.mgrid[:320, :320]
+    corners = (xx + yy < 110) | (xx - yy > 230)
+    zeros = []
+    for fill in (np.nan, 0.0):
+        im = img.copy()
+        im[corners] = fill
+        assert np.array_equal(no_data(im), corners)
+        zero, flags, report = fuse(im, np.zeros(im.shape, np.int32), MapPolicy())
+        assert not report.trails and not report.columns
+        assert not (flags[~corners] & BIT["OV"]).any()
+        zeros.append(zero & ~corners)
+    assert np.array_equal(zeros[0], zeros[1])
+    noise = np.random.default_rng(42).normal(0, 1.0, (320, 320)).round().astype(np.int16)
+    assert (noise == 0).mean() > 0.35 and no_data(noise) is None
+
+
 def _track(shape, x, y, length, angle, per_pixel):
     """A straight cosmic-ray track through (x, y): ``per_pixel`` deposited per
     pixel of length, nearest pixel; returns the image and its pixels."""

@@ -180,28 +180,52 @@ def _drop_edge_blocks(z: np.ndarray, valid: np.ndarray, level: float = 10.0) -> 
                 valid[idx] = False
 
 
-def edge_blocks(image: np.ndarray, noise: float, nsigma: float = 20.0, max_fraction: float = 0.1) -> np.ndarray:
+def edge_blocks(image: np.ndarray, noise: float, nsigma: float = 20.0, max_fraction: float = 0.1,
+                block: int = 64) -> np.ndarray:
     """Columns and rows at the frame's edges that hold no sky: their median
     lies ``nsigma`` noise units or more *below* the frame's (overscan and
     prescan are bias only; vignetted borders are dark), contiguous from the
-    edge, at most ``max_fraction`` of the frame. bool (H, W)."""
-    data = np.nan_to_num(np.asarray(image, np.float32))
+    edge, at most ``max_fraction`` of the frame; within such a strip, only
+    its ``block``-px pieces along the edge that hold no sky either. bool (H, W).
+
+    Medians are over the pixels with data (NaN, inf left out). The pieces:
+    a rotated or mosaicked frame's blank corners (NaN or zero-filled) pull
+    the medians of the edge rows through them down, while the rest of those
+    rows has sky (measured: the whole bottom 8 rows of a frame with blank
+    corners were called overscan and zeroed, and the stars on them lost)."""
+    data = np.asarray(image, np.float32)
+    finite = np.isfinite(data)
+    if not finite.all():
+        data = np.where(finite, data, np.nan)
+    median = np.median if finite.all() else np.nanmedian
     out = np.zeros(data.shape, bool)
-    for axis in (0, 1):
-        # every 4th pixel along the line: a block without sky is 20 sigma off
-        med = np.median(data[::4] if axis == 0 else data[:, ::4], axis=axis)
-        n = len(med)
-        ref = np.median(med[n // 4: 3 * n // 4])
-        low = (ref - med) > nsigma * noise
-        cap = int(max_fraction * n)
-        lo = 0
-        while lo < cap and low[lo]:
-            lo += 1
-        hi = n
-        while n - hi < cap and low[hi - 1]:
-            hi -= 1
-        for sl in (slice(0, lo), slice(hi, n)):
-            out[(slice(None), sl) if axis == 0 else (sl, slice(None))] = True
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN lines: no sky
+        for axis in (0, 1):
+            # every 4th pixel along the line: a block without sky is 20 sigma off
+            med = median(data[::4] if axis == 0 else data[:, ::4], axis=axis)
+            n = len(med)
+            ref = median(med[n // 4: 3 * n // 4])
+            low = ~((ref - med) <= nsigma * noise)  # NaN (no data at all): no sky
+            cap = int(max_fraction * n)
+            lo = 0
+            while lo < cap and low[lo]:
+                lo += 1
+            hi = n
+            while n - hi < cap and low[hi - 1]:
+                hi -= 1
+            for sl in (slice(0, lo), slice(hi, n)):
+                if sl.stop <= sl.start:
+                    continue
+                strip = data[:, sl] if axis == 0 else data[sl, :]
+                m = strip.shape[axis]
+                for b0 in range(0, m, block):
+                    piece = strip[b0:b0 + block] if axis == 0 else strip[:, b0:b0 + block]
+                    if not ((ref - median(piece)) <= nsigma * noise):
+                        if axis == 0:
+                            out[b0:b0 + block, sl] = True
+                        else:
+                            out[sl, b0:b0 + block] = True
     return out
 
 

@@ -16,11 +16,40 @@ import sep
 from maxidetect.errors import MaxidetectWarning
 from maxidetect.maps.morph import dilate
 
-__all__ = ["Background", "FrameStats", "measure_background", "measure_frame", "elliptical_gaussian", "DEFAULT_FWHM"]
+__all__ = ["Background", "FrameStats", "measure_background", "measure_frame", "elliptical_gaussian", "DEFAULT_FWHM",
+           "no_data"]
 
 #: The PSF FWHM [pix] assumed when the frame has too few clean stars to measure it.
 DEFAULT_FWHM = 3.0
 _MIN_STARS = 5
+
+
+#: A solid region of exact zeros this large is a blank fill, not data.
+BLANK_MIN_AREA = 2000
+
+
+def no_data(image) -> np.ndarray | None:
+    """Pixels without data (bool (H, W)), or None when there are none: NaN,
+    inf, and exact zeros in solid regions of :data:`BLANK_MIN_AREA` px or
+    more -- the zero fill of a resampled or mosaicked frame's blank corners
+    (measured on a frame with zero-filled corners: its edges were fitted as
+    trails and dead rows, and 6 S/N > 10 stars beside them lost). Noise that
+    reads 0 in a sky-subtracted integer frame is no solid region (a 3x3
+    opening removes it first)."""
+    data = np.asarray(image)
+    missing = ~np.isfinite(data) if data.dtype.kind == "f" else np.zeros(data.shape, bool)
+    zero = data == 0
+    if np.count_nonzero(zero) >= BLANK_MIN_AREA:
+        from scipy import ndimage
+
+        solid = ndimage.binary_opening(zero, structure=np.ones((3, 3), bool))
+        if np.count_nonzero(solid) >= BLANK_MIN_AREA:
+            lab, _ = ndimage.label(solid)
+            big = np.bincount(lab.ravel()) >= BLANK_MIN_AREA
+            big[0] = False
+            if big.any():  # the whole zero region they belong to (the opening took its thin tips)
+                missing |= ndimage.binary_propagation(big[lab], mask=zero)
+    return missing if missing.any() else None
 
 
 @dataclass

@@ -39,7 +39,7 @@ from scipy import ndimage
 from maxidetect.classes import CLASSES
 from maxidetect.errors import MaxidetectWarning
 from maxidetect.maps.columns import LineDefect, column_model, edge_blocks, find_column_defects
-from maxidetect.maps.frame import Background, FrameStats, measure_background, measure_frame
+from maxidetect.maps.frame import Background, FrameStats, measure_background, measure_frame, no_data
 from maxidetect.maps.morph import dilate, grow
 from maxidetect.maps.policy import MapPolicy
 from maxidetect.maps.spikes import on_spikes
@@ -245,6 +245,11 @@ def fuse(image: np.ndarray, flags: np.ndarray, policy: MapPolicy,
     """
     report = FusionReport()
     image = np.asarray(image)
+    blank = no_data(image)
+    if blank is not None and not (blank <= ~np.isfinite(image)).all():
+        # A zero-filled blank region is no data, as NaN is: left out of every statistic and search
+        # (its edges are no trail or dead row).
+        image = np.where(blank, np.float32(np.nan), np.asarray(image, np.float32))
     act = policy.actions
 
     def net(abbr):

@@ -34,6 +34,7 @@ from maxidetect.files import (
     read_plane,
     select_hdus,
 )
+from maxidetect.maps.frame import no_data
 from maxidetect.maps.fusion import fuse
 from maxidetect.maps.morph import grow
 from maxidetect.maps.policy import ACTIONS, MapPolicy
@@ -113,11 +114,11 @@ class _Accumulator:
         self.flag = np.zeros(shape, np.int32) if keep_flag else None
         self.zero = {}  # growth [pix] -> bool mask
         self.soft = np.ones(shape, np.float32) if policy.soft else None
-        # Pixels without data (the image's NaN borders of resampled frames,
-        # inf): no measurement there, so weight 0 whatever the policy. Read
-        # now: the network may overwrite the image with its normalised version.
-        missing = ~np.isfinite(np.asarray(image)) if image is not None else None
-        self.missing = missing if missing is not None and missing.any() else None
+        # Pixels without data (the image's NaN or zero-filled borders of
+        # resampled frames, inf): no measurement there, so weight 0 whatever
+        # the policy. Read now: the network may overwrite the image with its
+        # normalised version.
+        self.missing = no_data(image) if image is not None else None
 
     def add(self, ys, xs, masks, probs=None) -> np.ndarray:
         f = self.flag[ys, xs] if self.flag is not None else np.zeros(masks.shape[1:], np.int32)
