@@ -181,6 +181,23 @@ def test_blank_corners_nan_or_zero_filled_are_no_data_and_nothing_else():
     assert (noise == 0).mean() > 0.35 and no_data(noise) is None
 
 
+def test_a_vignetted_border_has_sky_and_an_overscan_strip_has_none():
+    """A raw frame 25-50% darker at its edges and corners (vignetting, 20-40
+    sigma below the centre): its borders have sky and stars and are no
+    overscan (they were: 40 columns and rows zeroed); a 24-column strip at
+    the bias level beside it still is, exactly."""
+    from maxidetect.maps.columns import edge_blocks
+
+    img, _ = _field(n=400, seed=51, fwhm=2.5)
+    yy, xx = np.mgrid[:400, :400]
+    vignetted = SKY + (img - SKY) - 0.5 * SKY * (np.hypot(xx - 199.5, yy - 199.5) / 283.0) ** 2
+    assert not edge_blocks(vignetted, NOISE).any()
+    with_overscan = vignetted.copy()
+    with_overscan[:, -24:] = np.random.default_rng(52).normal(0.0, 3.0, (400, 24))
+    got = edge_blocks(with_overscan, NOISE)
+    assert got[:, -24:].all() and not got[:, :-24].any()
+
+
 def _track(shape, x, y, length, angle, per_pixel):
     """A straight cosmic-ray track through (x, y): ``per_pixel`` deposited per
     pixel of length, nearest pixel; returns the image and its pixels."""
