@@ -225,17 +225,10 @@ def edge_blocks(image: np.ndarray, noise: float, nsigma: float = 20.0, max_fract
             if 0 < hi < n and not median(med[max(hi - 4, 0):hi]) - median(med[hi:hi + 4]) >= step * noise:
                 hi = n
             for sl in (slice(0, lo), slice(hi, n)):
-                if sl.stop <= sl.start:
-                    continue
-                strip = data[:, sl] if axis == 0 else data[sl, :]
-                m = strip.shape[axis]
-                for b0 in range(0, m, block):
-                    piece = strip[b0:b0 + block] if axis == 0 else strip[:, b0:b0 + block]
-                    if not ((ref - median(piece)) <= nsigma * noise):
-                        if axis == 0:
-                            out[b0:b0 + block, sl] = True
-                        else:
-                            out[sl, b0:b0 + block] = True
+                for b0 in range(0, data.shape[axis] if sl.stop > sl.start else 0, block):
+                    piece = (slice(b0, b0 + block), sl) if axis == 0 else (sl, slice(b0, b0 + block))
+                    if not (ref - median(data[piece])) <= nsigma * noise:
+                        out[piece] = True
     return out
 
 

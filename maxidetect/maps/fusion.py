@@ -225,7 +225,7 @@ def _lacosmic_false_alarms(alone: np.ndarray, z: np.ndarray, col_lines: np.ndarr
 
 
 def fuse(image: np.ndarray, flags: np.ndarray, policy: MapPolicy,
-         header=None) -> tuple[np.ndarray, np.ndarray, FusionReport]:
+         header=None, missing=None) -> tuple[np.ndarray, np.ndarray, FusionReport]:
     """Fuse the network's masks with the frame's own evidence.
 
     Parameters
@@ -238,6 +238,9 @@ def fuse(image: np.ndarray, flags: np.ndarray, policy: MapPolicy,
     policy : MapPolicy
         Per-class actions and growth: a class the policy does not zero gets
         flags only, whatever the evidence.
+    missing : bool (H, W), False or None
+        The image's pixels without data (:func:`~maxidetect.maps.frame.no_data`)
+        when the caller has them (False: none); None: found here.
 
     Returns
     -------
@@ -245,7 +248,7 @@ def fuse(image: np.ndarray, flags: np.ndarray, policy: MapPolicy,
     """
     report = FusionReport()
     image = np.asarray(image)
-    blank = no_data(image)
+    blank = no_data(image) if missing is None else (missing if missing is not False else None)
     if blank is not None and not (blank <= ~np.isfinite(image)).all():
         # A zero-filled blank region is no data, as NaN is: left out of every statistic and search
         # (its edges are no trail or dead row).

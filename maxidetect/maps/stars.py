@@ -491,8 +491,9 @@ def _source_beside_hit(d, var, rms, cand, use_all, plane, aic_art, sig_psf, shap
     reach = max(2.0, BESIDE_MIN_FWHM * 2.3548 * sig_psf)
     yy, xx = np.indices(d.shape)
     q = float(shape[0]) if shape[0] < ROUND_Q else 1.0  # the wings' shape
+    peaks = np.argwhere(top)
     for k in np.argsort(-d[top])[:2]:
-        py, px = np.argwhere(top)[k]
+        py, px = peaks[k]
         away = cand & (np.hypot(yy - py, xx - px) >= reach)
         free = away & (d > OUTLIER_SIGMA * np.sqrt(var))
         # The hit is apart from the peak: no bridge of pixels a third as bright
@@ -721,7 +722,8 @@ def protect_sources(image_sub: np.ndarray, stats: FrameStats, candidates: np.nda
         # wings alone has as faint a model, but its core is no sharper than the PSF.
         rms = stats.rms[sl]
         if model.max() < FAINT_PEAK * float(np.median(rms)):
-            sky = np.median(d[~cand & ~others]) if (~cand & ~others).any() else 0.0
+            clear = ~cand & ~others
+            sky = np.median(d[clear]) if clear.any() else 0.0
             sharp = steeper_than_psf(d - _side_mean(d), d, rms, stats.sigma_minor)
             artefact = artefact | (cand & sharp & (d - model - sky > OUTLIER_SIGMA * rms))
         released[sl] |= cand & footprint & ~artefact

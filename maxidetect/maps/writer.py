@@ -138,7 +138,8 @@ class _Accumulator:
     def fuse(self, image, header=None):
         """Replace the network's zero masks by the fused ones (needs the flags
         and the raw image); returns the :class:`~maxidetect.maps.fusion.FusionReport`."""
-        zero, self.flag, report = fuse(image, self.flag, self.policy, header)
+        zero, self.flag, report = fuse(image, self.flag, self.policy, header,
+                                       missing=False if self.missing is None else self.missing)
         self.zero = {0: zero}
         return report
 
