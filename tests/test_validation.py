@@ -155,9 +155,15 @@ def test_simulate_cli_writes_frame_truth_catalogue(tmp_path):
 
 @pytest.mark.slow
 def test_bench_quick_report(tmp_path, monkeypatch):
-    """`maxidetect bench --quick` end to end: report, JSON and plots."""
+    """`maxidetect bench --quick` end to end: report, JSON and plots; its
+    frames, maps and catalogues (no --work-dir) are not left behind."""
+    import tempfile
+
     monkeypatch.chdir(tmp_path)
+    (tmp_path / "tmp").mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
     assert main(["bench", "--quick", "--engines", "SEP", "-o", "out"]) == 0
+    assert not any((tmp_path / "tmp").iterdir())
     res = json.loads((tmp_path / "out" / "results.json").read_text())
     rows = res["summary"]["default"]
     strategies = {r["strategy"] for r in rows}
