@@ -93,6 +93,22 @@ def _add(image, stamp, y0, x0):
         image[ys, xs] += stamp[ys.start - y0:ys.stop - y0, xs.start - x0:xs.stop - x0]
 
 
+def track_deposits(shape, x: float, y: float, ang: float, n_steps: int, rng):
+    """A cosmic-ray track wandering from (x, y) in half-pixel steps (its angle
+    drifting by 0.08 rad per step), deposited bilinearly: (row, column,
+    weight) of each deposit inside ``shape``."""
+    h, w = shape
+    for _ in range(n_steps):
+        ang += rng.normal(0, 0.08)
+        x, y = x + 0.5 * np.cos(ang), y + 0.5 * np.sin(ang)
+        ix, iy = int(np.floor(x)), int(np.floor(y))
+        fx, fy = x - ix, y - iy
+        for dy, dx, wt in ((0, 0, (1 - fx) * (1 - fy)), (0, 1, fx * (1 - fy)), (1, 0, (1 - fx) * fy),
+                           (1, 1, fx * fy)):
+            if 0 <= iy + dy < h and 0 <= ix + dx < w:
+                yield iy + dy, ix + dx, wt
+
+
 def make_frame(seed: int, size: int = 1024, variant: str = "default"):
     """(image float32, header, truth catalogue, truth bit mask int32)."""
     rng = np.random.default_rng([seed, 7])  # a stream of its own: not the simulator's seeds
@@ -180,18 +196,10 @@ def make_frame(seed: int, size: int = 1024, variant: str = "default"):
             continue
         ang, length = rng.uniform(0, 2 * np.pi), min(rng.exponential(8.0) + 1.5, 60.0)
         per_step = rng.uniform(4, 120) * noise
-        for _ in range(int(length / 0.5)):
-            ang += rng.normal(0, 0.08)
-            x, y = x + 0.5 * np.cos(ang), y + 0.5 * np.sin(ang)
-            ix, iy = int(np.floor(x)), int(np.floor(y))
-            fx, fy = x - ix, y - iy
-            for dy, dx, wt in ((0, 0, (1 - fx) * (1 - fy)), (0, 1, fx * (1 - fy)), (1, 0, (1 - fx) * fy),
-                               (1, 1, fx * fy)):
-                py, px = iy + dy, ix + dx
-                if 0 <= py < size and 0 <= px < size:
-                    image[py, px] += 0.5 * per_step * wt
-                    if 0.5 * per_step * wt > noise:
-                        truth[py, px] |= BIT["CR"]
+        for py, px, wt in track_deposits((size, size), x, y, ang, int(length / 0.5), rng):
+            image[py, px] += 0.5 * per_step * wt
+            if 0.5 * per_step * wt > noise:
+                truth[py, px] |= BIT["CR"]
     # Hot and cold pixels, and a hot column segment.
     for _ in range(rng.poisson(40 * area)):
         iy, ix = rng.integers(0, size, 2)

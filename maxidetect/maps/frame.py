@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import sep
+from scipy import ndimage
 
 from maxidetect.errors import MaxidetectWarning
 from maxidetect.maps.morph import dilate
@@ -106,12 +107,46 @@ class FrameStats:
         """The PSF's sigma along its minor axis [pix]: the sharpest a source can be."""
         return self.sigma * np.sqrt(min(self.psf_q, 1.0))
 
-    def source_mask(self, grow: int = 2) -> np.ndarray:
+    def source_mask(self, grow: int = 2, snr: np.ndarray | None = None) -> np.ndarray:
         """Footprints of the compact objects, grown by ``grow`` pixels (line-like
-        objects, i.e. trails and bad columns, are left visible)."""
+        objects, i.e. trails and bad columns, are left visible).
+
+        With ``snr`` (the frame in noise units), a large footprint (semi-major
+        axis of 25 px or more) is masked at its blobs and bright peaks alone:
+        it may be a line (a satellite trail) merged with the stars or galaxy
+        it crosses, and the line must stay visible to the trail search (a
+        7-sigma, 290 px trail through a bright galaxy was masked whole and
+        never fitted). A blob is all there is of a large star or galaxy."""
         keep = np.concatenate([[False], self.compact])
+        blends = np.zeros(0, int)
+        if snr is not None and len(self.objects):
+            blends = np.flatnonzero(self.compact & (self.objects["a"] >= max(25.0, 3 * self.fwhm)))
+            keep[blends + 1] = False
         m = keep[self.segmentation]
+        for k in blends:
+            sl, blobs = self._blobs(k, snr)
+            m[sl] |= blobs
         return dilate(m, grow) if grow > 0 else m
+
+    def _blobs(self, k: int, snr: np.ndarray) -> tuple[tuple[slice, slice], np.ndarray]:
+        """Object ``k``'s footprint less its thin parts (an opening that no
+        line up to 16 px wide survives), plus disks of 2 FWHM around its
+        peaks three times brighter than those thin parts (stars on a trail
+        are smaller than the opening): (its box, the mask in the box)."""
+        o = self.objects[k]
+        h, w = self.segmentation.shape
+        pad = int(np.ceil(2 * self.fwhm)) + 1
+        y0, y1 = max(int(o["ymin"]) - pad, 0), min(int(o["ymax"]) + pad + 1, h)
+        x0, x1 = max(int(o["xmin"]) - pad, 0), min(int(o["xmax"]) + pad + 1, w)
+        fp = self.segmentation[y0:y1, x0:x1] == k + 1
+        yy, xx = np.mgrid[-8:9, -8:9]
+        thick = ndimage.binary_opening(fp, structure=xx**2 + yy**2 <= 64)
+        z = np.where(fp, snr[y0:y1, x0:x1], -np.inf)
+        thin = fp & ~thick
+        level = float(np.median(z[thin])) if thin.any() else 0.0
+        r = int(np.ceil(self.fwhm))
+        peaks = (z == ndimage.maximum_filter(z, size=2 * r + 1)) & fp & (z > max(3 * level, 5.0))
+        return (slice(y0, y1), slice(x0, x1)), thick | (dilate(peaks, 2 * r) & fp)
 
     def snr(self, image: np.ndarray) -> np.ndarray:
         """(image - background) / rms, float32."""

@@ -296,7 +296,7 @@ def fuse(image: np.ndarray, flags: np.ndarray, policy: MapPolicy,
         near = (ndimage.distance_transform_cdt(~saturated, metric="taxicab") <= 25) if saturated.any() else saturated
         near_star = np.unique(lab[near & (lab > 0)])
         spikes = dilate(np.isin(lab, near_star[near_star > 0]), 3)
-    masked = stats.source_mask(2) | around_sat | spikes | overscan | sharp
+    masked = stats.source_mask(2, snr=z) | around_sat | spikes | overscan | sharp
     # Diffuse light the network found (fringes, nebulae) has stripes and kinks
     # that pass for columns: left out of their search (trails are checked for
     # being one isolated line instead).

@@ -4,12 +4,16 @@
    spikes masked out, binned (2x2 or 4x4) and thresholded at 1 sigma, is
    summed along every line (a Hough transform weighted by the signal):
    a trail of per-pixel S/N 1 over 100 px stands out at ~6 sigma even where
-   the network sees nothing.
+   the network sees nothing. The sums are in units of the residual's own
+   local noise (:func:`_excess_noise`: the light left between the masked
+   stars of a crowded field is correlated over many pixels) and of their
+   scatter at each angle.
 2. Every candidate line, and every elongated component of the network's TRL
-   mask, is verified at full resolution: its profile across the line (a
-   Gaussian: offset and width) and its signal along it in windows of
-   ``WINDOW`` px. A trail is significant in most windows over at least
-   ``min_length`` px; a row of stars, a galaxy edge or noise is not.
+   mask, is verified at full resolution, the strongest first: its profile
+   across the line (a Gaussian: offset and width) and its signal along it in
+   windows of ``WINDOW`` px, above the light beside it in the same window. A
+   trail is significant in most windows over at least ``min_length`` px; a
+   row of stars, a galaxy edge, a crowded field's residual or noise is not.
 3. The verified trail is masked from its first to its last significant
    window plus a margin, at 2.5 widths plus 2 px: never in fragments.
 """
@@ -24,6 +28,9 @@ from scipy import ndimage
 __all__ = ["Trail", "find_trails", "trail_mask", "trails_from_header", "WINDOW"]
 
 WINDOW = 32  # px along the line per significance window
+EXCESS_BLOCK = 8  # px: the blocks over which the residual's excess noise is measured
+MAX_LINES = 12  # distinct lines tried from the Hough transform
+MAX_PEAKS = 40  # Hough peaks taken to find them
 _E_W, _E_W2 = 0.2420, 0.4000  # E[z 1{z>1}] and E[z^2 1{z>1}] for z ~ N(0, 1)
 
 
@@ -127,7 +134,18 @@ def _hough(z: np.ndarray, valid: np.ndarray, n_theta: int):
     with np.errstate(invalid="ignore", divide="ignore"):
         sig = (acc - _E_W * length) / np.sqrt(_E_W2 * length)
     sig[length < 20] = 0.0
-    return np.nan_to_num(sig), thetas, diag
+    sig = np.nan_to_num(sig)
+    # In units of the accumulator's own scatter at each angle (at least its
+    # white-noise unit): the residual light between the masked stars of a
+    # crowded field or a cluster core is correlated over many pixels, and its
+    # lines spread far wider than white noise does; a trail is one outlier.
+    lines = length >= 20
+    spread = np.ones(n_theta)
+    for k in range(n_theta):
+        row = sig[k, lines[k]]
+        if row.size > 20:
+            spread[k] = max(1.0, 1.4826 * float(np.median(np.abs(row - np.median(row)))))
+    return sig / spread[:, None], thetas, diag
 
 
 def _chord(w, h, c, s, rho):
@@ -236,14 +254,43 @@ def _refine_line(z, valid, theta, rho, band=30.0):
     return float(th), float(rho)
 
 
-def _verify(z, valid, theta, rho, min_length, window_snr, source, band=24.0) -> Trail | None:
-    """Fit the profile across a candidate line and find its extent along it."""
+def _excess_noise(z: np.ndarray, valid: np.ndarray, block: int = EXCESS_BLOCK, reach: int = 8) -> np.ndarray:
+    """How much noisier than white the unmasked residual is, on the scale of a
+    trail's window, per ``block`` px block: the robust scatter (within ``reach``
+    blocks) of the blocks' means in units of their white-noise error, at least 1.
+    Star wings and unresolved stars between the masked sources of a crowded
+    field or a cluster core are correlated over many pixels: a line through
+    their brightest clumps is "significant" by the white-noise error of its
+    windows (measured: 10-20 sigma per window on a globular cluster)."""
+    h, w = z.shape
+    hb, wb = -(-h // block), -(-w // block)
+    zz = np.zeros((hb * block, wb * block), np.float32)
+    vv = np.zeros((hb * block, wb * block), np.float32)
+    zz[:h, :w] = np.where(valid, z, 0.0)
+    vv[:h, :w] = valid
+    sums = zz.reshape(hb, block, wb, block).sum(axis=(1, 3))
+    n = vv.reshape(hb, block, wb, block).sum(axis=(1, 3))
+    x = np.where(n >= block * block / 4, sums / np.sqrt(np.maximum(n, 1)), 0.0)  # unit variance if white
+    size = 2 * reach + 1
+    med = ndimage.median_filter(x, size=size, mode="reflect")
+    spread = ndimage.median_filter(np.abs(x - med), size=size, mode="reflect") / 0.6745
+    return np.maximum(spread, 1.0)
+
+
+def _verify(z, valid, theta, rho, min_length, window_snr, source, band=24.0, excess=None) -> Trail | None:
+    """Fit the profile across a candidate line and find its extent along it.
+    ``excess``: :func:`_excess_noise` of the frame, by which each window's
+    S/N is divided."""
     ys, xs, dist, along = _band(z.shape, theta, rho, band)
     near = valid[ys, xs]
     if near.sum() < min_length:
         return None
     d, t, v = dist[near], along[near], z[ys[near], xs[near]]
+    yn, xn = ys[near], xs[near]
     # Across: medians in 0.5 px bins, then a Gaussian (offset, width, amplitude).
+    # (No constant under it: the light beside the line is subtracted per
+    # window below; with a constant, the narrow core of a broad line along
+    # the grid -- a spectrum's trace -- passed for a trail.)
     edges = np.arange(-band, band + 0.5, 0.5)
     centres = edges[:-1] + 0.25
     prof = _bin_medians(v, np.digitize(d, edges) - 1, len(centres))
@@ -268,12 +315,25 @@ def _verify(z, valid, theta, rho, min_length, window_snr, source, band=24.0) -> 
     tc, vc = t[core], v[core]
     if len(tc) < min_length:
         return None
-    # Along: windows of WINDOW px; S/N of each window's mean.
+    # Along: windows of WINDOW px; S/N of each window's mean above the light
+    # beside the line in that window (a trail stands above its surroundings: the
+    # residual light of a crowded field or a cluster core, 0.3-0.6 sigma per
+    # pixel over whole regions, is no line; none where too little is beside it).
     lo, hi = tc.min(), tc.max()
     nwin = max(int(np.ceil((hi - lo) / WINDOW)), 1)
     k = np.minimum(((tc - lo) / WINDOW).astype(int), nwin - 1)
     n = np.bincount(k, minlength=nwin)
-    tot = np.bincount(k, weights=vc, minlength=nwin)
+    flank = np.abs(d - off) >= 3 * sigma + 3
+    kf = np.clip(((t[flank] - lo) / WINDOW).astype(int), -1, nwin)
+    inside_f = (kf >= 0) & (kf < nwin)
+    local = _bin_medians(v[flank][inside_f], kf[inside_f], nwin)
+    n_f = np.bincount(kf[inside_f], minlength=nwin)
+    local = np.where(n_f >= 20, local, 0.0)
+    tot = np.bincount(k, weights=vc, minlength=nwin) - n * local
+    if excess is not None:  # each window's excess noise where its core pixels are
+        kb = (yn[core] // EXCESS_BLOCK) * excess.shape[1] + xn[core] // EXCESS_BLOCK
+        f = np.bincount(k, weights=excess.ravel()[kb], minlength=nwin) / np.maximum(n, 1)
+        tot = tot / np.maximum(f, 1.0)
     snr = np.where(n > 3, tot / np.sqrt(np.maximum(n, 1)), np.nan)
     hit = np.nan_to_num(snr) > window_snr
     if not hit.any():
@@ -382,6 +442,41 @@ def _same(a: Trail, b: Trail) -> bool:
     return abs(xm * np.cos(b.theta) + ym * np.sin(b.theta) - b.rho) < a.half_width + b.half_width + 10
 
 
+def _same_line(theta_a: float, rho_a: float, theta_b: float, rho_b: float) -> bool:
+    """Two straightened candidates on one line (within 1 deg and 3 px; theta wraps at pi)."""
+    d = abs(theta_a - theta_b)
+    if d > np.pi / 2:
+        d, rho_b = np.pi - d, -rho_b
+    return d < np.radians(1.0) and abs(rho_a - rho_b) < 3.0
+
+
+def _plausible(t: Trail, z, valid, network_trl, diffuse, psf_sigma) -> bool:
+    """A verified line that is a satellite trail: no bad column, no broad line
+    along the pixel grid, no faint broad filament nobody else sees."""
+    if _is_column(t, z, valid):
+        return False
+    support = 0.0
+    if network_trl is not None:
+        core = trail_mask(z.shape, Trail(t.theta, t.rho, min(t.sigma, 1.0), 0, t.t0, t.t1, 0, ""), margin=0)
+        support = network_trl[core].mean() if core.any() else 0.0
+    ang = np.degrees(t.theta) % 90.0
+    if min(ang, 90.0 - ang) < 6.0 and t.sigma > 1.5 and support < 0.1:
+        return False  # a broad line along the pixel grid: bleeding, halos, amplifier structure
+    off_grid = np.radians(min(ang, 90.0 - ang))
+    # along the grid: it drifts sideways by less than 3 of its widths over its length
+    on_grid = t.length * np.sin(off_grid) < 3 * 2.355 * t.sigma
+    if psf_sigma and on_grid and t.sigma > 2.0 * psf_sigma:
+        return False  # on the grid and twice the PSF's width: a sky line, bleed or glow, whatever the network says
+    if t.sigma >= 3.0 and support < 0.1 and t.significance < 50:
+        return False  # broad and faint, and the network sees nothing: a filament or a halo's edge
+    if diffuse is not None and diffuse.any():
+        core = trail_mask(z.shape, Trail(t.theta, t.rho, min(t.sigma, 1.0), 0, t.t0, t.t1, 0, ""), margin=0)
+        in_diffuse = diffuse[core].mean() if core.any() else 0.0
+        if in_diffuse > 0.5 and support < 0.1 and t.sigma >= 2.5:
+            return False
+    return True
+
+
 def find_trails(snr: np.ndarray, masked: np.ndarray, network_trl: np.ndarray | None = None,
                 min_length: int = 100, nsigma: float = 6.0, diffuse: np.ndarray | None = None,
                 psf_sigma: float | None = None) -> list[Trail]:
@@ -424,8 +519,13 @@ def find_trails(snr: np.ndarray, masked: np.ndarray, network_trl: np.ndarray | N
     z[masked] = 0.0
     vb = valid[:hb * bin_, :wb * bin_].reshape(hb, bin_, wb, bin_).mean(axis=(1, 3)) > 0.5
     n_theta = 360 if max(hb, wb) <= 600 else 720
-    sig, thetas, diag = _hough(zb, vb, n_theta)
-    candidates = [(t, r, "hough", min_length) for t, r, _ in _peaks(sig, thetas, diag, bin_, nsigma)]
+    excess = _excess_noise(z, valid)
+    # The Hough sums in units of the residual's own local noise: a region of excess noise (a
+    # frame's top rows with a ramp, a cluster core) otherwise makes every line through it a peak.
+    rep = EXCESS_BLOCK // bin_
+    eb = np.repeat(np.repeat(excess, rep, axis=0), rep, axis=1)[:hb, :wb]
+    sig, thetas, diag = _hough(zb / eb, vb, n_theta)
+    candidates = [(t, r, "hough", min_length) for t, r, _ in _peaks(sig, thetas, diag, bin_, nsigma, MAX_PEAKS)]
     if network_trl is not None and network_trl.any():
         lab, n = ndimage.label(network_trl, structure=np.ones((3, 3)))
         for sl in ndimage.find_objects(lab):
@@ -441,32 +541,33 @@ def find_trails(snr: np.ndarray, masked: np.ndarray, network_trl: np.ndarray | N
             theta = np.arctan2(dx, -dy) % np.pi  # the normal (cos, sin) is perpendicular to (dx, dy)
             rho = mean[0] * np.cos(theta) + mean[1] * np.sin(theta)
             candidates.append((theta, rho, "network", max(30, min_length // 3)))
+    # Every candidate straightened first: the Hough peaks around one broad feature (a frame's top
+    # rows with a ramp) straighten onto the same line and count once, or they used up the search
+    # (twelve peaks on such rows, and a 2.4-sigma trail beside them was never tried).
+    seen: list[tuple[float, float]] = []
+    found = []
+    n_hough = 0
+    for theta, rho, source, length in candidates:
+        if source == "hough" and n_hough >= MAX_LINES:
+            continue
+        theta, rho = _refine_line(z, valid, theta, rho)
+        if any(_same_line(theta, rho, th, r) for th, r in seen):
+            continue
+        seen.append((theta, rho))
+        n_hough += source == "hough"
+        t = _verify(z, valid, theta, rho, length, 3.0, source, excess=excess)
+        if t is not None and _plausible(t, z, valid, network_trl, diffuse, psf_sigma):
+            found.append((t.significance, theta, rho, source, length))
+    # The strongest first, each judged again without the pixels of those already found: a line
+    # crossing a brighter trail borrows its light where they cross (a 0.55-sigma "trail" in a
+    # crowded field, significant only in the windows where it crossed an 8-sigma one).
     trails: list[Trail] = []
     valid = valid.copy()
-    for theta, rho, source, length in candidates:
-        theta, rho = _refine_line(z, valid, theta, rho)
-        t = _verify(z, valid, theta, rho, length, 3.0, source)
-        if t is None or _is_column(t, z, valid) or any(_same(t, o) for o in trails):
+    for _, theta, rho, source, length in sorted(found, key=lambda f: -f[0]):
+        t = _verify(z, valid, theta, rho, length, 3.0, source, excess=excess)
+        if t is None or any(_same(t, o) for o in trails) or not _plausible(t, z, valid, network_trl, diffuse,
+                                                                             psf_sigma):
             continue
-        support = 0.0
-        if network_trl is not None:
-            core = trail_mask(z.shape, Trail(t.theta, t.rho, min(t.sigma, 1.0), 0, t.t0, t.t1, 0, ""), margin=0)
-            support = network_trl[core].mean() if core.any() else 0.0
-        ang = np.degrees(t.theta) % 90.0
-        if min(ang, 90.0 - ang) < 6.0 and t.sigma > 1.5 and support < 0.1:
-            continue  # a broad line along the pixel grid: bleeding, halos, amplifier structure
-        off_grid = np.radians(min(ang, 90.0 - ang))
-        # along the grid: it drifts sideways by less than 3 of its widths over its length
-        on_grid = t.length * np.sin(off_grid) < 3 * 2.355 * t.sigma
-        if psf_sigma and on_grid and t.sigma > 2.0 * psf_sigma:
-            continue  # on the grid and twice the PSF's width: a sky line, bleed or glow, whatever the network says
-        if t.sigma >= 3.0 and support < 0.1 and t.significance < 50:
-            continue  # broad and faint, and the network sees nothing: a filament or a halo's edge
-        if diffuse is not None and diffuse.any():
-            core = trail_mask(z.shape, Trail(t.theta, t.rho, min(t.sigma, 1.0), 0, t.t0, t.t1, 0, ""), margin=0)
-            in_diffuse = diffuse[core].mean() if core.any() else 0.0
-            if in_diffuse > 0.5 and support < 0.1 and t.sigma >= 2.5:
-                continue
         trails.append(t)
         # Its pixels (and wings) are explained: later, weaker candidates near it are not new trails.
         ys, xs, _ = _segment(z.shape, t.theta, t.rho, t.half_width + 8, t.t0 - 20, t.t1 + 20)
