@@ -13,7 +13,7 @@ from maxidetect.maps.columns import find_column_defects
 from maxidetect.maps.frame import measure_frame
 from maxidetect.maps.fusion import BIT, fuse
 from maxidetect.maps.policy import MapPolicy
-from maxidetect.maps.stars import _pixel_gauss, judge_object
+from maxidetect.maps.stars import _along_line, _pixel_gauss, judge_object
 from maxidetect.maps.trails import find_trails, trail_mask
 
 SKY, NOISE = 1000.0, 10.0
@@ -743,6 +743,22 @@ def test_correlated_residual_of_a_crowded_field_is_no_trail(seed):
     z += 0.6 * np.exp(-0.5 * ((xx - 200) ** 2 + (yy - 200) ** 2) / 80.0**2)  # the cluster's unresolved light
     z += rng.normal(0.0, 0.5, (n, n))
     assert find_trails(z.astype(np.float32), np.zeros((n, n), bool)) == []
+
+
+def test_an_elongated_source_beside_a_trail_is_no_piece_of_it():
+    """A piece of a trail lies on it; a galaxy of axis ratio 4 parallel
+    to a trail, its light centred 7 px from the axis (outside the trail's
+    mask, which still cuts its side), is beside it and judged as a source (a
+    second generator's S/N 48 galaxy so was taken for a piece and lost)."""
+    n = 41
+    yy, xx = np.mgrid[:n, :n]
+    line = np.abs(xx - 27) <= 5  # a vertical trail's mask, axis at x = 27
+    direction = np.pi / 2
+    for x0, on_it in ((20.0, False), (27.0, True)):
+        d = 50.0 * np.exp(-0.5 * (((xx - x0) / 2.0) ** 2 + ((yy - 20) / 8.0) ** 2))
+        own = d > 1.0
+        found = _along_line(d, own, [(line, direction)])
+        assert (found is not None) == on_it
 
 
 @pytest.mark.parametrize("seed", [1, 2])

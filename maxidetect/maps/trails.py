@@ -544,16 +544,17 @@ def find_trails(snr: np.ndarray, masked: np.ndarray, network_trl: np.ndarray | N
     # Every candidate straightened first: the Hough peaks around one broad feature (a frame's top
     # rows with a ramp) straighten onto the same line and count once, or they used up the search
     # (twelve peaks on such rows, and a 2.4-sigma trail beside them was never tried).
-    seen: list[tuple[float, float]] = []
+    seen: list[tuple[float, float, int]] = []
     found = []
     n_hough = 0
     for theta, rho, source, length in candidates:
         if source == "hough" and n_hough >= MAX_LINES:
             continue
         theta, rho = _refine_line(z, valid, theta, rho)
-        if any(_same_line(theta, rho, th, r) for th, r in seen):
+        # (a shorter minimum length -- the network's candidates -- is a new try on the same line)
+        if any(_same_line(theta, rho, th, r) and n <= length for th, r, n in seen):
             continue
-        seen.append((theta, rho))
+        seen.append((theta, rho, length))
         n_hough += source == "hough"
         t = _verify(z, valid, theta, rho, length, 3.0, source, excess=excess)
         if t is not None and _plausible(t, z, valid, network_trl, diffuse, psf_sigma):
