@@ -41,8 +41,6 @@ def no_data(image) -> np.ndarray | None:
     missing = ~np.isfinite(data) if data.dtype.kind == "f" else np.zeros(data.shape, bool)
     zero = data == 0
     if np.count_nonzero(zero) >= BLANK_MIN_AREA:
-        from scipy import ndimage
-
         solid = ndimage.binary_opening(zero, structure=np.ones((3, 3), bool))
         if np.count_nonzero(solid) >= BLANK_MIN_AREA:
             lab, _ = ndimage.label(solid)

@@ -444,7 +444,7 @@ def _source_under_track(d, var, cand, use_all, profiles, plane, aic_art, sig_psf
     plane with the same pixels free and beats the artefact model (AIC), and
     stands out of the line the free pixels draw (:func:`_bump_on_line`).
     ``fit``: :func:`_fit_family`'s full result over every pixel, the first step."""
-    a, b, _ = _moments(np.ones(d.shape), cand)
+    a, b, *_ = _moments(np.ones(d.shape), cand)
     if a < 2.0 * max(b, 0.5):
         return False, None  # no track (see _bump_on_line): spares the fits on most hits
     got = _free_outliers(d, var, cand, use_all, profiles, plane, np.zeros(d.shape, bool), fit=fit)
@@ -529,7 +529,7 @@ def _bump_on_line(d, var, free, src, sig_psf, nsigma=5.0) -> bool:
     Without a line (a compact hit) no: its core fits a narrow source once its
     edges are free (measured: every such release on simulated frames was a
     cosmic ray)."""
-    a, b, theta = _moments(d, free)
+    a, b, theta, *_ = _moments(d, free)
     if free.sum() < 6 or a < 2.0 * max(b, 0.5):
         return False  # no line: a hit's own core fits a narrow source once its edges are free
     ys, xs = np.nonzero(free)
@@ -564,21 +564,22 @@ MIN_LINE_ELONGATION = 3.0
 MAX_LINE_ANGLE = np.radians(15.0)
 
 
-def _moments(d: np.ndarray, mask: np.ndarray) -> tuple[float, float, float]:
-    """(a, b, theta): rms lengths of the major and minor axes and the major
-    axis' angle from +x, of the positive pixels of ``d`` in ``mask``."""
+def _moments(d: np.ndarray, mask: np.ndarray) -> tuple[float, float, float, float, float]:
+    """(a, b, theta, y, x): rms lengths of the major and minor axes, the major
+    axis' angle from +x and the centre, of the positive pixels of ``d`` in
+    ``mask`` (all 0 where there are fewer than 3 or no light)."""
     ys, xs = np.nonzero(mask)
     v = np.clip(d[ys, xs], 0, None)
     tot = v.sum()
     if tot <= 0 or len(v) < 3:
-        return 0.0, 0.0, 0.0
+        return 0.0, 0.0, 0.0, 0.0, 0.0
     my, mx = (v * ys).sum() / tot, (v * xs).sum() / tot
     vyy = (v * (ys - my) ** 2).sum() / tot
     vxx = (v * (xs - mx) ** 2).sum() / tot
     vxy = (v * (xs - mx) * (ys - my)).sum() / tot
     half, diff = 0.5 * (vxx + vyy), np.hypot(0.5 * (vxx - vyy), vxy)
     theta = float(0.5 * np.arctan2(2 * vxy, vxx - vyy))
-    return float(np.sqrt(half + diff)), float(np.sqrt(max(half - diff, 0.0))), theta
+    return float(np.sqrt(half + diff)), float(np.sqrt(max(half - diff, 0.0))), theta, float(my), float(mx)
 
 
 def _along_line(d, own_pixels, lines) -> np.ndarray | None:
@@ -592,12 +593,10 @@ def _along_line(d, own_pixels, lines) -> np.ndarray | None:
     lies on its line: an elongated object whose light is centred off the
     line's mask is beside it (a S/N 48 galaxy of axis ratio 3, 7 px from a
     trail's axis and nearly parallel to it, was taken for a piece and lost)."""
-    a, b, theta = _moments(d, own_pixels)
+    a, b, theta, my, mx = _moments(d, own_pixels)
     if a <= 0 or a < MIN_LINE_ELONGATION * max(b, 1e-6):
         return None
-    ys, xs = np.nonzero(own_pixels)
-    v = np.clip(d[ys, xs], 0, None)
-    cy, cx = int(round(float((v * ys).sum() / v.sum()))), int(round(float((v * xs).sum() / v.sum())))
+    cy, cx = int(round(my)), int(round(mx))
     found = None
     for mask, direction in lines:
         if abs((theta - direction + np.pi / 2) % np.pi - np.pi / 2) <= MAX_LINE_ANGLE and mask[cy, cx]:

@@ -455,9 +455,11 @@ def _plausible(t: Trail, z, valid, network_trl, diffuse, psf_sigma) -> bool:
     along the pixel grid, no faint broad filament nobody else sees."""
     if _is_column(t, z, valid):
         return False
+    core = None
+    if network_trl is not None or (diffuse is not None and diffuse.any()):  # the line's own pixels
+        core = trail_mask(z.shape, Trail(t.theta, t.rho, min(t.sigma, 1.0), 0, t.t0, t.t1, 0, ""), margin=0)
     support = 0.0
     if network_trl is not None:
-        core = trail_mask(z.shape, Trail(t.theta, t.rho, min(t.sigma, 1.0), 0, t.t0, t.t1, 0, ""), margin=0)
         support = network_trl[core].mean() if core.any() else 0.0
     ang = np.degrees(t.theta) % 90.0
     if min(ang, 90.0 - ang) < 6.0 and t.sigma > 1.5 and support < 0.1:
@@ -470,7 +472,6 @@ def _plausible(t: Trail, z, valid, network_trl, diffuse, psf_sigma) -> bool:
     if t.sigma >= 3.0 and support < 0.1 and t.significance < 50:
         return False  # broad and faint, and the network sees nothing: a filament or a halo's edge
     if diffuse is not None and diffuse.any():
-        core = trail_mask(z.shape, Trail(t.theta, t.rho, min(t.sigma, 1.0), 0, t.t0, t.t1, 0, ""), margin=0)
         in_diffuse = diffuse[core].mean() if core.any() else 0.0
         if in_diffuse > 0.5 and support < 0.1 and t.sigma >= 2.5:
             return False
@@ -558,17 +559,20 @@ def find_trails(snr: np.ndarray, masked: np.ndarray, network_trl: np.ndarray | N
         n_hough += source == "hough"
         t = _verify(z, valid, theta, rho, length, 3.0, source, excess=excess)
         if t is not None and _plausible(t, z, valid, network_trl, diffuse, psf_sigma):
-            found.append((t.significance, theta, rho, source, length))
+            found.append((t.significance, theta, rho, source, length, t))
     # The strongest first, each judged again without the pixels of those already found: a line
     # crossing a brighter trail borrows its light where they cross (a 0.55-sigma "trail" in a
     # crowded field, significant only in the windows where it crossed an 8-sigma one).
     trails: list[Trail] = []
     valid = valid.copy()
-    for _, theta, rho, source, length in sorted(found, key=lambda f: -f[0]):
-        t = _verify(z, valid, theta, rho, length, 3.0, source, excess=excess)
-        if t is None or any(_same(t, o) for o in trails) or not _plausible(t, z, valid, network_trl, diffuse,
-                                                                             psf_sigma):
-            continue
+    for _, theta, rho, source, length, first in sorted(found, key=lambda f: -f[0]):
+        if trails:  # judged again: pixels are now left out (the strongest stands as first judged)
+            t = _verify(z, valid, theta, rho, length, 3.0, source, excess=excess)
+            if t is None or any(_same(t, o) for o in trails) or not _plausible(t, z, valid, network_trl, diffuse,
+                                                                                 psf_sigma):
+                continue
+        else:
+            t = first
         trails.append(t)
         # Its pixels (and wings) are explained: later, weaker candidates near it are not new trails.
         ys, xs, _ = _segment(z.shape, t.theta, t.rho, t.half_width + 8, t.t0 - 20, t.t1 + 20)
