@@ -860,6 +860,22 @@ def test_fast_medians_equal_numpy_and_scipy():
     np.testing.assert_array_equal(_median_smooth(z, 11, step=1), ndimage.median_filter(z, size=11, mode="nearest"))
     half = _median_smooth(z, 11)  # every 2nd pixel, repeated
     np.testing.assert_array_equal(half[::2, ::2], ndimage.median_filter(z, size=11, mode="nearest")[::2, ::2])
+    # The excess-noise map's filter (scipy's "reflect" is numpy's "symmetric"), over several row
+    # chunks and on a grid smaller than its window (a small frame's 8-px blocks).
+    big = rng.normal(size=(300, 260)).astype(np.float32)
+    for x in (big, z[:5, :3]):
+        np.testing.assert_array_equal(_median_smooth(x, 17, step=1, mode="symmetric"),
+                                      ndimage.median_filter(x, size=17, mode="reflect"))
+
+
+def test_source_rejection_limit_is_the_chi2_quantile():
+    """Rule 1's likelihood-ratio limit is scipy.stats' chi2 quantile (computed without importing it)."""
+    from scipy.stats import chi2
+
+    from maxidetect.maps.stars import SOURCE_ALPHA, _lrt_limit
+
+    for dof in (1, 2, 7, 40, 333):
+        assert _lrt_limit(dof) == float(chi2.ppf(1.0 - SOURCE_ALPHA, dof))
 
 
 def test_fast_bin_medians_and_source_fit_equal_the_plain_computations():
