@@ -5,7 +5,9 @@ In order (each step is its own module; this one decides):
 
 1. the frame's background, noise, sources and PSF (:mod:`.frame`);
 2. satellite trails from their shape (:mod:`.trails`), seeded also by the
-   network's elongated TRL components, masked end to end; TRL pixels of the
+   network's elongated TRL components, masked end to end (lines longer than
+   any source stay visible in the sources' footprints: a bright trail is
+   deblended into pieces by the stars it crosses); TRL pixels of the
    network that no fitted trail explains are only flagged;
 3. bad columns and rows from their statistics (:mod:`.columns`), trails
    left out, fused with the network's HCL/DCL; a column is one defect
@@ -44,7 +46,7 @@ from maxidetect.maps.morph import dilate, grow
 from maxidetect.maps.policy import MapPolicy
 from maxidetect.maps.spikes import on_spikes
 from maxidetect.maps.stars import protect_sources, steeper_than_psf
-from maxidetect.maps.trails import Trail, find_trails, trail_mask, trail_model
+from maxidetect.maps.trails import Trail, find_trails, line_ridges, trail_mask, trail_model
 
 __all__ = ["FusionReport", "fuse", "cosmic_rays"]
 
@@ -296,7 +298,9 @@ def fuse(image: np.ndarray, flags: np.ndarray, policy: MapPolicy,
         near = (ndimage.distance_transform_cdt(~saturated, metric="taxicab") <= 25) if saturated.any() else saturated
         near_star = np.unique(lab[near & (lab > 0)])
         spikes = dilate(np.isin(lab, near_star[near_star > 0]), 3)
-    masked = stats.source_mask(2, snr=z) | around_sat | spikes | overscan | sharp
+    source = stats.source_mask(2, snr=z)
+    not_sources = around_sat | spikes | overscan | sharp
+    masked = source | not_sources
     # Diffuse light the network found (fringes, nebulae) has stripes and kinks
     # that pass for columns: left out of their search (trails are checked for
     # being one isolated line instead).
@@ -304,7 +308,14 @@ def fuse(image: np.ndarray, flags: np.ndarray, policy: MapPolicy,
 
     # -- trails (before the columns: a steep trail crossing columns would
     # otherwise pass for many short column segments)
-    report.trails = find_trails(z, masked, network_trl=net("TRL"), diffuse=diffuse, psf_sigma=stats.sigma)
+    # A bright trail deblended into pieces by the stars it crosses is in the source mask: its
+    # line, longer than any source, stays visible to the search (stars on it stay masked).
+    on_lines = np.zeros(flags.shape, bool)
+    if len(stats.objects):
+        peaks = np.c_[stats.objects["ypeak"], stats.objects["xpeak"]].astype(int)
+        on_lines = line_ridges(z, stats.segmentation, peaks, stats.fwhm) & source & ~not_sources
+    report.trails = find_trails(z, masked & ~on_lines, network_trl=net("TRL"), diffuse=diffuse,
+                                psf_sigma=stats.sigma)
     trl_mask = np.zeros(flags.shape, bool)
     model = np.zeros(flags.shape, np.float32)
     lines = []  # (pixels, direction) of each fitted line: its own fragments are never sources
