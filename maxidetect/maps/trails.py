@@ -415,11 +415,11 @@ def _median_smooth(a: np.ndarray, size: int, step: int = 2, mode: str = "edge") 
     med = np.empty(win.shape[:2], a.dtype)
     rows = max(1, (16 << 20) // max(1, win.shape[1] * size * size * a.itemsize))
     for i in range(0, win.shape[0], rows):
-        w = win[i:i + rows].reshape(-1, win.shape[1], size * size)
+        chunk = win[i:i + rows].reshape(-1, win.shape[1], size * size)
         if size % 2:
-            med[i:i + rows] = np.partition(w, k, axis=-1)[..., k]
+            med[i:i + rows] = np.partition(chunk, k, axis=-1)[..., k]
         else:
-            med[i:i + rows] = np.median(w, axis=-1)
+            med[i:i + rows] = np.median(chunk, axis=-1)
     if step == 1:
         return med
     return np.repeat(np.repeat(med, step, axis=0), step, axis=1)[:a.shape[0], :a.shape[1]]
@@ -450,8 +450,8 @@ def line_ridges(snr: np.ndarray, segmentation: np.ndarray, peaks: np.ndarray, fw
     median (the largest grey opening by segments at ``n_angles`` angles),
     in components at least 48 px long, four times longer than wide and
     spread over more than one object (an edge-on galaxy's ridge lies in its
-    own footprint), less disks of 1 FWHM around the objects' ``peaks``
-    ((y, x) pairs: stars on the line stay masked)."""
+    own footprint), less the pixels within 1 FWHM (taxicab) of the objects'
+    ``peaks`` ((y, x) pairs: stars on the line stay masked)."""
     h, w = snr.shape
     b = RIDGE_BIN
     hb, wb = h // b, w // b
