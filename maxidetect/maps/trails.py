@@ -476,16 +476,17 @@ def line_ridges(snr: np.ndarray, segmentation: np.ndarray, peaks: np.ndarray, fw
     major, minor = np.sqrt(half + disc), np.sqrt(np.maximum(half - disc, 1e-6))
     keep = (major * b >= 48 / np.sqrt(12)) & (major >= 4 * minor)  # a uniform line of length l: l / sqrt(12)
     keep[0] = False
-    out = np.zeros((h, w), bool)
-    out[:hb * b, :wb * b] = np.repeat(np.repeat(keep[lab], b, axis=0), b, axis=1)
-    if not out.any():
-        return out
-    lab, n = ndimage.label(out, structure=np.ones((3, 3), bool))
-    for i, sl in enumerate(ndimage.find_objects(lab), 1):
-        under = segmentation[sl][lab[sl] == i]
-        ids, cnt = np.unique(under[under > 0], return_counts=True)
-        if len(ids) and cnt.max() > 0.6 * under.size:  # mostly one object's: its own shape
-            out[sl][lab[sl] == i] = False
+    # The kept components at full resolution (their labels: a block repeat keeps them apart).
+    full = np.zeros((h, w), np.int32)
+    full[:hb * b, :wb * b] = np.repeat(np.repeat(np.where(keep[lab], lab, 0), b, axis=0), b, axis=1)
+    out = full > 0
+    for i, sl in enumerate(ndimage.find_objects(full), 1):
+        if sl is None:
+            continue
+        under = segmentation[sl][full[sl] == i]
+        _, cnt = np.unique(under[under > 0], return_counts=True)
+        if len(cnt) and cnt.max() > 0.6 * under.size:  # mostly one object's: its own shape
+            out[sl][full[sl] == i] = False
     if len(peaks):
         core = np.zeros((h, w), bool)
         core[np.clip(peaks[:, 0], 0, h - 1), np.clip(peaks[:, 1], 0, w - 1)] = True
