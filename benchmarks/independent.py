@@ -109,8 +109,13 @@ def track_deposits(shape, x: float, y: float, ang: float, n_steps: int, rng):
                 yield iy + dy, ix + dx, wt
 
 
-def make_frame(seed: int, size: int = 1024, variant: str = "default"):
-    """(image float32, header, truth catalogue, truth bit mask int32)."""
+def make_frame(seed: int, size: int = 1024, variant: str = "default", trail=None):
+    """(image float32, header, truth catalogue, truth bit mask int32, frame parameters).
+
+    ``trail``: None, the drawn trail (60% of frames); False, none; a dict, a
+    trail forced onto the frame: ``snr`` its peak per pixel in sky-noise
+    sigmas, ``fwhm`` its width across [px], ``length`` [px] (None: through
+    the frame) and ``angle`` [deg] (drawn when left out)."""
     rng = np.random.default_rng([seed, 7])  # a stream of its own: not the simulator's seeds
     spec = VARIANTS[variant]
     area = (size / 1024) ** 2
@@ -158,17 +163,26 @@ def make_frame(seed: int, size: int = 1024, variant: str = "default"):
         rows.append((x, y, f, "galaxy", 2.266 * (fwhm**2 + (1.5 * r_eff) ** 2)))
     truth = np.zeros((size, size), np.int32)
     # Satellite trail (60% of frames): Gaussian across, may end inside the frame.
-    if rng.random() < 0.6:
+    drawn = rng.random() < 0.6
+    trail_deg = None
+    if drawn if trail is None else bool(trail):
         ang = rng.uniform(0, np.pi)
         cx, cy = rng.uniform(0.2, 0.8, 2) * size
-        along = (xx - cx) * np.cos(ang) + (yy - cy) * np.sin(ang)
-        across = -(xx - cx) * np.sin(ang) + (yy - cy) * np.cos(ang)
         t0, t1 = (-2 * size, 2 * size) if rng.random() < 0.5 else np.sort(rng.uniform(-0.7, 0.7, 2) * size)
         width = fwhm / 2.355 * rng.uniform(1.0, 1.5)
-        trail = rng.uniform(1.0, 15.0) * np.sqrt(var_pix) * np.exp(-0.5 * (across / width) ** 2)
-        trail *= (along >= t0) & (along <= t1)
-        light += trail
-        truth[trail > 0.5 * np.sqrt(var_pix)] |= BIT["TRL"]
+        amp = rng.uniform(1.0, 15.0)
+        if trail:
+            ang = np.radians(trail["angle"]) if trail.get("angle") is not None else ang
+            width, amp = trail["fwhm"] / 2.3548, trail["snr"]
+            half = 2 * size if trail.get("length") is None else trail["length"] / 2
+            t0, t1 = -half, half
+        along = (xx - cx) * np.cos(ang) + (yy - cy) * np.sin(ang)
+        across = -(xx - cx) * np.sin(ang) + (yy - cy) * np.cos(ang)
+        trail_deg = float(np.degrees(ang))
+        line = amp * np.sqrt(var_pix) * np.exp(-0.5 * (across / width) ** 2)
+        line *= (along >= t0) & (along <= t1)
+        light += line
+        truth[line > 0.5 * np.sqrt(var_pix)] |= BIT["TRL"]
     grad = rng.uniform(-0.15, 0.15, 2) * sky / size
     sky_map = sky + grad[0] * (xx - size / 2) + grad[1] * (yy - size / 2)
     electrons = rng.poisson(np.clip((sky_map + light) * gain, 0, None)).astype(np.float64)
@@ -228,7 +242,8 @@ def make_frame(seed: int, size: int = 1024, variant: str = "default"):
         hdr["RDNOISE"] = (round(rdnoise, 3), "e-")
         hdr["SATURATE"] = (round(saturate, 1), "ADU")
     return image, hdr, cat[inside], truth, {"fwhm": fwhm, "beta": beta, "sky": sky, "gain": gain, "q": q,
-                                         "angle": float(np.degrees(psf_angle))}
+                                         "angle": float(np.degrees(psf_angle)),
+                                         "trail_deg": trail_deg}
 
 
 def run(frames: int, size: int, variants, seed: int, work: Path, engines=("SEP",)) -> dict:

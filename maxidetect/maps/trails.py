@@ -3,13 +3,15 @@
 1. The frame in noise units, its compact sources, saturated stars and
    spikes masked out, binned (2x2 or 4x4) and thresholded at 1 sigma, is
    summed along every line (a Hough transform weighted by the signal):
-   a trail of per-pixel S/N 1 over 100 px stands out at ~6 sigma even where
-   the network sees nothing. The sums are in units of the residual's own
-   local noise (:func:`_excess_noise`: the light left between the masked
-   stars of a crowded field is correlated over many pixels) and of their
-   scatter at each angle.
+   a trail of per-pixel S/N 1 across the frame, or 2-3 over 100-250 px,
+   stands out where the network sees nothing (``benchmarks/trail_sweep.py``;
+   S/N 1 over 100 px does not: the line's whole chord dilutes it). The sums
+   are in units of the residual's own local noise (:func:`_excess_noise`:
+   the light left between the masked stars of a crowded field is
+   correlated over many pixels) and of their scatter at each angle.
 2. Every candidate line, and every elongated component of the network's TRL
-   mask, is verified at full resolution, the strongest first: its profile
+   mask, is verified at full resolution, the strongest first (over the
+   stretch where its strip is lit when its whole chord fails): its profile
    across the line (a Gaussian: offset and width) and its signal along it in
    windows of ``WINDOW`` px, above the light beside it in the same window. A
    trail is significant in most windows over at least ``min_length`` px; a
@@ -31,7 +33,7 @@ from scipy import ndimage
 
 from maxidetect.maps.morph import dilate
 
-__all__ = ["Trail", "find_trails", "line_ridges", "trail_mask", "trails_from_header", "WINDOW"]
+__all__ = ["Trail", "find_trails", "line_components", "line_ridges", "trail_mask", "trails_from_header", "WINDOW"]
 
 WINDOW = 32  # px along the line per significance window
 EXCESS_BLOCK = 8  # px: the blocks over which the residual's excess noise is measured
@@ -283,12 +285,59 @@ def _excess_noise(z: np.ndarray, valid: np.ndarray, block: int = EXCESS_BLOCK, r
     return np.maximum(spread, 1.0)
 
 
-def _verify(z, valid, theta, rho, min_length, window_snr, source, band=24.0, excess=None) -> Trail | None:
+def _lit_span(z, ys, xs, dist, along, window_snr, strip=2.5):
+    """(t0, t1) of the longest run of windows along a candidate line whose
+    strip (``strip`` px each side, as :func:`_refine_line` scores it) is
+    significant (up to two windows without signal bridged, and any number
+    without data), a window added each side; None when no window is, or the
+    run covers most of the chord's windows with data (the whole-chord fit is
+    the trail's own)."""
+    core = np.abs(dist) < strip
+    t, v = along[core], z[ys[core], xs[core]]
+    if len(t) < 2 * WINDOW:
+        return None
+    lo = t.min()
+    k = ((t - lo) // WINDOW).astype(int)
+    n = np.bincount(k)
+    snr = np.bincount(k, weights=np.clip(v, -5.0, 10.0)) / np.sqrt(np.maximum(n, 1))
+    data = n > 3 * strip
+    hit = data & (snr > window_snr)
+    if not hit.any():
+        return None
+    # Runs as the verification bridges them: windows without data (a masked star) never end one.
+    quiet = np.cumsum(data & ~hit)  # windows with data and no signal, up to each window
+    idx = np.flatnonzero(hit)
+    runs = np.split(idx, np.flatnonzero(np.diff(quiet[idx]) > 2) + 1)
+    best = max(runs, key=lambda r: r[-1] - r[0])
+    if data[best[0]:best[-1] + 1].sum() >= 0.7 * data.sum():
+        return None
+    return lo + (best[0] - 1) * WINDOW, lo + (best[-1] + 2) * WINDOW
+
+
+def _verify(z, valid, theta, rho, min_length, window_snr, source, band=24.0, excess=None,
+            span=None) -> Trail | None:
     """Fit the profile across a candidate line and find its extent along it.
     ``excess``: :func:`_excess_noise` of the frame, by which each window's
-    S/N is divided."""
+    S/N is divided. ``span``: (t0, t1), only that stretch of the line; False,
+    the whole chord; None, the whole chord, and for a Hough candidate that
+    fails there, the stretch where its strip is lit (:func:`_lit_span`).
+
+    A trail that ends inside the frame is fitted again over its own extent
+    (plus a window each side): the profile's medians over the whole chord
+    are the sky's where the trail covers less than half of it (a 10-sigma
+    trail over a quarter of the frame came out 0.5 sigma and 3.6 px wide,
+    and a 3-sigma trail 100 px long was not verified at all)."""
     ys, xs, dist, along = _band(z.shape, theta, rho, band)
     near = valid[ys, xs]
+    if span:
+        near &= (along >= span[0]) & (along <= span[1])
+    elif span is None and source == "hough":  # (the network's candidates are its components: short already)
+        t = _verify(z, valid, theta, rho, min_length, window_snr, source, band, excess, span=False)
+        if t is None:  # a trail over a small part of the chord: judged there
+            short = _lit_span(z, ys[near], xs[near], dist[near], along[near], window_snr)
+            if short is not None:
+                t = _verify(z, valid, theta, rho, min_length, window_snr, source, band, excess, span=short)
+        return t
     if near.sum() < min_length:
         return None
     d, t, v = dist[near], along[near], z[ys[near], xs[near]]
@@ -369,6 +418,11 @@ def _verify(z, valid, theta, rho, min_length, window_snr, source, band=24.0, exc
     if t1 - t0 < min_length or frac < 0.5:
         return None
     total = float(np.nansum(tot[a:b + 1]) / np.sqrt(max(n[a:b + 1].sum(), 1)))
+    if not span and t1 - t0 < 0.7 * (hi - lo):
+        again = _verify(z, valid, theta, rho - off, min_length, window_snr, source, band, excess,
+                        span=(t0 - WINDOW, t1 + WINDOW))
+        if again is not None:
+            return again
     return Trail(theta=float(theta), rho=float(rho), sigma=float(sigma), amplitude=float(amp), t0=float(t0),
                  t1=float(t1), significance=total, source=source)
 
@@ -439,6 +493,31 @@ def _line_footprint(n: int, theta: float) -> np.ndarray:
     return fp
 
 
+def _component_axes(lab: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """RMS extent along the major and minor axes of each labelled component
+    (second moments of its pixels, each a unit square), index 0..n."""
+    ys, xs = np.nonzero(lab)
+    k = lab[ys, xs]
+    cnt = np.maximum(np.bincount(k, minlength=n + 1), 1).astype(np.float64)
+    dy, dx = ys - (np.bincount(k, ys, n + 1) / cnt)[k], xs - (np.bincount(k, xs, n + 1) / cnt)[k]
+    syy, sxx = np.bincount(k, dy * dy, n + 1) / cnt + 1 / 12, np.bincount(k, dx * dx, n + 1) / cnt + 1 / 12
+    sxy = np.bincount(k, dx * dy, n + 1) / cnt
+    half, disc = (syy + sxx) / 2, np.sqrt(((syy - sxx) / 2) ** 2 + sxy ** 2)
+    return np.sqrt(half + disc), np.sqrt(np.maximum(half - disc, 1e-6))
+
+
+def line_components(mask: np.ndarray, min_length: float = 30.0, ratio: float = 4.0) -> np.ndarray:
+    """The connected components (8-connected) of ``mask`` that are lines: at
+    least ``min_length`` px long and ``ratio`` times longer than wide."""
+    lab, n = ndimage.label(mask, structure=np.ones((3, 3), bool))
+    if not n:
+        return np.zeros(mask.shape, bool)
+    major, minor = _component_axes(lab, n)
+    keep = (major >= min_length / np.sqrt(12)) & (major >= ratio * minor)
+    keep[0] = False
+    return keep[lab]
+
+
 def line_ridges(snr: np.ndarray, segmentation: np.ndarray, peaks: np.ndarray, fwhm: float,
                 n_angles: int = 12) -> np.ndarray:
     """Pixels of a line longer than any source (bool like ``snr``).
@@ -466,14 +545,7 @@ def line_ridges(snr: np.ndarray, segmentation: np.ndarray, peaks: np.ndarray, fw
     lab, n = ndimage.label(ridge, structure=np.ones((3, 3), bool))
     if not n:
         return np.zeros((h, w), bool)
-    ys, xs = np.nonzero(lab)
-    k = lab[ys, xs]
-    cnt = np.maximum(np.bincount(k, minlength=n + 1), 1).astype(np.float64)
-    dy, dx = ys - (np.bincount(k, ys, n + 1) / cnt)[k], xs - (np.bincount(k, xs, n + 1) / cnt)[k]
-    syy, sxx = np.bincount(k, dy * dy, n + 1) / cnt + 1 / 12, np.bincount(k, dx * dx, n + 1) / cnt + 1 / 12
-    sxy = np.bincount(k, dx * dy, n + 1) / cnt
-    half, disc = (syy + sxx) / 2, np.sqrt(((syy - sxx) / 2) ** 2 + sxy ** 2)
-    major, minor = np.sqrt(half + disc), np.sqrt(np.maximum(half - disc, 1e-6))
+    major, minor = _component_axes(lab, n)
     keep = (major * b >= 48 / np.sqrt(12)) & (major >= 4 * minor)  # a uniform line of length l: l / sqrt(12)
     keep[0] = False
     # The kept components at full resolution (their labels: a block repeat keeps them apart).
@@ -511,8 +583,17 @@ def _is_column(trail: Trail, z: np.ndarray, valid: np.ndarray) -> bool:
     if not m.any():
         return False
     axis = 0 if abs(np.cos(trail.theta)) > abs(np.sin(trail.theta)) else 1  # normal along x: sum rows per column
-    sums = np.clip(np.where(m, z, 0.0).sum(axis=axis), 0.0, None)
-    return bool(sums.sum() > 0 and sums.max() >= 0.8 * sums.sum())
+    sums = np.where(m, z, 0.0).sum(axis=axis)
+    # Above the band's typical column (or row): the sky beside a faint column raises every sum
+    # alike (a 3.5-sigma hot column carried 68% of its band's light, 92% of the excess).
+    sums = np.clip(sums - np.median(sums[m.any(axis=axis)]), 0.0, None)
+    if sums.sum() <= 0:
+        return False
+    k = int(np.argmax(sums))
+    beside = max(sums[k - 1] if k > 0 else 0.0, sums[k + 1] if k + 1 < len(sums) else 0.0)
+    # Nearly all of it in one column, or one column far above both its neighbours (a trail as
+    # wide as any PSF gives its neighbours more than a fifth of its light).
+    return bool(sums[k] >= 0.8 * sums.sum() or sums[k] >= 5.0 * beside)
 
 
 def _same(a: Trail, b: Trail) -> bool:
@@ -546,14 +627,16 @@ def _plausible(t: Trail, z, valid, network_trl, diffuse, psf_sigma) -> bool:
     if network_trl is not None:
         support = network_trl[core].mean() if core.any() else 0.0
     ang = np.degrees(t.theta) % 90.0
-    # A broad line along the pixel grid: bleeding, halos, amplifier structure. Broad beside the
-    # frame's PSF (a trail is at least as wide): a fixed 1.5 px left every trail near the grid
-    # unmasked in 4.5 px seeing.
-    if min(ang, 90.0 - ang) < 6.0 and t.sigma > max(1.5, 1.5 * (psf_sigma or 0.0)) and support < 0.1:
-        return False
     off_grid = np.radians(min(ang, 90.0 - ang))
     # along the grid: it drifts sideways by less than 3 of its widths over its length
     on_grid = t.length * np.sin(off_grid) < 3 * 2.355 * t.sigma
+    # A broad line along the pixel grid: bleeding, halos, amplifier structure. Broad beside the
+    # frame's PSF (a trail is at least as wide): a fixed 1.5 px left every trail near the grid
+    # unmasked in 4.5 px seeing. Near the grid and drifting across it, not along it: a 10 px wide
+    # trail 2 deg off a column crossed 34 px of it over the frame, and was never masked.
+    if min(ang, 90.0 - ang) < 6.0 and on_grid and t.sigma > max(1.5, 1.5 * (psf_sigma or 0.0)) \
+            and support < 0.1:
+        return False
     if psf_sigma and on_grid and t.sigma > 2.0 * psf_sigma:
         return False  # on the grid and twice the PSF's width: a sky line, bleed or glow, whatever the network says
     if t.sigma >= 3.0 and support < 0.1 and t.significance < 50:
@@ -567,7 +650,7 @@ def _plausible(t: Trail, z, valid, network_trl, diffuse, psf_sigma) -> bool:
 
 def find_trails(snr: np.ndarray, masked: np.ndarray, network_trl: np.ndarray | None = None,
                 min_length: int = 100, nsigma: float = 6.0, diffuse: np.ndarray | None = None,
-                psf_sigma: float | None = None) -> list[Trail]:
+                psf_sigma: float | None = None, network_lines: np.ndarray | None = None) -> list[Trail]:
     """Trails of an image in noise units.
 
     Parameters
@@ -579,6 +662,10 @@ def find_trails(snr: np.ndarray, masked: np.ndarray, network_trl: np.ndarray | N
     network_trl : bool (H, W), optional
         The network's TRL pixels: elongated components seed candidate lines
         (verified like the others, over ``min_length / 3`` px at least).
+    network_lines : bool (H, W), optional
+        Other calls of the network that support a found line as its TRL
+        pixels do (the spike calls that draw lines away from saturated
+        stars: it calls broad trails spikes), but seed none.
     diffuse : bool (H, W), optional
         Diffuse light (nebulae, fringes): its filaments and stripes can pass
         for a broad line, so a broad line (sigma >= 2.5 px) found there by
@@ -593,6 +680,7 @@ def find_trails(snr: np.ndarray, masked: np.ndarray, network_trl: np.ndarray | N
     """
     z = np.where(masked, 0.0, np.clip(np.asarray(snr, np.float32), -10, 50)).astype(np.float32)
     valid = ~masked
+    evidence = network_trl if network_lines is None or network_trl is None else network_trl | network_lines
     h, w = z.shape
     bin_ = 4 if min(h, w) >= 1024 else 2
     hb, wb = h // bin_, w // bin_
@@ -645,7 +733,7 @@ def find_trails(snr: np.ndarray, masked: np.ndarray, network_trl: np.ndarray | N
         seen.append((theta, rho, length))
         n_hough += source == "hough"
         t = _verify(z, valid, theta, rho, length, 3.0, source, excess=excess)
-        if t is not None and _plausible(t, z, valid, network_trl, diffuse, psf_sigma):
+        if t is not None and _plausible(t, z, valid, evidence, diffuse, psf_sigma):
             found.append((t.significance, theta, rho, source, length, t))
     # The strongest first, each judged again without the pixels of those already found: a line
     # crossing a brighter trail borrows its light where they cross (a 0.55-sigma "trail" in a
@@ -655,7 +743,7 @@ def find_trails(snr: np.ndarray, masked: np.ndarray, network_trl: np.ndarray | N
     for _, theta, rho, source, length, first in sorted(found, key=lambda f: -f[0]):
         if trails:  # judged again: pixels are now left out (the strongest stands as first judged)
             t = _verify(z, valid, theta, rho, length, 3.0, source, excess=excess)
-            if t is None or any(_same(t, o) for o in trails) or not _plausible(t, z, valid, network_trl, diffuse,
+            if t is None or any(_same(t, o) for o in trails) or not _plausible(t, z, valid, evidence, diffuse,
                                                                                  psf_sigma):
                 continue
         else:
