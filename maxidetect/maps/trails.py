@@ -10,8 +10,7 @@
    the light left between the masked stars of a crowded field is
    correlated over many pixels) and of their scatter at each angle.
 2. Every candidate line, and every elongated component of the network's TRL
-   mask, is verified at full resolution, the strongest first (over the
-   stretch where its strip is lit when its whole chord fails): its profile
+   mask, is verified at full resolution, the strongest first: its profile
    across the line (a Gaussian: offset and width) and its signal along it in
    windows of ``WINDOW`` px, above the light beside it in the same window. A
    trail is significant in most windows over at least ``min_length`` px; a
@@ -285,59 +284,20 @@ def _excess_noise(z: np.ndarray, valid: np.ndarray, block: int = EXCESS_BLOCK, r
     return np.maximum(spread, 1.0)
 
 
-def _lit_span(z, ys, xs, dist, along, window_snr, strip=2.5):
-    """(t0, t1) of the longest run of windows along a candidate line whose
-    strip (``strip`` px each side, as :func:`_refine_line` scores it) is
-    significant (up to two windows without signal bridged, and any number
-    without data), a window added each side; None when no window is, or the
-    run covers most of the chord's windows with data (the whole-chord fit is
-    the trail's own)."""
-    core = np.abs(dist) < strip
-    t, v = along[core], z[ys[core], xs[core]]
-    if len(t) < 2 * WINDOW:
-        return None
-    lo = t.min()
-    k = ((t - lo) // WINDOW).astype(int)
-    n = np.bincount(k)
-    snr = np.bincount(k, weights=np.clip(v, -5.0, 10.0)) / np.sqrt(np.maximum(n, 1))
-    data = n > 3 * strip
-    hit = data & (snr > window_snr)
-    if not hit.any():
-        return None
-    # Runs as the verification bridges them: windows without data (a masked star) never end one.
-    quiet = np.cumsum(data & ~hit)  # windows with data and no signal, up to each window
-    idx = np.flatnonzero(hit)
-    runs = np.split(idx, np.flatnonzero(np.diff(quiet[idx]) > 2) + 1)
-    best = max(runs, key=lambda r: r[-1] - r[0])
-    if data[best[0]:best[-1] + 1].sum() >= 0.7 * data.sum():
-        return None
-    return lo + (best[0] - 1) * WINDOW, lo + (best[-1] + 2) * WINDOW
-
-
 def _verify(z, valid, theta, rho, min_length, window_snr, source, band=24.0, excess=None,
             span=None) -> Trail | None:
     """Fit the profile across a candidate line and find its extent along it.
     ``excess``: :func:`_excess_noise` of the frame, by which each window's
-    S/N is divided. ``span``: (t0, t1), only that stretch of the line; False,
-    the whole chord; None, the whole chord, and for a Hough candidate that
-    fails there, the stretch where its strip is lit (:func:`_lit_span`).
+    S/N is divided. ``span``: (t0, t1), only that stretch of the line.
 
     A trail that ends inside the frame is fitted again over its own extent
     (plus a window each side): the profile's medians over the whole chord
     are the sky's where the trail covers less than half of it (a 10-sigma
-    trail over a quarter of the frame came out 0.5 sigma and 3.6 px wide,
-    and a 3-sigma trail 100 px long was not verified at all)."""
+    trail over a quarter of the frame came out 0.5 sigma and 3.6 px wide)."""
     ys, xs, dist, along = _band(z.shape, theta, rho, band)
     near = valid[ys, xs]
     if span:
         near &= (along >= span[0]) & (along <= span[1])
-    elif span is None and source == "hough":  # (the network's candidates are its components: short already)
-        t = _verify(z, valid, theta, rho, min_length, window_snr, source, band, excess, span=False)
-        if t is None:  # a trail over a small part of the chord: judged there
-            short = _lit_span(z, ys[near], xs[near], dist[near], along[near], window_snr)
-            if short is not None:
-                t = _verify(z, valid, theta, rho, min_length, window_snr, source, band, excess, span=short)
-        return t
     if near.sum() < min_length:
         return None
     d, t, v = dist[near], along[near], z[ys[near], xs[near]]
