@@ -1025,11 +1025,9 @@ def test_hot_column_in_good_seeing_is_a_column_not_a_trail(amp):
 
 
 def test_a_faint_hot_column_over_part_of_a_large_frame_is_no_trail():
-    """A 3.5-sigma hot column over 490 of 1024 rows: judged over its own
-    extent, the trail search fitted it 0.7 deg off the grid, 2 px wide, with
-    68% of its band's light in one column (the sky beside it raises every
-    column's sum alike) -- a trail, masking a 15-px band. One column far
-    above both its neighbours is a column, whatever the band's other light."""
+    """A 3.5-sigma hot column over 490 of 1024 rows is no trail: a line
+    search judged over part of its chord (a retry tried and taken out) fitted
+    it 0.7 deg off the grid, 2 px wide, and masked a 15-px band."""
     n = 1024
     img, _ = _field(n=n, seed=58, n_stars=240, fwhm=3.7)
     img[331:821, 369] += 3.5 * NOISE

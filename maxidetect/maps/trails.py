@@ -543,17 +543,8 @@ def _is_column(trail: Trail, z: np.ndarray, valid: np.ndarray) -> bool:
     if not m.any():
         return False
     axis = 0 if abs(np.cos(trail.theta)) > abs(np.sin(trail.theta)) else 1  # normal along x: sum rows per column
-    sums = np.where(m, z, 0.0).sum(axis=axis)
-    # Above the band's typical column (or row): the sky beside a faint column raises every sum
-    # alike (a 3.5-sigma hot column carried 68% of its band's light, 92% of the excess).
-    sums = np.clip(sums - np.median(sums[m.any(axis=axis)]), 0.0, None)
-    if sums.sum() <= 0:
-        return False
-    k = int(np.argmax(sums))
-    beside = max(sums[k - 1] if k > 0 else 0.0, sums[k + 1] if k + 1 < len(sums) else 0.0)
-    # Nearly all of it in one column, or one column far above both its neighbours (a trail as
-    # wide as any PSF gives its neighbours more than a fifth of its light).
-    return bool(sums[k] >= 0.8 * sums.sum() or sums[k] >= 5.0 * beside)
+    sums = np.clip(np.where(m, z, 0.0).sum(axis=axis), 0.0, None)
+    return bool(sums.sum() > 0 and sums.max() >= 0.8 * sums.sum())
 
 
 def _same(a: Trail, b: Trail) -> bool:
