@@ -104,6 +104,13 @@ def report(result: dict, command: str) -> str:
                 cells.append(f"{m:.2f} ({n:.2f}) [{found}/{len(rs)}]")
             lines.append(f"| {snr:g} | " + " | ".join(cells) + " |")
         lines.append("")
+    found = [r for r in rows if r["maps"] >= result["found"]]
+    by_net = [r for r in rows if r["network"] >= result["found"]]
+    lines += [f"Trails with >= {result['found']:.0%} of their pixels zeroed: {len(found)} of {len(rows)} by the "
+              f"default maps, {len(by_net)} by the network's maps alone; "
+              + ", ".join(f"{'across the frame' if n is None else f'{n} px'} "
+                          f"{sum(r['length'] == n for r in found)}/{sum(r['length'] == n for r in rows)}"
+                          for n in LENGTHS) + ".", ""]
     fitted = sum(r["trails_fitted"] for r in null)
     lines += [f"Trail-free frames: {fitted} trails fitted on {len(null)} frames, "
               f"{sum(r['trl_zero_px'] for r in null)} pixels zeroed as trail.", ""]
