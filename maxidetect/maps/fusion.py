@@ -44,7 +44,7 @@ from maxidetect.maps.columns import LineDefect, column_model, edge_blocks, find_
 from maxidetect.maps.frame import Background, FrameStats, measure_background, measure_frame, no_data
 from maxidetect.maps.morph import dilate, grow
 from maxidetect.maps.policy import MapPolicy
-from maxidetect.maps.spikes import on_spikes
+from maxidetect.maps.spikes import network_spikes, on_spikes
 from maxidetect.maps.stars import protect_sources, steeper_than_psf
 from maxidetect.maps.trails import Trail, find_trails, line_components, line_ridges, trail_mask, trail_model
 
@@ -288,16 +288,9 @@ def fuse(image: np.ndarray, flags: np.ndarray, policy: MapPolicy,
     saturated = net("SAT") | (np.isfinite(stats.saturation) & (np.nan_to_num(image) >= stats.saturation))
     around_sat = dilate(saturated, 5)
     # Spikes come out of bright (saturated) stars: the network's SP components
-    # that touch one are left out of the trail search; elsewhere the network
-    # calls a trail a spike as often (measured), and the search decides.
-    spikes = net("SP")
-    if spikes.any():
-        lab, _ = ndimage.label(spikes, structure=np.ones((3, 3)))
-        # within 25 px (taxicab, as 25 cross dilations; the distance transform is 2-3x faster,
-        # and without a saturated pixel it has no distance to give: nothing is near a star)
-        near = (ndimage.distance_transform_cdt(~saturated, metric="taxicab") <= 25) if saturated.any() else saturated
-        near_star = np.unique(lab[near & (lab > 0)])
-        spikes = dilate(np.isin(lab, near_star[near_star > 0]), 3)
+    # that touch one and point at it are left out of the trail search; elsewhere
+    # the network calls a trail a spike as often (measured), and the search decides.
+    spikes = dilate(network_spikes(net("SP"), saturated, stats.fwhm), 3)
     source = stats.source_mask(2, snr=z)
     not_sources = around_sat | spikes | overscan | sharp
     masked = source | not_sources

@@ -25,19 +25,23 @@ any source (a grey opening by line segments) that the caller leaves visible.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import warnings
+from dataclasses import dataclass, replace
 
 import numpy as np
 from scipy import ndimage
 
-from maxidetect.maps.morph import dilate
+from maxidetect.maps.morph import component_shapes, dilate
 
 __all__ = ["Trail", "find_trails", "line_components", "line_ridges", "trail_mask", "trails_from_header", "WINDOW"]
 
 WINDOW = 32  # px along the line per significance window
 EXCESS_BLOCK = 8  # px: the blocks over which the residual's excess noise is measured
 MAX_LINES = 12  # distinct lines tried from the Hough transform
+#: The network's other line calls support a line when their major axis is within this of its direction.
+LINE_SUPPORT_ANGLE = np.radians(10.0)
 MAX_PEAKS = 40  # Hough peaks taken to find them
+MODEL_BIN = 4.0  # px along a trail per amplitude bin of its model
 _E_W, _E_W2 = 0.2420, 0.4000  # E[z 1{z>1}] and E[z^2 1{z>1}] for z ~ N(0, 1)
 
 
@@ -97,11 +101,14 @@ def trail_model(shape, trail: Trail, snr: np.ndarray | None = None, step: float 
     """The trail's Gaussian profile in noise units (for subtraction), float32.
 
     With ``snr`` (the frame in noise units), the amplitude follows the trail:
-    measured in ``step``-pixel pieces along it (median over each piece of the
-    pixels near the line, so a star on the trail barely moves it). A real
-    trail's brightness varies (tumbling, the sky under it); a constant
-    amplitude leaves its brighter stretches as compact residuals that pass
-    for sources."""
+    the median of the pixels near the line in 4 px bins along it, then a
+    running median over ``step`` px (a star on the trail barely moves it, and
+    the trail's end stays a step: the fitted extent ends on a 32 px window and
+    reaches past the trail's end, and a piece's median half over the sky left
+    the trail's last stretch unsubtracted, released by rule 1 as a faint
+    source). A real trail's brightness varies (tumbling, the sky under it); a
+    constant amplitude leaves its brighter stretches as compact residuals that
+    pass for sources."""
     model = np.zeros(shape, np.float32)
     # 8 sigma: beyond it the profile is below 1e-14 of its peak
     ys, xs, dist, along = _band(shape, trail.theta, trail.rho, 8.0 * trail.sigma)
@@ -110,13 +117,19 @@ def trail_model(shape, trail: Trail, snr: np.ndarray | None = None, step: float 
     profile = np.exp(-0.5 * (dist / trail.sigma) ** 2)
     amp = np.full(len(ys), trail.amplitude, np.float64)
     if snr is not None and len(ys):
-        piece = ((along - trail.t0) // step).astype(np.int64)
+        from numpy.lib.stride_tricks import sliding_window_view
+
+        piece = ((along - trail.t0) // MODEL_BIN).astype(np.int64)
         n = int(piece.max()) + 1
         core = profile > 0.6  # within ~1 sigma of the line
         est = _bin_medians(snr[ys[core], xs[core]] / profile[core], piece[core], n)
-        count = np.bincount(piece[core], minlength=n)
-        est = np.where(count >= 8, np.clip(est, 0.0, None), trail.amplitude)
-        amp = est[piece]
+        est = np.where(np.bincount(piece[core], minlength=n) >= 3, est, np.nan)
+        half = int(step // MODEL_BIN) // 2
+        win = sliding_window_view(np.pad(est, half, constant_values=np.nan), 2 * half + 1)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # a stretch without data: the fitted amplitude
+            smooth = np.nanmedian(win, axis=1)
+        amp = np.where(np.isfinite(smooth), np.clip(smooth, 0.0, None), trail.amplitude)[piece]
     model[ys, xs] = amp * profile
     return model
 
@@ -224,10 +237,10 @@ def _band(shape, theta, rho, band):
     return ys, xs, dist, -xs * s + ys * c
 
 
-def _refine_line(z, valid, theta, rho, band=30.0):
+def _refine_line(z, valid, theta, rho, band=30.0, half=2.5):
     """Straighten a candidate (a 1 deg error is 17 px at the end of a 1000 px
     trail): the angle and offset, turned about the candidate's middle, that
-    maximise the matched-filter S/N of a 5 px wide strip (coordinate ascent)."""
+    maximise the matched-filter S/N of a strip ``2 half`` px wide (coordinate ascent)."""
     ys, xs, dist, along = _band(z.shape, theta, rho, band)
     ok = valid[ys, xs]
     ys, xs, along = ys[ok], xs[ok], along[ok]
@@ -239,7 +252,7 @@ def _refine_line(z, valid, theta, rho, band=30.0):
     xs, ys = xs - xc, ys - yc
 
     def score(th, off):
-        core = np.abs(xs * np.cos(th) + ys * np.sin(th) - off) < 2.5
+        core = np.abs(xs * np.cos(th) + ys * np.sin(th) - off) < half
         n = core.sum()
         return v[core].sum() / np.sqrt(n) if n > 20 else -np.inf
 
@@ -284,6 +297,25 @@ def _excess_noise(z: np.ndarray, valid: np.ndarray, block: int = EXCESS_BLOCK, r
     return np.maximum(spread, 1.0)
 
 
+#: Widths [px] of the Gaussian across a candidate line, first tried (then refined).
+PROFILE_SIGMAS = (0.5, 0.7, 1.0, 1.4, 2.0, 2.8, 3.6)
+
+
+def _fit_profile(centres, prof, sigmas, offsets):
+    """Least-squares Gaussian (amplitude free, positive) to the profile ``prof``
+    at ``centres``, over the grid of ``sigmas`` x ``offsets``: (residual,
+    amplitude, offset, sigma) of the best, or None when no amplitude is positive."""
+    g = np.exp(-0.5 * ((centres[None, None, :] - offsets[None, :, None]) / sigmas[:, None, None]) ** 2)
+    gg = (g * g).sum(axis=-1)
+    a = (g @ prof) / gg
+    r = (prof * prof).sum() - a * a * gg  # the residual sum of squares at the best amplitude
+    r = np.where(a > 0, r, np.inf)
+    i, j = np.unravel_index(np.argmin(r), r.shape)
+    if not np.isfinite(r[i, j]):
+        return None
+    return float(r[i, j]), float(a[i, j]), float(offsets[j]), float(sigmas[i])
+
+
 def _verify(z, valid, theta, rho, min_length, window_snr, source, band=24.0, excess=None,
             span=None) -> Trail | None:
     """Fit the profile across a candidate line and find its extent along it.
@@ -309,14 +341,7 @@ def _verify(z, valid, theta, rho, min_length, window_snr, source, band=24.0, exc
     edges = np.arange(-band, band + 0.5, 0.5)
     centres = edges[:-1] + 0.25
     prof = _bin_medians(v, np.digitize(d, edges) - 1, len(centres))
-    best = None
-    for sig in (0.5, 0.7, 1.0, 1.4, 2.0, 2.8, 3.6):
-        for off in np.arange(-3.0, 3.01, 0.25):
-            g = np.exp(-0.5 * ((centres - off) / sig) ** 2)
-            a = float(g @ prof / (g @ g))
-            r = float(((prof - a * g) ** 2).sum())
-            if a > 0 and (best is None or r < best[0]):
-                best = (r, a, off, sig)
+    best = _fit_profile(centres, prof, np.array(PROFILE_SIGMAS), np.arange(-3.0, 3.01, 0.25))
     if best is None:
         return None
     _, amp, off, sigma = best
@@ -350,6 +375,10 @@ def _verify(z, valid, theta, rho, min_length, window_snr, source, band=24.0, exc
         f = np.bincount(k, weights=excess.ravel()[kb], minlength=nwin) / np.maximum(n, 1)
         tot = tot / np.maximum(f, 1.0)
     snr = np.where(n > 3, tot / np.sqrt(np.maximum(n, 1)), np.nan)
+    # A window with under a quarter of the usual pixels (nearly all masked) may bridge
+    # a gap but not end the run: its S/N says little of the trail (a 4-px window of a
+    # 3.5-sigma trail at a nebula's masked edge, S/N 0.7, ended a trail's run halfway).
+    measured = n >= 0.25 * (np.median(n[n > 0]) if (n > 0).any() else 0)
     hit = np.nan_to_num(snr) > window_snr
     if not hit.any():
         return None
@@ -365,7 +394,7 @@ def _verify(z, valid, theta, rho, min_length, window_snr, source, band=24.0, exc
             last, gap = i, 0
         elif start is not None and np.isfinite(snr[i]):
             gap += 1
-            if gap > 2 or snr[i] < 1.0:
+            if gap > 2 or (snr[i] < 1.0 and measured[i]):
                 runs.append((start, last))
                 start, gap = None, 0
     if start is not None:
@@ -385,6 +414,33 @@ def _verify(z, valid, theta, rho, min_length, window_snr, source, band=24.0, exc
             return again
     return Trail(theta=float(theta), rho=float(rho), sigma=float(sigma), amplitude=float(amp), t0=float(t0),
                  t1=float(t1), significance=total, source=source)
+
+
+def _final_profile(snr: np.ndarray, valid: np.ndarray, t: Trail, band: float = 24.0) -> Trail:
+    """The found trail's width, offset and amplitude fitted again on the S/N
+    image as it is (``snr``; the search's is high-passed by a 40 px median,
+    which a line several pixels wide lifts where it runs: its wings came out
+    negative and a 7 px wide trail 10% narrow, and the wings the model missed
+    were released by rule 1 as faint sources), over its own extent, above the
+    median level beyond its wings."""
+    ys, xs, dist, along = _band(snr.shape, t.theta, t.rho, band)
+    keep = valid[ys, xs] & (along >= t.t0) & (along <= t.t1)
+    if keep.sum() < 50:
+        return t
+    d = dist[keep]
+    v = np.clip(np.asarray(snr[ys[keep], xs[keep]], np.float32), -10, 50)
+    edges = np.arange(-band, band + 0.5, 0.5)
+    centres = edges[:-1] + 0.25
+    prof = _bin_medians(v, np.digitize(d, edges) - 1, len(centres))
+    beyond = np.abs(centres) > 3 * t.sigma + 4
+    if beyond.sum() < 8:
+        return t
+    prof = prof - np.median(prof[beyond])
+    best = _fit_profile(centres, prof, t.sigma * np.exp(np.linspace(-0.5, 0.5, 41)), np.arange(-1.0, 1.01, 0.1))
+    if best is None:
+        return t
+    _, amp, off, sigma = best
+    return replace(t, rho=t.rho + off, sigma=sigma, amplitude=amp)
 
 
 def _sorted_by_bin(values: np.ndarray, bins: np.ndarray) -> np.ndarray:
@@ -454,16 +510,8 @@ def _line_footprint(n: int, theta: float) -> np.ndarray:
 
 
 def _component_axes(lab: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
-    """RMS extent along the major and minor axes of each labelled component
-    (second moments of its pixels, each a unit square), index 0..n."""
-    ys, xs = np.nonzero(lab)
-    k = lab[ys, xs]
-    cnt = np.maximum(np.bincount(k, minlength=n + 1), 1).astype(np.float64)
-    dy, dx = ys - (np.bincount(k, ys, n + 1) / cnt)[k], xs - (np.bincount(k, xs, n + 1) / cnt)[k]
-    syy, sxx = np.bincount(k, dy * dy, n + 1) / cnt + 1 / 12, np.bincount(k, dx * dx, n + 1) / cnt + 1 / 12
-    sxy = np.bincount(k, dx * dy, n + 1) / cnt
-    half, disc = (syy + sxx) / 2, np.sqrt(((syy - sxx) / 2) ** 2 + sxy ** 2)
-    return np.sqrt(half + disc), np.sqrt(np.maximum(half - disc, 1e-6))
+    """RMS extent along the major and minor axes of each labelled component, index 0..n."""
+    return component_shapes(lab, n)[2:4]
 
 
 def line_components(mask: np.ndarray, min_length: float = 30.0, ratio: float = 4.0) -> np.ndarray:
@@ -566,17 +614,26 @@ def _same_line(theta_a: float, rho_a: float, theta_b: float, rho_b: float) -> bo
     return d < np.radians(1.0) and abs(rho_a - rho_b) < 3.0
 
 
-def _plausible(t: Trail, z, valid, network_trl, diffuse, psf_sigma) -> bool:
+def _plausible(t: Trail, z, valid, network_trl, diffuse, psf_sigma, lines=None) -> bool:
     """A verified line that is a satellite trail: no bad column, no broad line
-    along the pixel grid, no faint broad filament nobody else sees."""
+    along the pixel grid, no faint broad filament nobody else sees. ``lines``:
+    (labels, major-axis angle per label) of the network's other line calls,
+    which support the line only where they run along it (a broad band of
+    spike calls on a trail is no support for a line that crosses it)."""
     if _is_column(t, z, valid):
         return False
     core = None
     if network_trl is not None or (diffuse is not None and diffuse.any()):  # the line's own pixels
         core = trail_mask(z.shape, Trail(t.theta, t.rho, min(t.sigma, 1.0), 0, t.t0, t.t1, 0, ""), margin=0)
     support = 0.0
-    if network_trl is not None:
-        support = network_trl[core].mean() if core.any() else 0.0
+    if network_trl is not None and core.any():
+        on = network_trl[core]
+        if lines is not None:  # the network's other line calls: those along this line
+            lab, angle = lines
+            k = lab[core]
+            turn = np.abs((angle[k] - (t.theta + np.pi / 2) + np.pi / 2) % np.pi - np.pi / 2)
+            on = on | ((k > 0) & (turn < LINE_SUPPORT_ANGLE))
+        support = on.mean()
     ang = np.degrees(t.theta) % 90.0
     off_grid = np.radians(min(ang, 90.0 - ang))
     # along the grid: it drifts sideways by less than 3 of its widths over its length
@@ -631,7 +688,11 @@ def find_trails(snr: np.ndarray, masked: np.ndarray, network_trl: np.ndarray | N
     """
     z = np.where(masked, 0.0, np.clip(np.asarray(snr, np.float32), -10, 50)).astype(np.float32)
     valid = ~masked
-    evidence = network_trl if network_lines is None or network_trl is None else network_trl | network_lines
+    lines = None
+    if network_lines is not None and network_lines.any():
+        lab, n = ndimage.label(network_lines, structure=np.ones((3, 3), bool))
+        lines = (lab, component_shapes(lab, n)[4])
+        network_trl = np.zeros(z.shape, bool) if network_trl is None else network_trl
     h, w = z.shape
     bin_ = 4 if min(h, w) >= 1024 else 2
     hb, wb = h // bin_, w // bin_
@@ -684,7 +745,14 @@ def find_trails(snr: np.ndarray, masked: np.ndarray, network_trl: np.ndarray | N
         seen.append((theta, rho, length))
         n_hough += source == "hough"
         t = _verify(z, valid, theta, rho, length, 3.0, source, excess=excess)
-        if t is not None and _plausible(t, z, valid, evidence, diffuse, psf_sigma):
+        if t is not None and t.sigma >= 2.0:
+            # A broad trail straightened again with a strip as wide as it: a 5 px strip turns within
+            # it (a 10 px wide trail came out 1.3 deg off, its ends' wings released as sources).
+            th2, r2 = _refine_line(z, valid, theta, rho, half=1.5 * t.sigma)
+            t2 = _verify(z, valid, th2, r2, length, 3.0, source, excess=excess)
+            if t2 is not None and t2.significance > t.significance:
+                theta, rho, t = th2, r2, t2
+        if t is not None and _plausible(t, z, valid, network_trl, diffuse, psf_sigma, lines):
             found.append((t.significance, theta, rho, source, length, t))
     # The strongest first, each judged again without the pixels of those already found: a line
     # crossing a brighter trail borrows its light where they cross (a 0.55-sigma "trail" in a
@@ -694,8 +762,8 @@ def find_trails(snr: np.ndarray, masked: np.ndarray, network_trl: np.ndarray | N
     for _, theta, rho, source, length, first in sorted(found, key=lambda f: -f[0]):
         if trails:  # judged again: pixels are now left out (the strongest stands as first judged)
             t = _verify(z, valid, theta, rho, length, 3.0, source, excess=excess)
-            if t is None or any(_same(t, o) for o in trails) or not _plausible(t, z, valid, evidence, diffuse,
-                                                                                 psf_sigma):
+            if t is None or any(_same(t, o) for o in trails) or not _plausible(t, z, valid, network_trl, diffuse,
+                                                                                 psf_sigma, lines):
                 continue
         else:
             t = first
@@ -703,4 +771,4 @@ def find_trails(snr: np.ndarray, masked: np.ndarray, network_trl: np.ndarray | N
         # Its pixels (and wings) are explained: later, weaker candidates near it are not new trails.
         ys, xs, _ = _segment(z.shape, t.theta, t.rho, t.half_width + 8, t.t0 - 20, t.t1 + 20)
         valid[ys, xs] = False
-    return trails
+    return [_final_profile(snr, ~masked, t) for t in trails]
