@@ -5,7 +5,8 @@ In order (each step is its own module; this one decides):
 
 1. the frame's background, noise, sources and PSF (:mod:`.frame`);
 2. satellite trails from their shape (:mod:`.trails`), seeded also by the
-   network's elongated TRL components, masked end to end (lines longer than
+   network's elongated TRL components and the spike calls that draw lines
+   (away from saturated stars, or not pointing at one), masked end to end (lines longer than
    any source stay visible in the sources' footprints: a bright trail is
    deblended into pieces by the stars it crosses); TRL pixels of the
    network that no fitted trail explains are only flagged;

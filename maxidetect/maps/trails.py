@@ -36,12 +36,19 @@ from maxidetect.maps.morph import component_shapes, dilate
 __all__ = ["Trail", "find_trails", "line_components", "line_ridges", "trail_mask", "trails_from_header", "WINDOW"]
 
 WINDOW = 32  # px along the line per significance window
+#: A window's S/N under 1 ends a trail's run only over this many pixels at least (where a trail of
+#: peak S/N 1 per pixel would have S/N 4).
+MIN_WINDOW_PIXELS = 16
 EXCESS_BLOCK = 8  # px: the blocks over which the residual's excess noise is measured
 MAX_LINES = 12  # distinct lines tried from the Hough transform
 #: The network's other line calls support a line when their major axis is within this of its direction.
 LINE_SUPPORT_ANGLE = np.radians(10.0)
 MAX_PEAKS = 40  # Hough peaks taken to find them
 MODEL_BIN = 4.0  # px along a trail per amplitude bin of its model
+#: A line verified only where the network drew it (its whole chord fails) is a trail from this
+#: peak S/N per pixel up (the faintest the maps must find is 1; a raw frame's edge row the network
+#: calls a spike line fitted at 0.49).
+MIN_SPAN_AMPLITUDE = 0.75
 _E_W, _E_W2 = 0.2420, 0.4000  # E[z 1{z>1}] and E[z^2 1{z>1}] for z ~ N(0, 1)
 
 
@@ -58,7 +65,7 @@ class Trail:
     t0: float
     t1: float
     significance: float
-    source: str  # "hough" or "network"
+    source: str  # "hough", "network" (a TRL component) or "network-line" (another line call)
 
     @property
     def half_width(self) -> float:
@@ -375,10 +382,10 @@ def _verify(z, valid, theta, rho, min_length, window_snr, source, band=24.0, exc
         f = np.bincount(k, weights=excess.ravel()[kb], minlength=nwin) / np.maximum(n, 1)
         tot = tot / np.maximum(f, 1.0)
     snr = np.where(n > 3, tot / np.sqrt(np.maximum(n, 1)), np.nan)
-    # A window with under a quarter of the usual pixels (nearly all masked) may bridge
-    # a gap but not end the run: its S/N says little of the trail (a 4-px window of a
-    # 3.5-sigma trail at a nebula's masked edge, S/N 0.7, ended a trail's run halfway).
-    measured = n >= 0.25 * (np.median(n[n > 0]) if (n > 0).any() else 0)
+    # A window of fewer than MIN_WINDOW_PIXELS (nearly all masked) may bridge a gap but not
+    # end the run: its S/N says little of the trail (a 4-px window of a 3.5-sigma trail at a
+    # nebula's masked edge, S/N 0.7, ended a trail's run halfway).
+    measured = n >= MIN_WINDOW_PIXELS
     hit = np.nan_to_num(snr) > window_snr
     if not hit.any():
         return None
@@ -671,9 +678,13 @@ def find_trails(snr: np.ndarray, masked: np.ndarray, network_trl: np.ndarray | N
         The network's TRL pixels: elongated components seed candidate lines
         (verified like the others, over ``min_length / 3`` px at least).
     network_lines : bool (H, W), optional
-        Other calls of the network that support a found line as its TRL
-        pixels do (the spike calls that draw lines away from saturated
-        stars: it calls broad trails spikes), but seed none.
+        Other calls of the network that support a found line along them as
+        its TRL pixels do (the spike calls that draw lines away from
+        saturated stars: it calls broad and faint trails spikes); as seeds,
+        a line found from them must be at least MIN_SPAN_AMPLITUDE bright.
+        A network seed whose whole chord fails is verified again over the
+        stretch the network drew (a short trail's profile is lost in the
+        sky's medians over a long chord).
     diffuse : bool (H, W), optional
         Diffuse light (nebulae, fringes): its filaments and stripes can pass
         for a broad line, so a broad line (sigma >= 2.5 px) found there by
@@ -713,9 +724,11 @@ def find_trails(snr: np.ndarray, masked: np.ndarray, network_trl: np.ndarray | N
     rep = EXCESS_BLOCK // bin_
     eb = np.repeat(np.repeat(excess, rep, axis=0), rep, axis=1)[:hb, :wb]
     sig, thetas, diag = _hough(zb / eb, vb, n_theta)
-    candidates = [(t, r, "hough", min_length) for t, r, _ in _peaks(sig, thetas, diag, bin_, nsigma, MAX_PEAKS)]
-    if network_trl is not None and network_trl.any():
-        lab, n = ndimage.label(network_trl, structure=np.ones((3, 3)))
+    candidates = [(t, r, "hough", min_length, None) for t, r, _ in _peaks(sig, thetas, diag, bin_, nsigma, MAX_PEAKS)]
+    for seeds, kind in ((network_trl, "network"), (network_lines, "network-line")):
+        if seeds is None or not seeds.any():
+            continue
+        lab, n = ndimage.label(seeds, structure=np.ones((3, 3)))
         for sl in ndimage.find_objects(lab):
             ys, xs = np.nonzero(lab[sl] > 0)
             if len(ys) < 10:
@@ -728,14 +741,14 @@ def find_trails(snr: np.ndarray, masked: np.ndarray, network_trl: np.ndarray | N
             dx, dy = evecs[:, 1]  # along the component
             theta = np.arctan2(dx, -dy) % np.pi  # the normal (cos, sin) is perpendicular to (dx, dy)
             rho = mean[0] * np.cos(theta) + mean[1] * np.sin(theta)
-            candidates.append((theta, rho, "network", max(30, min_length // 3)))
+            candidates.append((theta, rho, kind, max(30, min_length // 3), (mean, np.sqrt(3 * evals[1]))))
     # Every candidate straightened first: the Hough peaks around one broad feature (a frame's top
     # rows with a ramp) straighten onto the same line and count once, or they used up the search
     # (twelve peaks on such rows, and a 2.4-sigma trail beside them was never tried).
     seen: list[tuple[float, float, int]] = []
     found = []
     n_hough = 0
-    for theta, rho, source, length in candidates:
+    for theta, rho, source, length, where in candidates:
         if source == "hough" and n_hough >= MAX_LINES:
             continue
         theta, rho = _refine_line(z, valid, theta, rho)
@@ -744,24 +757,34 @@ def find_trails(snr: np.ndarray, masked: np.ndarray, network_trl: np.ndarray | N
             continue
         seen.append((theta, rho, length))
         n_hough += source == "hough"
+        span = None
         t = _verify(z, valid, theta, rho, length, 3.0, source, excess=excess)
+        if t is None and where is not None:
+            # The network's line, where it drew it: over the whole chord the sky's medians hide
+            # a short trail's profile.
+            (mx, my), half = where
+            tc = -mx * np.sin(theta) + my * np.cos(theta)
+            span = (tc - half - WINDOW, tc + half + WINDOW)
+            t = _verify(z, valid, theta, rho, length, 3.0, source, excess=excess, span=span)
+        if t is not None and (span is not None or source == "network-line") and t.amplitude < MIN_SPAN_AMPLITUDE:
+            t = None
         if t is not None and t.sigma >= 2.0:
             # A broad trail straightened again with a strip as wide as it: a 5 px strip turns within
             # it (a 10 px wide trail came out 1.3 deg off, its ends' wings released as sources).
             th2, r2 = _refine_line(z, valid, theta, rho, half=1.5 * t.sigma)
-            t2 = _verify(z, valid, th2, r2, length, 3.0, source, excess=excess)
+            t2 = _verify(z, valid, th2, r2, length, 3.0, source, excess=excess, span=span)
             if t2 is not None and t2.significance > t.significance:
                 theta, rho, t = th2, r2, t2
         if t is not None and _plausible(t, z, valid, network_trl, diffuse, psf_sigma, lines):
-            found.append((t.significance, theta, rho, source, length, t))
+            found.append((t.significance, theta, rho, source, length, t, span))
     # The strongest first, each judged again without the pixels of those already found: a line
     # crossing a brighter trail borrows its light where they cross (a 0.55-sigma "trail" in a
     # crowded field, significant only in the windows where it crossed an 8-sigma one).
     trails: list[Trail] = []
     valid = valid.copy()
-    for _, theta, rho, source, length, first in sorted(found, key=lambda f: -f[0]):
+    for _, theta, rho, source, length, first, span in sorted(found, key=lambda f: -f[0]):
         if trails:  # judged again: pixels are now left out (the strongest stands as first judged)
-            t = _verify(z, valid, theta, rho, length, 3.0, source, excess=excess)
+            t = _verify(z, valid, theta, rho, length, 3.0, source, excess=excess, span=span)
             if t is None or any(_same(t, o) for o in trails) or not _plausible(t, z, valid, network_trl, diffuse,
                                                                                  psf_sigma, lines):
                 continue
