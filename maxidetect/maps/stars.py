@@ -595,14 +595,19 @@ def _along_line(d, own_pixels, lines, rms=None) -> np.ndarray | None:
     lies on its line: an elongated object whose light is centred off the
     line's mask is beside it (a S/N 48 galaxy of axis ratio 3, 7 px from a
     trail's axis and nearly parallel to it, was taken for a piece and lost).
-    With ``rms``, only its pixels 2 sigma above the line count: the noise
-    of a long stretch of the line in a star's footprint, clipped at zero,
-    outweighed a S/N 67 star's core in the second moments and made it a piece."""
-    if rms is not None:
-        own_pixels = own_pixels & (d > 2.0 * rms)
+    With ``rms``, an object whose pixels 2 sigma above the line peak at 5
+    sigma or more and are round is a source on the line, not a piece of it:
+    the noise of a long stretch of the line in a star's footprint, clipped at
+    zero, outweighed a S/N 67 star's core in the second moments."""
     a, b, theta, my, mx = _moments(d, own_pixels)
     if a <= 0 or a < MIN_LINE_ELONGATION * max(b, 1e-6):
         return None
+    if rms is not None:
+        bright = own_pixels & (d > 2.0 * rms)
+        if bright.sum() >= 3 and (d[bright] / rms[bright]).max() >= 5.0:
+            a2, b2, *_ = _moments(d, bright)
+            if a2 < MIN_LINE_ELONGATION * max(b2, 1e-6):
+                return None
     cy, cx = int(round(my)), int(round(mx))
     found = None
     for mask, direction in lines:
