@@ -180,7 +180,7 @@ def network_spikes(sp: np.ndarray, sat: np.ndarray, fwhm: float, reach: int = SP
     ids = ids[ids > 0]
     if not len(ids):
         return out
-    cy, cx, major, minor, theta = component_shapes(np.where(np.isin(lab, ids), lab, 0), n)
+    cy, cx, major, minor, theta = component_shapes(lab, n)  # each label's own moments
     spike = np.zeros(n + 1, bool)
     spike[ids] = True
     lines = ids[(major[ids] >= 30 / np.sqrt(12)) & (major[ids] >= 4 * minor[ids])]

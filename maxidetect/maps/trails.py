@@ -308,6 +308,14 @@ def _excess_noise(z: np.ndarray, valid: np.ndarray, block: int = EXCESS_BLOCK, r
 PROFILE_SIGMAS = (0.5, 0.7, 1.0, 1.4, 2.0, 2.8, 3.6)
 
 
+def _across_profile(dist, values, band):
+    """The profile across a line: medians of ``values`` in 0.5 px bins of
+    ``dist`` within ``band``: (bin centres, medians)."""
+    edges = np.arange(-band, band + 0.5, 0.5)
+    centres = edges[:-1] + 0.25
+    return centres, _bin_medians(values, np.digitize(dist, edges) - 1, len(centres))
+
+
 def _fit_profile(centres, prof, sigmas, offsets):
     """Least-squares Gaussian (amplitude free, positive) to the profile ``prof``
     at ``centres``, over the grid of ``sigmas`` x ``offsets``: (residual,
@@ -345,9 +353,7 @@ def _verify(z, valid, theta, rho, min_length, window_snr, source, band=24.0, exc
     # (No constant under it: the light beside the line is subtracted per
     # window below; with a constant, the narrow core of a broad line along
     # the grid -- a spectrum's trace -- passed for a trail.)
-    edges = np.arange(-band, band + 0.5, 0.5)
-    centres = edges[:-1] + 0.25
-    prof = _bin_medians(v, np.digitize(d, edges) - 1, len(centres))
+    centres, prof = _across_profile(d, v, band)
     best = _fit_profile(centres, prof, np.array(PROFILE_SIGMAS), np.arange(-3.0, 3.01, 0.25))
     if best is None:
         return None
@@ -436,9 +442,7 @@ def _final_profile(snr: np.ndarray, valid: np.ndarray, t: Trail, band: float = 2
         return t
     d = dist[keep]
     v = np.clip(np.asarray(snr[ys[keep], xs[keep]], np.float32), -10, 50)
-    edges = np.arange(-band, band + 0.5, 0.5)
-    centres = edges[:-1] + 0.25
-    prof = _bin_medians(v, np.digitize(d, edges) - 1, len(centres))
+    centres, prof = _across_profile(d, v, band)
     beyond = np.abs(centres) > 3 * t.sigma + 4
     if beyond.sum() < 8:
         return t
