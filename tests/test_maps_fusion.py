@@ -884,6 +884,28 @@ def test_a_bright_undersampled_star_on_a_trail_keeps_its_core(seed, flux):
     assert zero[(trail > 0.5 * NOISE) & (np.hypot(xx - sx, yy - sy) > 10)].mean() > 0.95
 
 
+@pytest.mark.parametrize("seed,angle,fwhm,snr", [(3, 60.0, 4.0, 2.0), (4, 10.0, 7.0, 3.0)])
+def test_a_short_trail_far_shorter_than_its_chord_is_found_by_its_shape(seed, angle, fwhm, snr):
+    """A 100 px trail (peak S/N 2-3) on a 1024 px frame, no network call:
+    over the Hough line's whole chord the medians across it are the sky's,
+    so the line failed (a second generator's 100 px trails of S/N 3 were
+    missed so). It is verified where its light is, and masked; the same
+    noise without it has no trail."""
+    n = 1024
+    rng = np.random.default_rng(seed)
+    z = rng.normal(0.0, 1.0, (n, n)).astype(np.float32)
+    yy, xx = np.mgrid[:n, :n]
+    a = np.radians(angle)
+    cx, cy = rng.uniform(300, 700, 2)
+    across = -(xx - cx) * np.sin(a) + (yy - cy) * np.cos(a)
+    along = (xx - cx) * np.cos(a) + (yy - cy) * np.sin(a)
+    trail = snr * np.exp(-0.5 * (across / (fwhm / 2.3548)) ** 2) * (np.abs(along) <= 50)
+    got = find_trails((z + trail).astype(np.float32), np.zeros((n, n), bool))
+    assert len(got) == 1 and got[0].length < 200
+    assert trail_mask((n, n), got[0])[trail > 0.5].all()
+    assert find_trails(z, np.zeros((n, n), bool)) == []
+
+
 @pytest.mark.parametrize("seed,angle,snr", [(71, 120.0, 1.5), (72, 70.0, 1.5)])
 def test_a_short_faint_trail_the_network_calls_a_spike_is_found_where_it_is(seed, angle, snr):
     """A 100 px trail at S/N 1.5 on a 1024 px frame: over its whole chord
@@ -959,6 +981,38 @@ def test_an_elongated_source_beside_a_trail_is_no_piece_of_it():
         own = d > 1.0
         found = _along_line(d, own, [(line, direction)])
         assert (found is not None) == on_it
+
+
+@pytest.mark.parametrize("seed", [1, 3])  # no field star on the tracks
+def test_a_galaxy_beside_a_cosmic_ray_track_on_a_trail_keeps_its_core(seed):
+    """A galaxy (peak 16 sigma, axis ratio ~2) in a trail's band with a
+    70-sigma cosmic-ray track 2.5 px from its centre, nearly parallel to the
+    line: deblended as one object, the track made it as elongated as the
+    line and along it, a piece of the line, zeroed (a second generator's S/N
+    48 galaxy was lost so). A trail is never sharper than the PSF: without
+    the track the galaxy is a round core and a source. The track keeps its
+    zero weight, and so does a bare track on the line."""
+    from maxidetect.maps.stars import protect_sources
+
+    n, fwhm = 256, 2.6
+    img, _ = _field(n=n, seed=seed, n_stars=30, fwhm=fwhm)
+    yy, xx = np.mgrid[:n, :n]
+    gx, gy, t, s2 = 125.3, 128.6, np.radians(81.0), (fwhm / 2.3548) ** 2
+    u = (xx - gx) * np.cos(t) + (yy - gy) * np.sin(t)
+    v = -(xx - gx) * np.sin(t) + (yy - gy) * np.cos(t)
+    galaxy = 16 * NOISE * np.exp(-0.5 * (u**2 / (9.0 + s2) + v**2 / (1.0 + s2)))
+    track = np.zeros((n, n), bool)
+    rows = np.arange(108, 150)
+    track[rows, np.round(gx + 2.5 + (rows - gy) * 0.08).astype(int)] = True
+    bare = np.zeros((n, n), bool)
+    bare[175:215, 131] = True
+    band = np.abs(xx - (gx + 5.0)) <= 6.0  # a fitted line's pixels (its light already subtracted)
+    img = (img + galaxy + 70 * NOISE * (track | bare)).astype(np.float32)
+    st = measure_frame(img, bad=track | bare)
+    got = protect_sources(img - st.back, st, band | track | bare, lines=[(band, np.pi / 2)]).released
+    assert got[np.hypot(xx - gx, yy - gy) <= 1.5].mean() > 0.5
+    assert not got[track | bare].any()
+    assert not got[ndimage.binary_dilation(bare, iterations=3)].any()
 
 
 @pytest.mark.parametrize("seed", [1, 2])

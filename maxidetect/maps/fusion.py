@@ -188,7 +188,10 @@ def cosmic_rays(image: np.ndarray, stats: FrameStats | Background, header=None,
     padded = np.pad(data, pad, mode="reflect")
     # astroscrappy works in electrons: its saturation level is ADU x gain.
     sat = stats.saturation * gain if np.isfinite(stats.saturation) else np.inf
-    mask, _ = astroscrappy.detect_cosmics(padded, gain=gain, readnoise=rdnoise, satlevel=sat, sigclip=4.5,
+    # sigclip 4.0, not L.A.Cosmic's usual 4.5: the bench's cosmic-ray pixel recall rose 0.953 / 0.950 /
+    # 0.939 -> 0.961 / 0.957 / 0.947 (default / undersampled / crowded; faint stretches of tracks) at a
+    # false-positive rate still under 1e-4 (3.5 passed it on an undersampled frame).
+    mask, _ = astroscrappy.detect_cosmics(padded, gain=gain, readnoise=rdnoise, satlevel=sat, sigclip=4.0,
                                           sigfrac=0.3, objlim=5.0, niter=1, sepmed=True, cleantype="meanmask",
                                           verbose=False)
     return np.asarray(mask[pad:-pad, pad:-pad], bool)

@@ -25,7 +25,12 @@ frame's noise:
 - *source beside a hit*: a star a few pixels from a cosmic ray in one
   group of candidates, fitted at its own peak in the group with the hit's
   pixels free, where no bridge of light joins the two (along a track it
-  does).
+  does);
+- *source beside a sharp track*: last, where every model above failed, the
+  candidates sharper across than any PSF (a cosmic-ray track one pixel
+  wide) and one pixel more are left out of the fits and keep their zero
+  weight, and the rest is judged again, where it has a round core of 5
+  sigma (a source of 10 sigma at least must win).
 
 The model with the lowest Akaike information criterion wins, and the
 source also wins where a likelihood-ratio test against free candidate
@@ -47,7 +52,9 @@ without them, and released they would make a detection of the hit's light.
 Evidence that does not come from the object itself (saturation and bleed,
 overscan, a fitted column or trail line) is never released here. A fitted
 trail or column is released only for the sources on it: an object as
-elongated as the line and along it is a piece of the line itself.
+elongated as the line and along it is a piece of the line itself, unless
+it is so only with a sharp track in it (a trail is never sharper than the
+PSF): without the track, a round core is a source beside the track.
 """
 
 from __future__ import annotations
@@ -62,7 +69,8 @@ from scipy.special import erf
 from maxidetect.maps.frame import FrameStats, elliptical_gaussian
 from maxidetect.maps.morph import dilate
 
-__all__ = ["ReleaseResult", "protect_sources", "steeper_than_psf", "MODEL_ERROR", "MIN_SOURCE_SNR"]
+__all__ = ["ReleaseResult", "protect_sources", "steeper_than_psf", "sharper_across_than_psf", "MODEL_ERROR",
+           "MIN_SOURCE_SNR"]
 
 #: Fractional error allowed on the source model (PSF shape, centring).
 MODEL_ERROR = 0.15
@@ -337,12 +345,13 @@ def _lrt_limit(dof: int) -> float:
     return float(2.0 * gammaincinv(dof / 2, 1.0 - SOURCE_ALPHA))
 
 
-def judge_object(d, rms, cand, others, sig_psf, shape=(1.0, 0.0)):
+def judge_object(d, rms, cand, others, sig_psf, shape=(1.0, 0.0), min_snr: float = MIN_SOURCE_SNR):
     """Judge one stamp: returns (is_source, source_model or None).
 
     ``d``: background-subtracted pixels, ``rms``: noise, ``cand``: the zero
     candidates, ``others``: pixels of other objects (left out of every fit).
     The background of every model is a plane (diffuse light, gradients).
+    ``min_snr``: the amplitude significance a source model needs.
     """
     var = np.maximum(rms.astype(np.float64), 1e-12) ** 2
     use_all = ~others
@@ -369,7 +378,7 @@ def judge_object(d, rms, cand, others, sig_psf, shape=(1.0, 0.0)):
             chi2, amp, snr, model = fit[:4]
             if not extra:
                 over_all.append((profiles, fit))
-            if amp <= 0 or snr < MIN_SOURCE_SNR:
+            if amp <= 0 or snr < min_snr:
                 continue
             if chi2 + 2 * (7 + extra) < aic_art:
                 return True, model
@@ -380,7 +389,8 @@ def judge_object(d, rms, cand, others, sig_psf, shape=(1.0, 0.0)):
             if not extra and n_cand > 4 and chi2 - chi2_art < _lrt_limit(n_cand - 4):
                 return True, model
     # A star beside the hit that made the group's peak: its own peak in the group.
-    ok, model = _source_beside_hit(d, var, rms, cand & use_all, use_all, plane, aic_art, sig_psf, shape)
+    ok, model = _source_beside_hit(d, var, rms, cand & use_all, use_all, plane, aic_art, sig_psf, shape,
+                                   min_snr)
     if ok:
         return True, model
     # Not where the candidates' peak is sharper than any source (a hit, not a
@@ -393,20 +403,21 @@ def judge_object(d, rms, cand, others, sig_psf, shape=(1.0, 0.0)):
     # (no light around it) gains nothing; two more parameters than the source.
     n_par = 7 + len(_WING_WIDTHS)
     for (py, px), (_, fit) in zip(sorted(centres), over_all, strict=True):
-        if fit[1] <= 0 or fit[2] < MIN_SOURCE_SNR:
+        if fit[1] <= 0 or fit[2] < min_snr:
             continue
         if _light_around(d, fit[5], fit[4], use_all, int(py), int(px), 2.3548 * sig_psf) <= 0.0:
             continue  # no light around the core beyond the Gaussian's: no wings to fit
         stack = _wing_profiles(tuple(d.shape), int(py), int(px), float(sig_psf),
                                float(shape[0]) if shape[0] < ROUND_Q else 1.0, float(shape[1]))
         chi2, amp, snr, model = _fit_wings(d, var, use_all, stack, plane)
-        if amp > 0 and snr >= MIN_SOURCE_SNR and (chi2 + 2 * n_par < aic_art or (
+        if amp > 0 and snr >= min_snr and (chi2 + 2 * n_par < aic_art or (
                 n_cand > n_par - 3 and chi2 - chi2_art < _lrt_limit(n_cand - (n_par - 3)))):
             return True, model
     # A track across the core, last (the costliest model).
     for profiles, fit in over_all:
-        if fit[1] > 0 and fit[2] >= MIN_SOURCE_SNR:
-            ok, model = _source_under_track(d, var, cand & use_all, use_all, profiles, plane, aic_art, sig_psf, fit)
+        if fit[1] > 0 and fit[2] >= min_snr:
+            ok, model = _source_under_track(d, var, cand & use_all, use_all, profiles, plane, aic_art, sig_psf, fit,
+                                            min_snr)
             if ok:
                 return True, model
     return False, None
@@ -436,7 +447,8 @@ def _free_outliers(d, var, cand, use_all, profiles, plane, free, fit=None, model
     return None  # not settled: no verdict for the source
 
 
-def _source_under_track(d, var, cand, use_all, profiles, plane, aic_art, sig_psf, fit):
+def _source_under_track(d, var, cand, use_all, profiles, plane, aic_art, sig_psf, fit,
+                        min_snr: float = MIN_SOURCE_SNR):
     """*Source + track*: a cosmic-ray track across a source's core
     covers the core and the track alike, so neither the source over every
     pixel (the track spoils it) nor the source outside the candidates (none
@@ -454,7 +466,7 @@ def _source_under_track(d, var, cand, use_all, profiles, plane, aic_art, sig_psf
         return False, None
     (chi2, _, snr, src), free, use = got
     n_free = int(free.sum())
-    if not n_free or n_free >= int(cand.sum()) or snr < MIN_SOURCE_SNR:
+    if not n_free or n_free >= int(cand.sum()) or snr < min_snr:
         return False, None
     if chi2 + 2 * (7 + n_free) >= aic_art or chi2 + 2 * 4 >= _plane_chi2(d, var, use, plane):
         return False, None
@@ -470,7 +482,8 @@ BESIDE_MIN_PEAK = 10.0
 BESIDE_GAP = 0.3
 
 
-def _source_beside_hit(d, var, rms, cand, use_all, plane, aic_art, sig_psf, shape):
+def _source_beside_hit(d, var, rms, cand, use_all, plane, aic_art, sig_psf, shape,
+                       min_snr: float = MIN_SOURCE_SNR):
     """*Source beside a hit*: a star a few pixels from a cosmic ray whose
     candidates make one group with it (the network's call and halo cover
     both): the group's brightest pixel may be the hit's, and every model
@@ -511,12 +524,12 @@ def _source_beside_hit(d, var, rms, cand, use_all, plane, aic_art, sig_psf, shap
         n_free = int(free.sum())
         if n_free >= int(cand.sum()) or (free & ~away).any():
             continue  # pixels of its own core free: a hit's
-        if snr >= MIN_SOURCE_SNR and chi2 + 2 * (7 + n_free) < aic_art \
+        if snr >= min_snr and chi2 + 2 * (7 + n_free) < aic_art \
                 and chi2 + 2 * 4 < _plane_chi2(d, var, use, plane):
             return True, src
         stack = _wing_profiles(tuple(d.shape), int(py), int(px), float(sig_psf), q, float(shape[1]))
         chi2, amp, snr, model = _fit_wings(d, var, use, stack, plane)
-        if amp > 0 and snr >= MIN_SOURCE_SNR and chi2 + 2 * (7 + len(_WING_WIDTHS) + n_free) < aic_art:
+        if amp > 0 and snr >= min_snr and chi2 + 2 * (7 + len(_WING_WIDTHS) + n_free) < aic_art:
             return True, model
     return False, None
 
@@ -616,6 +629,24 @@ def _along_line(d, own_pixels, lines, rms=None) -> np.ndarray | None:
     return found
 
 
+def _round_core(d, pixels, rms, peak: float = 5.0) -> bool:
+    """Whether the brightest of ``pixels`` peaks at ``peak`` sigma or more and
+    the connected pixels 2 sigma above the background around it are rounder
+    than a line (:data:`MIN_LINE_ELONGATION`): a source's core, not a piece
+    of a line. Connected pixels only: the noise of a long strip of the
+    object's footprint, scattered along it, would make any core elongated."""
+    bright = pixels & (d > 2.0 * rms)
+    if bright.sum() < 3:
+        return False
+    k = np.argmax(np.where(bright, d / rms, -np.inf))
+    if (d / rms).flat[k] < peak:
+        return False
+    lab, _ = ndimage.label(bright, structure=np.ones((3, 3), bool))
+    core = lab == lab.flat[k]
+    a, b, *_ = _moments(d, core)
+    return core.sum() >= 3 and a < MIN_LINE_ELONGATION * max(b, 1e-6)
+
+
 def _side_mean(d: np.ndarray) -> np.ndarray:
     """The mean of each pixel's four side neighbours (edges repeated)."""
     p = np.pad(d, 1, mode="edge")
@@ -630,6 +661,33 @@ def steeper_than_psf(excess, level, rms, sig_psf: float, nsigma: float = 5.0):
     (``rms`` x sqrt(1 + 1/4)): no source, a hot or dead pixel."""
     g = _pixel_gauss(np.array([0.0, 1.0]), _WIDTHS[0] * sig_psf)
     return excess > (1.0 - g[1] / g[0]) * np.maximum(level, 0.0) + nsigma * np.sqrt(1.25) * rms
+
+
+def sharper_across_than_psf(d, rms, sig_psf: float, nsigma: float = 5.0) -> np.ndarray:
+    """Pixels sharper than any source of the frame across some direction: the
+    excess over the mean of the two neighbours on a row, a column or a
+    diagonal beats that of a Gaussian of the smallest width rule 1 fits by
+    ``nsigma`` noise (``rms`` x sqrt(1 + 1/2)). A cosmic-ray track one pixel
+    wide passes on most of its pixels (its neighbours along it are as bright
+    as it, which hides it from :func:`steeper_than_psf`). bool like ``d``."""
+    p = np.pad(np.asarray(d, np.float64), 1, mode="edge")
+    c = p[1:-1, 1:-1]
+    level = np.maximum(c, 0.0)
+    g = _pixel_gauss(np.array([0.0, 1.0]), _WIDTHS[0] * sig_psf)
+    fall = {1: 1.0 - g[1] / g[0], 2: 1.0 - (g[1] / g[0]) ** 2}  # by squared distance: a diagonal's
+    noise = nsigma * np.sqrt(1.5) * rms
+    out = np.zeros(c.shape, bool)
+    for (a, b), r2 in ((((1, 0), (1, 2)), 1), (((0, 1), (2, 1)), 1), (((0, 0), (2, 2)), 2),
+                       (((0, 2), (2, 0)), 2)):
+        pair = 0.5 * (p[a[0]:a[0] + c.shape[0], a[1]:a[1] + c.shape[1]]
+                      + p[b[0]:b[0] + c.shape[0], b[1]:b[1] + c.shape[1]])
+        out |= c - pair > fall[r2] * level + noise
+    return out
+
+
+#: A source found beside a sharp track (the track's pixels left out) must be
+#: this significant: a track's own halo fits a faint Gaussian.
+TRACK_SOURCE_SNR = 10.0
 
 
 def _artefacts_on_wings(d, cand, rms, sig_psf, r_core: float, nsigma: float = 5.0) -> np.ndarray:
@@ -709,18 +767,46 @@ def protect_sources(image_sub: np.ndarray, stats: FrameStats, candidates: np.nda
             if candidates[sl].mean() <= 0.5:
                 break
         cand, mine = cand & ~released[sl], mine & ~released[sl]
+        d = np.asarray(image_sub[sl], np.float64)
+        rms = stats.rms[sl]
+
+        def sharp_track():
+            """Candidates sharper across than any PSF (a cosmic-ray track), and one pixel more."""
+            t = cand & sharper_across_than_psf(d, rms, stats.sigma_minor)
+            return dilate(t, 1, square=True) & cand if t.any() else t
+
+        track = None
         if lines:
             on = [(m[sl], direction) for m, direction in lines if m[sl].any()]
             own_px = (s == own) if own else cand
-            along = _along_line(image_sub[sl], own_px, on, stats.rms[sl]) if on else None
+            along = _along_line(d, own_px, on, rms) if on else None
             if along is not None:  # stamp-sized: no full-frame work per object
-                cand, mine = cand & ~along, mine & ~along
+                # An object along the line only with a sharp track in it is the track's
+                # neighbour, not a piece of the line (a trail is never sharper than the PSF).
+                track = sharp_track()
+                if not track.any() or not _round_core(d, own_px & ~track, rms):
+                    cand, mine, track = cand & ~along, mine & ~along, None
         if not mine.any():
             return False
-        d = np.asarray(image_sub[sl], np.float64)
-        ok, model = judge_object(d, stats.rms[sl], mine, others, stats.sigma, (stats.psf_q, stats.psf_theta))
+        psf_shape = (stats.psf_q, stats.psf_theta)
+        ok = False
+        if track is None:  # judged whole first, unless a track made it look like a piece of a line
+            ok, model = judge_object(d, rms, mine, others, stats.sigma, psf_shape)
         if not ok:
-            return False
+            # *Source beside a sharp track*: a cosmic-ray track sharper across than any PSF in one
+            # group of candidates with a source spoils every model above (a second generator's
+            # S/N 48 galaxy beside a 70-sigma track, both in a trail's band: the group's peak is
+            # the track's). The track's pixels and one more are left out of the fits and keep
+            # their zero weight; the rest must hold a source of TRACK_SOURCE_SNR.
+            track = sharp_track() if track is None else track
+            if not (track & mine).any() or not _round_core(d, ((s == own) if own else mine) & ~track, rms):
+                return False  # no track, or no source's core beside it (most hits: spares the fits)
+            ok, model = judge_object(d, rms, mine & ~track, others | track, stats.sigma, psf_shape,
+                                     min_snr=TRACK_SOURCE_SNR)
+            if not ok:
+                return False
+        else:
+            track = np.zeros(d.shape, bool)
         yy, xx = np.mgrid[y0:y1, x0:x1]
         # Its footprint reaches one pixel past its core: the detection filter
         # carries a zero-weight pixel's infinite noise one pixel (3x3 kernel),
@@ -743,13 +829,12 @@ def protect_sources(image_sub: np.ndarray, stats: FrameStats, candidates: np.nda
         # simulated frames: single-pixel cosmic rays of 20-100 sigma on
         # nebulae released so). A bright undersampled star fitted on its
         # wings alone has as faint a model, but its core is no sharper than the PSF.
-        rms = stats.rms[sl]
         if model.max() < FAINT_PEAK * float(np.median(rms)):
             clear = ~cand & ~others
             sky = np.median(d[clear]) if clear.any() else 0.0
             sharp = steeper_than_psf(d - _side_mean(d), d, rms, stats.sigma_minor)
             artefact = artefact | (cand & sharp & (d - model - sky > OUTLIER_SIGMA * rms))
-        released[sl] |= cand & footprint & ~artefact
+        released[sl] |= cand & footprint & ~artefact & ~track
         protected[sl] |= footprint
         return True
 
