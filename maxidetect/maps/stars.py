@@ -615,12 +615,8 @@ def _along_line(d, own_pixels, lines, rms=None) -> np.ndarray | None:
     a, b, theta, my, mx = _moments(d, own_pixels)
     if a <= 0 or a < MIN_LINE_ELONGATION * max(b, 1e-6):
         return None
-    if rms is not None:
-        bright = own_pixels & (d > 2.0 * rms)
-        if bright.sum() >= 3 and (d[bright] / rms[bright]).max() >= 5.0:
-            a2, b2, *_ = _moments(d, bright)
-            if a2 < MIN_LINE_ELONGATION * max(b2, 1e-6):
-                return None
+    if rms is not None and _round_core(d, own_pixels, rms, connected=False):
+        return None
     cy, cx = int(round(my)), int(round(mx))
     found = None
     for mask, direction in lines:
@@ -629,20 +625,23 @@ def _along_line(d, own_pixels, lines, rms=None) -> np.ndarray | None:
     return found
 
 
-def _round_core(d, pixels, rms, peak: float = 5.0) -> bool:
+def _round_core(d, pixels, rms, peak: float = 5.0, connected: bool = True) -> bool:
     """Whether the brightest of ``pixels`` peaks at ``peak`` sigma or more and
-    the connected pixels 2 sigma above the background around it are rounder
-    than a line (:data:`MIN_LINE_ELONGATION`): a source's core, not a piece
-    of a line. Connected pixels only: the noise of a long strip of the
-    object's footprint, scattered along it, would make any core elongated."""
+    the pixels 2 sigma above the background (``connected``: only those joined
+    to the brightest) are rounder than a line (:data:`MIN_LINE_ELONGATION`):
+    a source's core, not a piece of a line. Connected pixels beside a sharp
+    track: the noise of a long strip of the object's footprint, scattered
+    along it, would make any core elongated."""
     bright = pixels & (d > 2.0 * rms)
     if bright.sum() < 3:
         return False
     k = np.argmax(np.where(bright, d / rms, -np.inf))
     if (d / rms).flat[k] < peak:
         return False
-    lab, _ = ndimage.label(bright, structure=np.ones((3, 3), bool))
-    core = lab == lab.flat[k]
+    core = bright
+    if connected:
+        lab, _ = ndimage.label(bright, structure=np.ones((3, 3), bool))
+        core = lab == lab.flat[k]
     a, b, *_ = _moments(d, core)
     return core.sum() >= 3 and a < MIN_LINE_ELONGATION * max(b, 1e-6)
 
@@ -813,14 +812,14 @@ def protect_sources(image_sub: np.ndarray, stats: FrameStats, candidates: np.nda
         # enough to erase a faint undersampled core next to it; and 3.5 px at
         # least, or an undersampled core keeps fewer pixels than the minimum
         # area (FWHM 1.5 px: 4 left within FWHM + 1).
-        footprint = (model > 0.5 * stats.rms[sl]) | (np.hypot(yy - ref_y, xx - ref_x) <= max(stats.fwhm + 1.0, 3.5))
+        footprint = (model > 0.5 * rms) | (np.hypot(yy - ref_y, xx - ref_x) <= max(stats.fwhm + 1.0, 3.5))
         # One or two candidate pixels sharper than any PSF of the frame could
         # make them on a source's slope, off its peak (a hot pixel on a bright
         # star's wing, often deblended as an object of its own) are the
         # artefact on the source: they keep their zero weight, which costs
         # the source those pixels only, and their light stays out of its
         # photometry. On a core, the hit is released (its flag stays).
-        artefact = _artefacts_on_wings(d, cand, stats.rms[sl], stats.sigma_minor, r_core)
+        artefact = _artefacts_on_wings(d, cand, rms, stats.sigma_minor, r_core)
         # A source too faint to be seen pixel by pixel is found without the
         # candidates sharper than any PSF far above it: those are a hit on it
         # (or the hit is the detection and the "source" a nebula's bump under
