@@ -252,6 +252,46 @@ def test_star_crossed_by_a_cosmic_ray_track_stays_and_bare_tracks_go(fwhm):
         assert zero[on].mean() > 0.9
 
 
+@pytest.mark.parametrize("fwhm,seed", [(1.8, 1), (1.8, 4), (2.2, 2), (2.5, 5), (3.0, 3)])
+def test_a_cosmic_ray_track_the_network_calls_in_pieces_is_no_source(fwhm, seed):
+    """Tracks of 8-14 sigma per pixel, 28 px long, off the pixel grid, that
+    the network calls but for 2 px every 9 px (as it called most tracks left
+    as detections on undersampled bench frames). A missed stretch outside
+    the candidates fitted a narrow source on its own, and its group of
+    candidates was released as the star's core (before: 1-2 tracks of 8
+    left as detections at FWHM 1.8-2.5 px). The artefact now goes on along a
+    line sharper than the PSF, and a source with candidates far below it
+    is no source under an artefact: no detection is left on any track, and
+    every star found without the maps is found with them. (At FWHM 1.6 px
+    one 6-7 sigma stretch in 8 tracks still passes for a source.)"""
+    from maxidetect.extract.sep_engine import detect
+
+    img, pos = _field(n=320, fwhm=fwhm, seed=60 + seed)
+    rng = np.random.default_rng(70 + seed)
+    flags = np.zeros(img.shape, np.int32)
+    free = [(x + 0.4, y + 0.3) for y in range(30, 300, 40) for x in range(30, 300, 40)
+            if min(np.hypot(x - px, y - py) for px, py in pos) > 16]
+    yy, xx = np.indices(img.shape)
+    tracks = []
+    for x, y in free[:8]:
+        angle = rng.uniform(0.2, np.pi / 2 - 0.2) + rng.integers(2) * np.pi / 2  # off the grid: no column
+        trk, on = _track(img.shape, x, y, 28, angle, rng.uniform(8, 14) * NOISE)
+        img += trk
+        tracks.append(on)
+        along = (xx - x) * np.cos(angle) + (yy - y) * np.sin(angle)
+        gap = on & (np.abs(along % 9 - 4.5) < 1.0)
+        flags[ndimage.binary_dilation(on & ~gap, structure=np.ones((3, 3), bool)) & ~gap] |= BIT["CR"]
+    bare = detect(img.astype(np.float32)).catalog
+    x0, y0 = np.asarray(bare["X_IMAGE"]) - 1, np.asarray(bare["Y_IMAGE"]) - 1
+    zero, _, x, y = _fuse_and_detect(img, flags)
+    for on in tracks:
+        ys, xs = np.nonzero(on)
+        assert not any(np.hypot(xs - a, ys - b).min() < 1.5 for a, b in zip(x, y, strict=True))
+    for px, py in pos:
+        if np.hypot(x0 - px, y0 - py).min() < 1.5:
+            assert np.hypot(x - px, y - py).min() < 1.5, (px, py)
+
+
 @pytest.mark.parametrize("fwhm", [1.9, 3.0])
 def test_faint_star_next_to_a_bright_one_keeps_its_core(fwhm):
     """Both cores of a pair (flux ratio 1:10, 2.6 FWHM apart) called cosmic

@@ -7,13 +7,17 @@ smoothed catalogue), is tested against models of its stamp, with the
 frame's noise:
 
 - *artefact*: a background plane outside the candidate pixels, which are
-  free (a cosmic ray, a hot pixel: nothing real there);
+  free (a cosmic ray, a hot pixel: nothing real there); where the
+  candidates are part of a line sharper across than the PSF, the line's
+  bright pixels beyond them are free too when that fits better (a track the
+  network called in pieces: alone, its missed stretch fits a narrow source);
 - *source*: the plane plus a pixel-integrated Gaussian of the frame's PSF
   width or wider (stars and galaxies; nothing real is sharper than the PSF),
   over every pixel, candidates included; elliptical, of the PSF's axis ratio
   and angle, where the frame's PSF is elongated (tracking, optics);
 - *source + artefact*: the same source fitted on the pixels outside the
-  candidates, which are free (a cosmic ray on a star);
+  candidates, which are free (a cosmic ray on a star), unless candidates
+  lie far *below* it (an artefact only adds light);
 - *source + wings*: the source over every pixel plus two wider Gaussians
   of free, non-negative amplitude (a bright undersampled star's Moffat
   wings are far above any Gaussian of its core's width; a hit has no light
@@ -368,17 +372,28 @@ def judge_object(d, rms, cand, others, sig_psf, shape=(1.0, 0.0), min_snr: float
         centres.add(np.unravel_index(np.argmax(np.where(ring, d, -np.inf)), d.shape))
     plane = _plane_basis(tuple(d.shape))
     chi2_art = _plane_chi2(d, var, use_out, plane)
-    aic_art = chi2_art + 2 * (n_cand + 3)
+    n_art = n_cand  # the artefact's free pixels
+    # The artefact may go on past the candidates: where they draw a line, its bright pixels beyond
+    # them (a cosmic-ray track's stretch the network missed) are free too when that fits better (AIC);
+    # alone they fit a narrow source, the source outside the candidates.
+    ext = _track_extension(d, cand & use_all, rms, sig_psf) & use_out
+    if ext.any():
+        chi2_ext = _plane_chi2(d, var, use_out & ~ext, plane)
+        if chi2_ext + 2 * (n_cand + int(ext.sum())) < chi2_art + 2 * n_cand:
+            use_out, chi2_art, n_art = use_out & ~ext, chi2_ext, n_cand + int(ext.sum())
+    aic_art = chi2_art + 2 * (n_art + 3)
     # The first model that beats the artefact with a significant source decides.
     over_all = []  # (profiles, fit) of the source over every pixel, per centre
     for (py, px) in sorted(centres):
         profiles = _centre_profiles(d.shape, py, px, sig_psf, shape)
-        for use, extra, n_widths in ((use_all, 0, len(_WIDTHS)), (use_out, n_cand, 5)):
+        for use, extra, n_widths in ((use_all, 0, len(_WIDTHS)), (use_out, n_art, 5)):
             fit = _fit_family(d, var, use, profiles, n_widths, plane=plane, full=True)
             chi2, amp, snr, model = fit[:4]
             if not extra:
                 over_all.append((profiles, fit))
             if amp <= 0 or snr < min_snr:
+                continue
+            if extra and _light_taken(d, cand & use_all, fit[4], fit[5], n_cand):
                 continue
             if chi2 + 2 * (7 + extra) < aic_art:
                 return True, model
@@ -386,7 +401,7 @@ def judge_object(d, rms, cand, others, sig_psf, shape=(1.0, 0.0), min_snr: float
             # likelihood ratio against free candidate pixels: kept (on a faint
             # source a large group of candidates favours the artefact by noise
             # alone about one time in six under the AIC).
-            if not extra and n_cand > 4 and chi2 - chi2_art < _lrt_limit(n_cand - 4):
+            if not extra and n_art > 4 and chi2 - chi2_art < _lrt_limit(n_art - 4):
                 return True, model
     # A star beside the hit that made the group's peak: its own peak in the group.
     ok, model = _source_beside_hit(d, var, rms, cand & use_all, use_all, plane, aic_art, sig_psf, shape,
@@ -411,7 +426,7 @@ def judge_object(d, rms, cand, others, sig_psf, shape=(1.0, 0.0), min_snr: float
                                float(shape[0]) if shape[0] < ROUND_Q else 1.0, float(shape[1]))
         chi2, amp, snr, model = _fit_wings(d, var, use_all, stack, plane)
         if amp > 0 and snr >= min_snr and (chi2 + 2 * n_par < aic_art or (
-                n_cand > n_par - 3 and chi2 - chi2_art < _lrt_limit(n_cand - (n_par - 3)))):
+                n_art > n_par - 3 and chi2 - chi2_art < _lrt_limit(n_art - (n_par - 3)))):
             return True, model
     # A track across the core, last (the costliest model).
     for profiles, fit in over_all:
@@ -421,6 +436,55 @@ def judge_object(d, rms, cand, others, sig_psf, shape=(1.0, 0.0), min_snr: float
             if ok:
                 return True, model
     return False, None
+
+
+def _track_extension(d, cand, rms, sig_psf: float, half_width: float = 1.0, nsigma: float = 4.0) -> np.ndarray:
+    """Pixels 2 sigma bright within ``half_width`` of the axis of the
+    candidates' event, outside the candidates, where that event is a line
+    sharper across than any source (a cosmic-ray track): the candidates and
+    the 3-sigma pixels joined to them, whose bright pixels are elongated (as
+    :func:`_source_under_track` tells a line) and, summed over them, stand
+    ``nsigma`` above their neighbours across the line beyond what the
+    frame's PSF allows (:func:`_excess_across`; a diffraction spike or a
+    trail is as wide as the PSF; summed over a line, the PSF's own width
+    tells a track even in good seeing, where the narrowest Gaussian rule 1
+    fits is nearly as sharp as one). A track goes on past what the network
+    called (on undersampled frames most of the tracks left as detections
+    were called in pieces). bool like ``d`` (none without such a line)."""
+    none = np.zeros(d.shape, bool)
+    lab, _ = ndimage.label(cand | (d > 3.0 * rms), structure=np.ones((3, 3), bool))
+    bright = np.isin(lab, np.unique(lab[cand])) & (d > 3.0 * rms)
+    a, b, theta, my, mx = _moments(np.ones(d.shape), bright)
+    if bright.sum() < 4 or a < 2.0 * max(b, 0.5):
+        return none
+    # the pair of neighbours most nearly across the line
+    k = int(np.argmax([abs(np.sin(np.arctan2(dy, dx) - theta)) for (dy, dx), _ in _ACROSS]))
+    excess = _excess_across(d, sig_psf, 1.0)[k][bright]
+    if excess.sum() <= nsigma * np.sqrt(1.5 * (rms[bright] ** 2).sum()):
+        return none
+    yy, xx = np.indices(d.shape)
+    across = np.abs(-(xx - mx) * np.sin(theta) + (yy - my) * np.cos(theta))
+    return (across <= half_width) & ~cand & (d > 2.0 * rms)
+
+
+#: A candidate pixel this many sigma below the sky reads no light at all (dead).
+DEAD_SIGMA = 3.0
+
+
+def _light_taken(d, cand, model, var_m, n_cand: int) -> bool:
+    """Whether the candidate pixels are too far *below* a source fitted
+    around them (``model``: plane included, ``var_m``: its variance with the
+    model error) for an artefact on that source: a cosmic ray or hot pixel
+    only adds light. Rejected at SOURCE_ALPHA as the chi2 of the deficits
+    alone over ``n_cand`` pixels (a conservative test: only about half of them
+    can fall below by noise). A cosmic-ray track's pixel the network missed
+    fits a narrow source on its own, whose core then lies on the candidates
+    beside the track, at the sky (measured: most cosmic-ray tracks left as
+    detections on undersampled frames were released so). Dead pixels
+    (:data:`DEAD_SIGMA` below the sky) take light away: not counted."""
+    lit = cand & (d > -DEAD_SIGMA * np.sqrt(var_m))  # a dead pixel under a source reads far below it, rightly
+    r = np.minimum(d - model, 0.0)[lit]
+    return bool((r * r / var_m[lit]).sum() > _lrt_limit(max(n_cand, 1)))
 
 
 #: A candidate pixel this many sigma above the source model is the artefact's.
@@ -662,6 +726,27 @@ def steeper_than_psf(excess, level, rms, sig_psf: float, nsigma: float = 5.0):
     return excess > (1.0 - g[1] / g[0]) * np.maximum(level, 0.0) + nsigma * np.sqrt(1.25) * rms
 
 
+#: The four pairs of neighbours across a pixel (dy, dx of one of them) and their squared distance.
+_ACROSS = (((0, 1), 1), ((1, 0), 1), ((1, 1), 2), ((1, -1), 2))
+
+
+def _excess_across(d, sig_psf: float, width: float = _WIDTHS[0]):
+    """Per pair of neighbours (:data:`_ACROSS`), each pixel's excess over
+    their mean beyond what a Gaussian of ``width`` x the PSF's sigma (by
+    default the smallest rule 1 fits), centred on it, would show: (4, H, W),
+    positive where sharper than any source of the frame could be."""
+    p = np.pad(np.asarray(d, np.float64), 1, mode="edge")
+    h, w = p.shape[0] - 2, p.shape[1] - 2
+    c = p[1:-1, 1:-1]
+    g = _pixel_gauss(np.array([0.0, 1.0]), width * sig_psf)
+    fall = {1: 1.0 - g[1] / g[0], 2: 1.0 - (g[1] / g[0]) ** 2}  # by squared distance: a diagonal's
+    out = np.empty((len(_ACROSS), h, w))
+    for k, ((dy, dx), r2) in enumerate(_ACROSS):
+        pair = 0.5 * (p[1 + dy:1 + dy + h, 1 + dx:1 + dx + w] + p[1 - dy:1 - dy + h, 1 - dx:1 - dx + w])
+        out[k] = c - pair - fall[r2] * np.maximum(c, 0.0)
+    return out
+
+
 def sharper_across_than_psf(d, rms, sig_psf: float, nsigma: float = 5.0) -> np.ndarray:
     """Pixels sharper than any source of the frame across some direction: the
     excess over the mean of the two neighbours on a row, a column or a
@@ -669,19 +754,7 @@ def sharper_across_than_psf(d, rms, sig_psf: float, nsigma: float = 5.0) -> np.n
     ``nsigma`` noise (``rms`` x sqrt(1 + 1/2)). A cosmic-ray track one pixel
     wide passes on most of its pixels (its neighbours along it are as bright
     as it, which hides it from :func:`steeper_than_psf`). bool like ``d``."""
-    p = np.pad(np.asarray(d, np.float64), 1, mode="edge")
-    c = p[1:-1, 1:-1]
-    level = np.maximum(c, 0.0)
-    g = _pixel_gauss(np.array([0.0, 1.0]), _WIDTHS[0] * sig_psf)
-    fall = {1: 1.0 - g[1] / g[0], 2: 1.0 - (g[1] / g[0]) ** 2}  # by squared distance: a diagonal's
-    noise = nsigma * np.sqrt(1.5) * rms
-    out = np.zeros(c.shape, bool)
-    for (a, b), r2 in ((((1, 0), (1, 2)), 1), (((0, 1), (2, 1)), 1), (((0, 0), (2, 2)), 2),
-                       (((0, 2), (2, 0)), 2)):
-        pair = 0.5 * (p[a[0]:a[0] + c.shape[0], a[1]:a[1] + c.shape[1]]
-                      + p[b[0]:b[0] + c.shape[0], b[1]:b[1] + c.shape[1]])
-        out |= c - pair > fall[r2] * level + noise
-    return out
+    return (_excess_across(d, sig_psf) > nsigma * np.sqrt(1.5) * rms).any(axis=0)
 
 
 #: A source found beside a sharp track (the track's pixels left out) must be
