@@ -399,7 +399,14 @@ def fuse(image: np.ndarray, flags: np.ndarray, policy: MapPolicy,
     model += column_model(flags.shape, report.columns)
     sub = (np.nan_to_num(image).astype(np.float32) - stats.back) - model * stats.rms
     candidates = (releasable | trl_mask | col_mask) & ~independent
-    result = protect_sources(sub, stats, candidates, lines=lines, exclude=overscan)
+    on_spike = spikes
+    if saturated.any():  # candidates on a spike of a saturated star the network did not call one
+        ys, xs = np.nonzero(candidates & ~spikes)
+        on = on_spikes(sub, stats.rms, saturated, ys, xs, stats.fwhm)
+        if on.any():
+            on_spike = spikes.copy()
+            on_spike[ys[on], xs[on]] = True
+    result = protect_sources(sub, stats, candidates, lines=lines, exclude=overscan, spikes=on_spike)
     released = result.released
     if saturated.any():
         # A saturated star is a real source that rule 1 cannot fit (its top is

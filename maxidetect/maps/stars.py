@@ -349,13 +349,17 @@ def _lrt_limit(dof: int) -> float:
     return float(2.0 * gammaincinv(dof / 2, 1.0 - SOURCE_ALPHA))
 
 
-def judge_object(d, rms, cand, others, sig_psf, shape=(1.0, 0.0), min_snr: float = MIN_SOURCE_SNR):
+def judge_object(d, rms, cand, others, sig_psf, shape=(1.0, 0.0), min_snr: float = MIN_SOURCE_SNR,
+                 spikes=None):
     """Judge one stamp: returns (is_source, source_model or None).
 
     ``d``: background-subtracted pixels, ``rms``: noise, ``cand``: the zero
     candidates, ``others``: pixels of other objects (left out of every fit).
     The background of every model is a plane (diffuse light, gradients).
     ``min_snr``: the amplitude significance a source model needs.
+    ``spikes`` (bool like ``d``): pixels on diffraction spikes: candidates
+    there have no track's extension (a simulator's spikes are sharper than
+    the PSF; cut by a hit's zero weight, a spike left more detections).
     """
     var = np.maximum(rms.astype(np.float64), 1e-12) ** 2
     use_all = ~others
@@ -377,6 +381,8 @@ def judge_object(d, rms, cand, others, sig_psf, shape=(1.0, 0.0), min_snr: float
     # them (a cosmic-ray track's stretch the network missed) are free too when that fits better (AIC);
     # alone they fit a narrow source, the source outside the candidates.
     ext = _track_extension(d, cand & use_all, rms, sig_psf) & use_out
+    if spikes is not None and (spikes & cand).any():
+        ext[:] = False
     if ext.any():
         chi2_ext = _plane_chi2(d, var, use_out & ~ext, plane)
         if chi2_ext + 2 * (n_cand + int(ext.sum())) < chi2_art + 2 * n_cand:
@@ -787,7 +793,8 @@ def _artefacts_on_wings(d, cand, rms, sig_psf, r_core: float, nsigma: float = 5.
 
 
 def protect_sources(image_sub: np.ndarray, stats: FrameStats, candidates: np.ndarray,
-                    lines=(), max_objects: int = 20000, exclude: np.ndarray | None = None) -> ReleaseResult:
+                    lines=(), max_objects: int = 20000, exclude: np.ndarray | None = None,
+                    spikes: np.ndarray | None = None) -> ReleaseResult:
     """Release the zero-weight ``candidates`` (bool (H, W)) that sit on real
     sources of the frame (see the module docstring).
 
@@ -802,7 +809,9 @@ def protect_sources(image_sub: np.ndarray, stats: FrameStats, candidates: np.nda
     (H, W), radians from +x): an object elongated along one is a piece of
     it, and that line's pixels are not released for it. ``exclude`` (bool
     (H, W)): pixels with no sky (overscan) left out of every fit: a step of
-    tens of sigma in a stamp decides nothing about the object next to it."""
+    tens of sigma in a stamp decides nothing about the object next to it.
+    ``spikes`` (bool (H, W)): diffraction spikes of saturated stars, never
+    taken for a cosmic-ray track's extension (:func:`judge_object`)."""
     released = np.zeros(candidates.shape, bool)
     protected = np.zeros(candidates.shape, bool)
     if not candidates.any():
@@ -841,6 +850,7 @@ def protect_sources(image_sub: np.ndarray, stats: FrameStats, candidates: np.nda
         cand, mine = cand & ~released[sl], mine & ~released[sl]
         d = np.asarray(image_sub[sl], np.float64)
         rms = stats.rms[sl]
+        spikes_sl = spikes[sl] if spikes is not None else None
 
         def sharp_track():
             """Candidates sharper across than any PSF (a cosmic-ray track), and one pixel more."""
@@ -863,7 +873,7 @@ def protect_sources(image_sub: np.ndarray, stats: FrameStats, candidates: np.nda
         psf_shape = (stats.psf_q, stats.psf_theta)
         ok = False
         if track is None:  # judged whole first, unless a track made it look like a piece of a line
-            ok, model = judge_object(d, rms, mine, others, stats.sigma, psf_shape)
+            ok, model = judge_object(d, rms, mine, others, stats.sigma, psf_shape, spikes=spikes_sl)
         if not ok:
             # *Source beside a sharp track*: a cosmic-ray track sharper across than any PSF in one
             # group of candidates with a source spoils every model above (a second generator's
@@ -874,7 +884,7 @@ def protect_sources(image_sub: np.ndarray, stats: FrameStats, candidates: np.nda
             if not (track & mine).any() or not _round_core(d, ((s == own) if own else mine) & ~track, rms):
                 return False  # no track, or no source's core beside it (most hits: spares the fits)
             ok, model = judge_object(d, rms, mine & ~track, others | track, stats.sigma, psf_shape,
-                                     min_snr=TRACK_SOURCE_SNR)
+                                     min_snr=TRACK_SOURCE_SNR, spikes=spikes_sl)
             if not ok:
                 return False
         else:
