@@ -350,7 +350,7 @@ def _lrt_limit(dof: int) -> float:
 
 
 def judge_object(d, rms, cand, others, sig_psf, shape=(1.0, 0.0), min_snr: float = MIN_SOURCE_SNR,
-                 spikes=None):
+                 spikes=None, fitted=None):
     """Judge one stamp: returns (is_source, source_model or None).
 
     ``d``: background-subtracted pixels, ``rms``: noise, ``cand``: the zero
@@ -360,6 +360,9 @@ def judge_object(d, rms, cand, others, sig_psf, shape=(1.0, 0.0), min_snr: float
     ``spikes`` (bool like ``d``): pixels on diffraction spikes: candidates
     there have no track's extension (a simulator's spikes are sharper than
     the PSF; cut by a hit's zero weight, a spike left more detections).
+    ``fitted`` (bool like ``d``): pixels of a fitted trail or column whose
+    model ``d`` has lost: its errors go either way, so candidates there may
+    lie below a source without refuting it.
     """
     var = np.maximum(rms.astype(np.float64), 1e-12) ** 2
     use_all = ~others
@@ -399,7 +402,8 @@ def judge_object(d, rms, cand, others, sig_psf, shape=(1.0, 0.0), min_snr: float
                 over_all.append((profiles, fit))
             if amp <= 0 or snr < min_snr:
                 continue
-            if extra and _light_taken(d, cand & use_all, fit[4], fit[5], n_cand):
+            if extra and _light_taken(d, cand & use_all & (True if fitted is None else ~fitted), fit[4], fit[5],
+                                      n_cand):
                 continue
             if chi2 + 2 * (7 + extra) < aic_art:
                 return True, model
@@ -851,6 +855,9 @@ def protect_sources(image_sub: np.ndarray, stats: FrameStats, candidates: np.nda
         d = np.asarray(image_sub[sl], np.float64)
         rms = stats.rms[sl]
         spikes_sl = spikes[sl] if spikes is not None else None
+        fitted = None
+        for m, _ in lines:
+            fitted = m[sl] if fitted is None else (fitted | m[sl])
 
         def sharp_track():
             """Candidates sharper across than any PSF (a cosmic-ray track), and one pixel more."""
@@ -873,7 +880,7 @@ def protect_sources(image_sub: np.ndarray, stats: FrameStats, candidates: np.nda
         psf_shape = (stats.psf_q, stats.psf_theta)
         ok = False
         if track is None:  # judged whole first, unless a track made it look like a piece of a line
-            ok, model = judge_object(d, rms, mine, others, stats.sigma, psf_shape, spikes=spikes_sl)
+            ok, model = judge_object(d, rms, mine, others, stats.sigma, psf_shape, spikes=spikes_sl, fitted=fitted)
         if not ok:
             # *Source beside a sharp track*: a cosmic-ray track sharper across than any PSF in one
             # group of candidates with a source spoils every model above (a second generator's
@@ -884,7 +891,7 @@ def protect_sources(image_sub: np.ndarray, stats: FrameStats, candidates: np.nda
             if not (track & mine).any() or not _round_core(d, ((s == own) if own else mine) & ~track, rms):
                 return False  # no track, or no source's core beside it (most hits: spares the fits)
             ok, model = judge_object(d, rms, mine & ~track, others | track, stats.sigma, psf_shape,
-                                     min_snr=TRACK_SOURCE_SNR, spikes=spikes_sl)
+                                     min_snr=TRACK_SOURCE_SNR, spikes=spikes_sl, fitted=fitted)
             if not ok:
                 return False
         else:
