@@ -383,14 +383,14 @@ def judge_object(d, rms, cand, others, sig_psf, shape=(1.0, 0.0), min_snr: float
     # The artefact may go on past the candidates: where they draw a line, its bright pixels beyond
     # them (a cosmic-ray track's stretch the network missed) are free too when that fits better (AIC);
     # alone they fit a narrow source, the source outside the candidates.
-    ext = _track_extension(d, cand & use_all, rms, sig_psf) & use_out
-    if spikes is not None and (spikes & cand).any():
-        ext[:] = False
+    on_spike = spikes is not None and bool((spikes & cand).any())
+    ext = np.zeros(d.shape, bool) if on_spike else _track_extension(d, cand & use_all, rms, sig_psf) & use_out
     if ext.any():
         chi2_ext = _plane_chi2(d, var, use_out & ~ext, plane)
         if chi2_ext + 2 * (n_cand + int(ext.sum())) < chi2_art + 2 * n_cand:
             use_out, chi2_art, n_art = use_out & ~ext, chi2_ext, n_cand + int(ext.sum())
     aic_art = chi2_art + 2 * (n_art + 3)
+    lit = cand & use_all if fitted is None else cand & use_all & ~fitted  # where a deficit refutes a source
     # The first model that beats the artefact with a significant source decides.
     over_all = []  # (profiles, fit) of the source over every pixel, per centre
     for (py, px) in sorted(centres):
@@ -402,8 +402,7 @@ def judge_object(d, rms, cand, others, sig_psf, shape=(1.0, 0.0), min_snr: float
                 over_all.append((profiles, fit))
             if amp <= 0 or snr < min_snr:
                 continue
-            if extra and _light_taken(d, cand & use_all & (True if fitted is None else ~fitted), fit[4], fit[5],
-                                      n_cand):
+            if extra and _light_taken(d, lit, fit[4], fit[5], n_cand):
                 continue
             if chi2 + 2 * (7 + extra) < aic_art:
                 return True, model
@@ -469,7 +468,7 @@ def _track_extension(d, cand, rms, sig_psf: float, half_width: float = 1.0, nsig
         return none
     # the pair of neighbours most nearly across the line
     k = int(np.argmax([abs(np.sin(np.arctan2(dy, dx) - theta)) for (dy, dx), _ in _ACROSS]))
-    excess = _excess_across(d, sig_psf, 1.0)[k][bright]
+    excess = _excess_across(d, sig_psf, 1.0, pairs=_ACROSS[k:k + 1])[0][bright]
     if excess.sum() <= nsigma * np.sqrt(1.5 * (rms[bright] ** 2).sum()):
         return none
     yy, xx = np.indices(d.shape)
@@ -740,18 +739,18 @@ def steeper_than_psf(excess, level, rms, sig_psf: float, nsigma: float = 5.0):
 _ACROSS = (((0, 1), 1), ((1, 0), 1), ((1, 1), 2), ((1, -1), 2))
 
 
-def _excess_across(d, sig_psf: float, width: float = _WIDTHS[0]):
-    """Per pair of neighbours (:data:`_ACROSS`), each pixel's excess over
+def _excess_across(d, sig_psf: float, width: float = _WIDTHS[0], pairs=_ACROSS):
+    """Per pair of neighbours (``pairs``, by default :data:`_ACROSS`), each pixel's excess over
     their mean beyond what a Gaussian of ``width`` x the PSF's sigma (by
-    default the smallest rule 1 fits), centred on it, would show: (4, H, W),
+    default the smallest rule 1 fits), centred on it, would show: (len(pairs), H, W),
     positive where sharper than any source of the frame could be."""
     p = np.pad(np.asarray(d, np.float64), 1, mode="edge")
     h, w = p.shape[0] - 2, p.shape[1] - 2
     c = p[1:-1, 1:-1]
     g = _pixel_gauss(np.array([0.0, 1.0]), width * sig_psf)
     fall = {1: 1.0 - g[1] / g[0], 2: 1.0 - (g[1] / g[0]) ** 2}  # by squared distance: a diagonal's
-    out = np.empty((len(_ACROSS), h, w))
-    for k, ((dy, dx), r2) in enumerate(_ACROSS):
+    out = np.empty((len(pairs), h, w))
+    for k, ((dy, dx), r2) in enumerate(pairs):
         pair = 0.5 * (p[1 + dy:1 + dy + h, 1 + dx:1 + dx + w] + p[1 - dy:1 - dy + h, 1 - dx:1 - dx + w])
         out[k] = c - pair - fall[r2] * np.maximum(c, 0.0)
     return out
