@@ -854,9 +854,8 @@ def protect_sources(image_sub: np.ndarray, stats: FrameStats, candidates: np.nda
         d = np.asarray(image_sub[sl], np.float64)
         rms = stats.rms[sl]
         spikes_sl = spikes[sl] if spikes is not None else None
-        fitted = None
-        for m, _ in lines:
-            fitted = m[sl] if fitted is None else (fitted | m[sl])
+        on = [(m[sl], direction) for m, direction in lines if m[sl].any()]  # the lines in the stamp
+        fitted = np.logical_or.reduce([m for m, _ in on]) if on else None
 
         def sharp_track():
             """Candidates sharper across than any PSF (a cosmic-ray track), and one pixel more."""
@@ -864,10 +863,9 @@ def protect_sources(image_sub: np.ndarray, stats: FrameStats, candidates: np.nda
             return dilate(t, 1, square=True) & cand if t.any() else t
 
         track = None
-        if lines:
-            on = [(m[sl], direction) for m, direction in lines if m[sl].any()]
+        if on:
             own_px = (s == own) if own else cand
-            along = _along_line(d, own_px, on, rms) if on else None
+            along = _along_line(d, own_px, on, rms)
             if along is not None:  # stamp-sized: no full-frame work per object
                 # An object along the line only with a sharp track in it is the track's
                 # neighbour, not a piece of the line (a trail is never sharper than the PSF).
