@@ -883,6 +883,24 @@ def test_the_spikes_of_saturated_stars_are_no_trail(seed):
     assert report.trails == []
 
 
+@pytest.mark.parametrize("seed", [3, 4])
+def test_a_spike_the_network_calls_cosmic_rays_in_pieces_is_no_trail(seed):
+    """The network calls a sharp spike a spike near its star and a cosmic
+    ray in pieces further out (as on an undersampled bench frame): lined up
+    and lit between them, the pieces seeded a trail along the spike. A spike
+    that is there (of a saturated star, bright on both sides) is none."""
+    img, _ = _field(n=512, seed=seed, n_stars=50)
+    img, flags, light = _saturated_star_with_spikes(img, 260.0, 250.0, 160, turn=30.0)
+    yy, xx = np.mgrid[:512, :512]
+    a = np.radians(30.0)
+    along = (xx - 260.0) * np.cos(a) + (yy - 250.0) * np.sin(a)
+    flags[(along >= 45) & ((flags & BIT["SP"]) != 0)] &= ~BIT["SP"]  # spike calls near the star only
+    for lo in (50, 70, 90):
+        flags[(light > 5 * NOISE) & (along >= lo) & (along < lo + 14)] |= BIT["CR"]
+    zero, flags, report = fuse(img.astype(np.float32), flags, MapPolicy())
+    assert report.trails == []
+
+
 @pytest.mark.parametrize("seed", [60, 62])
 def test_a_broad_trail_ending_inside_the_frame_is_subtracted_to_its_ends(seed):
     """The search's S/N image is high-passed by a 40 px median, which a 7 px
@@ -966,6 +984,68 @@ def test_a_short_faint_trail_the_network_calls_a_spike_is_found_where_it_is(seed
     assert len(report.trails) == 1 and report.trails[0].length < 200
     clear = np.min([np.hypot(xx - x, yy - y) for x, y in pos], axis=0) > 10
     assert zero[(trail > 0.5 * NOISE) & clear].mean() > 0.95
+
+
+@pytest.mark.parametrize("seed,angle,snr", [(82, 100.0, 6.0), (84, 60.0, 6.0), (85, 140.0, 8.0), (86, 15.0, 6.0)])
+def test_a_short_narrow_trail_the_network_calls_cosmic_rays_in_pieces_is_masked_end_to_end(seed, angle, snr):
+    """A 100 px trail of FWHM 2 px at peak S/N 6-8 on an undersampled 1024 px
+    frame, called a cosmic ray in three pieces and nothing else (as the
+    network calls the second generator's: none of it TRL). As cosmic rays
+    the pieces were hidden from the trail search, and half the trail kept
+    its weight (before: 3 of these 4 not found). The line through the pieces, lit between them, seeds
+    the search: one trail, masked end to end. Two cosmic-ray tracks in a
+    row with sky between them are no trail, and stay zeroed."""
+    n = 1024
+    img, pos = _field(n=n, fwhm=1.8, seed=seed, n_stars=240)
+    yy, xx = np.mgrid[:n, :n]
+    a = np.radians(angle)
+    along = (xx - 520) * np.cos(a) + (yy - 500) * np.sin(a)
+    dist = -(xx - 520) * np.sin(a) + (yy - 500) * np.cos(a)
+    trail = snr * NOISE * np.exp(-0.5 * (dist / (2.0 / 2.3548)) ** 2) * (np.abs(along) <= 50)
+    flags = np.zeros(img.shape, np.int32)
+    core = trail > 0.5 * snr * NOISE
+    for lo in (-48, -16, 16):
+        flags[core & (along >= lo) & (along < lo + 20)] |= BIT["CR"]
+    tracks = []
+    for x0 in (80.0, 130.0):  # collinear tracks 50 px apart, elsewhere
+        trk, on = _track(img.shape, x0, 420.0, 20, np.radians(20.0), 40 * NOISE)
+        img += trk.astype(np.float32)
+        tracks.append(on)
+        flags[on] |= BIT["CR"]
+    zero, flags, report = fuse((img + trail).astype(np.float32), flags, MapPolicy())
+    assert len(report.trails) == 1 and report.trails[0].length < 200
+    clear = np.min([np.hypot(xx - x, yy - y) for x, y in pos], axis=0) > 6
+    assert zero[(trail > 0.5 * NOISE) & clear].mean() > 0.95
+    for on in tracks:
+        assert zero[on].all()
+
+
+def test_a_line_seen_only_through_holes_in_the_mask_is_no_trail():
+    """A line bright in its first and last window, and between them seen
+    only through a few pixels per window (the rest masked: a saturated
+    galaxy's core, stars): those windows' S/N is a few pixels' and said
+    'trail' (a 160 px false trail through a saturated galaxy on a second
+    generator's frame). They may bridge a gap, but are no evidence; the
+    same line seen whole is a trail."""
+    from maxidetect.maps.trails import _verify
+
+    n = 512
+    rng = np.random.default_rng(7)
+    z = rng.normal(0, 1, (n, n)).astype(np.float32)
+    yy, xx = np.mgrid[:n, :n]
+    a = np.radians(30.0)
+    along = (xx - 150) * np.cos(a) + (yy - 150) * np.sin(a)
+    dist = -(xx - 150) * np.sin(a) + (yy - 150) * np.cos(a)
+    z += (3.0 * np.exp(-0.5 * dist**2) * ((along >= 0) & (along < 160))).astype(np.float32)
+    masked = (along >= 32) & (along < 128) & (np.abs(dist) < 30)
+    holes = masked & (np.abs(dist) < 1.0) & (along % 12 < 2)  # 2-4 px every 12 px
+    masked &= ~holes
+    seen = z.copy()
+    seen[holes] = 8.0
+    theta = a + np.pi / 2
+    rho = 150 * np.cos(theta) + 150 * np.sin(theta)
+    assert _verify(seen, ~masked, theta, rho, 100, 3.0, "hough") is None
+    assert _verify(z, np.ones(z.shape, bool), theta, rho, 100, 3.0, "hough") is not None
 
 
 def test_a_faint_edge_row_the_network_calls_a_spike_line_is_no_trail():

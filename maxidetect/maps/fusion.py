@@ -47,7 +47,15 @@ from maxidetect.maps.morph import dilate, grow
 from maxidetect.maps.policy import MapPolicy
 from maxidetect.maps.spikes import network_spikes, on_spikes
 from maxidetect.maps.stars import protect_sources, steeper_than_psf
-from maxidetect.maps.trails import Trail, find_trails, line_components, line_ridges, trail_mask, trail_model
+from maxidetect.maps.trails import (
+    Trail,
+    collinear_pieces,
+    find_trails,
+    line_components,
+    line_ridges,
+    trail_mask,
+    trail_model,
+)
 
 __all__ = ["FusionReport", "fuse", "cosmic_rays"]
 
@@ -315,8 +323,23 @@ def fuse(image: np.ndarray, flags: np.ndarray, policy: MapPolicy,
     # calls a broad or faint trail a spike more often than a trail (measured on the second
     # generator: 90-100% SP on trails 7-10 px wide, 0% TRL); its blobs of SP calls on a real
     # frame's bright star are none.
-    report.trails = find_trails(z, masked & ~on_lines, network_trl=net("TRL"), diffuse=diffuse,
-                                psf_sigma=stats.sigma, network_lines=line_components(net("SP") & ~spikes))
+    # A short narrow trail the network calls a cosmic ray in pieces along one line: those pieces
+    # and the light between them stay visible to the search, and the line drawn through them
+    # seeds it (verified like any line; two cosmic rays in a row have sky between them).
+    search_mask = masked & ~on_lines
+    pieces = collinear_pieces(net_cr & ~spikes & ~around_sat, z)
+    if pieces.any() and saturated.any():
+        # A spike the network calls a cosmic ray in pieces, and not a spike, is a spike still.
+        lab_p, n_p = ndimage.label(pieces, structure=np.ones((3, 3), bool))
+        ys, xs = np.nonzero(pieces)
+        on = on_spikes(np.nan_to_num(image).astype(np.float32) - stats.back, stats.rms, saturated, ys, xs,
+                       stats.fwhm)
+        share = np.bincount(lab_p[ys, xs], on, n_p + 1) / np.maximum(np.bincount(lab_p[ys, xs], None, n_p + 1), 1)
+        pieces &= ~(share > 0.5)[lab_p]
+    if pieces.any():
+        search_mask &= ~(dilate(pieces, 3) & ~(around_sat | spikes | overscan))
+    report.trails = find_trails(z, search_mask, network_trl=net("TRL"), diffuse=diffuse, psf_sigma=stats.sigma,
+                                network_lines=line_components(net("SP") & ~spikes) | pieces)
     trl_mask = np.zeros(flags.shape, bool)
     model = np.zeros(flags.shape, np.float32)
     lines = []  # (pixels, direction) of each fitted line: its own fragments are never sources

@@ -33,10 +33,14 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 from scipy import ndimage
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import connected_components
+from scipy.spatial import cKDTree
 
 from maxidetect.maps.morph import component_shapes, dilate
 
-__all__ = ["Trail", "find_trails", "line_components", "line_ridges", "trail_mask", "trails_from_header", "WINDOW"]
+__all__ = ["Trail", "collinear_pieces", "find_trails", "line_components", "line_ridges", "trail_mask",
+           "trails_from_header", "WINDOW"]
 
 WINDOW = 32  # px along the line per significance window
 #: A window's S/N under 1 ends a trail's run only over this many pixels at least (where a trail of
@@ -395,7 +399,7 @@ def _verify(z, valid, theta, rho, min_length, window_snr, source, band=24.0, exc
     # end the run: its S/N says little of the trail (a 4-px window of a 3.5-sigma trail at a
     # nebula's masked edge, S/N 0.7, ended a trail's run halfway).
     measured = n >= MIN_WINDOW_PIXELS
-    hit = np.nan_to_num(snr) > window_snr
+    hit = (np.nan_to_num(snr) > window_snr) & measured
     if not hit.any():
         return None
     # The longest run of significant windows, bridging up to 2 windows that
@@ -416,8 +420,7 @@ def _verify(z, valid, theta, rho, min_length, window_snr, source, band=24.0, exc
     if start is not None:
         runs.append((start, last))
     a, b = max(runs, key=lambda r: r[1] - r[0])
-    inside = snr[a:b + 1]
-    inside = inside[np.isfinite(inside)]
+    inside = snr[a:b + 1][measured[a:b + 1]]
     frac = float(np.mean(inside > window_snr)) if len(inside) else 0.0
     t0, t1 = lo + a * WINDOW, lo + (b + 1) * WINDOW
     if t1 - t0 < min_length or frac < 0.5:
@@ -571,6 +574,98 @@ def line_components(mask: np.ndarray, min_length: float = 30.0, ratio: float = 4
     keep = (major >= min_length / np.sqrt(12)) & (major >= ratio * minor)
     keep[0] = False
     return keep[lab]
+
+
+#: Pieces of one line: elongated calls at least PIECE_LENGTH px long and PIECE_RATIO times longer
+#: than wide, their centres off each other's axis by at most PIECE_OFFSET px + PIECE_SLOPE x their
+#: distance, less than twice the longer one's length apart; the line is lit (pieces, or light of
+#: GAP_SIGMA, median over 5 px) over PIECE_SPAN px at least.
+PIECE_LENGTH, PIECE_OFFSET, PIECE_SLOPE, PIECE_SPAN, GAP_SIGMA = 8.0, 2.0, 0.08, 60.0, 2.0
+PIECE_RATIO = 2.5
+
+
+def collinear_pieces(mask: np.ndarray, snr: np.ndarray) -> np.ndarray:
+    """Lines drawn through groups of ``mask``'s elongated components that lie
+    on one line with light between them (bool like ``mask``: each group's
+    1-px segment from end to end).
+
+    A short narrow trail (FWHM about the PSF's, bright) is called a cosmic
+    ray by the network in pieces (second generator: 100 px trails of FWHM
+    2 px at peak S/N 5-10, 23-55% of their pixels called CR, none TRL); as
+    cosmic rays those pieces are hidden from the trail search. Two cosmic
+    rays that happen to line up have sky between them, a trail has its own
+    light: the line is where it is lit (pieces, or ``snr``'s median over
+    5 px along it at GAP_SIGMA or more), beyond the pieces too."""
+    out = np.zeros(mask.shape, bool)
+    lab, n = ndimage.label(mask, structure=np.ones((3, 3), bool))
+    if n < 2:
+        return out
+    cy, cx, major, minor, theta = component_shapes(lab, n)
+    length = major * np.sqrt(12)
+    k = np.flatnonzero((length >= PIECE_LENGTH) & (major >= PIECE_RATIO * minor))
+    k = k[k > 0]
+    if len(k) < 2:
+        return out
+    pts = np.c_[cx[k], cy[k]]
+    pairs = cKDTree(pts).query_pairs(r=3.0 * float(length[k].max()) + 10.0, output_type="ndarray")
+    if not len(pairs):
+        return out
+    i, j = pairs[:, 0], pairs[:, 1]
+    v = pts[j] - pts[i]
+    dist = np.hypot(v[:, 0], v[:, 1])
+    ui = np.c_[np.cos(theta[k[i]]), np.sin(theta[k[i]])]
+    uj = np.c_[np.cos(theta[k[j]]), np.sin(theta[k[j]])]
+    off_i = np.abs(v[:, 0] * ui[:, 1] - v[:, 1] * ui[:, 0])  # j's centre off i's axis
+    off_j = np.abs(v[:, 0] * uj[:, 1] - v[:, 1] * uj[:, 0])
+    reach = PIECE_OFFSET + PIECE_SLOPE * dist
+    gap = dist - 0.5 * (length[k[i]] + length[k[j]])
+    ok = (off_i <= reach) & (off_j <= reach) & (gap <= 2.0 * np.maximum(length[k[i]], length[k[j]]) + 10.0)
+    if not ok.any():
+        return out
+    m = len(k)
+    graph = coo_matrix((np.ones(int(ok.sum())), (i[ok], j[ok])), shape=(m, m))
+    n_groups, group = connected_components(graph, directed=False)
+    size = np.bincount(group, minlength=n_groups)
+    h, w = mask.shape
+    boxes = ndimage.find_objects(lab)
+    for g in np.flatnonzero(size >= 2):
+        members = k[group == g]
+        y0 = max(min(boxes[c - 1][0].start for c in members) - 2, 0)
+        y1 = min(max(boxes[c - 1][0].stop for c in members) + 2, h)
+        x0 = max(min(boxes[c - 1][1].start for c in members) - 2, 0)
+        x1 = min(max(boxes[c - 1][1].stop for c in members) + 2, w)
+        piece = np.isin(lab[y0:y1, x0:x1], members)
+        ys, xs = np.nonzero(piece)
+        pts_g = np.c_[xs + x0, ys + y0].astype(float)
+        mean = pts_g.mean(axis=0)
+        u = np.linalg.eigh(np.cov((pts_g - mean).T))[1][:, 1]
+        t = (pts_g - mean) @ u
+        # The line through them, on beyond them both ways (a trail's stretches the network did
+        # not call at all)
+        (xa, ya), (xb, yb) = np.round(mean + (t.min() - PIECE_SPAN) * u), np.round(mean + (t.max() + PIECE_SPAN) * u)
+        steps = np.linspace(0.0, 1.0, int(max(abs(xb - xa), abs(yb - ya))) + 1)  # one pixel a step
+        rr = np.round(ya + steps * (yb - ya)).astype(int)
+        cc = np.round(xa + steps * (xb - xa)).astype(int)
+        inside = (rr >= 0) & (rr < h) & (cc >= 0) & (cc < w)
+        rr, cc = rr[inside], cc[inside]
+        # Along the line: lit where a piece is or the light (median over 5 px) reaches GAP_SIGMA;
+        # the lit run (bridging 3 px) holding most of the pieces is the line if it joins two of them
+        # over PIECE_SPAN px.
+        which = lab[rr, cc]
+        on_piece = np.isin(which, members)
+        glow = ndimage.median_filter(np.nan_to_num(np.asarray(snr[rr, cc], np.float64)), size=5, mode="nearest")
+        lit = ndimage.binary_closing(on_piece | (glow >= GAP_SIGMA), structure=np.ones(4, bool))
+        lit |= on_piece | (glow >= GAP_SIGMA)  # (the closing erodes a run's ends)
+        runs, n_runs = ndimage.label(lit)
+        if not n_runs:
+            continue
+        best = 1 + int(np.argmax(np.bincount(runs[on_piece], minlength=n_runs + 1)[1:]))  # the pieces' run
+        sel = runs == best
+        if sel.sum() < PIECE_SPAN or len(np.unique(which[sel & on_piece])) < 2:
+            continue
+        rr, cc = rr[sel], cc[sel]
+        out[rr, cc] = True
+    return out
 
 
 def line_ridges(snr: np.ndarray, segmentation: np.ndarray, peaks: np.ndarray, fwhm: float,
