@@ -395,8 +395,8 @@ def _verify(z, valid, theta, rho, min_length, window_snr, source, band=24.0, exc
         f = np.bincount(k, weights=excess.ravel()[kb], minlength=nwin) / np.maximum(n, 1)
         tot = tot / np.maximum(f, 1.0)
     snr = np.where(n > 3, tot / np.sqrt(np.maximum(n, 1)), np.nan)
-    # A window of fewer than MIN_WINDOW_PIXELS (nearly all masked) may bridge a gap but not
-    # end the run: its S/N says little of the trail (a 4-px window of a 3.5-sigma trail at a
+    # A window of fewer than MIN_WINDOW_PIXELS (nearly all masked) may bridge a gap but neither
+    # end nor make the run: its S/N says little of the trail (a 4-px window of a 3.5-sigma trail at a
     # nebula's masked edge, S/N 0.7, ended a trail's run halfway).
     measured = n >= MIN_WINDOW_PIXELS
     hit = (np.nan_to_num(snr) > window_snr) & measured
@@ -420,6 +420,11 @@ def _verify(z, valid, theta, rho, min_length, window_snr, source, band=24.0, exc
     if start is not None:
         runs.append((start, last))
     a, b = max(runs, key=lambda r: r[1] - r[0])
+    # A run's end may lie in a window nearly all masked (a trail's end under a star): one such
+    # window significant on its few pixels extends it, and is no evidence either.
+    few = ~measured & (np.nan_to_num(snr) > window_snr)
+    a -= bool(a > 0 and few[a - 1])
+    b += bool(b < nwin - 1 and few[b + 1])
     inside = snr[a:b + 1][measured[a:b + 1]]
     frac = float(np.mean(inside > window_snr)) if len(inside) else 0.0
     t0, t1 = lo + a * WINDOW, lo + (b + 1) * WINDOW
