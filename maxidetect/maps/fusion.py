@@ -326,14 +326,14 @@ def fuse(image: np.ndarray, flags: np.ndarray, policy: MapPolicy,
     # A short narrow trail the network calls a cosmic ray in pieces along one line: those pieces
     # and the light between them stay visible to the search, and the line drawn through them
     # seeds it (verified like any line; two cosmic rays in a row have sky between them).
+    bare = np.nan_to_num(image).astype(np.float32) - stats.back  # sky-subtracted: the spike test here, rule 1 below
     search_mask = masked & ~on_lines
     pieces = collinear_pieces(net_cr & ~spikes & ~around_sat, z)
     if pieces.any() and saturated.any():
         # A spike the network calls a cosmic ray in pieces, and not a spike, is a spike still.
         lab_p, n_p = ndimage.label(pieces, structure=np.ones((3, 3), bool))
         ys, xs = np.nonzero(pieces)
-        on = on_spikes(np.nan_to_num(image).astype(np.float32) - stats.back, stats.rms, saturated, ys, xs,
-                       stats.fwhm)
+        on = on_spikes(bare, stats.rms, saturated, ys, xs, stats.fwhm)
         share = np.bincount(lab_p[ys, xs], on, n_p + 1) / np.maximum(np.bincount(lab_p[ys, xs], None, n_p + 1), 1)
         pieces &= ~(share > 0.5)[lab_p]
     if pieces.any():
@@ -420,7 +420,7 @@ def fuse(image: np.ndarray, flags: np.ndarray, policy: MapPolicy,
             other |= class_zero(a)
     # Sources under a fitted trail or column are judged with its profile subtracted.
     model += column_model(flags.shape, report.columns)
-    sub = (np.nan_to_num(image).astype(np.float32) - stats.back) - model * stats.rms
+    sub = bare - model * stats.rms
     candidates = (releasable | trl_mask | col_mask) & ~independent
     on_spike = spikes
     if saturated.any():  # candidates on a spike of a saturated star the network did not call one

@@ -592,7 +592,7 @@ PIECE_RATIO = 2.5
 def collinear_pieces(mask: np.ndarray, snr: np.ndarray) -> np.ndarray:
     """Lines drawn through groups of ``mask``'s elongated components that lie
     on one line with light between them (bool like ``mask``: each group's
-    1-px segment from end to end).
+    1-px segment where it is lit).
 
     A short narrow trail (FWHM about the PSF's, bright) is called a cosmic
     ray by the network in pieces (second generator: 100 px trails of FWHM
@@ -659,8 +659,8 @@ def collinear_pieces(mask: np.ndarray, snr: np.ndarray) -> np.ndarray:
         which = lab[rr, cc]
         on_piece = np.isin(which, members)
         glow = ndimage.median_filter(np.nan_to_num(np.asarray(snr[rr, cc], np.float64)), size=5, mode="nearest")
-        lit = ndimage.binary_closing(on_piece | (glow >= GAP_SIGMA), structure=np.ones(4, bool))
-        lit |= on_piece | (glow >= GAP_SIGMA)  # (the closing erodes a run's ends)
+        seen = on_piece | (glow >= GAP_SIGMA)
+        lit = seen | ndimage.binary_closing(seen, structure=np.ones(4, bool))  # (the closing erodes ends)
         runs, n_runs = ndimage.label(lit)
         if not n_runs:
             continue
@@ -668,8 +668,7 @@ def collinear_pieces(mask: np.ndarray, snr: np.ndarray) -> np.ndarray:
         sel = runs == best
         if sel.sum() < PIECE_SPAN or len(np.unique(which[sel & on_piece])) < 2:
             continue
-        rr, cc = rr[sel], cc[sel]
-        out[rr, cc] = True
+        out[rr[sel], cc[sel]] = True
     return out
 
 
