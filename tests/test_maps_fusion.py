@@ -1048,6 +1048,54 @@ def test_a_line_seen_only_through_holes_in_the_mask_is_no_trail():
     assert _verify(z, np.ones(z.shape, bool), theta, rho, 100, 3.0, "hough") is not None
 
 
+def test_a_100_px_trail_is_found_wherever_its_ends_fall_in_the_windows():
+    """The significance windows start where the searched stretch does, not
+    where the trail does: a 100 px trail that lights 3 windows whole and
+    the next ones by a few pixels made a run of 96 px, short of the 100 px
+    a trail must span (rejected at 1 to 3 px in, at S/N 1.5 and 2.5). Its
+    ends are measured in 8 px steps: found, ends within one step."""
+    from maxidetect.maps.trails import END_STEP, WINDOW, _verify
+
+    n = 512
+    theta = np.radians(20.0) + np.pi / 2  # the line's normal
+    yy, xx = np.mgrid[:n, :n]
+    along = -xx * np.sin(theta) + yy * np.cos(theta)  # _verify's coordinate along the line
+    rho = 256 * np.cos(theta) + 256 * np.sin(theta)
+    dist = xx * np.cos(theta) + yy * np.sin(theta) - rho
+    start = float(-256 * np.sin(theta) + 256 * np.cos(theta)) - 50  # the trail: 100 px about the centre
+    on = (along >= start) & (along < start + 100)
+    for k, (snr, lit) in enumerate([(s, e) for s in (1.5, 2.5) for e in (1, 2, 3)]):
+        z = np.random.default_rng(100 + k).normal(0, 1, (n, n)).astype(np.float32)
+        z += (snr * np.exp(-0.5 * (dist / 1.5) ** 2) * on).astype(np.float32)
+        # the stretch searched starts so that the first window holds `lit` px of the trail
+        t = _verify(z, np.ones(z.shape, bool), theta, rho, 100, 3.0, "hough",
+                    span=(start - WINDOW + lit, start + 200))
+        assert t is not None, (snr, lit)
+        assert start - WINDOW <= t.t0 <= start + END_STEP, (snr, lit, t.t0 - start)
+        assert start + 100 - END_STEP <= t.t1 <= start + 100 + WINDOW, (snr, lit, t.t1 - start)
+
+
+def test_a_short_broad_trail_far_from_its_chords_middle_is_straightened_over_its_own_length():
+    """A broad trail (FWHM 8 px) 100 px long, far from the middle of its
+    line's chord: straightened by turning about the chord's middle, its
+    angle and offset moved together and the fit stopped 1-1.6 deg off (a
+    second generator's 100 px trail was then 83% masked). Turned about its
+    own middle, over its own length: within 1.2 deg."""
+    n = 1024
+    yy, xx = np.mgrid[:n, :n]
+    for k, deg in enumerate((25.0, 62.0, 113.0, 148.0)):
+        z = np.random.default_rng(500 + k).normal(0, 1, (n, n)).astype(np.float32)
+        a = np.radians(deg)
+        cx, cy = 260.0 + 37 * k, 700.0 - 23 * k
+        along = (xx - cx) * np.cos(a) + (yy - cy) * np.sin(a)
+        across = -(xx - cx) * np.sin(a) + (yy - cy) * np.cos(a)
+        z += (3.0 * np.exp(-0.5 * (across / 3.4) ** 2) * (np.abs(along) < 50)).astype(np.float32)
+        trails = find_trails(z, np.zeros(z.shape, bool), psf_sigma=1.3)
+        assert len(trails) == 1, deg
+        err = (np.degrees(trails[0].theta) - 90 - deg + 90) % 180 - 90
+        assert abs(err) < 1.2, (deg, err)
+
+
 def test_a_faint_edge_row_the_network_calls_a_spike_line_is_no_trail():
     """A raw frame's edge row, 0.5 sigma above the sky, called a spike line:
     as a seed it verified where the network drew it (fitted at 0.49 sigma)."""

@@ -46,6 +46,10 @@ WINDOW = 32  # px along the line per significance window
 #: A window's S/N under 1 ends a trail's run only over this many pixels at least (where a trail of
 #: peak S/N 1 per pixel would have S/N 4).
 MIN_WINDOW_PIXELS = 16
+#: A trail's ends are measured in steps of END_STEP px: a step is lit where its core pixels (at least
+#: END_MIN_PIXELS) stand END_SNR above the light beside the line (a trail of peak S/N 1 per pixel:
+#: ~4 over 8 px).
+END_STEP, END_SNR, END_MIN_PIXELS = 8, 2.0, 6
 EXCESS_BLOCK = 8  # px: the blocks over which the residual's excess noise is measured
 MAX_LINES = 12  # distinct lines tried from the Hough transform
 #: The network's other line calls support a line when their major axis is within this of its direction.
@@ -251,12 +255,16 @@ def _band(shape, theta, rho, band):
     return ys, xs, dist, -xs * s + ys * c
 
 
-def _refine_line(z, valid, theta, rho, band=30.0, half=2.5):
+def _refine_line(z, valid, theta, rho, band=30.0, half=2.5, span=None):
     """Straighten a candidate (a 1 deg error is 17 px at the end of a 1000 px
     trail): the angle and offset, turned about the candidate's middle, that
-    maximise the matched-filter S/N of a strip ``2 half`` px wide (coordinate ascent)."""
+    maximise the matched-filter S/N of a strip ``2 half`` px wide (coordinate ascent).
+    ``span``: (t0, t1) along the line, only that stretch (a short trail: turned about
+    the chord's middle, far from it, its angle and offset move together)."""
     ys, xs, dist, along = _band(z.shape, theta, rho, band)
     ok = valid[ys, xs]
+    if span is not None:
+        ok &= (along >= span[0]) & (along <= span[1])
     ys, xs, along = ys[ok], xs[ok], along[ok]
     if len(ys) < 100:
         return theta, rho
@@ -265,10 +273,17 @@ def _refine_line(z, valid, theta, rho, band=30.0, half=2.5):
     xc, yc = rho * np.cos(theta) - t_mid * np.sin(theta), rho * np.sin(theta) + t_mid * np.cos(theta)
     xs, ys = xs - xc, ys - yc
 
+    proj, seen = {}, {}  # the projections at each angle tried, and each (angle, offset)'s score:
+    # the ascent moves the offset at a fixed angle, and steps back onto points it has scored
+
     def score(th, off):
-        core = np.abs(xs * np.cos(th) + ys * np.sin(th) - off) < half
-        n = core.sum()
-        return v[core].sum() / np.sqrt(n) if n > 20 else -np.inf
+        if (th, off) not in seen:
+            if th not in proj:
+                proj[th] = xs * np.cos(th) + ys * np.sin(th)
+            core = np.abs(proj[th] - off) < half
+            n = np.count_nonzero(core)
+            seen[th, off] = v[core].sum() / np.sqrt(n) if n > 20 else -np.inf
+        return seen[th, off]
 
     th, off = theta, 0.0
     best = score(th, off)
@@ -428,7 +443,12 @@ def _verify(z, valid, theta, rho, min_length, window_snr, source, band=24.0, exc
     inside = snr[a:b + 1][measured[a:b + 1]]
     frac = float(np.mean(inside > window_snr)) if len(inside) else 0.0
     t0, t1 = lo + a * WINDOW, lo + (b + 1) * WINDOW
-    if t1 - t0 < min_length or frac < 0.5:
+    # The windows fall where the chord starts, not where the trail does: a trail's end lights part
+    # of a window, too little of it to be significant (a 100 px trail spans 3-4 windows and its run
+    # was often 3 of them, 96 px: short of 100). Its ends are measured in END_STEP px steps.
+    t0 -= _lit_end(tc, vc, local, f if excess is not None else None, lo, a, -1)
+    t1 += _lit_end(tc, vc, local, f if excess is not None else None, lo, b, +1)
+    if t1 - t0 < min_length - END_STEP or frac < 0.5:
         return None
     total = float(np.nansum(tot[a:b + 1]) / np.sqrt(max(n[a:b + 1].sum(), 1)))
     if not span and t1 - t0 < 0.7 * (hi - lo):
@@ -438,6 +458,30 @@ def _verify(z, valid, theta, rho, min_length, window_snr, source, band=24.0, exc
             return again
     return Trail(theta=float(theta), rho=float(rho), sigma=float(sigma), amplitude=float(amp), t0=float(t0),
                  t1=float(t1), significance=total, source=source)
+
+
+def _lit_end(tc, vc, local, excess, lo: float, k: int, way: int) -> float:
+    """How far [px] a run of windows ending with window ``k`` goes on (``way``: -1 before its
+    start, +1 past its end): the END_STEP px steps beyond it whose core pixels (along ``tc``,
+    values ``vc``) stand END_SNR above the light beside the line (``local``, per window; and
+    ``excess``, the windows' excess noise) while each holds END_MIN_PIXELS, up to one window."""
+    nwin = len(local)
+    j = k + way if 0 <= k + way < nwin else k  # the window the steps fall in (its flanks, its noise)
+    edge = lo + (k if way < 0 else k + 1) * WINDOW
+    reach = 0.0
+    for _ in range(WINDOW // END_STEP):
+        a, b = (edge - reach - END_STEP, edge - reach) if way < 0 else (edge + reach, edge + reach + END_STEP)
+        sel = (tc >= a) & (tc < b)
+        n = int(np.count_nonzero(sel))
+        if n < END_MIN_PIXELS:
+            break
+        snr = (vc[sel].sum() - n * local[j]) / np.sqrt(n)
+        if excess is not None:
+            snr /= max(float(excess[j]), 1.0)
+        if snr <= END_SNR:
+            break
+        reach += END_STEP
+    return reach
 
 
 def _bright_span(z, valid, theta, rho, band: float = 24.0, core: float = 3.0, peak: float = 4.0):
@@ -915,7 +959,7 @@ def find_trails(snr: np.ndarray, masked: np.ndarray, network_trl: np.ndarray | N
         if t is not None and t.sigma >= 2.0:
             # A broad trail straightened again with a strip as wide as it: a 5 px strip turns within
             # it (a 10 px wide trail came out 1.3 deg off, its ends' wings released as sources).
-            th2, r2 = _refine_line(z, valid, theta, rho, half=1.5 * t.sigma)
+            th2, r2 = _refine_line(z, valid, theta, rho, half=1.5 * t.sigma, span=(t.t0 - WINDOW, t.t1 + WINDOW))
             t2 = _verify(z, valid, th2, r2, length, 3.0, source, excess=excess, span=span)
             if t2 is not None and t2.significance > t.significance:
                 theta, rho, t = th2, r2, t2
