@@ -405,7 +405,8 @@ def _verify(z, valid, theta, rho, min_length, window_snr, source, band=24.0, exc
     n_f = np.bincount(kf[inside_f], minlength=nwin)
     local = np.where(n_f >= 20, local, 0.0)
     tot = np.bincount(k, weights=vc, minlength=nwin) - n * local
-    if excess is not None:  # each window's excess noise where its core pixels are
+    f = None  # each window's excess noise where its core pixels are
+    if excess is not None:
         kb = (yn[core] // EXCESS_BLOCK) * excess.shape[1] + xn[core] // EXCESS_BLOCK
         f = np.bincount(k, weights=excess.ravel()[kb], minlength=nwin) / np.maximum(n, 1)
         tot = tot / np.maximum(f, 1.0)
@@ -446,8 +447,8 @@ def _verify(z, valid, theta, rho, min_length, window_snr, source, band=24.0, exc
     # The windows fall where the chord starts, not where the trail does: a trail's end lights part
     # of a window, too little of it to be significant (a 100 px trail spans 3-4 windows and its run
     # was often 3 of them, 96 px: short of 100). Its ends are measured in END_STEP px steps.
-    t0 -= _lit_end(tc, vc, local, f if excess is not None else None, lo, a, -1)
-    t1 += _lit_end(tc, vc, local, f if excess is not None else None, lo, b, +1)
+    t0 -= _lit_end(tc, vc, local, f, lo, a, -1)
+    t1 += _lit_end(tc, vc, local, f, lo, b, +1)
     if t1 - t0 < min_length - END_STEP or frac < 0.5:
         return None
     total = float(np.nansum(tot[a:b + 1]) / np.sqrt(max(n[a:b + 1].sum(), 1)))
@@ -468,6 +469,8 @@ def _lit_end(tc, vc, local, excess, lo: float, k: int, way: int) -> float:
     nwin = len(local)
     j = k + way if 0 <= k + way < nwin else k  # the window the steps fall in (its flanks, its noise)
     edge = lo + (k if way < 0 else k + 1) * WINDOW
+    near = (tc >= edge - WINDOW) & (tc < edge + WINDOW)  # the steps' window: not the whole line per step
+    tc, vc = tc[near], vc[near]
     reach = 0.0
     for _ in range(WINDOW // END_STEP):
         a, b = (edge - reach - END_STEP, edge - reach) if way < 0 else (edge + reach, edge + reach + END_STEP)
