@@ -209,8 +209,13 @@ def measure(image, header, seed, maker, cfg) -> list[dict]:
         real = xy1n[(snr1n > 20) & ~_unmatched(xy1n, xy0n) & ~_unmatched(xy1n, xy0)]
         strong = np.asarray(_unmatched(real, xy1))
         on_trail = _on(trl_foot, real)
+        # Trail flags the injection made away from the trail (an end run on into the frame's own
+        # structure, or a false line): > 8 px from its footprint and not flagged in the original.
+        beyond = ((ms1.flag & BIT["TRL"]) != 0) & ((ms0.flag & BIT["TRL"]) == 0) \
+            & ~ndimage.binary_dilation(trl_foot, iterations=8)
         rows.append({
             "strategy": name,
+            "trail_px_beyond": int(beyond.sum()),
             "trail_recall": float(trl_hit.sum() / max(trl_px.sum(), 1)),
             "trail_length_covered": float((k_p[counted] >= 0.5 * n_p[counted]).mean()) if counted.any() else None,
             "trail_px": int(trl_px.sum()),
@@ -238,16 +243,19 @@ def _report(results: dict, out: Path, command: str) -> None:
     lines = ["# Contaminants injected into real frames", "",
              f"`{command}`; SEP with the default settings. Trail recall: pixels >= 1 sigma flagged or at zero "
              "weight; length: 20-px pieces of the trail with half of those pixels masked; CR: pixels >= 5 sigma; "
-             "column: all its pixels. *Left*: detections of the injected frame with no counterpart within 2 px "
-             "in the original's catalogue made the same way. *Lost*: real sources, S/N > 20 detections of the injected "
+             "column: all its pixels; *beyond*: pixels flagged TRL more than 8 px from the trail's footprint "
+             "(>= 0.5 sigma, grown 3 px) that the original's maps do not flag. *Left*: detections of the injected "
+             "frame with no counterpart within 2 px in the original's catalogue made the same way. *Lost*: real "
+             "sources, S/N > 20 detections of the injected "
              "frame without a mask that the original shows (with no mask and with its maps), that the injected "
              "frame's maps lose: on the trail's footprint or elsewhere (with the zero-weight pixels within 2 px). "
              "*Left by place*: on the trail's footprint, within 2 px of a cosmic ray (>= 3 sigma) or of the column, "
              "or elsewhere (a detection the maps changed away from the contaminants: deblending, or the threshold "
              "of the whole frame, which follows its global rms over the pixels of non-zero weight).", "",
-             "| frame | strategy | trail recall | trail length | trail px missed | CR recall | column recall | "
-             "left (on trail) | left: trail / CR / column / elsewhere | lost S/N>20 elsewhere | lost on trail |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+             "| frame | strategy | trail recall | trail length | trail px missed | trail px beyond | CR recall | "
+             "column recall | left (on trail) | left: trail / CR / column / elsewhere | lost S/N>20 elsewhere | "
+             "lost on trail |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for frame, rows in results["frames"].items():
         for strat in ("none", "network", "maxidetect"):
             rs = [r for r in rows if r["strategy"] == strat]
@@ -255,25 +263,27 @@ def _report(results: dict, out: Path, command: str) -> None:
             by = " / ".join(str(sum(r["left_by"][k] for r in rs)) for k in ("trail", "CR", "column", "elsewhere"))
             if strat == "none":
                 on = sum(r["no_mask_left_on_trail"] for r in rs)
-                lines.append(f"| {frame} | no mask | | | | | | {left} ({on}) | {by} | | |")
+                lines.append(f"| {frame} | no mask | | | | | | | {left} ({on}) | {by} | | |")
                 continue
             missed = sum(round((1 - r["trail_recall"]) * r["trail_px"]) for r in rs)
             cov = [r["trail_length_covered"] for r in rs if r["trail_length_covered"] is not None]
             lines.append(
                 f"| {frame} | {strat} | {np.mean([r['trail_recall'] for r in rs]):.3f} | "
-                f"{np.mean(cov):.3f} | {missed} | {np.mean([r['cr_recall'] for r in rs]):.3f} | "
+                f"{np.mean(cov):.3f} | {missed} | {sum(r.get('trail_px_beyond', 0) for r in rs)} | "
+                f"{np.mean([r['cr_recall'] for r in rs]):.3f} | "
                 f"{np.mean([r['col_recall'] for r in rs]):.3f} | {left} ({sum(r['left_on_trail'] for r in rs)}) | "
                 f"{by} | {sum(r['lost_snr20_elsewhere'] for r in rs)} | {sum(r['lost_snr20_on_trail'] for r in rs)} |")
     lines += ["", "Per draw (default maps): trail peak [sigma], width sigma [px], angle, crosses the frame; "
-              "trail recall, length covered; lost elsewhere.", "",
-              "| frame | seed | peak | width | angle | crosses | recall | length | lost elsewhere |",
-              "|---|---|---|---|---|---|---|---|---|"]
+              "trail recall, length covered, px beyond; lost elsewhere.", "",
+              "| frame | seed | peak | width | angle | crosses | recall | length | beyond | lost elsewhere |",
+              "|---|---|---|---|---|---|---|---|---|---|"]
     for frame, rows in results["frames"].items():
         for r in rows:
             if r["strategy"] == "maxidetect":
                 lines.append(f"| {frame} | {r['seed']} | {r['trail_peak_sigma']} | {r['trail_width']} | "
                              f"{r['trail_angle']} | {r['trail_crosses']} | {r['trail_recall']:.3f} | "
-                             f"{r['trail_length_covered']:.2f} | {r['lost_snr20_elsewhere']} "
+                             f"{r['trail_length_covered']:.2f} | {r.get('trail_px_beyond', '')} | "
+                             f"{r['lost_snr20_elsewhere']} "
                              f"{r['lost_xy'] or ''} {r['lost_zero_px'] or ''} |")
     (out / "report.md").write_text("\n".join(lines) + "\n")
 

@@ -1075,6 +1075,40 @@ def test_a_100_px_trail_is_found_wherever_its_ends_fall_in_the_windows():
         assert start + 100 - END_STEP <= t.t1 <= start + 100 + WINDOW, (snr, lit, t.t1 - start)
 
 
+def test_a_trails_run_stops_at_its_end_not_at_a_bright_column_or_star_beyond_it():
+    """A window is significant over its ~200 core pixels when a bright
+    column or star crosses the line, and a run bridges two windows: a trail
+    ending inside the frame was drawn on to a hot column 40-60 px past its
+    end (a S/N 1 trail injected into a real frame, 60 px over). A window is
+    the trail's only where its core's median is a fair part of the trail's
+    peak: its ends within 16 px, on both sides."""
+    from maxidetect.maps.trails import END_STEP, _verify
+
+    n = 512
+    theta = np.radians(20.0) + np.pi / 2  # the line's normal
+    yy, xx = np.mgrid[:n, :n]
+    along = -xx * np.sin(theta) + yy * np.cos(theta)
+    rho = 256 * np.cos(theta) + 256 * np.sin(theta)
+    dist = xx * np.cos(theta) + yy * np.sin(theta) - rho
+    mid = float(-256 * np.sin(theta) + 256 * np.cos(theta))
+    start, end = mid - 100, mid + 100
+    on = (along >= start) & (along < end)
+    for k, snr in enumerate((1.0, 1.5, 3.0)):
+        z = np.random.default_rng(300 + k).normal(0, 1, (n, n)).astype(np.float32)
+        z += (snr * np.exp(-0.5 * (dist / 1.5) ** 2) * on).astype(np.float32)
+        # a hot column crossing the line 45 px past the trail's end
+        col = (np.abs(dist) < 30) & (np.abs(along - end - 45) < 30)
+        x_col = int(np.median(xx[col & (np.abs(dist) < 1)]))
+        z[:, x_col] += 20.0
+        # a bright star on the line 45 px before its start
+        sy, sx = np.nonzero((np.abs(dist) < 0.7) & (np.abs(along - start + 45) < 0.7))
+        z += (300.0 * np.exp(-0.5 * ((yy - sy[0]) ** 2 + (xx - sx[0]) ** 2) / 1.5**2)).astype(np.float32)
+        t = _verify(z, np.ones(z.shape, bool), theta, rho, 100, 3.0, "hough")
+        assert t is not None, snr
+        assert start - 16 <= t.t0 <= start + END_STEP, (snr, t.t0 - start)
+        assert end - END_STEP <= t.t1 <= end + 16, (snr, t.t1 - end)
+
+
 def test_a_short_broad_trail_far_from_its_chords_middle_is_straightened_over_its_own_length():
     """A broad trail (FWHM 8 px) 100 px long, far from the middle of its
     line's chord: straightened by turning about the chord's middle, its

@@ -50,6 +50,14 @@ MIN_WINDOW_PIXELS = 16
 #: END_MIN_PIXELS) stand END_SNR above the light beside the line (a trail of peak S/N 1 per pixel:
 #: ~4 over 8 px).
 END_STEP, END_SNR, END_MIN_PIXELS = 8, 2.0, 6
+#: A window is part of a trail only where, as well as significant, its light is spread along it: the
+#: core's mean stands LIT_FRACTION of the trail's fitted peak above the light beside the line in 3 of
+#: each 4 of its END_STEP px steps (an end step: its own mean). Over a window's ~200 core pixels a
+#: bright column or star crossing the line is significant, and so is a real frame's own structure
+#: (0.3-0.9 sigma per pixel over tens of px); runs went on through them past a trail's end (a S/N 1
+#: trail injected into a real frame drawn 60 px on to a hot column it never reached, an 8-sigma one
+#: 30 px into the sky). A star or column lights one or two steps of a window.
+LIT_FRACTION, LIT_STEPS = 0.25, 0.75
 EXCESS_BLOCK = 8  # px: the blocks over which the residual's excess noise is measured
 MAX_LINES = 12  # distinct lines tried from the Hough transform
 #: The network's other line calls support a line when their major axis is within this of its direction.
@@ -405,6 +413,7 @@ def _verify(z, valid, theta, rho, min_length, window_snr, source, band=24.0, exc
     n_f = np.bincount(kf[inside_f], minlength=nwin)
     local = np.where(n_f >= 20, local, 0.0)
     tot = np.bincount(k, weights=vc, minlength=nwin) - n * local
+    bright = _spread_along(tc, vc, lo, local, nwin, amp)
     f = None  # each window's excess noise where its core pixels are
     if excess is not None:
         kb = (yn[core] // EXCESS_BLOCK) * excess.shape[1] + xn[core] // EXCESS_BLOCK
@@ -415,7 +424,7 @@ def _verify(z, valid, theta, rho, min_length, window_snr, source, band=24.0, exc
     # end nor make the run: its S/N says little of the trail (a 4-px window of a 3.5-sigma trail at a
     # nebula's masked edge, S/N 0.7, ended a trail's run halfway).
     measured = n >= MIN_WINDOW_PIXELS
-    hit = (np.nan_to_num(snr) > window_snr) & measured
+    hit = (np.nan_to_num(snr) > window_snr) & measured & bright
     if not hit.any():
         return None
     # The longest run of significant windows, bridging up to 2 windows that
@@ -447,8 +456,8 @@ def _verify(z, valid, theta, rho, min_length, window_snr, source, band=24.0, exc
     # The windows fall where the chord starts, not where the trail does: a trail's end lights part
     # of a window, too little of it to be significant (a 100 px trail spans 3-4 windows and its run
     # was often 3 of them, 96 px: short of 100). Its ends are measured in END_STEP px steps.
-    t0 -= _lit_end(tc, vc, local, f, lo, a, -1)
-    t1 += _lit_end(tc, vc, local, f, lo, b, +1)
+    t0 -= _lit_end(tc, vc, local, f, lo, a, -1, amp)
+    t1 += _lit_end(tc, vc, local, f, lo, b, +1, amp)
     if t1 - t0 < min_length - END_STEP or frac < 0.5:
         return None
     total = float(np.nansum(tot[a:b + 1]) / np.sqrt(max(n[a:b + 1].sum(), 1)))
@@ -461,11 +470,12 @@ def _verify(z, valid, theta, rho, min_length, window_snr, source, band=24.0, exc
                  t1=float(t1), significance=total, source=source)
 
 
-def _lit_end(tc, vc, local, excess, lo: float, k: int, way: int) -> float:
+def _lit_end(tc, vc, local, excess, lo: float, k: int, way: int, amp: float) -> float:
     """How far [px] a run of windows ending with window ``k`` goes on (``way``: -1 before its
     start, +1 past its end): the END_STEP px steps beyond it whose core pixels (along ``tc``,
     values ``vc``) stand END_SNR above the light beside the line (``local``, per window; and
-    ``excess``, the windows' excess noise) while each holds END_MIN_PIXELS, up to one window."""
+    ``excess``, the windows' excess noise) and LIT_FRACTION of the trail's peak ``amp`` on
+    average, while each holds END_MIN_PIXELS, up to one window."""
     nwin = len(local)
     j = k + way if 0 <= k + way < nwin else k  # the window the steps fall in (its flanks, its noise)
     edge = lo + (k if way < 0 else k + 1) * WINDOW
@@ -478,7 +488,10 @@ def _lit_end(tc, vc, local, excess, lo: float, k: int, way: int) -> float:
         n = int(np.count_nonzero(sel))
         if n < END_MIN_PIXELS:
             break
-        snr = (vc[sel].sum() - n * local[j]) / np.sqrt(n)
+        above = vc[sel].sum() - n * local[j]
+        if above < LIT_FRACTION * amp * n:
+            break
+        snr = above / np.sqrt(n)
         if excess is not None:
             snr /= max(float(excess[j]), 1.0)
         if snr <= END_SNR:
@@ -556,6 +569,21 @@ def _sorted_by_bin(values: np.ndarray, bins: np.ndarray) -> np.ndarray:
     key |= bins.astype(np.uint64) << np.uint64(32)
     low = (np.sort(key) & np.uint64(0xFFFFFFFF)).astype(np.uint32)
     return np.where(low & np.uint32(0x80000000), low ^ np.uint32(0x80000000), ~low).view(np.float32)
+
+
+def _spread_along(tc, vc, lo: float, local, nwin: int, amp: float) -> np.ndarray:
+    """Per window (of WINDOW px from ``lo`` along ``tc``; values ``vc``): whether LIT_STEPS of its
+    END_STEP px steps that hold END_MIN_PIXELS have a mean LIT_FRACTION of ``amp`` above ``local``."""
+    per = WINDOW // END_STEP
+    step = np.minimum(((tc - lo) // END_STEP).astype(np.int64), nwin * per - 1)
+    count = np.bincount(step, minlength=nwin * per)
+    above = np.bincount(step, weights=vc, minlength=nwin * per) - count * np.repeat(local, per)
+    measured = count >= END_MIN_PIXELS
+    lit = measured & (above >= LIT_FRACTION * amp * count)
+    n_measured = measured.reshape(nwin, per).sum(axis=1)
+    # all but one where a masked step leaves fewer (a trail's last window, half under a star)
+    need = np.where(n_measured < per, np.maximum(n_measured - 1, 1), np.ceil(LIT_STEPS * per))
+    return (n_measured > 0) & (lit.reshape(nwin, per).sum(axis=1) >= need)
 
 
 def _bin_medians(values: np.ndarray, bins: np.ndarray, n: int) -> np.ndarray:
@@ -961,8 +989,9 @@ def find_trails(snr: np.ndarray, masked: np.ndarray, network_trl: np.ndarray | N
             t = None
         if t is not None and t.sigma >= 2.0:
             # A broad trail straightened again with a strip as wide as it: a 5 px strip turns within
-            # it (a 10 px wide trail came out 1.3 deg off, its ends' wings released as sources).
-            th2, r2 = _refine_line(z, valid, theta, rho, half=1.5 * t.sigma, span=(t.t0 - WINDOW, t.t1 + WINDOW))
+            # it (a 10 px wide trail came out 1.3 deg off, its ends' wings released as sources); over
+            # its own stretch, its ends within a step (a window more each side turned a 100 px one 1.25 deg).
+            th2, r2 = _refine_line(z, valid, theta, rho, half=1.5 * t.sigma, span=(t.t0 - END_STEP, t.t1 + END_STEP))
             t2 = _verify(z, valid, th2, r2, length, 3.0, source, excess=excess, span=span)
             if t2 is not None and t2.significance > t.significance:
                 theta, rho, t = th2, r2, t2
