@@ -20,7 +20,10 @@ the default maps (and the network's maps alone, as a row) and SEP:
   mask, found in the original with no mask and with its maps) that the
   injected frame's maps lose (none within 2 px), split into those on the
   trail's footprint (where a fitted trail may take a source with it) and
-  those elsewhere (which must be none).
+  those elsewhere (which must be none), beside an *oracle* row: zero weight
+  on exactly the injected pixels, the control for sources any mask of them
+  costs (in a crowded field masking a trail changes the background and the
+  deblending of stars far from it).
 
     .venv/bin/python benchmarks/injection.py [--seeds 6] [-o benchmarks/results/injection]
 """
@@ -43,7 +46,7 @@ from maxidetect.classes import CLASSES, ClassConfig
 from maxidetect.extract.config import SexConfig
 from maxidetect.extract.sep_engine import detect
 from maxidetect.maps.policy import MapPolicy
-from maxidetect.maps.writer import maps_from_masks
+from maxidetect.maps.writer import MapSet, maps_from_masks
 from maxidetect.masks.maker import MaskMaker
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -164,6 +167,25 @@ def _on(mask: np.ndarray, xy: np.ndarray) -> np.ndarray:
     return mask[iy, ix]
 
 
+def _no_maps(shape) -> MapSet:
+    return MapSet(weight=np.ones(shape, np.float32), flag=np.zeros(shape, np.int32))
+
+
+def _oracle_maps(sig: dict, sigma: float) -> MapSet:
+    """Zero weight and flags on exactly what was injected: the trail's pixels
+    >= 1 sigma grown by 2 px (the maps' growth of trails), the cosmic rays'
+    >= 1 sigma grown by 1 px (their halo), the column. Sources a perfect mask
+    loses too are lost to detection (deblending, the background), not to
+    the maps' errors."""
+    trl = ndimage.binary_dilation(sig["TRL"] >= sigma, iterations=2)
+    cr = ndimage.binary_dilation(sig["CR"] >= sigma, structure=np.ones((3, 3), bool))
+    col = sig["HCL"] > 0
+    flag = np.zeros(trl.shape, np.int32)
+    for m, abbr in ((trl, "TRL"), (cr, "CR"), (col, "HCL")):
+        flag[m] |= BIT[abbr]
+    return MapSet(weight=(~(trl | cr | col)).astype(np.float32), flag=flag)
+
+
 def measure(image, header, seed, maker, cfg) -> list[dict]:
     thr = maker.config.thresholds[[int(i) for i in maker.selected]][:, None, None]
     policy = MapPolicy()
@@ -192,10 +214,14 @@ def measure(image, header, seed, maker, cfg) -> list[dict]:
     rows = [{"strategy": "none", "left": int(_unmatched(xy1n, xy0n).sum()), "left_by": left_by(xy1n, xy0n)}]
     m0 = maker.probabilities(np.asarray(image, np.float32)) > thr
     m1 = maker.probabilities(inj) > thr
-    for name, pol in strategies.items():
-        ms0 = maps_from_masks(m0, maker, pol, image=np.asarray(image, np.float32), header=header)
-        ms1 = maps_from_masks(m1, maker, pol, image=inj, header=header)
-        xy0, _ = _catalog(image, header, ms0, cfg)
+    for name in (*strategies, "oracle"):
+        if name == "oracle":  # the control: perfect masks of what was injected (the original needs none)
+            ms0, ms1 = _no_maps(image.shape), _oracle_maps(sig, sigma)
+            xy0 = xy0n
+        else:
+            ms0 = maps_from_masks(m0, maker, strategies[name], image=np.asarray(image, np.float32), header=header)
+            ms1 = maps_from_masks(m1, maker, strategies[name], image=inj, header=header)
+            xy0, _ = _catalog(image, header, ms0, cfg)
         xy1, _ = _catalog(inj, header, ms1, cfg)
         trl_hit = _masked(ms1, BIT["TRL"]) & trl_px
         # End to end: 20-px pieces along the trail with >= half their >= 1 sigma pixels masked.
@@ -248,7 +274,9 @@ def _report(results: dict, out: Path, command: str) -> None:
              "frame with no counterpart within 2 px in the original's catalogue made the same way. *Lost*: real "
              "sources, S/N > 20 detections of the injected "
              "frame without a mask that the original shows (with no mask and with its maps), that the injected "
-             "frame's maps lose: on the trail's footprint or elsewhere (with the zero-weight pixels within 2 px). "
+             "frame's maps lose: on the trail's footprint or elsewhere (with the zero-weight pixels within 2 px); "
+             "*oracle*: zero weight on exactly the injected pixels (trail >= 1 sigma grown 2 px, cosmic rays >= 1 "
+             "sigma grown 1 px, the column), the control for sources that any mask of them costs. "
              "*Left by place*: on the trail's footprint, within 2 px of a cosmic ray (>= 3 sigma) or of the column, "
              "or elsewhere (a detection the maps changed away from the contaminants: deblending, or the threshold "
              "of the whole frame, which follows its global rms over the pixels of non-zero weight).", "",
@@ -257,8 +285,10 @@ def _report(results: dict, out: Path, command: str) -> None:
              "lost on trail |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for frame, rows in results["frames"].items():
-        for strat in ("none", "network", "maxidetect"):
+        for strat in ("none", "network", "maxidetect", "oracle"):
             rs = [r for r in rows if r["strategy"] == strat]
+            if not rs:  # a results file from before the oracle row
+                continue
             left = sum(r["left"] for r in rs)
             by = " / ".join(str(sum(r["left_by"][k] for r in rs)) for k in ("trail", "CR", "column", "elsewhere"))
             if strat == "none":
@@ -274,17 +304,19 @@ def _report(results: dict, out: Path, command: str) -> None:
                 f"{np.mean([r['col_recall'] for r in rs]):.3f} | {left} ({sum(r['left_on_trail'] for r in rs)}) | "
                 f"{by} | {sum(r['lost_snr20_elsewhere'] for r in rs)} | {sum(r['lost_snr20_on_trail'] for r in rs)} |")
     lines += ["", "Per draw (default maps): trail peak [sigma], width sigma [px], angle, crosses the frame; "
-              "trail recall, length covered, px beyond; lost elsewhere.", "",
-              "| frame | seed | peak | width | angle | crosses | recall | length | beyond | lost elsewhere |",
-              "|---|---|---|---|---|---|---|---|---|---|"]
+              "trail recall, length covered, px beyond; lost elsewhere (positions, zero-weight pixels within 2 px); "
+              "the oracle's lost elsewhere (the control).", "",
+              "| frame | seed | peak | width | angle | crosses | recall | length | beyond | lost elsewhere | oracle |",
+              "|---|---|---|---|---|---|---|---|---|---|---|"]
     for frame, rows in results["frames"].items():
+        oracle = {r["seed"]: r["lost_snr20_elsewhere"] for r in rows if r["strategy"] == "oracle"}
         for r in rows:
             if r["strategy"] == "maxidetect":
                 lines.append(f"| {frame} | {r['seed']} | {r['trail_peak_sigma']} | {r['trail_width']} | "
                              f"{r['trail_angle']} | {r['trail_crosses']} | {r['trail_recall']:.3f} | "
                              f"{r['trail_length_covered']:.2f} | {r.get('trail_px_beyond', '')} | "
                              f"{r['lost_snr20_elsewhere']} "
-                             f"{r['lost_xy'] or ''} {r['lost_zero_px'] or ''} |")
+                             f"{r['lost_xy'] or ''} {r['lost_zero_px'] or ''} | {oracle.get(r['seed'], '')} |")
     (out / "report.md").write_text("\n".join(lines) + "\n")
 
 

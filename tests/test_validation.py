@@ -211,6 +211,18 @@ def test_lost_source_cause_counts_zeroed_pixels_within_one_fwhm():
     assert _zero_near(ms, 0.0, 49.0, fwhm=2.5) == 0 and _zero_near(None, 20.0, 20.0, 2.5) == 0
 
 
+def test_a_source_clean_drops_is_reported_with_the_score_that_dropped_it():
+    """The bench names why --clean lost a source: the score of the maps'
+    detection nearest to it (1-based catalogue positions), none past 1 FWHM."""
+    from maxidetect.validation.bench import _score_near
+
+    cat = Table({"X_IMAGE": [11.0, 31.0], "Y_IMAGE": [11.0, 41.0], "MD_CONTAM": [0.95, 0.1],
+                 "MD_CLASS": ["P", "none"]})
+    assert _score_near(cat, 10.5, 10.0, fwhm=2.0) == {"md_contam": pytest.approx(0.95), "md_class": "P"}
+    assert _score_near(cat, 30.0, 43.0, fwhm=2.0) == {}
+    assert _score_near(cat[:0], 10.0, 10.0, fwhm=2.0) == {}
+
+
 def test_a_saturated_star_matches_its_detection_anywhere_on_its_footprint():
     """Bleeding moves a saturated star's centroid by several FWHM: its
     detection is that star, not a spurious one; a faint star on the bleed and

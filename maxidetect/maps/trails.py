@@ -51,13 +51,14 @@ MIN_WINDOW_PIXELS = 16
 #: ~4 over 8 px).
 END_STEP, END_SNR, END_MIN_PIXELS = 8, 2.0, 6
 #: A window is part of a trail only where, as well as significant, its light is spread along it: the
-#: core's mean stands LIT_FRACTION of the trail's fitted peak above the light beside the line in 3 of
-#: each 4 of its END_STEP px steps (an end step: its own mean). Over a window's ~200 core pixels a
-#: bright column or star crossing the line is significant, and so is a real frame's own structure
-#: (0.3-0.9 sigma per pixel over tens of px); runs went on through them past a trail's end (a S/N 1
-#: trail injected into a real frame drawn 60 px on to a hot column it never reached, an 8-sigma one
-#: 30 px into the sky). A star or column lights one or two steps of a window.
-LIT_FRACTION, LIT_STEPS = 0.25, 0.75
+#: core's mean stands LIT_FRACTION of the trail's fitted peak above the light beside the line in
+#: LIT_STEPS of its WINDOW // END_STEP = 4 steps of END_STEP px (an end step: its own mean). Over a
+#: window's ~200 core pixels a bright column or star crossing the line is significant, and so is a
+#: real frame's own structure (0.3-0.9 sigma per pixel over tens of px); runs went on through them
+#: past a trail's end (a S/N 1 trail injected into a real frame drawn 60 px on to a hot column it
+#: never reached, an 8-sigma one 30 px into the sky). A star or column lights one or two steps of a
+#: window.
+LIT_FRACTION, LIT_STEPS = 0.25, 3
 EXCESS_BLOCK = 8  # px: the blocks over which the residual's excess noise is measured
 MAX_LINES = 12  # distinct lines tried from the Hough transform
 #: The network's other line calls support a line when their major axis is within this of its direction.
@@ -582,7 +583,7 @@ def _spread_along(tc, vc, lo: float, local, nwin: int, amp: float) -> np.ndarray
     lit = measured & (above >= LIT_FRACTION * amp * count)
     n_measured = measured.reshape(nwin, per).sum(axis=1)
     # all but one where a masked step leaves fewer (a trail's last window, half under a star)
-    need = np.where(n_measured < per, np.maximum(n_measured - 1, 1), np.ceil(LIT_STEPS * per))
+    need = np.where(n_measured < per, np.maximum(n_measured - 1, 1), LIT_STEPS)
     return (n_measured > 0) & (lit.reshape(nwin, per).sum(axis=1) >= need)
 
 

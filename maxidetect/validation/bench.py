@@ -175,6 +175,18 @@ def _zero_near(ms: MapSet | None, x: float, y: float, fwhm: float) -> int:
     return int((ms.weight[y0:y1, x0:x1][near] <= 0).sum())
 
 
+def _score_near(cat, x: float, y: float, fwhm: float) -> dict:
+    """MD_CONTAM and MD_CLASS of the detection of ``cat`` nearest to (x, y)
+    (0-based), if one lies within 1 FWHM; else {} (the maps lost it already)."""
+    if not len(cat):
+        return {}
+    d = np.hypot(np.asarray(cat["X_IMAGE"]) - 1.0 - x, np.asarray(cat["Y_IMAGE"]) - 1.0 - y)
+    k = int(np.argmin(d))
+    if d[k] > fwhm:
+        return {}
+    return {"md_contam": float(cat["MD_CONTAM"][k]), "md_class": str(cat["MD_CLASS"][k])}
+
+
 def _pixel_scores(ms: MapSet, frame, image) -> dict:
     """Pixel recall of the final maps (flagged or zero weight) per defect
     class; cosmic rays as the targets count them (pixels >= 5 sigma) with
@@ -274,7 +286,7 @@ def _run_bench(opts: BenchOptions, maker, work_dir, progress: bool) -> dict:
             pixels = {name: _pixel_scores(ms, frame, frame.image) for name, ms in mapsets.items()
                       if name in ("network", "maxidetect", "oracle")}
             report = mapsets["maxidetect"].report
-            results, matched = [], {}
+            results, matched, scored = [], {}, {}
             runs = [(strat, maps, False, cfg) for strat, maps in strategies.items()]
             runs.insert(1, ("none@maps-noise", None, False, _noise_matched(cfg, frame.image, mapsets["maxidetect"])))
             if scorer_model is not None:
@@ -288,6 +300,8 @@ def _run_bench(opts: BenchOptions, maker, work_dir, progress: bool) -> dict:
                     sc = score_catalog(cat, frame.catalog, frame.truth, fwhm, opts.radius_fwhm, opts.snr_cut,
                                        mag_bins=np.arange(12.0, 26.5, 0.5))
                     matched[(strat, engine)] = set(sc.pop("matched_true").tolist())
+                    if strat == "maxidetect" and "MD_CONTAM" in cat.colnames:
+                        scored[engine] = cat  # what --clean decided on, for the sources it drops
                     real = sc.pop("matched_det")  # the same matching labels the score's reliability
                     if strat == "maxidetect" and engine == "SEP" and "MD_CONTAM" in cat.colnames:
                         scores.append((np.asarray(cat["MD_CONTAM"], float), real, variant))
@@ -306,6 +320,9 @@ def _run_bench(opts: BenchOptions, maker, work_dir, progress: bool) -> dict:
                                        "snr": float(snr[i]), "kind": str(frame.catalog["KIND"][i]), "zero_px": z,
                                        "control_lost": bool(control is not None and i not in control)}
                                       for i, z in list(zip(lost, zero_px, strict=True))[:10]]
+                if r["strategy"].endswith("+clean") and r["engine"] in scored:
+                    for e in r["lost_examples"]:
+                        e.update(_score_near(scored[r["engine"]], e["x"], e["y"], fwhm))
             frames.append({"variant": variant, "seed": seed, "size": opts.size, "fwhm": fwhm,
                            "sky": float(frame.header["SIMSKY"]), "n_true": len(frame.catalog),
                            "mask_seconds": t_mask, "fusion_seconds": t_fuse,
@@ -445,6 +462,15 @@ def write_report(results: dict, out_dir, command: str = "") -> dict:
                               f"seed {s_} ({e['x']:.0f}, {e['y']:.0f}) {e['kind']} S/N {e['snr']:.0f}, "
                               f"{e.get('zero_px', '?')} px zeroed{', control' if e.get('control_lost') else ''}"
                               for s_, e in lost_ex[:10])]
+        for engine in sorted({r["engine"] for f in frames for r in f["results"]}):
+            dropped = [(f["seed"], e) for f in frames for r in f["results"]
+                       if r["strategy"] == "maxidetect+clean" and r["engine"] == engine
+                       for e in r.get("lost_examples", []) if "md_contam" in e]
+            if dropped:
+                lines += ["", f"Lost by --clean ({engine}; the score of the maps' detection nearest to the source, "
+                          "within 1 FWHM): " + "; ".join(
+                              f"seed {s_} ({e['x']:.0f}, {e['y']:.0f}) {e['kind']} S/N {e['snr']:.0f}, "
+                              f"MD_CONTAM {e['md_contam']:.3f} {e['md_class']}" for s_, e in dropped[:10])]
     if results.get("scores"):
         lines += ["", "## Detection score (MD_CONTAM) on these frames (SEP, maxidetect maps)", "",
                   f"Model threshold for --clean: {results['threshold']:.3f}. Reliability: predicted MD_CONTAM vs the "
