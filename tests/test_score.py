@@ -156,6 +156,20 @@ def test_sklearn_trees_and_the_json_export_agree():
     np.testing.assert_allclose(ours.predict_proba(x), clf.predict_proba(x), atol=1e-12)
 
 
+def test_the_score_does_not_learn_contaminants_the_frame_holds_no_evidence_of():
+    """A persistence ghost is an earlier exposure's star: without the network's
+    P flag it is left out of training (a soft galaxy looks the same), with it
+    it is learnt; every other class is learnt from its shape and context."""
+    from maxidetect.training.score import trainable
+
+    x = np.zeros((5, len(FEATURES)), np.float32)
+    y = np.array(["P", "P", "P", "real", "CR"], dtype=object)
+    x[1, F["iso_P"]] = 0.4  # flagged over its isophote
+    x[2, F["core_P"]] = 1.0  # flagged at its core
+    x[0, F["iso_NEB"]] = 1.0  # another class's flag is no evidence of persistence
+    assert trainable(x, y).tolist() == [False, True, True, True, True]
+
+
 def test_clean_threshold_protects_the_completeness_population_only():
     from maxidetect.training.score import choose_threshold
 
