@@ -141,7 +141,7 @@ def make_dataset(seeds, size: int, sim: dict | None = None, maker=None, progress
 #: flag of the class tells them: a persistence ghost is an earlier exposure's
 #: star. Trained on unflagged ghosts, the model called soft real sources of
 #: the same S/N persistence (default bench seed 100: galaxies of S/N 76 and 90
-#: on bright background, MD_CONTAM 0.91-0.94, dropped by --clean).
+#: on bright background, MD_CONTAM 0.908 and 0.945, dropped by --clean).
 FLAG_ONLY_EVIDENCE = ("P",)
 
 
