@@ -287,8 +287,6 @@ def _report(results: dict, out: Path, command: str) -> None:
     for frame, rows in results["frames"].items():
         for strat in ("none", "network", "maxidetect", "oracle"):
             rs = [r for r in rows if r["strategy"] == strat]
-            if not rs:  # a results file from before the oracle row
-                continue
             left = sum(r["left"] for r in rs)
             by = " / ".join(str(sum(r["left_by"][k] for r in rs)) for k in ("trail", "CR", "column", "elsewhere"))
             if strat == "none":
@@ -299,7 +297,7 @@ def _report(results: dict, out: Path, command: str) -> None:
             cov = [r["trail_length_covered"] for r in rs if r["trail_length_covered"] is not None]
             lines.append(
                 f"| {frame} | {strat} | {np.mean([r['trail_recall'] for r in rs]):.3f} | "
-                f"{np.mean(cov):.3f} | {missed} | {sum(r.get('trail_px_beyond', 0) for r in rs)} | "
+                f"{np.mean(cov):.3f} | {missed} | {sum(r['trail_px_beyond'] for r in rs)} | "
                 f"{np.mean([r['cr_recall'] for r in rs]):.3f} | "
                 f"{np.mean([r['col_recall'] for r in rs]):.3f} | {left} ({sum(r['left_on_trail'] for r in rs)}) | "
                 f"{by} | {sum(r['lost_snr20_elsewhere'] for r in rs)} | {sum(r['lost_snr20_on_trail'] for r in rs)} |")
@@ -314,9 +312,9 @@ def _report(results: dict, out: Path, command: str) -> None:
             if r["strategy"] == "maxidetect":
                 lines.append(f"| {frame} | {r['seed']} | {r['trail_peak_sigma']} | {r['trail_width']} | "
                              f"{r['trail_angle']} | {r['trail_crosses']} | {r['trail_recall']:.3f} | "
-                             f"{r['trail_length_covered']:.2f} | {r.get('trail_px_beyond', '')} | "
+                             f"{r['trail_length_covered']:.2f} | {r['trail_px_beyond']} | "
                              f"{r['lost_snr20_elsewhere']} "
-                             f"{r['lost_xy'] or ''} {r['lost_zero_px'] or ''} | {oracle.get(r['seed'], '')} |")
+                             f"{r['lost_xy'] or ''} {r['lost_zero_px'] or ''} | {oracle[r['seed']]} |")
     (out / "report.md").write_text("\n".join(lines) + "\n")
 
 

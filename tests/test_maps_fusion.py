@@ -1080,8 +1080,9 @@ def test_a_trails_run_stops_at_its_end_not_at_a_bright_column_or_star_beyond_it(
     column or star crosses the line, and a run bridges two windows: a trail
     ending inside the frame was drawn on to a hot column 40-60 px past its
     end (a S/N 1 trail injected into a real frame, 60 px over). A window is
-    the trail's only where its core's median is a fair part of the trail's
-    peak: its ends within 16 px, on both sides."""
+    the trail's only where its light is spread along it (3 of its 4 steps a
+    quarter of the trail's peak above the light beside the line): its ends
+    within 16 px, on both sides."""
     from maxidetect.maps.trails import END_STEP, _verify
 
     n = 512
