@@ -18,15 +18,11 @@ from pathlib import Path
 
 from maxidetect.errors import ConfigError
 from maxidetect.extract.config import SexConfig, find_binary, split_sextractor_args
-from maxidetect.extract.inprocess import detect_file
 from maxidetect.extract.sextractor import catalog_target, extra_outputs, run_sextractor
 from maxidetect.files import InputSpec, output_path
 from maxidetect.maps.policy import MapPolicy
-from maxidetect.maps.writer import FLAG_SUFFIX, WEIGHT_SUFFIX, write_maps
 from maxidetect.masks.maker import MASK_SUFFIX
 from maxidetect.network.weights import get_model_info
-from maxidetect.score.catalogs import Scorer, score_sextractor_catalog
-from maxidetect.score.model import load_score_model
 from maxidetect.settings import (
     ClassSettings,
     ExtractSettings,
@@ -144,6 +140,8 @@ class Job:
         if self.maps.weight_image and not Path(self.maps.weight_image).is_file():
             raise ConfigError(f"--weight-image {self.maps.weight_image}: no such file")
         if self.kind in ("detect", "sex"):
+            from maxidetect.score.model import load_score_model
+
             sex_config(self.extract.sex_args)
             load_score_model()
         if self.kind == "detect" and self.extract.extractor == "photutils":
@@ -171,6 +169,8 @@ def planned_outputs(job: Job, spec: InputSpec) -> dict[str, list[Path]]:
         out["masks"] = [output_path(spec, MASK_SUFFIX, job.out_dir)]
         return out
     if job.masked:
+        from maxidetect.maps.writer import FLAG_SUFFIX, WEIGHT_SUFFIX
+
         out["maps"] = [output_path(spec, WEIGHT_SUFFIX, job.out_dir), output_path(spec, FLAG_SUFFIX, job.out_dir)]
     if job.kind in ("detect", "sex"):
         config = sex_config(job.extract.sex_args)
@@ -184,6 +184,9 @@ def planned_outputs(job: Job, spec: InputSpec) -> dict[str, list[Path]]:
 
 
 # -- the stages -------------------------------------------------------------------
+# The maps, extraction and scoring modules are imported by their stages: a
+# `mask` run then starts without them (scipy.sparse, astropy.table, SEP,
+# scikit-image: ~0.6 s of a 2-core machine's start-up).
 def make_masks(job: Job, spec: InputSpec, maker, overwrite: bool, cards=()) -> list[Path]:
     out = maker.process_file(spec, out_dir=job.out_dir, overwrite=overwrite, probs=job.output.probs,
                              single=job.output.single_mask, extra_cards=cards)
@@ -191,6 +194,8 @@ def make_masks(job: Job, spec: InputSpec, maker, overwrite: bool, cards=()) -> l
 
 
 def make_maps(job: Job, spec: InputSpec, maker, overwrite: bool, cards=()) -> list[Path]:
+    from maxidetect.maps.writer import write_maps
+
     m = job.maps
     policy = MapPolicy.parse(m.policy, grow=m.grow, soft=m.soft_weights, noise=m.noise_weights,
                              fuse=not m.network_only)
@@ -201,6 +206,10 @@ def make_maps(job: Job, spec: InputSpec, maker, overwrite: bool, cards=()) -> li
 def make_catalog(job: Job, spec: InputSpec, maps, overwrite: bool, cards=(), log=None) -> list[Path]:
     """The catalogue of ``spec`` (with ``maps``, or none); ``log`` collects
     the command run and SExtractor's warnings."""
+    from maxidetect.extract.inprocess import detect_file
+    from maxidetect.score.catalogs import Scorer, score_sextractor_catalog
+    from maxidetect.score.model import load_score_model
+
     config = sex_config(job.extract.sex_args)
     log = log if log is not None else []
     scorer = Scorer(load_score_model(), clean=job.extract.clean, threshold=job.extract.contam_threshold)

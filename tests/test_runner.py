@@ -210,3 +210,14 @@ def test_a_catalogue_named_elsewhere_keeps_its_record_beside_it(inputs, tmp_path
         assert main(["detect", str(frame), "--no-mask", "-CATALOG_NAME", "test.cat", "-q", *extra]) == 0
         assert (work / "test.cat").exists() and (work / ".maxidetect").is_dir()
     assert not (src / ".maxidetect").exists()
+
+
+def test_a_mask_run_starts_without_the_extraction_and_maps_stack():
+    """The runner (what `maxidetect mask` imports) leaves the maps, extraction
+    and scoring modules (SEP, astropy.table, scikit-image) to their stages."""
+    code = ("import sys, maxidetect.cli, maxidetect.runner; "
+            "print(sorted(m for m in ('maxidetect.extract.inprocess', 'maxidetect.extract.sep_engine', "
+            "'maxidetect.maps.fusion', 'maxidetect.maps.writer', 'maxidetect.score.catalogs', 'astropy.table', "
+            "'skimage') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=REPO)
+    assert out.stdout.strip() == "[]"
