@@ -111,29 +111,39 @@ def _segments(z: np.ndarray, valid: np.ndarray, axis_index: int, bin_rows: int, 
                 if stop - start >= min_length:
                     level = float(np.nanmedian(r[start:stop, x]))
                     if abs(level) >= min_level:
-                        start, stop = _refine(r[:, x], start, stop, level)
-                        out.append(LineDefect(axis_index, int(x), int(start), int(stop), level))
+                        start, stop = _refine(r[:, x], start, stop, level, bin_rows)
+                        if stop - start >= min_length:  # else the offset is not there over most of the run
+                            out.append(LineDefect(axis_index, int(x), int(start), int(stop), level))
                 k = j + 1
     return out
 
 
-def _refine(col: np.ndarray, start: int, stop: int, level: float, win: int = 8) -> tuple[int, int]:
-    """Move a segment's ends to where the column leaves half its level."""
+def _refine(col: np.ndarray, start: int, stop: int, level: float, back: int = 32, drop: float = 8.0) -> tuple[int, int]:
+    """Move a segment's ends to the change points of the column's level:
+    from ``back`` px inside each end outward, the running sum of ``sign *
+    col - |level| / 2`` (the log-likelihood ratio of "on the segment" per
+    pixel, in noise units; masked pixels count 0) peaks where the offset
+    ends; the scan stops once the sum falls ``drop`` below its peak (a real
+    interruption, measured, is not bridged). Windowed medians stopped faint
+    columns early: at 1.8 sigma per pixel an 8-px window's median falls below
+    half the level about one time in twenty."""
     n = len(col)
+    gain = np.where(np.isfinite(col), np.sign(level) * col - 0.5 * abs(level), 0.0)
 
-    def inside(a, b):
-        seg = col[max(a, 0):min(b, n)]
-        seg = seg[np.isfinite(seg)]
-        return len(seg) > 0 and np.sign(level) * np.median(seg) > 0.5 * abs(level)
+    def reach(g: np.ndarray) -> int:
+        """Pixels of ``g`` (from the scan's origin outward) the segment takes."""
+        c = np.cumsum(g)
+        if c.size == 0:
+            return 0
+        fell = np.flatnonzero(c < np.maximum.accumulate(c) - drop)
+        c = c[: fell[0]] if fell.size else c
+        k = int(np.argmax(c)) if c.size else -1
+        return k + 1 if k >= 0 and c[k] > 0 else 0
 
-    while start > 0 and inside(start - win, start):
-        start -= win
-    while stop < n and inside(stop, stop + win):
-        stop += win
-    while stop - start > 2 * win and not inside(start, start + win):
-        start += win
-    while stop - start > 2 * win and not inside(stop - win, stop):
-        stop -= win
+    o = max(start + 1, stop - back)  # the stop end: scanned down from inside
+    stop = o + reach(gain[o:])
+    o = min(stop - 1, start + back)  # the start end: scanned up from inside
+    start = o - reach(gain[:o][::-1])
     return max(start, 0), min(stop, n)
 
 
