@@ -1450,6 +1450,22 @@ def test_a_faint_hot_column_is_found_end_to_end():
 
 
 @pytest.mark.filterwarnings("ignore:PSF not measurable")
+def test_a_column_measured_over_a_few_rows_of_a_crowded_field_is_kept():
+    """In a crowded field a column is measured only between the sources'
+    masks: 15 rows of a 5-sigma column are a defect of the shortest length
+    looked for (20 px) about them, its ends half way into the masks beside
+    them (at most 8 px), not a 15-px piece dropped as too short."""
+    img, _ = _field(n=256, n_stars=0, seed=21)
+    img[40:220, 120] += 5 * NOISE
+    st = measure_frame(img)
+    masked = np.zeros(img.shape, bool)
+    masked[:150, 110:131] = True  # the sources' masks above and below the measured rows
+    masked[165:, 110:131] = True
+    segs = [s for s in find_column_defects(st.snr(img), masked) if s.axis == 1 and s.index == 120]
+    assert len(segs) == 1 and 140 <= segs[0].start <= 150 and 165 <= segs[0].stop <= 175, segs
+
+
+@pytest.mark.filterwarnings("ignore:PSF not measurable")
 def test_hot_column_through_an_unmeasurable_region_is_one_defect():
     """A column crossing a region left out of the statistics (diffuse light,
     a bright halo) is one defect end to end, not pieces with holes."""
