@@ -111,20 +111,15 @@ def _segments(z: np.ndarray, valid: np.ndarray, axis_index: int, bin_rows: int, 
                 if stop - start >= min_length:
                     level = float(np.nanmedian(r[start:stop, x]))
                     if abs(level) >= min_level:
-                        start, stop = _refine(r[:, x], start, stop, level, bin_rows)
-                        if stop - start > 1:  # 1 px: no pixel of the run holds the offset
-                            # a short measured stretch (a column through a crowded field) keeps the
-                            # shortest length looked for, about its middle
-                            pad = max(min_length - (stop - start), 0)
-                            start = max(0, min(start - pad // 2, h - min_length))
-                            stop = max(stop, start + min_length)
-                            out.append(LineDefect(axis_index, int(x), int(start), int(stop), level))
+                        ends = _refine(r[:, x], start, stop, level, bin_rows, min_length)
+                        if ends is not None:
+                            out.append(LineDefect(axis_index, int(x), *ends, level))
                 k = j + 1
     return out
 
 
-def _refine(col: np.ndarray, start: int, stop: int, level: float, back: int = 32, drop: float = 8.0,
-            blind: int = 8) -> tuple[int, int]:
+def _refine(col: np.ndarray, start: int, stop: int, level: float, back: int = 32, min_length: int = 20,
+            drop: float = 8.0, blind: int = 8) -> tuple[int, int] | None:
     """Move a segment's ends to the change points of the column's level:
     from ``back`` px inside each end outward, the running sum of ``sign *
     col - |level| / 2`` (the log-likelihood ratio of "on the segment" per
@@ -132,9 +127,11 @@ def _refine(col: np.ndarray, start: int, stop: int, level: float, back: int = 32
     the sum falls ``drop`` below its peak (a real interruption, measured, is
     not bridged). Masked pixels (NaN: sources) say nothing: an end at a
     masked stretch goes half way into it, ``blind`` px at most (a crowded
-    field's masks run for a hundred rows). Windowed medians stopped faint
-    columns early: at 1.8 sigma per pixel an 8-px window's median falls below
-    half the level about one time in twenty."""
+    field's masks run for a hundred rows). A stretch shorter than
+    ``min_length`` (a column measured between a crowded field's masks) keeps
+    that length about its middle; None where no pixel holds the offset.
+    Windowed medians stopped faint columns early: at 1.8 sigma per pixel an
+    8-px window's median falls below half the level about one time in twenty."""
     n = len(col)
     seen = np.isfinite(col)
     gain = np.where(seen, np.sign(level) * col - 0.5 * abs(level), 0.0)
@@ -158,7 +155,11 @@ def _refine(col: np.ndarray, start: int, stop: int, level: float, back: int = 32
     stop = o + reach(gain[o:], seen[o:])
     o = min(stop - 1, start + back)  # the start end: scanned up from inside
     start = o - reach(gain[:o][::-1], seen[:o][::-1])
-    return max(start, 0), min(stop, n)
+    if stop - start <= 1:
+        return None
+    pad = max(min_length - (stop - start), 0)
+    start = max(0, min(start - pad // 2, n - min_length))
+    return start, max(stop, start + min_length)
 
 
 def _drop_clusters(segs: list[LineDefect], width: int = 3, strong: float = 10.0) -> list[LineDefect]:
