@@ -166,70 +166,114 @@ _WING_WIDTHS = (1.7, 3.0)
 _WING_CORES = _WIDTHS[:3]  # a star's core is as wide as the PSF (galaxies have the wider Gaussians)
 
 
-@lru_cache(maxsize=32)  # ~1.5 MB each at most, only for stamps the Gaussian source did not explain
-def _wing_profiles(shape, cy: int, cx: int, sig_psf: float, q: float, theta: float) -> np.ndarray:
+def _wing_profiles(shape, cy: int, cx: int, sig_psf: float, q: float, theta: float):
     """Peak-normalised core and wing Gaussians around pixel (cy, cx), for
-    every core width (:data:`_WING_CORES`) and sub-pixel centre: (1 +
-    len(_WING_WIDTHS), n_w * n_off * n_off, h * w) float32, read-only;
-    the source's own profiles (:func:`_axis_profiles`, elliptical where
-    ``q`` < 1: :func:`_elliptical_profiles`) at the wider widths."""
+    every core width (:data:`_WING_CORES`) and sub-pixel centre, per
+    component (core, then :data:`_WING_WIDTHS`): the source's own profiles
+    at the wider widths. Round (``q`` = 1): a list of the separable pairs
+    (along y, along x) of :func:`_axis_profiles`; elongated: an array (1 +
+    len(_WING_WIDTHS), n_w * n_off * n_off, h * w) of
+    :func:`_elliptical_profiles`, float32, read-only."""
     h, w = shape
     comps = []
     for f in (1.0, *_WING_WIDTHS):
         widths = tuple(f * k for k in _WING_CORES)
         if q < 1.0:
-            g = _elliptical_profiles(shape, cy, cx, sig_psf, q, theta, widths)
+            comps.append(_elliptical_profiles(shape, cy, cx, sig_psf, q, theta, widths).reshape(-1, h * w))
         else:
-            gy, gx = _axis_profiles(h, int(cy), sig_psf, widths), _axis_profiles(w, int(cx), sig_psf, widths)
-            g = gy[:, :, None, :, None] * gx[:, None, :, None, :]
-        comps.append(g.reshape(-1, h * w))
+            comps.append((_axis_profiles(h, int(cy), sig_psf, widths), _axis_profiles(w, int(cx), sig_psf, widths)))
+    if q >= 1.0:
+        return comps
     stack = np.asarray(comps, np.float32)
     stack.flags.writeable = False
     return stack
 
 
-def _fit_wings(d, var, use, stack, plane, top=4):
+def _wing_normal(d, w0, plane, comps):
+    """Normal equations of the *source + wings* models (:func:`_fit_wings`):
+    (normal (n_mod, n_par, n_par), rhs (n_par, n_mod), pixels(idx) -> (n_src,
+    len(idx), h * w) of those models' components). Separable components
+    (round) sum as products of small matrices, as in :func:`_fit_family`."""
+    pv = plane.reshape(3, -1)
+    n_src = len(comps)
+    if isinstance(comps, list):  # separable pairs
+        yv, xv = plane[1][:, 0], plane[2][0]
+        wd = w0 * d
+
+        def sums(left, m, right):  # sum over pixels of left(y) * m * right(x), every model
+            return np.matmul(np.matmul(left, m), np.swapaxes(right, 1, 2)).reshape(-1)
+
+        n_mod = comps[0][0].shape[0] * comps[0][0].shape[1] * comps[0][1].shape[1]
+        normal = np.empty((n_mod, n_src + 3, n_src + 3))
+        rhs = np.empty((n_src + 3, n_mod))
+        for i, (gy, gx) in enumerate(comps):
+            for j in range(i, n_src):
+                normal[:, i, j] = normal[:, j, i] = sums(gy * comps[j][0], w0, gx * comps[j][1])
+            cross = np.stack([sums(gy, w0, gx), sums(gy * yv, w0, gx), sums(gy, w0, gx * xv)], axis=1)
+            normal[:, i, n_src:] = normal[:, n_src:, i] = cross
+            rhs[i] = sums(gy, wd, gx)
+        n_off = comps[0][0].shape[1]
+
+        def pixels(idx):
+            k, r = np.divmod(np.asarray(idx), n_off * n_off)
+            return np.stack([(gy[k, r // n_off][:, :, None] * gx[k, r % n_off][:, None, :]).reshape(len(k), -1)
+                             for gy, gx in comps])
+    else:
+        prof = comps.astype(np.float64)  # (n_src, n_mod, pixels)
+        n_mod = prof.shape[1]
+        w0r = w0.ravel()
+        wprof = prof * w0r
+        normal = np.empty((n_mod, n_src + 3, n_src + 3))
+        for i in range(n_src):
+            for j in range(i, n_src):
+                normal[:, i, j] = normal[:, j, i] = np.einsum("mp,mp->m", wprof[i], prof[j])
+        cross = wprof @ pv.T  # (n_src, n_mod, 3)
+        normal[:, :n_src, n_src:] = cross.transpose(1, 0, 2)
+        normal[:, n_src:, :n_src] = cross.transpose(1, 2, 0)
+        rhs = np.empty((n_src + 3, n_mod))
+        rhs[:n_src] = wprof @ d.ravel()
+
+        def pixels(idx):
+            return prof[:, idx]
+    wpv = pv * w0.ravel()
+    normal[:, n_src:, n_src:] = wpv @ pv.T
+    rhs[n_src:] = (wpv @ d.ravel())[:, None]
+    return normal, rhs, pixels
+
+
+def _fit_wings(d, var, use, comps, plane, top=4):
     """Best (chi2 with model error, core amplitude, its S/N, source model) of
     a plane + core + wings (:func:`_wing_profiles`, every amplitude free
     and non-negative) over the grid of core widths and sub-pixel centres,
     fitting only ``use`` pixels; (inf, 0, 0, None) when no model has
-    non-negative amplitudes. The normal equations are assembled by blocks:
-    the plane's is the same for every model, the others are products of
-    the profiles with the weighted plane or with each other."""
-    n_src, n_mod = stack.shape[:2]
-    w0 = np.where(use, 1.0 / var, 0.0).ravel()
+    non-negative amplitudes. The normal equations are assembled by blocks
+    (:func:`_wing_normal`): the plane's is the same for every model."""
+    n_src = len(comps)
+    w0 = np.where(use, 1.0 / var, 0.0)
     dv, pv = d.ravel(), plane.reshape(3, -1)
-    prof = stack.astype(np.float64)  # (n_src, n_mod, pixels)
-    wprof = prof * w0
+    normal, rhs, pixels = _wing_normal(d, w0, plane, comps)
     n_par = n_src + 3
-    normal = np.empty((n_mod, n_par, n_par))
-    for i in range(n_src):
-        for j in range(i, n_src):
-            normal[:, i, j] = normal[:, j, i] = np.einsum("mp,mp->m", wprof[i], prof[j])
-    cross = wprof @ pv.T  # (n_src, n_mod, 3)
-    normal[:, :n_src, n_src:] = cross.transpose(1, 0, 2)
-    normal[:, n_src:, :n_src] = cross.transpose(1, 2, 0)
-    normal[:, n_src:, n_src:] = (pv * w0) @ pv.T
     normal += np.eye(n_par) * 1e-9 * np.trace(normal, axis1=1, axis2=2)[:, None, None]
-    rhs = np.concatenate([wprof @ dv, np.broadcast_to((pv * w0) @ dv, (n_mod, 3)).T])  # (n_par, n_mod)
     coef = np.linalg.solve(normal, rhs.T[..., None])[..., 0]  # (n_mod, n_par)
     ok = (coef[:, :n_src] >= 0).all(axis=1) & (coef[:, 0] > 0)
     if not ok.any():
         return np.inf, 0.0, 0.0, None
+    w0 = w0.ravel()
     plain = np.where(ok, (w0 * dv * dv).sum() - np.einsum("mp,pm->m", coef, rhs), np.inf)
     first = np.argsort(plain)[:min(top, int(ok.sum()))]
     # Refitted once with the model error in the weights: on a bright star
     # the plain fit bends the wings to mend the core's shape, which the
     # model error forgives, and spoils the pixels around it.
-    basis = np.concatenate([prof[:, first], np.broadcast_to(pv[:, None, :], (3, len(first), dv.size))])
-    src = np.einsum("mc,cmp->mp", coef[first, :n_src], prof[:, first])
+    prof = pixels(first)  # (n_src, top, pixels)
+    basis = np.concatenate([prof, np.broadcast_to(pv[:, None, :], (3, len(first), dv.size))])
+    src = np.einsum("mc,cmp->mp", coef[first, :n_src], prof)
     wm = np.where(use.ravel(), 1.0 / (var.ravel() + (MODEL_ERROR * src) ** 2), 0.0)  # (top, pixels)
     normal_m = np.einsum("amp,mp,bmp->mab", basis, wm, basis)
     normal_m += np.eye(n_par) * 1e-9 * np.trace(normal_m, axis1=1, axis2=2)[:, None, None]
     coef_m = np.linalg.solve(normal_m, np.einsum("amp,mp,p->ma", basis, wm, dv)[..., None])[..., 0]
     refit = (coef_m[:, :n_src] >= 0).all(axis=1) & (coef_m[:, 0] > 0)
     coef_m = np.where(refit[:, None], coef_m, coef[first])
-    src = np.einsum("mc,cmp->mp", coef_m[:, :n_src], prof[:, first])
+    src = np.einsum("mc,cmp->mp", coef_m[:, :n_src], prof)
     model = src + coef_m[:, n_src:] @ pv
     var_m = var.ravel() + (MODEL_ERROR * src) ** 2
     chi2 = np.where(use.ravel(), (dv - model) ** 2 / var_m, 0.0).sum(axis=1)
@@ -261,7 +305,22 @@ def _plane_basis(shape) -> np.ndarray:
     return basis
 
 
-def _fit_family(d, var, use, profiles, n_widths, top=4, plane=None, full=False):
+def _plane_system(d, var, use, plane):
+    """What every fit over the ``use`` pixels shares (:func:`_fit_family`'s
+    ``system``): the weights, weighted data and plane, the plane's inverse
+    normal matrix, the plane alone and its chi2 without model error."""
+    w0 = np.where(use, 1.0 / var, 0.0)
+    wd = w0 * d
+    wp = plane * w0
+    c = np.einsum("aij,bij->ab", wp, plane)  # plane x plane
+    c += np.eye(3) * 1e-9 * np.trace(c)
+    r_p = np.einsum("aij,ij->a", wp, d)
+    c_inv = np.linalg.inv(c)
+    u = c_inv @ r_p  # the plane alone
+    return w0, wd, wp, c_inv, u, float((wd * d).sum() - u @ r_p)
+
+
+def _fit_family(d, var, use, profiles, n_widths, top=4, plane=None, full=False, system=None):
     """Best (chi2, A, snr_A, source model) of a plane + A * Gaussian over the
     grid of widths and sub-pixel centres, fitting only ``use`` pixels; chi2
     with model error. ``profiles``: :func:`_profiles` at the centre, computed
@@ -276,14 +335,10 @@ def _fit_family(d, var, use, profiles, n_widths, top=4, plane=None, full=False):
     :func:`_elliptical_profiles`) are summed pixel by pixel. The ``top``
     models by plain chi2 are then scored with the model error, which needs
     their pixels. ``full``: also the whole model (plane included) and its
-    variance with the model error."""
+    variance with the model error. ``system``: :func:`_plane_system` of
+    ``use``, when made (a stamp's centres share it)."""
     plane = _plane_basis(tuple(d.shape)) if plane is None else plane
-    w0 = np.where(use, 1.0 / var, 0.0)
-    wd = w0 * d
-    wp = plane * w0
-    c = np.einsum("aij,bij->ab", wp, plane)  # plane x plane
-    c += np.eye(3) * 1e-9 * np.trace(c)
-    r_p = np.einsum("aij,ij->a", wp, d)
+    w0, wd, wp, c_inv, u, base = _plane_system(d, var, use, plane) if system is None else system
     if isinstance(profiles, tuple):  # separable (a round PSF)
         yv, xv = plane[1][:, 0], plane[2][0]
         gy, gx = profiles[0][:n_widths], profiles[1][:n_widths]
@@ -310,13 +365,11 @@ def _fit_family(d, var, use, profiles, n_widths, top=4, plane=None, full=False):
 
         def pixels(idx):
             return g[idx].reshape(len(idx), *d.shape)
-    c_inv = np.linalg.inv(c)
-    u = c_inv @ r_p  # the plane alone
     cb = b @ c_inv
     schur = np.maximum(a - np.einsum("ij,ij->i", b, cb), 1e-300)
     excess = r0 - b @ u
     amp = excess / schur
-    plain = float((wd * d).sum() - u @ r_p) - amp * excess  # chi2 without model error
+    plain = base - amp * excess  # chi2 without model error
     first = np.argpartition(plain, top)[:top] if plain.size > top else np.arange(plain.size)
     src = amp[first, None, None] * pixels(first)
     coef = u[None, :] - amp[first, None] * cb[first]
@@ -393,10 +446,12 @@ def judge_object(d, rms, cand, others, sig_psf, shape=(1.0, 0.0), min_snr: float
     lit = cand & use_all if fitted is None else cand & use_all & ~fitted  # where a deficit refutes a source
     # The first model that beats the artefact with a significant source decides.
     over_all = []  # (profiles, fit) of the source over every pixel, per centre
+    systems = [None, None]  # the plane's part of the fits over every pixel and outside the candidates
     for (py, px) in sorted(centres):
         profiles = _centre_profiles(d.shape, py, px, sig_psf, shape)
-        for use, extra, n_widths in ((use_all, 0, len(_WIDTHS)), (use_out, n_art, 5)):
-            fit = _fit_family(d, var, use, profiles, n_widths, plane=plane, full=True)
+        for k, (use, extra, n_widths) in enumerate(((use_all, 0, len(_WIDTHS)), (use_out, n_art, 5))):
+            systems[k] = systems[k] or _plane_system(d, var, use, plane)
+            fit = _fit_family(d, var, use, profiles, n_widths, plane=plane, full=True, system=systems[k])
             chi2, amp, snr, model = fit[:4]
             if not extra:
                 over_all.append((profiles, fit))
