@@ -294,6 +294,7 @@ def _gauss_fits(sub, rms, xs, ys, hs: int = 4, shape=(1.0, 0.0)):
     def sums(m, py, px):  # sum over pixels of g-like separable terms times m: (n_sig, off_y, off_x)
         return np.matmul(np.matmul(py, m), np.swapaxes(px, 1, 2))
     h, w = sub.shape
+    buf_m, buf_r = np.empty(g.shape), np.empty(g.shape)
     for k, (x, y) in enumerate(zip(xs, ys, strict=True)):
         cy, cx = int(round(y)), int(round(x))
         if cy - hs < 0 or cx - hs < 0 or cy + hs >= h or cx + hs >= w:
@@ -316,8 +317,17 @@ def _gauss_fits(sub, rms, xs, ys, hs: int = 4, shape=(1.0, 0.0)):
         det = sw * swgg - swg ** 2
         a = (sw * swgd - swg * swd) / det
         b = (swd - a * swg) / sw
-        model = a[..., None, None] * g
-        chi2 = ((d - model - b[..., None, None]) ** 2 / (var + (0.1 * model) ** 2)).sum(axis=(3, 4))
+        # chi2 with model error of every model, in two buffers (the arithmetic of
+        # ((d - model - b) ** 2 / (var + (0.1 * model) ** 2)).sum(), without its temporaries)
+        model = np.multiply(a[..., None, None], g, out=buf_m)
+        res = np.subtract(d, model, out=buf_r)
+        res -= b[..., None, None]
+        np.square(res, out=res)
+        model *= 0.1
+        np.square(model, out=model)
+        model += var
+        res /= model
+        chi2 = res.sum(axis=(3, 4))
         j = np.unravel_index(np.argmin(chi2), chi2.shape)
         out_s[k], out_c[k] = sigmas[j[0]], chi2[j] / (d.size - 5)
         if 0 < j[0] < len(sigmas) - 1:  # between grid widths (11% apart): the parabola's vertex in log width
