@@ -1667,3 +1667,26 @@ def test_frame_measured_on_a_given_background_is_the_same():
     assert split.fwhm == once.fwhm and split.globalrms == once.globalrms and split.saturation == once.saturation
     np.testing.assert_array_equal(split.back, once.back)
     np.testing.assert_array_equal(split.segmentation, once.segmentation)
+
+
+def test_source_and_wings_normal_equations_sum_as_the_pixels_do():
+    """The round PSF's *source + wings* fit sums its normal equations as
+    products of axis profiles; they must equal the sums over the pixels of
+    the models themselves (any weights, masked pixels included)."""
+    from maxidetect.maps.stars import _plane_basis, _wing_normal, _wing_profiles
+
+    rng = np.random.default_rng(3)
+    shape = (17, 19)
+    d = rng.normal(0, 1, shape)
+    w0 = np.where(rng.random(shape) < 0.2, 0.0, rng.uniform(0.5, 2.0, shape))  # some pixels left out
+    plane = _plane_basis(shape)
+    comps = _wing_profiles(shape, 8, 9, 1.3, 1.0, 0.0)
+    normal, rhs, pixels = _wing_normal(d, w0, plane, comps)
+    n_mod = normal.shape[0]
+    g = pixels(np.arange(n_mod))  # (3, n_mod, pixels): every model's components
+    basis = np.concatenate([g, np.broadcast_to(plane.reshape(3, 1, -1), (3, n_mod, d.size))])
+    want = np.einsum("amp,p,bmp->mab", basis, w0.ravel(), basis)
+    assert np.allclose(normal, want, rtol=1e-10, atol=1e-12)
+    assert np.allclose(rhs, np.einsum("amp,p->am", basis, (w0 * d).ravel()), rtol=1e-10, atol=1e-12)
+    # The pixels are the round Gaussians' outer products (peak 1 at the centre pixel's model).
+    assert g.shape == (3, n_mod, d.size) and np.isclose(g[0].max(), 1.0)

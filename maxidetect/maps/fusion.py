@@ -45,7 +45,7 @@ from maxidetect.maps.columns import LineDefect, column_model, edge_blocks, find_
 from maxidetect.maps.frame import Background, FrameStats, measure_background, measure_frame, no_data
 from maxidetect.maps.morph import dilate, grow
 from maxidetect.maps.policy import MapPolicy
-from maxidetect.maps.spikes import network_spikes, on_spikes
+from maxidetect.maps.spikes import network_spikes, on_spikes, spike_stars
 from maxidetect.maps.stars import protect_sources, steeper_than_psf
 from maxidetect.maps.trails import (
     Trail,
@@ -421,11 +421,13 @@ def fuse(image: np.ndarray, flags: np.ndarray, policy: MapPolicy,
     # Sources under a fitted trail or column are judged with its profile subtracted.
     model += column_model(flags.shape, report.columns)
     sub = bare - model * stats.rms
+    # The saturated stars and their spikes' angle on it, found once for both spike tests below.
+    sub_stars = spike_stars(sub, saturated, stats.fwhm) if saturated.any() else None
     candidates = (releasable | trl_mask | col_mask) & ~independent
     on_spike = spikes
     if saturated.any():  # candidates on a spike of a saturated star the network did not call one
         ys, xs = np.nonzero(candidates & ~spikes)
-        on = on_spikes(sub, stats.rms, saturated, ys, xs, stats.fwhm)
+        on = on_spikes(sub, stats.rms, saturated, ys, xs, stats.fwhm, stars=sub_stars)
         if on.any():
             on_spike = spikes.copy()
             on_spike[ys[on], xs[on]] = True
@@ -503,7 +505,7 @@ def fuse(image: np.ndarray, flags: np.ndarray, policy: MapPolicy,
         # false cosmic-ray flags). On a spike that is there, the flag says SP;
         # the weight stays as it was.
         ys, xs = np.nonzero((flags & BIT["CR"]) != 0)
-        on = on_spikes(sub, stats.rms, saturated, ys, xs, stats.fwhm)
+        on = on_spikes(sub, stats.rms, saturated, ys, xs, stats.fwhm, stars=sub_stars)
         if on.any():
             flags[ys[on], xs[on]] &= ~BIT["CR"]
             if act["SP"] != "none":

@@ -13,7 +13,7 @@ from scipy import ndimage
 
 from maxidetect.maps.morph import component_shapes, dilate
 
-__all__ = ["FAR", "spike_angle", "spike_distance", "on_spikes", "network_spikes"]
+__all__ = ["FAR", "spike_angle", "spike_distance", "on_spikes", "network_spikes", "spike_stars"]
 
 FAR = 500.0  # px: "none near"
 
@@ -65,7 +65,7 @@ def spike_angle(sub: np.ndarray, stars: list[tuple[float, float, float]], fwhm: 
     return float(np.radians((k + 0.5) * bin_deg)) % (np.pi / 2)
 
 
-def _spike_stars(sub: np.ndarray, sat: np.ndarray, fwhm: float, max_stars: int = 12):
+def spike_stars(sub: np.ndarray, sat: np.ndarray, fwhm: float, max_stars: int = 12):
     """(phi, [(y, x, saturated radius)]) of the frame's saturated stars and
     their spike angle, or None (no saturated star, or no spikes found)."""
     if not sat.any():
@@ -110,7 +110,7 @@ def spike_distance(sub: np.ndarray, sat: np.ndarray, x: np.ndarray, y: np.ndarra
     plus 10 saturated radii, a generous length: the model weighs it with the
     distance to the star)."""
     out = np.full(len(x), FAR)
-    found = _spike_stars(sub, sat, fwhm, max_stars) if len(x) else None
+    found = spike_stars(sub, sat, fwhm, max_stars) if len(x) else None
     if found is None:
         return out
     for _, reach, r, ang in _around_stars(y, x, *found, fwhm):
@@ -121,17 +121,19 @@ def spike_distance(sub: np.ndarray, sat: np.ndarray, x: np.ndarray, y: np.ndarra
 
 
 def on_spikes(sub: np.ndarray, rms: np.ndarray, sat: np.ndarray, y: np.ndarray, x: np.ndarray, fwhm: float,
-              tol: float | None = None, min_snr: float = 2.0) -> np.ndarray:
+              tol: float | None = None, min_snr: float = 2.0, stars=False) -> np.ndarray:
     """bool per position (``y``, ``x`` integer pixels): on a diffraction
     spike that is there. Within ``tol`` px of a spike line of a saturated
     star (:func:`spike_distance`'s geometry; default 1 px + the FWHM, a
     spike's half width and the angle's error) and the line itself bright on
     both sides: the median of ``sub`` 2-6 px away along the line, on each side, is
     at least ``min_snr`` times the local noise. A cosmic ray that merely lies on the
-    line's extension, past the spike's end, is not."""
+    line's extension, past the spike's end, is not. ``stars``:
+    :func:`spike_stars` of ``sub``, ``sat`` and ``fwhm`` when already found
+    (False: found here)."""
     y, x = np.asarray(y, int), np.asarray(x, int)
     out = np.zeros(len(y), bool)
-    found = _spike_stars(sub, sat, fwhm) if len(y) else None
+    found = (spike_stars(sub, sat, fwhm) if stars is False else stars) if len(y) else None
     if found is None:
         return out
     phi = found[0]
