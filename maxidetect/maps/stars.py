@@ -174,17 +174,19 @@ def _wing_profiles(shape, cy: int, cx: int, sig_psf: float, q: float, theta: flo
     (along y, along x) of :func:`_axis_profiles`; elongated: an array (1 +
     len(_WING_WIDTHS), n_w * n_off * n_off, h * w) of
     :func:`_elliptical_profiles`, float32, read-only."""
+    if q < 1.0:
+        return _wing_stack(tuple(shape), int(cy), int(cx), float(sig_psf), float(q), float(theta))
     h, w = shape
-    comps = []
-    for f in (1.0, *_WING_WIDTHS):
-        widths = tuple(f * k for k in _WING_CORES)
-        if q < 1.0:
-            comps.append(_elliptical_profiles(shape, cy, cx, sig_psf, q, theta, widths).reshape(-1, h * w))
-        else:
-            comps.append((_axis_profiles(h, int(cy), sig_psf, widths), _axis_profiles(w, int(cx), sig_psf, widths)))
-    if q >= 1.0:
-        return comps
-    stack = np.asarray(comps, np.float32)
+    return [(_axis_profiles(h, int(cy), sig_psf, widths), _axis_profiles(w, int(cx), sig_psf, widths))
+            for widths in (tuple(f * k for k in _WING_CORES) for f in (1.0, *_WING_WIDTHS))]
+
+
+@lru_cache(maxsize=32)  # ~1.5 MB each at most, only on frames with an elongated PSF
+def _wing_stack(shape, cy: int, cx: int, sig_psf: float, q: float, theta: float) -> np.ndarray:
+    """:func:`_wing_profiles` of an elongated PSF."""
+    h, w = shape
+    stack = np.asarray([_elliptical_profiles(shape, cy, cx, sig_psf, q, theta, tuple(f * k for k in _WING_CORES))
+                        .reshape(-1, h * w) for f in (1.0, *_WING_WIDTHS)], np.float32)
     stack.flags.writeable = False
     return stack
 
