@@ -139,24 +139,42 @@ def _centre_profiles(shape, cy, cx, sig_psf: float, psf_shape) -> tuple | np.nda
     return _profiles(shape, cy, cx, sig_psf)
 
 
-@lru_cache(maxsize=32)  # ~20 MB at most, only on frames with an elongated PSF
+@lru_cache(maxsize=32)  # ~40 MB at most, only on frames with an elongated PSF
 def _elliptical_profiles(shape, cy: int, cx: int, sig_psf: float, q: float, theta: float,
                          widths=_WIDTHS) -> np.ndarray:
     """Peak-normalised elliptical Gaussians of an elongated PSF (axis ratio
     ``q``, major axis at ``theta`` from +x; ``sig_psf`` the geometric mean
     sigma) for every width (x ``sig_psf``) and sub-pixel centre around pixel (cy, cx):
-    (n_w, n_off, n_off, h, w) float32, read-only. Not separable: the pixel
-    integration is approximated by a box's variance (1/12 px^2 per axis)."""
+    (n_w, n_off, n_off, h, w), float32 values held as float64 (the fits'
+    precision: no conversion per fit), read-only. Not separable: the pixel
+    integration is approximated by a box's variance (1/12 px^2 per axis).
+    Cut out of :func:`_elliptical_grid`, kept for small reaches (the offsets
+    from the centre are exact in binary: the values are the stamp's own)."""
     h, w = shape
-    dy = (np.arange(h)[None, :] - (cy + _OFFSETS)[:, None])[:, None, :, None]  # (n_off, 1, h, 1)
-    dx = (np.arange(w)[None, :] - (cx + _OFFSETS)[:, None])[None, :, None, :]  # (1, n_off, 1, w)
-    out = []
-    for k in widths:
-        g = elliptical_gaussian(dx, dy, (k * sig_psf) ** 2, q, theta)
-        out.append(g / g.max(axis=(2, 3), keepdims=True))
-    stack = np.asarray(out, np.float32)
-    stack.flags.writeable = False
-    return stack
+    reach = max(cy, h - 1 - cy, cx, w - 1 - cx)
+    if reach <= 24:  # canvases for a few reaches only
+        reach = -(-max(reach, 1) // 8) * 8
+        canvas = _elliptical_canvas(reach, sig_psf, q, theta, widths)
+    else:  # a grown stamp (rare): its own grid, not kept
+        canvas = _elliptical_grid(reach, sig_psf, q, theta, widths)
+    g = canvas[..., reach - cy:reach - cy + h, reach - cx:reach - cx + w]
+    g = (g / g.max(axis=(3, 4), keepdims=True)).astype(np.float32).astype(np.float64)
+    g.flags.writeable = False
+    return g
+
+
+def _elliptical_grid(reach: int, sig_psf: float, q: float, theta: float, widths) -> np.ndarray:
+    """:func:`_elliptical_profiles`' Gaussians, not normalised, over pixel
+    shifts -reach..reach from the centre pixel in y and x: (n_w, n_off,
+    n_off, 2 reach + 1, 2 reach + 1)."""
+    shifts = np.arange(-reach, reach + 1, dtype=np.float64)
+    dy = (shifts[None, :] - _OFFSETS[:, None])[:, None, :, None]  # (n_off, 1, n, 1)
+    dx = (shifts[None, :] - _OFFSETS[:, None])[None, :, None, :]  # (1, n_off, 1, n)
+    return np.asarray([elliptical_gaussian(dx, dy, (k * sig_psf) ** 2, q, theta) for k in widths])
+
+
+#: Reaches 8, 16, 24 for the source's widths and the three wing components: <= 40 MB.
+_elliptical_canvas = lru_cache(maxsize=12)(_elliptical_grid)
 
 
 #: Wings of the *source + wings* model, x the core's width: two wider
