@@ -139,7 +139,7 @@ def _centre_profiles(shape, cy, cx, sig_psf: float, psf_shape) -> tuple | np.nda
     return _profiles(shape, cy, cx, sig_psf)
 
 
-@lru_cache(maxsize=32)  # ~40 MB at most, only on frames with an elongated PSF
+@lru_cache(maxsize=16)  # float64: ~14 MB for 15 px stamps, ~115 MB if all grown; elongated PSFs only
 def _elliptical_profiles(shape, cy: int, cx: int, sig_psf: float, q: float, theta: float,
                          widths=_WIDTHS) -> np.ndarray:
     """Peak-normalised elliptical Gaussians of an elongated PSF (axis ratio
