@@ -11,6 +11,7 @@ figure is that mode's alone. Writes results/survey.md and .json.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import platform
@@ -49,7 +50,7 @@ def run_mode(mode: str, inputs: list[str], out: str, kind: str) -> dict:
     client = cluster = None
     workers = 1
     if mode == "pool2":
-        workers, job.threads = 2, max(1, (os.cpu_count() or 2) // 2)
+        workers, job = 2, dataclasses.replace(job, threads=max(1, (os.cpu_count() or 2) // 2))
     elif mode == "dask2":
         from dask.distributed import Client, LocalCluster
 
@@ -138,7 +139,8 @@ def render(result: dict, out: Path) -> None:
         print("\n".join(lines))
         return
     lines = [f"# Survey throughput: {n} synthetic {size}x{size} frames, `maxidetect {kind}`",
-             "", f"`.venv/bin/python benchmarks/survey.py --frames {n} --size {size}`; "
+             "", f"`.venv/bin/python benchmarks/survey.py --frames {n} --size {size} --kind {kind} "
+             f"--modes {','.join(rows)}`; "
              f"{result['machine']}; each mode in a fresh process, outputs to a temporary directory; "
              "wall time includes starting the workers and loading the network.", "",
              "| mode | workers | wall [s] | files/s | MPix/s | vs 1 worker | peak RSS per worker [MB] |",
