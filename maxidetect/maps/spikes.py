@@ -133,7 +133,9 @@ def on_spikes(sub: np.ndarray, rms: np.ndarray, sat: np.ndarray, y: np.ndarray, 
     (False: found here)."""
     y, x = np.asarray(y, int), np.asarray(x, int)
     out = np.zeros(len(y), bool)
-    found = (spike_stars(sub, sat, fwhm) if stars is False else stars) if len(y) else None
+    if not len(y):
+        return out
+    found = spike_stars(sub, sat, fwhm) if stars is False else stars
     if found is None:
         return out
     phi = found[0]
