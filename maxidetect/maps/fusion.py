@@ -431,7 +431,8 @@ def fuse(image: np.ndarray, flags: np.ndarray, policy: MapPolicy,
         if on.any():
             on_spike = spikes.copy()
             on_spike[ys[on], xs[on]] = True
-    result = protect_sources(sub, stats, candidates, lines=lines, exclude=overscan, spikes=on_spike)
+    result = protect_sources(sub, stats, candidates, lines=lines, exclude=overscan, spikes=on_spike,
+                             halo=1 if act["CR"] == "zero" else 0)
     released = result.released
     if saturated.any():
         # A saturated star is a real source that rule 1 cannot fit (its top is

@@ -53,6 +53,10 @@ On a source too faint to see pixel by pixel (fitted peak under
 sharper than any PSF and far above it stay zero: the source is found
 without them, and released they would make a detection of the hit's light.
 
+Objects that only the cosmic-ray halo (grown after this rule) would reach
+are judged too: a source keeps the halo off its footprint, and its
+candidates stay zero.
+
 Evidence that does not come from the object itself (saturation and bleed,
 overscan, a fitted column or trail line) is never released here. A fitted
 trail or column is released only for the sources on it: an object as
@@ -870,9 +874,16 @@ def _artefacts_on_wings(d, cand, rms, sig_psf, r_core: float, nsigma: float = 5.
     return sharp & ~core[lab]
 
 
+def _labels_around(lab: np.ndarray, iy: np.ndarray, ix: np.ndarray, disk: np.ndarray) -> np.ndarray:
+    """(n, disk pixels): the labels of ``lab`` on ``disk`` (odd square, centred) around each (iy, ix)."""
+    r = disk.shape[0] // 2
+    padded = np.pad(lab, r)
+    return np.stack([padded[iy + dy, ix + dx] for dy, dx in zip(*np.nonzero(disk), strict=True)], axis=1)
+
+
 def protect_sources(image_sub: np.ndarray, stats: FrameStats, candidates: np.ndarray,
                     lines=(), max_objects: int = 20000, exclude: np.ndarray | None = None,
-                    spikes: np.ndarray | None = None) -> ReleaseResult:
+                    spikes: np.ndarray | None = None, halo: int = 0) -> ReleaseResult:
     """Release the zero-weight ``candidates`` (bool (H, W)) that sit on real
     sources of the frame (see the module docstring).
 
@@ -889,7 +900,11 @@ def protect_sources(image_sub: np.ndarray, stats: FrameStats, candidates: np.nda
     (H, W)): pixels with no sky (overscan) left out of every fit: a step of
     tens of sigma in a stamp decides nothing about the object next to it.
     ``spikes`` (bool (H, W)): diffraction spikes of saturated stars, never
-    taken for a cosmic-ray track's extension (:func:`judge_object`)."""
+    taken for a cosmic-ray track's extension (:func:`judge_object`).
+    ``halo`` (px): how far the caller grows the candidates left zero (the
+    cosmic-ray halo); objects are looked up that much further out, so that
+    no halo reaches the core of an object that was never judged (a star of a
+    blend 4 px from a track, its centroid the blend's, lost so)."""
     released = np.zeros(candidates.shape, bool)
     protected = np.zeros(candidates.shape, bool)
     if not candidates.any():
@@ -903,11 +918,12 @@ def protect_sources(image_sub: np.ndarray, stats: FrameStats, candidates: np.nda
     seg = stats.segmentation
     n_src = n_tested = 0
 
-    def judge(cy, cx, own, cand_of, ref_y, ref_x, fit_of=None):
+    def judge(cy, cx, own, cand_of, ref_y, ref_x, fit_of=None, release=True):
         """Judge the object at pixel (cy, cx): ``own`` its segmentation label
         (0: none), ``cand_of(sl)`` the candidates in the stamp it may release
         on a source, ``fit_of(sl)`` those its fits set free (default: the
         same); the stamp's other candidates are left out of its fits.
+        ``release=False``: a source only gets its footprint protected (from the halo).
         Returns whether it is a source."""
         for grow in (1, 2, 3):
             # The stamp grows (twice, three times) while candidates cover more than half of it:
@@ -995,7 +1011,8 @@ def protect_sources(image_sub: np.ndarray, stats: FrameStats, candidates: np.nda
             sky = np.median(d[clear]) if clear.any() else 0.0
             sharp = steeper_than_psf(d - _side_mean(d), d, rms, stats.sigma_minor)
             artefact = artefact | (cand & sharp & (d - model - sky > OUTLIER_SIGMA * rms))
-        released[sl] |= cand & footprint & ~artefact & ~track
+        if release:
+            released[sl] |= cand & footprint & ~artefact & ~track
         protected[sl] |= footprint
         return True
 
@@ -1011,8 +1028,7 @@ def protect_sources(image_sub: np.ndarray, stats: FrameStats, candidates: np.nda
         # of it (measured: a S/N 49 star at FWHM 1.3 px lost to a hit 4 px
         # away that its Gaussian had to fit), though its footprint may still
         # release it (see judge).
-        padded = np.pad(lab, rr)
-        groups = np.stack([padded[iy + dy, ix + dx] for dy, dx in zip(*np.nonzero(disk), strict=True)], axis=1)
+        groups = _labels_around(lab, iy, ix, disk)
         idx = np.flatnonzero((groups > 0).any(axis=1))[:max_objects]
         n_tested += len(idx)
         for i in idx:
@@ -1020,6 +1036,20 @@ def protect_sources(image_sub: np.ndarray, stats: FrameStats, candidates: np.nda
             g_i = np.unique(groups[i][groups[i] > 0])
             n_src += judge(iy[i], ix[i], i + 1, lambda sl: candidates[sl], objs["y"][i], objs["x"][i],
                            fit_of=lambda sl, g_i=g_i: np.isin(lab[sl], g_i))
+        if halo > 0:
+            # Objects only the halo would reach (square growth, as the caller's; within r_core
+            # of their centre, rounded to a pixel: 0.71 px more): judged with the groups it grows
+            # from, and a source's footprint is protected from the halo; their candidates stay.
+            look = np.hypot(*np.mgrid[-rr - 1:rr + 2, -rr - 1:rr + 2]) <= r_core + 0.71
+            grown = _labels_around(ndimage.grey_dilation(lab, size=2 * halo + 1), iy, ix, look)
+            tested = np.zeros(len(iy), bool)
+            tested[idx] = True
+            extra = np.flatnonzero((grown > 0).any(axis=1) & ~tested)[:max(max_objects - len(idx), 0)]
+            n_tested += len(extra)
+            for i in extra:
+                g_i = np.unique(grown[i][grown[i] > 0])
+                n_src += judge(iy[i], ix[i], i + 1, lambda sl: candidates[sl], objs["y"][i], objs["x"][i],
+                               fit_of=lambda sl, g_i=g_i: np.isin(lab[sl], g_i), release=False)
     # Groups of candidates no catalogued object reaches: judged on their own.
     if n:
         hit = np.zeros(n + 1, bool)
