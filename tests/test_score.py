@@ -139,6 +139,33 @@ def test_shipped_model_is_verified_and_evaluated_exactly(tmp_path, monkeypatch):
         load_score_model()
 
 
+def test_scoring_a_frame_broader_than_the_training_psfs_warns_once():
+    """The shipped model saw FWHM 1.5-4.5 px; in bad seeing its scores are
+    extrapolated (faint broad stars pass for cosmic rays), so scoring says so,
+    once per run; within the range it is silent."""
+    import warnings
+
+    from maxidetect.errors import MaxidetectWarning
+    from maxidetect.score.catalogs import Scorer
+
+    model = load_score_model()
+    lo, hi = model.fwhm_range
+    assert (lo, hi) == (1.5, 4.5)
+    rng = np.random.default_rng(3)
+    img = rng.normal(100, 3, (64, 64)) + _gauss((64, 64), 30.0, 30.0, 5000, 3.0)
+    seg = np.zeros(img.shape, np.int32)
+    seg[24:37, 24:37] = 1
+    scorer = Scorer(model)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        scorer.columns(img, None, None, seg, [1], fits.Header({"MDFWHM": 3.0}))
+        assert not [w for w in caught if issubclass(w.category, MaxidetectWarning)]
+        for _ in range(2):
+            scorer.columns(img, None, None, seg, [1], fits.Header({"MDFWHM": 8.0}))
+    msgs = [str(w.message) for w in caught if issubclass(w.category, MaxidetectWarning)]
+    assert len(msgs) == 1 and "8.0 px" in msgs[0] and "1.5-4.5 px" in msgs[0]
+
+
 def test_sklearn_trees_and_the_json_export_agree():
     pytest.importorskip("sklearn")
     from sklearn.ensemble import HistGradientBoostingClassifier

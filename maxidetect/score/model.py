@@ -66,6 +66,10 @@ class ScoreModel:
         self.baseline = np.asarray(spec["baseline"], np.float64)
         self.trees = [[_Tree(**{k: np.asarray(v) for k, v in t.items()}) for t in it] for it in spec["iterations"]]
         self.threshold = float(spec.get("threshold", 0.5))
+        recipe = spec.get("recipe") if isinstance(spec.get("recipe"), dict) else {}
+        fwhm = (recipe.get("sim_range") or {}).get("fwhm")
+        #: (lo, hi) PSF FWHM [px] of the training frames, or None if the spec does not say.
+        self.fwhm_range = (float(fwhm[0]), float(fwhm[1])) if fwhm else None
         self.real = self.classes.index(REAL)
 
     def raw(self, x: np.ndarray) -> np.ndarray:
