@@ -225,7 +225,7 @@ def test_absent_classes_are_zero_targets_and_union_keeps_simulated_hits():
     stream = PatchStream(patch=64, frame_size=128, seed=3, per_frame=2, teacher=Predictor("maximask"),
                          teacher_classes=("CR", "HP"), real_frames=(str(EXAMPLE),), real_fraction=0.5,
                          real_bounds={str(EXAMPLE): ["NEB"]}, real_absent={str(EXAMPLE): ["TRL", "BBG"]},
-                         truth_union=("CR",))
+                         truth_union=("CR",), real_absent_weight=4.0)
     stream.weights = np.ones(len(CLASS_NAMES))
     seen = {"sim": 0, "real": 0}
     it = iter(stream)
@@ -236,8 +236,13 @@ def test_absent_classes_are_zero_targets_and_union_keeps_simulated_hits():
             seen["sim"] += 1
         else:
             seen["real"] += 1
-            assert m[trl] == 1.0 and m[bbg] == 1.0 and m[class_index("NEB")] == -1.0
+            assert m[trl] == 4.0 and m[bbg] == 4.0 and m[class_index("NEB")] == -1.0
+            assert m[cr] == 1.0
             assert not y[..., trl].any() and not y[..., bbg].any()
+            # The loss weighs an absent class by the mask's magnitude: 4x a target of weight 1.
+            z = np.full(y.shape, 0.7)
+            one = np.where(np.arange(len(m)) == trl, 1.0, 0.0)
+            assert np.isclose(weighted_bce_numpy(z, y, w, m * one), 4 * weighted_bce_numpy(z, y, w, one))
     assert seen["sim"] and seen["real"]
     # Union on a simulated frame: every truth CR pixel is a target of at least 1.
     from maxidetect.network.normalise import normalise
@@ -257,3 +262,5 @@ def test_absent_classes_are_zero_targets_and_union_keeps_simulated_hits():
     with pytest.raises(ValueError, match="overlap"):
         TrainConfig(teacher="maximask", teacher_classes=("CR",), real_frames=("a.fits",),
                     real_bounds={"a.fits": ["TRL"]}, real_absent={"a.fits": ["TRL"]})
+    with pytest.raises(ValueError, match="real_absent_weight"):
+        TrainConfig(real_absent_weight=0)

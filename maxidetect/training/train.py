@@ -114,7 +114,7 @@ class PatchStream:
     def __init__(self, patch: int = 400, frame_size: int = 800, seed: int = 0, per_frame: int = 4,
                  weights=None, sim_config=None, background: str = "maximask", teacher=None,
                  teacher_classes=(), real_frames=(), real_fraction: float = 0.0, start: int = 0,
-                 real_bounds=None, real_absent=None, truth_union=()):
+                 real_bounds=None, real_absent=None, truth_union=(), real_absent_weight: float = 1.0):
         self.patch, self.frame_size, self.seed, self.per_frame = patch, frame_size, seed, per_frame
         self.background = background
         self.sim_config = sim_config
@@ -137,7 +137,7 @@ class PatchStream:
             for a in (real_bounds or {}).get(str(p), ()):
                 m[class_index(a)] = -1.0
             zero = [class_index(a) for a in (real_absent or {}).get(str(p), ())]
-            m[zero] = 1.0
+            m[zero] = float(real_absent_weight)  # the loss weighs a class by its mask's magnitude
             self.real_masks.append(m)
             self.real_zero.append(zero)
         self.frames_used = start  # frames drawn so far (resumes the stream)
@@ -249,6 +249,9 @@ class TrainConfig:
     # {real frame: [classes]} a person checked are absent from that frame
     # (no trail, no bright background): target 0 there, whatever the teacher says.
     real_absent: dict = field(default_factory=dict)
+    # Loss weight of those absent classes on real patches (1: as any target). Fine-tuning
+    # on simulated frames drifted the false bright background of real frames up (runs 4, 5).
+    real_absent_weight: float = 1.0
     # Teacher classes whose target on simulated frames is max(teacher, truth):
     # the teacher's real-sky knowledge plus the simulated hits it misses.
     truth_union: tuple = ()
@@ -266,6 +269,8 @@ class TrainConfig:
         if unknown:
             raise ValueError(f"teacher_classes: unknown classes {sorted(unknown)}")
         self.truth_union = tuple(self.truth_union)
+        if not self.real_absent_weight > 0:
+            raise ValueError(f"real_absent_weight must be > 0, got {self.real_absent_weight}")
         extra = set(self.truth_union) - set(self.teacher_classes)
         if extra:
             raise ValueError(f"truth_union: not teacher classes {sorted(extra)}")
@@ -472,6 +477,7 @@ def run_training(cfg: TrainConfig, out, progress: bool = True, resume: bool = Tr
                          teacher=teacher, teacher_classes=cfg.teacher_classes, real_frames=cfg.real_frames,
                          real_fraction=cfg.real_fraction, start=state["frames_used"], real_bounds=cfg.real_bounds,
                          real_absent=cfg.real_absent, truth_union=cfg.truth_union,
+                         real_absent_weight=cfg.real_absent_weight,
                          sim_config=SimConfig(**{k: tuple(v) if isinstance(v, list) else v
                                                  for k, v in (cfg.sim_config or {}).items()}))
     stream.counts = np.asarray(state["counts"], np.float64)
