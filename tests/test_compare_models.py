@@ -123,8 +123,10 @@ def test_shipped_model_loads_verified_and_is_selectable(tmp_path, capsys):
     main(["models"])
     assert capsys.readouterr().out.split() == names
     info = load_manifest()["maxidetect-distill"]  # stored as a delta on maximask
-    # the third run, from the first: its recipe names the one it continued
-    assert info.recipe["init"] == "maxidetect-distill" and info.recipe["previous"]["recipe"]["steps"] == 4000
+    # the sixth run, from the third, from the first: each recipe names the one it continued
+    previous = info.recipe["previous"]["recipe"]
+    assert info.recipe["init"] == "maxidetect-distill" and previous["steps"] == 500
+    assert previous["previous"]["recipe"]["steps"] == 4000
     assert abs(sum(info.training_priors[:-1])) > 0
     fits.PrimaryHDU(simulate_frame(5, size=128).image).writeto(tmp_path / "f.fits")
     assert main(["mask", str(tmp_path / "f.fits"), "--model", "maxidetect-distill", "-q"]) == 0
