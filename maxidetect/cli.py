@@ -205,6 +205,9 @@ def cmd_pipeline(args) -> int:
             from maxidetect.maps.writer import sextractor_args
 
             progress.write("SExtractor arguments: " + shlex.join(sextractor_args(*r.outputs)))
+            if any(c.isspace() or c == "," for p in r.outputs for c in str(p)):
+                progress.write("maxidetect: warning: SExtractor splits WEIGHT_IMAGE and FLAG_IMAGE at spaces and "
+                               "commas: link these maps under plainer names (maxidetect sex does)", err=True)
 
     try:
         summary = run_files(job, specs, workers=args.workers, client=client, progress=progress, on_result=report,

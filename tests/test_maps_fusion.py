@@ -181,6 +181,26 @@ def test_blank_corners_nan_or_zero_filled_are_no_data_and_nothing_else():
     assert (noise == 0).mean() > 0.35 and no_data(noise) is None
 
 
+@pytest.mark.parametrize("shape", [(1, 300), (300, 1), (1, 1), (3, 40)])
+def test_frames_a_pixel_or_a_few_wide_get_maps_and_keep_their_hits(shape):
+    """A frame one pixel wide (a cut, a spectrum's trace) made the trail
+    search pad an empty binned image (an exception, so no maps at all); its
+    noise estimate divided by nothing. Now it gets maps: the network's
+    50-sigma hit stays zero weight and flagged, and only the PSF warning
+    is given (no star to measure it on)."""
+    rng = np.random.default_rng(3)
+    img = rng.normal(SKY, NOISE, shape).astype(np.float32)
+    flags = np.zeros(shape, np.int32)
+    hit = (0, shape[1] // 2) if shape[0] < shape[1] else (shape[0] // 2, 0)
+    img[hit] += 50 * NOISE
+    flags[hit] = BIT["CR"]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        zero, flags, _ = fuse(img, flags, MapPolicy())
+    assert zero.shape == shape and zero[hit] and flags[hit] & BIT["CR"]
+    assert [str(w.message) for w in caught if not issubclass(w.category, MaxidetectWarning)] == []
+
+
 def test_a_vignetted_border_has_sky_and_an_overscan_strip_has_none():
     """A raw frame 25-50% darker at its edges and corners (vignetting, 20-40
     sigma below the centre): its borders have sky and stars and are no

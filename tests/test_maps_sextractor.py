@@ -244,6 +244,30 @@ def test_imaflags_on_known_flagged_pixel_both_engines(tmp_path):
 
 
 @needs_sex
+def test_sextractor_reads_files_whose_names_hold_spaces_and_commas(tmp_path):
+    """SExtractor splits WEIGHT_IMAGE/FLAG_IMAGE (and its image argument) at
+    spaces and commas ("odd shape.fits" failed: "cannot open odd"): the run
+    still reads this image and these maps, and shows their real names."""
+    img, pos = _star_field()
+    (tmp_path / "maps, v2").mkdir()
+    path = _write(tmp_path / "my image.fits", img)
+    flag = np.zeros(img.shape, np.int32)
+    x0, y0 = pos[0]
+    flag[int(y0) - 1 : int(y0) + 2, int(x0) - 1 : int(x0) + 2] = 512
+    weight = np.ones(img.shape, np.float32)
+    weight[100:103, :] = 0
+    wp = _write(tmp_path / "maps, v2" / "w 1.fits", weight)
+    fp = _write(tmp_path / "maps, v2" / "f,1.fits", flag)
+    run = run_sextractor(str(path), SexConfig(), maps=(wp, fp), out_dir=tmp_path / "out, here")
+    assert run.catalog.parent.name == "out, here" and run.catalog.name.startswith("my image.")
+    t = read_catalog(run.catalog)
+    k = int(np.argmin(np.hypot(t["X_IMAGE"] - (x0 + 1), t["Y_IMAGE"] - (y0 + 1))))
+    assert t["IMAFLAGS_ISO"][k] == 512 and t["NIMAFLAGS_ISO"][k] == 9  # the flag map was read
+    assert not np.any((t["Y_IMAGE"] > 100.5) & (t["Y_IMAGE"] < 103.5))  # and the weight map
+    assert str(path) in run.command and str(wp) in run.command and str(fp) in run.command
+
+
+@needs_sex
 def test_sex_cli_single_and_mef(maker, tmp_path, monkeypatch, capsys):
     """`maxidetect sex` end to end with the real network and binary: maps
     accepted for a single-HDU and a multi-extension image."""

@@ -190,7 +190,10 @@ def run_sextractor(
         check_output(p, overwrite, [spec.path])
     with tempfile.TemporaryDirectory(prefix="maxidetect-sex-") as tmp:
         tmp = Path(tmp)
-        readable = _readable_copy(spec.path, tmp)
+        links: dict[str, str] = {}  # link -> what it names, for the command shown
+        readable = _plain_name(_readable_copy(spec.path, tmp), tmp / "image", links)
+        if maps is not None:
+            maps = (_plain_name(maps[0], tmp / "weight", links), _plain_name(maps[1], tmp / "flag", links))
         part = tmp / "catalog"
         over = dict(config.overrides)
         staged = {catalog: part}
@@ -238,6 +241,8 @@ def run_sextractor(
             publish(staged_path, final)
     shown = {str(v): str(k) for k, v in staged.items()}
     cmd = [shown.get(c, c) for c in cmd]
+    for link, target in links.items():
+        cmd = [c.replace(link, target) for c in cmd]
     written = [p for p in finals if p.exists() and not (ctype == "NONE" and p == catalog)]
     return SExtractorRun(catalog, written, cmd, _warning_lines(proc.stderr))
 
@@ -245,6 +250,19 @@ def run_sextractor(
 def _warning_lines(stderr: str) -> list[str]:
     return [line.replace("\x1b[1M", "").replace("\x1b[1A", "").strip("> ").strip()
             for line in stderr.splitlines() if "WARNING" in line]
+
+
+def _plain_name(path: Path, link: Path, links: dict) -> Path:
+    """``path``, or a symbolic link to it named ``link`` + its suffix where
+    its name holds a space or comma: SExtractor splits list keywords
+    (WEIGHT_IMAGE, FLAG_IMAGE) and its image argument there ("odd
+    shape.fits" became "cannot open odd")."""
+    if not any(c.isspace() or c == "," for c in str(path)):
+        return path
+    link = link.with_name(link.name + Path(path).suffix.replace(" ", "").replace(",", ""))
+    link.symlink_to(Path(path).resolve())
+    links[str(link)] = str(path)
+    return link
 
 
 def _readable_copy(path: Path, workdir: Path) -> Path:

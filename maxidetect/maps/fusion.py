@@ -102,6 +102,10 @@ def _noise_estimate(image: np.ndarray) -> float:
     """The per-pixel noise from pixel differences (robust to sources and
     steps), on every 4th row (a million differences on 2048^2 are plenty)."""
     d = np.diff(np.nan_to_num(np.asarray(image[::4], np.float32)), axis=1)
+    if d.size == 0:  # a frame one pixel wide: along its column
+        d = np.diff(np.nan_to_num(np.asarray(image, np.float32)), axis=0)
+    if d.size == 0:
+        return 0.0
     return float(1.4826 * np.median(np.abs(d - np.median(d))) / np.sqrt(2))
 
 

@@ -922,6 +922,8 @@ def find_trails(snr: np.ndarray, masked: np.ndarray, network_trl: np.ndarray | N
     h, w = z.shape
     bin_ = 4 if min(h, w) >= 1024 else 2
     hb, wb = h // bin_, w // bin_
+    if hb < 2 or wb < 2:
+        return []  # a frame a pixel or two wide holds no line to search (and no median to pad)
     zb = z[:hb * bin_, :wb * bin_].reshape(hb, bin_, wb, bin_).sum(axis=(1, 3)) / bin_  # unit noise
     # High-pass: structure broader than ~40 px (nebulae, halos, gradients) is
     # not a trail; a trail (<= 10 px wide) passes the median untouched.

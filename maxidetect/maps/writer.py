@@ -399,8 +399,8 @@ def sextractor_args(weight_path, flag_path, interp_none: bool = True) -> list[st
     """
     args = [
         "-WEIGHT_TYPE", "MAP_WEIGHT",
-        "-WEIGHT_IMAGE", str(Path(weight_path).resolve()),
-        "-FLAG_IMAGE", str(Path(flag_path).resolve()),
+        "-WEIGHT_IMAGE", str(Path(weight_path).absolute()),
+        "-FLAG_IMAGE", str(Path(flag_path).absolute()),
         "-FLAG_TYPE", "OR",
     ]
     return args + ["-INTERP_TYPE", "NONE"] if interp_none else args
