@@ -181,8 +181,9 @@ def cmd_pipeline(args) -> int:
     progress = Progress(len(specs), quiet=args.quiet)
 
     def report(r):
-        for w in r.warnings:
-            progress.write(f"maxidetect: warning: {w}", err=True)
+        for w in r.warnings:  # each names its file (several files' warnings interleave)
+            named = w.startswith(r.input.split("[")[0])
+            progress.write(f"maxidetect: warning: {w if named else f'{r.input}: {w}'}", err=True)
         if r.status == "failed":
             progress.write(f"maxidetect: failed: {r.reason}", err=True)
             return

@@ -184,6 +184,23 @@ def test_unwritable_output_dir_reports_one_line_without_a_fake_hdu(frame, tmp_pa
     assert json.loads((tmp_path / "s.json").read_text())["failures"][0]["hdu"] is None
 
 
+def test_every_warning_names_its_file(tmp_path, capsys):
+    """Warnings of several files interleave: each line names its file (the
+    score's out-of-range PSF warning named none)."""
+    rng = np.random.default_rng(5)
+    yy, xx = np.mgrid[:256, :256]
+    img = rng.normal(1000.0, 10.0, (256, 256))
+    for x, y in rng.uniform(15, 241, (25, 2)):
+        img += 4e4 / (2 * np.pi * 3.0**2) * np.exp(-((xx - x) ** 2 + (yy - y) ** 2) / (2 * 3.0**2))  # FWHM 7 px
+    fits.PrimaryHDU(img.astype(np.float32)).writeto(tmp_path / "broad.fits")
+    fits.PrimaryHDU(rng.normal(0.0, 1.0, (1, 200)).astype(np.float32)).writeto(tmp_path / "row.fits")
+    rc, _, err = _run(["detect", tmp_path / "broad.fits", tmp_path / "row.fits", "--clean", "-o", tmp_path / "o"],
+                      capsys)
+    lines = [ln for ln in err.splitlines() if ln.startswith("maxidetect: warning:")]
+    assert rc == 0 and any("training range" in ln for ln in lines) and any("PSF not" in ln for ln in lines)
+    assert all(re.match(r"maxidetect: warning: \S+/(broad|row)\.fits", ln) for ln in lines), lines
+
+
 # -- README and --help ------------------------------------------------------------------
 def _readme():
     return (REPO / "README.md").read_text()
