@@ -13,7 +13,7 @@ from maxidetect.errors import WeightsError
 from maxidetect.network.weights import load_manifest, load_network, manifest_path, register_model, save_arrays
 from maxidetect.validation.compare_models import ScoreHistogram
 
-from .conftest import REAL, REPO
+from .conftest import EXAMPLE, REAL, REPO, real
 
 
 def _hist(pos_logits, neg_logits):
@@ -132,3 +132,26 @@ def test_shipped_model_loads_verified_and_is_selectable(tmp_path, capsys):
     assert main(["mask", str(tmp_path / "f.fits"), "--model", "maxidetect-distill", "-q"]) == 0
     hdr = fits.getheader(tmp_path / "f.masks.fits")
     assert hdr["MDMODEL"] == "maxidetect-distill" and hdr["MDSHA256"] == info.sha256
+
+
+@pytest.mark.parametrize("frame", ["example", "ccdproc_a8280271_saao_raw.fits"])
+def test_the_distilled_model_calls_little_of_a_small_real_frame_bright_background(frame):
+    """A 512 px real frame has two background meshes a side: MaxiMask's
+    maps sag towards its edges (the zeros beyond them), and the distilled
+    model called its corners bright background (CTIO 5.2% of the pixels,
+    SAAO 1.7%). It runs on the centred maps (its manifest's normalisation):
+    under 1% of either frame, with the real stars' cosmic-ray calls as few
+    as before (measured 0.07 -> 0.10% of CTIO, 0.11 -> 0.12% of SAAO)."""
+    from astropy.io import fits
+
+    from maxidetect.classes import class_index
+    from maxidetect.masks.maker import MaskMaker
+
+    path = EXAMPLE if frame == "example" else real(frame)
+    data = fits.getdata(path).astype(np.float32)
+    maker = MaskMaker(model="maxidetect-distill", apply_priors=False)
+    assert maker.normalisation["background"] == "centred"
+    probs = maker.probabilities(data)
+    sel = [int(k) for k in maker.selected]
+    assert (probs[sel.index(class_index("BBG"))] > 0.5).mean() < 0.01
+    assert (probs[sel.index(class_index("CR"))] > 0.5).mean() < 0.002
