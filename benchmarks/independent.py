@@ -66,6 +66,8 @@ VARIANTS = {
     "sharp": {"fwhm": (1.1, 1.5), "density": 1.0},
     # A pipeline-reduced frame: the sky model subtracted (pixels around 0, half negative), bare header.
     "skysub": {"fwhm": (1.6, 4.5), "density": 1.0, "bare": True, "skysub": True},
+    # The same with the raw frame's header kept (GAIN and RDNOISE no longer describe the sky's noise).
+    "reduced": {"fwhm": (1.6, 4.5), "density": 1.0, "skysub": True},
     # Above every range: bad seeing or a defocused camera, FWHM 6-10 px.
     "wide": {"fwhm": (6.0, 10.0), "density": 1.0},
     # A deep extragalactic field: four times the galaxies (not PSF-shaped, so rule 1 cannot vouch for them).

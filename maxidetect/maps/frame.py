@@ -154,14 +154,19 @@ class FrameStats:
 
 
 def _saturation(image: np.ndarray, header) -> float:
+    top = float(np.nanmax(image)) if np.isfinite(image).any() else np.inf
     for key in ("SATURATE", "SATLEVEL", "SATUR"):
         if header is not None and key in header:
             try:
-                return float(header[key])
+                level = float(header[key])
             except (TypeError, ValueError):
-                pass
+                continue
+            if level <= top:
+                return level
+            # No pixel reaches it: the frame was rescaled or its sky subtracted since (a raw
+            # header's level is then above every saturated star's flat top).
+            break
     # The highest values of a frame with saturated stars form a plateau.
-    top = float(np.nanmax(image))
     return 0.98 * top if np.count_nonzero(image >= 0.999 * top) >= 9 else np.inf
 
 

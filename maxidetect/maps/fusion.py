@@ -185,6 +185,17 @@ def cosmic_rays(image: np.ndarray, stats: FrameStats | Background, header=None,
     noise = max(stats.globalrms, 1e-6)
     gain = _header_float(header, ("GAIN", "EGAIN", "CCDGAIN"), 0.0)
     rdnoise = _header_float(header, ("RDNOISE", "READNOIS", "RON"), 0.0)
+    if gain > 0:
+        # The header's noise model must give the sky's measured noise. Below it, the sky was
+        # subtracted (its photons' noise is still there): the missing variance becomes read noise
+        # (a GAIN header on a sky-subtracted simulated frame: modelled 2.5 ADU for 19.6 measured,
+        # and L.A.Cosmic's false-positive rate rose from 2e-5 to 3e-3). Far above it, the pixels
+        # are not the header's ADU (rescaled, or in e-/s): as without a gain.
+        model = np.sqrt(max(sky, 0.0) * gain + rdnoise**2) / gain
+        if model < 0.9 * noise:
+            rdnoise = float(np.sqrt((noise * gain) ** 2 - max(sky, 0.0) * gain))
+        elif model > 1.5 * noise:
+            gain = rdnoise = 0.0
     if gain <= 0:
         # Unknown gain: the one that makes the noise model match the sky's
         # measured rms, where there is a sky (5 sigma or more). Without one
