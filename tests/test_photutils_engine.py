@@ -107,6 +107,16 @@ def test_zero_weight_pixels_are_never_detected():
     assert np.hypot(np.asarray(d.catalog["X_IMAGE"]) - 1 - x, np.asarray(d.catalog["Y_IMAGE"]) - 1 - y).min() > 10
 
 
+def test_a_frame_without_one_usable_pixel_gives_an_empty_catalogue_as_sep_does():
+    """All blank, or all zero weight: photutils raised "All input pixels are
+    masked" (the maps and the SEP engine give an empty catalogue)."""
+    img = fits.getdata(EXAMPLE).astype(np.float32)
+    for image, weight in ((np.full((64, 80), np.nan, np.float32), None), (img, np.zeros_like(img))):
+        d = detect_photutils(image, weight=weight)
+        assert len(d.catalog) == 0 and len(detect(image, weight=weight).catalog) == 0
+        assert not d.segmentation.any() and d.segmentation.shape == image.shape
+
+
 def test_cli_writes_sextractor_named_columns(tmp_path):
     src = tmp_path / "f.fits"
     src.write_bytes(EXAMPLE.read_bytes())

@@ -319,6 +319,9 @@ def _sources(image, config, weight, header):
         wmap = np.where(np.isfinite(wmap), wmap, 0.0 if wtype == "MAP_WEIGHT" else np.inf)
         wthresh = cfg.get_float("WEIGHT_THRESH", 0.0 if wtype == "MAP_WEIGHT" else np.inf)
         bad |= (wmap <= wthresh) if wtype == "MAP_WEIGHT" else (wmap >= wthresh)
+    if bad.all():  # no usable pixel (all blank, or all zero weight): nothing to detect, as in the SEP engine
+        zero = np.zeros(data.shape)
+        return None, None, zero, np.ones(data.shape), bad, None, zero
     bw, bh = _pair(cfg, "BACK_SIZE", 64)
     fw, fh = _pair(cfg, "BACK_FILTERSIZE", 3)
     h, w = data.shape
