@@ -241,8 +241,11 @@ def measure_frame(image: np.ndarray, bad: np.ndarray | None = None, header=None,
     except Exception:  # an extreme frame (all noise, all saturated): no sources
         objs, seg = np.zeros(0, dtype=[("x", float), ("y", float)]), np.zeros(data.shape, np.int32)
     fwhm, n, q, theta = _psf_fwhm(sub, objs, seg, rms, sat - float(np.median(back)), bad)
+    sharpest = None
     if fwhm is None:
-        warnings.warn(f"PSF not measurable ({n} clean stars): FWHM {DEFAULT_FWHM} px assumed",
+        sharpest = _few_stars_fwhm(sub, objs, seg, rms, sat - float(np.median(back)), bad)
+        guess = f"{sharpest:.1f} px (its few stars' median)" if sharpest else f"{DEFAULT_FWHM} px"
+        warnings.warn(f"PSF not measurable ({n} clean stars): FWHM {guess} assumed",
                       MaxidetectWarning, stacklevel=2)
     if len(objs):
         ratio = objs["b"] / np.maximum(objs["a"], 1e-6)
@@ -253,7 +256,8 @@ def measure_frame(image: np.ndarray, bad: np.ndarray | None = None, header=None,
     else:
         compact = np.zeros(0, bool)
     return FrameStats(back=back, rms=rms, globalrms=bg.globalrms, objects=objs,
-                      segmentation=np.asarray(seg, np.int32), compact=compact, fwhm=fwhm or DEFAULT_FWHM,
+                      segmentation=np.asarray(seg, np.int32), compact=compact,
+                      fwhm=fwhm or sharpest or DEFAULT_FWHM,
                       fwhm_measured=fwhm is not None, n_psf_stars=n, saturation=sat,
                       psf_q=q if fwhm is not None else 1.0, psf_theta=theta if fwhm is not None else 0.0)
 
@@ -345,6 +349,38 @@ def _gauss_fits(sub, rms, xs, ys, hs: int = 4, shape=(1.0, 0.0)):
 
 #: A PSF whose stars' median axis ratio is below this is measured (and fitted by rule 1) as elongated.
 ELONGATED_Q = 0.8
+
+
+def _few_stars_fwhm(sub, objs, seg, rms, saturation_above_sky, bad) -> float | None:
+    """Below :data:`DEFAULT_FWHM`, the median FWHM of the frame's few (1 to
+    ``_MIN_STARS - 1``) bright, round, unsaturated sources with light beyond
+    the network's hits that a Gaussian fits; else None. Too few for a
+    stellar locus, but in good seeing the default is twice a star's width,
+    and rule 1 then took the network's cosmic-ray calls on undersampled
+    stars' cores for hits (a sparse FWHM 1.5 px frame: 3 of 18 cores zeroed).
+    Wider ones change nothing: a galaxy must not widen the PSF."""
+    if not len(objs):
+        return None
+    iy = np.clip(np.round(objs["y"]).astype(int), 0, sub.shape[0] - 1)
+    ix = np.clip(np.round(objs["x"]).astype(int), 0, sub.shape[1] - 1)
+    snr = objs["flux"] / (rms[iy, ix] * np.sqrt(np.maximum(objs["npix"], 1)))
+    ratio = objs["b"] / np.maximum(objs["a"], 1e-6)
+    ok = (snr > 20) & (objs["flag"] == 0) & (objs["peak"] < 0.8 * saturation_above_sky) & (ratio > 0.6)
+    if bad is not None and ok.any():
+        out = (seg > 0) & ~bad
+        lab = seg[out]
+        flux_out = np.bincount(lab, weights=sub[out], minlength=len(objs) + 1)[1:]
+        var_out = np.bincount(lab, weights=np.asarray(rms[out], np.float64) ** 2, minlength=len(objs) + 1)[1:]
+        ok &= flux_out > 3.0 * np.sqrt(var_out)
+    idx = np.flatnonzero(ok)[:50]
+    if not len(idx):
+        return None
+    sig, chi = _gauss_fits(sub, rms, objs["x"][idx], objs["y"][idx], 6)
+    good = np.isfinite(sig) & (chi < 3.0) & (sig > 0.45) & (sig < 5.9)
+    if not good.any():
+        return None
+    fwhm = float(np.clip(2.3548 * np.median(sig[good]), 0.8, 30.0))
+    return fwhm if fwhm < DEFAULT_FWHM else None
 
 
 def _psf_fwhm(sub, objs, seg, rms, saturation_above_sky, bad) -> tuple[float | None, int, float, float]:
