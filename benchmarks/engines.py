@@ -23,7 +23,7 @@ from scipy.spatial import cKDTree
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from synthetic import make_frame  # noqa: E402
 
-from maxidetect.classes import CLASSES, ClassConfig  # noqa: E402
+from maxidetect.classes import CLASSES  # noqa: E402
 from maxidetect.extract.catalog import read_catalog  # noqa: E402
 from maxidetect.extract.config import SexConfig  # noqa: E402
 from maxidetect.extract.inprocess import detect_file
@@ -59,7 +59,7 @@ def main(argv=None):
     work = Path(tempfile.mkdtemp(prefix="maxidetect-engines-"))
     path = work / "frame.fits"
     fits.PrimaryHDU(img, hdr).writeto(path)
-    maker = MaskMaker(config=ClassConfig.catalogue())
+    maker = MaskMaker(for_maps=True)
     policies = {
         "weight+flag": MapPolicy(),
         "weight+flag, noise weights": MapPolicy(noise=True),

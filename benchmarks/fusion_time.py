@@ -76,14 +76,13 @@ def _cpu_name() -> str:
 def make_frames(size: int, variants, seed: int, work: Path) -> list[Path]:
     from astropy.io import fits
 
-    from maxidetect.classes import ClassConfig
     from maxidetect.maps.policy import MapPolicy
     from maxidetect.maps.writer import _Accumulator
     from maxidetect.masks.maker import MaskMaker
     from maxidetect.validation.bench import variant_config
     from maxidetect.validation.simulate import SimConfig, simulate_frame
 
-    maker, paths = MaskMaker(config=ClassConfig.catalogue()), []  # the maps' classes and thresholds
+    maker, paths = MaskMaker(for_maps=True), []  # the maps' classes and thresholds
     thresholds = maker.config.thresholds[list(maker.selected)][:, None, None]
     for v in variants:
         path = work / f"{v}_{seed}_{size}.npz"

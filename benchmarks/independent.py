@@ -39,7 +39,7 @@ from astropy.modeling.models import Moffat2D, Sersic2D
 from astropy.table import Table
 from scipy import ndimage, signal
 
-from maxidetect.classes import CLASSES, ClassConfig
+from maxidetect.classes import CLASSES
 from maxidetect.extract.config import SexConfig
 from maxidetect.files import write_hdulist_atomic
 from maxidetect.maps.policy import MapPolicy
@@ -255,7 +255,7 @@ def make_frame(seed: int, size: int = 1024, variant: str = "default", trail=None
 
 
 def run(frames: int, size: int, variants, seed: int, work: Path, engines=("SEP",)) -> dict:
-    maker = MaskMaker(config=ClassConfig.catalogue())
+    maker = MaskMaker(for_maps=True)
     sel = [int(i) for i in maker.selected]
     thresholds = maker.config.thresholds[sel][:, None, None]
     model = load_score_model()

@@ -42,7 +42,7 @@ from astropy.io import fits
 from scipy import ndimage
 from scipy.spatial import cKDTree
 
-from maxidetect.classes import CLASSES, ClassConfig
+from maxidetect.classes import CLASSES
 from maxidetect.extract.config import SexConfig
 from maxidetect.extract.sep_engine import detect
 from maxidetect.maps.policy import MapPolicy
@@ -326,7 +326,7 @@ def main(argv=None) -> int:
     a = ap.parse_args(argv)
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
-    maker = MaskMaker(config=ClassConfig.catalogue())
+    maker = MaskMaker(for_maps=True)
     cfg = SexConfig()
     results = {"frames": {}}
     t_start = time.perf_counter()

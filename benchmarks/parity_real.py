@@ -18,7 +18,6 @@ from pathlib import Path
 import numpy as np
 from astropy.io import fits
 
-from maxidetect.classes import ClassConfig
 from maxidetect.extract.catalog import read_catalog
 from maxidetect.extract.config import SexConfig
 from maxidetect.extract.inprocess import detect_file
@@ -60,7 +59,7 @@ def main(argv=None):
     params = ["NUMBER", "EXT_NUMBER", "X_IMAGE", "Y_IMAGE", "FLUX_AUTO", "FLAGS"]
     (work / "p.param").write_text("\n".join(params) + "\n")
     cfg = SexConfig(overrides={"CATALOG_TYPE": "FITS_1.0", "PARAMETERS_NAME": str(work / "p.param")})
-    maker = MaskMaker(config=ClassConfig.catalogue())
+    maker = MaskMaker(for_maps=True)
     rows = []
     for image in args.images:
         image = Path(image)

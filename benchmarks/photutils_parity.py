@@ -20,7 +20,6 @@ from pathlib import Path
 import numpy as np
 from astropy.io import fits
 
-from maxidetect.classes import ClassConfig
 from maxidetect.extract.catalog import read_catalog
 from maxidetect.extract.config import SexConfig
 from maxidetect.extract.photutils_engine import detect_photutils
@@ -76,7 +75,7 @@ def main(argv=None) -> int:
         t2 = time.perf_counter()
         res["reference"] = {"photutils_vs_sextractor": _agree(phot, theirs), "sep_vs_sextractor": _agree(sepc, theirs),
                             "seconds": {"photutils": t1 - t0, "sep": t2 - t1}}
-    maker = MaskMaker(config=ClassConfig.catalogue())
+    maker = MaskMaker(for_maps=True)
     cfg = SexConfig()
     noclean = cfg.with_overrides({"CLEAN": "N"})
     work = Path(tempfile.mkdtemp(prefix="phot-parity-"))

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from maxidetect.classes import CLASSES, ClassConfig
+from maxidetect.classes import CLASSES
 from maxidetect.maps.policy import MapPolicy
 from maxidetect.maps.writer import maps_from_masks
 from maxidetect.masks.maker import MaskMaker
@@ -47,7 +47,7 @@ FOUND = 0.9
 
 
 def run(seeds: int, size: int, seed0: int, cache: Path | None = None) -> dict:
-    maker = MaskMaker(config=ClassConfig.catalogue())
+    maker = MaskMaker(for_maps=True)
     sel = [int(i) for i in maker.selected]
     thresholds = maker.config.thresholds[sel][:, None, None]
     policy = MapPolicy()

@@ -142,7 +142,8 @@ def _maker(job: Job):
             _MAKERS[key] = MaskMaker(
                 model=n.model, config=c.config(for_maps=job.kind != "mask"), apply_priors=not c.no_priors,
                 apply_threshold=not c.no_threshold, tile=n.tile, margin=n.margin, batch_size=n.batch_size,
-                precision=n.precision, engine=n.engine, threads=_set_threads(job.threads), background=n.background)
+                precision=n.precision, engine=n.engine, threads=_set_threads(job.threads), background=n.background,
+                for_maps=job.kind != "mask")
         return _MAKERS[key]
 
 

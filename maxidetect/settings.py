@@ -162,8 +162,10 @@ class NetworkSettings(_Settings):
                             "on AVX-512 VNNI and changed 0.005-0.05%% of contaminant mask pixels; 'mixed' (bfloat16 "
                             "in the deep part; OpenVINO on CPUs with AVX-512 BF16 or AMX) 1.1-1.4x, 0.004-0.02%% "
                             "(benchmarks/results/engine_profile.md)", choices=PRECISIONS)
-    background: str | None = option(None, "normalisation background maps (default: the model's; 'centred' avoids "
-                                    "MaxiMask's edge sag on small frames)", choices=BACKGROUNDS)
+    background: str | None = option(None, "normalisation background maps (default: the model's for mask; for "
+                                    "maps, detect and sex 'centred' where the model's are 'maximask': MaxiMask's "
+                                    "sag towards the edges, so its masks depend on the sky level left in a frame)",
+                                    choices=BACKGROUNDS)
 
 
 @dataclass(frozen=True)

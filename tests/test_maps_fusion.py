@@ -190,7 +190,8 @@ def test_a_sky_subtracted_frame_under_a_raw_saturation_level_finds_its_flat_tops
     """SATURATE in a raw frame's header is above every pixel once the sky is
     subtracted: the saturated star's flat top is then found as a frame
     without the keyword finds it (the plateau of its highest values); a
-    level some pixels reach is still taken from the header."""
+    level some pixels reach is still taken from the header, as the pixels
+    store it (float32 rounds 42619.4 down: no pixel reached the level)."""
     from maxidetect.maps.frame import measure_background
 
     img, _ = _field(seed=35)
@@ -202,6 +203,10 @@ def test_a_sky_subtracted_frame_under_a_raw_saturation_level_finds_its_flat_tops
     sub = img - np.float32(SKY)
     level = measure_background(sub, header=header).saturation
     assert level < 50000.0 - SKY + 1 and np.array_equal(sub >= level, flat)
+    # A level float32 cannot hold: the clipped pixels read 42619.395 under SATURATE = 42619.4
+    clipped = np.minimum(img, np.float32(42619.4))
+    level = measure_background(clipped, header=fits.Header({"SATURATE": 42619.4})).saturation
+    assert np.array_equal(clipped >= level, img >= np.float32(42619.4)) and (clipped >= level).sum() > 9
 
 
 def test_blank_corners_nan_or_zero_filled_are_no_data_and_nothing_else():

@@ -383,6 +383,26 @@ def test_engines_agree_on_real_images(maker, tmp_path):
         assert abs(n_sep - n_sex) <= 0.02 * n_sex, (tag, n_sep, n_sex)
 
 
+def test_the_maps_masks_do_not_depend_on_the_sky_level_left_in_the_frame(predictor):
+    """MaxiMask's normalisation maps sag towards the zeros beyond a frame, so
+    on a 512 px frame the network's calls depended on the sky level: this
+    CTIO frame raw or sky-subtracted got 43 or 128 cosmic-ray pixels and
+    60063 or 6986 of bright background. The maps' masks (centred maps) are
+    the same whatever constant the frame carries; ``mask`` keeps MaxiMask's."""
+    from maxidetect.masks.maker import MaskMaker
+
+    img = fits.getdata(real("fitswcs_tpv_ctio_mosaic2.fits")).astype(np.float32)
+    maps_maker, mask_maker = MaskMaker(predictor=predictor, for_maps=True), MaskMaker(predictor=predictor)
+    assert maps_maker.normalisation["background"] == "centred"
+    assert mask_maker.normalisation["background"] == "maximask"
+    th = maps_maker.config.thresholds[maps_maker.selected][:, None, None]
+    raw, sub = (maps_maker.probabilities(x) > th for x in (img, img - np.float32(np.median(img))))
+    assert np.array_equal(raw, sub)
+    th = mask_maker.config.thresholds[mask_maker.selected][:, None, None]
+    raw, sub = (mask_maker.probabilities(x) > th for x in (img, img - np.float32(np.median(img))))
+    assert (raw != sub).sum() > 1000  # what the maps no longer inherit
+
+
 def test_maps_reuse_up_to_date_masks(maker, tmp_path, monkeypatch):
     """An up-to-date NAME.masks.fits made with the same model and settings is
     reused (the network is not run again); a different threshold is not."""
@@ -403,3 +423,7 @@ def test_maps_reuse_up_to_date_masks(maker, tmp_path, monkeypatch):
     other = MaskMaker(config=cfg, predictor=maker.predictor)
     with pytest.raises(AssertionError, match="recomputed"):
         write_maps(path, other, overwrite=True)
+    # Nor masks made on other normalisation maps (the maps' own are centred: other masks)
+    centred = MaskMaker(predictor=maker.predictor, background="centred")
+    with pytest.raises(AssertionError, match="recomputed"):
+        write_maps(path, centred, overwrite=True)

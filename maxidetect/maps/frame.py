@@ -161,8 +161,10 @@ def _saturation(image: np.ndarray, header) -> float:
                 level = float(header[key])
             except (TypeError, ValueError):
                 continue
-            if level <= top:
-                return level
+            if level <= top * (1 + 1e-6) + 1e-6:
+                # The level as the pixels store it (float32 clipped at 42619.4 reads 42619.398:
+                # the flat tops were not saturated by the header's level).
+                return min(level, top)
             # No pixel reaches it: the frame was rescaled or its sky subtracted since (a raw
             # header's level is then above every saturated star's flat top).
             break

@@ -33,7 +33,7 @@ from maxidetect.priors import bitmask, modify_priors, prior_factors
 from maxidetect.timing import stage, timed
 from maxidetect.version import __version__
 
-__all__ = ["MaskMaker", "MaxidetectWarning", "predict", "compute_masks", "MASK_SUFFIX"]
+__all__ = ["MaskMaker", "MaxidetectWarning", "predict", "compute_masks", "maps_background", "MASK_SUFFIX"]
 
 MASK_SUFFIX = ".masks.fits"
 
@@ -48,6 +48,18 @@ class OutputKind:
         if self.single:
             return "BITMASK"
         return "MASKS" if thresholded and not self.probs else "PROBS"
+
+
+def maps_background(model_background: str) -> str:
+    """The normalisation maps of the masks that make weight and flag maps:
+    ``"centred"`` where the model's are MaxiMask's (the same meshes without
+    their sag towards the edges), else the model's. MaxiMask's maps sag
+    towards the zeros beyond the frame, so the network's calls depended on
+    the sky level left in it: the same 512 px real frame raw or sky-subtracted
+    got 43 or 128 cosmic-ray pixels and 60063 or 6986 of bright background
+    (CTIO); on centred maps the same masks either way. ``mask`` keeps the
+    model's own (MaxiMask's masks, pixel for pixel)."""
+    return "centred" if model_background == "maximask" else model_background
 
 
 class MaskMaker:
@@ -67,7 +79,11 @@ class MaskMaker:
         Passed to :class:`~maxidetect.network.inference.Predictor`.
     background : {"maximask", "centred", "sep"}, optional
         Normalisation maps (:func:`~maxidetect.network.normalise.normalise`); default:
-        the model's own (manifest).
+        the model's own (manifest), or :func:`maps_background` of it with ``for_maps``.
+    for_maps : bool
+        Masks for the weight and flag maps: the catalogue's classes and
+        thresholds (:meth:`ClassConfig.catalogue`, when ``config`` is not
+        given) and :func:`maps_background`.
     """
 
     def __init__(
@@ -84,15 +100,18 @@ class MaskMaker:
         engine: str = "auto",
         threads: int | None = None,
         background: str | None = None,
+        for_maps: bool = False,
     ):
         self.predictor = predictor or Predictor(
             model, tile=tile, margin=margin, batch_size=batch_size, precision=precision,
             engine=engine, threads=threads,
         )
         self.normalisation = dict(self.predictor.normalisation)
+        if background is None and for_maps:
+            background = maps_background(self.normalisation["background"])
         if background is not None:
             self.normalisation["background"] = check_background(background)
-        self.config = config or ClassConfig.default()
+        self.config = config or (ClassConfig.catalogue() if for_maps else ClassConfig.default())
         self.config.validate()
         self.apply_priors = apply_priors
         self.apply_threshold = apply_threshold
@@ -211,6 +230,8 @@ class MaskMaker:
         classes, priors and thresholds: the reader of those cards."""
         hdr = header
         if hdr.get("MDOUTPUT") != "MASKS" or hdr.get("MDSHA256") != self.predictor.info.sha256:
+            return False
+        if hdr.get("MDBACKG") != self.normalisation["background"]:  # other normalisation maps, other masks
             return False
         if bool(hdr.get("MDPRIOR")) != self.apply_priors or not hdr.get("MDTHRESH"):
             return False

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from maxidetect.classes import CLASSES, ClassConfig
+from maxidetect.classes import CLASSES
 from maxidetect.extract.config import SexConfig
 from maxidetect.extract.sep_engine import detect
 from maxidetect.files import atomic_output
@@ -123,7 +123,7 @@ def make_dataset(seeds, size: int, sim: dict | None = None, maker=None, progress
 
     from maxidetect.masks.maker import MaskMaker
 
-    maker = maker or MaskMaker(config=ClassConfig.catalogue())
+    maker = maker or MaskMaker(for_maps=True)
     cfg = SimConfig(**{**asdict(SimConfig()), **(sim or {})})
     xs, ys, frames, snrs = [], [], [], []
     for k, seed in enumerate(tqdm(list(seeds), unit="frame", disable=not progress, file=sys.stderr)):
@@ -230,7 +230,7 @@ def run(out, train_seeds=range(0, 24), held_seeds=range(500, 506), size: int = 1
     from maxidetect.masks.maker import MaskMaker
 
     t0 = time.perf_counter()
-    maker = MaskMaker(config=ClassConfig.catalogue())
+    maker = MaskMaker(for_maps=True)
     x, y, _, _ = make_dataset(train_seeds, size, TRAIN_RANGE, maker, progress, TRAIN_DENSITY)
     clf = train(x, y, seed)
     t_train = time.perf_counter() - t0
@@ -300,7 +300,7 @@ def rethreshold(path, out, held_seed: int = 500, threshold_frames: int = 24, siz
     model = load_score_model(path=path)
     spec = dict(model.spec)
     seeds = _threshold_seeds([held_seed], threshold_frames)
-    xh, yh, _, snr = make_dataset(seeds, size, TRAIN_RANGE, MaskMaker(config=ClassConfig.catalogue()), progress,
+    xh, yh, _, snr = make_dataset(seeds, size, TRAIN_RANGE, MaskMaker(for_maps=True), progress,
                                   TRAIN_DENSITY)
     contam, _ = model.score(xh)
     record = json.loads(Path(path).with_name(Path(path).name.removesuffix(".gz")).with_suffix(".record.json")

@@ -229,10 +229,9 @@ def _run_bench(opts: BenchOptions, maker, work_dir, progress: bool) -> dict:
     from tqdm import tqdm
 
     if maker is None:
-        from maxidetect.classes import ClassConfig
         from maxidetect.masks.maker import MaskMaker
 
-        maker = MaskMaker(config=ClassConfig.catalogue())
+        maker = MaskMaker(for_maps=True)
     engines = [e for e in opts.engines if e == "SEP" or _have_sextractor()]
     work = Path(work_dir)
     work.mkdir(parents=True, exist_ok=True)
@@ -629,10 +628,9 @@ def real_report(paths, out_dir, maker=None, policy: MapPolicy | None = None, con
     from maxidetect.maps.writer import compute_maps
 
     if maker is None:
-        from maxidetect.classes import ClassConfig
         from maxidetect.masks.maker import MaskMaker
 
-        maker = MaskMaker(config=ClassConfig.catalogue())
+        maker = MaskMaker(for_maps=True)
     policy = policy or MapPolicy()
     cfg = config or SexConfig()
     try:
