@@ -163,7 +163,7 @@ def test_scoring_a_frame_broader_than_the_training_psfs_warns_once():
         for _ in range(2):
             scorer.columns(img, None, None, seg, [1], fits.Header({"MDFWHM": 8.0}))
     msgs = [str(w.message) for w in caught if issubclass(w.category, MaxidetectWarning)]
-    assert len(msgs) == 1 and "8.0 px" in msgs[0] and "1.5-4.5 px" in msgs[0]
+    assert len(msgs) == 1 and "8.00 px" in msgs[0] and "1.5-4.5 px" in msgs[0]
 
 
 def test_sklearn_trees_and_the_json_export_agree():

@@ -49,7 +49,7 @@ class Scorer:
             # Measured with the shipped model: 1.5% of the real S/N > 10 detections of simulated
             # frames at FWHM 4.5-6.5 px scored above the threshold (0.3% in range), 1.6 pt of
             # completeness at 6-10 px on a second generator (faint broad stars called cosmic rays).
-            warnings.warn(f"PSF FWHM {float(fwhm):.1f} px is above the score model's training range "
+            warnings.warn(f"PSF FWHM {float(fwhm):.2f} px is above the score model's training range "
                           f"({rng[0]:g}-{rng[1]:g} px): MD_CONTAM is extrapolated, and --clean may drop "
                           f"1-3% of the real detections", MaxidetectWarning, stacklevel=3)
             self._warned = True
