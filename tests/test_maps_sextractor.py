@@ -16,7 +16,7 @@ from maxidetect.extract.inprocess import detect_file
 from maxidetect.extract.sextractor import build_command, run_sextractor
 from maxidetect.maps.writer import MapPolicy, compute_maps, write_maps
 
-from .conftest import real
+from .conftest import EXAMPLE, real
 
 needs_sex = pytest.mark.skipif(
     shutil.which("source-extractor") is None and shutil.which("sex") is None,
@@ -391,7 +391,7 @@ def test_the_maps_masks_do_not_depend_on_the_sky_level_left_in_the_frame(predict
     the same whatever constant the frame carries; ``mask`` keeps MaxiMask's."""
     from maxidetect.masks.maker import MaskMaker
 
-    img = fits.getdata(real("fitswcs_tpv_ctio_mosaic2.fits")).astype(np.float32)
+    img = fits.getdata(EXAMPLE).astype(np.float32)
     maps_maker, mask_maker = MaskMaker(predictor=predictor, for_maps=True), MaskMaker(predictor=predictor)
     assert maps_maker.normalisation["background"] == "centred"
     assert mask_maker.normalisation["background"] == "maximask"
