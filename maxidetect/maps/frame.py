@@ -353,6 +353,28 @@ def _gauss_fits(sub, rms, xs, ys, hs: int = 4, shape=(1.0, 0.0)):
 ELONGATED_Q = 0.8
 
 
+def _bright_sources(sub, objs, seg, rms, saturation_above_sky, bad):
+    """(snr, axis ratio, bright, clean) per object: ``bright`` S/N > 20,
+    unflagged and unsaturated; ``clean`` with significant light (3 sigma)
+    outside ``bad``. Cosmic rays mimic sharp stars, but in good seeing the
+    network calls the cores of the stars themselves cosmic rays: leaving out
+    every object it touches leaves the galaxies (FWHM 1.2 px measured 3.1);
+    a cosmic ray's light is all in its hit, a star's wings are not."""
+    iy = np.clip(np.round(objs["y"]).astype(int), 0, sub.shape[0] - 1)
+    ix = np.clip(np.round(objs["x"]).astype(int), 0, sub.shape[1] - 1)
+    snr = objs["flux"] / (rms[iy, ix] * np.sqrt(np.maximum(objs["npix"], 1)))
+    ratio = objs["b"] / np.maximum(objs["a"], 1e-6)
+    ok = (snr > 20) & (objs["flag"] == 0) & (objs["peak"] < 0.8 * saturation_above_sky)
+    clean = np.ones(len(objs), bool)
+    if bad is not None and ok.any():
+        out = (seg > 0) & ~bad
+        lab = seg[out]
+        flux_out = np.bincount(lab, weights=sub[out], minlength=len(objs) + 1)[1:]
+        var_out = np.bincount(lab, weights=np.asarray(rms[out], np.float64) ** 2, minlength=len(objs) + 1)[1:]
+        clean = flux_out > 3.0 * np.sqrt(var_out)
+    return snr, ratio, ok, clean
+
+
 def _few_stars_fwhm(sub, objs, seg, rms, saturation_above_sky, bad) -> float | None:
     """Below :data:`DEFAULT_FWHM`, the median FWHM of the frame's few (1 to
     ``_MIN_STARS - 1``) bright, round, unsaturated sources with light beyond
@@ -363,18 +385,8 @@ def _few_stars_fwhm(sub, objs, seg, rms, saturation_above_sky, bad) -> float | N
     Wider ones change nothing: a galaxy must not widen the PSF."""
     if not len(objs):
         return None
-    iy = np.clip(np.round(objs["y"]).astype(int), 0, sub.shape[0] - 1)
-    ix = np.clip(np.round(objs["x"]).astype(int), 0, sub.shape[1] - 1)
-    snr = objs["flux"] / (rms[iy, ix] * np.sqrt(np.maximum(objs["npix"], 1)))
-    ratio = objs["b"] / np.maximum(objs["a"], 1e-6)
-    ok = (snr > 20) & (objs["flag"] == 0) & (objs["peak"] < 0.8 * saturation_above_sky) & (ratio > 0.6)
-    if bad is not None and ok.any():
-        out = (seg > 0) & ~bad
-        lab = seg[out]
-        flux_out = np.bincount(lab, weights=sub[out], minlength=len(objs) + 1)[1:]
-        var_out = np.bincount(lab, weights=np.asarray(rms[out], np.float64) ** 2, minlength=len(objs) + 1)[1:]
-        ok &= flux_out > 3.0 * np.sqrt(var_out)
-    idx = np.flatnonzero(ok)[:50]
+    _, ratio, ok, clean = _bright_sources(sub, objs, seg, rms, saturation_above_sky, bad)
+    idx = np.flatnonzero(ok & (ratio > 0.6) & clean)[:50]
     if not len(idx):
         return None
     sig, chi = _gauss_fits(sub, rms, objs["x"][idx], objs["y"][idx], 6)
@@ -398,25 +410,8 @@ def _psf_fwhm(sub, objs, seg, rms, saturation_above_sky, bad) -> tuple[float | N
     if len(objs) < _MIN_STARS:
         return None, 0, 1.0, 0.0
     x, y = objs["x"], objs["y"]
-    iy = np.clip(np.round(y).astype(int), 0, sub.shape[0] - 1)
-    ix = np.clip(np.round(x).astype(int), 0, sub.shape[1] - 1)
-    snr = objs["flux"] / (rms[iy, ix] * np.sqrt(np.maximum(objs["npix"], 1)))
-    ratio = objs["b"] / np.maximum(objs["a"], 1e-6)
-    ok = (snr > 20) & (objs["flag"] == 0) & (objs["peak"] < 0.8 * saturation_above_sky)
+    snr, ratio, ok, clean = _bright_sources(sub, objs, seg, rms, saturation_above_sky, bad)
     ok &= (objs["a"] > 0) & (ratio > 0.35)
-    # Cosmic rays mimic sharp stars, but in good seeing the network calls
-    # the cores of the stars themselves cosmic rays: leaving out every object
-    # it touches leaves the galaxies (FWHM 1.2 px measured 3.1). An object
-    # with no significant light (3 sigma) outside the network's hits only
-    # counts towards a width that such objects share too: a cosmic ray's
-    # light is all in its hit, a star's wings are not.
-    clean = np.ones(len(objs), bool)
-    if bad is not None and ok.any():
-        out = (seg > 0) & ~bad
-        lab = seg[out]
-        flux_out = np.bincount(lab, weights=sub[out], minlength=len(objs) + 1)[1:]
-        var_out = np.bincount(lab, weights=np.asarray(rms[out], np.float64) ** 2, minlength=len(objs) + 1)[1:]
-        clean = flux_out > 3.0 * np.sqrt(var_out)
     if ok.sum() >= 2:  # isolated: no other detection within 6 a
         from scipy.spatial import cKDTree
 
