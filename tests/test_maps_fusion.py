@@ -1439,6 +1439,51 @@ def test_a_line_through_two_objects_with_nothing_between_is_not_one_trail(seed):
         assert not ((covered < 60).any() and (covered > 170).any()), "one trail bridges the empty stretch"
 
 
+def _dashed_trail(seed: int, gap: float):
+    """A 2.7-sigma trail across a 1024 px frame, dark over ``gap`` px 60% of
+    the way along: (frame, distance from the line, distance along it, lit)."""
+    rng = np.random.default_rng(seed)
+    n = 1024
+    yy, xx = np.mgrid[:n, :n]
+    theta = np.radians(60.0)
+    dist = xx * np.cos(theta) + yy * np.sin(theta) - 600.0
+    along = -xx * np.sin(theta) + yy * np.cos(theta)
+    mid = np.percentile(along[np.abs(dist) < 1], 60)
+    lit = np.abs(along - mid) > gap / 2
+    z = rng.normal(0, 1, (n, n)).astype(np.float32) + (2.7 * np.exp(-0.5 * (dist / 1.3) ** 2) * lit).astype(np.float32)
+    return z, dist, along, lit
+
+
+@pytest.mark.parametrize("seed,gap", [(1, 70), (2, 100)])
+def test_a_trail_dark_for_a_stretch_is_one_trail_over_its_whole_length(seed, gap):
+    """A trail that fades for 70-100 px (a tumbling satellite; on a crowded
+    bench frame, a bright source beside a 2.7-sigma trail): its run of
+    windows ends there, and the verification kept the longer piece only
+    (the other, 470 px to the frame's edge, was left unmasked)."""
+    z, dist, along, _ = _dashed_trail(seed, gap)
+    found = find_trails(z, np.zeros(z.shape, bool))
+    assert len(found) == 1
+    on = np.abs(dist) < 1
+    covered = trail_mask(z.shape, found[0], margin=0)
+    assert covered[on].mean() > 0.98
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_a_dashed_trail_is_masked_dash_by_dash(seed):
+    """Two stretches of one line 300 px apart (a glinting satellite): each is
+    a trail (before, the second was never tried: one verification per line
+    keeps its longest stretch), and the dark stretch between is not masked."""
+    z, dist, along, lit = _dashed_trail(seed, 300)
+    found = find_trails(z, np.zeros(z.shape, bool))
+    assert len(found) == 2
+    covered = np.zeros(z.shape, bool)
+    for t in found:
+        covered |= trail_mask(z.shape, t, margin=0)
+    on = np.abs(dist) < 1
+    assert covered[on & lit].mean() > 0.95
+    assert covered[on & ~lit].mean() < 0.4
+
+
 def test_broad_line_on_the_pixel_grid_is_not_a_trail_even_where_the_network_says_so():
     """A sky line of a spectrum (or a bleed, a glow): exactly along a column,
     four times the PSF's width; the network calls such stripes TRL. Not a

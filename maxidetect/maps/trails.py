@@ -59,6 +59,12 @@ END_STEP, END_SNR, END_MIN_PIXELS = 8, 2.0, 6
 #: never reached, an 8-sigma one 30 px into the sky). A star or column lights one or two steps of a
 #: window.
 LIT_FRACTION, LIT_STEPS = 0.25, 3
+#: Two stretches of one line at most this far apart [px] are one trail, bridged: where a trail
+#: fades (a tumbling satellite) or a source beside it lifts the light it is judged against, its run
+#: of windows ends (a 2.7-sigma trail on a crowded frame was found as two pieces 68 px apart, and
+#: the second, 470 px to the frame's edge, left unmasked). Farther apart, each is a trail of its own
+#: (a glinting satellite's dashes): both masked, the gap not.
+JOIN_GAP = 4 * WINDOW
 EXCESS_BLOCK = 8  # px: the blocks over which the residual's excess noise is measured
 MAX_LINES = 12  # distinct lines tried from the Hough transform
 #: The network's other line calls support a line when their major axis is within this of its direction.
@@ -445,7 +451,16 @@ def _verify(z, valid, theta, rho, min_length, window_snr, source, band=24.0, exc
                 start, gap = None, 0
     if start is not None:
         runs.append((start, last))
-    a, b = max(runs, key=lambda r: r[1] - r[0])
+    # Two runs each a trail's length (a line through two objects is not: their pieces are short)
+    # and at most JOIN_GAP apart are one trail.
+    joined = [runs[0]]
+    for r in runs[1:]:
+        long_ = min(r[1] - r[0], joined[-1][1] - joined[-1][0]) + 1 >= min_length / WINDOW
+        if long_ and (r[0] - joined[-1][1] - 1) * WINDOW <= JOIN_GAP:
+            joined[-1] = (joined[-1][0], r[1])
+        else:
+            joined.append(r)
+    a, b = max(joined, key=lambda r: r[1] - r[0])
     # A run's end may lie in a window nearly all masked (a trail's end under a star): one such
     # window significant on its few pixels extends it, and is no evidence either.
     few = ~measured & (np.nan_to_num(snr) > window_snr)
@@ -828,6 +843,28 @@ def _same(a: Trail, b: Trail) -> bool:
     return abs(xm * np.cos(b.theta) + ym * np.sin(b.theta) - b.rho) < a.half_width + b.half_width + 10
 
 
+def _continues(a: Trail, b: Trail) -> tuple[float, float] | None:
+    """``b`` on ``a``'s line beyond its ends: the stretch (t0, t1) along ``a``
+    that covers both when they are at most JOIN_GAP px apart; (nan, nan) when
+    ``b`` lies on the line but farther; None when ``b`` is not on ``a``'s line
+    or overlaps it (found twice)."""
+    dtheta = abs((a.theta - b.theta + np.pi / 2) % np.pi - np.pi / 2)
+    if dtheta > np.radians(1.5):
+        return None
+    ends = []
+    for tb in (b.t0, b.t1):  # b's ends in a's frame: along and off its line
+        x = b.rho * np.cos(b.theta) - tb * np.sin(b.theta)
+        y = b.rho * np.sin(b.theta) + tb * np.cos(b.theta)
+        if abs(x * np.cos(a.theta) + y * np.sin(a.theta) - a.rho) > a.half_width + b.half_width:
+            return None
+        ends.append(-x * np.sin(a.theta) + y * np.cos(a.theta))
+    lo, hi = min(ends), max(ends)
+    gap = max(lo - a.t1, a.t0 - hi)
+    if gap <= 0:
+        return None
+    return (min(a.t0, lo), max(a.t1, hi)) if gap <= JOIN_GAP else (np.nan, np.nan)
+
+
 def _same_line(theta_a: float, rho_a: float, theta_b: float, rho_b: float) -> bool:
     """Two straightened candidates on one line (within 1 deg and 3 px; theta wraps at pi)."""
     d = abs(theta_a - theta_b)
@@ -1000,6 +1037,15 @@ def find_trails(snr: np.ndarray, masked: np.ndarray, network_trl: np.ndarray | N
                 theta, rho, t = th2, r2, t2
         if t is not None and _plausible(t, z, valid, network_trl, diffuse, psf_sigma, lines):
             found.append((t.significance, theta, rho, source, length, t, span))
+            # The rest of its line: a verification keeps one stretch (the longest), so a trail's
+            # other dashes farther than JOIN_GAP along it are looked for beyond its ends.
+            rests = [(-np.inf, t.t0 - JOIN_GAP), (t.t1 + JOIN_GAP, np.inf)]
+            while rests and len(found) < 4 * MAX_LINES:
+                rest = rests.pop()
+                p = _verify(z, valid, theta, rho, length, 3.0, source, excess=excess, span=rest)
+                if p is not None and _plausible(p, z, valid, network_trl, diffuse, psf_sigma, lines):
+                    found.append((p.significance, theta, rho, source, length, p, rest))
+                    rests += [(rest[0], p.t0 - JOIN_GAP), (p.t1 + JOIN_GAP, rest[1])]
     # The strongest first, each judged again without the pixels of those already found: a line
     # crossing a brighter trail borrows its light where they cross (a 0.55-sigma "trail" in a
     # crowded field, significant only in the windows where it crossed an 8-sigma one).
@@ -1008,12 +1054,22 @@ def find_trails(snr: np.ndarray, masked: np.ndarray, network_trl: np.ndarray | N
     for _, theta, rho, source, length, first, span in sorted(found, key=lambda f: -f[0]):
         if trails:  # judged again: pixels are now left out (the strongest stands as first judged)
             t = _verify(z, valid, theta, rho, length, 3.0, source, excess=excess, span=span)
-            if t is None or any(_same(t, o) for o in trails) or not _plausible(t, z, valid, network_trl, diffuse,
-                                                                                 psf_sigma, lines):
+            if t is None or not _plausible(t, z, valid, network_trl, diffuse, psf_sigma, lines):
                 continue
+            joins = [(i, _continues(o, t)) for i, o in enumerate(trails)]
+            i, stretch = next(((i, j) for i, j in joins if j is not None and np.isfinite(j[0])), (None, None))
+            if i is not None:  # the rest of a trail found already: one trail, bridged over the gap
+                o = trails[i]
+                trails[i] = replace(o, t0=float(stretch[0]), t1=float(stretch[1]),
+                                    significance=float(np.hypot(o.significance, t.significance)))
+                t = trails[i]
+            elif any(_same(t, o) and _continues(o, t) is None for o in trails):
+                continue
+            else:
+                trails.append(t)
         else:
             t = first
-        trails.append(t)
+            trails.append(t)
         # Its pixels (and wings) are explained: later, weaker candidates near it are not new trails.
         ys, xs, _ = _segment(z.shape, t.theta, t.rho, t.half_width + 8, t.t0 - 20, t.t1 + 20)
         valid[ys, xs] = False
