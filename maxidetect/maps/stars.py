@@ -427,7 +427,7 @@ def _lrt_limit(dof: int) -> float:
 
 
 def judge_object(d, rms, cand, others, sig_psf, shape=(1.0, 0.0), min_snr: float = MIN_SOURCE_SNR,
-                 spikes=None, fitted=None):
+                 spikes=None, fitted=None, spill=(0.0, 0.0)):
     """Judge one stamp: returns (is_source, source_model or None).
 
     ``d``: background-subtracted pixels, ``rms``: noise, ``cand``: the zero
@@ -440,8 +440,11 @@ def judge_object(d, rms, cand, others, sig_psf, shape=(1.0, 0.0), min_snr: float
     ``fitted`` (bool like ``d``): pixels of a fitted trail or column whose
     model ``d`` has lost: its errors go either way, so candidates there may
     lie below a source without refuting it.
+    ``spill``: the fractions of a hit's value its side and corner neighbours
+    receive on this frame (:func:`hit_spill`), taken off them before any fit.
     """
     var = np.maximum(rms.astype(np.float64), 1e-12) ** 2
+    d = _without_spill(d, cand, rms, sig_psf, spill)
     use_all = ~others
     use_out = use_all & ~cand
     n_cand = int((cand & use_all).sum())
@@ -497,9 +500,10 @@ def judge_object(d, rms, cand, others, sig_psf, shape=(1.0, 0.0), min_snr: float
     if ok:
         return True, model
     # Not where the candidates' peak is sharper than any source (a hit, not a
-    # star): no wings, no track.
+    # star): no wings, no track; a source under the hit, last.
     if steeper_than_psf(d[cy, cx] - _side_mean(d)[cy, cx], d[cy, cx], rms[cy, cx], sig_psf):
-        return False, None
+        return _source_under_hit(d, var, rms, cand & use_all, use_all, plane, aic_art, sig_psf, shape, (cy, cx),
+                                 min_snr)
     # *Source + wings*: a bright undersampled star's Moffat wings are far
     # above any Gaussian of its core's width (S/N 200 at FWHM 1.2 px: chi2
     # twice the artefact's). Wings only add light around the core, so a hit
@@ -623,6 +627,82 @@ def _source_under_track(d, var, cand, use_all, profiles, plane, aic_art, sig_psf
     if chi2 + 2 * (7 + n_free) >= aic_art or chi2 + 2 * 4 >= _plane_chi2(d, var, use, plane):
         return False, None
     return (True, src) if _bump_on_line(d, var, free, src, sig_psf) else (False, None)
+
+
+#: At most this many candidate pixels sharper than any source make a hit on a source's core.
+HIT_PIXELS = 2
+
+
+def hit_spill(image_sub: np.ndarray, candidates: np.ndarray, rms: np.ndarray, sig_psf: float,
+              min_peak: float = 30.0, min_hits: int = 10) -> tuple[float, float]:
+    """The fractions of a hit's value that its side and corner neighbours
+    receive on this frame (charge diffusion, inter-pixel capacitance): the
+    medians, over the candidates sharper than any source and ``min_peak``
+    sigma or more, of the second faintest side and corner neighbour over the
+    hit (not the brightest two: a track's own pixels run along two sides;
+    the median: few hits fall on a star). (0, 0) with fewer than ``min_hits``."""
+    h, w = image_sub.shape
+    d = np.asarray(image_sub, np.float64)
+    ys, xs = np.nonzero(candidates[1:-1, 1:-1])
+    ys, xs = ys + 1, xs + 1
+    if not len(ys):
+        return 0.0, 0.0
+    v = d[ys, xs]
+    side = np.stack([d[ys - 1, xs], d[ys + 1, xs], d[ys, xs - 1], d[ys, xs + 1]])
+    corner = np.stack([d[ys - 1, xs - 1], d[ys - 1, xs + 1], d[ys + 1, xs - 1], d[ys + 1, xs + 1]])
+    top = (v >= side.max(axis=0)) & (v >= corner.max(axis=0)) & (v >= min_peak * rms[ys, xs])
+    top &= steeper_than_psf(v - side.mean(axis=0), v, rms[ys, xs], sig_psf)
+    if top.sum() < min_hits:
+        return 0.0, 0.0
+    f_side = float(np.median(np.sort(side, axis=0)[1][top] / v[top]))
+    f_corner = float(np.median(np.sort(corner, axis=0)[1][top] / v[top]))
+    return max(f_side, 0.0), max(f_corner, 0.0)
+
+
+def _without_spill(d, cand, rms, sig_psf: float, spill) -> np.ndarray:
+    """``d`` less the light the candidates sharper than any source (hits) spill
+    into their neighbours on this frame (``spill``: :func:`hit_spill`): a
+    hit's spill is no source's light around it."""
+    if spill[0] <= 0 and spill[1] <= 0:
+        return d
+    hits = cand & steeper_than_psf(d - _side_mean(d), d, rms, sig_psf)
+    if not hits.any():
+        return d
+    e, c = spill
+    return d - ndimage.convolve(np.where(hits, d, 0.0), np.array([[c, e, c], [e, 0.0, e], [c, e, c]]),
+                                mode="constant")
+
+
+def _source_under_hit(d, var, rms, cand, use_all, plane, aic_art, sig_psf, shape, peak,
+                      min_snr: float = MIN_SOURCE_SNR):
+    """*Source under a hit*: a hot pixel or single-pixel cosmic ray on the
+    core of a faint undersampled star. L.A.Cosmic's neighbour growth takes
+    the star's whole core with the hit (its pixels are sharp beside the
+    sky, not beside the hit), so no source is left outside the candidates,
+    and the hit spoils the source over every pixel (measured: a star of S/N
+    23 at FWHM 1.7 px with a hot pixel on its core zeroed with its 3x3 core in
+    9 of 24 cases). The hit's pixels -- the candidates' peak ``peak`` sharper
+    than any source, and at most HIT_PIXELS such -- are free; the source is
+    fitted over every other pixel (candidates included) at the peak; no
+    further candidate may lie far above it (a track or a hit's bright
+    spill, not a star's core), the pixels beside the hit must hold a round
+    core of MIN_SOURCE_SNR sigma, and the source must beat the artefact model
+    (AIC) at ``min_snr`` sigma or more."""
+    sharp = cand & steeper_than_psf(d - _side_mean(d), d, rms, sig_psf)
+    n_hit = int(sharp.sum())
+    if not sharp[peak] or n_hit > HIT_PIXELS:
+        return False, None
+    near = use_all & ~sharp & (np.hypot(*(np.indices(d.shape) - np.array(peak)[:, None, None])) <= 2.5)
+    if not _round_core(d, near, rms, peak=MIN_SOURCE_SNR):
+        return False, None
+    profiles = _centre_profiles(d.shape, int(peak[0]), int(peak[1]), sig_psf, shape)
+    got = _free_outliers(d, var, cand, use_all, profiles, plane, sharp, model_error=True)
+    if got is None:
+        return False, None
+    (chi2, _, snr, src), free, _ = got
+    if (free & ~sharp).any() or snr < min_snr or chi2 + 2 * (7 + n_hit) >= aic_art:
+        return False, None
+    return True, src
 
 
 #: Candidates this far (x FWHM, at least 2 px) from a peak of their group
@@ -917,6 +997,7 @@ def protect_sources(image_sub: np.ndarray, stats: FrameStats, candidates: np.nda
     hs = max(4, int(np.ceil(2.0 * stats.fwhm)) + 2)
     seg = stats.segmentation
     n_src = n_tested = 0
+    spill = hit_spill(image_sub, candidates, stats.rms, stats.sigma_minor)
 
     def judge(cy, cx, own, cand_of, ref_y, ref_x, fit_of=None, release=True):
         """Judge the object at pixel (cy, cx): ``own`` its segmentation label
@@ -968,7 +1049,8 @@ def protect_sources(image_sub: np.ndarray, stats: FrameStats, candidates: np.nda
         psf_shape = (stats.psf_q, stats.psf_theta)
         ok = False
         if track is None:  # judged whole first, unless a track made it look like a piece of a line
-            ok, model = judge_object(d, rms, mine, others, stats.sigma, psf_shape, spikes=spikes_sl, fitted=fitted)
+            ok, model = judge_object(d, rms, mine, others, stats.sigma, psf_shape, spikes=spikes_sl, fitted=fitted,
+                                     spill=spill)
         if not ok:
             # *Source beside a sharp track*: a cosmic-ray track sharper across than any PSF in one
             # group of candidates with a source spoils every model above (a second generator's
@@ -979,7 +1061,7 @@ def protect_sources(image_sub: np.ndarray, stats: FrameStats, candidates: np.nda
             if not (track & mine).any() or not _round_core(d, ((s == own) if own else mine) & ~track, rms):
                 return False  # no track, or no source's core beside it (most hits: spares the fits)
             ok, model = judge_object(d, rms, mine & ~track, others | track, stats.sigma, psf_shape,
-                                     min_snr=TRACK_SOURCE_SNR, spikes=spikes_sl, fitted=fitted)
+                                     min_snr=TRACK_SOURCE_SNR, spikes=spikes_sl, fitted=fitted, spill=spill)
             if not ok:
                 return False
         else:
