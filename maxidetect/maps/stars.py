@@ -30,11 +30,21 @@ frame's noise:
   group of candidates, fitted at its own peak in the group with the hit's
   pixels free, where no bridge of light joins the two (along a track it
   does);
+- *source under a hit*: where the candidates' peak is sharper than any
+  source, at most two such pixels are free and the source is fitted over
+  every other pixel, candidates included (L.A.Cosmic takes a faint
+  undersampled star's whole core with a hit on it); the pixels beside the
+  hit must hold a round core and no other candidate lie far above the source;
 - *source beside a sharp track*: last, where every model above failed, the
   candidates sharper across than any PSF (a cosmic-ray track one pixel
   wide) and one pixel more are left out of the fits and keep their zero
   weight, and the rest is judged again, where it has a round core of 5
   sigma (a source of 10 sigma at least must win).
+
+Before any fit, the light the frame's hits spill into their neighbours
+(diffusion, inter-pixel capacitance: a fraction measured on the frame's own
+hits, :func:`hit_spill`) is taken off the neighbours of the stamp's hits: a
+hit and its spill make a compact symmetric blob that fits an undersampled star.
 
 The model with the lowest Akaike information criterion wins, and the
 source also wins where a likelihood-ratio test against free candidate

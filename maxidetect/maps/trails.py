@@ -19,7 +19,11 @@
    where its light is (:func:`_bright_span`): a trail several times shorter
    than the chord leaves the sky's medians across it.
 3. The verified trail is masked from its first to its last significant
-   window plus a margin, at 2.5 widths plus 2 px: never in fragments.
+   window plus a margin, at 2.5 widths plus 2 px: never in fragments. Two
+   stretches of one line, each a trail's length and at most ``JOIN_GAP``
+   apart, are one trail (it fades, or a source beside it lifts the light it
+   is judged against); stretches farther along a found trail's line are
+   looked for beyond its ends and masked each (a glinting satellite's dashes).
 
 A bright trail through a crowded field is deblended into pieces, each a
 compact source; :func:`line_ridges` finds the pixels of lines longer than
@@ -437,8 +441,9 @@ def _verify(z, valid, theta, rho, min_length, window_snr, source, band=24.0, exc
     # The longest run of significant windows, bridging up to 2 windows that
     # are not (a star on the trail) and any number without data (masked:
     # saturated stars, diffuse light). A window with no signal at all (S/N
-    # under 1) ends the run: a trail does not vanish and reappear, but a line
-    # through unrelated objects (a galaxy's wings, aligned stars) does.
+    # under 1) ends the run: a line through unrelated objects (a galaxy's
+    # wings, aligned stars) vanishes and reappears; runs are joined below only
+    # where each is a trail's length.
     runs, start, gap = [], None, 0
     for i in range(nwin):
         if hit[i]:
