@@ -520,8 +520,10 @@ def test_hits_spilling_into_their_neighbours_stay_zero(spill):
     their neighbours before any fit."""
     for seed in range(2):
         img, flags, hits = _hits_on_field(seed, 1.7, 25, spill=spill)
-        zero, _, _ = fuse(img, flags, MapPolicy())
+        zero, _, report = fuse(img, flags, MapPolicy())
         assert all(zero[iy, ix] for iy, ix in hits)
+        assert report.hit_spill[0] == pytest.approx(spill, abs=0.004)  # measured (MDSPILL in the maps' header)
+        assert ("MDSPILL", round(report.hit_spill[0], 4)) in [c[:2] for c in report.header_cards()]
 
 
 def test_faint_undersampled_moffat_stars_under_cosmic_ray_calls_keep_their_cores():

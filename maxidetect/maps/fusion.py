@@ -83,6 +83,7 @@ class FusionReport:
     released_pixels: int = 0
     trl_flag_only_pixels: int = 0
     cr_on_spikes: int = 0  # cosmic-ray flags moved to SP: pixels on a visible diffraction spike
+    hit_spill: tuple = (0.0, 0.0)  # a hit's value spilt into each side and corner neighbour (measured)
 
     def header_cards(self) -> list[tuple]:
         trails = [(f"MDTRL{k + 1}", f"{t.theta:.6f},{t.rho:.2f},{t.sigma:.2f},{t.t0:.1f},{t.t1:.1f}",
@@ -95,7 +96,8 @@ class FusionReport:
                 ("MDNTRL", len(self.trails), "trails fitted and masked end to end"),
                 ("MDNCOL", len(self.columns), "bad column/row segments found"),
                 ("MDNPROT", self.sources_protected, "sources protected from zero weight"),
-                ("MDNREL", self.released_pixels, "pixels released to flag-only")] + trails
+                ("MDNREL", self.released_pixels, "pixels released to flag-only"),
+                ("MDSPILL", round(float(self.hit_spill[0]), 4), "hit value spilt per side neighbour")] + trails
 
 
 def _noise_estimate(image: np.ndarray) -> float:
@@ -450,6 +452,7 @@ def fuse(image: np.ndarray, flags: np.ndarray, policy: MapPolicy,
     result = protect_sources(sub, stats, candidates, lines=lines, exclude=overscan, spikes=on_spike,
                              halo=1 if act["CR"] == "zero" else 0)
     released = result.released
+    report.hit_spill = tuple(float(f) for f in result.spill)
     if saturated.any():
         # A saturated star is a real source that rule 1 cannot fit (its top is
         # flat): the cosmic-ray and pixel calls on it are released

@@ -117,6 +117,7 @@ class ReleaseResult:
     protected: np.ndarray  # bool (H, W): footprints of the sources judged real (no halo grows into them)
     n_tested: int
     n_sources: int  # objects judged real sources
+    spill: tuple = (0.0, 0.0)  # fractions of a hit's value in its side and corner neighbours (hit_spill)
 
 
 def _pixel_gauss(offsets: np.ndarray, sigma: float) -> np.ndarray:
@@ -1157,4 +1158,4 @@ def protect_sources(image_sub: np.ndarray, stats: FrameStats, candidates: np.nda
                 g = lab[cy, cx]
                 n_tested += 1
                 n_src += judge(cy, cx, int(seg[cy, cx]), lambda sl, g=g: lab[sl] == g, cy, cx)
-    return ReleaseResult(released, protected, int(n_tested), int(n_src))
+    return ReleaseResult(released, protected, int(n_tested), int(n_src), spill)
