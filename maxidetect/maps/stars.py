@@ -652,7 +652,6 @@ def hit_spill(image_sub: np.ndarray, candidates: np.ndarray, rms: np.ndarray, si
     sigma or more, of the second faintest side and corner neighbour over the
     hit (not the brightest two: a track's own pixels run along two sides;
     the median: few hits fall on a star). (0, 0) with fewer than ``min_hits``."""
-    h, w = image_sub.shape
     d = np.asarray(image_sub, np.float64)
     ys, xs = np.nonzero(candidates[1:-1, 1:-1])
     ys, xs = ys + 1, xs + 1
