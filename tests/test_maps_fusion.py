@@ -511,6 +511,35 @@ def test_faint_undersampled_stars_with_a_hit_on_the_core_keep_their_cores(seed):
         assert flags[iy, ix] & (BIT["HP"] | BIT["CR"])
 
 
+def test_cosmic_ray_tracks_are_no_measure_of_a_hits_spill():
+    """A track deposited bilinearly lights three or four sides of each of its
+    pixels: measured as spill (a second generator's frames read 10-13%), it
+    was taken off the neighbours of every hit, and rule 1 judged stamps on
+    light that was not there. Only single events measure it."""
+    from maxidetect.maps.stars import hit_spill
+
+    rng = np.random.default_rng(5)
+    n = 256
+    d = rng.normal(0, 1, (n, n))
+    cand = np.zeros((n, n), bool)
+    for _ in range(60):
+        y, x, ang = *rng.uniform(20, 236, 2), rng.uniform(0, np.pi)
+        for step in range(24):  # half-pixel steps, each shared by the four pixels around it
+            py, px = y + 0.5 * step * np.sin(ang), x + 0.5 * step * np.cos(ang)
+            iy, ix, fy, fx = int(py), int(px), py % 1, px % 1
+            for dy, dx, wt in ((0, 0, (1 - fy) * (1 - fx)), (0, 1, (1 - fy) * fx), (1, 0, fy * (1 - fx)),
+                               (1, 1, fy * fx)):
+                d[iy + dy, ix + dx] += 100 * wt
+                cand[iy + dy, ix + dx] = True
+    for _ in range(25):  # and single hits, spilling 3% into each side
+        y, x = rng.integers(10, 246, 2)
+        d[y, x] += 200
+        d[y - 1:y + 2, x - 1:x + 2] += 6 * np.array([[0, 1, 0], [1, 0, 1], [0, 1, 0]])
+        cand[y, x] = True
+    side, _ = hit_spill(d, cand, np.ones((n, n)), 1.7 / 2.3548)
+    assert side == pytest.approx(0.03, abs=0.01)
+
+
 @pytest.mark.parametrize("spill", [0.02, 0.1])
 def test_hits_spilling_into_their_neighbours_stay_zero(spill):
     """Hits that spill 2-10% of their value into their side neighbours (charge
