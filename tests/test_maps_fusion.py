@@ -1542,9 +1542,9 @@ def _dashed_trail(seed: int, gap: float):
 @pytest.mark.parametrize("seed,gap", [(1, 70), (2, 100)])
 def test_a_trail_dark_for_a_stretch_is_one_trail_over_its_whole_length(seed, gap):
     """A trail that fades for 70-100 px (a tumbling satellite; on a crowded
-    bench frame, a bright source beside a 2.7-sigma trail): its run of
-    windows ends there, and the verification kept the longer piece only
-    (the other, 470 px to the frame's edge, was left unmasked)."""
+    bench frame a 2.7-sigma trail's run of windows ended 68 px before its
+    last 470 px): its run of windows ends there, and the verification kept
+    the longer piece only (the other was left unmasked)."""
     z, dist, along, _ = _dashed_trail(seed, gap)
     found = find_trails(z, np.zeros(z.shape, bool))
     assert len(found) == 1

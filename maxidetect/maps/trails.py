@@ -21,8 +21,8 @@
 3. The verified trail is masked from its first to its last significant
    window plus a margin, at 2.5 widths plus 2 px: never in fragments. Two
    stretches of one line, each a trail's length and at most ``JOIN_GAP``
-   apart, are one trail (it fades, or a source beside it lifts the light it
-   is judged against); stretches farther along a found trail's line are
+   apart, are one trail (it fades, or the light beside it that it is judged
+   against rises); stretches farther along a found trail's line are
    looked for beyond its ends and masked each (a glinting satellite's dashes).
 
 A bright trail through a crowded field is deblended into pieces, each a
@@ -64,7 +64,7 @@ END_STEP, END_SNR, END_MIN_PIXELS = 8, 2.0, 6
 #: window.
 LIT_FRACTION, LIT_STEPS = 0.25, 3
 #: Two stretches of one line at most this far apart [px] are one trail, bridged: where a trail
-#: fades (a tumbling satellite) or a source beside it lifts the light it is judged against, its run
+#: fades (a tumbling satellite) or the light beside it, which it is judged against, rises, its run
 #: of windows ends (a 2.7-sigma trail on a crowded frame was found as two pieces 68 px apart, and
 #: the second, 470 px to the frame's edge, left unmasked). Farther apart, each is a trail of its own
 #: (a glinting satellite's dashes): both masked, the gap not.
