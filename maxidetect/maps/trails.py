@@ -1061,14 +1061,13 @@ def find_trails(snr: np.ndarray, masked: np.ndarray, network_trl: np.ndarray | N
             t = _verify(z, valid, theta, rho, length, 3.0, source, excess=excess, span=span)
             if t is None or not _plausible(t, z, valid, network_trl, diffuse, psf_sigma, lines):
                 continue
-            joins = [(i, _continues(o, t)) for i, o in enumerate(trails)]
-            i, stretch = next(((i, j) for i, j in joins if j is not None and np.isfinite(j[0])), (None, None))
+            joins = [_continues(o, t) for o in trails]
+            i = next((k for k, j in enumerate(joins) if j is not None and np.isfinite(j[0])), None)
             if i is not None:  # the rest of a trail found already: one trail, bridged over the gap
                 o = trails[i]
-                trails[i] = replace(o, t0=float(stretch[0]), t1=float(stretch[1]),
-                                    significance=float(np.hypot(o.significance, t.significance)))
-                t = trails[i]
-            elif any(_same(t, o) and _continues(o, t) is None for o in trails):
+                trails[i] = t = replace(o, t0=float(joins[i][0]), t1=float(joins[i][1]),
+                                        significance=float(np.hypot(o.significance, t.significance)))
+            elif any(_same(t, o) and j is None for o, j in zip(trails, joins, strict=True)):
                 continue
             else:
                 trails.append(t)
