@@ -1569,6 +1569,61 @@ def test_a_dashed_trail_is_masked_dash_by_dash(seed):
     assert covered[on & ~lit].mean() < 0.4
 
 
+def _trail_into_footprint(seed, lit_inside: bool, galaxy: bool):
+    """A 3-sigma trail from the frame's top to its bottom edge (1024 px frame); its last 260 px lie
+    in a source footprint the search leaves out (an ellipse 200 px across, lifted by broad light,
+    with a star on the line in it). ``lit_inside``: the trail goes on in the footprint (else it ends
+    at its edge); ``galaxy``: a bright galaxy centred on the line inside it."""
+    rng = np.random.default_rng(seed)
+    n = 1024
+    yy, xx = np.mgrid[:n, :n]
+    theta = np.radians(70.0)
+    dist = xx * np.cos(theta) + yy * np.sin(theta) - 300.0
+    along = -xx * np.sin(theta) + yy * np.cos(theta)
+    x0, y0 = 300.0 * np.cos(theta), 300.0 * np.sin(theta)
+    on = np.abs(dist) < 1
+    t_edge = along[on & (yy < 2)].mean()  # where the line leaves the frame's bottom edge
+    inside = along < t_edge + 260  # the last 260 px before that edge
+    cx, cy = x0 - (t_edge + 130) * np.sin(theta), y0 + (t_edge + 130) * np.cos(theta)
+    footprint = ((xx - cx) / 180.0) ** 2 + ((yy - cy) / 150.0) ** 2 < 1
+    z = rng.normal(0, 1, (n, n)) + 2.0 * footprint * np.exp(-0.5 * (np.hypot(xx - cx, yy - cy) / 120.0) ** 2)
+    lit = ~inside | lit_inside
+    z += 3.0 * np.exp(-0.5 * (dist / 1.3) ** 2) * lit
+    sx, sy = x0 - (t_edge + 60) * np.sin(theta), y0 + (t_edge + 60) * np.cos(theta)
+    z += 40.0 * np.exp(-0.5 * (np.hypot(xx - sx, yy - sy) / 1.5) ** 2)  # a star on the line
+    if not lit_inside:  # a faint star on the line a step and a half past the trail's end
+        fx, fy = x0 - (t_edge + 248) * np.sin(theta), y0 + (t_edge + 248) * np.cos(theta)
+        z += 6.0 * np.exp(-0.5 * (np.hypot(xx - fx, yy - fy) / 1.5) ** 2)
+    if galaxy:
+        z += 6.0 * np.exp(-0.5 * (np.hypot(xx - cx, yy - cy) / 25.0) ** 2)
+    return z.astype(np.float32), footprint, dist, inside
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_a_trail_whose_last_stretch_lies_in_a_footprint_is_masked_to_the_edge(seed):
+    """A trail runs into a source footprint the search leaves out (on a crowded bench frame one
+    object's footprint took in the last 227 px of a 6-sigma trail and a bright-background corner):
+    the verification sees no pixels there and the trail ended at the footprint; it is carried on
+    through it, over the star on its line, while its core stays lit."""
+    z, footprint, dist, inside = _trail_into_footprint(seed, lit_inside=True, galaxy=False)
+    found = find_trails(z, footprint)
+    assert len(found) == 1
+    covered = trail_mask(z.shape, found[0], margin=0)
+    assert covered[(np.abs(dist) < 1) & inside].mean() > 0.95
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+@pytest.mark.parametrize("galaxy", [False, True])
+def test_a_trail_that_ends_at_a_footprint_is_not_carried_into_it(seed, galaxy):
+    """A trail that ends where a footprint begins is not carried on over it (at most a step and the
+    mask's margin): not to a faint star on its line just past its end, nor into a bright galaxy."""
+    z, footprint, dist, inside = _trail_into_footprint(seed, lit_inside=False, galaxy=galaxy)
+    found = find_trails(z, footprint)
+    assert len(found) == 1
+    covered = trail_mask(z.shape, found[0], margin=0)
+    assert covered[(np.abs(dist) < 1) & inside].sum() < 20  # a step of the line, 2 px wide
+
+
 def test_broad_line_on_the_pixel_grid_is_not_a_trail_even_where_the_network_says_so():
     """A sky line of a spectrum (or a bleed, a glow): exactly along a column,
     four times the PSF's width; the network calls such stripes TRL. Not a
