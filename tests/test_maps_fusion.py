@@ -825,32 +825,6 @@ def test_a_star_at_a_cosmic_ray_tracks_end_keeps_its_core(seed):
     assert np.mean([zero[ys, xs].all() for ys, xs in bare]) >= 0.9
 
 
-def test_a_track_that_runs_on_past_a_bright_pixel_is_told_from_one_ending_on_a_star():
-    """A 1 px track's brightest pixel, with its neighbours along it free, splits the track in two,
-    and one half passed for a track ending on a star (a bench frame's track was released over 33
-    px so): the track runs on 3-5 px past that pixel; past a star at a track's end, less the star's
-    model, nothing does."""
-    from maxidetect.maps.stars import _runs_on_behind
-
-    rng = np.random.default_rng(74)
-    n, c = 25, 12
-    var = np.ones((n, n))
-    for angle in np.radians([0.0, 30.0, 45.0, 100.0, 160.0]):
-        t = np.arange(-12.0, 12.0, 0.25)
-        ys, xs = np.round(c + t * np.sin(angle)).astype(int), np.round(c + t * np.cos(angle)).astype(int)
-        through = np.zeros((n, n))
-        np.add.at(through, (ys, xs), 2.0)  # ~8 sigma per pixel
-        ahead = t > 1.5  # the same line, from beside the peak on: a track that ends on it
-        end = np.zeros((n, n))
-        np.add.at(end, (ys[ahead], xs[ahead]), 2.0)
-        noise = rng.normal(0, 1, (n, n))
-        fy, fx = c + 6 * np.sin(angle), c + 6 * np.cos(angle)  # the free half's centre
-        bright = np.zeros((n, n))
-        bright[c, c] = 20.0
-        assert _runs_on_behind(through + bright + noise, var, c, c, fy, fx, 8.0)
-        assert not _runs_on_behind(end + noise, var, c, c, fy, fx, 8.0)  # the star less its model: noise
-
-
 def _elongated_star(shape, x, y, flux, fwhm, q, theta, over=5):
     """An elliptical Gaussian star (FWHM ``fwhm`` along the major axis at
     ``theta`` from +x, axis ratio ``q``), integrated over pixels."""

@@ -793,9 +793,9 @@ def _source_beside_hit(d, var, rms, cand, use_all, plane, aic_art, sig_psf, shap
             # a 12-sigma track ending diagonally on its peak, zeroed whole). The track may be free up
             # to a diagonal step from the peak, but the peak and its side neighbours may not, what
             # is left near the peak must be a round core (a track's brightest stretch is a line),
-            # the free pixels a line off to one side (not a bright star's wings all round it) that
-            # does not go on past the peak, the peak TRACK_END_CONTRAST above the track's pixels,
-            # and the source TRACK_SOURCE_SNR significant. The track keeps its zero weight.
+            # the free pixels a line off to one side (not a bright star's wings all round it), the
+            # peak TRACK_END_CONTRAST above the track's pixels, and the source TRACK_SOURCE_SNR
+            # significant. The track keeps its zero weight.
             # The track: the largest group of free pixels (others may be a bright star's wings).
             lab_f, n_f = ndimage.label(free, structure=np.ones((3, 3), bool))
             track = lab_f == 1 + int(np.argmax(np.bincount(lab_f.ravel())[1:])) if n_f else free
@@ -805,8 +805,6 @@ def _source_beside_hit(d, var, rms, cand, use_all, plane, aic_art, sig_psf, shap
                 continue  # no track off to one side (a bright star's own wings all round it)
             if d[py, px] < TRACK_END_CONTRAST * np.median(d[track]):
                 continue  # no brighter than the track's pixels: its own end (it deposits evenly)
-            if _runs_on_behind(d - src, var, py, px, fy, fx, float(np.median(d[track]))):
-                continue  # the track goes on past the peak: one bright pixel of it
             if (free & (r <= 1.0)).any() or snr < max(min_snr, TRACK_SOURCE_SNR) \
                     or not _round_core(d, use_all & (r < reach) & ~free, rms, peak=MIN_SOURCE_SNR):
                 continue
@@ -822,27 +820,6 @@ def _source_beside_hit(d, var, rms, cand, use_all, plane, aic_art, sig_psf, shap
         if amp > 0 and snr >= min_snr and chi2 + 2 * (7 + len(_WING_WIDTHS) + n_free) < aic_art:
             return True, model, kept
     return False, None, None
-
-
-def _runs_on_behind(d, var, py: int, px: int, fy: float, fx: float, level: float) -> bool:
-    """Whether the line from (fy, fx) (a track's centre) through the peak (py, px) stays lit 3-5 px
-    past the peak in ``d`` (the stamp less the source fitted there): the brightest pixel within one
-    of each step's point, in median, at least half the track's ``level`` and 3 sigma. A track that
-    runs through the peak does (a 1 px track's brightest pixel, with its neighbours along it free,
-    split it in two: one half passed for a track ending on a star); a star's wings, less its model,
-    do not."""
-    n = np.hypot(py - fy, px - fx)
-    uy, ux = (py - fy) / n, (px - fx) / n
-    h, w = d.shape
-    steps = []
-    for t in (3.0, 4.0, 5.0):
-        iy, ix = int(round(py + t * uy)), int(round(px + t * ux))
-        if not (0 <= iy < h and 0 <= ix < w):
-            return False  # off the stamp: nothing to tell
-        sl = (slice(max(iy - 1, 0), iy + 2), slice(max(ix - 1, 0), ix + 2))
-        steps.append(float((d[sl] / np.sqrt(var[sl])).max()))
-    sig = float(np.median(steps))
-    return sig >= 3.0 and sig * float(np.sqrt(np.median(var))) >= 0.5 * level
 
 
 def _bump_on_line(d, var, free, src, sig_psf, nsigma=5.0) -> bool:
