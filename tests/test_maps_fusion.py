@@ -769,62 +769,6 @@ def test_star_beside_a_hit_in_one_candidate_group_keeps_its_core():
     assert np.mean([zero[iy, ix] and zero[iy, ix + 3] for ix, iy in pairs]) >= 0.9
 
 
-
-def _stars_at_track_ends(seed: int):
-    """FWHM 2 px stars (peak 12-40 sigma) each with a cosmic-ray track (6-10 px, 5-9 sigma per
-    px of length) ending a diagonal step from its peak, one CR call over both; and bare tracks."""
-    rng = np.random.default_rng(seed)
-    img0, flags, stars, _ = _good_seeing_field(seed, fwhm=2.0, n_hits=0, flag_above=1e9)
-    img = img0.astype(np.float64)
-    placed, track_px, bare = [], [], []
-    for x, y, peak in stars:
-        if not 12 < peak < 40 or rng.random() < 0.3:  # the others: isolated stars for the PSF
-            continue
-        iy, ix = int(round(y)), int(round(x))
-        sy, sx = int(rng.choice([-1, 1])), int(rng.choice([-1, 1]))  # the diagonal it ends on
-        angle = np.arctan2(sy, sx) + rng.uniform(-0.5, 0.5)
-        length = rng.uniform(6, 10)
-        ey, ex = iy + sy, ix + sx  # the track's end pixel, a diagonal step from the peak
-        tr, on = _track(img.shape, ex + 0.5 * length * np.cos(angle), ey + 0.5 * length * np.sin(angle), length,
-                        angle, NOISE * rng.uniform(5, 9))
-        img += tr
-        ys, xs = np.nonzero(on)
-        flags[min(ys.min(), iy) - 2:max(ys.max(), iy) + 3, min(xs.min(), ix) - 2:max(xs.max(), ix) + 3] |= BIT["CR"]
-        placed.append((x, y))
-        far = np.hypot(ys - iy, xs - ix) >= 2.5
-        track_px.append((ys[far], xs[far]))
-    for _ in range(15):
-        x, y = rng.uniform(20, 300, 2)
-        if min(np.hypot(x - a, y - b) for a, b, _ in stars) < 15:
-            continue
-        angle = rng.uniform(0, np.pi)
-        tr, on = _track(img.shape, x, y, rng.uniform(6, 10), angle, NOISE * rng.uniform(6, 12))
-        img += tr
-        ys, xs = np.nonzero(on)
-        flags[ys.min() - 2:ys.max() + 3, xs.min() - 2:xs.max() + 3] |= BIT["CR"]
-        bare.append((ys, xs))
-    return img.astype(np.float32), flags, placed, track_px, bare
-
-
-@pytest.mark.parametrize("seed", [70, 71])
-def test_a_star_at_a_cosmic_ray_tracks_end_keeps_its_core(seed):
-    """FWHM 2 px stars of S/N ~15-60, each with a cosmic-ray track (6-10 px, 5-9 sigma per px of
-    length, no sharper across than the PSF) ending diagonally on its peak, the network's call and halo
-    covering both as one group (a second generator's S/N 23 star in a 12x-crowded field was zeroed
-    whole so: the track joins the star's light, so it is not 'beside' the star, and runs off to one
-    side, so it is not 'across' its core). The star is kept; the track's pixels 2 px or more from
-    its peak stay zero; bare tracks (6-12 sigma: a track's end is no star) stay zeroed. A track as
-    bright per pixel as the star's peak is not told from the star's core (its own end)."""
-    img, flags, placed, track_px, bare = _stars_at_track_ends(seed)
-    zero, _, dx, dy = _fuse_and_detect(img.astype(np.float32), flags)
-    assert len(placed) >= 8 and len(bare) >= 6
-    lost = [(round(a), round(b)) for a, b in placed
-            if zero[int(round(b)), int(round(a))] or np.hypot(dx - a, dy - b).min() > 1.5]
-    assert len(lost) <= 1, lost
-    assert np.mean(np.concatenate([zero[ys, xs] for ys, xs in track_px])) > 0.9
-    assert np.mean([zero[ys, xs].all() for ys, xs in bare]) >= 0.9
-
-
 def _elongated_star(shape, x, y, flux, fwhm, q, theta, over=5):
     """An elliptical Gaussian star (FWHM ``fwhm`` along the major axis at
     ``theta`` from +x, axis ratio ``q``), integrated over pixels."""

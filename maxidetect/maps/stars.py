@@ -30,10 +30,6 @@ frame's noise:
   group of candidates, fitted at its own peak in the group with the hit's
   pixels free, where no bridge of light joins the two (along a track it
   does);
-- *source at a track's end*: where a track (no sharper than the PSF) ends
-  on a star's core, joined to it: the track, a line off to one side, is
-  free up to a diagonal step from the peak and keeps its zero weight; the
-  rest must be a round core peaking above the track's own pixels;
 - *source under a hit*: where the candidates' peak is sharper than any
   source, at most two such pixels are free and the source is fitted over
   every other pixel, candidates included (L.A.Cosmic takes a faint
@@ -443,9 +439,7 @@ def _lrt_limit(dof: int) -> float:
 
 def judge_object(d, rms, cand, others, sig_psf, shape=(1.0, 0.0), min_snr: float = MIN_SOURCE_SNR,
                  spikes=None, fitted=None, spill=(0.0, 0.0)):
-    """Judge one stamp: returns (is_source, source_model or None, kept or None): ``kept``
-    (bool like ``d``), where the source was found with a hit or track beside it set free, those
-    pixels (they are not the source's and keep their zero weight).
+    """Judge one stamp: returns (is_source, source_model or None).
 
     ``d``: background-subtracted pixels, ``rms``: noise, ``cand``: the zero
     candidates, ``others``: pixels of other objects (left out of every fit).
@@ -466,7 +460,7 @@ def judge_object(d, rms, cand, others, sig_psf, shape=(1.0, 0.0), min_snr: float
     use_out = use_all & ~cand
     n_cand = int((cand & use_all).sum())
     if use_out.sum() < 8 or n_cand == 0:
-        return False, None, None
+        return False, None
     # Centres tried: the candidates' peak, and the brightest pixel just
     # outside them (a star whose core the candidates cover only in part).
     cy, cx = np.unravel_index(np.argmax(np.where(cand & use_all, d, -np.inf)), d.shape)  # not a neighbour's peak
@@ -504,23 +498,23 @@ def judge_object(d, rms, cand, others, sig_psf, shape=(1.0, 0.0), min_snr: float
             if extra and _light_taken(d, lit, fit[4], fit[5], n_cand):
                 continue
             if chi2 + 2 * (7 + extra) < aic_art:
-                return True, model, None
+                return True, model
             # The source over every pixel is not rejected at SOURCE_ALPHA by the
             # likelihood ratio against free candidate pixels: kept (on a faint
             # source a large group of candidates favours the artefact by noise
             # alone about one time in six under the AIC).
             if not extra and n_art > 4 and chi2 - chi2_art < _lrt_limit(n_art - 4):
-                return True, model, None
+                return True, model
     # A star beside the hit that made the group's peak: its own peak in the group.
-    ok, model, kept = _source_beside_hit(d, var, rms, cand & use_all, use_all, plane, aic_art, sig_psf, shape,
-                                         min_snr)
+    ok, model = _source_beside_hit(d, var, rms, cand & use_all, use_all, plane, aic_art, sig_psf, shape,
+                                   min_snr)
     if ok:
-        return True, model, kept
+        return True, model
     # Not where the candidates' peak is sharper than any source (a hit, not a
     # star): no wings, no track; a source under the hit, last.
     if steeper_than_psf(d[cy, cx] - _side_mean(d)[cy, cx], d[cy, cx], rms[cy, cx], sig_psf):
-        return *_source_under_hit(d, var, rms, cand & use_all, use_all, plane, aic_art, sig_psf, shape, (cy, cx),
-                                  min_snr), None
+        return _source_under_hit(d, var, rms, cand & use_all, use_all, plane, aic_art, sig_psf, shape, (cy, cx),
+                                 min_snr)
     # *Source + wings*: a bright undersampled star's Moffat wings are far
     # above any Gaussian of its core's width (S/N 200 at FWHM 1.2 px: chi2
     # twice the artefact's). Wings only add light around the core, so a hit
@@ -536,15 +530,15 @@ def judge_object(d, rms, cand, others, sig_psf, shape=(1.0, 0.0), min_snr: float
         chi2, amp, snr, model = _fit_wings(d, var, use_all, stack, plane)
         if amp > 0 and snr >= min_snr and (chi2 + 2 * n_par < aic_art or (
                 n_art > n_par - 3 and chi2 - chi2_art < _lrt_limit(n_art - (n_par - 3)))):
-            return True, model, None
+            return True, model
     # A track across the core, last (the costliest model).
     for profiles, fit in over_all:
         if fit[1] > 0 and fit[2] >= min_snr:
             ok, model = _source_under_track(d, var, cand & use_all, use_all, profiles, plane, aic_art, sig_psf, fit,
                                             min_snr)
             if ok:
-                return True, model, None
-    return False, None, None
+                return True, model
+    return False, None
 
 
 def _track_extension(d, cand, rms, sig_psf: float, half_width: float = 1.0, nsigma: float = 4.0) -> np.ndarray:
@@ -736,8 +730,6 @@ BESIDE_MIN_FWHM = 1.0
 BESIDE_MIN_PEAK = 10.0
 #: ... and no pixels this fraction of the peak's brightness join them.
 BESIDE_GAP = 0.3
-#: A source at a track's end peaks this many times above the track's median free pixel.
-TRACK_END_CONTRAST = 1.5
 
 
 def _source_beside_hit(d, var, rms, cand, use_all, plane, aic_art, sig_psf, shape,
@@ -755,15 +747,11 @@ def _source_beside_hit(d, var, rms, cand, use_all, plane, aic_art, sig_psf, shap
     that distance of its centre (a hit's own pixel fits a narrow source
     once its neighbours are free), and where the source, or the source with
     wings (:func:`_fit_wings`), with the hit free beats the artefact model
-    (AIC) at 5 sigma or more.
-
-    *Source at a track's end* (the hit joined to the peak by its light): see below; its peak
-    need only be MIN_SOURCE_SNR sigma bright."""
-    lit = cand & use_all & (d >= MIN_SOURCE_SNR * np.sqrt(var))
-    bright = lit & (d >= BESIDE_MIN_PEAK * np.sqrt(var))
-    if lit.sum() < 2:
-        return False, None, None
-    top = lit & (d >= ndimage.maximum_filter(d, size=3, mode="nearest"))
+    (AIC) at 5 sigma or more."""
+    bright = cand & use_all & (d >= BESIDE_MIN_PEAK * np.sqrt(var))
+    if bright.sum() < 2:
+        return False, None
+    top = bright & (d >= ndimage.maximum_filter(d, size=3, mode="nearest"))
     top &= ~steeper_than_psf(d - _side_mean(d), d, rms, sig_psf)
     reach = max(2.0, BESIDE_MIN_FWHM * 2.3548 * sig_psf)
     yy, xx = np.indices(d.shape)
@@ -776,8 +764,7 @@ def _source_beside_hit(d, var, rms, cand, use_all, plane, aic_art, sig_psf, shap
         # The hit is apart from the peak: no bridge of pixels a third as bright
         # joins them (along a track the light runs on: the track model's).
         lab, _ = ndimage.label(cand & (d >= BESIDE_GAP * d[py, px]), structure=np.ones((3, 3), bool))
-        joined = not (free & bright & (lab != lab[py, px])).any()
-        if (joined and not free.any()) or (not joined and not bright[py, px]):
+        if not (free & bright & (lab != lab[py, px])).any():
             continue
         profiles = _centre_profiles(d.shape, py, px, sig_psf, shape)
         got = _free_outliers(d, var, cand, use_all, profiles, plane, free, model_error=True)
@@ -785,41 +772,16 @@ def _source_beside_hit(d, var, rms, cand, use_all, plane, aic_art, sig_psf, shap
             continue
         (chi2, _, snr, src), free, use = got
         n_free = int(free.sum())
-        r = np.hypot(yy - py, xx - px)
-        track_end = joined or (free & ~away).any()
-        if track_end:
-            # *Source at a track's end*: a track that touches the star's core, joined to it by its
-            # light or its end freed within ``reach`` (a second generator's S/N 23 star at FWHM 2 px,
-            # a 12-sigma track ending diagonally on its peak, zeroed whole). The track may be free up
-            # to a diagonal step from the peak, but the peak and its side neighbours may not, what
-            # is left near the peak must be a round core (a track's brightest stretch is a line),
-            # the free pixels a line off to one side (not a bright star's wings all round it), the
-            # peak TRACK_END_CONTRAST above the track's pixels, and the source TRACK_SOURCE_SNR
-            # significant. The track keeps its zero weight.
-            # The track: the largest group of free pixels (others may be a bright star's wings).
-            lab_f, n_f = ndimage.label(free, structure=np.ones((3, 3), bool))
-            track = lab_f == 1 + int(np.argmax(np.bincount(lab_f.ravel())[1:])) if n_f else free
-            a, b, *_ = _moments(np.ones(d.shape), track)
-            fy, fx = np.argwhere(track).mean(axis=0)
-            if (track.sum() >= 3 and a < 1.5 * max(b, 0.25)) or np.hypot(fy - py, fx - px) < reach:
-                continue  # no track off to one side (a bright star's own wings all round it)
-            if d[py, px] < TRACK_END_CONTRAST * np.median(d[track]):
-                continue  # no brighter than the track's pixels: its own end (it deposits evenly)
-            if (free & (r <= 1.0)).any() or snr < max(min_snr, TRACK_SOURCE_SNR) \
-                    or not _round_core(d, use_all & (r < reach) & ~free, rms, peak=MIN_SOURCE_SNR):
-                continue
-        if n_free >= int(cand.sum()):
-            continue
-        # The track's fainter pixels beside its free ones, out of the core, stay zero with it.
-        kept = track | (dilate(track, 1, square=True) & cand & (r >= reach)) if track_end else None
+        if n_free >= int(cand.sum()) or (free & ~away).any():
+            continue  # pixels of its own core free: a hit's
         if snr >= min_snr and chi2 + 2 * (7 + n_free) < aic_art \
                 and chi2 + 2 * 4 < _plane_chi2(d, var, use, plane):
-            return True, src, kept
+            return True, src
         stack = _wing_profiles(tuple(d.shape), int(py), int(px), float(sig_psf), q, float(shape[1]))
         chi2, amp, snr, model = _fit_wings(d, var, use, stack, plane)
         if amp > 0 and snr >= min_snr and chi2 + 2 * (7 + len(_WING_WIDTHS) + n_free) < aic_art:
-            return True, model, kept
-    return False, None, None
+            return True, model
+    return False, None
 
 
 def _bump_on_line(d, var, free, src, sig_psf, nsigma=5.0) -> bool:
@@ -1105,8 +1067,8 @@ def protect_sources(image_sub: np.ndarray, stats: FrameStats, candidates: np.nda
         psf_shape = (stats.psf_q, stats.psf_theta)
         ok = False
         if track is None:  # judged whole first, unless a track made it look like a piece of a line
-            ok, model, kept = judge_object(d, rms, mine, others, stats.sigma, psf_shape, spikes=spikes_sl,
-                                           fitted=fitted, spill=spill)
+            ok, model = judge_object(d, rms, mine, others, stats.sigma, psf_shape, spikes=spikes_sl, fitted=fitted,
+                                     spill=spill)
         if not ok:
             # *Source beside a sharp track*: a cosmic-ray track sharper across than any PSF in one
             # group of candidates with a source spoils every model above (a second generator's
@@ -1116,8 +1078,8 @@ def protect_sources(image_sub: np.ndarray, stats: FrameStats, candidates: np.nda
             track = sharp_track() if track is None else track
             if not (track & mine).any() or not _round_core(d, ((s == own) if own else mine) & ~track, rms):
                 return False  # no track, or no source's core beside it (most hits: spares the fits)
-            ok, model, kept = judge_object(d, rms, mine & ~track, others | track, stats.sigma, psf_shape,
-                                           min_snr=TRACK_SOURCE_SNR, spikes=spikes_sl, fitted=fitted, spill=spill)
+            ok, model = judge_object(d, rms, mine & ~track, others | track, stats.sigma, psf_shape,
+                                     min_snr=TRACK_SOURCE_SNR, spikes=spikes_sl, fitted=fitted, spill=spill)
             if not ok:
                 return False
         else:
@@ -1150,8 +1112,6 @@ def protect_sources(image_sub: np.ndarray, stats: FrameStats, candidates: np.nda
             sharp = steeper_than_psf(d - _side_mean(d), d, rms, stats.sigma_minor)
             artefact = artefact | (cand & sharp & (d - model - sky > OUTLIER_SIGMA * rms))
         if release:
-            if kept is not None:  # a hit or track beside the source, set free by its fit
-                artefact = artefact | kept
             released[sl] |= cand & footprint & ~artefact & ~track
         protected[sl] |= footprint
         return True
