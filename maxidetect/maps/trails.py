@@ -24,6 +24,9 @@
    apart, are one trail (it fades, or the light beside it that it is judged
    against rises); stretches farther along a found trail's line are
    looked for beyond its ends and masked each (a glinting satellite's dashes).
+   A trail that runs into a stretch the search left out (a source's
+   footprint) is carried on through it while its core stays lit on the frame
+   as it is (:func:`_through_masked`).
 
 A bright trail through a crowded field is deblended into pieces, each a
 compact source; :func:`line_ridges` finds the pixels of lines longer than
