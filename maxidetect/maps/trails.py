@@ -618,9 +618,10 @@ def _through_masked(snr: np.ndarray, masked: np.ndarray, t: Trail, band: float =
             sh = step & shoulder
             wide = float(v[sh].mean()) - local if sh.any() else 0.0
             reach += END_STEP
-            if above > 4 * t.amplitude or wide >= 0.5 * above:
+            bright = above >= 0.35 * t.amplitude and above * np.sqrt(n) > END_SNR
+            if bright and (above > 4 * t.amplitude or wide >= 0.5 * above):
                 crossed += 1  # a source across the line: no evidence either way
-            elif above >= 0.35 * t.amplitude and above * np.sqrt(n) > END_SNR:
+            elif bright:
                 run, crossed = run + 1, 0
                 if dark == 0 or run >= 2:  # past a dark step, two lit ones (a faint star lights one)
                     lit, dark = reach, 0
