@@ -1524,15 +1524,20 @@ def test_a_line_through_two_objects_with_nothing_between_is_not_one_trail(seed):
         assert not ((covered < 60).any() and (covered > 170).any()), "one trail bridges the empty stretch"
 
 
+def _line_frame(n: int, angle: float, rho: float):
+    """(yy, xx, distance from, distance along) the line ``x cos + y sin = rho`` (``angle`` in
+    degrees) over an n x n frame."""
+    yy, xx = np.mgrid[:n, :n]
+    theta = np.radians(angle)
+    return yy, xx, xx * np.cos(theta) + yy * np.sin(theta) - rho, -xx * np.sin(theta) + yy * np.cos(theta)
+
+
 def _dashed_trail(seed: int, gap: float):
     """A 2.7-sigma trail across a 1024 px frame, dark over ``gap`` px 60% of
     the way along: (frame, distance from the line, distance along it, lit)."""
     rng = np.random.default_rng(seed)
     n = 1024
-    yy, xx = np.mgrid[:n, :n]
-    theta = np.radians(60.0)
-    dist = xx * np.cos(theta) + yy * np.sin(theta) - 600.0
-    along = -xx * np.sin(theta) + yy * np.cos(theta)
+    _, _, dist, along = _line_frame(n, 60.0, 600.0)
     mid = np.percentile(along[np.abs(dist) < 1], 60)
     lit = np.abs(along - mid) > gap / 2
     z = rng.normal(0, 1, (n, n)).astype(np.float32) + (2.7 * np.exp(-0.5 * (dist / 1.3) ** 2) * lit).astype(np.float32)
@@ -1576,10 +1581,8 @@ def _trail_into_footprint(seed, lit_inside: bool, galaxy: bool, star_past: float
     at its edge); ``galaxy``: a bright galaxy centred on the line inside it."""
     rng = np.random.default_rng(seed)
     n = 1024
-    yy, xx = np.mgrid[:n, :n]
+    yy, xx, dist, along = _line_frame(n, 70.0, 300.0)
     theta = np.radians(70.0)
-    dist = xx * np.cos(theta) + yy * np.sin(theta) - 300.0
-    along = -xx * np.sin(theta) + yy * np.cos(theta)
     x0, y0 = 300.0 * np.cos(theta), 300.0 * np.sin(theta)
     on = np.abs(dist) < 1
     t_edge = along[on & (yy < 2)].mean()  # where the line leaves the frame's bottom edge
