@@ -450,7 +450,7 @@ def fuse(image: np.ndarray, flags: np.ndarray, policy: MapPolicy,
             on_spike = spikes.copy()
             on_spike[ys[on], xs[on]] = True
     result = protect_sources(sub, stats, candidates, lines=lines, exclude=overscan, spikes=on_spike,
-                             halo=1 if act["CR"] == "zero" else 0)
+                             halo=1 if act["CR"] == "zero" else 0, line_light=model * stats.rms)
     released = result.released
     report.hit_spill = tuple(float(f) for f in result.spill)
     if saturated.any():

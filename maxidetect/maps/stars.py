@@ -981,7 +981,8 @@ def _labels_around(lab: np.ndarray, iy: np.ndarray, ix: np.ndarray, disk: np.nda
 
 def protect_sources(image_sub: np.ndarray, stats: FrameStats, candidates: np.ndarray,
                     lines=(), max_objects: int = 20000, exclude: np.ndarray | None = None,
-                    spikes: np.ndarray | None = None, halo: int = 0) -> ReleaseResult:
+                    spikes: np.ndarray | None = None, halo: int = 0,
+                    line_light: np.ndarray | None = None) -> ReleaseResult:
     """Release the zero-weight ``candidates`` (bool (H, W)) that sit on real
     sources of the frame (see the module docstring).
 
@@ -1002,7 +1003,10 @@ def protect_sources(image_sub: np.ndarray, stats: FrameStats, candidates: np.nda
     ``halo`` (px): how far the caller grows the candidates left zero (the
     cosmic-ray halo); objects are looked up that much further out, so that
     no halo reaches the core of an object that was never judged (a star of a
-    blend 4 px from a track, its centroid the blend's, lost so)."""
+    blend 4 px from a track, its centroid the blend's, lost so).
+    ``line_light`` (float (H, W), image units): the fitted lines' model,
+    which ``image_sub`` has lost; a line's pixel is released only where the
+    source's model is at least as bright as the line there."""
     released = np.zeros(candidates.shape, bool)
     protected = np.zeros(candidates.shape, bool)
     if not candidates.any():
@@ -1112,7 +1116,15 @@ def protect_sources(image_sub: np.ndarray, stats: FrameStats, candidates: np.nda
             sharp = steeper_than_psf(d - _side_mean(d), d, rms, stats.sigma_minor)
             artefact = artefact | (cand & sharp & (d - model - sky > OUTLIER_SIGMA * rms))
         if release:
-            released[sl] |= cand & footprint & ~artefact & ~track
+            free = cand & footprint & ~artefact & ~track
+            if fitted is not None and line_light is not None:
+                # A line's pixel freed where the line outshines the source makes a
+                # detection of the line's light: a star 5 px beside a trail freed a
+                # stretch of it, and the detection's centroid moved onto the trail
+                # (crowded simulated frames: two stars so, and a knot on a trail
+                # judged a source freed a disc of the trail itself).
+                free &= ~fitted | (model >= line_light[sl])
+            released[sl] |= free
         protected[sl] |= footprint
         return True
 
