@@ -2014,6 +2014,25 @@ def test_source_and_wings_normal_equations_sum_as_the_pixels_do():
     assert g.shape == (3, n_mod, d.size) and np.isclose(g[0].max(), 1.0)
 
 
+def _star_by_trail(seed: int, offset: float, flux: float, width: float):
+    """A star (FWHM 4 px) ``offset`` px beside a trail (5 sigma per pixel,
+    Gaussian sigma ``width``) in a field: the fused maps' zero weight, SEP's
+    detections with them (0-based x, y) and the star's position."""
+    n, fwhm = 512, 4.0
+    ang = np.radians(12.0)
+    yy, xx = np.mgrid[:n, :n]
+    dist = (xx - 256) * np.sin(ang) - (yy - 256) * np.cos(ang)
+    trail = 5.0 * NOISE * np.exp(-0.5 * (dist / width) ** 2)
+    sx = 300.0
+    sy = 256 + (sx - 256) * np.tan(ang) - offset / np.cos(ang)
+    img, pos = _field(n=n, fwhm=fwhm, seed=seed, n_stars=50)
+    pos = np.array(pos)
+    assert np.min(np.hypot(pos[:, 0] - sx, pos[:, 1] - sy)) > 15  # no field star on it
+    img = img + trail + _star(img.shape, sx, sy, flux, fwhm)
+    zero, _, x, y = _fuse_and_detect(img, np.zeros(img.shape, np.int32))
+    return zero, x, y, sx, sy
+
+
 @pytest.mark.parametrize("seed,offset,flux", [(61, 5.0, 2500.0), (62, 5.0, 2500.0), (61, 6.0, 3500.0)])
 def test_a_star_beside_a_trail_gets_back_its_own_pixels_not_the_trails(seed, offset, flux):
     """A star (S/N 30-40, FWHM 4 px) 5-6 px beside a trail of 5 sigma per
@@ -2022,19 +2041,21 @@ def test_a_star_beside_a_trail_gets_back_its_own_pixels_not_the_trails(seed, off
     the star, they made a detection of the trail's light beside the star's,
     or one of both whose centroid moved 2 px toward the trail (on crowded
     simulated frames 5 px: two stars so). Only the pixels where the star's
-    light dominates are freed: one detection, on the star."""
-    n, fwhm = 512, 4.0
-    ang = np.radians(12.0)
-    yy, xx = np.mgrid[:n, :n]
-    dist = (xx - 256) * np.sin(ang) - (yy - 256) * np.cos(ang)
-    trail = 5.0 * NOISE * np.exp(-0.5 * (dist / 1.7) ** 2)
-    sx = 300.0
-    sy = 256 + (sx - 256) * np.tan(ang) - offset / np.cos(ang)
-    img, pos = _field(n=n, fwhm=fwhm, seed=seed, n_stars=50)
-    pos = np.array(pos)
-    far = np.min(np.hypot(pos[:, 0] - sx, pos[:, 1] - sy)) > 15
-    img = img + trail + _star(img.shape, sx, sy, flux, fwhm)
-    zero, flags, x, y = _fuse_and_detect(img, np.zeros(img.shape, np.int32))
-    assert far and not zero[int(round(sy)), int(round(sx))]
+    light dominates (and its core) are freed: one detection, on the star."""
+    zero, x, y, sx, sy = _star_by_trail(seed, offset, flux, 1.7)
+    assert not zero[int(round(sy)), int(round(sx))]
+    near = np.hypot(x - sx, y - sy) < 8
+    assert near.sum() == 1 and np.hypot(x[near] - sx, y[near] - sy)[0] < 1.2, (x[near], y[near])
+
+
+@pytest.mark.parametrize("seed,offset", [(62, 0.0), (62, 2.0), (63, 2.0), (62, 5.0)])
+def test_a_star_the_frame_sees_as_part_of_a_broad_trail_is_found_and_kept(seed, offset):
+    """A star (S/N ~45) on or beside a broad trail (sigma 2.5 px): the
+    frame's own detection sees one object, the trail with the star in it, so
+    rule 1 had no source there to judge and the trail's band zeroed the star
+    (SEP without the maps finds it in two of these four). The sources on and
+    beside a fitted line are found again with its model subtracted."""
+    zero, x, y, sx, sy = _star_by_trail(seed, offset, 3500.0, 2.5)
+    assert not zero[int(round(sy)), int(round(sx))]
     near = np.hypot(x - sx, y - sy) < 8
     assert near.sum() == 1 and np.hypot(x[near] - sx, y[near] - sy)[0] < 1.2, (x[near], y[near])

@@ -8,7 +8,7 @@ statistics), so the maps adapt to seeing, sampling and depth.
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import sep
@@ -216,6 +216,76 @@ def _finite_data(image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return np.where(finite, data, 0.0), finite
 
 
+_KERNEL = np.array([[1, 2, 1], [2, 4, 2], [1, 2, 1]], np.float32) / 16.0
+
+
+def _extract(sub: np.ndarray, rms: np.ndarray):
+    """SEP's objects at 3 sigma on a sky-subtracted image, and their segmentation."""
+    sep.set_extract_pixstack(max(300000, sub.size))
+    sep.set_sub_object_limit(4096)
+    try:
+        return sep.extract(np.ascontiguousarray(sub), 3.0, err=np.ascontiguousarray(rms),
+                           minarea=3, filter_kernel=_KERNEL, filter_type="conv", deblend_nthresh=32,
+                           deblend_cont=0.005, segmentation_map=True)
+    except Exception:  # an extreme frame (all noise, all saturated): no sources
+        return np.zeros(0, dtype=[("x", float), ("y", float)]), np.zeros(sub.shape, np.int32)
+
+
+def _compact(objs, rms: np.ndarray) -> np.ndarray:
+    """Objects that are not line-like (see :class:`FrameStats`)."""
+    if not len(objs) or "b" not in objs.dtype.names:
+        return np.zeros(len(objs), bool)
+    h, w = rms.shape
+    ratio = objs["b"] / np.maximum(objs["a"], 1e-6)
+    iy = np.clip(np.round(objs["y"]).astype(int), 0, h - 1)
+    ix = np.clip(np.round(objs["x"]).astype(int), 0, w - 1)
+    bright = objs["peak"] > 20 * rms[iy, ix]
+    return ((ratio > 0.3) & (objs["b"] > 0.6)) | (bright & (ratio > 0.12))
+
+
+def sources_under(stats: FrameStats, sub: np.ndarray, region: np.ndarray, margin: int = 16) -> FrameStats:
+    """``stats`` with the objects centred in ``region`` (bool (H, W): fitted
+    trails and columns) found again on ``sub``, the sky-subtracted frame with
+    those lines' models subtracted: on the frame itself a star on or beside a
+    trail is a part of the trail's object (one elongated blend), and no
+    source of its own to judge."""
+    if not region.any():
+        return stats
+    h, w = region.shape
+    rows, cols = np.flatnonzero(region.any(axis=1)), np.flatnonzero(region.any(axis=0))
+    y0, y1 = max(rows[0] - margin, 0), min(rows[-1] + margin + 1, h)
+    x0, x1 = max(cols[0] - margin, 0), min(cols[-1] + margin + 1, w)
+    new, nseg = _extract(sub[y0:y1, x0:x1], stats.rms[y0:y1, x0:x1])
+    if not len(new):
+        return stats
+
+    def inside(o, dy=0, dx=0):
+        iy = np.clip(np.round(o["y"]).astype(int) + dy, 0, h - 1)
+        ix = np.clip(np.round(o["x"]).astype(int) + dx, 0, w - 1)
+        return region[iy, ix]
+
+    for name in ("x", "xmin", "xmax", "xpeak", "xcpeak"):
+        new[name] += x0
+    for name in ("y", "ymin", "ymax", "ypeak", "ycpeak"):
+        new[name] += y0
+    take = np.flatnonzero(inside(new))
+    old = stats.objects
+    if not len(take) or (len(old) and old.dtype != new.dtype):
+        return stats
+    keep = np.flatnonzero(~inside(old)) if len(old) else np.zeros(0, int)
+    # Old labels renumbered (0 for the objects replaced), then the new footprints over them.
+    relabel = np.zeros(len(old) + 1, np.int32)
+    relabel[keep + 1] = np.arange(1, len(keep) + 1)
+    seg = relabel[stats.segmentation]
+    lab = np.zeros(len(new) + 1, np.int32)
+    lab[take + 1] = np.arange(len(keep) + 1, len(keep) + len(take) + 1)
+    piece = lab[nseg]
+    seg[y0:y1, x0:x1] = np.where(piece > 0, piece, seg[y0:y1, x0:x1])
+    objs = np.concatenate([old[keep], new[take]])
+    compact = np.concatenate([stats.compact[keep], _compact(new[take], stats.rms)])
+    return replace(stats, objects=objs, segmentation=seg, compact=compact)
+
+
 def measure_frame(image: np.ndarray, bad: np.ndarray | None = None, header=None, mesh: int = 64,
                   background: Background | None = None) -> FrameStats:
     """Background, noise, sources and PSF of a raw 2-D image.
@@ -232,16 +302,8 @@ def measure_frame(image: np.ndarray, bad: np.ndarray | None = None, header=None,
     bg = measure_background(image, bad, header, mesh) if background is None else background
     back, rms, sat = bg.back, bg.rms, bg.saturation
     data = _finite_data(image)[0]  # made again: a Background lives as long as L.A.Cosmic's thread
-    h, w = data.shape
     sub = data - back
-    sep.set_extract_pixstack(max(300000, data.size))
-    sep.set_sub_object_limit(4096)
-    kernel = np.array([[1, 2, 1], [2, 4, 2], [1, 2, 1]], np.float32) / 16.0
-    try:
-        objs, seg = sep.extract(sub, 3.0, err=rms, minarea=3, filter_kernel=kernel, filter_type="conv",
-                                deblend_nthresh=32, deblend_cont=0.005, segmentation_map=True)
-    except Exception:  # an extreme frame (all noise, all saturated): no sources
-        objs, seg = np.zeros(0, dtype=[("x", float), ("y", float)]), np.zeros(data.shape, np.int32)
+    objs, seg = _extract(sub, rms)
     fwhm, n, q, theta = _psf_fwhm(sub, objs, seg, rms, sat - float(np.median(back)), bad)
     sharpest = None
     if fwhm is None:
@@ -249,16 +311,8 @@ def measure_frame(image: np.ndarray, bad: np.ndarray | None = None, header=None,
         guess = f"{sharpest:.1f} px (its few stars' median)" if sharpest else f"{DEFAULT_FWHM} px"
         warnings.warn(f"PSF not measurable ({n} clean stars): FWHM {guess} assumed",
                       MaxidetectWarning, stacklevel=2)
-    if len(objs):
-        ratio = objs["b"] / np.maximum(objs["a"], 1e-6)
-        iy = np.clip(np.round(objs["y"]).astype(int), 0, h - 1)
-        ix = np.clip(np.round(objs["x"]).astype(int), 0, w - 1)
-        bright = objs["peak"] > 20 * rms[iy, ix]
-        compact = ((ratio > 0.3) & (objs["b"] > 0.6)) | (bright & (ratio > 0.12))
-    else:
-        compact = np.zeros(0, bool)
     return FrameStats(back=back, rms=rms, globalrms=bg.globalrms, objects=objs,
-                      segmentation=np.asarray(seg, np.int32), compact=compact,
+                      segmentation=np.asarray(seg, np.int32), compact=_compact(objs, rms),
                       fwhm=fwhm or sharpest or DEFAULT_FWHM,
                       fwhm_measured=fwhm is not None, n_psf_stars=n, saturation=sat,
                       psf_q=q if fwhm is not None else 1.0, psf_theta=theta if fwhm is not None else 0.0)

@@ -42,7 +42,7 @@ from scipy import ndimage
 from maxidetect.classes import CLASSES
 from maxidetect.errors import MaxidetectWarning
 from maxidetect.maps.columns import LineDefect, column_model, edge_blocks, find_column_defects
-from maxidetect.maps.frame import Background, FrameStats, measure_background, measure_frame, no_data
+from maxidetect.maps.frame import Background, FrameStats, measure_background, measure_frame, no_data, sources_under
 from maxidetect.maps.morph import dilate, grow
 from maxidetect.maps.policy import MapPolicy
 from maxidetect.maps.spikes import network_spikes, on_spikes, spike_stars
@@ -449,7 +449,11 @@ def fuse(image: np.ndarray, flags: np.ndarray, policy: MapPolicy,
         if on.any():
             on_spike = spikes.copy()
             on_spike[ys[on], xs[on]] = True
-    result = protect_sources(sub, stats, candidates, lines=lines, exclude=overscan, spikes=on_spike,
+    # The sources on and beside a fitted line are found again with its model subtracted.
+    line_band = trl_mask | col_mask
+    rule_stats = (sources_under(stats, sub, dilate(line_band, int(np.ceil(stats.fwhm)) + 2))
+                  if line_band.any() else stats)
+    result = protect_sources(sub, rule_stats, candidates, lines=lines, exclude=overscan, spikes=on_spike,
                              halo=1 if act["CR"] == "zero" else 0, line_light=model * stats.rms)
     released = result.released
     report.hit_spill = tuple(float(f) for f in result.spill)

@@ -1123,7 +1123,8 @@ def protect_sources(image_sub: np.ndarray, stats: FrameStats, candidates: np.nda
                 # stretch of it, and the detection's centroid moved onto the trail
                 # (crowded simulated frames: two stars so, and a knot on a trail
                 # judged a source freed a disc of the trail itself).
-                free &= ~fitted | (model >= line_light[sl])
+                core = np.hypot(yy - ref_y, xx - ref_x) <= max(0.5 * stats.fwhm, 1.0)
+                free &= ~fitted | (model >= line_light[sl]) | core
             released[sl] |= free
         protected[sl] |= footprint
         return True
