@@ -69,10 +69,14 @@ candidates stay zero.
 
 Evidence that does not come from the object itself (saturation and bleed,
 overscan, a fitted column or trail line) is never released here. A fitted
-trail or column is released only for the sources on it: an object as
+trail or column is released only for the sources on it, and only where
+the source outshines the line (and its core): an object as
 elongated as the line and along it is a piece of the line itself, unless
 it is so only with a sharp track in it (a trail is never sharper than the
-PSF): without the track, a round core is a source beside the track.
+PSF): without the track, a round core is a source beside the track. The
+sources on and beside a line are those found with its model subtracted
+(:func:`maxidetect.maps.frame.sources_under`): on the frame itself a star
+there is a part of the line's object.
 """
 
 from __future__ import annotations
@@ -1122,7 +1126,9 @@ def protect_sources(image_sub: np.ndarray, stats: FrameStats, candidates: np.nda
                 # detection of the line's light: a star 5 px beside a trail freed a
                 # stretch of it, and the detection's centroid moved onto the trail
                 # (crowded simulated frames: two stars so, and a knot on a trail
-                # judged a source freed a disc of the trail itself).
+                # judged a source freed a disc of the trail itself). The core within
+                # half the FWHM is freed still: a S/N 20 star centred on a 5-sigma
+                # trail outshines it on too few pixels to be detected.
                 core = np.hypot(yy - ref_y, xx - ref_x) <= max(0.5 * stats.fwhm, 1.0)
                 free &= ~fitted | (model >= line_light[sl]) | core
             released[sl] |= free
