@@ -219,12 +219,13 @@ def _finite_data(image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 _KERNEL = np.array([[1, 2, 1], [2, 4, 2], [1, 2, 1]], np.float32) / 16.0
 
 
-def _extract(sub: np.ndarray, rms: np.ndarray):
-    """SEP's objects at 3 sigma on a sky-subtracted image, and their segmentation."""
+def _extract(sub: np.ndarray, rms: np.ndarray, mask: np.ndarray | None = None):
+    """SEP's objects at 3 sigma on a sky-subtracted image (``mask``: pixels
+    left out), and their segmentation."""
     sep.set_extract_pixstack(max(300000, sub.size))
     sep.set_sub_object_limit(4096)
     try:
-        return sep.extract(np.ascontiguousarray(sub), 3.0, err=np.ascontiguousarray(rms),
+        return sep.extract(np.ascontiguousarray(sub), 3.0, err=np.ascontiguousarray(rms), mask=mask,
                            minarea=3, filter_kernel=_KERNEL, filter_type="conv", deblend_nthresh=32,
                            deblend_cont=0.005, segmentation_map=True)
     except Exception:  # an extreme frame (all noise, all saturated): no sources
@@ -248,14 +249,16 @@ def sources_under(stats: FrameStats, sub: np.ndarray, region: np.ndarray, margin
     trails and columns) found again on ``sub``, the sky-subtracted frame with
     those lines' models subtracted: on the frame itself a star on or beside a
     trail is a part of the trail's object (one elongated blend), and no
-    source of its own to judge."""
+    source of its own to judge. Pixels farther than ``margin`` from the
+    region are left out (half the time on a crowded frame)."""
     if not region.any():
         return stats
     h, w = region.shape
     rows, cols = np.flatnonzero(region.any(axis=1)), np.flatnonzero(region.any(axis=0))
     y0, y1 = max(rows[0] - margin, 0), min(rows[-1] + margin + 1, h)
     x0, x1 = max(cols[0] - margin, 0), min(cols[-1] + margin + 1, w)
-    new, nseg = _extract(sub[y0:y1, x0:x1], stats.rms[y0:y1, x0:x1])
+    crop = (slice(y0, y1), slice(x0, x1))
+    new, nseg = _extract(sub[crop], stats.rms[crop], mask=~dilate(region[crop], margin))
     if not len(new):
         return stats
 
@@ -280,7 +283,7 @@ def sources_under(stats: FrameStats, sub: np.ndarray, region: np.ndarray, margin
     lab = np.zeros(len(new) + 1, np.int32)
     lab[take + 1] = np.arange(len(keep) + 1, len(keep) + len(take) + 1)
     piece = lab[nseg]
-    seg[y0:y1, x0:x1] = np.where(piece > 0, piece, seg[y0:y1, x0:x1])
+    seg[crop] = np.where(piece > 0, piece, seg[crop])
     objs = np.concatenate([old[keep], new[take]])
     compact = np.concatenate([stats.compact[keep], _compact(new[take], stats.rms)])
     return replace(stats, objects=objs, segmentation=seg, compact=compact)
