@@ -20,7 +20,7 @@ In order (each step is its own module; this one decides):
    not along a spike or trail) flagged too;
 5. rule 1 (:mod:`.stars`): zero-weight candidates on real sources are
    released to flag-only, also under a fitted trail or column once its
-   profile is subtracted, where the source outshines it (the issue's
+   profile is subtracted, where what is left outshines it (the issue's
    exception for fitted lines is not taken: a false line must not cost a
    star either; the sources there are found again on the subtracted frame);
 6. what stays zero gets its halo: cosmic rays grow by one pixel (never
