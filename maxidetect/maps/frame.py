@@ -246,7 +246,7 @@ def _compact(objs, rms: np.ndarray) -> np.ndarray:
 
 def sources_under(stats: FrameStats, sub: np.ndarray, region: np.ndarray, margin: int = 16) -> FrameStats:
     """``stats`` with the objects centred in ``region`` (bool (H, W): fitted
-    trails and columns) found again on ``sub``, the sky-subtracted frame with
+    trails) found again on ``sub``, the sky-subtracted frame with
     those lines' models subtracted: on the frame itself a star on or beside a
     trail is a part of the trail's object (one elongated blend), and no
     source of its own to judge. Pixels farther than ``margin`` from the

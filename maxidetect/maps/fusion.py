@@ -20,9 +20,10 @@ In order (each step is its own module; this one decides):
    not along a spike or trail) flagged too;
 5. rule 1 (:mod:`.stars`): zero-weight candidates on real sources are
    released to flag-only, also under a fitted trail or column once its
-   profile is subtracted, where what is left outshines it (the issue's
-   exception for fitted lines is not taken: a false line must not cost a
-   star either; the sources there are found again on the subtracted frame);
+   profile is subtracted (the issue's exception for fitted lines is not
+   taken: a false line must not cost a star either); a trail's pixels only
+   where what is left outshines it, the sources on it found again on the
+   subtracted frame;
 6. what stays zero gets its halo: cosmic rays grow by one pixel (never
    into a released source).
 
@@ -438,6 +439,9 @@ def fuse(image: np.ndarray, flags: np.ndarray, policy: MapPolicy,
         if BIT[a] and a not in RELEASABLE and a not in INDEPENDENT:
             other |= class_zero(a)
     # Sources under a fitted trail or column are judged with its profile subtracted.
+    # Rule 1 frees a trail's pixels only where a source outshines it; a column's as before
+    # (the same real star's, see below).
+    trail_light = model * stats.rms
     model += column_model(flags.shape, report.columns)
     sub = bare - model * stats.rms
     # The saturated stars and their spikes' angle on it, found once for both spike tests below.
@@ -450,12 +454,13 @@ def fuse(image: np.ndarray, flags: np.ndarray, policy: MapPolicy,
         if on.any():
             on_spike = spikes.copy()
             on_spike[ys[on], xs[on]] = True
-    # The sources on and beside a fitted line are found again with its model subtracted.
-    line_band = trl_mask | col_mask
-    rule_stats = (sources_under(stats, sub, dilate(line_band, int(np.ceil(stats.fwhm)) + 2))
-                  if line_band.any() else stats)
+    # The sources on and beside a fitted trail are found again with its model subtracted.
+    # Not a column's: a short false row segment through a real star (real crowded frame)
+    # takes the star's light into its model, and the star found without it is no PSF.
+    rule_stats = (sources_under(stats, sub, dilate(trl_mask, int(np.ceil(stats.fwhm)) + 2))
+                  if trl_mask.any() else stats)
     result = protect_sources(sub, rule_stats, candidates, lines=lines, exclude=overscan, spikes=on_spike,
-                             halo=1 if act["CR"] == "zero" else 0, line_light=model * stats.rms)
+                             halo=1 if act["CR"] == "zero" else 0, line_light=trail_light)
     released = result.released
     report.hit_spill = tuple(float(f) for f in result.spill)
     if saturated.any():

@@ -69,13 +69,13 @@ candidates stay zero.
 
 Evidence that does not come from the object itself (saturation and bleed,
 overscan, a fitted column or trail line) is never released here. A fitted
-trail or column is released only for the sources on it, and only where
-the light left with the line subtracted outshines the line (and in the
-source's core): an object as
+trail or column is released only for the sources on it (a trail's only
+where the light left with it subtracted outshines it, and in the source's
+core): an object as
 elongated as the line and along it is a piece of the line itself, unless
 it is so only with a sharp track in it (a trail is never sharper than the
 PSF): without the track, a round core is a source beside the track. The
-sources on and beside a line are those found with its model subtracted
+sources on and beside a trail are those found with its model subtracted
 (:func:`maxidetect.maps.frame.sources_under`): on the frame itself a star
 there is a part of the line's object.
 """
@@ -1009,9 +1009,9 @@ def protect_sources(image_sub: np.ndarray, stats: FrameStats, candidates: np.nda
     cosmic-ray halo); objects are looked up that much further out, so that
     no halo reaches the core of an object that was never judged (a star of a
     blend 4 px from a track, its centroid the blend's, lost so).
-    ``line_light`` (float (H, W), image units): the fitted lines' model,
-    which ``image_sub`` has lost; a line's pixel is released only where the
-    source's model is at least as bright as the line there."""
+    ``line_light`` (float (H, W), image units): the fitted trails' model,
+    which ``image_sub`` has lost; where it is positive, a pixel is released
+    only where the light left is at least the trail's, or in the source's core."""
     released = np.zeros(candidates.shape, bool)
     protected = np.zeros(candidates.shape, bool)
     if not candidates.any():
@@ -1122,7 +1122,7 @@ def protect_sources(image_sub: np.ndarray, stats: FrameStats, candidates: np.nda
             artefact = artefact | (cand & sharp & (d - model - sky > OUTLIER_SIGMA * rms))
         if release:
             free = cand & footprint & ~artefact & ~track
-            if fitted is not None and line_light is not None:
+            if line_light is not None and (line_light[sl] > 0).any():
                 # A line's pixel freed where the line outshines the source makes its
                 # detection measure the line: a star 5 px beside a trail freed a stretch
                 # of it, and the detection's centroid moved onto the trail (crowded
@@ -1136,7 +1136,8 @@ def protect_sources(image_sub: np.ndarray, stats: FrameStats, candidates: np.nda
                 # trail outshines it on too few pixels to be detected (constructed frames:
                 # freed within half the FWHM, 6 of 6 such stars lost; within r_core, none).
                 core = np.hypot(yy - ref_y, xx - ref_x) <= r_core
-                free &= ~fitted | (ndimage.uniform_filter(d, 3, mode="nearest") >= line_light[sl]) | core
+                ll = line_light[sl]
+                free &= (ll <= 0) | (ndimage.uniform_filter(d, 3, mode="nearest") >= ll) | core
             released[sl] |= free
         protected[sl] |= footprint
         return True
