@@ -262,9 +262,9 @@ def sources_under(stats: FrameStats, sub: np.ndarray, region: np.ndarray, margin
     if not len(new):
         return stats
 
-    def inside(o, dy=0, dx=0):
-        iy = np.clip(np.round(o["y"]).astype(int) + dy, 0, h - 1)
-        ix = np.clip(np.round(o["x"]).astype(int) + dx, 0, w - 1)
+    def inside(o):  # objects whose rounded centre lies in the region
+        iy = np.clip(np.round(o["y"]).astype(int), 0, h - 1)
+        ix = np.clip(np.round(o["x"]).astype(int), 0, w - 1)
         return region[iy, ix]
 
     for name in ("x", "xmin", "xmax", "xpeak", "xcpeak"):

@@ -439,8 +439,8 @@ def fuse(image: np.ndarray, flags: np.ndarray, policy: MapPolicy,
         if BIT[a] and a not in RELEASABLE and a not in INDEPENDENT:
             other |= class_zero(a)
     # Sources under a fitted trail or column are judged with its profile subtracted.
-    # Rule 1 frees a trail's pixels only where a source outshines it; a column's as before
-    # (the same real star's, see below).
+    # Rule 1 frees a trail's pixels only where what is left outshines it; a column's as
+    # before (the real star below).
     trail_light = model * stats.rms
     model += column_model(flags.shape, report.columns)
     sub = bare - model * stats.rms

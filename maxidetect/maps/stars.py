@@ -1123,14 +1123,14 @@ def protect_sources(image_sub: np.ndarray, stats: FrameStats, candidates: np.nda
         if release:
             free = cand & footprint & ~artefact & ~track
             if line_light is not None and (line_light[sl] > 0).any():
-                # A line's pixel freed where the line outshines the source makes its
-                # detection measure the line: a star 5 px beside a trail freed a stretch
+                # A trail's pixel freed where the trail outshines the source makes its
+                # detection measure the trail: a star 5 px beside a trail freed a stretch
                 # of it, and the detection's centroid moved onto the trail (crowded
                 # simulated frames: two stars so; a knot on a trail judged a source
-                # freed a disc of the trail itself). A line's pixel is freed where the
-                # light left with the line subtracted (3x3 mean, for the noise) is at
-                # least the line's, not the source model's: the model may be a broad
-                # profile of a star blended with the line's residual (second
+                # freed a disc of the trail itself). A trail's pixel is freed where the
+                # light left with the trail subtracted (3x3 mean, for the noise) is at
+                # least the trail's, not the source model's: the model may be a broad
+                # profile of a star blended with the trail's residual (second
                 # generator: 20 ADU peak for a 190 ADU star, which kept only its core).
                 # Its core (r_core) is freed still: a S/N 20 star centred on a 5-sigma
                 # trail outshines it on too few pixels to be detected (constructed frames:
