@@ -1093,13 +1093,14 @@ def protect_sources(image_sub: np.ndarray, stats: FrameStats, candidates: np.nda
                 return False
         else:
             track = np.zeros(d.shape, bool)
-        yy, xx = np.mgrid[y0:y1, x0:x1]
+        yy, xx = np.ogrid[y0:y1, x0:x1]
+        r_ref = np.hypot(yy - ref_y, xx - ref_x)  # distance from the object's centre
         # Its footprint reaches one pixel past its core: the detection filter
         # carries a zero-weight pixel's infinite noise one pixel (3x3 kernel),
         # enough to erase a faint undersampled core next to it; and 3.5 px at
         # least, or an undersampled core keeps fewer pixels than the minimum
         # area (FWHM 1.5 px: 4 left within FWHM + 1).
-        footprint = (model > 0.5 * rms) | (np.hypot(yy - ref_y, xx - ref_x) <= max(stats.fwhm + 1.0, 3.5))
+        footprint = (model > 0.5 * rms) | (r_ref <= max(stats.fwhm + 1.0, 3.5))
         # One or two candidate pixels sharper than any PSF of the frame could
         # make them on a source's slope, off its peak (a hot pixel on a bright
         # star's wing, often deblended as an object of its own) are the
@@ -1135,7 +1136,7 @@ def protect_sources(image_sub: np.ndarray, stats: FrameStats, candidates: np.nda
                 # Its core (r_core) is freed still: a S/N 20 star centred on a 5-sigma
                 # trail outshines it on too few pixels to be detected (constructed frames:
                 # freed within half the FWHM, 6 of 6 such stars lost; within r_core, none).
-                core = np.hypot(yy - ref_y, xx - ref_x) <= r_core
+                core = r_ref <= r_core
                 ll = line_light[sl]
                 free &= (ll <= 0) | (ndimage.uniform_filter(d, 3, mode="nearest") >= ll) | core
             released[sl] |= free
