@@ -173,8 +173,10 @@ def test_bench_quick_report(tmp_path, monkeypatch):
     fused = next(r for r in rows if r["strategy"] == "maxidetect")
     assert oracle["n_spurious"] < none["n_spurious"] and fused["n_spurious"] < none["n_spurious"]
     assert set(fused["lost"]) == {"20-50", "50-200", "200-inf"} and 0 <= fused["pixels"]["CR"] <= 1
+    assert 0 <= fused["pixels"]["BBG"] <= 1 and oracle["pixels"]["BBG"] == 1.0
     text = (tmp_path / "out" / "report.md").read_text()
     assert "| maxidetect | SEP |" in text and "mask quality per class" in text and "Pixel recall" in text
+    assert "BBG precision" in text
     for png in ("completeness.png", "contamination.png", "roc.png"):
         assert (tmp_path / "out" / png).stat().st_size > 1000
 

@@ -210,6 +210,11 @@ def _pixel_scores(ms: MapSet, frame, image) -> dict:
                          "fpr_off_halo": float((flagged & ~halo).sum() / max((~halo).sum(), 1))}
         else:
             out[abbr] = {"n_true": int(truth.sum()), "recall": float((hit & truth).sum() / max(truth.sum(), 1))}
+    # Bright background is flagged, never zeroed: its flags alone, and how many of them are on it.
+    bit = next(c.bit for c in CLASSES if c.abbr == "BBG")
+    truth, flagged = (frame.truth & bit) != 0, (ms.flag & bit) != 0
+    out["BBG"] = {"n_true": int(truth.sum()), "recall": float((flagged & truth).sum() / max(truth.sum(), 1)),
+                  "precision": float((flagged & truth).sum() / flagged.sum()) if flagged.any() else float("nan")}
     out["zero_fraction"] = float(zero.mean())
     return out
 
@@ -364,6 +369,9 @@ def _summarise(frames) -> list[dict]:
             rows[-1]["pixels"] = {c: float(np.mean([p[c]["recall"] for p in pix]))
                                   for c in ("CR", "HP", "HCL", "DCL", "TRL")}
             rows[-1]["pixels"]["CR_fpr_off_halo"] = float(np.mean([p["CR"]["fpr_off_halo"] for p in pix]))
+            if all("BBG" in p for p in pix):
+                rows[-1]["pixels"]["BBG"] = float(np.mean([p["BBG"]["recall"] for p in pix]))
+                rows[-1]["pixels"]["BBG_precision"] = float(np.nanmean([p["BBG"]["precision"] for p in pix]))
     base = {r["engine"]: r for r in rows if r["strategy"] == "none"}
     for r in rows:
         b = base.get(r["engine"])
@@ -437,15 +445,18 @@ def write_report(results: dict, out_dir, command: str = "") -> dict:
         for r in summary:
             lines.append(f"| {r['strategy']} | {r['engine']} | "
                          + " | ".join(str(r["spurious_by_class"][c]) for c in (*CONTAMINANT_ORDER, "none")) + " |")
-        lines += ["", "Pixel recall of the final maps (flagged or zero weight; CR: pixels >= 5 sigma):", "",
-                  "| strategy | CR | CR FPR off a 1-px halo | HP | HCL | DCL | TRL |", "|---|---|---|---|---|---|---|"]
+        lines += ["", "Pixel recall of the final maps (flagged or zero weight; CR: pixels >= 5 sigma; BBG: its "
+                  "flags alone, and the share of them on bright background):", "",
+                  "| strategy | CR | CR FPR off a 1-px halo | HP | HCL | DCL | TRL | BBG | BBG precision |",
+                  "|---|---|---|---|---|---|---|---|---|"]
         seen = set()
         for r in summary:
             if "pixels" in r and r["strategy"] not in seen:
                 seen.add(r["strategy"])
                 q = r["pixels"]
                 lines.append(f"| {r['strategy']} | {q['CR']:.3f} | {q['CR_fpr_off_halo']:.1e} | {q['HP']:.3f} | "
-                             f"{q['HCL']:.3f} | {q['DCL']:.3f} | {q['TRL']:.3f} |")
+                             f"{q['HCL']:.3f} | {q['DCL']:.3f} | {q['TRL']:.3f} | {q.get('BBG', float('nan')):.3f} | "
+                             f"{q.get('BBG_precision', float('nan')):.3f} |")
         net_s = float(np.mean([f["mask_seconds"] for f in frames]))
         fuse_s = float(np.mean([f.get("fusion_seconds", 0.0) for f in frames]))
         lines += ["", f"Time per frame: network {net_s:.1f} s, evidence fusion {fuse_s:.1f} s "
