@@ -18,7 +18,7 @@ from maxidetect.errors import MaxidetectWarning
 from maxidetect.maps.morph import dilate
 
 __all__ = ["Background", "FrameStats", "measure_background", "measure_frame", "elliptical_gaussian", "DEFAULT_FWHM",
-           "no_data", "bright_background", "BRIGHT_SKY_SIGMA"]
+           "no_data", "bright_background", "BRIGHT_SKY_SIGMA", "BRIGHT_SKY_NOISE"]
 
 #: The PSF FWHM [pix] assumed when the frame has too few clean stars to measure it.
 DEFAULT_FWHM = 3.0
@@ -322,19 +322,26 @@ def measure_frame(image: np.ndarray, bad: np.ndarray | None = None, header=None,
 
 
 #: Bright background: the sky, measured with the sources left out, this many
-#: times its pixel noise above its median over the frame.
+#: times its pixel noise above its median over the frame ...
 BRIGHT_SKY_SIGMA = 3.0
+#: ... and its noise this much above the frame's median noise: extra light whose
+#: photons raise the detection limit (a sky 21% brighter, where they dominate), not
+#: a gradient of a few per cent (second generator: 3 sigma over 6% of a frame, its
+#: noise up 6% at most).
+BRIGHT_SKY_NOISE = 1.1
 
 
 def bright_background(image: np.ndarray, stats: FrameStats, bad: np.ndarray | None = None,
-                      nsigma: float = BRIGHT_SKY_SIGMA, mesh: int = 64) -> np.ndarray:
+                      nsigma: float = BRIGHT_SKY_SIGMA, noise_rise: float = BRIGHT_SKY_NOISE,
+                      mesh: int = 64) -> np.ndarray:
     """Where the sky itself is bright (bool (H, W)): the background measured
     with the frame's sources (their footprints grown by 2 px), ``bad`` and
     non-finite pixels left out stands ``nsigma`` times the sky's pixel noise
-    above its median over the frame (a glow of scattered light, a gradient).
-    A source's own light leaves it as it is: the network calls the bodies of
-    bright galaxies and stars bright background (real frames: every bright
-    galaxy of a CTIO frame, 97% of a crowded UKIRT frame's detections)."""
+    above its median over the frame, and its noise ``noise_rise`` times the
+    median noise (a glow of scattered light, moonlight). A source's own light
+    leaves it as it is: the network calls the bodies of bright galaxies and
+    stars bright background (real frames: every bright galaxy of a CTIO
+    frame, 97% of a crowded UKIRT frame's detections)."""
     data, finite = _finite_data(image)
     none = np.zeros(data.shape, bool)
     mask = stats.source_mask(2) | ~finite
@@ -344,10 +351,12 @@ def bright_background(image: np.ndarray, stats: FrameStats, bad: np.ndarray | No
         return none
     h, w = data.shape
     try:
-        back = sep.Background(data, mask=mask, bw=min(mesh, w), bh=min(mesh, h), fw=3, fh=3).back()
+        bkg = sep.Background(data, mask=mask, bw=min(mesh, w), bh=min(mesh, h), fw=3, fh=3)
     except Exception:  # an extreme frame (all masked meshes): no evidence either way
         return none
-    return (back - float(np.median(back[finite]))) >= nsigma * stats.globalrms
+    back, rms = bkg.back(), bkg.rms()
+    return (back - float(np.median(back[finite])) >= nsigma * stats.globalrms) \
+        & (rms >= noise_rise * float(np.median(rms[finite])))
 
 
 def elliptical_gaussian(dx, dy, var, q: float, theta: float):
