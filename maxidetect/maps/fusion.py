@@ -325,11 +325,12 @@ def fuse(image: np.ndarray, flags: np.ndarray, policy: MapPolicy,
     for w in caught:
         warnings.warn(str(w.message), MaxidetectWarning, stacklevel=2)
     report.fwhm, report.fwhm_measured = stats.fwhm, stats.fwhm_measured
+    report.psf_q, report.psf_theta = stats.psf_q, stats.psf_theta
     # -- bright background: where the sky itself is bright, by its statistics. The network's
     # calls stand there only: on the bodies of bright galaxies and stars they are their light,
     # not background (real frames: every bright galaxy of a CTIO frame flagged, 97% of a
-    # crowded UKIRT frame's detections), and it misses broad glows (simulated frames: 0.4-1.1%
-    # of a glow's pixels called, 14-18% of its calls on one). L.A.Cosmic's test below still
+    # crowded UKIRT frame's detections), and it misses broad glows (simulated frames: 0.4-1.4%
+    # of a glow's pixels called, 14-20% of its calls on one). L.A.Cosmic's test below still
     # takes every call as diffuse light (a galaxy's structure passes its test too).
     bbg_called = net("BBG")
     if act["BBG"] != "none":
@@ -338,7 +339,7 @@ def fuse(image: np.ndarray, flags: np.ndarray, policy: MapPolicy,
         report.bbg_found_pixels = int((bright_sky & ~bbg_called).sum())
         flags[bbg_called & ~bright_sky] &= ~BIT["BBG"]
         flags[bright_sky] |= BIT["BBG"]
-    report.psf_q, report.psf_theta = stats.psf_q, stats.psf_theta
+
     z = stats.snr(image)
     saturated = net("SAT") | (np.isfinite(stats.saturation) & (np.nan_to_num(image) >= stats.saturation))
     around_sat = dilate(saturated, 5)
