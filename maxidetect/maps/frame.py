@@ -342,21 +342,18 @@ def bright_background(image: np.ndarray, stats: FrameStats, bad: np.ndarray | No
     leaves it as it is: the network calls the bodies of bright galaxies and
     stars bright background (real frames: every bright galaxy of a CTIO
     frame, 97% of a crowded UKIRT frame's detections)."""
-    data, finite = _finite_data(image)
-    none = np.zeros(data.shape, bool)
+    finite = np.isfinite(image)
     mask = stats.source_mask(2) | ~finite
     if bad is not None:
         mask |= bad
     if mask.all():
-        return none
-    h, w = data.shape
+        return np.zeros(mask.shape, bool)
     try:
-        bkg = sep.Background(data, mask=mask, bw=min(mesh, w), bh=min(mesh, h), fw=3, fh=3)
+        sky = measure_background(image, bad=mask, mesh=mesh)
     except Exception:  # an extreme frame (all masked meshes): no evidence either way
-        return none
-    back, rms = bkg.back(), bkg.rms()
-    return (back - float(np.median(back[finite])) >= nsigma * stats.globalrms) \
-        & (rms >= noise_rise * float(np.median(rms[finite])))
+        return np.zeros(mask.shape, bool)
+    return (sky.back - float(np.median(sky.back[finite])) >= nsigma * stats.globalrms) \
+        & (sky.rms >= noise_rise * float(np.median(sky.rms[finite])))
 
 
 def elliptical_gaussian(dx, dy, var, q: float, theta: float):
