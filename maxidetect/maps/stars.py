@@ -54,7 +54,9 @@ amplitude of 5 sigma or more. When a source wins, the candidate pixels on
 its footprint (its core and one pixel more: the detection filter carries a
 zero weight one pixel) are released from zero weight to flag-only, and no
 cosmic-ray halo grows into it: the object stays in the catalogue, and
-IMAFLAGS_ISO still says what the network saw. The fit allows a fractional
+IMAFLAGS_ISO still says what the network saw, unless a star's own profile
+explains the candidates too (no artefact needed there: the call was the star;
+``explained``, whose cosmic-ray and hot-pixel flags the fusion drops). The fit allows a fractional
 model error (real PSFs are not Gaussian), so bright stars are not rejected
 for their wings.
 
@@ -123,6 +125,8 @@ class ReleaseResult:
     n_tested: int
     n_sources: int  # objects judged real sources
     spill: tuple = (0.0, 0.0)  # fractions of a hit's value in its side and corner neighbours (hit_spill)
+    # bool (H, W): the released pixels a source's model explains with them (no hit there)
+    explained: np.ndarray | None = None
 
 
 def _pixel_gauss(offsets: np.ndarray, sigma: float) -> np.ndarray:
@@ -444,7 +448,10 @@ def _lrt_limit(dof: int) -> float:
 
 def judge_object(d, rms, cand, others, sig_psf, shape=(1.0, 0.0), min_snr: float = MIN_SOURCE_SNR,
                  spikes=None, fitted=None, spill=(0.0, 0.0)):
-    """Judge one stamp: returns (is_source, source_model or None).
+    """Judge one stamp: returns (is_source, source_model or None, whole):
+    ``whole`` when the source's model explains the candidate pixels too (it
+    won over every pixel: no artefact is needed there; the network's call was
+    the source itself).
 
     ``d``: background-subtracted pixels, ``rms``: noise, ``cand``: the zero
     candidates, ``others``: pixels of other objects (left out of every fit).
@@ -465,7 +472,7 @@ def judge_object(d, rms, cand, others, sig_psf, shape=(1.0, 0.0), min_snr: float
     use_out = use_all & ~cand
     n_cand = int((cand & use_all).sum())
     if use_out.sum() < 8 or n_cand == 0:
-        return False, None
+        return False, None, False
     # Centres tried: the candidates' peak, and the brightest pixel just
     # outside them (a star whose core the candidates cover only in part).
     cy, cx = np.unravel_index(np.argmax(np.where(cand & use_all, d, -np.inf)), d.shape)  # not a neighbour's peak
@@ -503,23 +510,23 @@ def judge_object(d, rms, cand, others, sig_psf, shape=(1.0, 0.0), min_snr: float
             if extra and _light_taken(d, lit, fit[4], fit[5], n_cand):
                 continue
             if chi2 + 2 * (7 + extra) < aic_art:
-                return True, model
+                return True, model, not extra
             # The source over every pixel is not rejected at SOURCE_ALPHA by the
             # likelihood ratio against free candidate pixels: kept (on a faint
             # source a large group of candidates favours the artefact by noise
             # alone about one time in six under the AIC).
             if not extra and n_art > 4 and chi2 - chi2_art < _lrt_limit(n_art - 4):
-                return True, model
+                return True, model, True
     # A star beside the hit that made the group's peak: its own peak in the group.
     ok, model = _source_beside_hit(d, var, rms, cand & use_all, use_all, plane, aic_art, sig_psf, shape,
                                    min_snr)
     if ok:
-        return True, model
+        return True, model, False
     # Not where the candidates' peak is sharper than any source (a hit, not a
     # star): no wings, no track; a source under the hit, last.
     if steeper_than_psf(d[cy, cx] - _side_mean(d)[cy, cx], d[cy, cx], rms[cy, cx], sig_psf):
-        return _source_under_hit(d, var, rms, cand & use_all, use_all, plane, aic_art, sig_psf, shape, (cy, cx),
-                                 min_snr)
+        return (*_source_under_hit(d, var, rms, cand & use_all, use_all, plane, aic_art, sig_psf, shape, (cy, cx),
+                                   min_snr), False)
     # *Source + wings*: a bright undersampled star's Moffat wings are far
     # above any Gaussian of its core's width (S/N 200 at FWHM 1.2 px: chi2
     # twice the artefact's). Wings only add light around the core, so a hit
@@ -535,15 +542,15 @@ def judge_object(d, rms, cand, others, sig_psf, shape=(1.0, 0.0), min_snr: float
         chi2, amp, snr, model = _fit_wings(d, var, use_all, stack, plane)
         if amp > 0 and snr >= min_snr and (chi2 + 2 * n_par < aic_art or (
                 n_art > n_par - 3 and chi2 - chi2_art < _lrt_limit(n_art - (n_par - 3)))):
-            return True, model
+            return True, model, True
     # A track across the core, last (the costliest model).
     for profiles, fit in over_all:
         if fit[1] > 0 and fit[2] >= min_snr:
             ok, model = _source_under_track(d, var, cand & use_all, use_all, profiles, plane, aic_art, sig_psf, fit,
                                             min_snr)
             if ok:
-                return True, model
-    return False, None
+                return True, model, False
+    return False, None, False
 
 
 def _track_extension(d, cand, rms, sig_psf: float, half_width: float = 1.0, nsigma: float = 4.0) -> np.ndarray:
@@ -948,6 +955,13 @@ def sharper_across_than_psf(d, rms, sig_psf: float, nsigma: float = 5.0) -> np.n
     return (_excess_across(d, sig_psf) > nsigma * np.sqrt(1.5) * rms).any(axis=0)
 
 
+#: A source's model whose core is at most this many times the PSF's sigma wide
+#: (:func:`_core_width`; the widths rule 1 fits for stars: 0.85, 1.0, 1.3) may
+#: explain the calls on it (protect_sources' ``explained``); a broader one may be
+#: a blend of a star and a track beside it (a second generator's dense field:
+#: deposits of 5-65 sigma on 64 such pixels lost their flag without this test).
+EXPLAINED_MAX_WIDTH = 1.35
+
 #: A source found beside a sharp track (the track's pixels left out) must be
 #: this significant: a track's own halo fits a faint Gaussian.
 TRACK_SOURCE_SNR = 10.0
@@ -984,6 +998,17 @@ def _labels_around(lab: np.ndarray, iy: np.ndarray, ix: np.ndarray, disk: np.nda
     return np.stack([padded[iy + dy, ix + dx] for dy, dx in zip(*np.nonzero(disk), strict=True)], axis=1)
 
 
+def _core_width(profile) -> float:
+    """A profile's core width: the sigma [px] of the Gaussian whose side
+    neighbours fall from its peak as the profile's do (wings left out)."""
+    m = np.asarray(profile, np.float64)
+    cy, cx = np.unravel_index(np.argmax(m), m.shape)
+    if m[cy, cx] <= 0 or not (0 < cy < m.shape[0] - 1 and 0 < cx < m.shape[1] - 1):
+        return np.inf
+    r = (m[cy - 1, cx] + m[cy + 1, cx] + m[cy, cx - 1] + m[cy, cx + 1]) / (4 * m[cy, cx])
+    return float(np.sqrt(-0.5 / np.log(r))) if 0 < r < 1 else np.inf
+
+
 def protect_sources(image_sub: np.ndarray, stats: FrameStats, candidates: np.ndarray,
                     lines=(), max_objects: int = 20000, exclude: np.ndarray | None = None,
                     spikes: np.ndarray | None = None, halo: int = 0,
@@ -1014,8 +1039,9 @@ def protect_sources(image_sub: np.ndarray, stats: FrameStats, candidates: np.nda
     only where the light left is at least the trail's, or in the source's core."""
     released = np.zeros(candidates.shape, bool)
     protected = np.zeros(candidates.shape, bool)
+    explained = np.zeros(candidates.shape, bool)
     if not candidates.any():
-        return ReleaseResult(released, protected, 0, 0)
+        return ReleaseResult(released, protected, 0, 0, explained=np.zeros(candidates.shape, bool))
     objs = stats.objects
     h, w = candidates.shape
     r_core = max(1.0, 0.75 * stats.fwhm)
@@ -1074,10 +1100,10 @@ def protect_sources(image_sub: np.ndarray, stats: FrameStats, candidates: np.nda
         if not mine.any():
             return False
         psf_shape = (stats.psf_q, stats.psf_theta)
-        ok = False
+        ok = whole = False
         if track is None:  # judged whole first, unless a track made it look like a piece of a line
-            ok, model = judge_object(d, rms, mine, others, stats.sigma, psf_shape, spikes=spikes_sl, fitted=fitted,
-                                     spill=spill)
+            ok, model, whole = judge_object(d, rms, mine, others, stats.sigma, psf_shape, spikes=spikes_sl,
+                                            fitted=fitted, spill=spill)
         if not ok:
             # *Source beside a sharp track*: a cosmic-ray track sharper across than any PSF in one
             # group of candidates with a source spoils every model above (a second generator's
@@ -1087,7 +1113,7 @@ def protect_sources(image_sub: np.ndarray, stats: FrameStats, candidates: np.nda
             track = sharp_track() if track is None else track
             if not (track & mine).any() or not _round_core(d, ((s == own) if own else mine) & ~track, rms):
                 return False  # no track, or no source's core beside it (most hits: spares the fits)
-            ok, model = judge_object(d, rms, mine & ~track, others | track, stats.sigma, psf_shape,
+            ok, model, _ = judge_object(d, rms, mine & ~track, others | track, stats.sigma, psf_shape,
                                      min_snr=TRACK_SOURCE_SNR, spikes=spikes_sl, fitted=fitted, spill=spill)
             if not ok:
                 return False
@@ -1140,6 +1166,14 @@ def protect_sources(image_sub: np.ndarray, stats: FrameStats, candidates: np.nda
                 ll = line_light[sl]
                 free &= (ll <= 0) | (ndimage.uniform_filter(d, 3, mode="nearest") >= ll) | core
             released[sl] |= free
+            if whole and _core_width(model) <= EXPLAINED_MAX_WIDTH * stats.sigma:
+                # A star's own profile (no broader: a track beside a star fitted as one broad
+                # source with it is no star) explains the call's pixels, each no more than
+                # OUTLIER_SIGMA of the noise above it (a hit on a bright star hides in the
+                # fit's model error): the call was the star.
+                clear = ~cand & ~others & (model <= 0.5 * rms)
+                sky = np.median(d[clear]) if clear.any() else 0.0
+                explained[sl] |= free & (d - model - sky <= OUTLIER_SIGMA * rms)
         protected[sl] |= footprint
         return True
 
@@ -1192,4 +1226,4 @@ def protect_sources(image_sub: np.ndarray, stats: FrameStats, candidates: np.nda
                 g = lab[cy, cx]
                 n_tested += 1
                 n_src += judge(cy, cx, int(seg[cy, cx]), lambda sl, g=g: lab[sl] == g, cy, cx)
-    return ReleaseResult(released, protected, int(n_tested), int(n_src), spill)
+    return ReleaseResult(released, protected, int(n_tested), int(n_src), spill, explained)
