@@ -317,10 +317,12 @@ def report(result: dict, command: str) -> str:
              "stars and PSF-convolved Sersic galaxies, Poisson and read noise, bleeding saturation, wandering "
              "cosmic-ray tracks and single-pixel hits, hot/cold pixels, a hot column segment, a trail in most "
              "frames); matching and attribution as in `maxidetect bench`. Sums over the frames of each "
-             "variant.", "",
+             "variant. *Flagged CR/HP falsely*: true sources of S/N > 20 whose detection's IMAFLAGS_ISO says cosmic "
+             "ray or hot pixel with none in the truth within its isophote.", "",
              "| variant | engine | strategy | detections | spurious | vs no mask | completeness (S/N > 10) "
-             "| change [pp] | lost S/N > 20 | of them under zero weight | spurious by class |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+             "| change [pp] | lost S/N > 20 | of them under zero weight | S/N > 20 flagged CR/HP falsely "
+             "| spurious by class |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for variant, engine in ((v, e) for v in dict.fromkeys(f["variant"] for f in result["frames"])
                             for e in result["engines"]):
         fr = [f for f in result["frames"] if f["variant"] == variant]
@@ -339,10 +341,12 @@ def report(result: dict, command: str) -> str:
                     by[c] = by.get(c, 0) + v
             by_s = ", ".join(f"{c} {v}" for c, v in sorted(by.items(), key=lambda kv: -kv[1]) if v)
             change = "" if name == "none" else f"{100 * (sp / base_sp - 1):+.1f}%" if base_sp else ""
+            nm = sum(r.get("n_bright_matched", 0) for r in rs)
+            fpf = f"{sum(r.get('n_bright_false_point_flag', 0) for r in rs)}/{nm}" if nm and name != "none" else ""
             lines.append(f"| {variant} | {engine} | {name} | {sum(r['n_detections'] for r in rs)} | {sp} | {change} | "
                          f"{comp:.4f} | {'' if name == 'none' else f'{100 * (comp - base_c):+.2f}'} | "
                          f"{'' if name == 'none' else len(lost)} | "
-                         f"{'' if name == 'none' else sum(x['zero_px'] > 0 for x in lost)} | {by_s} |")
+                         f"{'' if name == 'none' else sum(x['zero_px'] > 0 for x in lost)} | {fpf} | {by_s} |")
     lines += ["", "Lost true sources (S/N > 20; zero-weight pixels within 1 FWHM):", ""]
     for f in result["frames"]:
         for key, row in f["rows"].items():

@@ -118,6 +118,24 @@ def test_a_much_brighter_detection_is_not_the_faint_source_it_lies_on():
     assert s["n_spurious"] == 1 and s["n_matched"] == 2 and s["matched_det"].tolist() == [False, True, True]
 
 
+def test_a_cosmic_ray_flag_on_a_real_source_counts_as_false_only_without_a_hit_in_its_isophote():
+    """The bench counts the bright real sources a catalogue kept to
+    IMAFLAGS_ISO == 0 loses for a false call: a star flagged CR with a hit in
+    its isophote is rightly flagged, one without is not; a faint one, an
+    unflagged one and one flagged for something else do not count."""
+    truth_cat = Table({"X": [10.0, 40.0, 70.0, 70.0, 10.0], "Y": [10.0, 10.0, 10.0, 50.0, 50.0],
+                       "FLUX": [1e4] * 5, "MAG": [20.0] * 5, "SNR": [100.0, 100.0, 100.0, 100.0, 10.0]})
+    mask = np.zeros((80, 80), np.int32)
+    mask[12, 13] = BIT["CR"]  # a hit 3.6 px from the first star, inside its isophote (radius 4.4 px)
+    cr, fr = BIT["CR"], BIT["FR"]
+    cat = Table({"X_IMAGE": [11.0, 41.0, 71.0, 71.0, 11.0], "Y_IMAGE": [11.0, 11.0, 11.0, 51.0, 51.0],
+                 "FLUX_AUTO": [1e4] * 5, "ISOAREA_IMAGE": [60] * 5, "IMAFLAGS_ISO": [cr, cr, 0, fr, cr]})
+    s = score_catalog(cat, truth_cat, mask, fwhm=2.0)
+    assert s["n_bright_matched"] == 4 and s["n_bright_false_point_flag"] == 1
+    cat.remove_column("IMAFLAGS_ISO")  # no maps: nothing to count
+    assert score_catalog(cat, truth_cat, mask, fwhm=2.0)["n_bright_matched"] == 0
+
+
 def test_score_and_quality_on_hand_made_catalogues():
     truth_cat = Table({"X": [10.0, 30.0, 60.0], "Y": [10.0, 30.0, 60.0], "FLUX": [1e4, 1e4, 50.0],
                        "MAG": [20.0, 20.0, 25.0], "SNR": [100.0, 100.0, 2.0]})
@@ -176,7 +194,9 @@ def test_bench_quick_report(tmp_path, monkeypatch):
     assert 0 <= fused["pixels"]["BBG"] <= 1 and oracle["pixels"]["BBG"] == 1.0
     text = (tmp_path / "out" / "report.md").read_text()
     assert "| maxidetect | SEP |" in text and "mask quality per class" in text and "Pixel recall" in text
-    assert "BBG precision" in text
+    assert "BBG precision" in text and "flagged CR/HP falsely" in text
+    nf, nm = fused["false_point_flags"]
+    assert nm > 0 and 0 <= nf <= nm  # the maps' catalogue carries IMAFLAGS_ISO
     for png in ("completeness.png", "contamination.png", "roc.png"):
         assert (tmp_path / "out" / png).stat().st_size > 1000
 

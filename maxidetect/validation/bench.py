@@ -362,6 +362,8 @@ def _summarise(frames) -> list[dict]:
             "spurious_by_class": {c: sum(r["spurious_by_class"][c] for r in rs) for c in (*CONTAMINANT_ORDER, "none")},
             "lost": {b: sum(r["lost"][b] for r in rs) for b in rs[0]["lost"]},
             "lost_masked": sum(r.get("lost_masked", 0) for r in rs),
+            "false_point_flags": (sum(r.get("n_bright_false_point_flag", 0) for r in rs),
+                                  sum(r.get("n_bright_matched", 0) for r in rs)),
             "flux_bias": float(np.nanmedian([r["flux_bias"] for r in rs])),
         })
         pix = [f["pixels"][strat] for f in frames if strat in f.get("pixels", {})]
@@ -419,7 +421,9 @@ def write_report(results: dict, out_dir, command: str = "") -> dict:
         f"{MATCH_FLUX_SIGMA:g} errors (a bright knot on a faint star is not the star); a saturated star left "
         "unmatched matches an unmatched detection on its saturated footprint (bleeds move its centroid); a spurious "
         "detection matches no such source and is attributed to the contaminant under it. *Lost*: true sources "
-        "with S/N > 20 that the same engine finds without maps and not with them. Strategies: `network` the "
+        "with S/N > 20 that the same engine finds without maps and not with them. *Flagged CR/HP falsely*: "
+        "true sources with S/N > 20 whose detection's IMAFLAGS_ISO says cosmic ray or hot pixel with none in the "
+        "truth within its isophote (a catalogue kept to IMAFLAGS_ISO == 0 loses them). Strategies: `network` the "
         "network's thresholded masks alone; `maxidetect` the default (fused with the frame's evidence: star "
         "protection, fitted trails and columns, L.A.Cosmic); `oracle` the truth masks; `astroscrappy` "
         "L.A.Cosmic alone.",
@@ -429,16 +433,20 @@ def write_report(results: dict, out_dir, command: str = "") -> dict:
         summary = results["summary"][v]
         lines += ["", f"## {v}", "",
                   "| strategy | engine | detections | spurious | vs no mask | completeness | change [pp] | "
-                  "lost S/N>20 (20-50/50-200/>200) | of them under zero weight | TRL spurious vs no mask |",
-                  "|---|---|---|---|---|---|---|---|---|---|"]
+                  "lost S/N>20 (20-50/50-200/>200) | of them under zero weight | TRL spurious vs no mask | "
+                  "S/N>20 flagged CR/HP falsely |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|"]
         for r in summary:
             red = -r.get("spurious_reduction", float("nan"))
             ch = r.get("completeness_change_pp", float("nan"))
             lost = "/".join(str(n) for n in r["lost"].values()) if r["strategy"] != "none" else "-"
             masked = str(r.get("lost_masked", 0)) if r["strategy"] not in ("none", "none@maps-noise") else "-"
             trl = r.get("trl_spurious_fraction", float("nan"))
+            nf, nm = r.get("false_point_flags", (0, 0))
+            fpf = f"{nf}/{nm}" if nm and r["strategy"] not in ("none", "none@maps-noise") else "-"
             lines.append(f"| {r['strategy']} | {r['engine']} | {r['n_detections']} | {r['n_spurious']} | "
-                         f"{red:+.1%} | {r['completeness']:.4f} | {ch:+.2f} | {lost} | {masked} | {trl:.0%} |")
+                         f"{red:+.1%} | {r['completeness']:.4f} | {ch:+.2f} | {lost} | {masked} | {trl:.0%} | "
+                         f"{fpf} |")
         lines += ["", "Spurious detections by contaminant:", "",
                   "| strategy | engine | " + " | ".join((*CONTAMINANT_ORDER, "none")) + " |",
                   "|---|---|" + "---|" * (len(CONTAMINANT_ORDER) + 1)]

@@ -189,6 +189,32 @@ def match_detections(cat, truth_cat, radius: float, truth_mask=None) -> tuple[np
     return det_xy, di, ti
 
 
+#: The point-like artefact classes whose flag on a real source is checked against the truth.
+POINT_BITS = sum(c.bit for c in CLASSES if c.abbr in ("CR", "HP"))
+
+
+def _false_point_flags(cat, det_xy, di, ti, snr, truth_mask, fwhm: float, min_snr: float = 20.0) -> tuple[int, int]:
+    """(matched true sources of S/N > ``min_snr``, of them whose detection's
+    IMAFLAGS_ISO says cosmic ray or hot pixel with no such pixel in the truth
+    within its isophote's radius + 1 px (ISOAREA_IMAGE; 2 FWHM without it)):
+    the real sources a catalogue kept to IMAFLAGS_ISO == 0 loses for a false
+    call. (0, 0) without IMAFLAGS_ISO (no maps)."""
+    if "IMAFLAGS_ISO" not in cat.colnames or not len(di):
+        return 0, 0
+    bright = snr[ti] > min_snr
+    flags = np.asarray(cat["IMAFLAGS_ISO"])[di[bright]]
+    area = np.asarray(cat["ISOAREA_IMAGE"], float)[di[bright]] if "ISOAREA_IMAGE" in cat.colnames else None
+    h, w = truth_mask.shape
+    n_false = 0
+    for k in np.flatnonzero((flags & POINT_BITS) != 0):
+        x, y = det_xy[di[bright][k]]
+        r = int(np.ceil(np.sqrt(area[k] / np.pi) + 1)) if area is not None else int(np.ceil(2 * fwhm))
+        iy, ix = int(round(y)), int(round(x))
+        box = truth_mask[max(iy - r, 0):min(iy + r + 1, h), max(ix - r, 0):min(ix + r + 1, w)]
+        n_false += not (box & POINT_BITS).any()
+    return int(bright.sum()), int(n_false)
+
+
 def score_catalog(
     cat,
     truth_cat,
@@ -243,6 +269,7 @@ def score_catalog(
         sel = idx == k
         curve.append({"mag": float(0.5 * (mag_bins[k] + mag_bins[k + 1])), "n": int(sel.sum()),
                       "completeness": float(matched_t[sel].mean()) if sel.any() else None})
+    n_point, n_false = _false_point_flags(cat, det_xy, di, ti, snr, truth_mask, fwhm)
     flux = np.asarray(cat["FLUX_AUTO"])[di] if len(di) else np.zeros(0)
     tflux = np.asarray(truth_cat["FLUX"])[ti]
     good = snr[ti] > 20
@@ -259,6 +286,8 @@ def score_catalog(
         "flux_bias": float(np.median(rel)) if rel.size else float("nan"),
         "flux_scatter": float(1.4826 * np.median(np.abs(rel - np.median(rel)))) if rel.size else float("nan"),
         "match_radius_pix": float(radius_fwhm * fwhm),
+        "n_bright_matched": n_point,
+        "n_bright_false_point_flag": n_false,
         "matched_true": np.asarray(ti, int),
         "matched_det": matched_d,
     }
