@@ -55,10 +55,10 @@ its footprint (its core and one pixel more: the detection filter carries a
 zero weight one pixel) are released from zero weight to flag-only, and no
 cosmic-ray halo grows into it: the object stays in the catalogue, and
 IMAFLAGS_ISO still says what the network saw, unless a star's own profile
-explains the candidates too (no artefact needed there: the call was the star;
-``explained``, whose cosmic-ray and hot-pixel flags the fusion drops). The fit allows a fractional
-model error (real PSFs are not Gaussian), so bright stars are not rejected
-for their wings.
+explains the candidates too (no artefact needed there: the call was the
+star; ``explained``, whose cosmic-ray and hot-pixel flags the fusion drops).
+The fit allows a fractional model error (real PSFs are not Gaussian), so
+bright stars are not rejected for their wings.
 
 On a source too faint to see pixel by pixel (fitted peak under
 ``FAINT_PEAK`` sigma: a faint galaxy, a nebula's knot) the candidates
@@ -1041,7 +1041,7 @@ def protect_sources(image_sub: np.ndarray, stats: FrameStats, candidates: np.nda
     protected = np.zeros(candidates.shape, bool)
     explained = np.zeros(candidates.shape, bool)
     if not candidates.any():
-        return ReleaseResult(released, protected, 0, 0, explained=np.zeros(candidates.shape, bool))
+        return ReleaseResult(released, protected, 0, 0, explained=explained)
     objs = stats.objects
     h, w = candidates.shape
     r_core = max(1.0, 0.75 * stats.fwhm)
@@ -1114,7 +1114,7 @@ def protect_sources(image_sub: np.ndarray, stats: FrameStats, candidates: np.nda
             if not (track & mine).any() or not _round_core(d, ((s == own) if own else mine) & ~track, rms):
                 return False  # no track, or no source's core beside it (most hits: spares the fits)
             ok, model, _ = judge_object(d, rms, mine & ~track, others | track, stats.sigma, psf_shape,
-                                     min_snr=TRACK_SOURCE_SNR, spikes=spikes_sl, fitted=fitted, spill=spill)
+                                        min_snr=TRACK_SOURCE_SNR, spikes=spikes_sl, fitted=fitted, spill=spill)
             if not ok:
                 return False
         else:
