@@ -350,11 +350,13 @@ def test_a_star_called_a_cosmic_ray_loses_the_flag_and_a_hit_on_a_star_keeps_it(
         else:  # a track 3 px above the star, called with its 1-px halo
             img[iy + 3, ix - 8:ix + 9] += 30 * NOISE
             flags[iy + 2:iy + 5, ix - 9:ix + 10] |= BIT["CR"]
-    zero, flags = fuse(img, flags, MapPolicy())[:2]
+    zero, flags, report = fuse(img, flags, MapPolicy())
     for x, y in called:
         iy, ix = int(round(y)), int(round(x))
         assert not zero[iy - 1:iy + 2, ix - 1:ix + 2].any(), (x, y)
         assert not (flags[iy - 1:iy + 2, ix - 1:ix + 2] & BIT["CR"]).any(), (x, y)
+    cards = dict(c[:2] for c in report.header_cards())
+    assert cards["MDNEXPL"] == report.explained_pixels >= 9 * len(called)
     for x, y in hit:
         assert flags[int(round(y)), int(round(x))] & BIT["CR"], (x, y)
     for x, y in beside:

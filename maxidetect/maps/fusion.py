@@ -110,6 +110,7 @@ class FusionReport:
                 ("MDNCOL", len(self.columns), "bad column/row segments found"),
                 ("MDNPROT", self.sources_protected, "sources protected from zero weight"),
                 ("MDNREL", self.released_pixels, "pixels released to flag-only"),
+                ("MDNEXPL", self.explained_pixels, "released pixels their star explains (no CR/HP)"),
                 ("MDSPILL", round(float(self.hit_spill[0]), 4), "hit value spilt per side neighbour")] + trails
 
 
