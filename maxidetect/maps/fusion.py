@@ -544,7 +544,7 @@ def fuse(image: np.ndarray, flags: np.ndarray, policy: MapPolicy,
     # generator's frame in good seeing (FWHM 1.8 px) 30 of 172 sources of S/N 5-20 and 9 of 66
     # of S/N 20-100 carried a false cosmic-ray flag on their cores (now 6 and 3). A hit on a
     # star needs free pixels to be fitted, and keeps its flag.
-    explained = result.explained & ~independent if result.explained is not None else np.zeros(flags.shape, bool)
+    explained = result.explained & ~independent
     called_cr = explained & ((flags & BIT["CR"]) != 0)  # still a spike's, below, if on one
     flags[explained] &= ~(BIT["CR"] | BIT["HP"])
     report.explained_pixels = int(explained.sum())

@@ -1009,6 +1009,11 @@ def _core_width(profile) -> float:
     return float(np.sqrt(-0.5 / np.log(r))) if 0 < r < 1 else np.inf
 
 
+def _over_model(d, model, clear):
+    """The stamp's pixels above a source model and the median of its ``clear`` pixels (the sky)."""
+    return d - model - (np.median(d[clear]) if clear.any() else 0.0)
+
+
 def protect_sources(image_sub: np.ndarray, stats: FrameStats, candidates: np.ndarray,
                     lines=(), max_objects: int = 20000, exclude: np.ndarray | None = None,
                     spikes: np.ndarray | None = None, halo: int = 0,
@@ -1143,10 +1148,8 @@ def protect_sources(image_sub: np.ndarray, stats: FrameStats, candidates: np.nda
         # nebulae released so). A bright undersampled star fitted on its
         # wings alone has as faint a model, but its core is no sharper than the PSF.
         if model.max() < FAINT_PEAK * float(np.median(rms)):
-            clear = ~cand & ~others
-            sky = np.median(d[clear]) if clear.any() else 0.0
             sharp = steeper_than_psf(d - _side_mean(d), d, rms, stats.sigma_minor)
-            artefact = artefact | (cand & sharp & (d - model - sky > OUTLIER_SIGMA * rms))
+            artefact = artefact | (cand & sharp & (_over_model(d, model, ~cand & ~others) > OUTLIER_SIGMA * rms))
         if release:
             free = cand & footprint & ~artefact & ~track
             if line_light is not None and (line_light[sl] > 0).any():
@@ -1171,9 +1174,8 @@ def protect_sources(image_sub: np.ndarray, stats: FrameStats, candidates: np.nda
                 # source with it is no star) explains the call's pixels, each no more than
                 # OUTLIER_SIGMA of the noise above it (a hit on a bright star hides in the
                 # fit's model error): the call was the star.
-                clear = ~cand & ~others & (model <= 0.5 * rms)
-                sky = np.median(d[clear]) if clear.any() else 0.0
-                explained[sl] |= free & (d - model - sky <= OUTLIER_SIGMA * rms)
+                over = _over_model(d, model, ~cand & ~others & (model <= 0.5 * rms))
+                explained[sl] |= free & (over <= OUTLIER_SIGMA * rms)
         protected[sl] |= footprint
         return True
 
