@@ -955,11 +955,12 @@ def sharper_across_than_psf(d, rms, sig_psf: float, nsigma: float = 5.0) -> np.n
     return (_excess_across(d, sig_psf) > nsigma * np.sqrt(1.5) * rms).any(axis=0)
 
 
-#: A source's model whose core is at most this many times the PSF's sigma wide
-#: (:func:`_core_width`; the widths rule 1 fits for stars: 0.85, 1.0, 1.3) may
-#: explain the calls on it (protect_sources' ``explained``); a broader one may be
-#: a blend of a star and a track beside it (a second generator's dense field:
-#: deposits of 5-65 sigma on 64 such pixels lost their flag without this test).
+#: A source's model whose core is at most as wide as a pixel-integrated Gaussian of
+#: this many times the PSF's sigma (:func:`_core_width`; the widths rule 1 fits
+#: for stars: 0.85, 1.0, 1.3) may explain the calls on it (protect_sources'
+#: ``explained``); a broader one may be a blend of a star and a track beside it
+#: (a second generator's dense field: deposits of 5-65 sigma on 64 such pixels
+#: lost their flag without this test).
 EXPLAINED_MAX_WIDTH = 1.35
 
 #: A source found beside a sharp track (the track's pixels left out) must be
@@ -999,14 +1000,29 @@ def _labels_around(lab: np.ndarray, iy: np.ndarray, ix: np.ndarray, disk: np.nda
 
 
 def _core_width(profile) -> float:
-    """A profile's core width: the sigma [px] of the Gaussian whose side
-    neighbours fall from its peak as the profile's do (wings left out)."""
+    """A profile's core width: the sigma [px] of the Gaussian whose log has
+    the profile's curvature at its peak pixel (the second difference of the
+    log along y and along x, geometric mean; wings left out). A sampled
+    Gaussian gives its sigma wherever its centre falls within the pixel; the
+    ratio of the side neighbours to the peak read an undersampled star's
+    PSF-wide model half a pixel off centre as 1.6 PSF sigma wide."""
     m = np.asarray(profile, np.float64)
     cy, cx = np.unravel_index(np.argmax(m), m.shape)
     if m[cy, cx] <= 0 or not (0 < cy < m.shape[0] - 1 and 0 < cx < m.shape[1] - 1):
         return np.inf
-    r = (m[cy - 1, cx] + m[cy + 1, cx] + m[cy, cx - 1] + m[cy, cx + 1]) / (4 * m[cy, cx])
-    return float(np.sqrt(-0.5 / np.log(r))) if 0 < r < 1 else np.inf
+    sides = np.array([m[cy - 1, cx], m[cy + 1, cx], m[cy, cx - 1], m[cy, cx + 1]])
+    if (sides <= 0).any():
+        return np.inf
+    curv = np.log(sides).reshape(2, 2).sum(axis=1) - 2.0 * np.log(m[cy, cx])  # y, x: -1 / sigma^2
+    return float((curv[0] * curv[1]) ** -0.25) if (curv < 0).all() else np.inf
+
+
+@lru_cache(maxsize=64)
+def _explained_limit(sig_psf: float) -> float:
+    """:func:`_core_width` of a pixel-integrated Gaussian EXPLAINED_MAX_WIDTH
+    times the PSF's sigma wide (pixel integration widens a sharp core)."""
+    g = _pixel_gauss(np.arange(-8.0, 9.0), EXPLAINED_MAX_WIDTH * sig_psf)
+    return _core_width(np.outer(g, g))
 
 
 def _over_model(d, model, clear):
@@ -1169,7 +1185,7 @@ def protect_sources(image_sub: np.ndarray, stats: FrameStats, candidates: np.nda
                 ll = line_light[sl]
                 free &= (ll <= 0) | (ndimage.uniform_filter(d, 3, mode="nearest") >= ll) | core
             released[sl] |= free
-            if whole and _core_width(model) <= EXPLAINED_MAX_WIDTH * stats.sigma:
+            if whole and _core_width(model) <= _explained_limit(float(stats.sigma)):
                 # A star's own profile (no broader: a track beside a star fitted as one broad
                 # source with it is no star) explains the call's pixels, each no more than
                 # OUTLIER_SIGMA of the noise above it (a hit on a bright star hides in the
