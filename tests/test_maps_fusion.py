@@ -364,6 +364,20 @@ def test_a_star_called_a_cosmic_ray_loses_the_flag_and_a_hit_on_a_star_keeps_it(
         assert (flags[iy + 3, ix - 8:ix + 9] & BIT["CR"]).all(), (x, y)
 
 
+@pytest.mark.parametrize("sigma", [0.5, 0.8, 1.7])
+def test_a_core_width_does_not_depend_on_where_the_centre_falls_in_the_pixel(sigma):
+    """Rule 1's star widths (0.85, 1.0, 1.3 PSF sigma, pixel-integrated) pass
+    the explained test's width limit wherever their centre falls within the
+    pixel, and its galaxy widths (1.8 and up) never do."""
+    from maxidetect.maps.stars import _core_width, _explained_limit
+
+    limit = _explained_limit(sigma)
+    for off in (0.0, 0.2, 0.35, 0.5):
+        for width, narrow in ((0.85, True), (1.0, True), (1.3, True), (1.8, False), (2.6, False)):
+            g = _pixel_gauss(np.arange(-8.0, 9.0) - off, width * sigma)
+            assert (_core_width(np.outer(g, g[::-1])) <= limit) == narrow, (off, width)
+
+
 @pytest.mark.parametrize("fwhm", [1.3, 1.6])
 def test_an_undersampled_star_on_a_pixel_corner_called_a_cosmic_ray_loses_the_flag(fwhm):
     """A star whose centre falls near a pixel's corner spreads its core over
@@ -381,7 +395,7 @@ def test_an_undersampled_star_on_a_pixel_corner_called_a_cosmic_ray_loses_the_fl
         img += _star(img.shape, x, y, rng.uniform(20, 60) * NOISE * 2.266 * fwhm**2 / 2, fwhm)
         iy, ix = int(y), int(x)
         flags[iy - 1:iy + 3, ix - 1:ix + 3] |= BIT["CR"]  # the four core pixels and their halo
-    zero, flags, report = fuse(img, flags, MapPolicy())
+    zero, flags, _ = fuse(img, flags, MapPolicy())
     for x, y in called:
         iy, ix = int(y), int(x)
         assert not zero[iy:iy + 2, ix:ix + 2].any(), (x, y)
