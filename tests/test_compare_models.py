@@ -123,10 +123,13 @@ def test_shipped_model_loads_verified_and_is_selectable(tmp_path, capsys):
     main(["models"])
     assert capsys.readouterr().out.split() == names
     info = load_manifest()["maxidetect-distill"]  # stored as a delta on maximask
-    # the sixth run, from the third, from the first: each recipe names the one it continued
-    previous = info.recipe["previous"]["recipe"]
-    assert info.recipe["init"] == "maxidetect-distill" and previous["steps"] == 500
-    assert previous["previous"]["recipe"]["steps"] == 4000
+    # the seventh run, from the sixth, the third, the first: each recipe names the one it continued
+    chain = [info.recipe]
+    while "previous" in chain[-1]:
+        chain.append(chain[-1]["previous"]["recipe"])
+    assert [r["steps"] for r in chain] == [400, 500, 500, 4000]
+    assert all(r["init"] == "maxidetect-distill" for r in chain[:-1]) and chain[-1]["init"] == "maximask"
+    assert info.recipe["background"] == info.normalisation["background"] == "centred"
     assert abs(sum(info.training_priors[:-1])) > 0
     fits.PrimaryHDU(simulate_frame(5, size=128).image).writeto(tmp_path / "f.fits")
     assert main(["mask", str(tmp_path / "f.fits"), "--model", "maxidetect-distill", "-q"]) == 0
