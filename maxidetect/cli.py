@@ -431,9 +431,10 @@ def cmd_train(args) -> int:
             cfg.steps = args.steps
     except (OSError, ValueError, TypeError) as exc:
         return _error(exc)
-    rec = run_training(cfg, args.out)
-    print(f"{cfg.steps} steps in {rec['seconds']:.0f} s, loss {rec['loss_first']:.4g} -> {rec['loss_last']:.4g}; "
-          f"weights: {args.out}")
+    rec = run_training(cfg, args.out, workers=args.workers, teacher_engine=args.teacher_engine,
+                       max_seconds=args.max_seconds)
+    print(f"{rec['steps']} of {cfg.steps} steps in {rec['seconds']:.0f} s, loss {rec['loss_first']:.4g} -> "
+          f"{rec['loss_last']:.4g}; weights: {args.out}")
     if args.register:
         from maxidetect.classes import CLASSES
         from maxidetect.network.weights import register_model
@@ -441,7 +442,7 @@ def cmd_train(args) -> int:
         props = rec["class_proportions"]
         origin = "fine-tuned from " + cfg.init if cfg.init else "from scratch"
         info = register_model(args.register, args.out, [props[c.abbr] for c in CLASSES],
-                              description=f"maxidetect training ({origin}, {cfg.steps} steps)",
+                              description=f"maxidetect training ({origin}, {rec['steps']} steps)",
                               recipe=rec["config"], background=cfg.background)
         print(f"registered model {info.name} (sha256 {info.sha256[:12]}...); 'maxidetect models' lists it")
     return 0
@@ -593,6 +594,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="trained.weights.h5", help="output weights (.weights.h5)")
     p.add_argument("--steps", type=_type(positive_int), help="override the number of steps")
     p.add_argument("--register", metavar="NAME", help="add the result to the model manifest as model NAME")
+    p.add_argument("--workers", type=_type(nonnegative_int), default=0,
+                   help="processes simulating frames ahead (default 0: this one); the run is the same with any")
+    p.add_argument("--teacher-engine", choices=("onnxruntime", "keras"), default="onnxruntime",
+                   help="engine of the distillation teacher (keras: on the training backend's GPU)")
+    p.add_argument("--max-seconds", type=float, metavar="S",
+                   help="stop after the first step past S seconds, checkpointed (the same command resumes)")
     p.add_argument("-v", "--verbose", action="store_true", help="(no more output than the default)")
     p.set_defaults(func=cmd_train)
     p = sub.add_parser("train-score", help="train the per-detection contaminant score (MD_CONTAM; needs [train])",

@@ -264,3 +264,37 @@ def test_absent_classes_are_zero_targets_and_union_keeps_simulated_hits():
                     real_bounds={"a.fits": ["TRL"]}, real_absent={"a.fits": ["TRL"]})
     with pytest.raises(ValueError, match="real_absent_weight"):
         TrainConfig(real_absent_weight=0)
+
+
+def test_worker_processes_draw_the_same_patches_and_a_time_limit_stops_a_run_resumably(tmp_path):
+    here = PatchStream(patch=64, frame_size=128, seed=4, per_frame=2)
+    pooled = PatchStream(patch=64, frame_size=128, seed=4, per_frame=2, workers=2)
+    a, b = here.batches(2), pooled.batches(2)
+    for _ in range(3):
+        for u, v in zip(next(a), next(b), strict=True):
+            np.testing.assert_array_equal(u, v)
+    b.close()
+    assert pooled.frames_used == here.frames_used == 3
+
+    cfg = TrainConfig(init=None, width=0.125, patch=64, frame_size=128, batch=2, steps=3, learning_rate=1e-3,
+                      checkpoint_every=50, seed=6)
+    first = run_training(cfg, tmp_path / "t.npz", progress=False, max_seconds=0)
+    assert first["steps"] == 1 and len(first["losses"]) == 1 and (tmp_path / "t.ckpt.npz").exists()
+    rest = run_training(cfg, tmp_path / "t.npz", progress=False, workers=1)
+    whole = run_training(cfg, tmp_path / "w.npz", progress=False)
+    assert rest["steps"] == 3
+    np.testing.assert_allclose(rest["losses"], whole["losses"], rtol=1e-4)
+
+
+def test_class_loss_factors_scale_one_class_weight_and_refuse_unknown_classes():
+    from maxidetect.training.train import _loss_weights
+
+    base = _loss_weights(TrainConfig())
+    hp = class_index("HP")
+    scaled = _loss_weights(TrainConfig(class_loss_factors={"HP": 3}))
+    assert scaled[hp] == pytest.approx(3 * base[hp])
+    assert np.array_equal(np.delete(scaled, hp), np.delete(base, hp))
+    with pytest.raises(ValueError, match="class_loss_factors"):
+        TrainConfig(class_loss_factors={"XX": 2})
+    with pytest.raises(ValueError, match="class_loss_factors"):
+        TrainConfig(class_loss_factors={"HP": 0})

@@ -113,8 +113,9 @@ class PatchStream:
 
     def __init__(self, patch: int = 400, frame_size: int = 800, seed: int = 0, per_frame: int = 4,
                  weights=None, sim_config=None, background: str = "maximask", teacher=None,
-                 teacher_classes=(), real_frames=(), real_fraction: float = 0.0, start: int = 0,
-                 real_bounds=None, real_absent=None, truth_union=(), real_absent_weight: float = 1.0):
+                 teacher_classes=(), real_frames=(), real_fraction: float = 0.0, start: int = 0, skip: int = 0,
+                 real_bounds=None, real_absent=None, truth_union=(), real_absent_weight: float = 1.0,
+                 workers: int = 0):
         self.patch, self.frame_size, self.seed, self.per_frame = patch, frame_size, seed, per_frame
         self.background = background
         self.sim_config = sim_config
@@ -141,6 +142,11 @@ class PatchStream:
             self.real_masks.append(m)
             self.real_zero.append(zero)
         self.frames_used = start  # frames drawn so far (resumes the stream)
+        # Patches of frame ``start`` already used (a checkpoint mid-frame), and of the current frame.
+        self.skip, self.frame_patches = int(skip), 0
+        # Processes simulating frames ahead (0: in this process). The frames depend on their
+        # index alone, so a run is the same with any number of workers.
+        self.workers = max(int(workers), 0)
 
     def _load_real(self, path) -> np.ndarray:
         from maxidetect.files import is_image_hdu, open_fits
@@ -166,16 +172,42 @@ class PatchStream:
     def proportions(self) -> np.ndarray:
         return self.counts / max(self.n_pixels, 1)
 
-    def __iter__(self):
-        from maxidetect.network.normalise import normalise
-        from maxidetect.validation.simulate import simulate_frame
-
-        sim_mask = np.ones(N_CLASSES, np.float32)
-        while True:
-            k = self.frames_used
-            self.frames_used += 1
+    def _draws(self):
+        """(k, rng, simulated frame or None for a real one), in order from ``frames_used``."""
+        def draw(k):
             rng = np.random.default_rng([self.seed, k])  # per frame: a resumed stream draws the same patches
-            if self.real and rng.random() < self.real_fraction:
+            return rng, not (self.real and rng.random() < self.real_fraction)
+
+        k = self.frames_used
+        if not self.workers:
+            while True:
+                rng, sim = draw(k)
+                yield k, rng, _simulated(self.seed * 100003 + k, self.sim_config, self.frame_size,
+                                         self.background) if sim else None
+                k += 1
+        import multiprocessing
+        from collections import deque
+        from concurrent.futures import ProcessPoolExecutor
+
+        # spawn, not fork: the parent holds JAX/TensorFlow threads that a fork would copy mid-flight.
+        with ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+            ahead = deque()
+            while True:
+                while len(ahead) < 2 * self.workers:
+                    rng, sim = draw(k)
+                    job = pool.submit(_simulated, self.seed * 100003 + k, self.sim_config, self.frame_size,
+                                      self.background) if sim else None
+                    ahead.append((k, rng, job))
+                    k += 1
+                kk, rng, job = ahead.popleft()
+                yield kk, rng, job.result() if job is not None else None
+
+    def __iter__(self):
+        sim_mask = np.ones(N_CLASSES, np.float32)
+        skip, self.skip = self.skip, 0
+        for k, rng, simulated in self._draws():
+            self.frames_used, self.frame_patches = k + 1, 0
+            if simulated is None:
                 j = int(rng.integers(len(self.real)))
                 stack, real_mask, zero = self.real[j], self.real_masks[j], self.real_zero[j]
                 for _ in range(self.per_frame):
@@ -185,6 +217,10 @@ class PatchStream:
                     cut = np.rot90(cut, int(rng.integers(4)), axes=(1, 2))
                     if rng.random() < 0.5:
                         cut = cut[:, :, ::-1]
+                    if skip:  # used before the checkpoint: drawn (the same random numbers), not yielded
+                        skip -= 1
+                        continue
+                    self.frame_patches += 1
                     y = np.zeros((N_CLASSES, self.patch, self.patch), np.float32)
                     y[real_mask != 0] = cut[1:][real_mask != 0]  # the teacher's: targets and bounds
                     y[zero] = 0.0
@@ -192,9 +228,7 @@ class PatchStream:
                         + np.float32(self.weights[-1])
                     yield (np.ascontiguousarray(cut[0])[..., None], np.moveaxis(y, 0, -1).copy(), w, real_mask)
                 continue
-            frame = simulate_frame(self.seed * 100003 + k, self.sim_config, size=self.frame_size)
-            x = normalise(frame.image, background=self.background)
-            planes = truth_planes(frame.truth)
+            x, planes = simulated
             w = pixel_weights(planes, self.weights)
             target = planes.astype(np.float32)
             taught = self._teach(x)
@@ -205,6 +239,10 @@ class PatchStream:
             for _ in range(self.per_frame):
                 y0 = int(rng.integers(0, self.frame_size - self.patch + 1))
                 x0 = int(rng.integers(0, self.frame_size - self.patch + 1))
+                if skip:
+                    skip -= 1
+                    continue
+                self.frame_patches += 1
                 sl = (slice(y0, y0 + self.patch), slice(x0, x0 + self.patch))
                 p = planes[(slice(None),) + sl]
                 self.counts += p.reshape(N_CLASSES, -1).sum(axis=1)
@@ -217,6 +255,15 @@ class PatchStream:
         while True:
             xs, ys, ws, ms = zip(*(next(it) for _ in range(batch)), strict=True)
             yield np.stack(xs), np.stack(ys), np.stack(ws), np.stack(ms)[:, None, None, :]
+
+
+def _simulated(seed: int, sim_config, size: int, background: str):
+    """One simulated frame, normalised, and its truth planes (a worker process's job)."""
+    from maxidetect.network.normalise import normalise
+    from maxidetect.validation.simulate import simulate_frame
+
+    frame = simulate_frame(seed, sim_config, size=size)
+    return normalise(frame.image, background=background), truth_planes(frame.truth)
 
 
 @dataclass
@@ -256,6 +303,9 @@ class TrainConfig:
     # the teacher's real-sky knowledge plus the simulated hits it misses.
     truth_union: tuple = ()
     sim_config: dict | None = None  # maxidetect.validation.simulate.SimConfig overrides
+    # {class: factor} multiplying that class's pixel weight in the loss (1 for the others): a class
+    # whose held-out AUC lags gets more of the gradient without changing any target.
+    class_loss_factors: dict = field(default_factory=dict)
     checkpoint_every: int = 50  # steps between checkpoints (resumable runs)
     per_frame: int = 4  # patches cut from each simulated or real frame
 
@@ -269,6 +319,10 @@ class TrainConfig:
         if unknown:
             raise ValueError(f"teacher_classes: unknown classes {sorted(unknown)}")
         self.truth_union = tuple(self.truth_union)
+        self.class_loss_factors = {str(k): float(v) for k, v in (self.class_loss_factors or {}).items()}
+        bad = set(self.class_loss_factors) - {c.abbr for c in CLASSES}
+        if bad or any(not v > 0 for v in self.class_loss_factors.values()):
+            raise ValueError(f"class_loss_factors: unknown classes {sorted(bad)} or a factor <= 0")
         if not self.real_absent_weight > 0:
             raise ValueError(f"real_absent_weight must be > 0, got {self.real_absent_weight}")
         extra = set(self.truth_union) - set(self.teacher_classes)
@@ -410,6 +464,23 @@ def _jax_step(model, opt, objective, is_kernel):
     return step
 
 
+def _loss_weights(cfg: TrainConfig) -> np.ndarray:
+    """The stream's class weights (inverse training priors) times the recipe's ``class_loss_factors``."""
+    w = class_weights([c.training_prior for c in CLASSES])
+    for abbr, f in cfg.class_loss_factors.items():
+        w[class_index(abbr)] *= f
+    return w
+
+
+def _resume_at(state: dict, cfg: TrainConfig) -> dict:
+    """The stream's ``start`` and ``skip`` for a saved position: a checkpoint taken part way
+    through a frame (batch and per_frame out of step, or a time limit) resumes inside it."""
+    used = int(state.get("frame_patches", cfg.per_frame))  # older checkpoints: whole frames
+    if 0 < used < cfg.per_frame:
+        return {"start": state["frames_used"] - 1, "skip": used}
+    return {"start": state["frames_used"], "skip": 0}
+
+
 def _checkpoint_path(out: Path) -> Path:
     return out.with_suffix(".ckpt.npz")
 
@@ -439,7 +510,8 @@ def _load_checkpoint(path: Path, model, optimizer) -> dict:
     return state
 
 
-def run_training(cfg: TrainConfig, out, progress: bool = True, resume: bool = True) -> dict:
+def run_training(cfg: TrainConfig, out, progress: bool = True, resume: bool = True, workers: int = 0,
+                 teacher_engine: str = "onnxruntime", max_seconds: float | None = None) -> dict:
     """Train per ``cfg``; write ``out`` (``.npz`` arrays or Keras ``.weights.h5``)
     and ``out.json`` (config, class proportions seen, loss curve). Returns that
     record.
@@ -448,6 +520,13 @@ def run_training(cfg: TrainConfig, out, progress: bool = True, resume: bool = Tr
     steps, losses, the patch stream's position) goes to ``OUT.ckpt.npz``, one
     file replaced atomically; the same command resumes from it (``resume``)
     if its configuration is the same, so a run can span several sessions.
+
+    Execution settings, not part of the recipe (a run is the same with any of them):
+    ``workers`` processes simulate frames ahead (0: this process; a GPU node's
+    CPUs keep its accelerator fed), ``teacher_engine`` runs the teacher
+    (``"keras"``: on the accelerator), and ``max_seconds`` stops the run at the
+    first step past that many seconds of this call, checkpointed and written as far as
+    it got (the record's ``steps``); the same command then resumes it.
     """
 
     from tqdm import tqdm
@@ -460,7 +539,8 @@ def run_training(cfg: TrainConfig, out, progress: bool = True, resume: bool = Tr
     out.parent.mkdir(parents=True, exist_ok=True)
     model, step = make_trainer(cfg)
     ckpt = _checkpoint_path(out)
-    state = {"config": asdict(cfg), "step": 0, "losses": [], "frames_used": 0, "counts": [0.0] * N_CLASSES,
+    state = {"config": asdict(cfg), "step": 0, "losses": [], "frames_used": 0, "frame_patches": 0,
+             "counts": [0.0] * N_CLASSES,
              "n_pixels": 0, "seconds": 0.0}
     if resume and ckpt.exists():
         saved = _load_checkpoint(ckpt, model, step.optimizer)
@@ -471,27 +551,34 @@ def run_training(cfg: TrainConfig, out, progress: bool = True, resume: bool = Tr
     if cfg.teacher:
         from maxidetect.network.inference import Predictor
 
-        teacher = Predictor(cfg.teacher, engine="onnxruntime")
+        teacher = Predictor(cfg.teacher, engine=teacher_engine)
     stream = PatchStream(patch=cfg.patch, frame_size=cfg.frame_size, seed=cfg.seed, background=cfg.background,
                          per_frame=cfg.per_frame,
                          teacher=teacher, teacher_classes=cfg.teacher_classes, real_frames=cfg.real_frames,
-                         real_fraction=cfg.real_fraction, start=state["frames_used"], real_bounds=cfg.real_bounds,
+                         real_fraction=cfg.real_fraction, real_bounds=cfg.real_bounds, **_resume_at(state, cfg),
                          real_absent=cfg.real_absent, truth_union=cfg.truth_union,
                          real_absent_weight=cfg.real_absent_weight,
+                         workers=workers, weights=_loss_weights(cfg),
                          sim_config=SimConfig(**{k: tuple(v) if isinstance(v, list) else v
                                                  for k, v in (cfg.sim_config or {}).items()}))
     stream.counts = np.asarray(state["counts"], np.float64)
     stream.n_pixels = state["n_pixels"]
     t0 = time.perf_counter() - state["seconds"]
+    started = time.perf_counter()
     batches = stream.batches(cfg.batch)
     for k in tqdm(range(state["step"], cfg.steps), unit="step", disable=not progress, file=sys.stderr,
                   initial=state["step"], total=cfg.steps):
         state["losses"].append(step(*next(batches)))
         state["step"] = k + 1
-        if state["step"] % cfg.checkpoint_every == 0 or state["step"] == cfg.steps:
-            state.update(frames_used=stream.frames_used, counts=stream.counts.tolist(), n_pixels=stream.n_pixels,
+        late = max_seconds is not None and time.perf_counter() - started > max_seconds
+        if state["step"] % cfg.checkpoint_every == 0 or state["step"] == cfg.steps or late:
+            state.update(frames_used=stream.frames_used, frame_patches=stream.frame_patches,
+                         counts=stream.counts.tolist(), n_pixels=stream.n_pixels,
                          seconds=time.perf_counter() - t0)
             _save_checkpoint(ckpt, model, step.optimizer, state)
+        if late:
+            break
+    batches.close()  # ends the stream's worker processes
     out.parent.mkdir(parents=True, exist_ok=True)
     if out.suffix == ".npz":
         from maxidetect.network.weights import model_arrays, save_arrays
@@ -502,7 +589,7 @@ def run_training(cfg: TrainConfig, out, progress: bool = True, resume: bool = Tr
         model.save_weights(tmp)
         tmp.replace(out)
     losses = state["losses"]
-    record = {"config": asdict(cfg), "steps": cfg.steps, "seconds": time.perf_counter() - t0,
+    record = {"config": asdict(cfg), "steps": state["step"], "seconds": time.perf_counter() - t0,
               "loss_first": losses[0] if losses else None, "loss_last": losses[-1] if losses else None,
               "losses": losses, "frames_used": stream.frames_used,
               "class_proportions": dict(zip([c.abbr for c in CLASSES], stream.proportions.tolist(), strict=True))}
