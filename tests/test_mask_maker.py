@@ -216,3 +216,38 @@ def test_cli_processes_good_files_and_reports_bad_ones(tmp_path, capsys):
     assert d.dtype.kind == "i" and d.dtype.itemsize == 4 and set(np.unique(d)) <= {0, 1, 512, 513}
     assert main(["models"]) == 0
     assert capsys.readouterr().out.splitlines()[0] == "maximask"
+
+
+_DEVICE_MASKS_SCRIPT = """
+import numpy as np
+from maxidetect.masks.maker import MaskMaker
+from maxidetect.validation.simulate import simulate_frame
+
+image = simulate_frame(3, size=192).image
+maker = MaskMaker(engine="keras")
+assert maker._masks_forward() is not None
+made_there = maker.masks(image)
+thresholds = maker.config.thresholds[maker.selected][:, None, None]
+on_host = (maker.probabilities(image) > thresholds).astype(np.uint8)  # host priors, host thresholds
+from maxidetect.priors import bitmask
+bits = maker.bitmask(image)
+print(int(on_host.sum()), int((made_there != on_host).sum()), int((bits != bitmask(on_host, maker.selected)).sum()),
+      int((bits != 0).sum()))
+"""
+
+
+def test_masks_made_on_the_jax_device_equal_the_host_thresholded_probabilities(tmp_path):
+    """A GPU node thresholds inside the compiled call (1 byte per class leaves the device):
+    the same masks as the probabilities prior-modified and thresholded on the host."""
+    import os
+    import subprocess
+    import sys
+
+    pytest.importorskip("jax")
+    env = {**os.environ, "KERAS_BACKEND": "jax", "JAX_PLATFORMS": "cpu"}
+    proc = subprocess.run([sys.executable, "-c", _DEVICE_MASKS_SCRIPT], capture_output=True, text=True, env=env,
+                          cwd=tmp_path, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    flagged, differing, bits_differing, bits_set = map(int, proc.stdout.split()[-4:])
+    assert flagged > 0 and differing == 0
+    assert bits_set > 0 and bits_differing == 0  # the bitmask from the device's masks too

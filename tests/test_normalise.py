@@ -128,3 +128,16 @@ def test_frames_beyond_the_clip_range_normalise_as_the_frame_in_it(scale, sky_su
     assert np.abs(ref - image_norm(data.astype(np.float32))[0]).max() < 1e-3
     got = normalise(data * scale)
     assert np.abs(got - ref).max() < 0.01
+
+
+@pytest.mark.parametrize("background", ["centred", "maximask"])
+def test_mesh_statistics_on_threads_equal_one_thread(monkeypatch, background):
+    from maxidetect.network import normalise as module
+
+    rng = np.random.default_rng(4)
+    image = rng.normal(1000.0, 10.0, (1000, 1000)).astype(np.float32)
+    image[300:340, 500:560] += 5000.0  # a bright patch: clipping iterations differ between meshes
+    monkeypatch.setattr(module, "_cores", lambda: 1)
+    one = module.normalise(image, background=background)
+    monkeypatch.setattr(module, "_cores", lambda: 4)
+    assert np.array_equal(module.normalise(image, background=background), one)

@@ -140,6 +140,16 @@ class MaskMaker:
         may be normalised in place (saves a copy). After each block
         ``self.progress`` (if set) is called with the fraction of pixels done.
         """
+        yield from self._blocks(image, owned, None)
+
+    def _masks_forward(self):
+        """The predictor's forward pass that thresholds where the network runs, or None."""
+        return self.predictor.masks_forward(self.selected, self._factors if self.apply_priors else None,
+                                            self._thresh)
+
+    def _blocks(self, image, owned: bool, forward):
+        """:meth:`iter_blocks`' blocks; with ``forward`` (:meth:`_masks_forward`) the
+        blocks are its masks of the selected classes, prior-modified and thresholded."""
         with stage("normalise"):
             norm = normalise(image, copy=not owned, **self.normalisation)
         if not norm.any():
@@ -147,9 +157,9 @@ class MaskMaker:
             return
         every = self.selected.size == self.predictor.n_classes  # no copy for the usual case
         done, total = 0, norm.size
-        for t in timed(self.predictor.iter_tiles(norm), "network"):
-            p = t.probs if every else t.probs[self.selected]
-            if self.apply_priors:
+        for t in timed(self.predictor.iter_tiles(norm, forward=forward), "network"):
+            p = t.probs if every or forward is not None else t.probs[self.selected]
+            if self.apply_priors and forward is None:
                 with stage("priors"):
                     modify_priors(p, self._factors, axis=0, out=p)
             yield (slice(t.y0, t.y1), slice(t.x0, t.x1)), p
@@ -161,7 +171,7 @@ class MaskMaker:
         """Probabilities (prior-modified if enabled), float32 (n_selected, H, W)."""
         image = _as_2d(image)
         out = np.zeros((self.selected.size,) + image.shape, dtype=np.float32)
-        for (ys, xs), p in self.iter_blocks(image):
+        for (ys, xs), p in self._blocks(image, False, None):
             out[:, ys, xs] = p
         return out
 
@@ -170,8 +180,9 @@ class MaskMaker:
         image = _as_2d(image)
         out = np.zeros((self.selected.size,) + image.shape, dtype=np.uint8)
         t = self._thresh[:, None, None]
-        for (ys, xs), p in self.iter_blocks(image):
-            out[:, ys, xs] = p > t
+        forward = self._masks_forward()
+        for (ys, xs), p in self._blocks(image, False, forward):
+            out[:, ys, xs] = p if forward is not None else p > t
         return out
 
     def bitmask(self, image) -> np.ndarray:
@@ -179,8 +190,9 @@ class MaskMaker:
         image = _as_2d(image)
         out = np.zeros(image.shape, dtype=np.int32)
         t = self._thresh[:, None, None]
-        for (ys, xs), p in self.iter_blocks(image):
-            out[ys, xs] = bitmask(p > t, self.selected)
+        forward = self._masks_forward()
+        for (ys, xs), p in self._blocks(image, False, forward):
+            out[ys, xs] = bitmask(p if forward is not None else p > t, self.selected)
         return out
 
     def compute(self, image, kind: OutputKind) -> np.ndarray:

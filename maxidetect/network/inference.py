@@ -215,6 +215,35 @@ def _make_nhwc_forward(model):
     return lambda x: keras.ops.convert_to_numpy(model(x, training=False))
 
 
+def _make_jax_masks_forward(model, selected, factors, thresholds):
+    """(N, H, W) float32 -> (N, n_selected, H, W) uint8 masks, made inside the compiled call:
+    the selected classes prior-modified (``factors``, or None for none) and thresholded there,
+    with :func:`~maxidetect.priors.modify_priors`' arithmetic. One byte per class and pixel
+    leaves the device instead of four, already channels-first: on the host, the float32
+    probabilities' transposes, copies and stitching cost as much as an H200's whole network
+    stage (`benchmarks/results/gpu/`)."""
+    import jax
+    import jax.numpy as jnp
+
+    sel = np.asarray(selected, dtype=np.int64)
+    t = np.asarray(thresholds, np.float32).reshape(1, -1, 1, 1)
+    f = None if factors is None else np.asarray(factors, np.float32).reshape(1, -1, 1, 1)
+    tv = [v.value for v in model.trainable_variables]
+    ntv = [v.value for v in model.non_trainable_variables]
+
+    @jax.jit
+    def fn(tv, ntv, x):
+        y, _ = model.stateless_call(tv, ntv, x[..., None], training=False)
+        p = jnp.moveaxis(y[..., sel].astype(jnp.float32), -1, 1)
+        if f is not None:
+            denom = (1 - p) * f + p
+            # PN = 0 with f = 0 keeps its raw value, as modify_priors does.
+            p = jnp.where(denom == 0, p, p / jnp.where(denom == 0, 1, denom))
+        return (p > t).astype(jnp.uint8)
+
+    return lambda x: np.asarray(fn(tv, ntv, x))
+
+
 @dataclass
 class TileResult:
     """Probabilities for one block of the output image."""
@@ -325,14 +354,35 @@ class Predictor:
             batch = batch[..., 0]
         return np.asarray(self._forward(batch), dtype=np.float32)
 
-    def iter_tiles(self, image: np.ndarray) -> Iterator[TileResult]:
+    def masks_forward(self, selected, factors, thresholds):
+        """A forward pass that returns thresholded masks, uint8 ``(N, n_selected, H, W)``,
+        made where the network runs (the Keras engine on JAX: a GPU), or None where this
+        engine cannot (the caller thresholds the probabilities itself). ``factors``:
+        :func:`~maxidetect.priors.prior_factors` of the selected classes, or None for no
+        prior modification. Pass it to :meth:`iter_tiles` as ``forward``."""
+        if self.engine != "keras" or self.model is None:
+            return None
+        import keras
+
+        if keras.backend.backend() != "jax":
+            return None
+        key = (tuple(int(i) for i in selected), None if factors is None else tuple(map(float, factors)),
+               tuple(map(float, thresholds)))
+        cache = self.__dict__.setdefault("_masks_forwards", {})
+        if key not in cache:
+            cache[key] = _make_jax_masks_forward(self.model, selected, factors, thresholds)
+        return cache[key]
+
+    def iter_tiles(self, image: np.ndarray, forward=None) -> Iterator[TileResult]:
         """Run the network over a normalised 2-D image, yielding stitched blocks.
 
         The blocks partition the image; memory is bounded by the tile size.
         A block's ``probs`` may be a view into the engine's output buffer
         (no copy): use or copy it before asking for the next block; writing
         into it is allowed. With the ONNX engine blocks are row strips of a
-        tile's share of the image.
+        tile's share of the image. ``forward``: a batch function used instead of
+        the network's probabilities (:meth:`masks_forward`); the blocks are then
+        its output's.
         """
         image = np.asarray(image, dtype=np.float32)
         if image.ndim != 2:
@@ -346,7 +396,8 @@ class Predictor:
         for i in range(0, len(grid), self.batch_size):
             chunk = grid[i : i + self.batch_size]
             batch = np.stack([image[y0 : y0 + th, x0 : x0 + tw] for y0, x0, *_ in chunk])
-            for r0, r1, out in self._row_blocks(batch):
+            blocks = [(0, batch.shape[1], forward(batch))] if forward is not None else self._row_blocks(batch)
+            for r0, r1, out in blocks:
                 for k, (y0, x0, ky0, ky1, kx0, kx1) in enumerate(chunk):
                     ya, yb = max(ky0, y0 + r0), min(ky1, y0 + r1, h)
                     xa, xb = kx0, min(kx1, w)

@@ -35,6 +35,8 @@ and against MaxiMask.
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import sep
 
@@ -233,6 +235,13 @@ def _replace_outliers(grid: np.ndarray, k: float = 3.0, rounds: int = 5) -> np.n
     return grid
 
 
+def _cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
 def _normalise_mesh(data: np.ndarray, mesh: int, filter_size: int, sag: bool) -> None:
     from scipy.interpolate import RectBivariateSpline
     from scipy.ndimage import median_filter
@@ -242,11 +251,25 @@ def _normalise_mesh(data: np.ndarray, mesh: int, filter_size: int, sag: bool) ->
     nx, bx, ox = _axis_meshes(w, mesh)
     back = np.zeros((ny, nx))
     rms = np.ones((ny, nx))
-    for i in range(ny):
-        for j in range(nx):
-            block = data[oy + i * by: oy + (i + 1) * by, ox + j * bx: ox + (j + 1) * bx]
-            if block.any():  # zero-filled meshes keep level 0, noise 1
-                back[i, j], rms[i, j] = _mesh_stats(block)
+    cells = [(i, j) for i in range(ny) for j in range(nx)]
+
+    def stats(cell):
+        i, j = cell
+        block = data[oy + i * by: oy + (i + 1) * by, ox + j * bx: ox + (j + 1) * bx]
+        return _mesh_stats(block) if block.any() else (0.0, 1.0)  # zero-filled meshes: level 0, noise 1
+
+    # The meshes' medians (NumPy's partition, which releases the GIL) are most of the time:
+    # one thread per core (a GPU node's CPUs would otherwise wait on one).
+    workers = min(_cores(), len(cells) // 4)
+    if workers > 1:
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(workers) as pool:
+            found = list(pool.map(stats, cells))
+    else:
+        found = [stats(c) for c in cells]
+    for (i, j), (level, noise) in zip(cells, found, strict=True):
+        back[i, j], rms[i, j] = level, noise
     back, rms = _replace_outliers(back), _replace_outliers(rms)
     # Constant meshes (saturated, overscan) have no noise: use the typical one.
     good = rms > 0
