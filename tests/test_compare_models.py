@@ -123,12 +123,14 @@ def test_shipped_model_loads_verified_and_is_selectable(tmp_path, capsys):
     main(["models"])
     assert capsys.readouterr().out.split() == names
     info = load_manifest()["maxidetect-distill"]  # stored as a delta on maximask
-    # the seventh run, from the sixth, the third, the first: each recipe names the one it continued
+    # the ninth run, from the eighth (an H200), the seventh, the sixth, the third, the first: each
+    # recipe names the one it continued (by its registered name or its run's)
     chain = [info.recipe]
     while "previous" in chain[-1]:
         chain.append(chain[-1]["previous"]["recipe"])
-    assert [r["steps"] for r in chain] == [400, 500, 500, 4000]
-    assert all(r["init"] == "maxidetect-distill" for r in chain[:-1]) and chain[-1]["init"] == "maximask"
+    assert [r["steps"] for r in chain] == [400, 1285, 400, 500, 500, 4000]
+    assert all(r["init"] in ("maxidetect-distill", r["previous"]["name"]) for r in chain[:-1])
+    assert chain[-1]["init"] == "maximask"
     assert info.recipe["background"] == info.normalisation["background"] == "centred"
     assert abs(sum(info.training_priors[:-1])) > 0
     fits.PrimaryHDU(simulate_frame(5, size=128).image).writeto(tmp_path / "f.fits")
