@@ -84,3 +84,18 @@ def assert_masks_agree(ours, ref, axis: int = -1, atol: float = PROB_ATOL) -> in
     assert (m_ref > thr).sum() > 0, "no pixel over any threshold: the check would be vacuous"
     assert not (differ & ~near).any(), f"{int((differ & ~near).sum())} mask pixels differ away from a threshold"
     return int(differ.sum())
+
+
+def run_on_jax(script: str, cwd) -> str:
+    """Run ``script`` in a fresh Python on Keras's JAX backend (CPU): the path a GPU node takes,
+    apart from the TensorFlow this test process may have loaded. Returns its stdout."""
+    import os
+    import subprocess
+    import sys
+
+    pytest.importorskip("jax")
+    env = {**os.environ, "KERAS_BACKEND": "jax", "JAX_PLATFORMS": "cpu"}
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, cwd=cwd,
+                          timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return proc.stdout

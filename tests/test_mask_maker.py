@@ -239,15 +239,9 @@ print(int(on_host.sum()), int((made_there != on_host).sum()), int((bits != bitma
 def test_masks_made_on_the_jax_device_equal_the_host_thresholded_probabilities(tmp_path):
     """A GPU node thresholds inside the compiled call (1 byte per class leaves the device):
     the same masks as the probabilities prior-modified and thresholded on the host."""
-    import os
-    import subprocess
-    import sys
+    from .conftest import run_on_jax
 
-    pytest.importorskip("jax")
-    env = {**os.environ, "KERAS_BACKEND": "jax", "JAX_PLATFORMS": "cpu"}
-    proc = subprocess.run([sys.executable, "-c", _DEVICE_MASKS_SCRIPT], capture_output=True, text=True, env=env,
-                          cwd=tmp_path, timeout=600)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    flagged, differing, bits_differing, bits_set = map(int, proc.stdout.split()[-4:])
+    out = run_on_jax(_DEVICE_MASKS_SCRIPT, tmp_path)
+    flagged, differing, bits_differing, bits_set = map(int, out.split()[-4:])
     assert flagged > 0 and differing == 0
     assert bits_set > 0 and bits_differing == 0  # the bitmask from the device's masks too

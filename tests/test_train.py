@@ -131,17 +131,11 @@ print(first, losses[0], min(losses[-4:]), after)
 
 def test_jax_backend_training_step(tmp_path):
     """The GPU machine has JAX and no TensorFlow: the same trainer on JAX."""
-    import os
-    import subprocess
-    import sys
+    from .conftest import run_on_jax
 
-    pytest.importorskip("jax")
-    env = {**os.environ, "KERAS_BACKEND": "jax", "JAX_PLATFORMS": "cpu"}
-    proc = subprocess.run([sys.executable, "-c", _JAX_SCRIPT], capture_output=True, text=True, env=env,
-                          cwd=tmp_path, timeout=600)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    first, loss0, last, after = map(float, proc.stdout.split()[-4:])
-    msg = proc.stdout[-500:]
+    out = run_on_jax(_JAX_SCRIPT, tmp_path)
+    first, loss0, last, after = map(float, out.split()[-4:])
+    msg = out[-500:]
     assert loss0 == pytest.approx(first, rel=2e-2), msg  # + the small L2 term
     assert last < 0.85 * loss0, msg
     assert after < loss0, msg

@@ -329,6 +329,7 @@ class Predictor:
         if self.tile - 2 * self.margin < ALIGN:
             raise ValueError(f"tile {tile} leaves no room inside margin {margin}")
         self.batch_size = max(1, int(batch_size))
+        self._masks_forwards = {}  # masks_forward's compiled calls, per selection/priors/thresholds
 
     @property
     def n_classes(self) -> int:
@@ -368,10 +369,9 @@ class Predictor:
             return None
         key = (tuple(int(i) for i in selected), None if factors is None else tuple(map(float, factors)),
                tuple(map(float, thresholds)))
-        cache = self.__dict__.setdefault("_masks_forwards", {})
-        if key not in cache:
-            cache[key] = _make_jax_masks_forward(self.model, selected, factors, thresholds)
-        return cache[key]
+        if key not in self._masks_forwards:
+            self._masks_forwards[key] = _make_jax_masks_forward(self.model, selected, factors, thresholds)
+        return self._masks_forwards[key]
 
     def iter_tiles(self, image: np.ndarray, forward=None) -> Iterator[TileResult]:
         """Run the network over a normalised 2-D image, yielding stitched blocks.
