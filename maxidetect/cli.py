@@ -356,6 +356,10 @@ def cmd_bench(args) -> int:
                 setattr(opts, {"frames": "n_frames"}.get(name, name), getattr(args, name))
         opts.policy = policy
         opts.peers = args.peers
+        if args.model is not None:
+            from maxidetect.network.weights import get_model_info
+
+            opts.model = get_model_info(args.model).name  # an unknown name: one clear line, before any work
         if args.variants:
             opts.variants = tuple(v.strip() for v in args.variants.split(","))
             bad = set(opts.variants) - set(VARIANTS)
@@ -367,7 +371,7 @@ def cmd_bench(args) -> int:
             raise ValueError(f"unknown engine(s) {sorted(bad)}; use SEP and/or SExtractor")
         if args.sim_config:
             opts.sim_config = SimConfig.from_file(args.sim_config)
-    except (OSError, ValueError) as exc:
+    except (MaxidetectError, OSError, ValueError) as exc:
         return _error(exc)
     command = "maxidetect " + shlex.join(sys.argv[1:]) if sys.argv and "maxidetect" in sys.argv[0] else ""
     if args.real:
@@ -572,6 +576,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=_type(nonnegative_int), help="first seed (default 100)")
     p.add_argument("--engines", default="SEP,SExtractor", help="SEP,SExtractor (SExtractor skipped if missing)")
     p.add_argument("--peers", action="store_true", help="also run MaxiMask's own CLI (slow)")
+    p.add_argument("--model", metavar="NAME", help="the network's weights ('maxidetect models'; default: the "
+                   "default model); a model not offered for maps is measured all the same")
     p.add_argument("--policy", help="per-class map action overrides, e.g. SAT=zero")
     p.add_argument("--grow", type=_type(nonnegative_int), default=0, help="grow zero-weight regions by N pixels")
     p.add_argument("--noise-weights", action="store_true", help="fold the local noise into the weights")
