@@ -265,6 +265,23 @@ def test_a_source_clean_drops_is_reported_with_the_score_that_dropped_it():
     assert _score_near(cat[:0], 10.0, 10.0, fwhm=2.0) == {}
 
 
+def test_a_lost_source_is_reported_with_where_its_detection_went():
+    """The bench tells a lost source whose detection moved (the nearest
+    detection a few px off, its isophote beside the no-mask run's) from one
+    with no detection left near it (merged into a larger object, or gone)."""
+    from maxidetect.validation.bench import NEAREST_FWHM, _nearest, _nearest_text
+
+    cat = Table({"X_IMAGE": [15.0, 81.0], "Y_IMAGE": [11.0, 81.0], "ISOAREA_IMAGE": [692, 40]})
+    n = _nearest(cat, 10.0, 10.0, fwhm=2.0)  # 4 px off, 1-based positions
+    assert n == {"px": pytest.approx(4.0), "area": 692}
+    assert _nearest(cat, 40.0, 40.0, fwhm=2.0) == {}  # 41 px > 5 FWHM from either
+    assert _nearest(cat[:0], 10.0, 10.0, 2.0) == {} and _nearest(None, 10.0, 10.0, 2.0) == {}
+    text = _nearest_text({"nearest": n, "nearest_none": {"px": 1.4, "area": 2158}})
+    assert "4.0 px off" in text and "692 px" in text and "no mask 1.4 px, 2158 px" in text
+    assert _nearest_text({"nearest": {}}) == f", no detection within {NEAREST_FWHM:g} FWHM"
+    assert _nearest_text({}) == ""  # results written before the field existed
+
+
 def test_a_saturated_star_matches_its_detection_anywhere_on_its_footprint():
     """Bleeding moves a saturated star's centroid by several FWHM: its
     detection is that star, not a spurious one; a faint star on the bleed and

@@ -191,6 +191,37 @@ def _score_near(cat, x: float, y: float, fwhm: float) -> dict:
     return {"md_contam": float(cat["MD_CONTAM"][k]), "md_class": str(cat["MD_CLASS"][k])}
 
 
+#: How far (in FWHM) a lost source's nearest detection is looked for.
+NEAREST_FWHM = 5.0
+
+
+def _nearest(cat, x: float, y: float, fwhm: float) -> dict:
+    """Where a run's detection nearest to (x, y) (0-based) lies: its distance
+    [px] and isophotal area, or ``{}`` when none lies within
+    :data:`NEAREST_FWHM` FWHM. Tells a source whose detection moved (on
+    diffuse light its isophote takes in the light around it and its
+    barycentre follows) from one that merged into a larger object or vanished."""
+    if cat is None or not len(cat):
+        return {}
+    d = np.hypot(np.asarray(cat["X_IMAGE"]) - 1.0 - x, np.asarray(cat["Y_IMAGE"]) - 1.0 - y)
+    k = int(np.argmin(d))
+    if d[k] > NEAREST_FWHM * fwhm:
+        return {}
+    return {"px": float(d[k]), "area": int(cat["ISOAREA_IMAGE"][k]) if "ISOAREA_IMAGE" in cat.colnames else None}
+
+
+def _nearest_text(e: dict) -> str:
+    """A lost source's :func:`_nearest` of the maps' run and of the no-mask run, in words."""
+    n, n0 = e.get("nearest"), e.get("nearest_none")
+    if n is None:
+        return ""
+    if not n:
+        return f", no detection within {NEAREST_FWHM:g} FWHM"
+    area = f"{n['area']} px" if n.get("area") is not None else "?"
+    was = f"; no mask {n0['px']:.1f} px, {n0['area']} px" if n0 and n0.get("area") is not None else ""
+    return f", nearest detection {n['px']:.1f} px off (isophote {area}{was})"
+
+
 def _pixel_scores(ms: MapSet, frame, image) -> dict:
     """Pixel recall of the final maps (flagged or zero weight) per defect
     class; cosmic rays as the targets count them (pixels >= 5 sigma) with
@@ -294,7 +325,7 @@ def _run_bench(opts: BenchOptions, maker, work_dir, progress: bool) -> dict:
             pixels = {name: _pixel_scores(ms, frame, frame.image) for name, ms in mapsets.items()
                       if name in ("network", "maxidetect", "oracle")}
             report = mapsets["maxidetect"].report
-            results, matched, scored = [], {}, {}
+            results, matched, scored, cats = [], {}, {}, {}
             runs = [(strat, maps, False, cfg) for strat, maps in strategies.items()]
             runs.insert(1, ("none@maps-noise", None, False, _noise_matched(cfg, frame.image, mapsets["maxidetect"])))
             if scorer_model is not None:
@@ -313,6 +344,7 @@ def _run_bench(opts: BenchOptions, maker, work_dir, progress: bool) -> dict:
                         scored[engine] = cat  # what --clean decided on, for the sources it drops
                         if engine == "SEP":
                             scores.append((np.asarray(cat["MD_CONTAM"], float), real, variant))
+                    cats[(strat, engine)] = cat  # where a lost source's detection went
                     results.append({"strategy": strat, "engine": engine, **sc})
             snr = np.asarray(frame.catalog["SNR"])
             for r in results:
@@ -326,7 +358,11 @@ def _run_bench(opts: BenchOptions, maker, work_dir, progress: bool) -> dict:
                 control = matched.get(("none@maps-noise", r["engine"]))
                 r["lost_examples"] = [{"x": float(frame.catalog["X"][i]), "y": float(frame.catalog["Y"][i]),
                                        "snr": float(snr[i]), "kind": str(frame.catalog["KIND"][i]), "zero_px": z,
-                                       "control_lost": bool(control is not None and i not in control)}
+                                       "control_lost": bool(control is not None and i not in control),
+                                       "nearest": _nearest(cats.get((r["strategy"], r["engine"])),
+                                                           frame.catalog["X"][i], frame.catalog["Y"][i], fwhm),
+                                       "nearest_none": _nearest(cats.get(("none", r["engine"])),
+                                                                frame.catalog["X"][i], frame.catalog["Y"][i], fwhm)}
                                       for i, z in list(zip(lost, zero_px, strict=True))[:10]]
                 if r["strategy"].endswith("+clean") and r["engine"] in scored:
                     for e in r["lost_examples"]:
@@ -482,9 +518,11 @@ def write_report(results: dict, out_dir, command: str = "") -> dict:
                 lines += ["", f"Lost by the default maps ({engine}; with the zero-weight pixels within 1 FWHM of "
                           "the source: 0 means none of it was masked, its detection merged with diffuse light or a "
                           "neighbour, or moved, as the masks changed the background and noise; *control*: the "
-                          "no-mask run at the maps' noise loses it too): " + "; ".join(
+                          "no-mask run at the maps' noise loses it too; the maps' run's detection nearest to it, "
+                          "with its isophotal area, and the no-mask run's): " + "; ".join(
                               f"seed {s_} ({e['x']:.0f}, {e['y']:.0f}) {e['kind']} S/N {e['snr']:.0f}, "
                               f"{e.get('zero_px', '?')} px zeroed{', control' if e.get('control_lost') else ''}"
+                              f"{_nearest_text(e)}"
                               for s_, e in lost_ex[:10])]
         for engine in sorted({r["engine"] for f in frames for r in f["results"]}):
             dropped = [(f["seed"], e) for f in frames for r in f["results"]
