@@ -179,15 +179,23 @@ def _zero_near(ms: MapSet | None, x: float, y: float, fwhm: float) -> int:
     return int((ms.weight[y0:y1, x0:x1][near] <= 0).sum())
 
 
+def _closest(cat, x: float, y: float, radius: float) -> tuple[int, float] | None:
+    """(row, distance [px]) of the detection of ``cat`` (1-based X_IMAGE,
+    Y_IMAGE) nearest to (x, y) (0-based), or None when none lies within ``radius``."""
+    if cat is None or not len(cat):
+        return None
+    d = np.hypot(np.asarray(cat["X_IMAGE"]) - 1.0 - x, np.asarray(cat["Y_IMAGE"]) - 1.0 - y)
+    k = int(np.argmin(d))
+    return (k, float(d[k])) if d[k] <= radius else None
+
+
 def _score_near(cat, x: float, y: float, fwhm: float) -> dict:
     """MD_CONTAM and MD_CLASS of the detection of ``cat`` nearest to (x, y)
     (0-based), if one lies within 1 FWHM; else {} (the maps lost it already)."""
-    if not len(cat):
+    near = _closest(cat, x, y, fwhm)
+    if near is None:
         return {}
-    d = np.hypot(np.asarray(cat["X_IMAGE"]) - 1.0 - x, np.asarray(cat["Y_IMAGE"]) - 1.0 - y)
-    k = int(np.argmin(d))
-    if d[k] > fwhm:
-        return {}
+    k = near[0]
     return {"md_contam": float(cat["MD_CONTAM"][k]), "md_class": str(cat["MD_CLASS"][k])}
 
 
@@ -201,13 +209,11 @@ def _nearest(cat, x: float, y: float, fwhm: float) -> dict:
     :data:`NEAREST_FWHM` FWHM. Tells a source whose detection moved (on
     diffuse light its isophote takes in the light around it and its
     barycentre follows) from one that merged into a larger object or vanished."""
-    if cat is None or not len(cat):
+    near = _closest(cat, x, y, NEAREST_FWHM * fwhm)
+    if near is None:
         return {}
-    d = np.hypot(np.asarray(cat["X_IMAGE"]) - 1.0 - x, np.asarray(cat["Y_IMAGE"]) - 1.0 - y)
-    k = int(np.argmin(d))
-    if d[k] > NEAREST_FWHM * fwhm:
-        return {}
-    return {"px": float(d[k]), "area": int(cat["ISOAREA_IMAGE"][k]) if "ISOAREA_IMAGE" in cat.colnames else None}
+    k, d = near
+    return {"px": d, "area": int(cat["ISOAREA_IMAGE"][k]) if "ISOAREA_IMAGE" in cat.colnames else None}
 
 
 def _nearest_text(e: dict) -> str:
@@ -325,7 +331,7 @@ def _run_bench(opts: BenchOptions, maker, work_dir, progress: bool) -> dict:
             pixels = {name: _pixel_scores(ms, frame, frame.image) for name, ms in mapsets.items()
                       if name in ("network", "maxidetect", "oracle")}
             report = mapsets["maxidetect"].report
-            results, matched, scored, cats = [], {}, {}, {}
+            results, matched, cats = [], {}, {}
             runs = [(strat, maps, False, cfg) for strat, maps in strategies.items()]
             runs.insert(1, ("none@maps-noise", None, False, _noise_matched(cfg, frame.image, mapsets["maxidetect"])))
             if scorer_model is not None:
@@ -340,10 +346,8 @@ def _run_bench(opts: BenchOptions, maker, work_dir, progress: bool) -> dict:
                                        mag_bins=np.arange(12.0, 26.5, 0.5))
                     matched[(strat, engine)] = set(sc.pop("matched_true").tolist())
                     real = sc.pop("matched_det")  # the same matching labels the score's reliability
-                    if strat == "maxidetect" and "MD_CONTAM" in cat.colnames:
-                        scored[engine] = cat  # what --clean decided on, for the sources it drops
-                        if engine == "SEP":
-                            scores.append((np.asarray(cat["MD_CONTAM"], float), real, variant))
+                    if strat == "maxidetect" and engine == "SEP" and "MD_CONTAM" in cat.colnames:
+                        scores.append((np.asarray(cat["MD_CONTAM"], float), real, variant))
                     cats[(strat, engine)] = cat  # where a lost source's detection went
                     results.append({"strategy": strat, "engine": engine, **sc})
             snr = np.asarray(frame.catalog["SNR"])
@@ -364,9 +368,10 @@ def _run_bench(opts: BenchOptions, maker, work_dir, progress: bool) -> dict:
                                        "nearest_none": _nearest(cats.get(("none", r["engine"])),
                                                                 frame.catalog["X"][i], frame.catalog["Y"][i], fwhm)}
                                       for i, z in list(zip(lost, zero_px, strict=True))[:10]]
-                if r["strategy"].endswith("+clean") and r["engine"] in scored:
+                scored = cats.get(("maxidetect", r["engine"]))  # what --clean decided on
+                if r["strategy"].endswith("+clean") and scored is not None and "MD_CONTAM" in scored.colnames:
                     for e in r["lost_examples"]:
-                        e.update(_score_near(scored[r["engine"]], e["x"], e["y"], fwhm))
+                        e.update(_score_near(scored, e["x"], e["y"], fwhm))
             frames.append({"variant": variant, "seed": seed, "size": opts.size, "fwhm": fwhm,
                            "sky": float(frame.header["SIMSKY"]), "n_true": len(frame.catalog),
                            "mask_seconds": t_mask, "fusion_seconds": t_fuse,
