@@ -238,3 +238,19 @@ def test_a_model_that_fails_the_maps_invariants_is_not_offered_for_maps(model):
             Job.build(kind, model=model).validate()
     Job.build("mask", model=model).validate()
     Job.build("detect", model=model, no_mask=True).validate()  # no maps: no model needed
+
+
+def test_numpy_huge_page_advice_is_off_unless_asked_for():
+    """Importing maxidetect first turns numpy's transparent-huge-page advice
+    off (the maps' whole-frame temporaries faulted in slowly), and leaves an
+    explicit choice alone."""
+    import subprocess
+    import sys
+
+    code = "import maxidetect, os; print(os.environ['NUMPY_MADVISE_HUGEPAGE'])"
+    for given, want in ((None, "0"), ("1", "1")):
+        env = {k: v for k, v in os.environ.items() if k != "NUMPY_MADVISE_HUGEPAGE"}
+        if given is not None:
+            env["NUMPY_MADVISE_HUGEPAGE"] = given
+        out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+        assert out.stdout.strip() == want

@@ -2052,6 +2052,22 @@ def test_dilate_is_ndimage_binary_dilation(square):
     assert dilate(m, 0) is not m and (dilate(m, 0) == m).all()
 
 
+def test_grow_labels_is_ndimage_grey_dilation():
+    """The shifted-maximum label growth gives ndimage's grey dilation exactly
+    (rule 1 looks up the labels the cosmic-ray halo reaches with it), at the
+    borders too, on thin and one-pixel arrays."""
+    from maxidetect.maps.morph import grow_labels
+
+    rng = np.random.default_rng(5)
+    for shape in [(1, 1), (1, 9), (7, 1), (2, 2), (31, 17), (256, 256)]:
+        for p in (0.0, 0.05, 0.4):
+            lab, _ = ndimage.label(rng.random(shape) < p)
+            for n in (1, 2, 3):
+                got = grow_labels(lab, n)
+                np.testing.assert_array_equal(got, ndimage.grey_dilation(lab, size=2 * n + 1))
+                assert got.dtype == lab.dtype
+
+
 def test_frame_measured_on_a_given_background_is_the_same():
     """fuse measures the background first (L.A.Cosmic starts on it) and the
     sources on it: the same statistics as measuring all at once."""

@@ -92,7 +92,7 @@ from scipy import ndimage
 from scipy.special import erf
 
 from maxidetect.maps.frame import FrameStats, elliptical_gaussian
-from maxidetect.maps.morph import dilate
+from maxidetect.maps.morph import dilate, grow_labels
 
 __all__ = ["ReleaseResult", "protect_sources", "steeper_than_psf", "sharper_across_than_psf", "MODEL_ERROR",
            "MIN_SOURCE_SNR"]
@@ -1220,7 +1220,7 @@ def protect_sources(image_sub: np.ndarray, stats: FrameStats, candidates: np.nda
             # of their centre, rounded to a pixel: 0.71 px more): judged with the groups it grows
             # from, and a source's footprint is protected from the halo; their candidates stay.
             look = np.hypot(*np.mgrid[-rr - 1:rr + 2, -rr - 1:rr + 2]) <= r_core + 0.71
-            grown = _labels_around(ndimage.grey_dilation(lab, size=2 * halo + 1), iy, ix, look)
+            grown = _labels_around(grow_labels(lab, halo), iy, ix, look)
             tested = np.zeros(len(iy), bool)
             tested[idx] = True
             extra = np.flatnonzero((grown > 0).any(axis=1) & ~tested)[:max(max_objects - len(idx), 0)]
