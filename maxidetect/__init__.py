@@ -17,9 +17,9 @@ from maxidetect.version import __version__
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 # numpy asks Linux for transparent huge pages on every large array; the maps'
 # short-lived whole-frame temporaries then fault in 2 MB pages, which cost more
-# than they save (`maps` on a 2048^2 frame, 2-core VM: 15.1-16.2 s -> 14.2-14.4
-# s, docs/measurements.md). Read by numpy on import: effective where maxidetect
-# is imported first (always on the command line); set it to 1 to keep the advice.
+# than they save (`maps` on a 2048^2 frame, 2-core Zen 4: 15.35 -> 14.27 s;
+# benchmarks/results/huge_pages.md). Read by numpy on import: effective where
+# maxidetect is imported first (always on the command line); 1 keeps the advice.
 os.environ.setdefault("NUMPY_MADVISE_HUGEPAGE", "0")
 
 from maxidetect.classes import CLASS_NAMES, CLASSES, ClassConfig  # noqa: E402

@@ -258,9 +258,9 @@ def _lacosmic_false_alarms(alone: np.ndarray, z: np.ndarray, col_lines: np.ndarr
     if rest.any():
         lab, n = ndimage.label(rest, structure=np.ones((3, 3), bool))
         peak = _label_max(z, lab, n)
-        idx = np.flatnonzero(rest)  # the frame's few thousand hits, not its every pixel
-        need = np.where(diffuse.ravel()[idx], min_peak_diffuse, min_peak)
-        out.ravel()[idx[peak[lab.ravel()[idx]] < need]] = True
+        ys, xs = np.nonzero(rest)  # the frame's few thousand hits, not its every pixel
+        faint = peak[lab[ys, xs]] < np.where(diffuse[ys, xs], min_peak_diffuse, min_peak)
+        out[ys[faint], xs[faint]] = True
         # A hit that reaches into the ring zone is one event: its bright pixels
         # there stay (cut off, its remainder passed rule 1 for a star).
         kept = alone & ~out

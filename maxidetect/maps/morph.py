@@ -51,7 +51,7 @@ def dilate(mask: np.ndarray, n: int = 1, square: bool = False) -> np.ndarray:
 def grow_labels(lab: np.ndarray, n: int) -> np.ndarray:
     """Each pixel's largest label within the (2n + 1)^2 square around it
     (labels >= 0): ``ndimage.grey_dilation(lab, size=2 * n + 1)``, by
-    shifted maxima along each axis (3x faster on a 2048^2 frame)."""
+    shifted maxima along each axis (1.7x faster on a 2048^2 frame)."""
     out = np.asarray(lab)
     for axis in (0, 1):
         src, out = out, out.copy()
