@@ -285,8 +285,9 @@ def sources_under(stats: FrameStats, sub: np.ndarray, region: np.ndarray, margin
     at = nseg > 0
     piece = lab[nseg[at]]
     seg_crop = seg[crop]  # a view: written through
-    at[at] = piece > 0
-    seg_crop[at] = piece[piece > 0]
+    kept = piece > 0
+    at[at] = kept
+    seg_crop[at] = piece[kept]
     objs = np.concatenate([old[keep], new[take]])
     compact = np.concatenate([stats.compact[keep], _compact(new[take], stats.rms)])
     return replace(stats, objects=objs, segmentation=seg, compact=compact)

@@ -1,5 +1,5 @@
-"""Binary dilation of frame-sized masks by shifted ORs, and the shapes of
-labelled components.
+"""Binary dilation of frame-sized masks (and label growth) by shifted ORs
+(maxima), and the shapes of labelled components.
 
 ``scipy.ndimage.binary_dilation`` with ``iterations`` visits every pixel
 with its structuring element once per iteration: ~40 ms for 3 iterations on
@@ -15,14 +15,16 @@ __all__ = ["dilate", "grow", "component_shapes"]
 
 
 def _grow_axis(m: np.ndarray, n: int, axis: int) -> np.ndarray:
-    """``m`` OR its copies shifted by 1..``n`` pixels both ways along ``axis`` (a new array)."""
+    """The maximum of ``m`` and its copies shifted by 1..``n`` pixels both ways
+    along ``axis`` (a new array; for a bool mask, their OR)."""
     out = m.copy()
     for k in range(1, min(n, m.shape[axis] - 1) + 1):
         lo = [slice(None)] * m.ndim
         hi = [slice(None)] * m.ndim
         lo[axis], hi[axis] = slice(k, None), slice(None, -k)
-        out[tuple(lo)] |= m[tuple(hi)]
-        out[tuple(hi)] |= m[tuple(lo)]
+        lo, hi = tuple(lo), tuple(hi)
+        np.maximum(out[lo], m[hi], out=out[lo])
+        np.maximum(out[hi], m[lo], out=out[hi])
     return out
 
 
@@ -51,17 +53,10 @@ def dilate(mask: np.ndarray, n: int = 1, square: bool = False) -> np.ndarray:
 def grow_labels(lab: np.ndarray, n: int) -> np.ndarray:
     """Each pixel's largest label within the (2n + 1)^2 square around it
     (labels >= 0): ``ndimage.grey_dilation(lab, size=2 * n + 1)``, by
-    shifted maxima along each axis (1.7x faster on a 2048^2 frame)."""
-    out = np.asarray(lab)
-    for axis in (0, 1):
-        src, out = out, out.copy()
-        for k in range(1, min(n, src.shape[axis] - 1) + 1):
-            lo = [slice(None)] * 2
-            hi = [slice(None)] * 2
-            lo[axis], hi[axis] = slice(k, None), slice(None, -k)
-            np.maximum(out[tuple(lo)], src[tuple(hi)], out=out[tuple(lo)])
-            np.maximum(out[tuple(hi)], src[tuple(lo)], out=out[tuple(hi)])
-    return out
+    shifted maxima along each axis, as :func:`dilate` grows a mask (1.7x
+    faster on a 2048^2 frame)."""
+    lab = np.asarray(lab)
+    return _grow_axis(_grow_axis(lab, n, 0), n, 1)
 
 
 def grow(mask: np.ndarray, n: int) -> np.ndarray:
