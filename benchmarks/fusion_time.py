@@ -32,7 +32,7 @@ STAGES = ("measure_background", "measure_frame", "line_ridges", "find_trails", "
 
 # Run in a fresh interpreter: sys.argv = [tree, frames.npz..., out.json]
 CHILD = r'''
-import functools, json, sys, time, warnings
+import functools, inspect, json, sys, time, warnings
 tree, frames, out = sys.argv[1], sys.argv[2:-1], sys.argv[-1]
 sys.meta_path[:] = [f for f in sys.meta_path if "editable" not in repr(f).lower()]
 sys.path.insert(0, tree)
@@ -56,8 +56,10 @@ for path in frames:
     d = np.load(path)
     spent.clear()
     t, c = time.perf_counter(), time.process_time()
+    # A tree from before the cosmic-ray tracks (--against) takes no probability.
+    kw = {"cr_probability": d["cr"]} if "cr_probability" in inspect.signature(F.fuse).parameters else {}
     zero, flags, _ = F.fuse(d["image"], d["flags"].copy(), MapPolicy(), fits.Header.fromstring(str(d["header"])),
-                            missing=False)
+                            missing=False, **kw)
     wall, cpu = time.perf_counter() - t, time.process_time() - c
     np.savez_compressed(path.replace(".npz", "") + "." + out.split("/")[-1] + ".maps.npz", zero=zero, flags=flags)
     res.append({"frame": path, "wall_s": wall, "cpu_s": cpu, "stages": dict(spent)})
@@ -85,12 +87,14 @@ def make_frames(size: int, variants, seed: int, work: Path) -> list[Path]:
     maker, paths = MaskMaker(for_maps=True), []  # the maps' classes and thresholds
     thresholds = maker.config.thresholds[list(maker.selected)][:, None, None]
     for v in variants:
-        path = work / f"{v}_{seed}_{size}.npz"
+        path = work / f"{v}_{seed}_{size}_cr.npz"  # _cr: with the CR probability (older caches lack it)
         if not path.exists():
             frame = simulate_frame(seed, variant_config(SimConfig(), v), size=size)
             acc = _Accumulator(frame.image.shape, maker, MapPolicy(), image=frame.image)
-            acc.add(slice(None), slice(None), maker.probabilities(frame.image.copy()) > thresholds)
-            np.savez_compressed(path, image=frame.image, flags=acc.flag, header=fits.Header(frame.header).tostring())
+            probs = maker.probabilities(frame.image.copy())
+            acc.add(slice(None), slice(None), probs > thresholds, probs)
+            np.savez_compressed(path, image=frame.image, flags=acc.flag, cr=acc.cr_prob,
+                                header=fits.Header(frame.header).tostring())
         paths.append(path)
     return paths
 

@@ -86,6 +86,7 @@ def main(argv=None) -> int:
                 _write(args, rows, None)  # each row as it comes: a run stopped at its limit keeps them
     fused = None
     try:
+        from maxidetect.classes import CLASSES
         from maxidetect.maps.fusion import fuse
         from maxidetect.maps.policy import MapPolicy
         from maxidetect.priors import bitmask
@@ -93,9 +94,12 @@ def main(argv=None) -> int:
         best = max((r for r in rows if "masks_s" in r), key=lambda r: r["masks_mpix_s"])
         maker = makers[best["precision"], best["tile"], best["batch"]]  # compiled already
         cut = image[:args.fusion_size, :args.fusion_size]
-        masks = maker.masks(cut)
+        sel = list(maker.selected)
+        probs = maker.probabilities(cut)
+        masks = probs > maker.config.thresholds[sel][:, None, None]
+        cr = [CLASSES[i].abbr for i in sel].index("CR")
         t0 = time.perf_counter()
-        fuse(cut, bitmask(masks.astype(bool), maker.selected).astype(np.int32), MapPolicy(), sim.header)
+        fuse(cut, bitmask(masks, maker.selected).astype(np.int32), MapPolicy(), sim.header, cr_probability=probs[cr])
         fused = (time.perf_counter() - t0, cut.shape[0])
     except Exception as exc:
         print(f"fusion not measured: {exc}", file=sys.stderr)

@@ -268,10 +268,12 @@ def run(frames: int, size: int, variants, seed: int, work: Path, engines=("SEP",
             path = work / f"{variant}_{s}.fits"
             write_hdulist_atomic(fits.HDUList([fits.PrimaryHDU(image, hdr)]), path, overwrite=True)
             t0 = time.perf_counter()
-            masks = maker.probabilities(image) > thresholds
+            probs = maker.probabilities(image)
+            masks = probs > thresholds
             policy = MapPolicy()
             sets = {"network": maps_from_masks(masks, maker, replace(policy, fuse=False)),
-                    "maxidetect": maps_from_masks(masks, maker, policy, image=image, header=hdr)}
+                    "maxidetect": maps_from_masks(masks, maker, policy, image=image, header=hdr, probs=probs)}
+            del probs
             seconds = time.perf_counter() - t0
             fwhm_used = sets["maxidetect"].report.fwhm
             rows, matched = {}, {}

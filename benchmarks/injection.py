@@ -212,15 +212,16 @@ def measure(image, header, seed, maker, cfg) -> list[dict]:
         return out | {"elsewhere": int(rest.sum())}
 
     rows = [{"strategy": "none", "left": int(_unmatched(xy1n, xy0n).sum()), "left_by": left_by(xy1n, xy0n)}]
-    m0 = maker.probabilities(np.asarray(image, np.float32)) > thr
-    m1 = maker.probabilities(inj) > thr
+    p0, p1 = maker.probabilities(np.asarray(image, np.float32)), maker.probabilities(inj)
+    m0, m1 = p0 > thr, p1 > thr
     for name in (*strategies, "oracle"):
         if name == "oracle":  # the control: perfect masks of what was injected (the original needs none)
             ms0, ms1 = _no_maps(image.shape), _oracle_maps(sig, sigma)
             xy0 = xy0n
         else:
-            ms0 = maps_from_masks(m0, maker, strategies[name], image=np.asarray(image, np.float32), header=header)
-            ms1 = maps_from_masks(m1, maker, strategies[name], image=inj, header=header)
+            ms0 = maps_from_masks(m0, maker, strategies[name], image=np.asarray(image, np.float32), header=header,
+                                  probs=p0)
+            ms1 = maps_from_masks(m1, maker, strategies[name], image=inj, header=header, probs=p1)
             xy0, _ = _catalog(image, header, ms0, cfg)
         xy1, _ = _catalog(inj, header, ms1, cfg)
         trl_hit = _masked(ms1, BIT["TRL"]) & trl_px

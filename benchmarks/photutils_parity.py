@@ -85,7 +85,7 @@ def main(argv=None) -> int:
         path = _write(work / f"sim{k}.fits", f.image, f.header)
         probs = maker.probabilities(f.image)
         ms = maps_from_masks(probs > maker.config.thresholds[sel][:, None, None], maker, MapPolicy(), image=f.image,
-                             header=f.header)
+                             header=f.header, probs=probs)
         maps = (_write(work / f"sim{k}.weight.fits", ms.weight, f.header), _write(work / f"sim{k}.flag.fits", ms.flag,
                                                                                   f.header))
         fwhm = float(f.header["SIMFWHM"])

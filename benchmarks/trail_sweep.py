@@ -13,7 +13,7 @@ give the false trails.
 
     .venv/bin/python benchmarks/trail_sweep.py [--seeds 2] [--size 1024] [--out DIR] [--cache DIR]
 
-``--cache DIR`` keeps each frame's network masks (``sw_SEED.npy``; 14 MB each at 1024^2)
+``--cache DIR`` keeps each frame's network probabilities (``sw_SEED_p.npy``; 56 MB each at 1024^2)
 and reuses them: a rerun after a change to the maps costs the fusion only (~15 min, not ~35).
 """
 
@@ -65,15 +65,17 @@ def run(seeds: int, size: int, seed0: int, cache: Path | None = None) -> dict:
                 image, hdr, _, truth, meta = make_frame(seed, size, "undersampled" if fwhm <= 2 else "default",
                                                         trail={"snr": snr, "fwhm": fwhm, "length": length})
             t0 = time.perf_counter()
-            cached = cache / f"sw_{seed}.npy" if cache is not None else None
+            cached = cache / f"sw_{seed}_p.npy" if cache is not None else None
             if cached is not None and cached.exists():
-                masks = np.load(cached)
+                probs = np.load(cached)
             else:
-                masks = maker.probabilities(image) > thresholds
+                probs = maker.probabilities(image)
                 if cached is not None:
-                    np.save(cached, masks)
+                    np.save(cached, probs)
+            masks = probs > thresholds
             net = maps_from_masks(masks, maker, replace(policy, fuse=False))
-            fused = maps_from_masks(masks, maker, policy, image=image, header=hdr)
+            fused = maps_from_masks(masks, maker, policy, image=image, header=hdr, probs=probs)
+            del probs
             on = (truth & TRL) != 0
             row = {"seed": seed, "psf_fwhm": meta["fwhm"], "angle": meta["trail_deg"],
                    "seconds": time.perf_counter() - t0,
@@ -132,7 +134,7 @@ def main(argv=None) -> int:
     ap.add_argument("--size", type=int, default=1024)
     ap.add_argument("--seed", type=int, default=7000)
     ap.add_argument("--out", default=str(HERE / "results" / "trail_sweep"))
-    ap.add_argument("--cache", default=None, help="folder for the network's masks, reused when there")
+    ap.add_argument("--cache", default=None, help="folder for the network's probabilities, reused when there")
     args = ap.parse_args(argv)
     cache = Path(args.cache) if args.cache else None
     if cache is not None:

@@ -2217,3 +2217,32 @@ def test_a_sky_gradient_of_a_few_per_cent_is_no_bright_background():
     flags = np.where(ramp > 0.04 * SKY, BIT["BBG"], 0).astype(np.int32)  # the network's call on the bright side
     _, flags, report = fuse(img, flags, MapPolicy())
     assert not (flags & BIT["BBG"]).any() and report.bbg_vetoed_pixels > 0
+
+
+def test_a_track_the_network_half_sees_is_flagged_whole_but_never_a_star_s_core():
+    """The network's CR probability below the maps' threshold, beside a
+    flagged hit, completes the track's flag (flags only: the weight is as
+    without it); its faint probability on an undersampled star's core beside
+    a hit flags nothing there, nor does a probability of 0.05."""
+    img, pos = _field(fwhm=1.7, seed=4)
+    flags = np.zeros(img.shape, np.int32)
+    img[100, 60:66] += 4000  # a track's head, the network's call...
+    flags[100, 60:66] |= BIT["CR"]
+    img[99:102, 66:74] += 7 * NOISE  # ...and its broad faint tail (its edge: L.A.Cosmic's in part)
+    prob = np.zeros(img.shape, np.float32)
+    prob[99:102, 66:74] = 0.3
+    x, y = max(pos, key=lambda p: abs(p[0] - 60) + abs(p[1] - 100))  # a star far from the track
+    iy, ix = int(round(y)), int(round(x))
+    img[iy, ix + 4] += 3000  # a hit on its outer wing, called
+    flags[iy, ix + 4] |= BIT["CR"]
+    prob[iy - 2:iy + 3, ix - 2:ix + 3] = np.maximum(prob[iy - 2:iy + 3, ix - 2:ix + 3], 0.5)
+
+    zero0, flags0, report0 = fuse(img, flags.copy(), MapPolicy())
+    zero, flags1, report = fuse(img, flags.copy(), MapPolicy(), cr_probability=prob)
+    low, flags_low, _ = fuse(img, flags.copy(), MapPolicy(), cr_probability=np.minimum(prob, 0.05))
+    assert (flags1[99:102, 66:69] & BIT["CR"]).all() and not (flags0[99:102, 66:69] & BIT["CR"]).all()
+    added = flags1 != flags0  # CR bits only, where the probability is, as many as reported
+    assert report.cr_track_pixels == added.sum() > 0 and report0.cr_track_pixels == 0
+    assert np.array_equal(flags1[added], flags0[added] | BIT["CR"]) and (prob[added] > 0.1).all()
+    assert np.array_equal(zero, zero0) and np.array_equal(flags_low, flags0) and np.array_equal(low, zero0)
+    assert flags1[iy, ix + 4] & BIT["CR"] and not (flags1[iy - 2:iy + 3, ix - 2:ix + 3] & BIT["CR"]).any()

@@ -14,7 +14,7 @@ from maxidetect.extract.catalog import read_catalog
 from maxidetect.extract.config import SexConfig, find_binary, read_param_file
 from maxidetect.extract.inprocess import detect_file
 from maxidetect.extract.sextractor import build_command, run_sextractor
-from maxidetect.maps.writer import MapPolicy, compute_maps, write_maps
+from maxidetect.maps.writer import MapPolicy, compute_maps, maps_from_masks, write_maps
 
 from .conftest import EXAMPLE, real
 
@@ -105,6 +105,12 @@ def test_streamed_map_files_equal_in_memory_maps(maker, tmp_path, monkeypatch, p
     assert (expect.weight == 0).sum() > 384 and (expect.flag != 0).any()
     np.testing.assert_array_equal(fits.getdata(w), expect.weight)
     np.testing.assert_array_equal(fits.getdata(f), expect.flag)
+    # Maps from ready masks and the probabilities they came from: the same again.
+    probs = maker.probabilities(img.copy())
+    again = maps_from_masks(probs > maker.config.thresholds[maker.selected][:, None, None], maker, policy,
+                            user_weight=user, image=img, probs=probs)
+    np.testing.assert_array_equal(again.weight, expect.weight)
+    np.testing.assert_array_equal(again.flag, expect.flag)
 
 
 @pytest.mark.parametrize("policy", [MapPolicy(), MapPolicy(fuse=False, noise=False)], ids=["fused", "network"])
@@ -405,16 +411,25 @@ def test_the_maps_masks_do_not_depend_on_the_sky_level_left_in_the_frame(predict
 
 def test_maps_reuse_up_to_date_masks(maker, tmp_path, monkeypatch):
     """An up-to-date NAME.masks.fits made with the same model and settings is
-    reused (the network is not run again); a different threshold is not."""
+    reused (the network is not run again) where the maps need no
+    probabilities; a different threshold is not, nor are fused maps that
+    flag cosmic rays (their tracks are completed from the CR probability)."""
     img, _ = _star_field(96)
     path = _write(tmp_path / "im.fits", img)
     maker.process_file(str(path))
+    expect = compute_maps(img, maker, MapPolicy.parse("CR=none"))
+
     def boom(*a, **k):
         raise AssertionError("masks were recomputed")
 
     monkeypatch.setattr(maker.predictor, "iter_tiles", boom)  # the network must not run
-    w, f = write_maps(path, maker)
+    w, f = write_maps(path, maker, MapPolicy.parse("CR=none"))
+    np.testing.assert_array_equal(fits.getdata(w), expect.weight)
+    np.testing.assert_array_equal(fits.getdata(f), expect.flag)
+    w, f = write_maps(path, maker, MapPolicy(fuse=False), overwrite=True)
     assert fits.getdata(w).shape == img.shape
+    with pytest.raises(AssertionError, match="recomputed"):
+        write_maps(path, maker, overwrite=True)
     from maxidetect.classes import ClassConfig
     from maxidetect.masks.maker import MaskMaker
 

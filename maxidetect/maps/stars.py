@@ -928,31 +928,42 @@ def steeper_than_psf(excess, level, rms, sig_psf: float, nsigma: float = 5.0):
 _ACROSS = (((0, 1), 1), ((1, 0), 1), ((1, 1), 2), ((1, -1), 2))
 
 
-def _excess_across(d, sig_psf: float, width: float = _WIDTHS[0], pairs=_ACROSS):
+def _excess_across(d, sig_psf: float, width: float = _WIDTHS[0], pairs=_ACROSS, at=None):
     """Per pair of neighbours (``pairs``, by default :data:`_ACROSS`), each pixel's excess over
     their mean beyond what a Gaussian of ``width`` x the PSF's sigma (by
     default the smallest rule 1 fits), centred on it, would show: (len(pairs), H, W),
-    positive where sharper than any source of the frame could be."""
+    positive where sharper than any source of the frame could be. With ``at``
+    (ys, xs), at those pixels only: (len(pairs), len(ys))."""
     p = np.pad(np.asarray(d, np.float64), 1, mode="edge")
     h, w = p.shape[0] - 2, p.shape[1] - 2
-    c = p[1:-1, 1:-1]
+    if at is None:
+        def take(dy, dx):  # the frame shifted by (dy, dx), in the padded array
+            return p[1 + dy:1 + dy + h, 1 + dx:1 + dx + w]
+    else:
+        ys, xs = (np.asarray(a) + 1 for a in at)
+
+        def take(dy, dx):
+            return p[ys + dy, xs + dx]
+    c = take(0, 0)
     g = _pixel_gauss(np.array([0.0, 1.0]), width * sig_psf)
     fall = {1: 1.0 - g[1] / g[0], 2: 1.0 - (g[1] / g[0]) ** 2}  # by squared distance: a diagonal's
-    out = np.empty((len(pairs), h, w))
+    out = np.empty((len(pairs),) + c.shape)
     for k, ((dy, dx), r2) in enumerate(pairs):
-        pair = 0.5 * (p[1 + dy:1 + dy + h, 1 + dx:1 + dx + w] + p[1 - dy:1 - dy + h, 1 - dx:1 - dx + w])
-        out[k] = c - pair - fall[r2] * np.maximum(c, 0.0)
+        out[k] = c - 0.5 * (take(dy, dx) + take(-dy, -dx)) - fall[r2] * np.maximum(c, 0.0)
     return out
 
 
-def sharper_across_than_psf(d, rms, sig_psf: float, nsigma: float = 5.0) -> np.ndarray:
+def sharper_across_than_psf(d, rms, sig_psf: float, nsigma: float = 5.0, at=None) -> np.ndarray:
     """Pixels sharper than any source of the frame across some direction: the
     excess over the mean of the two neighbours on a row, a column or a
     diagonal beats that of a Gaussian of the smallest width rule 1 fits by
     ``nsigma`` noise (``rms`` x sqrt(1 + 1/2)). A cosmic-ray track one pixel
     wide passes on most of its pixels (its neighbours along it are as bright
-    as it, which hides it from :func:`steeper_than_psf`). bool like ``d``."""
-    return (_excess_across(d, sig_psf) > nsigma * np.sqrt(1.5) * rms).any(axis=0)
+    as it, which hides it from :func:`steeper_than_psf`). bool like ``d``;
+    with ``at`` (ys, xs), those pixels' answers only (``rms`` taken there too)."""
+    if at is not None:
+        rms = np.asarray(rms)[at] if np.ndim(rms) else rms
+    return (_excess_across(d, sig_psf, at=at) > nsigma * np.sqrt(1.5) * rms).any(axis=0)
 
 
 #: A source's model whose core is at most as wide as a pixel-integrated Gaussian of

@@ -99,6 +99,21 @@ def noise_weight(image: np.ndarray, bad: np.ndarray | None = None, mesh: int = 6
     return np.clip(w, 1.0 / 16.0, 1.0).astype(np.float32)
 
 
+def _track_row(maker: MaskMaker, policy: MapPolicy) -> int | None:
+    """Row of the CR class among ``maker``'s selected ones when the fusion
+    completes cosmic-ray tracks with its probability (fused maps, CR not
+    ignored): that one probability plane is kept for it. Else None."""
+    if not policy.fuse or policy.actions["CR"] == "none":
+        return None
+    return next((k for k, ci in enumerate(maker.selected) if CLASSES[ci].abbr == "CR"), None)
+
+
+def _needs_probabilities(maker: MaskMaker, policy: MapPolicy) -> bool:
+    """Whether the maps use probabilities, not only masks (soft weights, the
+    fusion's cosmic-ray tracks): then a masks file cannot stand in for the network."""
+    return policy.soft or _track_row(maker, policy) is not None
+
+
 class _Accumulator:
     """Builds the maps from per-class masks, tile by tile.
 
@@ -119,6 +134,8 @@ class _Accumulator:
         # the policy. Read now: the network may overwrite the image with its
         # normalised version.
         self.missing = no_data(image) if image is not None else None
+        self.k_cr = _track_row(maker, policy)
+        self.cr_prob = None
 
     def add(self, ys, xs, masks, probs=None) -> np.ndarray:
         f = self.flag[ys, xs] if self.flag is not None else np.zeros(masks.shape[1:], np.int32)
@@ -133,14 +150,20 @@ class _Accumulator:
                 zero_rows.append(k)
         if self.soft is not None and zero_rows and probs is not None:
             self.soft[ys, xs] = 1.0 - probs[zero_rows].max(axis=0)
+        if self.k_cr is not None and probs is not None:
+            if self.cr_prob is None:
+                self.cr_prob = np.zeros(self.shape, np.float32)
+            self.cr_prob[ys, xs] = probs[self.k_cr]
         return f
 
     def fuse(self, image, header=None):
         """Replace the network's zero masks by the fused ones (needs the flags
         and the raw image); returns the :class:`~maxidetect.maps.fusion.FusionReport`."""
         zero, self.flag, report = fuse(image, self.flag, self.policy, header,
-                                       missing=False if self.missing is None else self.missing)
+                                       missing=False if self.missing is None else self.missing,
+                                       cr_probability=self.cr_prob)
         self.zero = {0: zero}
+        self.cr_prob = None
         return report
 
     def weight_bands(self, image=None, user_weight=None, rows: int | None = None):
@@ -209,14 +232,19 @@ def compute_maps(
 
 
 def maps_from_masks(masks: np.ndarray, maker: MaskMaker, policy: MapPolicy | None = None, user_weight=None,
-                    image=None, header=None) -> MapSet:
+                    image=None, header=None, probs=None) -> MapSet:
     """Maps from ready masks (bool, ``(n_selected, H, W)`` in ``maker``'s
     class order); ``image`` is needed for noise weights and evidence fusion
-    (without it the network's masks are used alone)."""
+    (without it the network's masks are used alone). ``probs``, the
+    probabilities the masks were thresholded from (same shape), is needed for
+    the maps :func:`compute_maps` makes (soft weights; the fusion's
+    cosmic-ray tracks); without it those steps are skipped."""
     policy = policy or MapPolicy()
     masks = np.asarray(masks, bool)
+    if probs is not None and np.shape(probs) != masks.shape:
+        raise ValueError(f"probabilities shape {np.shape(probs)} != masks shape {masks.shape}")
     acc = _Accumulator(masks.shape[1:], maker, policy, image=image)
-    acc.add(slice(None), slice(None), masks)
+    acc.add(slice(None), slice(None), masks, probs)
     return acc.finish(image, user_weight, header)
 
 
@@ -256,6 +284,10 @@ def write_maps(
     the provenance and policy keywords. Both are written only once both are
     computed (atomic renames), never over an input. ``extra_cards``
     (key, value, comment) go into every map header (e.g. MaxiTrack's score).
+    With ``reuse_masks``, an up-to-date ``NAME.masks.fits`` made with the
+    same model and settings stands in for the network, only where the maps
+    need no probabilities (not with soft weights, nor with fused maps that
+    flag cosmic rays: their tracks are completed from the CR probability).
 
     Returns
     -------
@@ -304,7 +336,7 @@ def write_maps(
                 if user is not None:
                     uw = _user_weight(user, weight_image, index if not single else None, data.shape, len(pairs))
                 masks = _cached_masks(mask_path, spec.path, 0 if single else index, maker, data.shape) \
-                    if reuse_masks and not policy.soft else None
+                    if reuse_masks and not _needs_probabilities(maker, policy) else None
                 hdr = image_header(hdu)
                 for key, value, comment in maker.header_cards_common() + policy.header_cards() + list(extra_cards):
                     hdr[key] = (value, comment)

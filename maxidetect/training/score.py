@@ -102,8 +102,8 @@ def frame_detections(frame, maker, policy: MapPolicy | None = None, config: SexC
     sel = [int(i) for i in maker.selected]
     probs = maker.probabilities(frame.image)
     masks = probs > maker.config.thresholds[sel][:, None, None]
+    ms = maps_from_masks(masks, maker, policy, image=frame.image, header=frame.header, probs=probs)
     del probs
-    ms = maps_from_masks(masks, maker, policy, image=frame.image, header=frame.header)
     hdr = ms.header(frame.header)
     d = detect(frame.image, config or SexConfig(), weight=ms.weight, flag=ms.flag, header=frame.header)
     fwhm = float(hdr.get("MDFWHM", frame.header["SIMFWHM"]))

@@ -308,11 +308,11 @@ def _run_bench(opts: BenchOptions, maker, work_dir, progress: bool) -> dict:
             t_mask = time.perf_counter() - t1
             masks = probs > thresholds[:, None, None]
             quality = mask_quality(probs, thresholds, frame.truth, sel)
-            del probs
             mapsets = {"network": maps_from_masks(masks, maker, network_policy)}
             t2 = time.perf_counter()
             mapsets["maxidetect"] = maps_from_masks(masks, maker, fused_policy, image=frame.image,
-                                                    header=frame.header)
+                                                    header=frame.header, probs=probs)
+            del probs
             t_fuse = time.perf_counter() - t2
             mapsets["oracle"] = maps_from_masks(_truth_masks(frame.truth, sel), maker, network_policy)
             crm = _astroscrappy_mask(frame.image, frame.header)
