@@ -2246,3 +2246,25 @@ def test_a_track_the_network_half_sees_is_flagged_whole_but_never_a_star_s_core(
     assert np.array_equal(flags1[added], flags0[added] | BIT["CR"]) and (prob[added] > 0.1).all()
     assert np.array_equal(zero, zero0) and np.array_equal(flags_low, flags0) and np.array_equal(low, zero0)
     assert flags1[iy, ix + 4] & BIT["CR"] and not (flags1[iy - 2:iy + 3, ix - 2:ix + 3] & BIT["CR"]).any()
+
+
+def test_lacosmic_hits_in_diffuse_light_stand_with_the_network_s_faint_probability():
+    """Inside diffuse light the network names (a nebula) an L.A.Cosmic hit
+    needs 8 sigma, or the network's CR probability above 0.1 on it (two weak
+    kinds of evidence); the 7-sigma hits without it stay unflagged."""
+    img, _ = _field(seed=12, n_stars=10)
+    flags = np.zeros(img.shape, np.int32)
+    flags[20:120, 20:120] |= BIT["NEB"]
+    hits = [(40 + 12 * k, 50 + 9 * k) for k in range(6)]
+    for y, x in hits:
+        img[y, x] += 7.0 * NOISE
+    prob = np.zeros(img.shape, np.float32)
+    for y, x in hits[:3]:
+        prob[y, x] = 0.3
+    zero0, flags0, _ = fuse(img, flags.copy(), MapPolicy())
+    zero, flags1, _ = fuse(img, flags.copy(), MapPolicy(), cr_probability=prob)
+    backed = [(y, x) for y, x in hits[:3]]
+    assert all(flags1[y, x] & BIT["CR"] and zero[y, x] for y, x in backed)
+    assert not all(flags0[y, x] & BIT["CR"] for y, x in backed)
+    assert [flags1[y, x] for y, x in hits[3:]] == [flags0[y, x] for y, x in hits[3:]]
+    assert sum(bool(flags1[y, x] & BIT["CR"]) for y, x in hits[3:]) <= 1  # unbacked: as before, mostly dropped
