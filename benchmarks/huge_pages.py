@@ -68,15 +68,16 @@ def main(argv=None) -> int:
              f"median of {a.rounds} alternated fresh processes per command and setting, and every round's wall time "
              "[s]. `NUMPY_MADVISE_HUGEPAGE=0` is maxidetect's default.", "",
              "| command | NUMPY_MADVISE_HUGEPAGE | wall | kernel | rounds (wall) |", "|---|---|---|---|---|"]
+    wall = {}  # (command, setting) -> median wall [s]
     for command in a.commands.split(","):
         for setting in ("0", "1"):
             t = np.array(times[(command, setting)])
-            lines.append(f"| {command} | {setting} | {np.median(t[:, 0]):.2f} | {np.median(t[:, 1]):.2f} | "
+            wall[command, setting] = np.median(t[:, 0])
+            lines.append(f"| {command} | {setting} | {wall[command, setting]:.2f} | {np.median(t[:, 1]):.2f} | "
                          + ", ".join(f"{w:.2f}" for w in t[:, 0]) + " |")
     lines.append("")
     lines.append("Off over on (wall): " + ", ".join(
-        f"{c} {np.median(np.array(times[(c, '1')])[:, 0]) / np.median(np.array(times[(c, '0')])[:, 0]):.2f}x"
-        for c in a.commands.split(",")) + ".")
+        f"{c} {wall[c, '1'] / wall[c, '0']:.2f}x" for c in a.commands.split(",")) + ".")
     text = "\n".join(lines) + "\n"
     print(text)
     if a.out:

@@ -282,12 +282,8 @@ def sources_under(stats: FrameStats, sub: np.ndarray, region: np.ndarray, margin
     seg = relabel[stats.segmentation]
     lab = np.zeros(len(new) + 1, np.int32)
     lab[take + 1] = np.arange(len(keep) + 1, len(keep) + len(take) + 1)
-    at = nseg > 0
-    piece = lab[nseg[at]]
-    seg_crop = seg[crop]  # a view: written through
-    kept = piece > 0
-    at[at] = kept
-    seg_crop[at] = piece[kept]
+    piece = lab[nseg]
+    np.copyto(seg[crop], piece, where=piece > 0)  # seg[crop]: a view, written through
     objs = np.concatenate([old[keep], new[take]])
     compact = np.concatenate([stats.compact[keep], _compact(new[take], stats.rms)])
     return replace(stats, objects=objs, segmentation=seg, compact=compact)

@@ -328,6 +328,8 @@ def fuse(image: np.ndarray, flags: np.ndarray, policy: MapPolicy,
         return (flags & BIT[abbr]) != 0
 
     net_cr = net("CR")  # the network's own calls: flags gains L.A.Cosmic's below
+    # Its faint CR evidence, far below its calls (backs L.A.Cosmic's hits and completes tracks).
+    faint_cr = np.asarray(cr_probability) > TRACK_PROB if cr_probability is not None else None
     sharp = net_cr | net("HP")
     # Overscan left in the background meshes makes the spline ring along the
     # frame's columns: column-like residuals over its whole height. The
@@ -454,10 +456,9 @@ def fuse(image: np.ndarray, flags: np.ndarray, policy: MapPolicy,
         lacos &= ~saturated
         # In diffuse light a hit needs 8 sigma, or the network's faint CR probability on it: two
         # weak kinds of evidence (the bench's frames: CR pixel recall +0.3-0.7 pt for 1 false pixel).
-        backing = np.asarray(cr_probability) > TRACK_PROB if cr_probability is not None else None
         lacos &= ~_lacosmic_false_alarms(lacos & ~net_cr, z, col_lines | sky_free, diffuse | bbg_called,
                                          net("HP") | net("DP") | net("HCL") | net("DCL"), net("DP") | cold,
-                                         support=backing)
+                                         support=faint_cr)
         report.lacosmic_pixels = int(lacos.sum())
         flags[lacos] |= BIT["CR"]
 
@@ -592,7 +593,7 @@ def fuse(image: np.ndarray, flags: np.ndarray, policy: MapPolicy,
         # Nor into a source rule 1 released: its brightness is the source's.
         flags[dilate(cr & ~other_lines, 1, square=True) & ~cr & ~other_lines
               & (z >= WING_SIGMA) & ~saturated & ~released] |= BIT["CR"]
-        if cr_probability is not None:
+        if faint_cr is not None:
             # The rest of a track the network half sees: its probability well below the
             # maps' threshold, beside a flagged hit, bright (measured on the bench's frames:
             # about a fifth of the cosmic-ray pixels >= 5 sigma both finders miss, at ~1e-5
@@ -601,7 +602,7 @@ def fuse(image: np.ndarray, flags: np.ndarray, policy: MapPolicy,
             # source it judged real only where sharper than its PSF allows (a track crossing
             # it; the second generator's sharp frames: 22 of 244 bright stars' cores flagged else).
             cr_now = (flags & BIT["CR"]) != 0
-            track = (np.asarray(cr_probability) > TRACK_PROB) & ~cr_now & (z >= TRACK_SIGMA)
+            track = faint_cr & ~cr_now & (z >= TRACK_SIGMA)
             track &= dilate(cr_now, TRACK_REACH, square=True) & ~other_lines & ~saturated & ~released
             ys, xs = np.nonzero(track & result.protected)
             if len(ys):
