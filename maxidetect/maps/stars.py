@@ -934,16 +934,19 @@ def _excess_across(d, sig_psf: float, width: float = _WIDTHS[0], pairs=_ACROSS, 
     default the smallest rule 1 fits), centred on it, would show: (len(pairs), H, W),
     positive where sharper than any source of the frame could be. With ``at``
     (ys, xs), at those pixels only: (len(pairs), len(ys))."""
-    p = np.pad(np.asarray(d, np.float64), 1, mode="edge")
-    h, w = p.shape[0] - 2, p.shape[1] - 2
     if at is None:
+        p = np.pad(np.asarray(d, np.float64), 1, mode="edge")
+        h, w = p.shape[0] - 2, p.shape[1] - 2
+
         def take(dy, dx):  # the frame shifted by (dy, dx), in the padded array
             return p[1 + dy:1 + dy + h, 1 + dx:1 + dx + w]
     else:
-        ys, xs = (np.asarray(a) + 1 for a in at)
+        # Gathered with the indices clipped (the edge padding's values): no frame-sized copy.
+        h, w = np.shape(d)
+        ys, xs = (np.asarray(a) for a in at)
 
         def take(dy, dx):
-            return p[ys + dy, xs + dx]
+            return np.asarray(d[np.clip(ys + dy, 0, h - 1), np.clip(xs + dx, 0, w - 1)], np.float64)
     c = take(0, 0)
     g = _pixel_gauss(np.array([0.0, 1.0]), width * sig_psf)
     fall = {1: 1.0 - g[1] / g[0], 2: 1.0 - (g[1] / g[0]) ** 2}  # by squared distance: a diagonal's
