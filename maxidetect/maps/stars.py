@@ -99,6 +99,9 @@ __all__ = ["ReleaseResult", "protect_sources", "steeper_than_psf", "sharper_acro
 
 #: Fractional error allowed on the source model (PSF shape, centring).
 MODEL_ERROR = 0.15
+#: A fit whose amplitude is this significant is refitted with the model error in its weights
+#: (:func:`_fit_family`): beyond it the model's mismatch, not the noise, sets the fit.
+REFIT_SNR = 100.0
 #: A source model must have at least this amplitude significance.
 MIN_SOURCE_SNR = 5.0
 #: A source whose fitted peak is under this many sigma per pixel (a faint
@@ -364,7 +367,7 @@ def _plane_system(d, var, use, plane):
     return w0, wd, wp, c_inv, u, float((wd * d).sum() - u @ r_p)
 
 
-def _fit_family(d, var, use, profiles, n_widths, top=4, plane=None, full=False, system=None):
+def _fit_family(d, var, use, profiles, n_widths, top=4, plane=None, full=False, system=None, refit=False):
     """Best (chi2, A, snr_A, source model) of a plane + A * Gaussian over the
     grid of widths and sub-pixel centres, fitting only ``use`` pixels; chi2
     with model error. ``profiles``: :func:`_profiles` at the centre, computed
@@ -380,7 +383,8 @@ def _fit_family(d, var, use, profiles, n_widths, top=4, plane=None, full=False, 
     models by plain chi2 are then scored with the model error, which needs
     their pixels. ``full``: also the whole model (plane included) and its
     variance with the model error. ``system``: :func:`_plane_system` of
-    ``use``, when made (a stamp's centres share it)."""
+    ``use``, when made (a stamp's centres share it). ``refit``: a best
+    model above REFIT_SNR is refitted with the model error in its weights."""
     plane = _plane_basis(tuple(d.shape)) if plane is None else plane
     w0, wd, wp, c_inv, u, base = _plane_system(d, var, use, plane) if system is None else system
     if isinstance(profiles, tuple):  # separable (a round PSF)
@@ -422,9 +426,29 @@ def _fit_family(d, var, use, profiles, n_widths, top=4, plane=None, full=False, 
     chi2 = np.where(use, (d - model) ** 2 / var_m, 0.0).sum(axis=(1, 2))
     j = int(np.argmin(chi2))
     k = int(first[j])
+    snr = float(amp[k] * np.sqrt(schur[k]))
+    a_j, src_j, model_j, var_j, chi2_j = float(amp[k]), src[j], model[j], var_m[j], float(chi2[j])
+    if refit and snr > REFIT_SNR and amp[k] > 0:
+        # Refitted with the model error in the weights: on a bright source the plain fit's plane and
+        # amplitude follow the core's last per cent of mismatch, and the wings pay for it in chi2
+        # (a S/N 1600 Gaussian star at FWHM 1.4 px, its core called: chi2 193 over 121 pixels
+        # plain, and the candidates' free pixels won; rule 1 zeroed the star).
+        shape_j = src_j / a_j
+        basis = np.concatenate([shape_j[None], plane])  # (4, h, w)
+        wm = np.where(use, 1.0 / var_j, 0.0)
+        normal = np.einsum("aij,ij,bij->ab", basis, wm, basis)
+        normal += np.eye(4) * 1e-9 * np.trace(normal)
+        coef_m = np.linalg.solve(normal, np.einsum("aij,ij,ij->a", basis, wm, d))
+        if coef_m[0] > 0:
+            src_m = coef_m[0] * shape_j
+            model_m = src_m + np.einsum("a,aij->ij", coef_m[1:], plane)
+            var_mm = var + (MODEL_ERROR * np.maximum(src_m, 0.0)) ** 2
+            chi2_m = float(np.where(use, (d - model_m) ** 2 / var_mm, 0.0).sum())
+            if chi2_m < chi2_j:
+                a_j, src_j, model_j, var_j, chi2_j = float(coef_m[0]), src_m, model_m, var_mm, chi2_m
     if full:
-        return float(chi2[j]), float(amp[k]), float(amp[k] * np.sqrt(schur[k])), src[j], model[j], var_m[j]
-    return float(chi2[j]), float(amp[k]), float(amp[k] * np.sqrt(schur[k])), src[j]
+        return chi2_j, a_j, snr, src_j, model_j, var_j
+    return chi2_j, a_j, snr, src_j
 
 
 def _plane_chi2(d, var, use, plane) -> float:
@@ -476,6 +500,13 @@ def judge_object(d, rms, cand, others, sig_psf, shape=(1.0, 0.0), min_snr: float
     # Centres tried: the candidates' peak, and the brightest pixel just
     # outside them (a star whose core the candidates cover only in part).
     cy, cx = np.unravel_index(np.argmax(np.where(cand & use_all, d, -np.inf)), d.shape)  # not a neighbour's peak
+    smooth_peak = not steeper_than_psf(d[cy, cx] - _side_mean(d)[cy, cx], d[cy, cx], rms[cy, cx], sig_psf)
+    # A bright source's fit is refitted with the model error in its weights where the candidates could
+    # be a star's core: not where their peak is sharper than any source (the model error forgave a
+    # 5000 ADU hit on a 6000 ADU core its excess: one narrow star, flag lost), nor where their light
+    # draws a line (a track across a star, fitted as a narrow source on the track: the star zeroed).
+    a_c, b_c = _moments(d, cand & use_all)[:2]
+    refit = smooth_peak and a_c < 2.0 * max(b_c, 0.5)
     ring = dilate(cand, 2) & use_out
     centres = {(cy, cx)}
     if ring.any():
@@ -501,7 +532,8 @@ def judge_object(d, rms, cand, others, sig_psf, shape=(1.0, 0.0), min_snr: float
         profiles = _centre_profiles(d.shape, py, px, sig_psf, shape)
         for k, (use, extra, n_widths) in enumerate(((use_all, 0, len(_WIDTHS)), (use_out, n_art, 5))):
             systems[k] = systems[k] or _plane_system(d, var, use, plane)
-            fit = _fit_family(d, var, use, profiles, n_widths, plane=plane, full=True, system=systems[k])
+            fit = _fit_family(d, var, use, profiles, n_widths, plane=plane, full=True, system=systems[k],
+                              refit=refit)
             chi2, amp, snr, model = fit[:4]
             if not extra:
                 over_all.append((profiles, fit))
@@ -524,7 +556,7 @@ def judge_object(d, rms, cand, others, sig_psf, shape=(1.0, 0.0), min_snr: float
         return True, model, False
     # Not where the candidates' peak is sharper than any source (a hit, not a
     # star): no wings, no track; a source under the hit, last.
-    if steeper_than_psf(d[cy, cx] - _side_mean(d)[cy, cx], d[cy, cx], rms[cy, cx], sig_psf):
+    if not smooth_peak:
         return (*_source_under_hit(d, var, rms, cand & use_all, use_all, plane, aic_art, sig_psf, shape, (cy, cx),
                                    min_snr), False)
     # *Source + wings*: a bright undersampled star's Moffat wings are far
@@ -1044,6 +1076,44 @@ def _over_model(d, model, clear):
     return d - model - (np.median(d[clear]) if clear.any() else 0.0)
 
 
+#: A hit rule 1 need not judge (_plainly_a_hit): its peak this many sigma steeper than any source
+#: of the frame (steeper_than_psf's margin) ...
+PLAIN_HIT_STEEP = 20.0
+#: ... and around it, nothing: its own footprint's other pixels under 1 sigma together, and no 3x3
+#: mean of the stamp's other pixels this many sigma above the sky (a star's core, wings or a
+#: neighbour would be; the noise's 3x3 means are 1/3 sigma).
+PLAIN_HIT_AROUND = 1.2
+
+
+def _plainly_a_hit(d, rms, cand, group, own, sig_psf: float) -> bool:
+    """Whether the candidates ``group`` of a stamp (``d``: background-subtracted
+    pixels, ``rms``: noise, ``cand``: every candidate, ``own``: the object's
+    footprint or None; bool like ``d``) form an isolated hit that no fit of
+    rule 1 could take for a source: their brightest pixel far steeper than
+    the PSF allows (PLAIN_HIT_STEEP) and no light around them
+    (PLAIN_HIT_AROUND), in the stamp nor on the rest of their footprint.
+    A shortcut for the costliest part of the maps on frames with many cosmic
+    rays (~1.3 ms a judgement): measured on 13 simulated frames of two
+    generators (7,676 objects rule 1 judged, 3,000 hits added to one), rule
+    1 judged none of the groups this passes a source; on 15 others, maps
+    identical but for 4 groups of hits (the nearest true source 14-38 px
+    away) that rule 1 had judged sources and released."""
+    d = np.asarray(d, np.float64)
+    r = np.asarray(rms, np.float64)
+    if not group.any() or not np.isfinite(d).all():
+        return False
+    py, px = np.unravel_index(np.argmax(np.where(group, d, -np.inf)), d.shape)
+    peak = d[py, px]
+    if not steeper_than_psf(peak - _side_mean(d)[py, px], peak, r[py, px], sig_psf, PLAIN_HIT_STEEP):
+        return False
+    if own is not None:
+        rest = own & ~cand
+        if rest.any() and d[rest].sum() >= np.sqrt((r[rest] ** 2).sum()):
+            return False
+    z = np.where(cand, 0.0, d / r)
+    return bool(ndimage.uniform_filter(z, 3, mode="constant").max() < PLAIN_HIT_AROUND)
+
+
 def protect_sources(image_sub: np.ndarray, stats: FrameStats, candidates: np.ndarray,
                     lines=(), max_objects: int = 20000, exclude: np.ndarray | None = None,
                     spikes: np.ndarray | None = None, halo: int = 0,
@@ -1086,6 +1156,9 @@ def protect_sources(image_sub: np.ndarray, stats: FrameStats, candidates: np.nda
     seg = stats.segmentation
     n_src = n_tested = 0
     spill = hit_spill(image_sub, candidates, stats.rms, stats.sigma_minor)
+
+    def stamp(cy, cx):  # the first stamp judge looks at
+        return slice(max(cy - hs, 0), min(cy + hs + 1, h)), slice(max(cx - hs, 0), min(cx + hs + 1, w))
 
     def judge(cy, cx, own, cand_of, ref_y, ref_x, fit_of=None, release=True):
         """Judge the object at pixel (cy, cx): ``own`` its segmentation label
@@ -1227,6 +1300,10 @@ def protect_sources(image_sub: np.ndarray, stats: FrameStats, candidates: np.nda
         for i in idx:
             reached[max(iy[i] - rr, 0):iy[i] + rr + 1, max(ix[i] - rr, 0):ix[i] + rr + 1] = True
             g_i = np.unique(groups[i][groups[i] > 0])
+            st = stamp(iy[i], ix[i])
+            if _plainly_a_hit(image_sub[st], stats.rms[st], candidates[st], np.isin(lab[st], g_i), seg[st] == i + 1,
+                              stats.sigma_minor):
+                continue
             n_src += judge(iy[i], ix[i], i + 1, lambda sl: candidates[sl], objs["y"][i], objs["x"][i],
                            fit_of=lambda sl, g_i=g_i: np.isin(lab[sl], g_i))
         if halo > 0:
@@ -1255,7 +1332,11 @@ def protect_sources(image_sub: np.ndarray, stats: FrameStats, candidates: np.nda
             first = flat[order][np.r_[True, np.diff(lab.ravel()[flat][order]) != 0]]
             for k in first[:max_objects]:
                 cy, cx = divmod(int(k), w)
-                g = lab[cy, cx]
+                g, own = lab[cy, cx], int(seg[cy, cx])
                 n_tested += 1
-                n_src += judge(cy, cx, int(seg[cy, cx]), lambda sl, g=g: lab[sl] == g, cy, cx)
+                st = stamp(cy, cx)
+                if _plainly_a_hit(image_sub[st], stats.rms[st], candidates[st], lab[st] == g,
+                                  seg[st] == own if own else None, stats.sigma_minor):
+                    continue
+                n_src += judge(cy, cx, own, lambda sl, g=g: lab[sl] == g, cy, cx)
     return ReleaseResult(released, protected, int(n_tested), int(n_src), spill, explained)
