@@ -2269,56 +2269,6 @@ def test_lacosmic_hits_in_diffuse_light_stand_with_the_network_s_faint_probabili
     assert sum(bool(flags1[y, x] & BIT["CR"]) for y, x in hits[3:]) <= 1  # unbacked: as before, mostly dropped
 
 
-@pytest.mark.parametrize("fwhm", [1.4, 2.5])
-def test_isolated_hits_are_not_judged_one_by_one_and_the_maps_stay_as_rule_1_makes_them(fwhm, monkeypatch):
-    """Rule 1 judges every group of zero-weight candidates, about 1.3 ms
-    each: on a frame with thousands of cosmic rays most of the maps' time.
-    A hit far steeper than the PSF with no light around it is not judged
-    (``_plainly_a_hit``); hits on and beside stars, and the stars' cores the
-    network calls, still are. The maps equal those made with every group
-    judged, and every star keeps its core."""
-    import maxidetect.maps.stars as stars_mod
-
-    img, pos = _field(n=320, fwhm=fwhm, seed=48)
-    rng = np.random.default_rng(49)
-    flags = np.zeros(img.shape, np.int32)
-    for x, y in pos:  # the network calls the stars' cores
-        flags[int(round(y)) - 1:int(round(y)) + 2, int(round(x)) - 1:int(round(x)) + 2] |= BIT["CR"]
-    near = [pos[k] for k in range(0, len(pos), 5)]  # hits 2-3 px from some stars
-    for x, y in near:
-        iy, ix = int(round(y)) + 2, int(round(x)) + 2
-        img[iy, ix] += 60 * NOISE
-        flags[iy - 1:iy + 2, ix - 1:ix + 2] |= BIT["CR"]
-    lone = []
-    while len(lone) < 150:  # isolated hits of 1-3 pixels
-        x, y = rng.integers(4, 316, 2)
-        if min(np.hypot(x - px, y - py) for px, py in pos + lone) < 10:
-            continue
-        for k in range(rng.integers(1, 4)):
-            img[y, x + k] += rng.uniform(30, 300) * NOISE
-        flags[y - 1:y + 2, x - 1:x + 4] |= BIT["CR"]
-        lone.append((x, y))
-    judged = []
-    real_judge = stars_mod.judge_object
-
-    def counting(*a, **k):
-        judged.append(1)
-        return real_judge(*a, **k)
-
-    monkeypatch.setattr(stars_mod, "judge_object", counting)
-    zero, flags1, _ = fuse(img, flags.copy(), MapPolicy())
-    n_short = len(judged)
-    judged.clear()
-    monkeypatch.setattr(stars_mod, "PLAIN_HIT_STEEP", np.inf)  # every group judged
-    zero_all, flags_all, _ = fuse(img, flags.copy(), MapPolicy())
-    assert np.array_equal(zero, zero_all) and np.array_equal(flags1, flags_all)
-    assert n_short <= len(judged) - 50, (n_short, len(judged))  # a third of the isolated hits or more not judged
-    assert all(zero[y, x] for x, y in lone)
-    for x, y in pos:  # the stars the network called, no hit beside them: their cores keep their weight
-        if (x, y) not in near:
-            assert not zero[int(round(y)), int(round(x))], (x, y)
-
-
 @pytest.mark.parametrize("fwhm,seed", [(1.4, 48), (1.6, 50)])
 def test_a_very_bright_undersampled_star_whose_core_is_called_keeps_its_weight(fwhm, seed):
     """Every star's core called a cosmic ray (good seeing), stars up to S/N
