@@ -136,9 +136,8 @@ def _maximask_masks(path: Path, maker) -> np.ndarray | None:
 
 
 #: Frame variants of the benchmark: the simulator's default ranges, an
-#: undersampled PSF (good seeing on many wide-field cameras) and a crowded field.
-#: Frame variants: the default, good seeing, a crowded field, and a long exposure's cosmic rays
-#: (6000 per 2048^2, 13x the default's: about an hour on a thick CCD).
+#: undersampled PSF (good seeing on many wide-field cameras), a crowded field,
+#: and a long exposure's cosmic rays (6000 per 2048^2, 13x the default's).
 VARIANTS = {"default": {}, "undersampled": {"fwhm": (1.5, 2.2)}, "crowded": {"n_stars": 2800}, "cosmic": {"n_cr": 6000}}
 #: "none@maps-noise": no maps, at the detection threshold the maps' noise
 #: gives (excluding zero-weight pixels lowers the measured noise, so the same
