@@ -288,6 +288,15 @@ def _wing_normal(d, w0, plane, comps):
     return normal, rhs, pixels
 
 
+def _weighted_solve(basis, w, dv) -> np.ndarray:
+    """Least-squares coefficients, (models, n_par), of ``basis`` (n_par,
+    models, pixels) for the data ``dv`` (pixels) with the weights ``w``
+    (models, pixels), with a 1e-9 relative ridge against degenerate bases."""
+    normal = np.einsum("amp,mp,bmp->mab", basis, w, basis)
+    normal += np.eye(len(basis)) * 1e-9 * np.trace(normal, axis1=1, axis2=2)[:, None, None]
+    return np.linalg.solve(normal, np.einsum("amp,mp,p->ma", basis, w, dv)[..., None])[..., 0]
+
+
 def _fit_wings(d, var, use, comps, plane, top=4):
     """Best (chi2 with model error, core amplitude, its S/N, source model) of
     a plane + core + wings (:func:`_wing_profiles`, every amplitude free
@@ -315,9 +324,7 @@ def _fit_wings(d, var, use, comps, plane, top=4):
     basis = np.concatenate([prof, np.broadcast_to(pv[:, None, :], (3, len(first), dv.size))])
     src = np.einsum("mc,cmp->mp", coef[first, :n_src], prof)
     wm = np.where(use.ravel(), 1.0 / (var.ravel() + (MODEL_ERROR * src) ** 2), 0.0)  # (top, pixels)
-    normal_m = np.einsum("amp,mp,bmp->mab", basis, wm, basis)
-    normal_m += np.eye(n_par) * 1e-9 * np.trace(normal_m, axis1=1, axis2=2)[:, None, None]
-    coef_m = np.linalg.solve(normal_m, np.einsum("amp,mp,p->ma", basis, wm, dv)[..., None])[..., 0]
+    coef_m = _weighted_solve(basis, wm, dv)
     refit = (coef_m[:, :n_src] >= 0).all(axis=1) & (coef_m[:, 0] > 0)
     coef_m = np.where(refit[:, None], coef_m, coef[first])
     src = np.einsum("mc,cmp->mp", coef_m[:, :n_src], prof)
@@ -434,11 +441,8 @@ def _fit_family(d, var, use, profiles, n_widths, top=4, plane=None, full=False, 
         # (a S/N 1600 Gaussian star at FWHM 1.4 px, its core called: chi2 193 over 121 pixels
         # plain, and the candidates' free pixels won; rule 1 zeroed the star).
         shape_j = src_j / a_j
-        basis = np.concatenate([shape_j[None], plane])  # (4, h, w)
-        wm = np.where(use, 1.0 / var_j, 0.0)
-        normal = np.einsum("aij,ij,bij->ab", basis, wm, basis)
-        normal += np.eye(4) * 1e-9 * np.trace(normal)
-        coef_m = np.linalg.solve(normal, np.einsum("aij,ij,ij->a", basis, wm, d))
+        basis = np.concatenate([shape_j[None], plane]).reshape(4, 1, -1)  # one model
+        coef_m = _weighted_solve(basis, np.where(use, 1.0 / var_j, 0.0).reshape(1, -1), d.ravel())[0]
         if coef_m[0] > 0:
             src_m = coef_m[0] * shape_j
             model_m = src_m + np.einsum("a,aij->ij", coef_m[1:], plane)
@@ -505,8 +509,7 @@ def judge_object(d, rms, cand, others, sig_psf, shape=(1.0, 0.0), min_snr: float
     # be a star's core: not where their peak is sharper than any source (the model error forgave a
     # 5000 ADU hit on a 6000 ADU core its excess: one narrow star, flag lost), nor where their light
     # draws a line (a track across a star, fitted as a narrow source on the track: the star zeroed).
-    a_c, b_c = _moments(d, cand & use_all)[:2]
-    refit = smooth_peak and a_c < 2.0 * max(b_c, 0.5)
+    refit = smooth_peak and _compact(d, cand & use_all)
     ring = dilate(cand, 2) & use_out
     centres = {(cy, cx)}
     if ring.any():
@@ -871,6 +874,12 @@ def _bump_on_line(d, var, free, src, sig_psf, nsigma=5.0) -> bool:
 #: least this elongated (a/b) and within MAX_LINE_ANGLE of the line.
 MIN_LINE_ELONGATION = 3.0
 MAX_LINE_ANGLE = np.radians(15.0)
+
+
+def _compact(d: np.ndarray, mask: np.ndarray) -> bool:
+    """Whether the light of ``d`` in ``mask`` draws no line (major axis under twice the minor)."""
+    a, b = _moments(d, mask)[:2]
+    return a < 2.0 * max(b, 0.5)
 
 
 def _moments(d: np.ndarray, mask: np.ndarray) -> tuple[float, float, float, float, float]:
