@@ -359,100 +359,125 @@ def _plane_basis(shape) -> np.ndarray:
     return basis
 
 
-def _plane_system(d, var, use, plane):
-    """What every fit over the ``use`` pixels shares (:func:`_fit_family`'s
-    ``system``): the weights, weighted data and plane, the plane's inverse
-    normal matrix, the plane alone and its chi2 without model error."""
-    w0 = np.where(use, 1.0 / var, 0.0)
-    wd = w0 * d
-    wp = plane * w0
-    c = np.einsum("aij,bij->ab", wp, plane)  # plane x plane
-    c += np.eye(3) * 1e-9 * np.trace(c)
-    r_p = np.einsum("aij,ij->a", wp, d)
-    c_inv = np.linalg.inv(c)
-    u = c_inv @ r_p  # the plane alone
-    return w0, wd, wp, c_inv, u, float((wd * d).sum() - u @ r_p)
-
-
-def _fit_family(d, var, use, profiles, n_widths, top=4, plane=None, full=False, system=None, refit=False):
+def _fit_family(d, var, use, profiles, n_widths, top=4, plane=None, full=False, refit=False):
     """Best (chi2, A, snr_A, source model) of a plane + A * Gaussian over the
     grid of widths and sub-pixel centres, fitting only ``use`` pixels; chi2
-    with model error. ``profiles``: :func:`_profiles` at the centre, computed
-    once for both fits of a centre; the first ``n_widths`` widths are tried.
+    with model error: :func:`_fit_families` of one set of pixels and centre.
+    ``full``: also the whole model (plane included) and its variance with
+    the model error."""
+    fit = _fit_families(d, var, [use], [profiles], [n_widths], top=top, plane=plane, refit=refit)[0]
+    return fit if full else fit[:4]
 
+
+def _fit_families(d, var, uses, profiles, n_widths, top=4, plane=None, refit=False):
+    """:func:`_fit_family`'s full result for each set of pixels ``uses[k]``
+    and centre ``profiles[k]`` (:func:`_centre_profiles`), the first
+    ``n_widths[k]`` widths tried, fitted together: (chi2, A, snr_A, source
+    model, model, model variance) each, the whole model with its plane.
+
+    Each fit is a plane + A * Gaussian of every width and sub-pixel centre.
     The plane's block of the 4x4 normal equations is the same for every grid
     model, so each model's amplitude follows from the Schur complement (one
-    3x3 inverse per fit, not one 4x4 solve per model). Round Gaussians
-    (``profiles`` a pair) are separable: every sum the Gaussian's row and
-    column need is a product of small matrices (profile along y, weights,
-    profile along x); elliptical ones (an array of every model's pixels,
-    :func:`_elliptical_profiles`) are summed pixel by pixel. The ``top``
-    models by plain chi2 are then scored with the model error, which needs
-    their pixels. ``full``: also the whole model (plane included) and its
-    variance with the model error. ``system``: :func:`_plane_system` of
-    ``use``, when made (a stamp's centres share it). ``refit``: a best
-    model above REFIT_SNR is refitted with the model error in its weights."""
-    plane = _plane_basis(tuple(d.shape)) if plane is None else plane
-    w0, wd, wp, c_inv, u, base = _plane_system(d, var, use, plane) if system is None else system
-    if isinstance(profiles, tuple):  # separable (a round PSF)
+    3x3 inverse per set of pixels, not one 4x4 solve per model). Round
+    Gaussians (``profiles`` pairs) are separable: every sum the Gaussian's
+    row and column need is a product of small matrices (profile along y,
+    weights, profile along x); elliptical ones (arrays of every model's
+    pixels, :func:`_elliptical_profiles`) are summed pixel by pixel. The
+    ``top`` models by plain chi2 are then scored with the model error, which
+    needs their pixels. All sets in one pass of stacked arrays: a stamp's
+    fits cost numpy's per-call overhead more than arithmetic (its four fits
+    in one pass cost 1.8x one; stacking many stamps' fits gained nothing
+    more: tiny matrix products). ``refit``: a best model above REFIT_SNR is
+    refitted with the model error in its weights."""
+    use = np.asarray(uses, bool)
+    n_sets, h, w = use.shape
+    plane = _plane_basis((h, w)) if plane is None else plane
+    w0 = np.where(use, 1.0 / var, 0.0)  # (K, h, w)
+    wd = w0 * d
+    wp = plane[None] * w0[:, None]  # (K, 3, h, w)
+    c = np.einsum("kaij,bij->kab", wp, plane)  # plane x plane
+    c += np.eye(3) * 1e-9 * np.trace(c, axis1=1, axis2=2)[:, None, None]
+    r_p = np.einsum("kaij,ij->ka", wp, d)
+    c_inv = np.linalg.inv(c)
+    u = np.matmul(c_inv, r_p[..., None])[..., 0]  # the plane alone
+    base = (wd * d).sum(axis=(1, 2)) - (u * r_p).sum(axis=1)
+    n_w = max(n_widths)
+    if all(isinstance(p, tuple) for p in profiles):  # separable (a round PSF)
         yv, xv = plane[1][:, 0], plane[2][0]
-        gy, gx = profiles[0][:n_widths], profiles[1][:n_widths]
+        gy = np.stack([p[0][:n_w] for p in profiles])  # (K, n_w, n_off, h)
+        gx = np.stack([p[1][:n_w] for p in profiles])  # (K, n_w, n_off, w)
+        m0, md = w0[:, None], wd[:, None]
 
         def sums(left, m, right):  # sum over pixels of left(y) * m * right(x), every (width, y offset, x offset)
-            return np.matmul(np.matmul(left, m), np.swapaxes(right, 1, 2)).reshape(-1)
+            return np.matmul(np.matmul(left, m), np.swapaxes(right, -1, -2)).reshape(n_sets, -1)
 
-        gyw = np.matmul(gy, w0)  # (n_w, n_off, w): shared by three of the sums
-        b = np.stack([np.matmul(gyw, np.swapaxes(gx, 1, 2)).reshape(-1),  # Gaussian x plane
-                      sums(gy * yv, w0, gx),
-                      np.matmul(gyw, np.swapaxes(gx * xv, 1, 2)).reshape(-1)], axis=1)
-        a = sums(gy * gy, w0, gx * gx)
-        r0 = sums(gy, wd, gx)
-        n_off = gy.shape[1]
+        gyw = np.matmul(gy, m0)  # (K, n_w, n_off, w): shared by three of the sums
+        b = np.stack([np.matmul(gyw, np.swapaxes(gx, -1, -2)).reshape(n_sets, -1),  # Gaussian x plane
+                      sums(gy * yv, m0, gx),
+                      np.matmul(gyw, np.swapaxes(gx * xv, -1, -2)).reshape(n_sets, -1)], axis=-1)
+        a = sums(gy * gy, m0, gx * gx)
+        r0 = sums(gy, md, gx)
+        n_off = gy.shape[2]
 
-        def pixels(idx):
+        def pixels(sets, idx):  # (len(sets), top, h, w)
             i, r = np.divmod(idx, n_off * n_off)
-            return gy[i, r // n_off][:, :, None] * gx[i, r % n_off][:, None, :]
+            k = sets[:, None]
+            return gy[k, i, r // n_off][..., :, None] * gx[k, i, r % n_off][..., None, :]
     else:  # an elongated PSF: every model's pixels
-        g = np.asarray(profiles[:n_widths], np.float64).reshape(-1, d.size)
-        b = g @ wp.reshape(3, -1).T
-        a = (g * g) @ w0.ravel()
-        r0 = g @ wd.ravel()
+        g = np.stack([np.asarray(p[:n_w], np.float64).reshape(-1, h * w) for p in profiles])  # (K, models, px)
+        b = np.matmul(g, wp.reshape(n_sets, 3, -1).swapaxes(1, 2))
+        a = np.matmul(g * g, w0.reshape(n_sets, -1, 1))[..., 0]
+        r0 = np.matmul(g, wd.reshape(n_sets, -1, 1))[..., 0]
 
-        def pixels(idx):
-            return g[idx].reshape(len(idx), *d.shape)
-    cb = b @ c_inv
-    schur = np.maximum(a - np.einsum("ij,ij->i", b, cb), 1e-300)
-    excess = r0 - b @ u
+        def pixels(sets, idx):
+            return g[sets[:, None], idx].reshape(*idx.shape, h, w)
+    cb = np.matmul(b, c_inv)
+    schur = np.maximum(a - np.einsum("kij,kij->ki", b, cb), 1e-300)
+    excess = r0 - np.matmul(b, u[..., None])[..., 0]
     amp = excess / schur
-    plain = base - amp * excess  # chi2 without model error
-    first = np.argpartition(plain, top)[:top] if plain.size > top else np.arange(plain.size)
-    src = amp[first, None, None] * pixels(first)
-    coef = u[None, :] - amp[first, None] * cb[first]
-    model = src + np.einsum("ka,aij->kij", coef, plane)
+    plain = base[:, None] - amp * excess  # chi2 without model error
+    per_width = plain.shape[1] // n_w
+    for k, n in enumerate(n_widths):
+        plain[k, n * per_width:] = np.inf  # widths not tried for this set
+    top = min(top, min(n_widths) * per_width)
+    first = np.argpartition(plain, top - 1, axis=1)[:, :top] if plain.shape[1] > top else \
+        np.broadcast_to(np.arange(plain.shape[1]), plain.shape)
+    sets = np.arange(n_sets)
+    amp_f = amp[sets[:, None], first]
+    src = amp_f[..., None, None] * pixels(sets, first)  # (K, top, h, w)
+    coef = u[:, None, :] - amp_f[..., None] * cb[sets[:, None], first]
+    model = src + np.einsum("kta,aij->ktij", coef, plane)
     var_m = var + (MODEL_ERROR * np.maximum(src, 0.0)) ** 2
-    chi2 = np.where(use, (d - model) ** 2 / var_m, 0.0).sum(axis=(1, 2))
-    j = int(np.argmin(chi2))
-    k = int(first[j])
-    snr = float(amp[k] * np.sqrt(schur[k]))
-    a_j, src_j, model_j, var_j, chi2_j = float(amp[k]), src[j], model[j], var_m[j], float(chi2[j])
-    if refit and snr > REFIT_SNR and amp[k] > 0:
-        # Refitted with the model error in the weights: on a bright source the plain fit's plane and
-        # amplitude follow the core's last per cent of mismatch, and the wings pay for it in chi2
-        # (a S/N 1600 Gaussian star at FWHM 1.4 px, its core called: chi2 193 over 121 pixels
-        # plain, and the candidates' free pixels won; rule 1 zeroed the star).
-        shape_j = src_j / a_j
-        basis = np.concatenate([shape_j[None], plane]).reshape(4, 1, -1)  # one model
-        coef_m = _weighted_solve(basis, np.where(use, 1.0 / var_j, 0.0).reshape(1, -1), d.ravel())[0]
-        if coef_m[0] > 0:
-            src_m = coef_m[0] * shape_j
-            model_m = src_m + np.einsum("a,aij->ij", coef_m[1:], plane)
-            var_mm = var + (MODEL_ERROR * np.maximum(src_m, 0.0)) ** 2
-            chi2_m = float(np.where(use, (d - model_m) ** 2 / var_mm, 0.0).sum())
-            if chi2_m < chi2_j:
-                a_j, src_j, model_j, var_j, chi2_j = float(coef_m[0]), src_m, model_m, var_mm, chi2_m
-    if full:
-        return chi2_j, a_j, snr, src_j, model_j, var_j
-    return chi2_j, a_j, snr, src_j
+    chi2 = np.where(use[:, None], (d - model) ** 2 / var_m, 0.0).sum(axis=(2, 3))
+    best = np.argmin(chi2, axis=1)
+    out = []
+    for k, j in enumerate(best):
+        m = int(first[k, j])
+        a_j = float(amp[k, m])
+        snr = float(a_j * np.sqrt(schur[k, m]))
+        fit = (float(chi2[k, j]), a_j, snr, src[k, j], model[k, j], var_m[k, j])
+        out.append(_refit_bright(d, var, use[k], plane, fit) if refit and snr > REFIT_SNR and a_j > 0 else fit)
+    return out
+
+
+def _refit_bright(d, var, use, plane, fit):
+    """A bright source's fit (:func:`_fit_families`' full result) refitted with
+    the model error in its weights, where that lowers its chi2: on a bright
+    source the plain fit's plane and amplitude follow the core's last per
+    cent of mismatch, and the wings pay for it in chi2 (a S/N 1600 Gaussian
+    star at FWHM 1.4 px, its core called: chi2 193 over 121 pixels plain,
+    and the candidates' free pixels won; rule 1 zeroed the star)."""
+    chi2_j, a_j, snr, src_j, model_j, var_j = fit
+    shape_j = src_j / a_j
+    basis = np.concatenate([shape_j[None], plane]).reshape(4, 1, -1)  # one model
+    coef_m = _weighted_solve(basis, np.where(use, 1.0 / var_j, 0.0).reshape(1, -1), d.ravel())[0]
+    if coef_m[0] <= 0:
+        return fit
+    src_m = coef_m[0] * shape_j
+    model_m = src_m + np.einsum("a,aij->ij", coef_m[1:], plane)
+    var_mm = var + (MODEL_ERROR * np.maximum(src_m, 0.0)) ** 2
+    chi2_m = float(np.where(use, (d - model_m) ** 2 / var_mm, 0.0).sum())
+    return (chi2_m, float(coef_m[0]), snr, src_m, model_m, var_mm) if chi2_m < chi2_j else fit
 
 
 def _plane_chi2(d, var, use, plane) -> float:
@@ -530,16 +555,19 @@ def judge_object(d, rms, cand, others, sig_psf, shape=(1.0, 0.0), min_snr: float
     lit = cand & use_all if fitted is None else cand & use_all & ~fitted  # where a deficit refutes a source
     # The first model that beats the artefact with a significant source decides.
     over_all = []  # (profiles, fit) of the source over every pixel, per centre
-    systems = [None, None]  # the plane's part of the fits over every pixel and outside the candidates
-    for (py, px) in sorted(centres):
-        profiles = _centre_profiles(d.shape, py, px, sig_psf, shape)
-        for k, (use, extra, n_widths) in enumerate(((use_all, 0, len(_WIDTHS)), (use_out, n_art, 5))):
-            systems[k] = systems[k] or _plane_system(d, var, use, plane)
-            fit = _fit_family(d, var, use, profiles, n_widths, plane=plane, full=True, system=systems[k],
-                              refit=refit)
+    centres = sorted(centres)
+    profiles = [_centre_profiles(d.shape, py, px, sig_psf, shape) for py, px in centres]
+    # Over every pixel (every width) and outside the candidates (the five narrowest), at each
+    # centre: fitted together (every model is fitted on most stamps: hits).
+    kinds = ((use_all, 0, len(_WIDTHS)), (use_out, n_art, 5))
+    fits = iter(_fit_families(d, var, [u for u, _, _ in kinds] * len(centres), [p for p in profiles for _ in kinds],
+                              [n for _, _, n in kinds] * len(centres), plane=plane, refit=refit))
+    for prof in profiles:
+        for _, extra, _ in kinds:
+            fit = next(fits)
             chi2, amp, snr, model = fit[:4]
             if not extra:
-                over_all.append((profiles, fit))
+                over_all.append((prof, fit))
             if amp <= 0 or snr < min_snr:
                 continue
             if extra and _light_taken(d, lit, fit[4], fit[5], n_cand):
@@ -567,7 +595,7 @@ def judge_object(d, rms, cand, others, sig_psf, shape=(1.0, 0.0), min_snr: float
     # twice the artefact's). Wings only add light around the core, so a hit
     # (no light around it) gains nothing; two more parameters than the source.
     n_par = 7 + len(_WING_WIDTHS)
-    for (py, px), (_, fit) in zip(sorted(centres), over_all, strict=True):
+    for (py, px), (_, fit) in zip(centres, over_all, strict=True):
         if fit[1] <= 0 or fit[2] < min_snr:
             continue
         if _light_around(d, fit[5], fit[4], use_all, int(py), int(px), 2.3548 * sig_psf) <= 0.0:
@@ -602,8 +630,10 @@ def _track_extension(d, cand, rms, sig_psf: float, half_width: float = 1.0, nsig
     called (on undersampled frames most of the tracks left as detections
     were called in pieces). bool like ``d`` (none without such a line)."""
     none = np.zeros(d.shape, bool)
-    lab, _ = ndimage.label(cand | (d > 3.0 * rms), structure=np.ones((3, 3), bool))
-    bright = np.isin(lab, np.unique(lab[cand])) & (d > 3.0 * rms)
+    lab, n = ndimage.label(cand | (d > 3.0 * rms), structure=np.ones((3, 3), bool))
+    joined = np.zeros(n + 1, bool)
+    joined[lab[cand]] = True  # the components holding candidates (never label 0)
+    bright = joined[lab] & (d > 3.0 * rms)
     a, b, theta, my, mx = _moments(np.ones(d.shape), bright)
     if bright.sum() < 4 or a < 2.0 * max(b, 0.5):
         return none
@@ -951,8 +981,22 @@ def _round_core(d, pixels, rms, peak: float = 5.0, connected: bool = True) -> bo
 
 def _side_mean(d: np.ndarray) -> np.ndarray:
     """The mean of each pixel's four side neighbours (edges repeated)."""
-    p = np.pad(d, 1, mode="edge")
-    return 0.25 * (p[:-2, 1:-1] + p[2:, 1:-1] + p[1:-1, :-2] + p[1:-1, 2:])
+    return 0.25 * (_shifted(d, 1, 0) + _shifted(d, -1, 0) + _shifted(d, 0, 1) + _shifted(d, 0, -1))
+
+
+def _shifted(d: np.ndarray, dy: int, dx: int) -> np.ndarray:
+    """``d`` moved by (``dy``, ``dx``) pixels (each -1, 0 or 1), its edge repeated where
+    nothing comes in: ``np.pad(d, 1, mode="edge")``'s view, without the padding's cost (a
+    stamp's few hundred pixels cost less than ``np.pad``'s own overhead)."""
+    if dy:
+        d = d[_shift_index(d.shape[0], dy)]
+    return d[:, _shift_index(d.shape[1], dx)] if dx else d
+
+
+@lru_cache(maxsize=512)
+def _shift_index(n: int, k: int) -> np.ndarray:
+    """Indices of an axis of ``n`` moved by ``k``, clipped to it (cached: a stamp's sizes recur)."""
+    return np.clip(np.arange(n) - k, 0, n - 1)
 
 
 def steeper_than_psf(excess, level, rms, sig_psf: float, nsigma: float = 5.0):
@@ -961,8 +1005,14 @@ def steeper_than_psf(excess, level, rms, sig_psf: float, nsigma: float = 5.0):
     any source of the frame can be (a Gaussian of the smallest width rule 1
     fits, centred on the pixel), by ``nsigma`` times the excess' noise
     (``rms`` x sqrt(1 + 1/4)): no source, a hot or dead pixel."""
-    g = _pixel_gauss(np.array([0.0, 1.0]), _WIDTHS[0] * sig_psf)
-    return excess > (1.0 - g[1] / g[0]) * np.maximum(level, 0.0) + nsigma * np.sqrt(1.25) * rms
+    return excess > (1.0 - _fall(_WIDTHS[0] * sig_psf)) * np.maximum(level, 0.0) + nsigma * np.sqrt(1.25) * rms
+
+
+@lru_cache(maxsize=64)
+def _fall(sigma: float) -> float:
+    """A centred pixel-integrated Gaussian's value one pixel from its peak, over its peak's."""
+    g = _pixel_gauss(np.array([0.0, 1.0]), sigma)
+    return float(g[1] / g[0])
 
 
 #: The four pairs of neighbours across a pixel (dy, dx of one of them) and their squared distance.
@@ -976,21 +1026,20 @@ def _excess_across(d, sig_psf: float, width: float = _WIDTHS[0], pairs=_ACROSS, 
     positive where sharper than any source of the frame could be. With ``at``
     (ys, xs), at those pixels only: (len(pairs), len(ys))."""
     if at is None:
-        p = np.pad(np.asarray(d, np.float64), 1, mode="edge")
-        h, w = p.shape[0] - 2, p.shape[1] - 2
+        d64 = np.asarray(d, np.float64)
 
-        def take(dy, dx):  # the frame shifted by (dy, dx), in the padded array
-            return p[1 + dy:1 + dy + h, 1 + dx:1 + dx + w]
+        def take(dy, dx):  # the value (dy, dx) away, the edge repeated
+            return _shifted(d64, -dy, -dx) if dy or dx else d64
     else:
         # Gathered with the indices clipped (the edge padding's values): no frame-sized copy.
         h, w = np.shape(d)
         ys, xs = (np.asarray(a) for a in at)
 
         def take(dy, dx):
-            return np.asarray(d[np.clip(ys + dy, 0, h - 1), np.clip(xs + dx, 0, w - 1)], np.float64)
+            return np.asarray(d[_shift_index(h, -dy)[ys], _shift_index(w, -dx)[xs]], np.float64)
     c = take(0, 0)
-    g = _pixel_gauss(np.array([0.0, 1.0]), width * sig_psf)
-    fall = {1: 1.0 - g[1] / g[0], 2: 1.0 - (g[1] / g[0]) ** 2}  # by squared distance: a diagonal's
+    f1 = _fall(width * sig_psf)
+    fall = {1: 1.0 - f1, 2: 1.0 - f1 ** 2}  # by squared distance: a diagonal's
     out = np.empty((len(pairs),) + c.shape)
     for k, ((dy, dx), r2) in enumerate(pairs):
         out[k] = c - 0.5 * (take(dy, dx) + take(-dy, -dx)) - fall[r2] * np.maximum(c, 0.0)
@@ -1052,6 +1101,11 @@ def _labels_around(lab: np.ndarray, iy: np.ndarray, ix: np.ndarray, disk: np.nda
     r = disk.shape[0] // 2
     padded = np.pad(lab, r)
     return np.stack([padded[iy + dy, ix + dx] for dy, dx in zip(*np.nonzero(disk), strict=True)], axis=1)
+
+
+def _in_groups(lab: np.ndarray, groups: np.ndarray) -> np.ndarray:
+    """``np.isin(lab, groups)``, by one comparison for the usual single group."""
+    return lab == groups[0] if len(groups) == 1 else np.isin(lab, groups)
 
 
 def _core_width(profile) -> float:
@@ -1127,6 +1181,12 @@ def protect_sources(image_sub: np.ndarray, stats: FrameStats, candidates: np.nda
     seg = stats.segmentation
     n_src = n_tested = 0
     spill = hit_spill(image_sub, candidates, stats.rms, stats.sigma_minor)
+    # Each line's bounding box (y0, y1, x0, x1): a stamp looks only at the lines that reach it
+    # (thousands of stamps on a frame with many cosmic rays, each slicing every line's mask).
+    boxes = []
+    for m, _ in lines:
+        ys, xs = np.nonzero(m.any(axis=1))[0], np.nonzero(m.any(axis=0))[0]
+        boxes.append((ys[0], ys[-1] + 1, xs[0], xs[-1] + 1) if len(ys) else (0, 0, 0, 0))
 
     def judge(cy, cx, own, cand_of, ref_y, ref_x, fit_of=None, release=True):
         """Judge the object at pixel (cy, cx): ``own`` its segmentation label
@@ -1155,12 +1215,15 @@ def protect_sources(image_sub: np.ndarray, stats: FrameStats, candidates: np.nda
         d = np.asarray(image_sub[sl], np.float64)
         rms = stats.rms[sl]
         spikes_sl = spikes[sl] if spikes is not None else None
-        on = [(m[sl], direction) for m, direction in lines if m[sl].any()]  # the lines in the stamp
+        on = [(m[sl], direction) for (m, direction), (ly0, ly1, lx0, lx1) in zip(lines, boxes, strict=True)
+              if ly0 < y1 and y0 < ly1 and lx0 < x1 and x0 < lx1 and m[sl].any()]  # the lines in the stamp
         fitted = np.logical_or.reduce([m for m, _ in on]) if on else None
 
         def sharp_track():
             """Candidates sharper across than any PSF (a cosmic-ray track), and one pixel more."""
-            t = cand & sharper_across_than_psf(d, rms, stats.sigma_minor)
+            t = np.zeros(d.shape, bool)
+            at = np.nonzero(cand)  # tested at the candidates only
+            t[at] = sharper_across_than_psf(d, rms, stats.sigma_minor, at=at)
             return dilate(t, 1, square=True) & cand if t.any() else t
 
         track = None
@@ -1269,7 +1332,7 @@ def protect_sources(image_sub: np.ndarray, stats: FrameStats, candidates: np.nda
             reached[max(iy[i] - rr, 0):iy[i] + rr + 1, max(ix[i] - rr, 0):ix[i] + rr + 1] = True
             g_i = np.unique(groups[i][groups[i] > 0])
             n_src += judge(iy[i], ix[i], i + 1, lambda sl: candidates[sl], objs["y"][i], objs["x"][i],
-                           fit_of=lambda sl, g_i=g_i: np.isin(lab[sl], g_i))
+                           fit_of=lambda sl, g_i=g_i: _in_groups(lab[sl], g_i))
         if halo > 0:
             # Objects only the halo would reach (square growth, as the caller's; within r_core
             # of their centre, rounded to a pixel: 0.71 px more): judged with the groups it grows
@@ -1283,7 +1346,7 @@ def protect_sources(image_sub: np.ndarray, stats: FrameStats, candidates: np.nda
             for i in extra:
                 g_i = np.unique(grown[i][grown[i] > 0])
                 n_src += judge(iy[i], ix[i], i + 1, lambda sl: candidates[sl], objs["y"][i], objs["x"][i],
-                               fit_of=lambda sl, g_i=g_i: np.isin(lab[sl], g_i), release=False)
+                               fit_of=lambda sl, g_i=g_i: _in_groups(lab[sl], g_i), release=False)
     # Groups of candidates no catalogued object reaches: judged on their own.
     if n:
         hit = np.zeros(n + 1, bool)
