@@ -2,6 +2,7 @@
 is never zeroed, trails and columns are found by their shape and masked end
 to end, cosmic rays by two kinds of evidence, and odd frames still get maps."""
 
+import os
 import warnings
 
 import numpy as np
@@ -2284,3 +2285,52 @@ def test_a_very_bright_undersampled_star_whose_core_is_called_keeps_its_weight(f
     zero, _, _ = fuse(img, flags, MapPolicy())
     lost = [(round(x, 1), round(y, 1)) for x, y in pos if zero[int(round(y)), int(round(x))]]
     assert not lost, lost
+
+
+def test_rule_1_judged_in_two_processes_gives_the_same_maps(monkeypatch):
+    """Rule 1's objects judged ahead in forked processes (as if nothing were released) and
+    judged again where a source released pixels in their stamp first: the result is the one
+    process's, pixel for pixel, on a good-seeing field whose called star cores have called
+    hits 5 px away (a star's released core changes its neighbour's verdict here: judged only
+    ahead, 8 released and 37 protected pixels differ)."""
+    import maxidetect.maps.stars as stars
+
+    img, flags, stars_xy, _ = _good_seeing_field(0, n_stars=60, n_hits=30)
+    rng = np.random.default_rng(0)
+    for x, y, _ in stars_xy[::2]:  # a hit beside every second star, in its stamp
+        iy, ix = int(round(y)) + 5, int(round(x))
+        if 2 <= iy < img.shape[0] - 2:
+            img[iy, ix] += rng.uniform(20, 150) * NOISE
+            flags[iy - 1:iy + 2, ix - 1:ix + 2] |= BIT["CR"]
+    candidates = flags != 0
+    st = measure_frame(img, bad=candidates)
+    one = stars.protect_sources(img - st.back, st, candidates, halo=1, processes=1)
+    monkeypatch.setattr(stars, "PARALLEL_MIN", 1)
+    monkeypatch.setattr(stars, "_CHUNK", 5)
+    two = stars.protect_sources(img - st.back, st, candidates, halo=1, processes=2)
+    assert one.n_ahead == 0 and two.n_ahead == two.n_tested > 50
+    assert two.n_again > 0 and one.n_sources > 10
+    for a, b in ((one.released, two.released), (one.protected, two.protected), (one.explained, two.explained)):
+        assert a.any() and np.array_equal(a, b)
+    assert (one.n_tested, one.n_sources) == (two.n_tested, two.n_sources)
+
+
+def test_rule_1_forks_only_where_it_is_safe_and_wanted(monkeypatch):
+    """One process where the runner bounds this process to one thread (OMP_NUM_THREADS=1) and
+    beside another Python thread (a lock it holds would stay held in a forked child)."""
+    import threading
+
+    from maxidetect.maps.stars import judging_processes
+
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    assert judging_processes() == 1
+    monkeypatch.delenv("OMP_NUM_THREADS")
+    assert judging_processes() == (len(os.sched_getaffinity(0)) if threading.active_count() == 1 else 1)
+    stop = threading.Event()
+    t = threading.Thread(target=stop.wait)
+    t.start()
+    try:
+        assert judging_processes() == 1
+    finally:
+        stop.set()
+        t.join()

@@ -84,6 +84,12 @@ there is a part of the line's object.
 
 from __future__ import annotations
 
+import multiprocessing
+import os
+import sys
+import threading
+import warnings
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -130,6 +136,8 @@ class ReleaseResult:
     spill: tuple = (0.0, 0.0)  # fractions of a hit's value in its side and corner neighbours (hit_spill)
     # bool (H, W): the released pixels a source's model explains with them (no hit there)
     explained: np.ndarray | None = None
+    n_ahead: int = 0  # objects judged ahead in other processes (_verdicts)
+    n_again: int = 0  # of them, judged again as a source released pixels in their stamp first
 
 
 def _pixel_gauss(offsets: np.ndarray, sigma: float) -> np.ndarray:
@@ -1139,10 +1147,91 @@ def _over_model(d, model, clear):
     return d - model - (np.median(d[clear]) if clear.any() else 0.0)
 
 
+@dataclass
+class _Verdict:
+    """One judgement of rule 1: its stamp's ``bounds`` (y0, y1, x0, x1); for a source, its
+    ``footprint`` (protected from the halo), the candidates it ``free``s (None: it releases
+    none) and those its model ``explained`` (None: none), each bool over the stamp."""
+    bounds: tuple
+    source: bool = False
+    footprint: np.ndarray | None = None
+    free: np.ndarray | None = None
+    explained: np.ndarray | None = None
+
+
+#: Rule 1 judges in parallel only this many objects or more: under it, starting the
+#: processes costs more than they save.
+PARALLEL_MIN = 600
+_CHUNK = 64  # judgements per parallel job
+_FORKED = None  # (judge, tasks, shape): what the forked processes judge
+
+
+def judging_processes() -> int:
+    """How many processes judge rule 1's objects here: the CPUs this process may use, bounded
+    by ``OMP_NUM_THREADS`` (the runner sets it for its workers) and 1 where forking is not
+    safe: off Linux, in a daemonic process (Dask's workers, which may not have children) or
+    beside other Python threads (a lock one of them holds would stay held in the child)."""
+    if not sys.platform.startswith("linux") or multiprocessing.current_process().daemon \
+            or threading.active_count() > 1:
+        return 1
+    n = len(os.sched_getaffinity(0))
+    bound = os.environ.get("OMP_NUM_THREADS", "")
+    return max(1, min(n, int(bound))) if bound.isdigit() else n
+
+
+def _judge_chunk(start: int, stop: int) -> list:
+    """The verdicts of tasks ``start:stop`` as if nothing were released yet (a forked process)."""
+    judge, tasks, shape = _FORKED
+    blank = np.zeros(shape, bool)
+    return [judge(tasks[k], blank) for k in range(start, stop)]
+
+
+def _verdicts(judge, tasks, released: np.ndarray, processes: int | None, counts: dict):
+    """Each task's verdict, in order, as ``judge(task, released)`` gives it with ``released``
+    as the caller leaves it after the verdicts before (it applies each before the next).
+
+    With two processes or more, the tasks are judged ahead in forked processes as if nothing
+    were released; a verdict stands where nothing was released in its stamp by the time it
+    is reached (its inputs are then the same), and is judged again here where something was
+    (a source's released core beside it): the result does not depend on the processes.
+    ``counts``: "ahead" and "again" are set to how many were judged ahead and again."""
+    processes = judging_processes() if processes is None else processes
+    k = 0
+    if processes > 1 and len(tasks) >= PARALLEL_MIN:
+        global _FORKED
+        _FORKED = (judge, tasks, released.shape)
+        ex = None
+        try:
+            with warnings.catch_warnings():
+                # Python 3.12+ warns of fork beside native threads (an inference engine's idle
+                # pool): the children only run numpy and scipy on the parent's arrays.
+                warnings.filterwarnings("ignore", message=".*fork.*", category=DeprecationWarning)
+                ex = ProcessPoolExecutor(processes, mp_context=multiprocessing.get_context("fork"))
+                jobs = [ex.submit(_judge_chunk, a, min(a + _CHUNK, len(tasks))) for a in range(0, len(tasks), _CHUNK)]
+            for job in jobs:
+                for v in job.result():
+                    y0, y1, x0, x1 = v.bounds
+                    if released[y0:y1, x0:x1].any():
+                        v = judge(tasks[k], released)
+                        counts["again"] = counts.get("again", 0) + 1
+                    counts["ahead"] = counts.get("ahead", 0) + 1
+                    yield v
+                    k += 1
+        except (OSError, RuntimeError) as exc:  # no fork here (memory, limits): the rest judged here
+            warnings.warn(f"rule 1 judged in one process ({type(exc).__name__}: {exc})", RuntimeWarning,
+                          stacklevel=2)
+        finally:
+            _FORKED = None
+            if ex is not None:
+                ex.shutdown(cancel_futures=True)
+    for task in tasks[k:]:
+        yield judge(task, released)
+
+
 def protect_sources(image_sub: np.ndarray, stats: FrameStats, candidates: np.ndarray,
                     lines=(), max_objects: int = 20000, exclude: np.ndarray | None = None,
                     spikes: np.ndarray | None = None, halo: int = 0,
-                    line_light: np.ndarray | None = None) -> ReleaseResult:
+                    line_light: np.ndarray | None = None, processes: int | None = None) -> ReleaseResult:
     """Release the zero-weight ``candidates`` (bool (H, W)) that sit on real
     sources of the frame (see the module docstring).
 
@@ -1166,7 +1255,9 @@ def protect_sources(image_sub: np.ndarray, stats: FrameStats, candidates: np.nda
     blend 4 px from a track, its centroid the blend's, lost so).
     ``line_light`` (float (H, W), image units): the fitted trails' model,
     which ``image_sub`` has lost; where it is positive, a pixel is released
-    only where the light left is at least the trail's, or in the source's core."""
+    only where the light left is at least the trail's, or in the source's core.
+    ``processes``: how many processes judge the objects (None: :func:`judging_processes`); the
+    result is the same for any number."""
     released = np.zeros(candidates.shape, bool)
     protected = np.zeros(candidates.shape, bool)
     explained = np.zeros(candidates.shape, bool)
@@ -1179,7 +1270,7 @@ def protect_sources(image_sub: np.ndarray, stats: FrameStats, candidates: np.nda
     disk = np.hypot(*np.mgrid[-rr:rr + 1, -rr:rr + 1]) <= r_core
     hs = max(4, int(np.ceil(2.0 * stats.fwhm)) + 2)
     seg = stats.segmentation
-    n_src = n_tested = 0
+    n_src = 0
     spill = hit_spill(image_sub, candidates, stats.rms, stats.sigma_minor)
     # Each line's bounding box (y0, y1, x0, x1): a stamp looks only at the lines that reach it
     # (thousands of stamps on a frame with many cosmic rays, each slicing every line's mask).
@@ -1188,13 +1279,20 @@ def protect_sources(image_sub: np.ndarray, stats: FrameStats, candidates: np.nda
         ys, xs = np.nonzero(m.any(axis=1))[0], np.nonzero(m.any(axis=0))[0]
         boxes.append((ys[0], ys[-1] + 1, xs[0], xs[-1] + 1) if len(ys) else (0, 0, 0, 0))
 
-    def judge(cy, cx, own, cand_of, ref_y, ref_x, fit_of=None, release=True):
-        """Judge the object at pixel (cy, cx): ``own`` its segmentation label
-        (0: none), ``cand_of(sl)`` the candidates in the stamp it may release
-        on a source, ``fit_of(sl)`` those its fits set free (default: the
-        same); the stamp's other candidates are left out of its fits.
-        ``release=False``: a source only gets its footprint protected (from the halo).
-        Returns whether it is a source."""
+    def judge(task, released):
+        """Judge one object, ``task`` = (cy, cx, own, group, ref_y, ref_x, groups, release): at
+        pixel (cy, cx), ``own`` its segmentation label (0: none); it may release the stamp's
+        candidates on a source, only those of label ``group`` of ``lab`` when not 0; its fits
+        set free the candidates of ``groups`` (None: the same), the stamp's others are left out
+        of them. ``release=False``: a source only gets its footprint protected (from the halo).
+        ``released``: the candidates released so far (read in the stamp only). Returns
+        the :class:`_Verdict` (nothing written: :func:`_verdicts` may judge ahead)."""
+        cy, cx, own, group, ref_y, ref_x, groups, release = task
+
+        def cand_of(sl):
+            return lab[sl] == group if group else candidates[sl]
+
+        fit_of = None if groups is None else (lambda sl: _in_groups(lab[sl], groups))
         for grow in (1, 2, 3):
             # The stamp grows (twice, three times) while candidates cover more than half of it:
             # a trail's band 12 px wide filled a 13 px stamp, and a S/N 52 star on it could not
@@ -1236,8 +1334,9 @@ def protect_sources(image_sub: np.ndarray, stats: FrameStats, candidates: np.nda
                 track = sharp_track()
                 if not track.any() or not _round_core(d, own_px & ~track, rms):
                     cand, mine, track = cand & ~along, mine & ~along, None
+        bounds = (y0, y1, x0, x1)
         if not mine.any():
-            return False
+            return _Verdict(bounds)
         psf_shape = (stats.psf_q, stats.psf_theta)
         ok = whole = False
         if track is None:  # judged whole first, unless a track made it look like a piece of a line
@@ -1251,11 +1350,11 @@ def protect_sources(image_sub: np.ndarray, stats: FrameStats, candidates: np.nda
             # their zero weight; the rest must hold a source of TRACK_SOURCE_SNR.
             track = sharp_track() if track is None else track
             if not (track & mine).any() or not _round_core(d, ((s == own) if own else mine) & ~track, rms):
-                return False  # no track, or no source's core beside it (most hits: spares the fits)
+                return _Verdict(bounds)  # no track, or no source's core beside it (most hits: spares the fits)
             ok, model, _ = judge_object(d, rms, mine & ~track, others | track, stats.sigma, psf_shape,
                                         min_snr=TRACK_SOURCE_SNR, spikes=spikes_sl, fitted=fitted, spill=spill)
             if not ok:
-                return False
+                return _Verdict(bounds)
         else:
             track = np.zeros(d.shape, bool)
         yy, xx = np.ogrid[y0:y1, x0:x1]
@@ -1284,6 +1383,7 @@ def protect_sources(image_sub: np.ndarray, stats: FrameStats, candidates: np.nda
         if model.max() < FAINT_PEAK * float(np.median(rms)):
             sharp = steeper_than_psf(d - _side_mean(d), d, rms, stats.sigma_minor)
             artefact = artefact | (cand & sharp & (_over_model(d, model, ~cand & ~others) > OUTLIER_SIGMA * rms))
+        free = explained = None
         if release:
             free = cand & footprint & ~artefact & ~track
             if line_light is not None and (line_light[sl] > 0).any():
@@ -1302,19 +1402,18 @@ def protect_sources(image_sub: np.ndarray, stats: FrameStats, candidates: np.nda
                 core = r_ref <= r_core
                 ll = line_light[sl]
                 free &= (ll <= 0) | (ndimage.uniform_filter(d, 3, mode="nearest") >= ll) | core
-            released[sl] |= free
             if whole and _core_width(model) <= _explained_limit(float(stats.sigma)):
                 # A star's own profile (no broader: a track beside a star fitted as one broad
                 # source with it is no star) explains the call's pixels, each no more than
                 # OUTLIER_SIGMA of the noise above it (a hit on a bright star hides in the
                 # fit's model error): the call was the star.
                 over = _over_model(d, model, ~cand & ~others & (model <= 0.5 * rms))
-                explained[sl] |= free & (over <= OUTLIER_SIGMA * rms)
-        protected[sl] |= footprint
-        return True
+                explained = free & (over <= OUTLIER_SIGMA * rms)
+        return _Verdict(bounds, True, footprint, free, explained)
 
     reached = np.zeros(candidates.shape, bool)  # candidate pixels some catalogued object's test covered
     lab, n = ndimage.label(candidates, structure=np.ones((3, 3), bool))
+    tasks = []  # every judgement, in order (see judge)
     if len(objs):
         iy = np.clip(np.round(objs["y"]).astype(int), 0, h - 1)
         ix = np.clip(np.round(objs["x"]).astype(int), 0, w - 1)
@@ -1327,12 +1426,10 @@ def protect_sources(image_sub: np.ndarray, stats: FrameStats, candidates: np.nda
         # release it (see judge).
         groups = _labels_around(lab, iy, ix, disk)
         idx = np.flatnonzero((groups > 0).any(axis=1))[:max_objects]
-        n_tested += len(idx)
         for i in idx:
             reached[max(iy[i] - rr, 0):iy[i] + rr + 1, max(ix[i] - rr, 0):ix[i] + rr + 1] = True
-            g_i = np.unique(groups[i][groups[i] > 0])
-            n_src += judge(iy[i], ix[i], i + 1, lambda sl: candidates[sl], objs["y"][i], objs["x"][i],
-                           fit_of=lambda sl, g_i=g_i: _in_groups(lab[sl], g_i))
+            tasks.append((iy[i], ix[i], i + 1, 0, objs["y"][i], objs["x"][i], np.unique(groups[i][groups[i] > 0]),
+                          True))
         if halo > 0:
             # Objects only the halo would reach (square growth, as the caller's; within r_core
             # of their centre, rounded to a pixel: 0.71 px more): judged with the groups it grows
@@ -1342,11 +1439,8 @@ def protect_sources(image_sub: np.ndarray, stats: FrameStats, candidates: np.nda
             tested = np.zeros(len(iy), bool)
             tested[idx] = True
             extra = np.flatnonzero((grown > 0).any(axis=1) & ~tested)[:max(max_objects - len(idx), 0)]
-            n_tested += len(extra)
-            for i in extra:
-                g_i = np.unique(grown[i][grown[i] > 0])
-                n_src += judge(iy[i], ix[i], i + 1, lambda sl: candidates[sl], objs["y"][i], objs["x"][i],
-                               fit_of=lambda sl, g_i=g_i: _in_groups(lab[sl], g_i), release=False)
+            tasks += [(iy[i], ix[i], i + 1, 0, objs["y"][i], objs["x"][i], np.unique(grown[i][grown[i] > 0]), False)
+                      for i in extra]
     # Groups of candidates no catalogued object reaches: judged on their own.
     if n:
         hit = np.zeros(n + 1, bool)
@@ -1359,7 +1453,18 @@ def protect_sources(image_sub: np.ndarray, stats: FrameStats, candidates: np.nda
             first = flat[order][np.r_[True, np.diff(lab.ravel()[flat][order]) != 0]]
             for k in first[:max_objects]:
                 cy, cx = divmod(int(k), w)
-                g = lab[cy, cx]
-                n_tested += 1
-                n_src += judge(cy, cx, int(seg[cy, cx]), lambda sl, g=g: lab[sl] == g, cy, cx)
-    return ReleaseResult(released, protected, int(n_tested), int(n_src), spill, explained)
+                tasks.append((cy, cx, int(seg[cy, cx]), int(lab[cy, cx]), cy, cx, None, True))
+    n_tested = len(tasks)
+    counts = {}
+    for v in _verdicts(judge, tasks, released, processes, counts):
+        if v.source:
+            y0, y1, x0, x1 = v.bounds
+            sl = (slice(y0, y1), slice(x0, x1))
+            n_src += 1
+            protected[sl] |= v.footprint
+            if v.free is not None:
+                released[sl] |= v.free
+            if v.explained is not None:
+                explained[sl] |= v.explained
+    return ReleaseResult(released, protected, int(n_tested), int(n_src), spill, explained,
+                         n_ahead=counts.get("ahead", 0), n_again=counts.get("again", 0))
