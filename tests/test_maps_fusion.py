@@ -16,6 +16,7 @@ from maxidetect.maps.frame import measure_frame
 from maxidetect.maps.fusion import BIT, fuse
 from maxidetect.maps.policy import MapPolicy
 from maxidetect.maps.stars import _along_line, _pixel_gauss, judge_object
+from maxidetect.maps.stars import _judge_chunk as _JUDGE_CHUNK
 from maxidetect.maps.trails import find_trails, trail_mask
 
 SKY, NOISE = 1000.0, 10.0
@@ -2334,3 +2335,37 @@ def test_rule_1_forks_only_where_it_is_safe_and_wanted(monkeypatch):
     finally:
         stop.set()
         t.join()
+
+
+def _judge_chunk_dying_after_two(start, stop):
+    """Rule 1's forked judge, killed at its third chunk of 5 (picklable: a module's function)."""
+    if start >= 10:
+        os._exit(1)
+    return _JUDGE_CHUNK(start, stop)
+
+
+@pytest.mark.parametrize("failure", ["fork", "child dies"])
+def test_rule_1_goes_on_in_one_process_when_its_forks_fail(monkeypatch, failure):
+    """No fork (a process limit, no memory) or a forked judge killed half way (the kernel's
+    OOM killer): the rest is judged in this process, with a warning, and the maps are the
+    same."""
+    import maxidetect.maps.stars as stars
+
+    img, flags, _, _ = _good_seeing_field(3, n_stars=40, n_hits=30)
+    candidates = flags != 0
+    st = measure_frame(img, bad=candidates)
+    one = stars.protect_sources(img - st.back, st, candidates, halo=1, processes=1)
+    monkeypatch.setattr(stars, "PARALLEL_MIN", 1)
+    monkeypatch.setattr(stars, "_CHUNK", 5)
+    if failure == "fork":
+        def no_fork(*a, **k):
+            raise OSError(11, "Resource temporarily unavailable")
+        monkeypatch.setattr(stars, "ProcessPoolExecutor", no_fork)
+    else:
+        monkeypatch.setattr(stars, "_judge_chunk", _judge_chunk_dying_after_two)
+    with pytest.warns(RuntimeWarning, match="rule 1 judged in one process"):
+        two = stars.protect_sources(img - st.back, st, candidates, halo=1, processes=2)
+    assert two.n_ahead == (0 if failure == "fork" else 10)
+    for a, b in ((one.released, two.released), (one.protected, two.protected), (one.explained, two.explained)):
+        assert np.array_equal(a, b)
+    assert one.released.any() and (one.n_tested, one.n_sources) == (two.n_tested, two.n_sources)

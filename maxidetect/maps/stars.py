@@ -1217,7 +1217,8 @@ def _verdicts(judge, tasks, released: np.ndarray, processes: int | None, counts:
                     counts["ahead"] = counts.get("ahead", 0) + 1
                     yield v
                     k += 1
-        except (OSError, RuntimeError) as exc:  # no fork here (memory, limits): the rest judged here
+        except Exception as exc:  # no fork (memory, limits), a judge killed: the rest judged here
+            # (a fault of judge itself is raised again there, on the same task)
             warnings.warn(f"rule 1 judged in one process ({type(exc).__name__}: {exc})", RuntimeWarning,
                           stacklevel=2)
         finally:
