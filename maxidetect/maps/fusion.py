@@ -175,7 +175,7 @@ def _header_float(header, keys, default):
 #: a raw frame's at 30 ADU of noise and a gain of 1: where the old fixed gain
 #: of 1 was right, this is nearly the same).
 SKY_ELECTRONS = 1000.0
-WING_SIGMA = 4.0  # a cosmic ray's flag reaches neighbours at least this far above the sky
+WING_SIGMA = 4.0  # a cosmic ray's flag reaches neighbours at least this far above the sky (and their local level)
 # An L.A.Cosmic hit on a source rule 1 released loses its cosmic-ray flag only
 # from this peak S/N up: there it is a sharp star core (undersampled frames:
 # up to 60 bright stars per 2048^2 frame). Fainter, rule 1 often releases real
@@ -189,6 +189,9 @@ TRACK_PROB = 0.1
 TRACK_SIGMA = 5.0  # ... on pixels at least this far above the sky
 TRACK_REACH = 2  # ... within this many pixels (square) of a flagged one
 TRACK_SHARP = 3.0  # ... and on a real source's footprint, this much sharper than its PSF [sigma]
+#: Both (a track's wings and its faint rest) stand that far above their local level too: the
+#: median of the square ring this many pixels away (:func:`_above_local_level`).
+LOCAL_RING = 4
 
 
 def cosmic_rays(image: np.ndarray, stats: FrameStats | Background, header=None,
@@ -243,6 +246,26 @@ def cosmic_rays(image: np.ndarray, stats: FrameStats | Background, header=None,
                                           sigfrac=0.3, objlim=5.0, niter=1, sepmed=True, cleantype="meanmask",
                                           verbose=False)
     return np.asarray(mask[pad:-pad, pad:-pad], bool)
+
+
+def _above_local_level(pixels: np.ndarray, z: np.ndarray, nsigma: float, r: int = LOCAL_RING) -> np.ndarray:
+    """The ``pixels`` (bool like ``z``, few) that stand ``nsigma`` above their local level
+    too: the median of the square ring of pixels ``r`` away (a track crossing it covers a few of
+    its 8r pixels). The sky's mesh level is not the level under a hit's neighbours on a nebula,
+    a fringe or a galaxy: their light passed for a cosmic ray's wings (the cosmic variant's frame:
+    false cosmic-ray pixels off a 1-px halo 978 -> 371, 790 -> 201 of them in diffuse light,
+    pixel recall 0.966 -> 0.964)."""
+    ys, xs = np.nonzero(pixels)
+    if not len(ys):
+        return pixels
+    h, w = z.shape
+    ring = [(dy, dx) for dy in range(-r, r + 1) for dx in range(-r, r + 1) if max(abs(dy), abs(dx)) == r]
+    level = np.median(np.stack([z[np.clip(ys + dy, 0, h - 1), np.clip(xs + dx, 0, w - 1)] for dy, dx in ring],
+                               axis=1), axis=1)
+    out = pixels.copy()
+    low = z[ys, xs] - level < nsigma
+    out[ys[low], xs[low]] = False
+    return out
 
 
 def _lacosmic_false_alarms(alone: np.ndarray, z: np.ndarray, col_lines: np.ndarray, diffuse: np.ndarray,
@@ -591,8 +614,9 @@ def fuse(image: np.ndarray, flags: np.ndarray, policy: MapPolicy,
         cr = net("CR")
         other_lines = net("SP") | net("TRL") | trl_line
         # Nor into a source rule 1 released: its brightness is the source's.
-        flags[dilate(cr & ~other_lines, 1, square=True) & ~cr & ~other_lines
-              & (z >= WING_SIGMA) & ~saturated & ~released] |= BIT["CR"]
+        wings = (dilate(cr & ~other_lines, 1, square=True) & ~cr & ~other_lines
+                 & (z >= WING_SIGMA) & ~saturated & ~released)
+        flags[_above_local_level(wings, z, WING_SIGMA)] |= BIT["CR"]
         if faint_cr is not None:
             # The rest of a track the network half sees: its probability well below the
             # maps' threshold, beside a flagged hit, bright (measured on the bench's frames:
@@ -608,6 +632,7 @@ def fuse(image: np.ndarray, flags: np.ndarray, policy: MapPolicy,
             if len(ys):
                 blunt = ~sharper_across_than_psf(sub, stats.rms, stats.sigma_minor, TRACK_SHARP, at=(ys, xs))
                 track[ys[blunt], xs[blunt]] = False
+            track = _above_local_level(track, z, TRACK_SIGMA)
             flags[track] |= BIT["CR"]
             report.cr_track_pixels = int(track.sum())
     if act["CR"] != "none" and saturated.any():
