@@ -2,6 +2,7 @@
 is never zeroed, trails and columns are found by their shape and masked end
 to end, cosmic rays by two kinds of evidence, and odd frames still get maps."""
 
+import io
 import os
 import warnings
 
@@ -2347,7 +2348,8 @@ def test_rule_1_judged_in_two_processes_gives_the_same_maps(monkeypatch):
 
 def test_rule_1_forks_only_where_it_is_safe_and_wanted(monkeypatch):
     """One process where the runner bounds this process to one thread (OMP_NUM_THREADS=1) and
-    beside another Python thread (a lock it holds would stay held in a forked child)."""
+    beside another Python thread (a lock it holds would stay held in a forked child), but not
+    for tqdm's monitor (a progress bar leaves it running: the bench judged in one process)."""
     import threading
 
     from maxidetect.maps.stars import judging_processes
@@ -2355,7 +2357,13 @@ def test_rule_1_forks_only_where_it_is_safe_and_wanted(monkeypatch):
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     assert judging_processes() == 1
     monkeypatch.delenv("OMP_NUM_THREADS")
-    assert judging_processes() == (len(os.sched_getaffinity(0)) if threading.active_count() == 1 else 1)
+    alone = len(os.sched_getaffinity(0)) if threading.active_count() == 1 else 1
+    assert judging_processes() == alone
+    from tqdm import tqdm
+
+    with tqdm(total=1, disable=False, file=io.StringIO()) as bar:  # its monitor thread: no lock of ours
+        bar.update()
+        assert judging_processes() == alone
     stop = threading.Event()
     t = threading.Thread(target=stop.wait)
     t.start()

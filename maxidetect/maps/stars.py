@@ -1170,9 +1170,12 @@ def judging_processes() -> int:
     """How many processes judge rule 1's objects here: the CPUs this process may use, bounded
     by ``OMP_NUM_THREADS`` (the runner sets it for its workers) and 1 where forking is not
     safe: off Linux, in a daemonic process (Dask's workers, which may not have children) or
-    beside other Python threads (a lock one of them holds would stay held in the child)."""
-    if not sys.platform.startswith("linux") or multiprocessing.current_process().daemon \
-            or threading.active_count() > 1:
+    beside other Python threads (a lock one of them holds would stay held in the child), but
+    tqdm's monitor (it wakes every few seconds to look at its bars, under tqdm's own lock,
+    which the children never take; a progress bar leaves it running)."""
+    others = [t for t in threading.enumerate()
+              if t is not threading.current_thread() and type(t).__name__ != "TMonitor"]
+    if not sys.platform.startswith("linux") or multiprocessing.current_process().daemon or others:
         return 1
     n = len(os.sched_getaffinity(0))
     bound = os.environ.get("OMP_NUM_THREADS", "")
