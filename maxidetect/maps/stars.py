@@ -642,12 +642,14 @@ def _track_extension(d, cand, rms, sig_psf: float, half_width: float = 1.0, nsig
     joined = np.zeros(n + 1, bool)
     joined[lab[cand]] = True  # the components holding candidates (never label 0)
     bright = joined[lab] & (d > 3.0 * rms)
+    if bright.sum() < 4:  # most hits: no line to measure
+        return none
     a, b, theta, my, mx = _moments(np.ones(d.shape), bright)
-    if bright.sum() < 4 or a < 2.0 * max(b, 0.5):
+    if a < 2.0 * max(b, 0.5):
         return none
     # the pair of neighbours most nearly across the line
     k = int(np.argmax([abs(np.sin(np.arctan2(dy, dx) - theta)) for (dy, dx), _ in _ACROSS]))
-    excess = _excess_across(d, sig_psf, 1.0, pairs=_ACROSS[k:k + 1])[0][bright]
+    excess = _excess_across(d, sig_psf, 1.0, pairs=_ACROSS[k:k + 1], at=np.nonzero(bright))[0]
     if excess.sum() <= nsigma * np.sqrt(1.5 * (rms[bright] ** 2).sum()):
         return none
     yy, xx = np.indices(d.shape)
