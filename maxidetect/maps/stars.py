@@ -1165,6 +1165,7 @@ class _Verdict:
 #: processes costs more than they save.
 PARALLEL_MIN = 600
 _CHUNK = 64  # judgements per parallel job
+MAX_PROCESSES = 8  # a cap on the forks per frame (measured on 2 cores only; a frame holds 10-130 chunks)
 _FORKED = None  # (judge, tasks, shape): what the forked processes judge
 
 
@@ -1201,6 +1202,7 @@ def _verdicts(judge, tasks, released: np.ndarray, processes: int | None, counts:
     (a source's released core beside it): the result does not depend on the processes.
     ``counts``: "ahead" and "again" are set to how many were judged ahead and again."""
     processes = judging_processes() if processes is None else processes
+    processes = min(processes, MAX_PROCESSES, -(-len(tasks) // _CHUNK))  # no idle forks
     k = 0
     if processes > 1 and len(tasks) >= PARALLEL_MIN:
         global _FORKED
