@@ -1170,19 +1170,30 @@ _FORKED = None  # (judge, tasks, shape): what the forked processes judge
 
 
 def judging_processes() -> int:
-    """How many processes judge rule 1's objects here: the CPUs this process may use, bounded
-    by ``OMP_NUM_THREADS`` (the runner sets it for its workers) and 1 where forking is not
-    safe: off Linux, in a daemonic process (Dask's workers, which may not have children) or
-    beside other Python threads (a lock one of them holds would stay held in the child), but
-    tqdm's monitor (it wakes every few seconds to look at its bars, under tqdm's own lock,
-    which the children never take; a progress bar leaves it running)."""
+    """How many processes judge rule 1's objects here: the CPUs this process may use (its
+    affinity and its container's quota), bounded by ``OMP_NUM_THREADS`` (the runner sets it
+    for its workers), and 1 where forking is not safe: off Linux, in a daemonic process
+    (Dask's workers, which may not have children) or beside other Python threads (a lock
+    one of them holds would stay held in the child), but tqdm's monitor (it wakes every few
+    seconds to look at its bars, under tqdm's own lock, which the children never take; a
+    progress bar leaves it running)."""
     others = [t for t in threading.enumerate()
               if t is not threading.current_thread() and type(t).__name__ != "TMonitor"]
     if not sys.platform.startswith("linux") or multiprocessing.current_process().daemon or others:
         return 1
-    n = len(os.sched_getaffinity(0))
+    n = min(len(os.sched_getaffinity(0)), _cpu_quota() or os.cpu_count() or 1)
     bound = os.environ.get("OMP_NUM_THREADS", "")
     return max(1, min(n, int(bound))) if bound.isdigit() else n
+
+
+def _cpu_quota() -> int | None:
+    """The CPUs a container's cgroup (v2) quota allows, rounded down (at least 1); None: no quota."""
+    try:
+        with open("/sys/fs/cgroup/cpu.max") as f:
+            quota, period = f.read().split()[:2]
+        return None if quota == "max" else max(1, int(quota) // int(period))
+    except (OSError, ValueError):
+        return None
 
 
 def _judge_chunk(start: int, stop: int) -> list:
