@@ -1211,7 +1211,7 @@ def _verdicts(judge, tasks, released: np.ndarray, processes: int | None, counts:
     were released; a verdict stands where nothing was released in its stamp by the time it
     is reached (its inputs are then the same), and is judged again here where something was
     (a source's released core beside it): the result does not depend on the processes.
-    ``counts``: "ahead" and "again" are set to how many were judged ahead and again."""
+    ``counts``: its "ahead" and "again" count the verdicts judged ahead and judged again."""
     processes = judging_processes() if processes is None else processes
     processes = min(processes, MAX_PROCESSES, -(-len(tasks) // _CHUNK))  # no idle forks
     k = 0
@@ -1231,8 +1231,8 @@ def _verdicts(judge, tasks, released: np.ndarray, processes: int | None, counts:
                     y0, y1, x0, x1 = v.bounds
                     if released[y0:y1, x0:x1].any():
                         v = judge(tasks[k], released)
-                        counts["again"] = counts.get("again", 0) + 1
-                    counts["ahead"] = counts.get("ahead", 0) + 1
+                        counts["again"] += 1
+                    counts["ahead"] += 1
                     yield v
                     k += 1
         except Exception as exc:  # no fork (memory, limits), a judge killed: the rest judged here
@@ -1474,7 +1474,7 @@ def protect_sources(image_sub: np.ndarray, stats: FrameStats, candidates: np.nda
                 cy, cx = divmod(int(k), w)
                 tasks.append((cy, cx, int(seg[cy, cx]), int(lab[cy, cx]), cy, cx, None, True))
     n_tested = len(tasks)
-    counts = {}
+    counts = {"ahead": 0, "again": 0}
     for v in _verdicts(judge, tasks, released, processes, counts):
         if v.source:
             y0, y1, x0, x1 = v.bounds
@@ -1486,4 +1486,4 @@ def protect_sources(image_sub: np.ndarray, stats: FrameStats, candidates: np.nda
             if v.explained is not None:
                 explained[sl] |= v.explained
     return ReleaseResult(released, protected, int(n_tested), int(n_src), spill, explained,
-                         n_ahead=counts.get("ahead", 0), n_again=counts.get("again", 0))
+                         n_ahead=counts["ahead"], n_again=counts["again"])
