@@ -99,6 +99,7 @@ from scipy.special import erf
 
 from maxidetect.maps.frame import FrameStats, elliptical_gaussian
 from maxidetect.maps.morph import dilate, grow_labels
+from maxidetect.resources import usable_cpus
 
 __all__ = ["ReleaseResult", "protect_sources", "steeper_than_psf", "sharper_across_than_psf", "MODEL_ERROR",
            "MIN_SOURCE_SNR"]
@@ -1181,19 +1182,9 @@ def judging_processes() -> int:
               if t is not threading.current_thread() and type(t).__name__ != "TMonitor"]
     if not sys.platform.startswith("linux") or multiprocessing.current_process().daemon or others:
         return 1
-    n = min(len(os.sched_getaffinity(0)), _cpu_quota() or os.cpu_count() or 1)
+    n = usable_cpus()
     bound = os.environ.get("OMP_NUM_THREADS", "")
     return max(1, min(n, int(bound))) if bound.isdigit() else n
-
-
-def _cpu_quota() -> int | None:
-    """The CPUs a container's cgroup (v2) quota allows, rounded down (at least 1); None: no quota."""
-    try:
-        with open("/sys/fs/cgroup/cpu.max") as f:
-            quota, period = f.read().split()[:2]
-        return None if quota == "max" else max(1, int(quota) // int(period))
-    except (OSError, ValueError):
-        return None
 
 
 def _judge_chunk(start: int, stop: int) -> list:
@@ -1336,12 +1327,27 @@ def protect_sources(image_sub: np.ndarray, stats: FrameStats, candidates: np.nda
               if ly0 < y1 and y0 < ly1 and lx0 < x1 and x0 < lx1 and m[sl].any()]  # the lines in the stamp
         fitted = np.logical_or.reduce([m for m, _ in on]) if on else None
 
-        def sharp_track():
-            """Candidates sharper across than any PSF (a cosmic-ray track), and one pixel more."""
+        def sharp_across():
+            """Candidates sharper across than any PSF (a cosmic-ray track's pixels)."""
             t = np.zeros(d.shape, bool)
             at = np.nonzero(cand)  # tested at the candidates only
             t[at] = sharper_across_than_psf(d, rms, stats.sigma_minor, at=at)
+            return t
+
+        def sharp_track():
+            """Candidates sharper across than any PSF (a cosmic-ray track), and one pixel more."""
+            t = sharp_across()
             return dilate(t, 1, square=True) & cand if t.any() else t
+
+        def long_track():
+            """:func:`sharp_track` where it holds three sharp pixels or more in one piece (a track,
+            not a hit on a core, whose neighbours are the star's)."""
+            t = sharp_across()
+            if t.sum() < 3:
+                return np.zeros(d.shape, bool)
+            grown = dilate(t, 1, square=True) & cand
+            tl, tn = ndimage.label(grown, structure=np.ones((3, 3), bool))
+            return grown & (np.bincount(tl[t], minlength=tn + 1) >= 3)[tl]
 
         track = None
         if on:
@@ -1383,7 +1389,8 @@ def protect_sources(image_sub: np.ndarray, stats: FrameStats, candidates: np.nda
         # enough to erase a faint undersampled core next to it; and 3.5 px at
         # least, or an undersampled core keeps fewer pixels than the minimum
         # area (FWHM 1.5 px: 4 left within FWHM + 1).
-        footprint = (model > 0.5 * rms) | (r_ref <= max(stats.fwhm + 1.0, 3.5))
+        r_near = max(stats.fwhm + 1.0, 3.5)
+        footprint = (model > 0.5 * rms) | (r_ref <= r_near)
         # One or two candidate pixels sharper than any PSF of the frame could
         # make them on a source's slope, off its peak (a hot pixel on a bright
         # star's wing, often deblended as an object of its own) are the
@@ -1399,9 +1406,18 @@ def protect_sources(image_sub: np.ndarray, stats: FrameStats, candidates: np.nda
         # simulated frames: single-pixel cosmic rays of 20-100 sigma on
         # nebulae released so). A bright undersampled star fitted on its
         # wings alone has as faint a model, but its core is no sharper than the PSF.
+        # A track one pixel wide is sharp across it only (its neighbours along it are
+        # as bright): a 25 px cosmic-ray track of 10-20 sigma on a fringed sky was
+        # released whole for a 1.5-sigma bump of the fringes beside it, and detected.
         if model.max() < FAINT_PEAK * float(np.median(rms)):
-            sharp = steeper_than_psf(d - _side_mean(d), d, rms, stats.sigma_minor)
+            sharp = steeper_than_psf(d - _side_mean(d), d, rms, stats.sigma_minor) | long_track()
             artefact = artefact | (cand & sharp & (_over_model(d, model, ~cand & ~others) > OUTLIER_SIGMA * rms))
+        elif (cand & (r_ref > r_near)).any():
+            # A track across a source's wings, past the disc kept for its detection, far above
+            # its model, is the track there: freed, it was deblended as a detection of its own.
+            wing = cand & (r_ref > r_near) & (_over_model(d, model, ~cand & ~others) > OUTLIER_SIGMA * rms)
+            if wing.any():
+                artefact = artefact | (wing & long_track())
         free = explained = None
         if release:
             free = cand & footprint & ~artefact & ~track

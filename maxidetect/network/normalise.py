@@ -35,10 +35,10 @@ and against MaxiMask.
 
 from __future__ import annotations
 
-import os
-
 import numpy as np
 import sep
+
+from maxidetect.resources import usable_cpus
 
 __all__ = ["normalise", "normalise_settings", "check_background", "BACKGROUNDS", "CLIP_LOW", "CLIP_HIGH",
            "DEFAULT_MESH"]
@@ -235,12 +235,7 @@ def _replace_outliers(grid: np.ndarray, k: float = 3.0, rounds: int = 5) -> np.n
     return grid
 
 
-def _cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
-
+_cores = usable_cpus  # a name of its own: tests set it
 
 def _normalise_mesh(data: np.ndarray, mesh: int, filter_size: int, sag: bool) -> None:
     from scipy.interpolate import RectBivariateSpline
