@@ -1038,6 +1038,37 @@ def test_faint_trail_invisible_to_the_network_is_masked_end_to_end():
     # Stars crossed by the trail stay (released after the trail's profile is subtracted).
 
 
+@pytest.mark.parametrize("snr,sigma", [(2.0, 1.7), (4.0, 3.0), (40.0, 1.7)])
+def test_a_fitted_trail_s_zero_weight_reaches_its_light_and_no_further(snr, sigma):
+    """The band a fitted trail gets zero weight covers every pixel its light
+    reaches (0.5 sigma and more, the truth of both generators) and stops a pixel
+    past where its profile falls to 0.3 sigma: a faint trail's band of 2.5
+    sigma + 2 px held twice the pixels its light reaches, taken out of the sky's
+    background meshes (a S/N 95 star beside one was lost on a simulated frame).
+    A bright trail keeps its band."""
+    from maxidetect.maps.trails import MASK_EDGE_SIGMA
+
+    n = 384
+    img, _ = _field(n=n, seed=7, n_stars=25)
+    yy, xx = np.mgrid[:n, :n]
+    ang = np.radians(27.0)
+    dist = (xx - 30) * np.sin(ang) - (yy - 40) * np.cos(ang)
+    profile = snr * np.exp(-0.5 * (dist / sigma) ** 2)
+    img = (img + NOISE * profile).astype(np.float32)
+    zero, _, report = fuse(img, np.zeros(img.shape, np.int32), MapPolicy())
+    assert len(report.trails) == 1
+    t = report.trails[0]
+    assert zero[profile > 0.5].mean() > 0.97
+    reach = sigma * np.sqrt(2 * np.log(snr / MASK_EDGE_SIGMA)) + 1
+    assert abs(t.mask_half_width - min(reach, t.half_width)) < 0.5 + 0.5 * sigma
+    far = np.abs(dist) > t.mask_half_width + 1.5  # past the band (a pixel's rounding)
+    assert not (zero & far).any()
+    if snr < 10:
+        assert t.mask_half_width < t.half_width - 1
+    else:
+        assert t.mask_half_width == t.half_width
+
+
 @pytest.mark.parametrize("angle", [3.0, 88.0])
 def test_trail_along_the_pixel_grid_in_mediocre_seeing_is_found(angle):
     """A trail is as wide as the PSF: within 6 deg of the pixel grid, a line

@@ -438,7 +438,7 @@ def fuse(image: np.ndarray, flags: np.ndarray, policy: MapPolicy,
     model = np.zeros(flags.shape, np.float32)
     lines = []  # (pixels, direction) of each fitted line: its own fragments are never sources
     for t in report.trails:
-        m = trail_mask(flags.shape, t)
+        m = trail_mask(flags.shape, t, half_width=t.mask_half_width)
         trl_mask |= m
         lines.append((m, t.theta + np.pi / 2))
         model += trail_model(flags.shape, t, z)

@@ -83,6 +83,9 @@ MODEL_BIN = 4.0  # px along a trail per amplitude bin of its model
 #: calls a spike line fitted at 0.49).
 MIN_SPAN_AMPLITUDE = 0.75
 _E_W, _E_W2 = 0.2420, 0.4000  # E[z 1{z>1}] and E[z^2 1{z>1}] for z ~ N(0, 1)
+#: A fitted trail's zero weight reaches out to where its profile falls to this much of the noise
+#: per pixel, and a pixel more (:attr:`Trail.mask_half_width`).
+MASK_EDGE_SIGMA = 0.3
 
 
 @dataclass
@@ -103,6 +106,19 @@ class Trail:
     @property
     def half_width(self) -> float:
         return 2.5 * self.sigma + 2.0
+
+    @property
+    def mask_half_width(self) -> float:
+        """The half width of the band the maps give zero weight: out to where the fitted
+        profile falls to :data:`MASK_EDGE_SIGMA` of the noise, a pixel more, and never wider
+        than :attr:`half_width` (an amplitude of 0, unknown: that). A faint trail's band of
+        2.5 sigma + 2 px held twice the pixels its light reaches, and took them out of the
+        sky's background meshes: on a simulated frame a S/N 95 star on a nebula beside such a
+        band was merged into the nebula as the mesh's sky moved."""
+        if self.amplitude <= 0:
+            return self.half_width
+        reach = self.sigma * np.sqrt(2.0 * np.log(max(self.amplitude / MASK_EDGE_SIGMA, 1.5))) + 1.0
+        return min(reach, self.half_width)
 
     @property
     def length(self) -> float:
@@ -129,10 +145,12 @@ def _segment(shape, theta, rho, half_width, t0, t1):
     return ys[keep], xs[keep], dist[keep]
 
 
-def trail_mask(shape, trail: Trail, margin: float = 10.0) -> np.ndarray:
-    """The pixels a trail covers, end to end, bool (H, W)."""
+def trail_mask(shape, trail: Trail, margin: float = 10.0, half_width: float | None = None) -> np.ndarray:
+    """The pixels a trail covers, end to end (``margin`` px past them), within ``half_width``
+    of its line (None: :attr:`Trail.half_width`), bool (H, W)."""
     mask = np.zeros(shape, bool)
-    ys, xs, _ = _segment(shape, trail.theta, trail.rho, trail.half_width, trail.t0 - margin, trail.t1 + margin)
+    hw = trail.half_width if half_width is None else half_width
+    ys, xs, _ = _segment(shape, trail.theta, trail.rho, hw, trail.t0 - margin, trail.t1 + margin)
     mask[ys, xs] = True
     return mask
 
