@@ -2390,6 +2390,13 @@ def test_rule_1_forks_only_where_it_is_safe_and_wanted(monkeypatch):
     monkeypatch.delenv("OMP_NUM_THREADS")
     alone = judging_processes()
     assert 1 <= alone <= len(os.sched_getaffinity(0))
+    # A container's CPU quota bounds it as the affinity does (and the normalisation's workers).
+    import maxidetect.resources as resources
+    from maxidetect.network.normalise import _cores
+
+    with monkeypatch.context() as m:
+        m.setattr(resources, "_cpu_quota", lambda: 1)
+        assert judging_processes() == 1 and _cores() == 1
     from tqdm import tqdm
 
     with tqdm(total=1, disable=False, file=io.StringIO()) as bar:  # its monitor thread: no lock of ours

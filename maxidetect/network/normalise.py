@@ -237,6 +237,7 @@ def _replace_outliers(grid: np.ndarray, k: float = 3.0, rounds: int = 5) -> np.n
 
 _cores = usable_cpus  # a name of its own: tests set it
 
+
 def _normalise_mesh(data: np.ndarray, mesh: int, filter_size: int, sag: bool) -> None:
     from scipy.interpolate import RectBivariateSpline
     from scipy.ndimage import median_filter
