@@ -1334,20 +1334,18 @@ def protect_sources(image_sub: np.ndarray, stats: FrameStats, candidates: np.nda
             t[at] = sharper_across_than_psf(d, rms, stats.sigma_minor, at=at)
             return t
 
-        def sharp_track():
-            """Candidates sharper across than any PSF (a cosmic-ray track), and one pixel more."""
+        def sharp_track(min_sharp: int = 1):
+            """Candidates sharper across than any PSF (a cosmic-ray track), and one pixel more,
+            in pieces holding ``min_sharp`` sharp pixels or more (3: a track, not a hit on a
+            core, whose neighbours are the star's)."""
             t = sharp_across()
-            return dilate(t, 1, square=True) & cand if t.any() else t
-
-        def long_track():
-            """:func:`sharp_track` where it holds three sharp pixels or more in one piece (a track,
-            not a hit on a core, whose neighbours are the star's)."""
-            t = sharp_across()
-            if t.sum() < 3:
+            if t.sum() < max(min_sharp, 1):
                 return np.zeros(d.shape, bool)
             grown = dilate(t, 1, square=True) & cand
+            if min_sharp <= 1:
+                return grown
             tl, tn = ndimage.label(grown, structure=np.ones((3, 3), bool))
-            return grown & (np.bincount(tl[t], minlength=tn + 1) >= 3)[tl]
+            return grown & (np.bincount(tl[t], minlength=tn + 1) >= min_sharp)[tl]
 
         track = None
         if on:
@@ -1410,14 +1408,14 @@ def protect_sources(image_sub: np.ndarray, stats: FrameStats, candidates: np.nda
         # as bright): a 25 px cosmic-ray track of 10-20 sigma on a fringed sky was
         # released whole for a 1.5-sigma bump of the fringes beside it, and detected.
         if model.max() < FAINT_PEAK * float(np.median(rms)):
-            sharp = steeper_than_psf(d - _side_mean(d), d, rms, stats.sigma_minor) | long_track()
+            sharp = steeper_than_psf(d - _side_mean(d), d, rms, stats.sigma_minor) | sharp_track(3)
             artefact = artefact | (cand & sharp & (_over_model(d, model, ~cand & ~others) > OUTLIER_SIGMA * rms))
         elif (cand & (r_ref > r_near)).any():
             # A track across a source's wings, past the disc kept for its detection, far above
             # its model, is the track there: freed, it was deblended as a detection of its own.
             wing = cand & (r_ref > r_near) & (_over_model(d, model, ~cand & ~others) > OUTLIER_SIGMA * rms)
             if wing.any():
-                artefact = artefact | (wing & long_track())
+                artefact = artefact | (wing & sharp_track(3))
         free = explained = None
         if release:
             free = cand & footprint & ~artefact & ~track
