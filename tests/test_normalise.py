@@ -112,13 +112,16 @@ def test_model_settings_choose_the_background():
     assert normalise_settings({"background_mesh": 128})["mesh"] == 128
 
 
-@pytest.mark.parametrize("scale,sky_subtracted", [(100.0, False), (1e4, False), (1e3, True)])
+@pytest.mark.parametrize("scale,sky_subtracted", [(100.0, False), (1e4, False), (1e3, True), (1e-30, False),
+                                                  (1e-30, True)])
 def test_frames_beyond_the_clip_range_normalise_as_the_frame_in_it(scale, sky_subtracted):
     """A real frame in other units (a co-add in electrons, a frame x 100, a
-    sky-subtracted frame of large noise) normalises as the frame itself:
-    clipped to [-500, 80000] first, the whole frame was flattened (x 100: no
-    cosmic ray left, a fifth of it called trail and bright background) or
-    its star cores made plateaus. The frame in range stays MaxiMask's."""
+    sky-subtracted frame of large noise, a frame in erg/s/cm^2/Hz) normalises
+    as the frame itself: clipped to [-500, 80000] first, the whole frame was
+    flattened (x 100: no cosmic ray left, a fifth of it called trail and
+    bright background) or its star cores made plateaus; at 1e-30 float32's
+    squares underflowed and its noise read 0. The frame in range stays
+    MaxiMask's."""
     from maximask_and_maxitrack.utils import image_norm
 
     data = np.asarray(fits.getdata(real("ccdproc_a8280271_saao_raw.fits")), np.float64)

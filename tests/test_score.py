@@ -58,6 +58,11 @@ def test_features_see_what_a_person_would():
     assert star[F["psf_r2"]] > 0.9 and star[F["psf_r2"]] > star[F["psf_r2_narrow"]]
     assert cr[F["psf_r2_narrow"]] > cr[F["psf_r2"]]
     assert 0.7 < star[F["psf_flux_frac"]] < 1.3
+    # The same frame in erg/s/cm^2/A or x 1e25 is the same frame: the features' floors (1e-12 on
+    # fluxes and sums of squares) once made a star's score 0.5 from 0.
+    for scale in (1e-19, 1e25):
+        y = detection_features(img * scale, np.ones_like(img), flag, seg, [1, 2, 3], fwhm=3.5, trails=[trail])
+        np.testing.assert_allclose(y, x, rtol=1e-4, atol=1e-4)
 
 
 def test_a_star_on_a_nebula_is_psf_shaped_a_knot_of_it_is_not():

@@ -45,12 +45,15 @@ from maxidetect.classes import CLASSES
 from maxidetect.errors import MaxidetectWarning
 from maxidetect.maps.columns import LineDefect, column_model, edge_blocks, find_column_defects
 from maxidetect.maps.frame import (
+    GAIN_KEYS,
     Background,
     FrameStats,
     bright_background,
+    in_usual_units,
     measure_background,
     measure_frame,
     no_data,
+    pixel_noise,
     sources_under,
 )
 from maxidetect.maps.morph import dilate, grow
@@ -113,17 +116,6 @@ class FusionReport:
                 ("MDNREL", self.released_pixels, "pixels released to flag-only"),
                 ("MDNEXPL", self.explained_pixels, "released pixels their star explains (no CR/HP)"),
                 ("MDSPILL", round(float(self.hit_spill[0]), 4), "hit value spilt per side neighbour")] + trails
-
-
-def _noise_estimate(image: np.ndarray) -> float:
-    """The per-pixel noise from pixel differences (robust to sources and
-    steps), on every 4th row (a million differences on 2048^2 are plenty)."""
-    d = np.diff(np.nan_to_num(np.asarray(image[::4], np.float32)), axis=1)
-    if d.size == 0:  # a frame one pixel wide: along its column
-        d = np.diff(np.nan_to_num(np.asarray(image, np.float32)), axis=0)
-    if d.size == 0:
-        return 0.0
-    return float(1.4826 * np.median(np.abs(d - np.median(d))) / np.sqrt(2))
 
 
 def _label_max(values: np.ndarray, lab: np.ndarray, n: int) -> np.ndarray:
@@ -209,8 +201,8 @@ def cosmic_rays(image: np.ndarray, stats: FrameStats | Background, header=None,
     # maximum) beside the sky would make edges of their own for its Laplacian.
     data = data if finite.all() else np.where(finite, data, stats.back)
     sky = float(np.median(stats.back))
-    noise = max(stats.globalrms, 1e-6)
-    gain = _header_float(header, ("GAIN", "EGAIN", "CCDGAIN"), 0.0)
+    noise = stats.globalrms if stats.globalrms > 0 else float(np.median(stats.rms))
+    gain = _header_float(header, GAIN_KEYS, 0.0)
     rdnoise = _header_float(header, ("RDNOISE", "READNOIS", "RON"), 0.0)
     if gain > 0:
         # The header's noise model must give the sky's measured noise. Below it, the sky was
@@ -345,6 +337,7 @@ def fuse(image: np.ndarray, flags: np.ndarray, policy: MapPolicy,
         # A zero-filled blank region is no data, as NaN is: left out of every statistic and search
         # (its edges are no trail or dead row).
         image = np.where(blank, np.float32(np.nan), np.asarray(image, np.float32))
+    image, header = in_usual_units(image, header)
     act = policy.actions
 
     def net(abbr):
@@ -357,7 +350,7 @@ def fuse(image: np.ndarray, flags: np.ndarray, policy: MapPolicy,
     # Overscan left in the background meshes makes the spline ring along the
     # frame's columns: column-like residuals over its whole height. The
     # network's OV pixels, and edge blocks with no sky by their statistics.
-    sky_free = edge_blocks(image, _noise_estimate(image))
+    sky_free = edge_blocks(image, pixel_noise(image))
     if act["OV"] != "none":
         flags[sky_free] |= BIT["OV"]
     overscan = net("OV") | sky_free

@@ -123,6 +123,8 @@ def normalise(image, mesh: int = DEFAULT_MESH, filter_size: int = 3, copy: bool 
 
 #: The brightest pixel of a frame scaled into the clip range: a raw 16-bit frame's.
 _TOP = 65000.0
+#: Frames whose every pixel is smaller in size than this are scaled up first.
+_TINY = 1e-12
 
 
 def _into_clip_range(data: np.ndarray) -> None:
@@ -140,6 +142,15 @@ def _into_clip_range(data: np.ndarray) -> None:
     0.004 at 65000), the frame is shifted as well, its darkest pixel to 0.
     Frames in range, what MaxiMask was trained on, are left as they are."""
     lo, hi = float(np.min(data)), float(np.max(data))
+    if max(-lo, hi) < _TINY:
+        # Noise this small (a frame in erg/s/cm^2/Hz) underflows in float32's squares: brought
+        # to about a unit by a power of two (exact), which the normalisation then divides out.
+        step = max(1, data.size // 262144)
+        sample = data.ravel()[::step]
+        rms = 1.4826 * float(np.median(np.abs(sample - np.median(sample))))
+        if rms > 0:
+            data *= np.float32(2.0 ** -np.round(np.log2(rms)))
+            lo, hi = float(np.min(data)), float(np.max(data))
     if lo >= CLIP_LOW and hi <= CLIP_HIGH:
         return
     step = max(1, data.size // 262144)

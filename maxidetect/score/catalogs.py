@@ -14,7 +14,7 @@ from astropy.table import Table
 
 from maxidetect.errors import MaxidetectWarning
 from maxidetect.files import is_image_hdu, open_fits, plane_shape, select_hdus
-from maxidetect.maps.frame import measure_frame
+from maxidetect.maps.frame import measure_frame, pixel_noise
 from maxidetect.maps.trails import trails_from_header
 from maxidetect.score.features import detection_features
 from maxidetect.score.model import ScoreModel
@@ -75,6 +75,11 @@ def _segmentation_planes(seg_path):
         return [np.asarray(x.data) for x in h if x.data is not None and x.data.ndim == 2]
 
 
+#: Below this pixel noise SExtractor's statistics underflow (measured: noise 1e-21 as at unit
+#: scale; at 1e-23 every pixel of the sky was detected).
+SEX_NOISE_FLOOR = 1e-22
+
+
 def _image_planes(spec, maps):
     """(image, weight, flag, map header) per image HDU, in SExtractor's order."""
     out = []
@@ -106,6 +111,12 @@ def score_sextractor_catalog(path, ctype: str, seg_path, spec, maps, scorer: Sco
     """Add the score columns to SExtractor's catalogue at ``path`` (in place,
     same format), from its segmentation image; drop rows with ``clean``."""
     planes = _image_planes(spec, maps)
+    for k, plane in enumerate(planes):
+        noise = pixel_noise(plane[0])
+        if 0 < noise < SEX_NOISE_FLOOR:
+            warnings.warn(f"{spec} (image plane {k + 1}): pixel noise {noise:.1e}: SExtractor's single-precision "
+                          "sums of squares underflow, its detections here are noise; scale the image up",
+                          MaxidetectWarning, stacklevel=2)
     segs = _segmentation_planes(seg_path)
     if len(segs) != len(planes):
         raise ValueError(f"{spec}: {len(segs)} segmentation plane(s) for {len(planes)} image HDU(s)")

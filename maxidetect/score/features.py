@@ -41,6 +41,7 @@ from scipy.spatial import cKDTree
 
 from maxidetect.classes import CLASSES
 from maxidetect.extract.segments import Segments
+from maxidetect.maps.frame import in_usual_units
 from maxidetect.maps.morph import dilate
 from maxidetect.maps.spikes import spike_distance
 
@@ -171,6 +172,7 @@ def detection_features(image, weight, flag, segmentation, ids, fwhm: float, trai
     out = np.zeros((n, len(FEATURES)), np.float32)
     if n == 0:
         return out
+    image, _ = in_usual_units(image, None)  # its floors are set in the usual units
     data = np.nan_to_num(np.asarray(image, np.float64))
     h, w = data.shape
     seg = np.asarray(segmentation)
