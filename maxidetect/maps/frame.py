@@ -481,6 +481,9 @@ def _gauss_fits(sub, rms, xs, ys, hs: int = 4, shape=(1.0, 0.0)):
     return out_s, out_c
 
 
+#: Reduced chi2 of a Gaussian fit under which a source counts as smooth (a PSF's locus of sources
+#: whose light the network called cosmic rays).
+LOCUS_CHI2 = 2.0
 #: A PSF whose stars' median axis ratio is below this is measured (and fitted by rule 1) as elongated.
 ELONGATED_Q = 0.8
 
@@ -598,4 +601,18 @@ def _psf_fwhm(sub, objs, seg, rms, saturation_above_sky, bad) -> tuple[float | N
         near = np.abs(np.log(s / c)) < 0.15
         if near.sum() >= need and s_clean[near].sum() >= _MIN_STARS:
             return float(np.clip(2.3548 * np.median(s[near]), 0.8, 30.0)), int(near.sum()), q, theta
+    # In good seeing with a PSF of faint wings the network calls all of every star's light a cosmic
+    # ray, and no star is clean (pixel-integrated Gaussian stars of FWHM 1.2 px: 0 of 60; the default
+    # FWHM then made rule 1 zero every one of them). Their cores still fit one Gaussian width, which
+    # single-pixel hits do not reach (the grid's floor) and tracks fit badly. A locus twice the usual
+    # size of smooth fits is taken for the PSF, unless the clean sources that fit say otherwise
+    # (hits blurred to a star's width on a sparse field of broad stars: the stars' width stands).
+    smooth = chi[good][order] < LOCUS_CHI2
+    for c in s[smooth]:
+        near = (np.abs(np.log(s / c)) < 0.15) & smooth
+        if near.sum() >= max(2 * _MIN_STARS, need):
+            width = float(np.median(s[near]))
+            if s_clean.any() and abs(np.log(np.median(s[s_clean]) / width)) > 0.25:
+                break
+            return float(np.clip(2.3548 * width, 0.8, 30.0)), int(near.sum()), q, theta
     return None, int(s_clean.sum()), 1.0, 0.0
