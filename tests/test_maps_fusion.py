@@ -782,6 +782,25 @@ def test_stars_without_wings_whose_whole_light_is_called_still_give_the_psf(fwhm
     assert st.fwhm > 2.0, st.fwhm
 
 
+def test_stars_too_sharp_for_any_psf_width_are_named_in_the_warning():
+    """Stars of FWHM 0.9 px whose light is all called: sharper than the
+    narrowest width fitted, they make no locus, and rule 1 zeroes them by the
+    assumed PSF. The warning says so and names the policy that keeps them."""
+    rng = np.random.default_rng(91)
+    n = 256
+    img = rng.normal(SKY, NOISE, (n, n))
+    flags = np.zeros((n, n), np.int32)
+    for _ in range(30):
+        x, y = rng.uniform(12, n - 12, 2)
+        img += _star(img.shape, x, y, NOISE * 10 ** rng.uniform(2.0, 3.0), 0.9)
+        iy, ix = int(round(y)), int(round(x))
+        flags[iy - 2:iy + 3, ix - 2:ix + 3] |= BIT["CR"]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", MaxidetectWarning)
+        measure_frame(img.astype(np.float32), bad=flags != 0)
+    assert any("--policy CR=flag,HP=flag" in str(w.message) for w in caught)
+
+
 def test_psf_is_measured_in_good_seeing_where_the_network_calls_star_cores_cosmic_rays():
     """FWHM 1.2 px: the network calls the cores of most stars cosmic rays.
     Leaving every object it touches out of the PSF measurement left too few

@@ -352,7 +352,16 @@ def measure_frame(image: np.ndarray, bad: np.ndarray | None = None, header=None,
     if fwhm is None:
         sharpest = _few_stars_fwhm(sub, objs, seg, rms, sat - float(np.median(back)), bad)
         guess = f"{sharpest:.1f} px (its few stars' median)" if sharpest else f"{DEFAULT_FWHM} px"
-        warnings.warn(f"PSF not measurable ({n} clean stars): FWHM {guess} assumed",
+        hint = ""
+        if len(objs) and bad is not None:
+            _, _, ok, clean = _bright_sources(sub, objs, seg, rms, sat - float(np.median(back)), bad)
+            if (ok & ~clean).sum() >= _MIN_STARS:
+                # Stars sharper than the grid's narrowest width fit no locus: rule 1 cannot tell them
+                # from hits, and zeroes them by the assumed PSF (pixel-integrated Gaussians of FWHM
+                # 0.8-1.0 px: every star).
+                hint = (f"; {int((ok & ~clean).sum())} bright sources lie wholly under cosmic-ray or hot-pixel "
+                        "calls: if they are stars (FWHM under ~1.1 px), use --policy CR=flag,HP=flag")
+        warnings.warn(f"PSF not measurable ({n} clean stars): FWHM {guess} assumed{hint}",
                       MaxidetectWarning, stacklevel=2)
     return FrameStats(back=back, rms=rms, globalrms=bg.globalrms, objects=objs,
                       segmentation=np.asarray(seg, np.int32), compact=_compact(objs, rms),
