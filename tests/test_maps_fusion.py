@@ -1974,6 +1974,35 @@ def test_hot_column_segment_and_dead_row_are_found():
     assert len(segs) == 2, segs  # nothing else: stars are not columns
 
 
+@pytest.mark.parametrize("axis", [1, 0])
+def test_two_amplifiers_bias_step_is_no_column_and_real_columns_stay(axis):
+    """A raw frame read by two amplifiers, the second half 6 sigma higher:
+    the network called the 19 columns before the boundary dead (6800 pixels
+    of zero weight on a 512^2 frame) and the search found the two after it
+    hot (the background's mesh cannot follow the step). Those columns lie at
+    the raw level of one side: no column. A dead column and a 3 sigma hot
+    one elsewhere, called the same, stay zero."""
+    img, _ = _field(n=256, seed=12)
+    img[:, 128:] += 6 * NOISE
+    img[:, 60] *= 0.2  # dead
+    img[20:200, 200] += 3 * NOISE  # hot segment
+    flags = np.zeros(img.shape, np.int32)
+    flags[:, 118:128] |= BIT["DCL"]  # the step's darker side called dead
+    flags[:, 128:130] |= BIT["HCL"]
+    flags[:, 60] |= BIT["DCL"]
+    flags[20:200, 200] |= BIT["HCL"]
+    if axis == 0:
+        img, flags = np.ascontiguousarray(img.T), np.ascontiguousarray(flags.T)
+    zero, out, report = fuse(img.astype(np.float32), flags, MapPolicy())
+    step = np.zeros(img.shape, bool)
+    step[:, 110:138] = True
+    if axis == 0:
+        step = step.T
+    assert not zero[step].any() and not (out[step] & (BIT["HCL"] | BIT["DCL"])).any()
+    dead, hot = ((slice(None), 60), (slice(30, 190), 200)) if axis == 1 else ((60, slice(None)), (200, slice(30, 190)))
+    assert zero[dead].mean() > 0.9 and zero[hot].mean() > 0.9
+
+
 def test_a_faint_hot_column_is_found_end_to_end():
     """A hot column at 1.8 sigma per pixel over 410 rows, on 20 frames: each
     found over >= 97% of its length and nowhere more than 8 px beyond it

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["LineDefect", "find_column_defects", "column_model", "edge_blocks"]
+__all__ = ["LineDefect", "find_column_defects", "column_model", "edge_blocks", "step_edges", "on_step"]
 
 
 @dataclass
@@ -326,3 +326,74 @@ def find_column_defects(snr: np.ndarray, masked: np.ndarray, nsigma: float = 5.0
         out += _segments(np.ascontiguousarray(z.T), np.ascontiguousarray(valid.T), 0, bin_rows, nsigma, min_length,
                          min_level)
     return _merge(_drop_clusters(out), valid=valid)
+
+
+#: A column stands this many noise units of its median off both sides' levels to be a bad column.
+STEP_SIGMA = 5.0
+_SIDE = 3  # columns measured on each side of a block of called columns, past a one-column gap
+
+
+def _side_levels(image: np.ndarray, rows: np.ndarray, x0: int, x1: int) -> tuple[float, float]:
+    """Medians of the raw image over ``rows`` in the ``_SIDE`` columns left of column x0 and right of
+    x1 (a pixel's gap), NaN where the frame ends."""
+    w = image.shape[1]
+    out = []
+    for a, b in ((x0 - 1 - _SIDE, x0 - 1), (x1 + 2, x1 + 2 + _SIDE)):
+        a, b = max(a, 0), min(b, w)
+        vals = image[rows, a:b] if b > a else np.zeros((0,))
+        out.append(float(np.nanmedian(vals)) if np.isfinite(vals).any() else np.nan)
+    return out[0], out[1]
+
+
+def _a_step(level: float, left: float, right: float, noise: float) -> bool:
+    """Whether a column at ``level`` lies at one side's level (or between them): the edge of a step
+    in the sky (two amplifiers' bias, a filter's edge), not a column of its own. ``noise``: of the
+    difference of medians."""
+    diffs = [level - v for v in (left, right) if np.isfinite(v)]
+    if not diffs:
+        return False
+    same_sign = all(d > 0 for d in diffs) or all(d < 0 for d in diffs)
+    return not (same_sign and min(abs(d) for d in diffs) > STEP_SIGMA * noise)
+
+
+def step_edges(image: np.ndarray, columns: np.ndarray, rms: np.ndarray) -> np.ndarray:
+    """The pixels of ``columns`` (bool (H, W): column calls, e.g. the network's HCL and DCL) whose
+    column, over the rows it is called, lies at the level of the columns on one side of its block of
+    adjacent called columns, measured in the raw ``image``: a step's edge, not a bad column. A raw
+    frame read by two amplifiers (bias 60 ADU apart): the network called the 19 columns before the
+    boundary dead, 6800 pixels given zero weight. bool like ``columns``."""
+    out = np.zeros(columns.shape, bool)
+    cols = np.flatnonzero(columns.any(axis=0))
+    if not len(cols):
+        return out
+    img = np.asarray(image, np.float32)
+    for block in np.split(cols, np.flatnonzero(np.diff(cols) > 1) + 1):
+        x0, x1 = int(block[0]), int(block[-1])
+        for x in block:
+            rows = np.flatnonzero(columns[:, x])
+            if len(rows) < 2:
+                continue
+            own = img[rows, x]
+            if not np.isfinite(own).any():  # no data there: nothing to compare
+                continue
+            level = float(np.nanmedian(own))
+            left, right = _side_levels(img, rows, x0, x1)
+            noise = 1.2533 * float(np.median(rms[rows, x])) * np.sqrt(1.0 / len(rows) + 1.0 / (_SIDE * len(rows)))
+            if _a_step(level, left, right, noise):
+                out[rows, x] = True
+    return out
+
+
+def on_step(image: np.ndarray, d: LineDefect, rms: np.ndarray) -> bool:
+    """Whether a found segment ``d`` lies at the raw level of one side of it (see :func:`step_edges`):
+    found on the background-subtracted image, a step's edge passes for a column (a smoothed
+    background cannot follow the step)."""
+    img, r = (image, rms) if d.axis == 1 else (image.T, rms.T)
+    rows = np.arange(d.start, d.stop)
+    own = np.asarray(img[rows, d.index], np.float32)
+    if not np.isfinite(own).any():
+        return False
+    level = float(np.nanmedian(own))
+    left, right = _side_levels(np.asarray(img, np.float32), rows, d.index, d.index)
+    noise = 1.2533 * float(np.median(r[rows, d.index])) * np.sqrt(1.0 / len(rows) + 1.0 / (_SIDE * len(rows)))
+    return _a_step(level, left, right, noise)

@@ -43,7 +43,7 @@ from scipy import ndimage
 
 from maxidetect.classes import CLASSES
 from maxidetect.errors import MaxidetectWarning
-from maxidetect.maps.columns import LineDefect, column_model, edge_blocks, find_column_defects
+from maxidetect.maps.columns import LineDefect, column_model, edge_blocks, find_column_defects, on_step, step_edges
 from maxidetect.maps.frame import (
     GAIN_KEYS,
     Background,
@@ -443,7 +443,17 @@ def fuse(image: np.ndarray, flags: np.ndarray, policy: MapPolicy,
     # -- columns and rows
     col_mask = np.zeros(flags.shape, bool)
     col_lines = np.zeros(flags.shape, bool)  # every segment found, whatever the policy does with it
-    report.columns = find_column_defects(z, masked | diffuse | trl_mask)
+    # A step in the sky (two amplifiers' bias levels) is no column: the network's column calls and
+    # the segments found beside one, at the raw level of one side, go.
+    col_calls = net("HCL") | net("DCL")
+    if col_calls.any():
+        along_y = ndimage.binary_opening(col_calls, np.ones((20, 1), bool))  # column-like runs of 20+
+        along_x = ndimage.binary_opening(col_calls, np.ones((1, 20), bool))  # row-like
+        step = step_edges(image, along_y, stats.rms) | step_edges(image.T, along_x.T, stats.rms.T).T
+        if step.any():
+            flags[step] &= ~(BIT["HCL"] | BIT["DCL"])
+    report.columns = [d for d in find_column_defects(z, masked | diffuse | trl_mask)
+                      if not on_step(image, d, stats.rms)]
     for d in report.columns:
         sl = (slice(d.start, d.stop), d.index) if d.axis == 1 else (d.index, slice(d.start, d.stop))
         col_lines[sl] = True
