@@ -490,6 +490,9 @@ def _gauss_fits(sub, rms, xs, ys, hs: int = 4, shape=(1.0, 0.0)):
     return out_s, out_c
 
 
+#: A Gaussian fit this narrow or narrower [px] is a hit's (a single pixel sits at the grid's 0.35),
+#: never a star's.
+HIT_SIGMA = 0.45
 #: Reduced chi2 of a Gaussian fit under which a source counts as smooth (a PSF's locus of sources
 #: whose light the network called cosmic rays).
 LOCUS_CHI2 = 2.0
@@ -534,7 +537,7 @@ def _few_stars_fwhm(sub, objs, seg, rms, saturation_above_sky, bad) -> float | N
     if not len(idx):
         return None
     sig, chi = _gauss_fits(sub, rms, objs["x"][idx], objs["y"][idx], 6)
-    good = np.isfinite(sig) & (chi < 3.0) & (sig > 0.45) & (sig < 5.9)
+    good = np.isfinite(sig) & (chi < 3.0) & (sig > HIT_SIGMA) & (sig < 5.9)
     if not good.any():
         return None
     fwhm = float(np.clip(2.3548 * np.median(sig[good]), 0.8, 30.0))
@@ -617,7 +620,7 @@ def _psf_fwhm(sub, objs, seg, rms, saturation_above_sky, bad) -> tuple[float | N
         pick = pick[np.argsort(-snr[pick])[:150]]
         sg = _gauss_fits(sub, rms, x[pick], y[pick], 6)[0] if len(pick) else np.zeros(0)
         base = np.zeros(len(objs), bool)
-        base[pick[np.isfinite(sg) & (sg > 0.45)]] = True
+        base[pick[np.isfinite(sg) & (sg > HIT_SIGMA)]] = True
     small = base & (size <= np.median(size[base])) if base.any() else base
     two = (np.mean(np.cos(2 * objs["theta"][small])), np.mean(np.sin(2 * objs["theta"][small]))) \
         if small.sum() >= _MIN_STARS else (0.0, 0.0)
@@ -658,7 +661,7 @@ def _psf_fwhm(sub, objs, seg, rms, saturation_above_sky, bad) -> tuple[float | N
             if c < best:
                 q, best = qq, c
     sig, chi = _gauss_fits(sub, rms, x[idx], y[idx], hs, (q, theta))
-    good = np.isfinite(sig) & (chi < 3.0) & (sig > 0.45) & (sig < 5.9)
+    good = np.isfinite(sig) & (chi < 3.0) & (sig > HIT_SIGMA) & (sig < 5.9)
     if good.sum() < _MIN_STARS:
         return None, int(good.sum()), 1.0, 0.0
     order = np.argsort(sig[good])
