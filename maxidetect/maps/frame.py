@@ -360,7 +360,7 @@ def measure_frame(image: np.ndarray, bad: np.ndarray | None = None, header=None,
                 # from hits, and zeroes them by the assumed PSF (pixel-integrated Gaussians of FWHM
                 # 0.8-1.0 px: every star).
                 hint = (f"; {int((ok & ~clean).sum())} bright sources lie wholly under cosmic-ray or hot-pixel "
-                        "calls: if they are stars (FWHM under ~1.1 px), use --policy CR=flag,HP=flag")
+                        "calls (hits, or stars sharper than FWHM ~1.1 px: those only --policy CR=flag,HP=flag keeps)")
         warnings.warn(f"PSF not measurable ({n} clean stars): FWHM {guess} assumed{hint}",
                       MaxidetectWarning, stacklevel=2)
     return FrameStats(back=back, rms=rms, globalrms=bg.globalrms, objects=objs,
