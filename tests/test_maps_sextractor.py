@@ -442,3 +442,18 @@ def test_maps_reuse_up_to_date_masks(maker, tmp_path, monkeypatch):
     centred = MaskMaker(predictor=maker.predictor, background="centred")
     with pytest.raises(AssertionError, match="recomputed"):
         write_maps(path, centred, overwrite=True)
+
+
+@needs_sex
+def test_sex_warns_where_sextractor_s_own_statistics_underflow(tmp_path, monkeypatch, capsys):
+    """A frame in erg/s/cm^2/Hz (noise ~1e-29): the maps are those of the frame
+    in ADU, but SExtractor's float sums of squares underflow and it detects
+    the sky (143 detections of 40 sources at a noise of 1e-23): the run says
+    so. At a noise of 1e-21 SExtractor still works, and nothing is said."""
+    monkeypatch.chdir(tmp_path)
+    img, _ = _star_field()
+    _write(tmp_path / "tiny.fits", (img * 1e-30).astype(np.float32))
+    _write(tmp_path / "small.fits", (img * 1e-20).astype(np.float32))
+    assert main(["sex", "tiny.fits", "small.fits", "-q"]) == 0
+    err = capsys.readouterr().err
+    assert "tiny.fits" in err and "SExtractor's single-precision" in err and "small.fits" not in err
