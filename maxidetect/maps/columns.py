@@ -345,11 +345,16 @@ def _side_levels(image: np.ndarray, rows: np.ndarray, x0: int, x1: int) -> tuple
     return out[0], out[1]
 
 
-def _a_step(level: float, left: float, right: float, noise: float) -> bool:
-    """Whether a column at ``level`` lies at one side's level (or between them): the edge of a step
-    in the sky (two amplifiers' bias, a filter's edge), not a column of its own. ``noise``: of the
-    difference of medians."""
-    diffs = [level - v for v in (left, right) if np.isfinite(v)]
+def _is_step(img: np.ndarray, rms: np.ndarray, rows: np.ndarray, x: int, x0: int, x1: int) -> bool:
+    """Whether column ``x`` of the raw ``img``, over ``rows``, lies at one side's level of the block
+    of columns x0..x1 it belongs to (or between them): the edge of a step in the sky (two
+    amplifiers' bias, a filter's edge), not a column of its own. False where it holds no data."""
+    own = img[rows, x]
+    if not np.isfinite(own).any():
+        return False
+    level = float(np.nanmedian(own))
+    noise = 1.2533 * float(np.median(rms[rows, x])) * np.sqrt(1.0 / len(rows) + 1.0 / (_SIDE * len(rows)))
+    diffs = [level - v for v in _side_levels(img, rows, x0, x1) if np.isfinite(v)]
     if not diffs:
         return False
     same_sign = all(d > 0 for d in diffs) or all(d < 0 for d in diffs)
@@ -359,41 +364,23 @@ def _a_step(level: float, left: float, right: float, noise: float) -> bool:
 def step_edges(image: np.ndarray, columns: np.ndarray, rms: np.ndarray) -> np.ndarray:
     """The pixels of ``columns`` (bool (H, W): column calls, e.g. the network's HCL and DCL) whose
     column, over the rows it is called, lies at the level of the columns on one side of its block of
-    adjacent called columns, measured in the raw ``image``: a step's edge, not a bad column. A raw
-    frame read by two amplifiers (bias 60 ADU apart): the network called the 19 columns before the
-    boundary dead, 6800 pixels given zero weight. bool like ``columns``."""
+    adjacent called columns, measured in the raw ``image`` (:func:`_is_step`): a step's edge, not a
+    bad column. A raw frame read by two amplifiers (bias 60 ADU apart): the network called the 19
+    columns before the boundary dead, 6800 pixels given zero weight. bool like ``columns``."""
     out = np.zeros(columns.shape, bool)
     cols = np.flatnonzero(columns.any(axis=0))
-    if not len(cols):
-        return out
     img = np.asarray(image, np.float32)
-    for block in np.split(cols, np.flatnonzero(np.diff(cols) > 1) + 1):
-        x0, x1 = int(block[0]), int(block[-1])
+    for block in np.split(cols, np.flatnonzero(np.diff(cols) > 1) + 1) if len(cols) else ():
         for x in block:
             rows = np.flatnonzero(columns[:, x])
-            if len(rows) < 2:
-                continue
-            own = img[rows, x]
-            if not np.isfinite(own).any():  # no data there: nothing to compare
-                continue
-            level = float(np.nanmedian(own))
-            left, right = _side_levels(img, rows, x0, x1)
-            noise = 1.2533 * float(np.median(rms[rows, x])) * np.sqrt(1.0 / len(rows) + 1.0 / (_SIDE * len(rows)))
-            if _a_step(level, left, right, noise):
+            if len(rows) >= 2 and _is_step(img, rms, rows, int(x), int(block[0]), int(block[-1])):
                 out[rows, x] = True
     return out
 
 
 def on_step(image: np.ndarray, d: LineDefect, rms: np.ndarray) -> bool:
-    """Whether a found segment ``d`` lies at the raw level of one side of it (see :func:`step_edges`):
+    """Whether a found segment ``d`` lies at the raw level of one side of it (:func:`_is_step`):
     found on the background-subtracted image, a step's edge passes for a column (a smoothed
     background cannot follow the step)."""
     img, r = (image, rms) if d.axis == 1 else (image.T, rms.T)
-    rows = np.arange(d.start, d.stop)
-    own = np.asarray(img[rows, d.index], np.float32)
-    if not np.isfinite(own).any():
-        return False
-    level = float(np.nanmedian(own))
-    left, right = _side_levels(np.asarray(img, np.float32), rows, d.index, d.index)
-    noise = 1.2533 * float(np.median(r[rows, d.index])) * np.sqrt(1.0 / len(rows) + 1.0 / (_SIDE * len(rows)))
-    return _a_step(level, left, right, noise)
+    return _is_step(np.asarray(img, np.float32), r, np.arange(d.start, d.stop), d.index, d.index, d.index)

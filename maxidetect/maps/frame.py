@@ -46,13 +46,13 @@ LEVEL_KEYS = ("SATURATE", "SATLEVEL", "SATUR")
 GAIN_KEYS = ("GAIN", "EGAIN", "CCDGAIN")
 
 
-def in_usual_units(image: np.ndarray, header):
+def in_usual_units(image: np.ndarray, header, noise: float | None = None):
     """(image, header) with the image scaled by a power of two (exact in binary) when its noise is
     far outside what raw and reduced frames have: a frame in erg/s/cm^2/A (noise ~1e-19) met the
     fusion's floors on noise and variance and lost every L.A.Cosmic hit, and at ~1e-29 float32
     squares underflow. The header's saturation levels and gain follow; frames in range are
-    returned as they are."""
-    noise = pixel_noise(image)
+    returned as they are. ``noise``: :func:`pixel_noise` of the image, when already measured."""
+    noise = pixel_noise(image) if noise is None else noise
     if not (np.isfinite(noise) and noise > 0) or USUAL_NOISE[0] <= noise <= USUAL_NOISE[1]:
         return image, header
     scale = float(2.0 ** -np.round(np.log2(noise)))

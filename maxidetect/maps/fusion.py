@@ -337,7 +337,10 @@ def fuse(image: np.ndarray, flags: np.ndarray, policy: MapPolicy,
         # A zero-filled blank region is no data, as NaN is: left out of every statistic and search
         # (its edges are no trail or dead row).
         image = np.where(blank, np.float32(np.nan), np.asarray(image, np.float32))
-    image, header = in_usual_units(image, header)
+    noise = pixel_noise(image)
+    scaled, header = in_usual_units(image, header, noise)
+    if scaled is not image:
+        image, noise = scaled, pixel_noise(scaled)
     act = policy.actions
 
     def net(abbr):
@@ -350,7 +353,7 @@ def fuse(image: np.ndarray, flags: np.ndarray, policy: MapPolicy,
     # Overscan left in the background meshes makes the spline ring along the
     # frame's columns: column-like residuals over its whole height. The
     # network's OV pixels, and edge blocks with no sky by their statistics.
-    sky_free = edge_blocks(image, pixel_noise(image))
+    sky_free = edge_blocks(image, noise)
     if act["OV"] != "none":
         flags[sky_free] |= BIT["OV"]
     overscan = net("OV") | sky_free

@@ -127,6 +127,13 @@ _TOP = 65000.0
 _TINY = 1e-12
 
 
+def _sample_level(data: np.ndarray) -> tuple[float, float]:
+    """Median and MAD noise of a frame, from ~262144 of its pixels."""
+    sample = data.ravel()[::max(1, data.size // 262144)]
+    med = float(np.median(sample))
+    return med, 1.4826 * float(np.median(np.abs(sample - med)))
+
+
 def _into_clip_range(data: np.ndarray) -> None:
     """Scale, in place, a frame with pixels beyond MaxiMask's clip range
     [CLIP_LOW, CLIP_HIGH] (a co-add in electrons, a frame x 100, a
@@ -145,18 +152,13 @@ def _into_clip_range(data: np.ndarray) -> None:
     if max(-lo, hi) < _TINY:
         # Noise this small (a frame in erg/s/cm^2/Hz) underflows in float32's squares: brought
         # to about a unit by a power of two (exact), which the normalisation then divides out.
-        step = max(1, data.size // 262144)
-        sample = data.ravel()[::step]
-        rms = 1.4826 * float(np.median(np.abs(sample - np.median(sample))))
+        rms = _sample_level(data)[1]
         if rms > 0:
             data *= np.float32(2.0 ** -np.round(np.log2(rms)))
             lo, hi = float(np.min(data)), float(np.max(data))
     if lo >= CLIP_LOW and hi <= CLIP_HIGH:
         return
-    step = max(1, data.size // 262144)
-    sample = data.ravel()[::step]
-    med = float(np.median(sample))
-    rms = 1.4826 * float(np.median(np.abs(sample - med)))
+    med, rms = _sample_level(data)
     if rms > 0:
         lo, hi = max(lo, med - 1e4 * rms), min(hi, med + 1e4 * rms)
     scale = 1.0
