@@ -1980,14 +1980,16 @@ def test_two_amplifiers_bias_step_is_no_column_and_real_columns_stay(axis):
     the network called the 19 columns before the boundary dead (6800 pixels
     of zero weight on a 512^2 frame) and the search found the two after it
     hot (the background's mesh cannot follow the step). Those columns lie at
-    the raw level of one side: no column. A dead column and a 3 sigma hot
-    one elsewhere, called the same, stay zero."""
+    the raw level of one side: no column, even where the calls come in
+    pieces shorter than 20 px. A dead column and a 3 sigma hot one
+    elsewhere, called the same, stay zero."""
     img, _ = _field(n=256, seed=12)
     img[:, 128:] += 6 * NOISE
     img[:, 60] *= 0.2  # dead
     img[20:200, 200] += 3 * NOISE  # hot segment
     flags = np.zeros(img.shape, np.int32)
-    flags[:, 118:128] |= BIT["DCL"]  # the step's darker side called dead
+    broken = (np.arange(256) % 16 < 12)[:, None]  # the calls broken every 12 rows (sources on them)
+    flags[:, 118:128] |= np.where(broken, BIT["DCL"], 0).astype(np.int32)  # the step's darker side called dead
     flags[:, 128:130] |= BIT["HCL"]
     flags[:, 60] |= BIT["DCL"]
     flags[20:200, 200] |= BIT["HCL"]

@@ -450,8 +450,10 @@ def fuse(image: np.ndarray, flags: np.ndarray, policy: MapPolicy,
     # the segments found beside one, at the raw level of one side, go.
     col_calls = net("HCL") | net("DCL")
     if col_calls.any():
-        along_y = ndimage.binary_opening(col_calls, np.ones((20, 1), bool))  # column-like runs of 20+
-        along_x = ndimage.binary_opening(col_calls, np.ones((1, 20), bool))  # row-like
+        # Judged per column (row) holding 20 calls or more, in runs or not: a step's calls are
+        # broken by the sources on it (runs of 20+ only left 914 of 6808 such pixels zeroed).
+        along_y = col_calls & (col_calls.sum(axis=0) >= 20)[None, :]
+        along_x = col_calls & (col_calls.sum(axis=1) >= 20)[:, None]
         step = step_edges(image, along_y, stats.rms) | step_edges(image.T, along_x.T, stats.rms.T).T
         if step.any():
             flags[step] &= ~(BIT["HCL"] | BIT["DCL"])
