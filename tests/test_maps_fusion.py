@@ -1401,6 +1401,73 @@ def test_a_short_trail_far_shorter_than_its_chord_is_found_by_its_shape(seed, an
     assert find_trails(z, np.zeros((n, n), bool)) == []
 
 
+@pytest.mark.parametrize("seed,angle", [(81, 32.0), (82, 131.0)])
+def test_a_satellite_train_is_masked_trail_by_trail(seed, angle):
+    """Seven parallel trails 12-40 px apart (a satellite train; peak S/N 3-12): the search's
+    Hough peaks, profiles and flanks took each fainter trail for a part or the surroundings of
+    a brighter one beside it, and left three to four of them unmasked. The search goes on
+    beside the trails found, without their bands, until no new one is found."""
+    n = 768
+    rng = np.random.default_rng(seed)
+    z = rng.normal(0.0, 1.0, (n, n)).astype(np.float32)
+    yy, xx = np.mgrid[:n, :n]
+    a = np.radians(angle)
+    rho = xx * np.cos(a) + yy * np.sin(a)
+    rho0 = rho[n // 2, n // 2] - 100
+    trails = [p * np.exp(-0.5 * ((rho - rho0 - r) / 1.3) ** 2)
+              for r, p in zip(np.cumsum([0, 25, 30, 22, 40, 12, 12]), [12, 6, 9, 4, 8, 3, 5], strict=True)]
+    found = find_trails((z + sum(trails)).astype(np.float32), np.zeros((n, n), bool))
+    assert len(found) == len(trails)
+    zero = np.zeros((n, n), bool)
+    for t in found:
+        zero |= trail_mask((n, n), t, half_width=t.mask_half_width)
+    for trail in trails:
+        assert zero[trail > 1.0].mean() > 0.95
+    assert zero.mean() < 0.2
+
+
+@pytest.mark.parametrize("seed,angle,apart", [(84, 40.0, 3.0), (85, 115.0, 4.0)])
+def test_two_trails_crossing_at_a_shallow_angle_are_both_masked(seed, angle, apart):
+    """Two trails crossing at 3-4 deg near the frame's middle: the fainter one, close to the
+    brighter at its own middle, was dropped as the brighter one found again, and a quarter of
+    it was masked. Two trails are one only where they are close all along."""
+    n = 1024
+    rng = np.random.default_rng(seed)
+    z = rng.normal(0.0, 1.0, (n, n)).astype(np.float32)
+    yy, xx = np.mgrid[:n, :n]
+    trails = []
+    for a, peak in ((np.radians(angle), 6.0), (np.radians(angle + apart), 4.0)):
+        d = (xx - n / 2) * np.cos(a) + (yy - n / 2) * np.sin(a)
+        trails.append(peak * np.exp(-0.5 * (d / 1.3) ** 2))
+    found = find_trails((z + sum(trails)).astype(np.float32), np.zeros((n, n), bool))
+    zero = np.zeros((n, n), bool)
+    for t in found:
+        zero |= trail_mask((n, n), t, half_width=t.mask_half_width)
+    for trail in trails:
+        assert zero[trail > 1.0].mean() > 0.95
+
+
+@pytest.mark.parametrize("peak,power", [(300.0, 1.6), (100.0, 2.0)])
+def test_a_bright_trails_wings_are_masked_and_are_not_a_train(peak, power):
+    """A bright trail whose profile has a real PSF's power-law wings, far above its fitted
+    Gaussian's: the zero-weight band reaches as far as the measured profile stands 0.3 sigma
+    above the sky (the Gaussian's reach left a third of the pixels of 0.5 sigma or more outside
+    it, detected in fragments along it), and the wings, falling steadily away from it, are no
+    parallel trails of their own."""
+    n = 768
+    rng = np.random.default_rng(83)
+    z = rng.normal(0.0, 1.0, (n, n)).astype(np.float32)
+    yy, xx = np.mgrid[:n, :n]
+    a = np.radians(67.0)
+    d = xx * np.cos(a) + yy * np.sin(a) - 500.0
+    profile = peak * (1 + (d / 2.0) ** 2) ** -power
+    found = find_trails((z + profile).astype(np.float32), np.zeros((n, n), bool))
+    assert len(found) == 1
+    zero = trail_mask((n, n), found[0], half_width=found[0].mask_half_width)
+    assert zero[profile > 0.5].mean() > 0.97
+    assert zero[profile < 0.2].mean() < 0.001
+
+
 @pytest.mark.parametrize("seed,angle,snr", [(71, 120.0, 1.5), (72, 70.0, 1.5)])
 def test_a_short_faint_trail_the_network_calls_a_spike_is_found_where_it_is(seed, angle, snr):
     """A 100 px trail at S/N 1.5 on a 1024 px frame: over its whole chord

@@ -78,6 +78,14 @@ MAX_LINES = 12  # distinct lines tried from the Hough transform
 LINE_SUPPORT_ANGLE = np.radians(10.0)
 MAX_PEAKS = 40  # Hough peaks taken to find them
 MODEL_BIN = 4.0  # px along a trail per amplitude bin of its model
+#: Rounds of the search for the parallel neighbours of the trails found (a satellite train: trails
+#: 10-40 px apart, each hidden from the first round by a brighter one beside it). Each round leaves
+#: out the found trails' zero-weight bands widened by NEIGHBOUR_PAD px, and searches within
+#: NEIGHBOUR_ANGLE of their directions.
+NEIGHBOUR_ROUNDS = 4
+NEIGHBOUR_PAD = 3.0
+NEIGHBOUR_ANGLE = np.radians(2.0)
+NEIGHBOUR_REACH = 64.0  # px: farther lines are searched as well in the first round
 #: A line verified only where the network drew it (its whole chord fails) is a trail from this
 #: peak S/N per pixel up (the faintest the maps must find is 1; a raw frame's edge row the network
 #: calls a spike line fitted at 0.49).
@@ -102,6 +110,9 @@ class Trail:
     t1: float
     significance: float
     source: str  # "hough", "network" (a TRL component) or "network-line" (another line call)
+    #: Where its measured profile falls to MASK_EDGE_SIGMA [px from the line] (None: not measured):
+    #: a real trail's profile is its PSF's, with wings far above the fitted Gaussian's.
+    wings: float | None = None
 
     @property
     def half_width(self) -> float:
@@ -118,7 +129,8 @@ class Trail:
         if self.amplitude <= 0:
             return self.half_width
         reach = self.sigma * np.sqrt(2.0 * np.log(max(self.amplitude / MASK_EDGE_SIGMA, 1.5))) + 1.0
-        return min(reach, self.half_width)
+        reach = min(reach, self.half_width)
+        return reach if self.wings is None else max(reach, self.wings + 1.0)
 
     @property
     def length(self) -> float:
@@ -192,9 +204,10 @@ def trail_model(shape, trail: Trail, snr: np.ndarray | None = None, step: float 
     return model
 
 
-def _hough(z: np.ndarray, valid: np.ndarray, n_theta: int):
+def _hough(z: np.ndarray, valid: np.ndarray, n_theta: int, only: np.ndarray | None = None):
     """Signal-weighted Hough accumulator of the binned S/N image ``z`` (unit
-    noise): (significance (n_theta, n_rho), thetas, rho0)."""
+    noise): (significance (n_theta, n_rho), thetas, rho0). ``only``: bool per
+    angle, the angles summed (the others' significance is 0)."""
     h, w = z.shape
     ys, xs = np.nonzero(valid & (z > 1.0))
     wt = np.minimum(z[ys, xs], 5.0)  # a few bright leftovers must not make a line
@@ -203,7 +216,8 @@ def _hough(z: np.ndarray, valid: np.ndarray, n_theta: int):
     n_rho = 2 * diag + 1
     acc = np.zeros((n_theta, n_rho))
     cos, sin = np.cos(thetas), np.sin(thetas)
-    for k in range(n_theta):
+    angles = range(n_theta) if only is None else np.flatnonzero(only)
+    for k in angles:
         r = np.round(xs * cos[k] + ys * sin[k]).astype(np.int64) + diag
         acc[k] = np.bincount(r, weights=wt, minlength=n_rho)
     # Chord length of each (theta, rho) line inside the image, times the valid fraction.
@@ -212,6 +226,8 @@ def _hough(z: np.ndarray, valid: np.ndarray, n_theta: int):
     with np.errstate(invalid="ignore", divide="ignore"):
         sig = (acc - _E_W * length) / np.sqrt(_E_W2 * length)
     sig[length < 20] = 0.0
+    if only is not None:
+        sig[~only] = 0.0
     sig = np.nan_to_num(sig)
     # In units of the accumulator's own scatter at each angle (at least its
     # white-noise unit): the residual light between the masked stars of a
@@ -219,7 +235,7 @@ def _hough(z: np.ndarray, valid: np.ndarray, n_theta: int):
     # lines spread far wider than white noise does; a trail is one outlier.
     lines = length >= 20
     spread = np.ones(n_theta)
-    for k in range(n_theta):
+    for k in angles:
         row = sig[k, lines[k]]
         if row.size > 20:
             spread[k] = max(1.0, 1.4826 * float(np.median(np.abs(row - np.median(row)))))
@@ -597,7 +613,26 @@ def _final_profile(snr: np.ndarray, valid: np.ndarray, t: Trail, band: float = 2
     if best is None:
         return t
     _, amp, off, sigma = best
-    return replace(t, rho=t.rho + off, sigma=sigma, amplitude=amp)
+    return replace(t, rho=t.rho + off, sigma=sigma, amplitude=amp, wings=_wing_reach(centres - off, prof, sigma))
+
+
+def _wing_reach(dist: np.ndarray, prof: np.ndarray, sigma: float, top: float = 16.0) -> float | None:
+    """How far [px, at most ``top``] from the line a trail's measured profile (``prof``, medians
+    at offsets ``dist``, the sky's level 0) stays MASK_EDGE_SIGMA above the sky on both sides,
+    out from 2.5 of its widths; None where it falls below there already. A bright trail's wings
+    are its PSF's, a power law far above the fitted Gaussian: left out of the zero-weight band,
+    they were detected in fragments along it (constructed trails of peak S/N 40-400 with Moffat
+    wings: 4-5 spurious detections each)."""
+    r = np.arange(2.5 * sigma, top + 0.25, 0.5)
+    levels = []
+    for side in (dist, -dist):  # each side's profile at r: the nearer side's bins
+        order = np.argsort(side)
+        levels.append(np.interp(r, side[order], prof[order], left=np.nan, right=np.nan))
+    low = np.fmin(*levels) if np.isfinite(levels[0]).any() and np.isfinite(levels[1]).any() else None
+    if low is None or not low[0] >= MASK_EDGE_SIGMA:
+        return None
+    below = np.flatnonzero(~(low >= MASK_EDGE_SIGMA))
+    return float(r[below[0] - 1] if len(below) else r[-1])
 
 
 def _through_masked(snr: np.ndarray, masked: np.ndarray, t: Trail, band: float = 24.0) -> Trail:
@@ -908,14 +943,20 @@ def _is_column(trail: Trail, z: np.ndarray, valid: np.ndarray) -> bool:
 
 
 def _same(a: Trail, b: Trail) -> bool:
-    """The same trail found twice: nearly parallel and close at a's middle."""
+    """The same trail found twice: nearly parallel, and close at a's middle and all along the
+    stretch of a beside b (two trails crossing at 3 deg are close at a middle near the
+    crossing: the fainter one, 900 px long, was dropped as the brighter one found again)."""
     dtheta = abs((a.theta - b.theta + np.pi / 2) % np.pi - np.pi / 2)
     if dtheta > np.radians(5.0):
         return False
-    tm = 0.5 * (a.t0 + a.t1)
-    xm = a.rho * np.cos(a.theta) - tm * np.sin(a.theta)
-    ym = a.rho * np.sin(a.theta) + tm * np.cos(a.theta)
-    return abs(xm * np.cos(b.theta) + ym * np.sin(b.theta) - b.rho) < a.half_width + b.half_width + 10
+    ts = np.linspace(a.t0, a.t1, 17)
+    xs = a.rho * np.cos(a.theta) - ts * np.sin(a.theta)
+    ys = a.rho * np.sin(a.theta) + ts * np.cos(a.theta)
+    dist = np.abs(xs * np.cos(b.theta) + ys * np.sin(b.theta) - b.rho)
+    along = -xs * np.sin(b.theta) + ys * np.cos(b.theta)
+    beside = (along >= b.t0) & (along <= b.t1)
+    beside[8] = True  # the middle, as before: a's rest beyond b's end is judged by _continues
+    return bool((dist[beside] < a.half_width + b.half_width + 10).all())
 
 
 def _continues(a: Trail, b: Trail) -> tuple[float, float] | None:
@@ -990,87 +1031,8 @@ def _plausible(t: Trail, z, valid, network_trl, diffuse, psf_sigma, lines=None) 
     return True
 
 
-def find_trails(snr: np.ndarray, masked: np.ndarray, network_trl: np.ndarray | None = None,
-                min_length: int = 100, nsigma: float = 6.0, diffuse: np.ndarray | None = None,
-                psf_sigma: float | None = None, network_lines: np.ndarray | None = None) -> list[Trail]:
-    """Trails of an image in noise units.
-
-    Parameters
-    ----------
-    snr : float (H, W)
-        (image - background) / rms.
-    masked : bool (H, W)
-        Left out: compact sources (grown), saturated stars and their spikes and bleeds.
-    network_trl : bool (H, W), optional
-        The network's TRL pixels: elongated components seed candidate lines
-        (verified like the others, over ``min_length / 3`` px at least).
-    network_lines : bool (H, W), optional
-        Other calls of the network that support a found line along them as
-        its TRL pixels do (the spike calls that draw lines away from
-        saturated stars: it calls broad and faint trails spikes); as seeds,
-        a line found from them must be at least MIN_SPAN_AMPLITUDE bright.
-        A network seed whose whole chord fails is verified again over the
-        stretch the network drew (a short trail's profile is lost in the
-        sky's medians over a long chord).
-    diffuse : bool (H, W), optional
-        Diffuse light (nebulae, fringes): its filaments and stripes can pass
-        for a broad line, so a broad line (sigma >= 2.5 px) found there by
-        its shape alone, with no TRL support from the network, is not taken
-        for a trail.
-    psf_sigma : float, optional
-        The frame's PSF sigma: a line along the pixel grid (drifting sideways
-        by less than three of its widths over its length) and more than twice
-        as broad is a sky line of a spectrum, a bleed or an amplifier glow,
-        not a satellite (whose trail is about as wide as the PSF), even where
-        the network calls it TRL (it does, on spectra).
-    """
-    z = np.where(masked, 0.0, np.clip(np.asarray(snr, np.float32), -10, 50)).astype(np.float32)
-    valid = ~masked
-    lines = None
-    if network_lines is not None and network_lines.any():
-        lab, n = ndimage.label(network_lines, structure=np.ones((3, 3), bool))
-        lines = (lab, component_shapes(lab, n)[4])
-        network_trl = np.zeros(z.shape, bool) if network_trl is None else network_trl
-    h, w = z.shape
-    bin_ = 4 if min(h, w) >= 1024 else 2
-    hb, wb = h // bin_, w // bin_
-    if hb < 2 or wb < 2:
-        return []  # a frame a pixel or two wide holds no line to search (and no median to pad)
-    zb = z[:hb * bin_, :wb * bin_].reshape(hb, bin_, wb, bin_).sum(axis=(1, 3)) / bin_  # unit noise
-    # High-pass: structure broader than ~40 px (nebulae, halos, gradients) is
-    # not a trail; a trail (<= 10 px wide) passes the median untouched.
-    size = max(3, int(round(40 / bin_)) | 1)
-    smooth = _median_smooth(zb, size)
-    zb = zb - smooth
-    up = np.repeat(np.repeat(smooth / bin_, bin_, axis=0), bin_, axis=1)
-    z[:up.shape[0], :up.shape[1]] -= up
-    z[masked] = 0.0
-    vb = valid[:hb * bin_, :wb * bin_].reshape(hb, bin_, wb, bin_).mean(axis=(1, 3)) > 0.5
-    n_theta = 360 if max(hb, wb) <= 600 else 720
-    excess = _excess_noise(z, valid)
-    # The Hough sums in units of the residual's own local noise: a region of excess noise (a
-    # frame's top rows with a ramp, a cluster core) otherwise makes every line through it a peak.
-    rep = EXCESS_BLOCK // bin_
-    eb = np.repeat(np.repeat(excess, rep, axis=0), rep, axis=1)[:hb, :wb]
-    sig, thetas, diag = _hough(zb / eb, vb, n_theta)
-    candidates = [(t, r, "hough", min_length, None) for t, r, _ in _peaks(sig, thetas, diag, bin_, nsigma, MAX_PEAKS)]
-    for seeds, kind in ((network_trl, "network"), (network_lines, "network-line")):
-        if seeds is None or not seeds.any():
-            continue
-        lab, n = ndimage.label(seeds, structure=np.ones((3, 3)))
-        for sl in ndimage.find_objects(lab):
-            ys, xs = np.nonzero(lab[sl] > 0)
-            if len(ys) < 10:
-                continue
-            pts = np.c_[xs + sl[1].start, ys + sl[0].start].astype(float)
-            mean = pts.mean(axis=0)
-            evals, evecs = np.linalg.eigh(np.cov((pts - mean).T))
-            if evals[1] < 16 * max(evals[0], 0.25) or np.sqrt(12 * evals[1]) < 30:
-                continue  # not elongated, or shorter than 30 px
-            dx, dy = evecs[:, 1]  # along the component
-            theta = np.arctan2(dx, -dy) % np.pi  # the normal (cos, sin) is perpendicular to (dx, dy)
-            rho = mean[0] * np.cos(theta) + mean[1] * np.sin(theta)
-            candidates.append((theta, rho, kind, max(30, min_length // 3), (mean, np.sqrt(3 * evals[1]))))
+def _search(candidates, z, valid, excess, network_trl, diffuse, psf_sigma, lines) -> list[Trail]:
+    """Each candidate line straightened and verified; the trails found, the strongest first."""
     # Every candidate straightened first: the Hough peaks around one broad feature (a frame's top
     # rows with a ramp) straighten onto the same line and count once, or they used up the search
     # (twelve peaks on such rows, and a 2.4-sigma trail beside them was never tried).
@@ -1147,6 +1109,206 @@ def find_trails(snr: np.ndarray, masked: np.ndarray, network_trl: np.ndarray | N
         # Its pixels (and wings) are explained: later, weaker candidates near it are not new trails.
         ys, xs, _ = _segment(z.shape, t.theta, t.rho, t.half_width + 8, t.t0 - 20, t.t1 + 20)
         valid[ys, xs] = False
+    return trails
+
+
+def _apart(t: Trail, known: list[Trail], z: np.ndarray) -> bool:
+    """``t``, found beside trails ``known`` already, is a trail of its own: where it runs along one
+    of them, it lies beyond that one's zero-weight band and two of its own widths, and the light
+    between the two lines (z, medians in 1 px strips over their common stretch) falls somewhere
+    under half of ``t``'s peak (a bright trail's wings beyond its band fall steadily away from it:
+    no dip between)."""
+    for o in known:
+        dtheta = abs((t.theta - o.theta + np.pi / 2) % np.pi - np.pi / 2)
+        if dtheta > 2 * NEIGHBOUR_ANGLE:
+            continue
+        # t's stretch seen from o's line: where both run side by side
+        ts = np.linspace(t.t0, t.t1, 64)
+        xs = t.rho * np.cos(t.theta) - ts * np.sin(t.theta)
+        ys = t.rho * np.sin(t.theta) + ts * np.cos(t.theta)
+        dist = xs * np.cos(o.theta) + ys * np.sin(o.theta) - o.rho
+        along = -xs * np.sin(o.theta) + ys * np.cos(o.theta)
+        side = (along >= o.t0 - 20) & (along <= o.t1 + 20)
+        if not side.any():
+            continue  # beyond o's ends: a dash of its own
+        d = float(np.median(dist[side]))
+        if abs(d) < o.mask_half_width + NEIGHBOUR_PAD + 2 * t.sigma:
+            return False
+        lo, hi = float(along[side].min()), float(along[side].max())
+        ys_b, xs_b, dist_b, along_b = _band(z.shape, o.theta, o.rho, abs(d))
+        between = (along_b >= lo) & (along_b <= hi) & (np.sign(dist_b) == np.sign(d))
+        off = np.abs(dist_b[between])
+        strip = np.floor(off - o.mask_half_width).astype(np.int64)
+        n = int(np.floor(abs(d) - 2 * t.sigma - o.mask_half_width))
+        if n < 1:
+            return False
+        keep = (strip >= 0) & (strip < n)
+        count = np.bincount(strip[keep], minlength=n)
+        med = _bin_medians(z[ys_b[between][keep], xs_b[between][keep]], strip[keep], n)
+        if not (count >= 20).any() or float(med[count >= 20].min()) >= 0.5 * t.amplitude:
+            return False
+    return True
+
+
+def _beside(candidate, trails: list[Trail]) -> bool:
+    """A candidate line (theta, rho, source, length, where) runs beside one of ``trails``: nearly
+    parallel, off its zero-weight band and within NEIGHBOUR_REACH px of its line (at the
+    candidate's middle where known, else at the trail's)."""
+    theta, rho, _, _, where = candidate
+    c, s = np.cos(theta), np.sin(theta)
+    for o in trails:
+        if abs((theta - o.theta + np.pi / 2) % np.pi - np.pi / 2) > NEIGHBOUR_ANGLE:
+            continue
+        if where is not None:
+            (mx, my), _ = where
+            d = abs(mx * np.cos(o.theta) + my * np.sin(o.theta) - o.rho)
+        else:
+            tm = 0.5 * (o.t0 + o.t1)
+            xm, ym = o.rho * np.cos(o.theta) - tm * np.sin(o.theta), o.rho * np.sin(o.theta) + tm * np.cos(o.theta)
+            d = abs(xm * c + ym * s - rho)
+        if o.mask_half_width + NEIGHBOUR_PAD < d <= NEIGHBOUR_REACH:
+            return True
+    return False
+
+
+def _neighbours(trails, z, valid, excess, bin_, eb, n_theta, nsigma, min_length, net_candidates,
+                judge) -> list[Trail]:
+    """The trails beside and parallel to those found (``trails``), in NEIGHBOUR_ROUNDS rounds at
+    most, each without the zero-weight bands of every trail found before (widened by
+    NEIGHBOUR_PAD px): a satellite train's trails lie 10-40 px apart, and the first round's Hough
+    peaks, profiles and flanks take each fainter one for a part or the surroundings of a brighter
+    one (constructed train of seven, 22-40 px apart, S/N 3-12: three left unmasked)."""
+    network_trl, diffuse, psf_sigma, lines = judge
+    h, w = z.shape
+    hb, wb = h // bin_, w // bin_
+    thetas = np.linspace(0, np.pi, n_theta, endpoint=False)
+    out: list[Trail] = []
+    new = trails
+    for _ in range(NEIGHBOUR_ROUNDS):
+        if not new:
+            break
+        known = trails + out
+        excl = np.zeros(z.shape, bool)
+        for t in known:
+            ys, xs, _ = _segment(z.shape, t.theta, t.rho, t.mask_half_width + NEIGHBOUR_PAD, t.t0 - 20, t.t1 + 20)
+            excl[ys, xs] = True
+        valid_r = valid & ~excl
+        z_r = np.where(excl, np.float32(0.0), z)
+        zb = z_r[:hb * bin_, :wb * bin_].reshape(hb, bin_, wb, bin_).sum(axis=(1, 3)) / bin_
+        vb = valid_r[:hb * bin_, :wb * bin_].reshape(hb, bin_, wb, bin_).mean(axis=(1, 3)) > 0.5
+
+        def parallel(theta, ref=new):
+            return any(abs((theta - t.theta + np.pi / 2) % np.pi - np.pi / 2) <= NEIGHBOUR_ANGLE for t in ref)
+
+        only = np.array([parallel(th) for th in thetas])
+        sig, _, diag = _hough(zb / eb, vb, n_theta, only=only)
+        cands = [(th, r, "hough", min_length, None) for th, r, _ in _peaks(sig, thetas, diag, bin_, nsigma, MAX_PEAKS)]
+        cands += [c for c in net_candidates if parallel(c[0])]
+        # Only lines beside a trail found in the last round: farther ones were tried as they are in
+        # the first, and the pieces of the found trails themselves are no neighbours.
+        cands = [c for c in cands if _beside(c, new)]
+        found = _search(cands, z_r, valid_r, excess, network_trl, diffuse, psf_sigma, lines)
+        new = []
+        for t in found:
+            if _apart(t, known + new, z):
+                new.append(t)
+        out += new
+    return out
+
+
+def _network_candidates(network_trl, network_lines, min_length: int) -> list:
+    """Candidate lines (theta, rho, source, minimum length, (middle, half length)) through the
+    elongated components of the network's TRL calls and its other line calls."""
+    candidates = []
+    for seeds, kind in ((network_trl, "network"), (network_lines, "network-line")):
+        if seeds is None or not seeds.any():
+            continue
+        lab, n = ndimage.label(seeds, structure=np.ones((3, 3)))
+        for sl in ndimage.find_objects(lab):
+            ys, xs = np.nonzero(lab[sl] > 0)
+            if len(ys) < 10:
+                continue
+            pts = np.c_[xs + sl[1].start, ys + sl[0].start].astype(float)
+            mean = pts.mean(axis=0)
+            evals, evecs = np.linalg.eigh(np.cov((pts - mean).T))
+            if evals[1] < 16 * max(evals[0], 0.25) or np.sqrt(12 * evals[1]) < 30:
+                continue  # not elongated, or shorter than 30 px
+            dx, dy = evecs[:, 1]  # along the component
+            theta = np.arctan2(dx, -dy) % np.pi  # the normal (cos, sin) is perpendicular to (dx, dy)
+            rho = mean[0] * np.cos(theta) + mean[1] * np.sin(theta)
+            candidates.append((theta, rho, kind, max(30, min_length // 3), (mean, np.sqrt(3 * evals[1]))))
+    return candidates
+
+
+def find_trails(snr: np.ndarray, masked: np.ndarray, network_trl: np.ndarray | None = None,
+                min_length: int = 100, nsigma: float = 6.0, diffuse: np.ndarray | None = None,
+                psf_sigma: float | None = None, network_lines: np.ndarray | None = None) -> list[Trail]:
+    """Trails of an image in noise units.
+
+    Parameters
+    ----------
+    snr : float (H, W)
+        (image - background) / rms.
+    masked : bool (H, W)
+        Left out: compact sources (grown), saturated stars and their spikes and bleeds.
+    network_trl : bool (H, W), optional
+        The network's TRL pixels: elongated components seed candidate lines
+        (verified like the others, over ``min_length / 3`` px at least).
+    network_lines : bool (H, W), optional
+        Other calls of the network that support a found line along them as
+        its TRL pixels do (the spike calls that draw lines away from
+        saturated stars: it calls broad and faint trails spikes); as seeds,
+        a line found from them must be at least MIN_SPAN_AMPLITUDE bright.
+        A network seed whose whole chord fails is verified again over the
+        stretch the network drew (a short trail's profile is lost in the
+        sky's medians over a long chord).
+    diffuse : bool (H, W), optional
+        Diffuse light (nebulae, fringes): its filaments and stripes can pass
+        for a broad line, so a broad line (sigma >= 2.5 px) found there by
+        its shape alone, with no TRL support from the network, is not taken
+        for a trail.
+    psf_sigma : float, optional
+        The frame's PSF sigma: a line along the pixel grid (drifting sideways
+        by less than three of its widths over its length) and more than twice
+        as broad is a sky line of a spectrum, a bleed or an amplifier glow,
+        not a satellite (whose trail is about as wide as the PSF), even where
+        the network calls it TRL (it does, on spectra).
+    """
+    z = np.where(masked, 0.0, np.clip(np.asarray(snr, np.float32), -10, 50)).astype(np.float32)
+    valid = ~masked
+    lines = None
+    if network_lines is not None and network_lines.any():
+        lab, n = ndimage.label(network_lines, structure=np.ones((3, 3), bool))
+        lines = (lab, component_shapes(lab, n)[4])
+        network_trl = np.zeros(z.shape, bool) if network_trl is None else network_trl
+    h, w = z.shape
+    bin_ = 4 if min(h, w) >= 1024 else 2
+    hb, wb = h // bin_, w // bin_
+    if hb < 2 or wb < 2:
+        return []  # a frame a pixel or two wide holds no line to search (and no median to pad)
+    zb = z[:hb * bin_, :wb * bin_].reshape(hb, bin_, wb, bin_).sum(axis=(1, 3)) / bin_  # unit noise
+    # High-pass: structure broader than ~40 px (nebulae, halos, gradients) is
+    # not a trail; a trail (<= 10 px wide) passes the median untouched.
+    size = max(3, int(round(40 / bin_)) | 1)
+    smooth = _median_smooth(zb, size)
+    zb = zb - smooth
+    up = np.repeat(np.repeat(smooth / bin_, bin_, axis=0), bin_, axis=1)
+    z[:up.shape[0], :up.shape[1]] -= up
+    z[masked] = 0.0
+    vb = valid[:hb * bin_, :wb * bin_].reshape(hb, bin_, wb, bin_).mean(axis=(1, 3)) > 0.5
+    n_theta = 360 if max(hb, wb) <= 600 else 720
+    excess = _excess_noise(z, valid)
+    # The Hough sums in units of the residual's own local noise: a region of excess noise (a
+    # frame's top rows with a ramp, a cluster core) otherwise makes every line through it a peak.
+    rep = EXCESS_BLOCK // bin_
+    eb = np.repeat(np.repeat(excess, rep, axis=0), rep, axis=1)[:hb, :wb]
+    sig, thetas, diag = _hough(zb / eb, vb, n_theta)
+    candidates = [(t, r, "hough", min_length, None) for t, r, _ in _peaks(sig, thetas, diag, bin_, nsigma, MAX_PEAKS)]
+    candidates += _network_candidates(network_trl, network_lines, min_length)
+    trails = _search(candidates, z, valid, excess, network_trl, diffuse, psf_sigma, lines)
+    trails += _neighbours(trails, z, valid, excess, bin_, eb, n_theta, nsigma, min_length,
+                          _network_candidates(network_trl, network_lines, min_length),
+                          (network_trl, diffuse, psf_sigma, lines))
     # Judged again as a column with its final width: a hot column segment verified over its own
     # stretch was fitted 1.0 px wide on the high-passed grid, 0.61 px on the frame as it is.
     final = [_final_profile(snr, ~masked, t) for t in trails]
