@@ -1031,6 +1031,25 @@ def _plausible(t: Trail, z, valid, network_trl, diffuse, psf_sigma, lines=None) 
     return True
 
 
+def _alongside(o: Trail, theta: float, rho: float, band: float = 30.0) -> bool:
+    """The line (theta, rho) runs within 5 deg of trail ``o`` and within ``band`` px plus o's
+    half width of it somewhere along o: o lies in the strip the line is straightened over."""
+    if abs((theta - o.theta + np.pi / 2) % np.pi - np.pi / 2) > np.radians(5.0):
+        return False
+    ts = np.linspace(o.t0, o.t1, 17)
+    xs, ys = o.rho * np.cos(o.theta) - ts * np.sin(o.theta), o.rho * np.sin(o.theta) + ts * np.cos(o.theta)
+    return bool((np.abs(xs * np.cos(theta) + ys * np.sin(theta) - rho) <= band + o.half_width).any())
+
+
+def _without(valid: np.ndarray, trails: list[Trail]) -> np.ndarray:
+    """``valid`` without the trails' pixels and wings (as the search leaves a found one out)."""
+    v = valid.copy()
+    for t in trails:
+        ys, xs, _ = _segment(valid.shape, t.theta, t.rho, t.half_width + 8, t.t0 - 20, t.t1 + 20)
+        v[ys, xs] = False
+    return v
+
+
 def _search(candidates, z, valid, excess, network_trl, diffuse, psf_sigma, lines) -> list[Trail]:
     """Each candidate line straightened and verified; the trails found, the strongest first."""
     # Every candidate straightened first: the Hough peaks around one broad feature (a frame's top
@@ -1042,7 +1061,11 @@ def _search(candidates, z, valid, excess, network_trl, diffuse, psf_sigma, lines
     for theta, rho, source, length, where in candidates:
         if source == "hough" and n_hough >= MAX_LINES:
             continue
-        theta, rho = _refine_line(z, valid, theta, rho)
+        # Straightened without the trails verified so far that run in its strip: a brighter one
+        # crossing it at a shallow angle pulls it onto itself (a S/N 2 trail crossing a S/N 30 one
+        # at 3 deg turned 1.75 deg towards it, and was never verified).
+        beside = [f[5] for f in found if _alongside(f[5], theta, rho)]
+        theta, rho = _refine_line(z, _without(valid, beside) if beside else valid, theta, rho)
         # (a shorter minimum length -- the network's candidates -- is a new try on the same line)
         if any(_same_line(theta, rho, th, r) and n <= length for th, r, n in seen):
             continue
@@ -1090,6 +1113,10 @@ def _search(candidates, z, valid, excess, network_trl, diffuse, psf_sigma, lines
     valid = valid.copy()
     for _, theta, rho, source, length, first, span in sorted(found, key=lambda f: -f[0]):
         if trails:  # judged again: pixels are now left out (the strongest stands as first judged)
+            if any(_alongside(o, theta, rho) for o in trails):
+                # straightened again without it: a brighter trail in the strip it was straightened in
+                # pulls its angle (a satellite train: 0.7 deg off, the ends of a S/N 9 trail unmasked)
+                theta, rho = _refine_line(z, valid, theta, rho)
             t = _verify(z, valid, theta, rho, length, 3.0, source, excess=excess, span=span)
             if t is None or not _plausible(t, z, valid, network_trl, diffuse, psf_sigma, lines):
                 continue
@@ -1100,7 +1127,13 @@ def _search(candidates, z, valid, excess, network_trl, diffuse, psf_sigma, lines
                 trails[i] = t = replace(o, t0=float(joins[i][0]), t1=float(joins[i][1]),
                                         significance=float(np.hypot(o.significance, t.significance)))
             elif any(_same(t, o) and j is None for o, j in zip(trails, joins, strict=True)):
-                continue
+                k = next(k for k, (o, j) in enumerate(zip(trails, joins, strict=True)) if _same(t, o) and j is None)
+                o = trails[k]
+                if t.length < 1.5 * o.length or t.length - o.length < 2 * WINDOW:
+                    continue
+                # found before over a stretch of it only (a piece near a brighter trail it crosses,
+                # significant over fewer pixels): the whole trail stands for it
+                trails[k] = t
             else:
                 trails.append(t)
         else:
@@ -1120,8 +1153,8 @@ def _apart(t: Trail, known: list[Trail], z: np.ndarray) -> bool:
     no dip between)."""
     for o in known:
         dtheta = abs((t.theta - o.theta + np.pi / 2) % np.pi - np.pi / 2)
-        if dtheta > 2 * NEIGHBOUR_ANGLE:
-            continue
+        if dtheta > NEIGHBOUR_ANGLE / 2:
+            continue  # a line across o, not along it: no wing of o
         # t's stretch seen from o's line: where both run side by side
         ts = np.linspace(t.t0, t.t1, 64)
         xs = t.rho * np.cos(t.theta) - ts * np.sin(t.theta)
@@ -1216,6 +1249,62 @@ def _neighbours(trails, z, valid, excess, bin_, eb, n_theta, nsigma, min_length,
     return out
 
 
+def _deferred(trails: list[Trail]) -> tuple[list[Trail], list[Trail]]:
+    """``trails`` (the strongest first) split into those that stand and those judged only once
+    every other trail is found: a line under half as bright as a stronger trail that it passes
+    within NEIGHBOUR_REACH px of, at 1-5 deg to it. Such a line across a satellite train gathers the light of
+    the train's trails not found yet (a 1.2-sigma, 264 px "trail" at 3 deg across a train of
+    S/N 9-39, which then cut the stretch it covered out of a S/N 29 trail's search)."""
+    firm, deferred = [], []
+    for t in trails:
+        ts = np.linspace(t.t0, t.t1, 17)
+        xs = t.rho * np.cos(t.theta) - ts * np.sin(t.theta)
+        ys = t.rho * np.sin(t.theta) + ts * np.cos(t.theta)
+        for o in firm:
+            dtheta = abs((t.theta - o.theta + np.pi / 2) % np.pi - np.pi / 2)
+            if not (NEIGHBOUR_ANGLE / 2 < dtheta <= np.radians(5.0) and t.amplitude < 0.5 * o.amplitude):
+                continue
+            dist = np.abs(xs * np.cos(o.theta) + ys * np.sin(o.theta) - o.rho)
+            along = -xs * np.sin(o.theta) + ys * np.cos(o.theta)
+            if ((dist <= NEIGHBOUR_REACH + o.half_width) & (along >= o.t0) & (along <= o.t1)).any():
+                deferred.append(t)
+                break
+        else:
+            firm.append(t)
+    return firm, deferred
+
+
+def _rejudged(trails: list[Trail], later: list[Trail], z, valid, excess, min_length: int, judge,
+              all_of: bool = False) -> list[Trail]:
+    """The ``trails`` that still stand once ``later`` are known: each that runs into one of
+    those is verified again over its own stretch without their bands (and, as in the first
+    round, without the stronger ones of ``trails`` kept). A faint broad line across a satellite
+    train at a shallow angle gathers the light of the train's trails not found yet; with them
+    found, none is left for it. ``all_of``: each is verified again, without every band of
+    ``later`` (the deferred lines, :func:`_deferred`)."""
+    network_trl, diffuse, psf_sigma, lines = judge
+    shape = z.shape
+    late = np.zeros(shape, bool)
+    for o in later:
+        ys, xs, _ = _segment(shape, o.theta, o.rho, o.mask_half_width + NEIGHBOUR_PAD, o.t0 - 20, o.t1 + 20)
+        late[ys, xs] = True
+    kept: list[Trail] = []
+    for t in trails:
+        ys, xs, _ = _segment(shape, t.theta, t.rho, t.half_width + 8, t.t0 - 20, t.t1 + 20)
+        if all_of or late[ys, xs].any():
+            v = valid & ~late
+            for o in kept:  # the stronger ones, as the first round left them out
+                oy, ox, _ = _segment(shape, o.theta, o.rho, o.half_width + 8, o.t0 - 20, o.t1 + 20)
+                v[oy, ox] = False
+            length = min_length if t.source == "hough" else max(30, min_length // 3)
+            again = _verify(z, v, t.theta, t.rho, length, 3.0, t.source, excess=excess,
+                            span=(t.t0 - WINDOW, t.t1 + WINDOW))
+            if again is None or not _plausible(again, z, v, network_trl, diffuse, psf_sigma, lines):
+                continue
+        kept.append(t)
+    return kept
+
+
 def _network_candidates(network_trl, network_lines, min_length: int) -> list:
     """Candidate lines (theta, rho, source, minimum length, (middle, half length)) through the
     elongated components of the network's TRL calls and its other line calls."""
@@ -1306,9 +1395,14 @@ def find_trails(snr: np.ndarray, masked: np.ndarray, network_trl: np.ndarray | N
     candidates = [(t, r, "hough", min_length, None) for t, r, _ in _peaks(sig, thetas, diag, bin_, nsigma, MAX_PEAKS)]
     candidates += _network_candidates(network_trl, network_lines, min_length)
     trails = _search(candidates, z, valid, excess, network_trl, diffuse, psf_sigma, lines)
-    trails += _neighbours(trails, z, valid, excess, bin_, eb, n_theta, nsigma, min_length,
-                          _network_candidates(network_trl, network_lines, min_length),
-                          (network_trl, diffuse, psf_sigma, lines))
+    judge = (network_trl, diffuse, psf_sigma, lines)
+    trails, deferred = _deferred(trails)
+    later = _neighbours(trails, z, valid, excess, bin_, eb, n_theta, nsigma, min_length,
+                        _network_candidates(network_trl, network_lines, min_length), judge)
+    if later:
+        trails = _rejudged(trails, later, z, valid, excess, min_length, judge) + later
+    if deferred:
+        trails += _rejudged(deferred, trails, z, valid, excess, min_length, judge, all_of=True)
     # Judged again as a column with its final width: a hot column segment verified over its own
     # stretch was fitted 1.0 px wide on the high-passed grid, 0.61 px on the frame as it is.
     final = [_final_profile(snr, ~masked, t) for t in trails]
