@@ -1456,6 +1456,29 @@ def test_two_trails_crossing_at_a_shallow_angle_are_both_masked(seed, angle, apa
         assert zero[trail > 1.0].mean() > 0.95
 
 
+def test_a_faint_line_fitted_beside_a_hot_column_is_the_column():
+    """A faint broad line the trail search fitted 4.6 px beside a 15-sigma hot column, 0.5 deg
+    tilted (a second generator's frame: 3000 pixels beside the column zeroed as a trail; the
+    light beside the column kept its share of the band's light under 80%): the column within
+    its band, far brighter than the line, is the line, left to the column search. A real trail
+    along the same direction, as bright as its fit, is no column."""
+    from maxidetect.maps.trails import Trail, _is_column
+
+    n = 1024
+    rng = np.random.default_rng(86)
+    z = rng.normal(0.0, 1.0, (n, n)).astype(np.float32)
+    z[:, 1010:] += 0.6  # the light of the frame's edge (a glow, stars' wings) in the band beside it
+    z[287:827, 1018] += 15.0
+    valid = np.ones((n, n), bool)
+    misfit = Trail(np.radians(179.5), -1013.4, 1.67, 0.70, -803.0, -291.0, 30.0, "hough")
+    assert _is_column(misfit, z, valid)
+    yy, xx = np.mgrid[:n, :n]
+    d = xx * np.cos(misfit.theta) + yy * np.sin(misfit.theta) - misfit.rho
+    trail = Trail(misfit.theta, misfit.rho, 1.3, 5.0, -803.0, -291.0, 80.0, "hough")
+    clean = rng.normal(0.0, 1.0, (n, n)).astype(np.float32) + 5.0 * np.exp(-0.5 * (d / 1.3) ** 2)
+    assert not _is_column(trail, clean.astype(np.float32), valid)
+
+
 @pytest.mark.parametrize("peak,power", [(300.0, 1.6), (100.0, 2.0)])
 def test_a_bright_trails_wings_are_masked_and_are_not_a_train(peak, power):
     """A bright trail whose profile has a real PSF's power-law wings, far above its fitted
