@@ -1057,11 +1057,16 @@ def _plausible(t: Trail, z, valid, network_trl, diffuse, psf_sigma, lines=None) 
 
 def _alongside(o: Trail, theta: float, rho: float, band: float = 30.0) -> bool:
     """The line (theta, rho) runs within 5 deg of trail ``o`` and within ``band`` px plus o's
-    half width of it somewhere along o: o lies in the strip the line is straightened over."""
-    if abs((theta - o.theta + np.pi / 2) % np.pi - np.pi / 2) > np.radians(5.0):
+    half width of it somewhere along o, and is not o itself (within 1.5 deg, and within o's
+    half width all along it): o lies in the strip the line is straightened over."""
+    dtheta = abs((theta - o.theta + np.pi / 2) % np.pi - np.pi / 2)
+    if dtheta > np.radians(5.0):
         return False
     _, xs, ys = _points(o, 17)
-    return bool((np.abs(xs * np.cos(theta) + ys * np.sin(theta) - rho) <= band + o.half_width).any())
+    dist = np.abs(xs * np.cos(theta) + ys * np.sin(theta) - rho)
+    if dtheta <= np.radians(1.5) and (dist <= o.half_width).all():
+        return False  # o found again: its own light is the line's
+    return bool((dist <= band + o.half_width).any())
 
 
 def _without(valid: np.ndarray, trails: list[Trail]) -> np.ndarray:
@@ -1081,19 +1086,10 @@ def _search(candidates, z, valid, excess, network_trl, diffuse, psf_sigma, lines
     seen: list[tuple[float, float, int]] = []
     found = []
     n_hough = 0
-    for theta, rho, source, length, where in candidates:
-        if source == "hough" and n_hough >= MAX_LINES:
-            continue
-        # Straightened without the trails verified so far that run in its strip: a brighter one
-        # crossing it at a shallow angle pulls it onto itself (a S/N 2 trail crossing a S/N 30 one
-        # at 3 deg turned 1.75 deg towards it, and was never verified).
-        beside = [f[5] for f in found if _alongside(f[5], theta, rho)]
-        theta, rho = _refine_line(z, _without(valid, beside) if beside else valid, theta, rho)
-        # (a shorter minimum length -- the network's candidates -- is a new try on the same line)
-        if any(_same_line(theta, rho, th, r) and n <= length for th, r, n in seen):
-            continue
-        seen.append((theta, rho, length))
-        n_hough += source == "hough"
+
+    def attempt(theta, rho, source, length, where):
+        """The candidate verified over its chord, else where its light is; (trail or None, span,
+        theta, rho)."""
         span = None
         t = _verify(z, valid, theta, rho, length, 3.0, source, excess=excess)
         if t is None and where is not None:
@@ -1118,7 +1114,36 @@ def _search(candidates, z, valid, excess, network_trl, diffuse, psf_sigma, lines
             t2 = _verify(z, valid, th2, r2, length, 3.0, source, excess=excess, span=span)
             if t2 is not None and t2.significance > t.significance:
                 theta, rho, t = th2, r2, t2
-        if t is not None and _plausible(t, z, valid, network_trl, diffuse, psf_sigma, lines):
+        if t is not None and not _plausible(t, z, valid, network_trl, diffuse, psf_sigma, lines):
+            t = None
+        return t, span, theta, rho
+
+    for theta, rho, source, length, where in candidates:
+        if source == "hough" and n_hough >= MAX_LINES:
+            continue
+        theta0, rho0 = theta, rho
+        theta, rho = _refine_line(z, valid, theta, rho)
+        t = span = None
+        # (a shorter minimum length -- the network's candidates -- is a new try on the same line)
+        if not any(_same_line(theta, rho, th, r) and n <= length for th, r, n in seen):
+            seen.append((theta, rho, length))
+            n_hough += source == "hough"
+            t, span, theta, rho = attempt(theta, rho, source, length, where)
+        beside = [f[5] for f in found if _alongside(f[5], theta0, rho0)]
+        if beside:
+            # Straightened again without the trails verified so far that run in its strip: a
+            # brighter one crossing it at a shallow angle pulls it onto itself (a S/N 2 trail
+            # crossing a S/N 30 one at 3 deg turned 1.75 deg towards it, and only a piece of it
+            # was verified). That line stands where it is a trail far longer than the first.
+            th_b, rho_b = _refine_line(z, _without(valid, beside), theta0, rho0)
+            if not any(_same_line(th_b, rho_b, th, r) and n <= length for th, r, n in seen):
+                seen.append((th_b, rho_b, length))
+                n_hough += source == "hough" and t is None
+                got = attempt(th_b, rho_b, source, length, where)
+                if got[0] is not None and (t is None or (got[0].length >= 1.5 * t.length
+                                                         and got[0].length - t.length >= 2 * WINDOW)):
+                    t, span, theta, rho = got
+        if t is not None:
             found.append((t.significance, theta, rho, source, length, t, span))
             # The rest of its line: a verification keeps one stretch (the longest), so a trail's
             # other dashes farther than JOIN_GAP along it are looked for beyond its ends.
@@ -1136,7 +1161,7 @@ def _search(candidates, z, valid, excess, network_trl, diffuse, psf_sigma, lines
     valid = valid.copy()
     for _, theta, rho, source, length, first, span in sorted(found, key=lambda f: -f[0]):
         if trails:  # judged again: pixels are now left out (the strongest stands as first judged)
-            if any(_alongside(o, theta, rho) for o in trails):
+            if any(_alongside(o, theta, rho) and o.amplitude >= 1.5 * first.amplitude for o in trails):
                 # straightened again without it: a brighter trail in the strip it was straightened in
                 # pulls its angle (a satellite train: 0.7 deg off, the ends of a S/N 9 trail unmasked)
                 theta, rho = _refine_line(z, valid, theta, rho)
