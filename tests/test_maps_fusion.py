@@ -1479,6 +1479,59 @@ def test_a_faint_line_fitted_beside_a_hot_column_is_the_column():
     assert not _is_column(trail, clean.astype(np.float32), valid)
 
 
+def test_a_trails_strobe_flashes_are_the_trails_and_stars_on_it_are_not():
+    """An aircraft's strobe flashes on its wing-light streak: each alone a source by its shape
+    (rule 1 kept them, 30 detections on a constructed frame), a row of them at one spacing on
+    the fitted line is the trail's. Stars on the line, at random spacings and brightnesses,
+    are never taken for flashes; a flash amid them still is."""
+    from maxidetect.maps.trails import Trail, periodic_flashes
+
+    t = Trail(np.radians(30.0), 200.0, 1.3, 4.0, -400.0, 400.0, 50.0, "hough")
+
+    def on_line(along, off=0.0):
+        return (t.rho + off) * np.cos(t.theta) - along * np.sin(t.theta), \
+            (t.rho + off) * np.sin(t.theta) + along * np.cos(t.theta)
+
+    rng = np.random.default_rng(87)
+    strobe = -350.0 + 70.0 * np.arange(10) + rng.normal(0, 0.3, 10)
+    stars = np.array([-310.0, -77.0, 123.0, 301.0])
+    x, y = on_line(np.concatenate([strobe, stars]), rng.normal(0, 0.5, 14))
+    flux = np.concatenate([rng.uniform(9e3, 1.1e4, 10), [5e3, 2e4, 1e4, 8e3]])
+    assert sorted(periodic_flashes(t, x, y, flux, 2.8)) == list(range(10))
+    found = 0
+    for _ in range(300):  # stars alone, as many on the line as in a globular cluster's core
+        along = rng.uniform(-400, 400, 20)
+        x, y = on_line(along, rng.uniform(-1.4, 1.4, 20))
+        found += len(periodic_flashes(t, x, y, 10 ** rng.uniform(3, 4.5, 20), 2.8)) > 0
+    assert found == 0
+
+
+def test_an_aircraft_s_strobes_on_its_streak_are_masked_and_a_star_on_it_kept():
+    """Through the fusion: a 3-sigma streak with a S/N ~300 flash every 60 px on it, and a
+    star of like brightness on the streak between two flashes. The flashes get zero weight
+    (rule 1 kept each as a source), the star stays."""
+    n = 512
+    img, _ = _field(n=n, seed=88, n_stars=25)
+    yy, xx = np.mgrid[:n, :n]
+    a = np.radians(63.0)
+    rho = 256 * np.cos(a) + 256 * np.sin(a)
+    d = xx * np.cos(a) + yy * np.sin(a) - rho
+    img += (3.0 * NOISE * np.exp(-0.5 * (d / 1.3) ** 2)).astype(np.float32)
+    flashes = []
+    for along in np.arange(-230.0, 231.0, 60.0):
+        x, y = rho * np.cos(a) - along * np.sin(a), rho * np.sin(a) + along * np.cos(a)
+        if 5 < x < n - 5 and 5 < y < n - 5:
+            img += _star(img.shape, x, y, 2e4, 3.0).astype(np.float32)
+            flashes.append((x, y))
+    sx, sy = rho * np.cos(a) - 25.0 * np.sin(a), rho * np.sin(a) + 25.0 * np.cos(a)
+    img += _star(img.shape, sx, sy, 1.6e4, 3.0).astype(np.float32)
+    zero, flags, report = fuse(img.astype(np.float32), np.zeros(img.shape, np.int32), MapPolicy())
+    assert len(report.trails) == 1 and report.flashes == len(flashes)
+    for x, y in flashes:
+        assert zero[int(round(y)), int(round(x))]
+    assert not zero[int(round(sy)) - 1:int(round(sy)) + 2, int(round(sx)) - 1:int(round(sx)) + 2].any()
+
+
 @pytest.mark.parametrize("peak,power", [(300.0, 1.6), (100.0, 2.0)])
 def test_a_bright_trails_wings_are_masked_and_are_not_a_train(peak, power):
     """A bright trail whose profile has a real PSF's power-law wings, far above its fitted

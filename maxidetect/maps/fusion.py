@@ -66,6 +66,7 @@ from maxidetect.maps.trails import (
     find_trails,
     line_components,
     line_ridges,
+    periodic_flashes,
     trail_mask,
     trail_model,
 )
@@ -101,6 +102,7 @@ class FusionReport:
     bbg_vetoed_pixels: int = 0  # the network's bright-background calls where the sky is not bright
     bbg_found_pixels: int = 0  # bright sky the network did not call
     cr_track_pixels: int = 0  # flagged by the network's sub-threshold CR probability beside a hit
+    flashes: int = 0  # sources on a trail at one spacing along it (strobes): the trail's
 
     def header_cards(self) -> list[tuple]:
         trails = [(f"MDTRL{k + 1}", f"{t.theta:.6f},{t.rho:.2f},{t.sigma:.2f},{t.t0:.1f},{t.t1:.1f}",
@@ -571,6 +573,20 @@ def fuse(image: np.ndarray, flags: np.ndarray, policy: MapPolicy,
     report.released_pixels = int(released.sum())
 
     zero = (candidates & ~released) | independent | other
+    if report.trails and len(rule_stats.objects) and act["TRL"] != "none":
+        # A trail's flashes (an aircraft's strobes) are sources one by one, and rule 1 kept them;
+        # a row of them at one spacing on its line is the trail's (evidence rule 1 cannot see).
+        obj = rule_stats.objects
+        flash = np.zeros(len(obj), bool)
+        for t in report.trails:
+            flash[periodic_flashes(t, obj["x"], obj["y"], obj["flux"], stats.fwhm)] = True
+        if flash.any():
+            report.flashes = int(flash.sum())
+            seg = rule_stats.segmentation
+            on = np.concatenate(([False], flash))[seg]
+            flags[on] |= BIT["TRL"]
+            if act["TRL"] == "zero":
+                zero |= on
     if lacos is not None:
         # L.A.Cosmic alone, refuted by rule 1 or explained by a fitted line: not a cosmic ray at all
         # (on undersampled frames its hits on star cores were most of the false cosmic-ray flags).
