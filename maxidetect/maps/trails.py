@@ -1180,8 +1180,9 @@ def _search(candidates, z, valid, excess, network_trl, diffuse, psf_sigma, lines
                 seen.append((th_b, rho_b, length))
                 n_hough += source == "hough" and t is None
                 got = attempt(th_b, rho_b, source, length, where)
-                if got[0] is not None and (t is None or (got[0].length >= 1.5 * t.length
-                                                         and got[0].length - t.length >= 2 * WINDOW)):
+                # (verified on the light of a trail it was straightened without, it is that one, askew)
+                if got[0] is not None and not any(_same(got[0], o) for o in beside) \
+                        and (t is None or (got[0].length >= 1.5 * t.length and got[0].length - t.length >= 2 * WINDOW)):
                     t, span, theta, rho = got
         if t is not None:
             found.append((t.significance, theta, rho, source, length, t, span))
