@@ -989,17 +989,24 @@ def _is_column(trail: Trail, z: np.ndarray, valid: np.ndarray) -> bool:
     if sums.sum() > 0 and sums.max() >= 0.8 * sums.sum():
         return True
     # A faint broad line fitted beside a bright column it only grazes (its light summed with the
-    # sky's over the whole band): the column, at least 3 sigma and three times the line's peak
-    # along its rows in the band, is the line (a second generator's 15-sigma hot column was
-    # fitted 4.6 px off it, 0.5 deg tilted, 0.7 sigma, and 3000 pixels beside it zeroed).
+    # sky's over the whole band): a one-pixel column, at least 3 sigma, three times the line's
+    # peak and three times the columns on either side along its rows in the band, is the line (a
+    # second generator's 15-sigma hot column was fitted 4.6 px off it, 0.5 deg tilted, 0.7
+    # sigma, and 3000 pixels beside it zeroed). A spike or a trail along the grid spreads over
+    # its PSF's width.
     n = m.sum(axis=axis)
     line = np.flatnonzero(n >= 0.5 * n.max())
     if not len(line):
         return False
-    k = line[np.argmax(sums[line] / n[line])]
+    k = int(line[np.argmax(sums[line] / n[line])])
     lane = m[:, k] if axis == 0 else m[k, :]
-    level = float(np.median((z[:, k] if axis == 0 else z[k, :])[lane]))
-    return level >= max(3.0, 3.0 * trail.amplitude)
+    zz = z if axis == 0 else z.T
+
+    def level(j):
+        return float(np.median(zz[lane, j])) if 0 <= j < zz.shape[1] else 0.0
+
+    top = level(k)
+    return top >= max(3.0, 3.0 * trail.amplitude, 3.0 * level(k - 1), 3.0 * level(k + 1))
 
 
 def _points(t: Trail, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
