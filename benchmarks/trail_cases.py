@@ -30,6 +30,7 @@ from astropy.io import fits
 from maxidetect.classes import CLASSES
 from maxidetect.extract.config import SexConfig
 from maxidetect.files import write_hdulist_atomic
+from maxidetect.maps.frame import pixel_noise
 from maxidetect.maps.policy import MapPolicy
 from maxidetect.maps.writer import maps_from_masks
 from maxidetect.masks.maker import MaskMaker
@@ -93,8 +94,7 @@ def run(size: int, work: Path) -> dict:
     rows = []
     for name, (seed, trails) in CASES.items():
         image, hdr, cat, truth, meta = make_frame(seed, size, "default", trail=False)
-        diff = np.diff(image[::2], axis=1)  # the pixel noise: neighbours' differences (no sky gradient)
-        noise = 1.4826 * float(np.median(np.abs(diff - np.median(diff)))) / np.sqrt(2.0)
+        noise = pixel_noise(image)  # from neighbours' differences: no sky gradient in it
         pixels = add_trails(image, trails, noise)
         for p in pixels:
             truth[p] |= TRL

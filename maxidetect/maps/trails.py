@@ -1116,13 +1116,21 @@ def _alongside(o: Trail, theta: float, rho: float, band: float = 30.0) -> bool:
     return bool((dist <= band + o.half_width).any())
 
 
+def _bands(shape, trails: list[Trail], beside: bool = False) -> np.ndarray:
+    """The trails' pixels and wings, 20 px past their ends, bool (H, W): as the search leaves a
+    found one out (half width + 8 px), or ``beside``: its zero-weight band + NEIGHBOUR_PAD px (the
+    rounds beside found trails)."""
+    out = np.zeros(shape, bool)
+    for t in trails:
+        hw = t.mask_half_width + NEIGHBOUR_PAD if beside else t.half_width + 8
+        ys, xs, _ = _segment(shape, t.theta, t.rho, hw, t.t0 - 20, t.t1 + 20)
+        out[ys, xs] = True
+    return out
+
+
 def _without(valid: np.ndarray, trails: list[Trail]) -> np.ndarray:
     """``valid`` without the trails' pixels and wings (as the search leaves a found one out)."""
-    v = valid.copy()
-    for t in trails:
-        ys, xs, _ = _segment(valid.shape, t.theta, t.rho, t.half_width + 8, t.t0 - 20, t.t1 + 20)
-        v[ys, xs] = False
-    return v
+    return valid & ~_bands(valid.shape, trails)
 
 
 def _search(candidates, z, valid, excess, network_trl, diffuse, psf_sigma, lines) -> list[Trail]:
@@ -1315,10 +1323,7 @@ def _neighbours(trails, z, valid, excess, bin_, eb, n_theta, nsigma, min_length,
         if not new:
             break
         known = trails + out
-        excl = np.zeros(z.shape, bool)
-        for t in known:
-            ys, xs, _ = _segment(z.shape, t.theta, t.rho, t.mask_half_width + NEIGHBOUR_PAD, t.t0 - 20, t.t1 + 20)
-            excl[ys, xs] = True
+        excl = _bands(z.shape, known, beside=True)
         valid_r = valid & ~excl
         z_r = np.where(excl, np.float32(0.0), z)
         zb = z_r[:hb * bin_, :wb * bin_].reshape(hb, bin_, wb, bin_).sum(axis=(1, 3)) / bin_
@@ -1376,10 +1381,7 @@ def _rejudged(trails: list[Trail], later: list[Trail], z, valid, excess, min_len
     ``later`` (the deferred lines, :func:`_deferred`)."""
     network_trl, diffuse, psf_sigma, lines = judge
     shape = z.shape
-    late = np.zeros(shape, bool)
-    for o in later:
-        ys, xs, _ = _segment(shape, o.theta, o.rho, o.mask_half_width + NEIGHBOUR_PAD, o.t0 - 20, o.t1 + 20)
-        late[ys, xs] = True
+    late = _bands(shape, later, beside=True)
     kept: list[Trail] = []
     for t in trails:
         ys, xs, _ = _segment(shape, t.theta, t.rho, t.half_width + 8, t.t0 - 20, t.t1 + 20)
