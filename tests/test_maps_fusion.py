@@ -1209,6 +1209,49 @@ def test_a_trail_the_network_calls_a_spike_is_still_searched_without_saturated_s
     assert zero[trail > NOISE].mean() > 0.9
 
 
+@pytest.mark.parametrize("seed", [0, 5])
+def test_a_short_faint_trail_is_judged_by_its_own_stretch(seed):
+    """A trail of 100 px at peak S/N 1.5 per pixel (FWHM 4 px), invisible to
+    the network. Verified over the stretch where its light is plus a window
+    each side, its profile's medians were half the sky's: it came out at a
+    third of its brightness and was dropped as too faint (these two draws).
+    Its profile is fitted again over its lit stretch alone."""
+    n = 512
+    rng = np.random.default_rng(seed + 1000)
+    img, _ = _field(n=n, seed=seed, n_stars=65)
+    yy, xx = np.mgrid[:n, :n]
+    a = rng.uniform(0, np.pi)
+    cx, cy = rng.uniform(0.3, 0.7, 2) * n
+    along = (xx - cx) * np.cos(a) + (yy - cy) * np.sin(a)
+    across = -(xx - cx) * np.sin(a) + (yy - cy) * np.cos(a)
+    trail = 1.5 * NOISE * np.exp(-0.5 * (across / 1.7) ** 2) * (np.abs(along) <= 50)
+    zero, _, report = fuse((img + trail).astype(np.float32), np.zeros(img.shape, np.int32), MapPolicy())
+    assert len(report.trails) == 1
+    assert zero[trail > 0.5 * NOISE].mean() > 0.9
+
+
+def test_a_trail_a_tenth_of_the_frame_long_is_found_by_its_stretch():
+    """A 100 px trail of peak S/N 2 (FWHM 2 px) on a 1024 px frame: summed
+    over the whole chord, as a Hough transform does, it is a tenth of the
+    line and makes no peak; summed over stretches of 192 px, it stands out
+    (:func:`maxidetect.maps.trails._hough_local`), and it is found whole."""
+    n = 1024
+    rng = np.random.default_rng(1000)
+    img, _ = _field(n=n, seed=0, n_stars=260, fwhm=2.0)
+    yy, xx = np.mgrid[:n, :n]
+    a = rng.uniform(0, np.pi)
+    cx, cy = rng.uniform(0.3, 0.7, 2) * n
+    along = (xx - cx) * np.cos(a) + (yy - cy) * np.sin(a)
+    across = -(xx - cx) * np.sin(a) + (yy - cy) * np.cos(a)
+    trail = 2.0 * NOISE * np.exp(-0.5 * (across / 0.85) ** 2) * (np.abs(along) <= 50)
+    img = (img + trail).astype(np.float32)
+    st = measure_frame(img)
+    z = st.snr(img)
+    found = find_trails(z, st.source_mask(2, snr=z), psf_sigma=st.sigma)
+    assert len(found) == 1
+    assert trail_mask(img.shape, found[0])[trail > 0.5 * NOISE].mean() > 0.95
+
+
 @pytest.mark.parametrize("angle", [4.0, 86.0])
 def test_a_broad_trail_a_few_degrees_off_the_grid_is_found(angle):
     """A 10 px wide trail (FWHM; defocused, or a low orbit) 4 deg off the
@@ -2081,6 +2124,34 @@ def test_fast_bin_medians_and_source_fit_equal_the_plain_computations():
     assert amp == pytest.approx(coef[0], rel=1e-6)
     assert snr == pytest.approx(coef[0] / np.sqrt(cov[0, 0]), rel=1e-6)
     assert _plane_basis((17, 15)).shape == (3, 17, 15)
+
+
+def test_a_line_across_a_hot_column_at_a_shallow_angle_is_the_column(predictor):
+    """A second-generator frame (``benchmarks/independent.py``, seed 501:
+    no trail, a 3.3-sigma hot column over its upper half) through the
+    network: a 200 px line 1.75 deg across the column drew 80% of the light
+    of its band from it and, its profile fitted over its lit stretch, passed
+    for a trail of peak S/N 1 (a S/N 10-20 source under it lost). Within 6
+    deg of the grid, a line whose light lies in one column is that column."""
+    import importlib.util
+    from pathlib import Path
+
+    from maxidetect.maps.writer import maps_from_masks
+    from maxidetect.masks.maker import MaskMaker
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "independent.py"
+    spec = importlib.util.spec_from_file_location("independent_frames", path)
+    gen = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(gen)
+    image, header, _, truth, meta = gen.make_frame(501, 1024, "default")
+    assert meta["trail_deg"] is None
+    maker = MaskMaker(predictor=predictor, for_maps=True)
+    probs = maker.probabilities(image)
+    masks = probs > maker.config.thresholds[maker.selected][:, None, None]
+    ms = maps_from_masks(masks, maker, MapPolicy(), image=image, header=header, probs=probs)
+    assert ms.report.trails == []
+    column = (truth & BIT["HCL"]) != 0
+    assert (ms.weight[column] == 0).mean() > 0.9
 
 
 @pytest.mark.parametrize("amp", [3.0, 20.0])

@@ -3,12 +3,15 @@
 1. The frame in noise units, its compact sources, saturated stars and
    spikes masked out, binned (2x2 or 4x4) and thresholded at 1 sigma, is
    summed along every line (a Hough transform weighted by the signal):
-   a trail of per-pixel S/N 1 across the frame, or 2-3 over 100-250 px,
-   stands out where the network sees nothing (``benchmarks/trail_sweep.py``;
-   S/N 1 over 100 px does not: the line's whole chord dilutes it). The sums
-   are in units of the residual's own local noise (:func:`_excess_noise`:
-   the light left between the masked stars of a crowded field is
-   correlated over many pixels) and of their scatter at each angle.
+   a trail of per-pixel S/N 1 across the frame stands out where the network
+   sees nothing (``benchmarks/trail_sweep.py``). A short one is a small part
+   of its line's chord, and drowns in its sky: the sums over stretches of
+   192 px (:func:`_hough_local`) give a few more candidates, each with the
+   stretch it stands out on (S/N 1.5-2 over 100 px is found; S/N 1 over
+   100 px mostly not). The sums are in units of the residual's own local
+   noise (:func:`_excess_noise`: the light left between the masked stars of
+   a crowded field is correlated over many pixels) and of their scatter at
+   each angle.
 2. Every candidate line, and every elongated component of the network's TRL
    mask, is verified at full resolution, the strongest first: its profile
    across the line (a Gaussian: offset and width) and its signal along it in
@@ -84,6 +87,9 @@ MAX_LINES = 12  # distinct lines tried from the Hough transform
 #: The network's other line calls support a line when their major axis is within this of its direction.
 LINE_SUPPORT_ANGLE = np.radians(10.0)
 MAX_PEAKS = 40  # Hough peaks taken to find them
+#: Lines tried from the Hough transform over stretches (:func:`_hough_local`): stretches of
+#: 3 x LOCAL_SEGMENT px every LOCAL_SEGMENT px, at LOCAL_THETAS angles.
+MAX_LOCAL, LOCAL_SEGMENT, LOCAL_THETAS = 6, 64, 180
 MODEL_BIN = 4.0  # px along a trail per amplitude bin of its model
 #: Rounds of the search for the parallel neighbours of the trails found (a satellite train: trails
 #: 10-40 px apart, each hidden from the first round by a brighter one beside it). Each round leaves
@@ -289,10 +295,59 @@ def _hough(z: np.ndarray, valid: np.ndarray, n_theta: int, only: np.ndarray | No
     return sig / spread[:, None], thetas, diag
 
 
-def _chord(w, h, c, s, rho):
-    """Length of the line x c + y s = rho inside [0, w) x [0, h)."""
+def _hough_local(z: np.ndarray, valid: np.ndarray, n_theta: int, seg: int, n_seg: int = 3):
+    """The Hough transform of :func:`_hough` summed over stretches of ``n_seg * seg`` binned px
+    along each line (every ``seg`` px) instead of whole chords: a trail a tenth of the frame long
+    is a tenth of its chord, and its sum over the whole chord drowns in the sky's (a 100 px trail
+    of peak S/N 1.5-3 on a 1024 px frame made no peak). (significance (n_theta, n_rho): the best
+    stretch of each line, in units of the stretches' own scatter at each angle; along (n_theta,
+    n_rho): that stretch's middle, binned px from the line's foot; thetas; rho0)."""
+    h, w = z.shape
+    ys, xs = np.nonzero(valid & (z > 1.0))
+    wt = np.minimum(z[ys, xs], 5.0)
+    thetas = np.linspace(0, np.pi, n_theta, endpoint=False)
+    diag = int(np.ceil(np.hypot(h, w)))
+    n_rho = 2 * diag + 1
+    fill = valid.mean()
+    best = np.zeros((n_theta, n_rho))
+    where = np.zeros((n_theta, n_rho))
+    if len(ys) == 0:
+        return best, where, thetas, diag
+    xs, ys = xs.astype(np.float64), ys.astype(np.float64)
+    for k, th in enumerate(thetas):
+        c, s = np.cos(th), np.sin(th)
+        r = np.round(xs * c + ys * s).astype(np.int64) + diag
+        t = np.floor((-xs * s + ys * c + diag) / seg).astype(np.int64)
+        # Only the lines and stretches that hold data: rows r0..r1; bins t0..t1, padded so that
+        # stretches that only begin or end on the data count.
+        r0, t0 = r.min(), t.min() - (n_seg - 1)
+        nr, nb = r.max() - r0 + 1, t.max() + n_seg - t0
+        acc = np.bincount((r - r0) * nb + (t - t0), weights=wt, minlength=nr * nb).reshape(nr, nb)
+        csum = np.zeros((nr, nb + 1))
+        np.cumsum(acc, axis=1, out=csum[:, 1:])
+        sums = csum[:, n_seg:] - csum[:, :-n_seg]  # (lines, stretches)
+        starts = (t0 + np.arange(sums.shape[1])) * seg - diag  # each stretch's first px along
+        lo, hi = _chord_ends(w, h, c, s, np.arange(r0, r0 + nr) - diag)
+        length = np.minimum(hi[:, None], starts[None, :] + n_seg * seg)
+        length -= np.maximum(lo[:, None], starts[None, :])
+        length *= fill
+        lines = length >= 20
+        sig = np.zeros(sums.shape)
+        sig[lines] = (sums[lines] - _E_W * length[lines]) / np.sqrt(_E_W2 * length[lines])
+        row = sig[lines]
+        if row.size > 20:
+            row = row[::max(1, row.size // 4096)]  # the scatter from a few thousand stretches
+            sig /= max(1.0, 1.4826 * float(np.median(np.abs(row - np.median(row)))))
+        jj = np.argmax(sig, axis=1)
+        best[k, r0:r0 + nr] = sig[np.arange(nr), jj]
+        where[k, r0:r0 + nr] = starts[jj] + n_seg * seg / 2
+    return best, where, thetas, diag
+
+
+def _chord_ends(w, h, c, s, rho):
+    """(lo, hi): where the line x c + y s = rho enters and leaves [0, w) x [0, h), along
+    (-s, c) from its foot (hi < lo where it misses)."""
     eps = 1e-9
-    # Parametrise along (-s, c) from the foot (rho c, rho s): clip t on both axes.
     px, py = rho * c, rho * s
     dx, dy = -s, c
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -302,9 +357,14 @@ def _chord(w, h, c, s, rho):
         ty1 = np.where(np.abs(dy) > eps, (h - 1 - py) / dy, np.inf)
     lo = np.maximum(np.minimum(tx0, tx1), np.minimum(ty0, ty1))
     hi = np.minimum(np.maximum(tx0, tx1), np.maximum(ty0, ty1))
-    inside_x = (np.abs(dx) > eps) | ((px >= 0) & (px <= w - 1))
-    inside_y = (np.abs(dy) > eps) | ((py >= 0) & (py <= h - 1))
-    return np.where(inside_x & inside_y, np.maximum(hi - lo, 0.0), 0.0)
+    inside = ((np.abs(dx) > eps) | ((px >= 0) & (px <= w - 1))) & ((np.abs(dy) > eps) | ((py >= 0) & (py <= h - 1)))
+    return np.where(inside, lo, 0.0), np.where(inside, hi, -1.0)
+
+
+def _chord(w, h, c, s, rho):
+    """Length of the line x c + y s = rho inside [0, w) x [0, h)."""
+    lo, hi = _chord_ends(w, h, c, s, rho)
+    return np.maximum(hi - lo, 0.0)
 
 
 def _peaks(sig, thetas, diag, bin_, nsigma, max_lines=12):
@@ -571,6 +631,16 @@ def _verify(z, valid, theta, rho, min_length, window_snr, source, band=24.0, exc
                         span=(t0 - WINDOW, t1 + WINDOW))
         if again is not None:
             return again
+    if t1 - t0 < 0.7 * (hi - lo):
+        # The profile again over the lit stretch alone: the medians over a stretch twice a short
+        # trail's length are half the sky's (a 100 px trail of peak S/N 1.5 came out 0.57 and
+        # was dropped as too faint).
+        lit = (t >= t0) & (t <= t1)
+        fit = _fit_profile(*_across_profile(d[lit] - off, v[lit], band), np.array(PROFILE_SIGMAS),
+                           np.arange(-1.0, 1.01, 0.25))
+        if fit is not None:
+            _, amp, shift, sigma = fit
+            rho += shift
     return Trail(theta=float(theta), rho=float(rho), sigma=float(sigma), amplitude=float(amp), t0=float(t0),
                  t1=float(t1), significance=total, source=source)
 
@@ -970,16 +1040,22 @@ def line_ridges(snr: np.ndarray, segmentation: np.ndarray, peaks: np.ndarray, fw
 
 def _is_column(trail: Trail, z: np.ndarray, valid: np.ndarray) -> bool:
     """A one-pixel line along a column or a row: the column search's business.
-    Fitted so (within 1 deg of the grid, sigma under 0.8 px), or within 1.5
+    Fitted so (within 1 deg of the grid, sigma under 0.8 px), or within 6
     deg with its light, summed along the grid over its pixels, nearly all
     (80%) in one column or row (the fit tilts and widens a bad column: a
-    vertical 1-px column fitted 0.75 deg off, sigma 1.0 px). A trail, even
-    one along the grid, spreads over its PSF's width."""
+    vertical 1-px column fitted 0.75 deg off, sigma 1.0 px; a 200 px line
+    1.75 deg across a 3-sigma hot column drew 80% of its light from it). A short line
+    drifting across the grid by less than its half width over its length is
+    along it, whatever its angle (a 96 px stretch of a hot column fitted 1.25
+    deg off, sigma 0.3 px; one 1.75 deg across a column, sigma 1.0). A
+    trail, even one along the grid, spreads over its PSF's width."""
     ang = np.degrees(trail.theta) % 90.0
     off = min(ang, 90.0 - ang)
-    if off < 1.0 and trail.sigma < 0.8:
+    # (a short line drifting across the grid by less than its half width is as good as on it)
+    along_grid = trail.length * np.sin(np.radians(off)) <= trail.half_width
+    if (off < 1.0 or along_grid) and trail.sigma < 0.8:
         return True
-    if off >= 1.5:
+    if off >= 6.0 and not along_grid:
         return False
     m = trail_mask(z.shape, trail, margin=0.0) & valid
     if not m.any():
@@ -988,6 +1064,8 @@ def _is_column(trail: Trail, z: np.ndarray, valid: np.ndarray) -> bool:
     sums = np.clip(np.where(m, z, 0.0).sum(axis=axis), 0.0, None)
     if sums.sum() > 0 and sums.max() >= 0.8 * sums.sum():
         return True
+    if off >= 1.5 and not along_grid:
+        return False
     # A faint broad line fitted beside a bright column it only grazes (its light summed with the
     # sky's over the whole band): a one-pixel column, at least 3 sigma, three times the line's
     # peak and three times the columns on either side along its rows in the band, is the line (a
@@ -1007,6 +1085,25 @@ def _is_column(trail: Trail, z: np.ndarray, valid: np.ndarray) -> bool:
 
     top = level(k)
     return top >= max(3.0, 3.0 * trail.amplitude, 3.0 * level(k - 1), 3.0 * level(k + 1))
+
+
+def _without_column(valid: np.ndarray, z: np.ndarray, t: Trail) -> np.ndarray:
+    """``valid`` without the column (or row) that a line judged a column (:func:`_is_column`)
+    draws its light from, and the one on either side, over the line's extent: the grid line
+    holding most of the light in its band (the fit tilts a column by a degree or more)."""
+    m = trail_mask(z.shape, t, margin=0.0) & valid
+    if not m.any():
+        return valid
+    axis = 0 if abs(np.cos(t.theta)) > abs(np.sin(t.theta)) else 1  # 0: a column (sum its rows)
+    k = int(np.argmax(np.where(m, z, 0.0).sum(axis=axis)))
+    along = np.flatnonzero(m.any(axis=1 - axis))
+    out = valid.copy()
+    lo, hi = along[0], along[-1] + 1
+    if axis == 0:
+        out[lo:hi, max(k - 1, 0):k + 2] = False
+    else:
+        out[max(k - 1, 0):k + 2, lo:hi] = False
+    return out
 
 
 def _points(t: Trail, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -1145,6 +1242,7 @@ def _search(candidates, z, valid, excess, network_trl, diffuse, psf_sigma, lines
     def attempt(theta, rho, source, length, where):
         """The candidate verified over its chord, else where its light is; (trail or None, span,
         theta, rho)."""
+        nonlocal valid
         span = None
         t = _verify(z, valid, theta, rho, length, 3.0, source, excess=excess)
         if t is None and where is not None:
@@ -1169,20 +1267,34 @@ def _search(candidates, z, valid, excess, network_trl, diffuse, psf_sigma, lines
             t2 = _verify(z, valid, th2, r2, length, 3.0, source, excess=excess, span=span)
             if t2 is not None and t2.significance > t.significance:
                 theta, rho, t = th2, r2, t2
+        if t is not None and _is_column(t, z, valid):
+            # A bad column's light is no trail's either: lines crossing it at a shallow angle
+            # are judged without it (in a crowded bulge a line 3.6 deg across a 17-sigma column
+            # segment passed on its light). The column itself, not a band as wide as a trail's:
+            # the light beside other lines is judged as before (with one, a spectrum's trace
+            # 23 px from a column stood out of its flanks).
+            valid = _without_column(valid, z, t)
+            t = None
         if t is not None and not _plausible(t, z, valid, network_trl, diffuse, psf_sigma, lines):
             t = None
         return t, span, theta, rho
 
     for theta, rho, source, length, where in candidates:
-        if source == "hough" and n_hough >= MAX_LINES:
+        whole = source == "hough" and where is None  # (a Hough line over a stretch: _local_candidates)
+        if whole and n_hough >= MAX_LINES:
             continue
         theta0, rho0 = theta, rho
-        theta, rho = _refine_line(z, valid, theta, rho)
+        if source == "hough" and where is not None:  # straightened over its stretch alone
+            (mx, my), half = where
+            tc = -mx * np.sin(theta) + my * np.cos(theta)
+            theta, rho = _refine_line(z, valid, theta, rho, span=(tc - half - WINDOW, tc + half + WINDOW))
+        else:
+            theta, rho = _refine_line(z, valid, theta, rho)
         t = span = None
         # (a shorter minimum length -- the network's candidates -- is a new try on the same line)
         if not any(_same_line(theta, rho, th, r) and n <= length for th, r, n in seen):
             seen.append((theta, rho, length))
-            n_hough += source == "hough"
+            n_hough += whole
             t, span, theta, rho = attempt(theta, rho, source, length, where)
         beside = [f[5] for f in found if _alongside(f[5], theta0, rho0)]
         if beside:
@@ -1193,7 +1305,7 @@ def _search(candidates, z, valid, excess, network_trl, diffuse, psf_sigma, lines
             th_b, rho_b = _refine_line(z, _without(valid, beside), theta0, rho0)
             if not any(_same_line(th_b, rho_b, th, r) and n <= length for th, r, n in seen):
                 seen.append((th_b, rho_b, length))
-                n_hough += source == "hough" and t is None
+                n_hough += whole and t is None
                 got = attempt(th_b, rho_b, source, length, where)
                 # (verified on the light of a trail it was straightened without, it is that one, askew)
                 if got[0] is not None and not any(_same(got[0], o) for o in beside) \
@@ -1396,6 +1508,36 @@ def _rejudged(trails: list[Trail], later: list[Trail], z, valid, excess, min_len
     return kept
 
 
+def _local_candidates(zb, vb, bin_: int, nsigma: float, min_length: int, known: list) -> list:
+    """Candidate lines (as :func:`_network_candidates`' , source "hough") from the peaks of
+    :func:`_hough_local` on the binned S/N image ``zb`` (valid ``vb``) that are no line of
+    ``known`` (within 2 deg and 8 px), at most MAX_LOCAL: each with the stretch it stands out
+    on, where it is verified when its whole chord fails."""
+    seg = max(LOCAL_SEGMENT // bin_, 4)
+    sig, along, thetas, diag = _hough_local(zb, vb, LOCAL_THETAS, seg)
+    out = []
+    for theta, rho, _ in _peaks(sig, thetas, diag, bin_, nsigma, MAX_PEAKS):
+        if any(_close_line(theta, rho, k[0], k[1]) for k in known + out):
+            continue
+        i = int(np.argmin(np.abs(thetas - theta)))
+        j = int(round((rho - (bin_ - 1) / 2 * (np.cos(theta) + np.sin(theta))) / bin_)) + diag
+        # the stretch's middle, full-resolution px along the line (binned px k is b k + (b - 1) / 2)
+        tm = bin_ * along[i, j] + (bin_ - 1) / 2 * (np.cos(theta) - np.sin(theta))
+        mid = np.array([rho * np.cos(theta) - tm * np.sin(theta), rho * np.sin(theta) + tm * np.cos(theta)])
+        out.append((theta, rho, "hough", min_length, (mid, 1.5 * LOCAL_SEGMENT)))
+        if len(out) >= MAX_LOCAL:
+            break
+    return out
+
+
+def _close_line(theta_a: float, rho_a: float, theta_b: float, rho_b: float) -> bool:
+    """Two Hough lines within 2 deg and 8 px (theta wraps at pi)."""
+    d = abs(theta_a - theta_b)
+    if d > np.pi / 2:
+        d, rho_b = np.pi - d, -rho_b
+    return d < np.radians(2.0) and abs(rho_a - rho_b) < 8.0
+
+
 def _network_candidates(network_trl, network_lines, min_length: int) -> list:
     """Candidate lines (theta, rho, source, minimum length, (middle, half length)) through the
     elongated components of the network's TRL calls and its other line calls."""
@@ -1484,6 +1626,7 @@ def find_trails(snr: np.ndarray, masked: np.ndarray, network_trl: np.ndarray | N
     eb = np.repeat(np.repeat(excess, rep, axis=0), rep, axis=1)[:hb, :wb]
     sig, thetas, diag = _hough(zb / eb, vb, n_theta)
     candidates = [(t, r, "hough", min_length, None) for t, r, _ in _peaks(sig, thetas, diag, bin_, nsigma, MAX_PEAKS)]
+    candidates += _local_candidates(zb / eb, vb, bin_, nsigma, min_length, candidates)
     candidates += _network_candidates(network_trl, network_lines, min_length)
     trails = _search(candidates, z, valid, excess, network_trl, diffuse, psf_sigma, lines)
     judge = (network_trl, diffuse, psf_sigma, lines)
