@@ -1057,7 +1057,16 @@ def _is_column(trail: Trail, z: np.ndarray, valid: np.ndarray) -> bool:
         return True
     if off >= 6.0 and not along_grid:
         return False
-    m = trail_mask(z.shape, trail, margin=0.0) & valid
+    # Over the band's box, a pixel wider each side (the columns beside the brightest one).
+    ys, xs, _ = _segment(z.shape, trail.theta, trail.rho, trail.half_width, trail.t0, trail.t1)
+    if not len(ys):
+        return False
+    y0, y1 = max(int(ys.min()) - 1, 0), min(int(ys.max()) + 2, z.shape[0])
+    x0, x1 = max(int(xs.min()) - 1, 0), min(int(xs.max()) + 2, z.shape[1])
+    m = np.zeros((y1 - y0, x1 - x0), bool)
+    m[ys - y0, xs - x0] = True
+    m &= valid[y0:y1, x0:x1]
+    z = z[y0:y1, x0:x1]
     if not m.any():
         return False
     axis = 0 if abs(np.cos(trail.theta)) > abs(np.sin(trail.theta)) else 1  # normal along x: sum rows per column
