@@ -1209,6 +1209,18 @@ def test_a_trail_the_network_calls_a_spike_is_still_searched_without_saturated_s
     assert zero[trail > NOISE].mean() > 0.9
 
 
+def _short_trail(n, seed, peak, sigma, length=100.0):
+    """A Gaussian trail (``peak`` noise units, ``sigma`` px across) ``length`` px long at an angle
+    and a middle drawn by ``seed`` (within the frame's middle 40%), on an n x n grid."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:n, :n]
+    a = rng.uniform(0, np.pi)
+    cx, cy = rng.uniform(0.3, 0.7, 2) * n
+    along = (xx - cx) * np.cos(a) + (yy - cy) * np.sin(a)
+    across = -(xx - cx) * np.sin(a) + (yy - cy) * np.cos(a)
+    return peak * NOISE * np.exp(-0.5 * (across / sigma) ** 2) * (np.abs(along) <= length / 2)
+
+
 @pytest.mark.parametrize("seed", [0, 5])
 def test_a_short_faint_trail_is_judged_by_its_own_stretch(seed):
     """A trail of 100 px at peak S/N 1.5 per pixel (FWHM 4 px), invisible to
@@ -1216,15 +1228,8 @@ def test_a_short_faint_trail_is_judged_by_its_own_stretch(seed):
     each side, its profile's medians were half the sky's: it came out at a
     third of its brightness and was dropped as too faint (these two draws).
     Its profile is fitted again over its lit stretch alone."""
-    n = 512
-    rng = np.random.default_rng(seed + 1000)
-    img, _ = _field(n=n, seed=seed, n_stars=65)
-    yy, xx = np.mgrid[:n, :n]
-    a = rng.uniform(0, np.pi)
-    cx, cy = rng.uniform(0.3, 0.7, 2) * n
-    along = (xx - cx) * np.cos(a) + (yy - cy) * np.sin(a)
-    across = -(xx - cx) * np.sin(a) + (yy - cy) * np.cos(a)
-    trail = 1.5 * NOISE * np.exp(-0.5 * (across / 1.7) ** 2) * (np.abs(along) <= 50)
+    img, _ = _field(n=512, seed=seed, n_stars=65)
+    trail = _short_trail(512, seed + 1000, 1.5, 1.7)
     zero, _, report = fuse((img + trail).astype(np.float32), np.zeros(img.shape, np.int32), MapPolicy())
     assert len(report.trails) == 1
     assert zero[trail > 0.5 * NOISE].mean() > 0.9
@@ -1235,15 +1240,8 @@ def test_a_trail_a_tenth_of_the_frame_long_is_found_by_its_stretch():
     over the whole chord, as a Hough transform does, it is a tenth of the
     line and makes no peak; summed over stretches of 192 px, it stands out
     (:func:`maxidetect.maps.trails._hough_local`), and it is found whole."""
-    n = 1024
-    rng = np.random.default_rng(1000)
-    img, _ = _field(n=n, seed=0, n_stars=260, fwhm=2.0)
-    yy, xx = np.mgrid[:n, :n]
-    a = rng.uniform(0, np.pi)
-    cx, cy = rng.uniform(0.3, 0.7, 2) * n
-    along = (xx - cx) * np.cos(a) + (yy - cy) * np.sin(a)
-    across = -(xx - cx) * np.sin(a) + (yy - cy) * np.cos(a)
-    trail = 2.0 * NOISE * np.exp(-0.5 * (across / 0.85) ** 2) * (np.abs(along) <= 50)
+    img, _ = _field(n=1024, seed=0, n_stars=260, fwhm=2.0)
+    trail = _short_trail(1024, 1000, 2.0, 0.85)
     img = (img + trail).astype(np.float32)
     st = measure_frame(img)
     z = st.snr(img)

@@ -1057,20 +1057,10 @@ def _is_column(trail: Trail, z: np.ndarray, valid: np.ndarray) -> bool:
         return True
     if off >= 6.0 and not along_grid:
         return False
-    # Over the band's box, a pixel wider each side (the columns beside the brightest one).
-    ys, xs, _ = _segment(z.shape, trail.theta, trail.rho, trail.half_width, trail.t0, trail.t1)
-    if not len(ys):
+    box = _band_box(trail, z, valid)
+    if box is None:
         return False
-    y0, y1 = max(int(ys.min()) - 1, 0), min(int(ys.max()) + 2, z.shape[0])
-    x0, x1 = max(int(xs.min()) - 1, 0), min(int(xs.max()) + 2, z.shape[1])
-    m = np.zeros((y1 - y0, x1 - x0), bool)
-    m[ys - y0, xs - x0] = True
-    m &= valid[y0:y1, x0:x1]
-    z = z[y0:y1, x0:x1]
-    if not m.any():
-        return False
-    axis = 0 if abs(np.cos(trail.theta)) > abs(np.sin(trail.theta)) else 1  # normal along x: sum rows per column
-    sums = np.clip(np.where(m, z, 0.0).sum(axis=axis), 0.0, None)
+    m, z, sums, axis, _ = box
     if sums.sum() > 0 and sums.max() >= 0.8 * sums.sum():
         return True
     if off >= 1.5 and not along_grid:
@@ -1096,21 +1086,43 @@ def _is_column(trail: Trail, z: np.ndarray, valid: np.ndarray) -> bool:
     return top >= max(3.0, 3.0 * trail.amplitude, 3.0 * level(k - 1), 3.0 * level(k + 1))
 
 
+def _band_box(trail: Trail, z: np.ndarray, valid: np.ndarray):
+    """A line's band (its half width, its extent) over the band's box, a pixel wider each side (the
+    columns beside the brightest one): (valid band pixels, ``z`` over the box, the light summed
+    along the grid per column -- or row, ``axis`` 1 -- clipped at 0, axis, the box's (y0, x0)),
+    or None where the band holds no valid pixel."""
+    ys, xs, _ = _segment(z.shape, trail.theta, trail.rho, trail.half_width, trail.t0, trail.t1)
+    if not len(ys):
+        return None
+    y0, y1 = max(int(ys.min()) - 1, 0), min(int(ys.max()) + 2, z.shape[0])
+    x0, x1 = max(int(xs.min()) - 1, 0), min(int(xs.max()) + 2, z.shape[1])
+    m = np.zeros((y1 - y0, x1 - x0), bool)
+    m[ys - y0, xs - x0] = True
+    m &= valid[y0:y1, x0:x1]
+    if not m.any():
+        return None
+    zc = z[y0:y1, x0:x1]
+    axis = 0 if abs(np.cos(trail.theta)) > abs(np.sin(trail.theta)) else 1  # normal along x: sum rows per column
+    sums = np.clip(np.where(m, zc, 0.0).sum(axis=axis), 0.0, None)
+    return m, zc, sums, axis, (y0, x0)
+
+
 def _without_column(valid: np.ndarray, z: np.ndarray, t: Trail) -> np.ndarray:
     """``valid`` without the column (or row) that a line judged a column (:func:`_is_column`)
     draws its light from, and the one on either side, over the line's extent: the grid line
     holding most of the light in its band (the fit tilts a column by a degree or more)."""
-    m = trail_mask(z.shape, t, margin=0.0) & valid
-    if not m.any():
+    box = _band_box(t, z, valid)
+    if box is None:
         return valid
-    axis = 0 if abs(np.cos(t.theta)) > abs(np.sin(t.theta)) else 1  # 0: a column (sum its rows)
-    k = int(np.argmax(np.where(m, z, 0.0).sum(axis=axis)))
+    m, _, sums, axis, (y0, x0) = box
+    k = int(np.argmax(sums))
     along = np.flatnonzero(m.any(axis=1 - axis))
     out = valid.copy()
-    lo, hi = along[0], along[-1] + 1
     if axis == 0:
+        lo, hi, k = y0 + along[0], y0 + along[-1] + 1, x0 + k
         out[lo:hi, max(k - 1, 0):k + 2] = False
     else:
+        lo, hi, k = x0 + along[0], x0 + along[-1] + 1, y0 + k
         out[max(k - 1, 0):k + 2, lo:hi] = False
     return out
 
@@ -1239,6 +1251,14 @@ def _without(valid: np.ndarray, trails: list[Trail]) -> np.ndarray:
     return valid & ~_bands(valid.shape, trails)
 
 
+def _where_span(theta: float, where) -> tuple[float, float]:
+    """The stretch (t0, t1) along a line at ``theta`` of a candidate's ``where`` ((middle x, y),
+    half length), a window more each side."""
+    (mx, my), half = where
+    tc = -mx * np.sin(theta) + my * np.cos(theta)
+    return tc - half - WINDOW, tc + half + WINDOW
+
+
 def _search(candidates, z, valid, excess, network_trl, diffuse, psf_sigma, lines) -> list[Trail]:
     """Each candidate line straightened and verified; the trails found, the strongest first."""
     # Every candidate straightened first: the Hough peaks around one broad feature (a frame's top
@@ -1257,9 +1277,7 @@ def _search(candidates, z, valid, excess, network_trl, diffuse, psf_sigma, lines
         if t is None and where is not None:
             # The network's line, where it drew it: over the whole chord the sky's medians hide
             # a short trail's profile.
-            (mx, my), half = where
-            tc = -mx * np.sin(theta) + my * np.cos(theta)
-            span = (tc - half - WINDOW, tc + half + WINDOW)
+            span = _where_span(theta, where)
             t = _verify(z, valid, theta, rho, length, 3.0, source, excess=excess, span=span)
         elif t is None:
             # A Hough line, where its light is: a short trail's profile is lost over a long chord.
@@ -1294,9 +1312,7 @@ def _search(candidates, z, valid, excess, network_trl, diffuse, psf_sigma, lines
             continue
         theta0, rho0 = theta, rho
         if source == "hough" and where is not None:  # straightened over its stretch alone
-            (mx, my), half = where
-            tc = -mx * np.sin(theta) + my * np.cos(theta)
-            theta, rho = _refine_line(z, valid, theta, rho, span=(tc - half - WINDOW, tc + half + WINDOW))
+            theta, rho = _refine_line(z, valid, theta, rho, span=_where_span(theta, where))
         else:
             theta, rho = _refine_line(z, valid, theta, rho)
         t = span = None
