@@ -334,7 +334,7 @@ def test_star_crossed_by_a_cosmic_ray_track_stays_and_bare_tracks_go(fwhm):
 
 @pytest.mark.parametrize("fwhm,peak,seed", [(3.0, 10.0, 1), (3.7, 6.0, 0)])
 def test_faint_star_under_a_brighter_sharp_track_stays_and_bare_tracks_go(fwhm, peak, seed):
-    """A 25-sigma track across a star of peak 6-10 sigma (S/N 20-30) makes the
+    """A 25-sigma track across a star of peak 6-10 sigma (S/N 17-23) makes the
     candidates' peak, sharper than any source: neither a hit's model nor the
     track's fitted at that peak find the star (before: 1 and 2 of 6 detected;
     a bench frame with 6000 cosmic rays lost a S/N 22 star so). Fitted at the
