@@ -768,7 +768,7 @@ def _source_under_sharp_track(d, var, rms, cand, use_all, plane, aic_art, sig_ps
     if not near.any():
         return False, None
     py, px = np.unravel_index(np.argmax(np.where(near, smooth, -np.inf)), d.shape)
-    if smooth[py, px] < ndimage.maximum_filter(smooth, size=5, mode="nearest")[py, px]:
+    if smooth[py, px] < smooth[max(py - 2, 0):py + 3, max(px - 2, 0):px + 3].max():
         return False, None  # on a slope: a source beside the track (its wings crossed), not under it
     if smooth[py, px] < BESIDE_TRACK_SIGMA * rms[py, px] / np.sqrt(9.0 * den[py, px]):
         return False, None  # no light off the track there (most bare tracks: spares the fits)

@@ -1170,12 +1170,13 @@ def _continues(a: Trail, b: Trail) -> tuple[float, float] | None:
     return (min(a.t0, lo), max(a.t1, hi)) if gap <= JOIN_GAP else (np.nan, np.nan)
 
 
-def _same_line(theta_a: float, rho_a: float, theta_b: float, rho_b: float) -> bool:
-    """Two straightened candidates on one line (within 1 deg and 3 px; theta wraps at pi)."""
+def _same_line(theta_a: float, rho_a: float, theta_b: float, rho_b: float, deg: float = 1.0,
+               px: float = 3.0) -> bool:
+    """Two straightened candidates on one line (within ``deg`` and ``px``; theta wraps at pi)."""
     d = abs(theta_a - theta_b)
     if d > np.pi / 2:
         d, rho_b = np.pi - d, -rho_b
-    return d < np.radians(1.0) and abs(rho_a - rho_b) < 3.0
+    return d < np.radians(deg) and abs(rho_a - rho_b) < px
 
 
 def _plausible(t: Trail, z, valid, network_trl, diffuse, psf_sigma, lines=None) -> bool:
@@ -1542,7 +1543,7 @@ def _local_candidates(zb, vb, bin_: int, nsigma: float, min_length: int, known: 
     sig, along, thetas, diag = _hough_local(zb, vb, LOCAL_THETAS, seg)
     out = []
     for theta, rho, _ in _peaks(sig, thetas, diag, bin_, nsigma, MAX_PEAKS):
-        if any(_close_line(theta, rho, k[0], k[1]) for k in known + out):
+        if any(_same_line(theta, rho, k[0], k[1], deg=2.0, px=8.0) for k in known + out):
             continue
         i = int(np.argmin(np.abs(thetas - theta)))
         j = int(round((rho - (bin_ - 1) / 2 * (np.cos(theta) + np.sin(theta))) / bin_)) + diag
@@ -1553,14 +1554,6 @@ def _local_candidates(zb, vb, bin_: int, nsigma: float, min_length: int, known: 
         if len(out) >= MAX_LOCAL:
             break
     return out
-
-
-def _close_line(theta_a: float, rho_a: float, theta_b: float, rho_b: float) -> bool:
-    """Two Hough lines within 2 deg and 8 px (theta wraps at pi)."""
-    d = abs(theta_a - theta_b)
-    if d > np.pi / 2:
-        d, rho_b = np.pi - d, -rho_b
-    return d < np.radians(2.0) and abs(rho_a - rho_b) < 8.0
 
 
 def _network_candidates(network_trl, network_lines, min_length: int) -> list:
@@ -1649,9 +1642,10 @@ def find_trails(snr: np.ndarray, masked: np.ndarray, network_trl: np.ndarray | N
     # frame's top rows with a ramp, a cluster core) otherwise makes every line through it a peak.
     rep = EXCESS_BLOCK // bin_
     eb = np.repeat(np.repeat(excess, rep, axis=0), rep, axis=1)[:hb, :wb]
-    sig, thetas, diag = _hough(zb / eb, vb, n_theta)
+    zn = zb / eb
+    sig, thetas, diag = _hough(zn, vb, n_theta)
     candidates = [(t, r, "hough", min_length, None) for t, r, _ in _peaks(sig, thetas, diag, bin_, nsigma, MAX_PEAKS)]
-    candidates += _local_candidates(zb / eb, vb, bin_, nsigma, min_length, candidates)
+    candidates += _local_candidates(zn, vb, bin_, nsigma, min_length, candidates)
     candidates += _network_candidates(network_trl, network_lines, min_length)
     trails = _search(candidates, z, valid, excess, network_trl, diffuse, psf_sigma, lines)
     judge = (network_trl, diffuse, psf_sigma, lines)
