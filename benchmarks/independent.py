@@ -9,7 +9,8 @@ noise in electrons, saturation with charge bleeding along the columns, and
 defects drawn by other rules than the simulator's: cosmic rays as wandering
 tracks deposited bilinearly (and single-pixel hits), hot and cold pixels, a
 hot column segment, and (in most frames) a satellite trail that may end
-inside the frame. Nothing is fitted to these frames.
+inside the frame; in the ``diffused`` variant the cosmic rays are blurred as
+by charge diffusion in a thick CCD. Nothing is fitted to these frames.
 
 For each frame, SEP and SExtractor run with no mask, with the network's maps alone, with
 the default fused maps, and with those maps and ``--clean`` (the rows with
@@ -74,6 +75,9 @@ VARIANTS = {
     "galaxies": {"fwhm": (1.6, 4.5), "density": 1.0, "galaxies": 4.0},
     # A bulge or cluster field: twelve times the stars, blends everywhere.
     "dense": {"fwhm": (1.6, 4.5), "density": 12.0},
+    # A thick, deep-depletion CCD: charge diffuses before it is collected, so cosmic rays (tracks
+    # and single hits) are blurred by a Gaussian of sigma 0.4-0.8 px, no longer sharper than the PSF.
+    "diffused": {"fwhm": (1.6, 4.5), "density": 1.0, "cr_blur": (0.4, 0.8)},
 }
 OVERSAMPLE = 5
 
@@ -208,20 +212,28 @@ def make_frame(seed: int, size: int = 1024, variant: str = "default", trail=None
                 col[lo:hi] = saturate
                 truth[lo:hi, x] |= BIT["SAT"]
     noise = np.sqrt(var_pix)
-    # Cosmic rays: wandering tracks deposited bilinearly, and single-pixel hits.
+    # Cosmic rays: wandering tracks deposited bilinearly, and single-pixel hits; where the
+    # charge diffuses (cr_blur), deposited apart and blurred before they join the image.
+    blur = spec.get("cr_blur")
+    cr = np.zeros_like(image) if blur else image
     for _ in range(rng.poisson(220 * area)):
         y, x = rng.uniform(0, size, 2)
         if rng.random() < 0.35:
             ix, iy = int(x), int(y)
-            image[iy, ix] += rng.uniform(6, 300) * noise
+            cr[iy, ix] += rng.uniform(6, 300) * noise
             truth[iy, ix] |= BIT["CR"]
             continue
         ang, length = rng.uniform(0, 2 * np.pi), min(rng.exponential(8.0) + 1.5, 60.0)
         per_step = rng.uniform(4, 120) * noise
         for py, px, wt in track_deposits((size, size), x, y, ang, int(length / 0.5), rng):
-            image[py, px] += 0.5 * per_step * wt
+            cr[py, px] += 0.5 * per_step * wt
             if 0.5 * per_step * wt > noise:
                 truth[py, px] |= BIT["CR"]
+    if blur:
+        cr = ndimage.gaussian_filter(cr, np.random.default_rng([seed, 8]).uniform(*blur))
+        image += cr
+        truth[cr > noise] |= BIT["CR"]
+        truth[(truth & BIT["CR"]).astype(bool) & (cr <= noise)] &= ~BIT["CR"]
     # Hot and cold pixels, and a hot column segment.
     for _ in range(rng.poisson(40 * area)):
         iy, ix = rng.integers(0, size, 2)

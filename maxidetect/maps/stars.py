@@ -38,7 +38,8 @@ frame's noise:
 - *source beside a sharp track*: last, where every model above failed, the
   candidates sharper across than any PSF (a cosmic-ray track one pixel
   wide) and one pixel more are left out of the fits and keep their zero
-  weight, and the rest is judged again, where it has a round core of 5
+  weight (the pixel more only where the source's model does not explain
+  it), and the rest is judged again, where it has a round core of 5
   sigma (a source of 10 sigma at least must win).
 
 Before any fit, the light the frame's hits spill into their neighbours
