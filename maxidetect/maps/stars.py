@@ -42,6 +42,10 @@ frame's noise:
   it), and the rest is judged again, where it has a round core of 5
   sigma (a source of 10 sigma at least must win).
 
+The *source* and *source + artefact* models are fitted at two centres,
+the candidates' peak and the brightest pixel beside them, tried in the
+order of their sources: a source over every pixel first, then the best AIC.
+
 Before any fit, the light the frame's hits spill into their neighbours
 (diffusion, inter-pixel capacitance: a fraction measured on the frame's own
 hits, :func:`hit_spill`) is taken off the neighbours of the stamp's hits: a
@@ -563,15 +567,29 @@ def judge_object(d, rms, cand, others, sig_psf, shape=(1.0, 0.0), min_snr: float
             use_out, chi2_art, n_art = use_out & ~ext, chi2_ext, n_cand + int(ext.sum())
     aic_art = chi2_art + 2 * (n_art + 3)
     lit = cand & use_all if fitted is None else cand & use_all & ~fitted  # where a deficit refutes a source
-    # The first model that beats the artefact with a significant source decides.
+    # The first model that beats the artefact with a significant source decides, the centres
+    # tried in the order of their sources (see rank).
     over_all = []  # (profiles, fit) of the source over every pixel, per centre
     centres = sorted(centres)
     profiles = [_centre_profiles(d.shape, py, px, sig_psf, shape) for py, px in centres]
     # Over every pixel (every width) and outside the candidates (the five narrowest), at each
     # centre: fitted together (every model is fitted on most stamps: hits).
     kinds = ((use_all, 0, len(_WIDTHS)), (use_out, n_art, 5))
-    fits = iter(_fit_families(d, var, [u for u, _, _ in kinds] * len(centres), [p for p in profiles for _ in kinds],
-                              [n for _, _, n in kinds] * len(centres), plane=plane, refit=refit))
+    fits = _fit_families(d, var, [u for u, _, _ in kinds] * len(centres), [p for p in profiles for _ in kinds],
+                         [n for _, _, n in kinds] * len(centres), plane=plane, refit=refit)
+    def rank(i):
+        """A centre whose source over every pixel passes comes first, then one whose source
+        outside the candidates does, each by its AIC. In (row, column) order, a star centred above
+        its pixel had the brightest pixel beside its called core tried first: the source outside
+        the call passed there, the call was never found to be the star, and its flag stayed."""
+        passing = [(extra > 0, f[0] + 2 * (7 + extra)) for f, (_, extra, _) in
+                   zip(fits[i * len(kinds):(i + 1) * len(kinds)], kinds, strict=True)
+                   if f[1] > 0 and f[2] >= min_snr and (f[0] + 2 * (7 + extra) < aic_art or (
+                       not extra and n_art > 4 and f[0] - chi2_art < _lrt_limit(n_art - 4)))]
+        return min(passing, default=(True, np.inf))
+    order = sorted(range(len(centres)), key=rank)
+    centres, profiles = [centres[i] for i in order], [profiles[i] for i in order]
+    fits = iter([f for i in order for f in fits[i * len(kinds):(i + 1) * len(kinds)]])
     for prof in profiles:
         for _, extra, _ in kinds:
             fit = next(fits)
