@@ -232,8 +232,7 @@ def make_frame(seed: int, size: int = 1024, variant: str = "default", trail=None
     if blur:
         cr = ndimage.gaussian_filter(cr, np.random.default_rng([seed, 8]).uniform(*blur))
         image += cr
-        truth[cr > noise] |= BIT["CR"]
-        truth[(truth & BIT["CR"]).astype(bool) & (cr <= noise)] &= ~BIT["CR"]
+        truth = np.where(cr > noise, truth | BIT["CR"], truth & ~BIT["CR"]).astype(np.int32)
     # Hot and cold pixels, and a hot column segment.
     for _ in range(rng.poisson(40 * area)):
         iy, ix = rng.integers(0, size, 2)

@@ -27,25 +27,20 @@ import sys
 
 import numpy as np
 from scipy import ndimage
-from scipy.special import erf
 
 from maxidetect.classes import CLASSES
 from maxidetect.extract.sep_engine import detect
 from maxidetect.maps.fusion import fuse
 from maxidetect.maps.policy import MapPolicy
+from maxidetect.maps.stars import _pixel_gauss
 
 SKY, NOISE = 1000.0, 10.0
 CR = {c.abbr: c.bit for c in CLASSES}["CR"]
 
 
-def _gauss1d(offsets, sigma):
-    s = np.sqrt(2.0) * sigma
-    return 0.5 * (erf((offsets + 0.5) / s) - erf((offsets - 0.5) / s))
-
-
 def _star(shape, x, y, flux, fwhm):
     s = fwhm / 2.3548
-    return flux * np.outer(_gauss1d(np.arange(shape[0]) - y, s), _gauss1d(np.arange(shape[1]) - x, s))
+    return flux * np.outer(_pixel_gauss(np.arange(shape[0]) - y, s), _pixel_gauss(np.arange(shape[1]) - x, s))
 
 
 def _field(n, fwhm, seed):

@@ -577,37 +577,36 @@ def judge_object(d, rms, cand, others, sig_psf, shape=(1.0, 0.0), min_snr: float
     kinds = ((use_all, 0, len(_WIDTHS)), (use_out, n_art, 5))
     fits = _fit_families(d, var, [u for u, _, _ in kinds] * len(centres), [p for p in profiles for _ in kinds],
                          [n for _, _, n in kinds] * len(centres), plane=plane, refit=refit)
+    per_centre = [list(zip(fits[i * len(kinds):(i + 1) * len(kinds)], kinds, strict=True)) for i in range(len(centres))]
+
+    def beats(fit, extra) -> bool:
+        """A significant source that beats the artefact (AIC); or, over every pixel, one the
+        likelihood ratio against free candidate pixels does not reject at SOURCE_ALPHA (on a faint
+        source a large group of candidates favours the artefact by noise alone about one time in
+        six under the AIC)."""
+        if fit[1] <= 0 or fit[2] < min_snr:
+            return False
+        return fit[0] + 2 * (7 + extra) < aic_art or (
+            not extra and n_art > 4 and fit[0] - chi2_art < _lrt_limit(n_art - 4))
+
     def rank(i):
         """A centre whose source over every pixel passes comes first, then one whose source
         outside the candidates does, each by its AIC. In (row, column) order, a star centred above
         its pixel had the brightest pixel beside its called core tried first: the source outside
         the call passed there, the call was never found to be the star, and its flag stayed."""
-        passing = [(extra > 0, f[0] + 2 * (7 + extra)) for f, (_, extra, _) in
-                   zip(fits[i * len(kinds):(i + 1) * len(kinds)], kinds, strict=True)
-                   if f[1] > 0 and f[2] >= min_snr and (f[0] + 2 * (7 + extra) < aic_art or (
-                       not extra and n_art > 4 and f[0] - chi2_art < _lrt_limit(n_art - 4)))]
-        return min(passing, default=(True, np.inf))
+        return min(((extra > 0, f[0] + 2 * (7 + extra)) for f, (_, extra, _) in per_centre[i] if beats(f, extra)),
+                   default=(True, np.inf))
+
     order = sorted(range(len(centres)), key=rank)
-    centres, profiles = [centres[i] for i in order], [profiles[i] for i in order]
-    fits = iter([f for i in order for f in fits[i * len(kinds):(i + 1) * len(kinds)]])
-    for prof in profiles:
-        for _, extra, _ in kinds:
-            fit = next(fits)
-            chi2, amp, snr, model = fit[:4]
+    centres = [centres[i] for i in order]
+    for i in order:
+        for fit, (_, extra, _) in per_centre[i]:
             if not extra:
-                over_all.append((prof, fit))
-            if amp <= 0 or snr < min_snr:
+                over_all.append((profiles[i], fit))
+            if extra and fit[1] > 0 and fit[2] >= min_snr and _light_taken(d, lit, fit[4], fit[5], n_cand):
                 continue
-            if extra and _light_taken(d, lit, fit[4], fit[5], n_cand):
-                continue
-            if chi2 + 2 * (7 + extra) < aic_art:
-                return True, model, not extra
-            # The source over every pixel is not rejected at SOURCE_ALPHA by the
-            # likelihood ratio against free candidate pixels: kept (on a faint
-            # source a large group of candidates favours the artefact by noise
-            # alone about one time in six under the AIC).
-            if not extra and n_art > 4 and chi2 - chi2_art < _lrt_limit(n_art - 4):
-                return True, model, True
+            if beats(fit, extra):
+                return True, fit[3], not extra
     # A star beside the hit that made the group's peak: its own peak in the group.
     ok, model = _source_beside_hit(d, var, rms, cand & use_all, use_all, plane, aic_art, sig_psf, shape,
                                    min_snr)
