@@ -289,12 +289,12 @@ def _track(shape, x, y, length, angle, per_pixel):
     return out, out > 0
 
 
-def _fuse_and_detect(img, flags):
+def _fuse_and_detect(img, flags, cr_probability=None):
     """The fused maps' zero weight and flags, and SEP's detections with them (0-based x, y)."""
     from maxidetect.extract.sep_engine import detect
 
     img = img.astype(np.float32)
-    zero, flags, _ = fuse(img, flags, MapPolicy())
+    zero, flags, _ = fuse(img, flags, MapPolicy(), cr_probability=cr_probability)
     masked = detect(img, weight=(~zero).astype(np.float32)).catalog
     return zero, flags, np.asarray(masked["X_IMAGE"]) - 1, np.asarray(masked["Y_IMAGE"]) - 1
 
@@ -886,6 +886,131 @@ def test_psf_is_measured_in_good_seeing_where_the_network_calls_star_cores_cosmi
         bad[iy - 1:iy + 3, ix - 1:ix + 3] = True
     st = measure_frame(img.astype(np.float32), bad=bad)
     assert st.fwhm_measured and 1.8 < st.fwhm < 2.6, st.fwhm
+
+
+def _spread_stars(rng, n, count, draw, gap=10.0, margin=14):
+    """Sky noise and ``count`` stars ``draw(x, y)`` (an image) at least ``gap`` px apart;
+    returns the image and their (x, y)."""
+    img = rng.normal(SKY, NOISE, (n, n))
+    pos = []
+    while len(pos) < count:
+        x, y = rng.uniform(margin, n - margin, 2)
+        if all(np.hypot(x - a, y - b) > gap for a, b in pos):
+            img += draw(x, y)
+            pos.append((x, y))
+    return img, pos
+
+
+def _diffused_hits(rng, n, n_hits, n_tracks, blur, avoid=(), called=20.0):
+    """Cosmic rays as a thick CCD records them: ``n_hits`` single-pixel hits and ``n_tracks``
+    straight tracks of 6-20 px, blurred together by charge diffusion (a Gaussian of sigma
+    ``blur``; 0: none), kept 8 px from ``avoid`` [(x, y, ...)]. Returns their image, the
+    pixels the network calls (``called`` sigma above the sky: a blurred hit's wings are not)
+    and the single hits' pixels (y, x)."""
+    cr = np.zeros((n, n))
+    hits = []
+    for k in range(n_hits + n_tracks):
+        x, y = rng.uniform(14, n - 14, 2)
+        if any(np.hypot(x - a[0], y - a[1]) < 8 for a in avoid):
+            continue
+        if k < n_hits:
+            cr[int(y), int(x)] += NOISE * rng.uniform(60, 400)
+            hits.append((int(y), int(x)))
+        else:
+            cr += _track((n, n), x, y, rng.uniform(6, 20), rng.uniform(0, np.pi), NOISE * rng.uniform(60, 200))[0]
+    if blur:
+        cr = ndimage.gaussian_filter(cr, blur)
+    return cr, cr > called * NOISE, hits
+
+
+@pytest.mark.parametrize("blur", [0.6, 0.75])
+def test_psf_is_the_stars_not_cosmic_rays_blurred_by_charge_diffusion(blur):
+    """A thick CCD blurs its cosmic rays: single hits become round Gaussians narrower than the
+    stars, a tighter locus than theirs (a second generator's frame: FWHM 1.63 px measured for
+    stars of 2.29, and rule 1 then freed 226 of 256 blurred hits as stars). The network calls
+    the hits; their cores are no wider than the frame's called tracks, which a star's light,
+    blurred by the same diffusion and by the seeing, always is: the stars are the PSF."""
+    rng = np.random.default_rng(71)
+    n = 320
+    img, stars = _spread_stars(rng, n, 40, lambda x, y: _moffat((n, n), x, y, NOISE * 10 ** rng.uniform(2.2, 3.2), 2.4))
+    cr, bad, _ = _diffused_hits(rng, n, 60, 25, blur, avoid=stars)
+    st = measure_frame((img + cr).astype(np.float32), bad=bad)
+    assert st.fwhm_measured and 2.0 < st.fwhm < 3.1, st.fwhm  # a Gaussian's fit to Moffat stars: ~2.9
+
+
+def test_psf_in_good_seeing_is_the_stars_beside_sharp_cosmic_ray_tracks():
+    """The same frames without diffusion: tracks a pixel wide, stars of FWHM 1.2 px whose cores
+    the network calls, and galaxies that outnumber them. The called stars are as narrow as the
+    tracks, so they stay the locus (not the uncalled galaxies)."""
+    img, flags, stars, _ = _good_seeing_field(61, flag_above=0.0, n_galaxies=80)
+    cr, bad, _ = _diffused_hits(np.random.default_rng(72), img.shape[0], 20, 25, 0.0, avoid=stars)
+    st = measure_frame((img + cr).astype(np.float32), bad=bad | ((flags & BIT["CR"]) != 0))
+    assert st.fwhm_measured and 1.0 < st.fwhm < 1.6, st.fwhm
+
+
+def _blurred_hits(img, avoid, n, seed, blur=0.7, far=10.0):
+    """``n`` single-pixel hits of 60-400 sigma blurred by charge diffusion (sigma ``blur``),
+    ``far`` px from every (x, y) of ``avoid``; returns their positions (y, x)."""
+    rng = np.random.default_rng(seed)
+    cr = np.zeros(img.shape)
+    hits = []
+    while len(hits) < n:
+        y, x = rng.integers(12, img.shape[0] - 12, 2)
+        if all(np.hypot(x - a, y - b) > far for a, b in list(avoid) + [(q, p) for p, q in hits]):
+            cr[y, x] = NOISE * rng.uniform(60, 400)
+            hits.append((y, x))
+    img += ndimage.gaussian_filter(cr, blur).astype(np.float32)
+    return hits
+
+
+def test_cosmic_rays_blurred_by_charge_diffusion_are_found_by_their_shape():
+    """A thick CCD's frame: hits and tracks blurred by charge diffusion (sigma 0.7 px) on a field
+    of FWHM 3 px stars. The network calls the brighter ones' cores; six more hits it sees only
+    faintly (CR probability 0.3, under its threshold), and nothing else calls (L.A.Cosmic looks for
+    sharp hits, and rule 1's narrowest source explains them). Round Gaussians far narrower than the
+    PSF and smooth, every hit gets zero weight and a CR flag by its shape (none did before); the
+    stars, one with a hit on its core, keep their weight and detection."""
+    img, pos = _field(n=320, fwhm=3.0, seed=73)
+    cr, called, singles = _diffused_hits(np.random.default_rng(76), 320, 30, 20, 0.7, avoid=pos)
+    img = (img + cr).astype(np.float32)
+    flags = np.where(called, BIT["CR"], 0).astype(np.int32)
+    lab, n = ndimage.label(cr > 3 * NOISE)
+    spots = [(x, y) for y, x in ndimage.center_of_mass(cr, lab, range(1, n + 1))]
+    hits = _blurred_hits(img, pos + spots, 6, 74) + singles
+    x0, y0 = pos[0]
+    img[int(round(y0)), int(round(x0))] += 0.3 * (img[int(round(y0)), int(round(x0))] - SKY)  # a hit on a star
+    from maxidetect.extract.sep_engine import detect
+
+    bare = detect(img).catalog
+    bx, by = np.asarray(bare["X_IMAGE"]) - 1, np.asarray(bare["Y_IMAGE"]) - 1
+    prob = np.where(called, 0.95, 0.0)
+    for hy, hx in hits[:6]:
+        prob[hy - 1:hy + 2, hx - 1:hx + 2] = 0.3
+    zero, flags, x, y = _fuse_and_detect(img, flags, prob)
+    gone = [bool(zero[p]) and bool(flags[p] & BIT["CR"]) for p in hits]
+    assert sum(gone[:6]) >= 5 and sum(gone) >= 0.9 * len(gone), gone
+    assert sum(np.hypot(x - hx, y - hy).min() < 2 for hy, hx in hits) <= 0.1 * len(hits)
+    for sx, sy in pos:
+        assert not zero[int(round(sy)), int(round(sx))], (sx, sy)
+        if np.hypot(bx - sx, by - sy).min() < 1.5:  # detected without the maps (not in a blend)
+            assert np.hypot(x - sx, y - sy).min() < 1.5, (sx, sy)
+
+
+def test_stars_of_a_psf_that_varies_across_the_frame_are_not_taken_for_narrow_hits():
+    """The PSF is measured once per frame; real ones vary across it. Stars of FWHM 2.4-3.6 px
+    (the measured PSF in between), S/N 20-1000, no hits, and the network's faint cosmic-ray
+    evidence everywhere (in good seeing it covers star cores): none is narrower than the PSF by
+    the margin the shape test asks, so none gets zero weight or a CR flag."""
+    rng = np.random.default_rng(75)
+    n = 320
+    img, pos = _spread_stars(rng, n, 60, lambda x, y: _star((n, n), x, y, NOISE * 10 ** rng.uniform(2.0, 4.0),
+                                                             2.4 + 1.2 * x / n))
+    zero, flags, x, y = _fuse_and_detect(img.astype(np.float32), np.zeros(img.shape, np.int32),
+                                         np.full(img.shape, 0.3))
+    for sx, sy in pos:
+        core = (slice(int(round(sy)) - 1, int(round(sy)) + 2), slice(int(round(sx)) - 1, int(round(sx)) + 2))
+        assert not zero[core].any() and not (flags[core] & BIT["CR"]).any(), (sx, sy)
+        assert np.hypot(x - sx, y - sy).min() < 1.5, (sx, sy)
 
 
 def test_bright_undersampled_stars_keep_their_cores_for_their_wings():

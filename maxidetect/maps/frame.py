@@ -582,6 +582,66 @@ def _moment_angle(sub, xs, ys, snr, hs: int, default: float) -> float:
     return 0.5 * float(np.arctan2(_weighted_median(e2, wt), _weighted_median(e1, wt)))
 
 
+def _called(bad: np.ndarray, xs, ys) -> np.ndarray:
+    """Whether the network called a pixel within one of each (xs, ys)."""
+    h, w = bad.shape
+    iy = np.clip(np.round(ys).astype(int), 1, h - 2)
+    ix = np.clip(np.round(xs).astype(int), 1, w - 2)
+    return np.any([bad[iy + dy, ix + dx] for dy in (-1, 0, 1) for dx in (-1, 0, 1)], axis=0)
+
+
+def _across_width(sub: np.ndarray, ys: np.ndarray, xs: np.ndarray) -> np.ndarray:
+    """Per pixel (ys, xs), the narrowest Gaussian sigma [px] that its two neighbours across a row,
+    column or diagonal give (their mean over it, where it tops both; inf where it tops no pair).
+    Unintegrated: a measure to compare two sets of pixels by, not a PSF."""
+    h, w = sub.shape
+    c = np.asarray(sub[ys, xs], np.float64)
+    out = np.full(len(ys), np.inf)
+    for (dy, dx), r2 in (((0, 1), 1), ((1, 0), 1), ((1, 1), 2), ((1, -1), 2)):
+        a = sub[np.clip(ys + dy, 0, h - 1), np.clip(xs + dx, 0, w - 1)]
+        b = sub[np.clip(ys - dy, 0, h - 1), np.clip(xs - dx, 0, w - 1)]
+        f = 0.5 * (a + b) / np.where(c > 0, c, np.inf)
+        top = (c >= a) & (c >= b) & (f > 0) & (f < 1)
+        out[top] = np.minimum(out[top], np.sqrt(r2 / (-2.0 * np.log(f[top]))))
+    return out
+
+
+def _hits_blur(sub, objs, seg, rms, bad, snr, ratio, locus) -> bool:
+    """Whether a compact locus (object indices ``locus``) is cosmic-ray hits blurred by charge
+    diffusion (a thick CCD), not stars: the network calls most of them, and their cores are
+    narrower across than the frame's called cosmic-ray tracks (the same diffusion blurs the tracks
+    and a star's light, which the seeing blurs besides). Undiffused tracks are a pixel wide: the
+    stars of good seeing are as narrow, and stay the locus. False where the frame has too few tracks
+    to tell."""
+    if _called(bad, objs["x"][locus], objs["y"][locus]).mean() < 0.75:
+        return False
+    tracks = np.flatnonzero((snr > 20) & (ratio < 0.4) & (objs["a"] > 2) & (objs["a"] < 15)
+                            & (objs["flag"] == 0))
+    if len(tracks) < _MIN_STARS:
+        return False
+    ys, xs = [], []
+    for i in tracks:  # the tracks' bright called pixels
+        sl = (slice(int(objs["ymin"][i]), int(objs["ymax"][i]) + 1),
+              slice(int(objs["xmin"][i]), int(objs["xmax"][i]) + 1))
+        r = rms[sl] if np.ndim(rms) else rms
+        py, px = np.nonzero((seg[sl] == i + 1) & bad[sl] & (sub[sl] > 10.0 * r))
+        ys.append(py + sl[0].start)
+        xs.append(px + sl[1].start)
+    across = _across_width(sub, np.concatenate(ys), np.concatenate(xs))
+    across = across[np.isfinite(across)]
+    if len(across) < 10 * _MIN_STARS:
+        return False
+    peaks = []
+    for i in locus:  # each source's brightest pixel
+        cy, cx = int(round(objs["y"][i])), int(round(objs["x"][i]))
+        st = sub[max(cy - 2, 0):cy + 3, max(cx - 2, 0):cx + 3]
+        py, px = np.unravel_index(np.argmax(st), st.shape)
+        peaks.append((max(cy - 2, 0) + py, max(cx - 2, 0) + px))
+    own = _across_width(sub, *np.array(peaks).T)
+    own = own[np.isfinite(own)]
+    return len(own) >= _MIN_STARS and float(np.median(own)) < float(np.median(across))
+
+
 def _psf_fwhm(sub, objs, seg, rms, saturation_above_sky, bad) -> tuple[float | None, int, float, float]:
     """FWHM of the stellar locus: bright (S/N > 20), isolated, unsaturated
     sources whose profile a Gaussian fits (cosmic rays and hot pixels do
@@ -591,7 +651,9 @@ def _psf_fwhm(sub, objs, seg, rms, saturation_above_sky, bad) -> tuple[float | N
     half of the bright isolated sources shares one elongation (a PSF drawn
     out by tracking or optics): then those of that shape are the stars.
     Objects with no significant light outside ``bad`` only join a width
-    that objects with some share."""
+    that objects with some share. A compact locus that is cosmic-ray hits
+    blurred by charge diffusion (:func:`_hits_blur`) gives way to a broader
+    one of more sources that the network leaves alone."""
     if len(objs) < _MIN_STARS:
         return None, 0, 1.0, 0.0
     x, y = objs["x"], objs["y"]
@@ -666,13 +728,25 @@ def _psf_fwhm(sub, objs, seg, rms, saturation_above_sky, bad) -> tuple[float | N
         return None, int(good.sum()), 1.0, 0.0
     order = np.argsort(sig[good])
     s, s_clean = sig[good][order], clean[idx][good][order]
+    members = idx[good][order]
     # The stellar locus is the most compact well-populated group: galaxies
     # and blends are wider, and may outnumber the stars in a deep field.
     need = max(_MIN_STARS, int(0.2 * len(s)))
+    hits = None  # a compact locus taken for cosmic-ray hits blurred by charge diffusion
     for c in s:
         near = np.abs(np.log(s / c)) < 0.15
-        if near.sum() >= need and s_clean[near].sum() >= _MIN_STARS:
-            return float(np.clip(2.3548 * np.median(s[near]), 0.8, 30.0)), int(near.sum()), q, theta
+        if not (near.sum() >= need and s_clean[near].sum() >= _MIN_STARS):
+            continue
+        locus = float(np.clip(2.3548 * np.median(s[near]), 0.8, 30.0)), int(near.sum()), q, theta
+        if hits is None:
+            if bad is None or not _hits_blur(sub, objs, seg, rms, bad, snr, ratio, members[near]):
+                return locus
+            hits = locus, c, int((np.abs(np.log(s / c)) < 0.3).sum())
+        elif (np.log(c / hits[1]) > 0.3 and _called(bad, x[members[near]], y[members[near]]).mean() <= 0.25
+              and (np.abs(np.log(s / c)) < 0.3).sum() > hits[2]):
+            return locus
+    if hits is not None:
+        return hits[0]
     # In good seeing with a PSF of faint wings the network calls all of every star's light a cosmic
     # ray, and no star is clean (pixel-integrated Gaussian stars of FWHM 1.2 px: 0 of 60; the default
     # FWHM then made rule 1 zero every one of them). Their cores still fit one Gaussian width, which

@@ -24,7 +24,10 @@ In order (each step is its own module; this one decides):
    taken: a false line must not cost a star either); a trail's pixels only
    where what is left outshines it, the sources on it found again on the
    subtracted frame;
-6. what stays zero gets its halo: cosmic rays grow by one pixel (never
+6. cosmic rays by their shape (:mod:`.narrow`): round, smooth sources far
+   narrower than the PSF that nothing zeroed (hits blurred by charge
+   diffusion pass the network, L.A.Cosmic and rule 1) get zero weight;
+7. what stays zero gets its halo: cosmic rays grow by one pixel (never
    into a released source).
 
 Saturation and overscan come from the network (overscan also from edge
@@ -57,6 +60,7 @@ from maxidetect.maps.frame import (
     sources_under,
 )
 from maxidetect.maps.morph import dilate, grow
+from maxidetect.maps.narrow import narrower_than_psf
 from maxidetect.maps.policy import MapPolicy
 from maxidetect.maps.spikes import network_spikes, on_spikes, spike_stars
 from maxidetect.maps.stars import protect_sources, sharper_across_than_psf, steeper_than_psf
@@ -103,6 +107,7 @@ class FusionReport:
     bbg_found_pixels: int = 0  # bright sky the network did not call
     cr_track_pixels: int = 0  # flagged by the network's sub-threshold CR probability beside a hit
     flashes: int = 0  # sources on a trail at one spacing along it (strobes): the trail's
+    narrow_hits: int = 0  # round, smooth sources far narrower than the PSF: cosmic rays by their shape
 
     def header_cards(self) -> list[tuple]:
         trails = [(f"MDTRL{k + 1}", f"{t.theta:.6f},{t.rho:.2f},{t.sigma:.2f},{t.t0:.1f},{t.t1:.1f}",
@@ -117,7 +122,8 @@ class FusionReport:
                 ("MDNPROT", self.sources_protected, "sources protected from zero weight"),
                 ("MDNREL", self.released_pixels, "pixels released to flag-only"),
                 ("MDNEXPL", self.explained_pixels, "released pixels their star explains (no CR/HP)"),
-                ("MDSPILL", round(float(self.hit_spill[0]), 4), "hit value spilt per side neighbour")] + trails
+                ("MDSPILL", round(float(self.hit_spill[0]), 4), "hit value spilt per side neighbour"),
+                ("MDNNARR", self.narrow_hits, "sources far narrower than the PSF: CR")] + trails
 
 
 def _label_max(values: np.ndarray, lab: np.ndarray, n: int) -> np.ndarray:
@@ -573,6 +579,20 @@ def fuse(image: np.ndarray, flags: np.ndarray, policy: MapPolicy,
     report.released_pixels = int(released.sum())
 
     zero = (candidates & ~released) | independent | other
+    if act["CR"] != "none" and stats.fwhm_measured:
+        # Cosmic rays by their shape: round, smooth sources far narrower than the PSF (hits blurred
+        # by charge diffusion look like stars to L.A.Cosmic and to rule 1's narrowest source, and
+        # the network calls them only in part: a second generator's thick-CCD frame kept 218 of
+        # 256), backed by the network's faint CR evidence. Those already zero were judged (a star
+        # under a hit keeps what rule 1 gave it); not where a saturated star, a spike, a fitted
+        # line or overscan shapes the light.
+        narrow_ids, narrow = narrower_than_psf(bare, stats.rms, stats.objects, stats.segmentation,
+                                               stats.sigma_minor, support=faint_cr if faint_cr is not None else sharp,
+                                               skip=zero | around_sat | on_spike | overscan | trl_line | col_lines)
+        report.narrow_hits = len(narrow_ids)
+        flags[narrow] |= BIT["CR"]
+        if act["CR"] == "zero":
+            zero |= narrow
     if report.trails and len(rule_stats.objects) and act["TRL"] != "none":
         # A trail's flashes (an aircraft's strobes) are sources one by one, and rule 1 kept them;
         # a row of them at one spacing on its line is the trail's (evidence rule 1 cannot see).
