@@ -582,12 +582,13 @@ def _moment_angle(sub, xs, ys, snr, hs: int, default: float) -> float:
     return 0.5 * float(np.arctan2(_weighted_median(e2, wt), _weighted_median(e1, wt)))
 
 
-def _called(bad: np.ndarray, xs, ys) -> np.ndarray:
-    """Whether the network called a pixel within one of each (xs, ys)."""
-    h, w = bad.shape
+def touches(mask: np.ndarray, xs, ys) -> np.ndarray:
+    """Whether ``mask`` holds a pixel within one of each (xs, ys) (rounded; the frame's edge
+    rows and columns read from their neighbours')."""
+    h, w = mask.shape
     iy = np.clip(np.round(ys).astype(int), 1, h - 2)
     ix = np.clip(np.round(xs).astype(int), 1, w - 2)
-    return np.any([bad[iy + dy, ix + dx] for dy in (-1, 0, 1) for dx in (-1, 0, 1)], axis=0)
+    return np.any([mask[iy + dy, ix + dx] for dy in (-1, 0, 1) for dx in (-1, 0, 1)], axis=0)
 
 
 def _across_width(sub: np.ndarray, ys: np.ndarray, xs: np.ndarray) -> np.ndarray:
@@ -613,7 +614,7 @@ def _hits_blur(sub, objs, seg, rms, bad, snr, ratio, locus) -> bool:
     and a star's light, which the seeing blurs besides). Undiffused tracks are a pixel wide: the
     stars of good seeing are as narrow, and stay the locus. False where the frame has too few tracks
     to tell."""
-    if _called(bad, objs["x"][locus], objs["y"][locus]).mean() < 0.75:
+    if touches(bad, objs["x"][locus], objs["y"][locus]).mean() < 0.75:
         return False
     tracks = np.flatnonzero((snr > 20) & (ratio < 0.4) & (objs["a"] > 2) & (objs["a"] < 15)
                             & (objs["flag"] == 0))
@@ -631,13 +632,7 @@ def _hits_blur(sub, objs, seg, rms, bad, snr, ratio, locus) -> bool:
     across = across[np.isfinite(across)]
     if len(across) < 10 * _MIN_STARS:
         return False
-    peaks = []
-    for i in locus:  # each source's brightest pixel
-        cy, cx = int(round(objs["y"][i])), int(round(objs["x"][i]))
-        st = sub[max(cy - 2, 0):cy + 3, max(cx - 2, 0):cx + 3]
-        py, px = np.unravel_index(np.argmax(st), st.shape)
-        peaks.append((max(cy - 2, 0) + py, max(cx - 2, 0) + px))
-    own = _across_width(sub, *np.array(peaks).T)
+    own = _across_width(sub, objs["ypeak"][locus].astype(int), objs["xpeak"][locus].astype(int))
     own = own[np.isfinite(own)]
     return len(own) >= _MIN_STARS and float(np.median(own)) < float(np.median(across))
 
@@ -742,7 +737,7 @@ def _psf_fwhm(sub, objs, seg, rms, saturation_above_sky, bad) -> tuple[float | N
             if bad is None or not _hits_blur(sub, objs, seg, rms, bad, snr, ratio, members[near]):
                 return locus
             hits = locus, c, int((np.abs(np.log(s / c)) < 0.3).sum())
-        elif (np.log(c / hits[1]) > 0.3 and _called(bad, x[members[near]], y[members[near]]).mean() <= 0.25
+        elif (np.log(c / hits[1]) > 0.3 and touches(bad, x[members[near]], y[members[near]]).mean() <= 0.25
               and (np.abs(np.log(s / c)) < 0.3).sum() > hits[2]):
             return locus
     if hits is not None:

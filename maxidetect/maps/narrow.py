@@ -13,7 +13,9 @@ star under a hit does not) is a cosmic ray.
 from __future__ import annotations
 
 import numpy as np
-from scipy.special import erf
+
+from maxidetect.maps.frame import touches
+from maxidetect.maps.stars import _pixel_gauss
 
 #: A source's best Gaussian sigma under this fraction of the PSF's (its narrowest axis) ...
 NARROW_RATIO = 0.8
@@ -42,9 +44,7 @@ def _width_chi2(sub, rms, ys, xs, hs: int, sigmas: np.ndarray):
     profiles (n_sig, 5, 2 hs + 1) that rebuild a model."""
     offs = _OFFSETS
     grid = np.arange(-hs, hs + 1, dtype=np.float64)
-    rel = grid[None, None, :] - offs[None, :, None]
-    s2 = np.sqrt(2.0) * sigmas[:, None, None]
-    prof = 0.5 * (erf((rel + 0.5) / s2) - erf((rel - 0.5) / s2))  # (n_sig, n_off, L)
+    prof = _pixel_gauss(grid[None, None, :] - offs[None, :, None], sigmas[:, None, None])  # (n_sig, n_off, L)
     g = prof[:, :, None, :, None] * prof[:, None, :, None, :]  # (n_sig, off_y, off_x, L, L)
     n_sig, n_off = len(sigmas), len(offs)
     chi = np.full((len(ys), n_sig), np.inf)
@@ -82,10 +82,8 @@ def _star_under(d, noise2, hit, dy: float, dx: float, sig_psf: float) -> float:
     4 px read 1.9 sigma), and light on diffuse light errs towards keeping the weight."""
     h = d.shape[0] // 2
     grid = np.arange(-h, h + 1, dtype=np.float64)
-    s2 = np.sqrt(2.0) * sig_psf
-    py = 0.5 * (erf((grid - dy + 0.5) / s2) - erf((grid - dy - 0.5) / s2))
-    px = 0.5 * (erf((grid - dx + 0.5) / s2) - erf((grid - dx - 0.5) / s2))
-    basis = np.stack([hit.ravel(), np.outer(py, px).ravel()], axis=1)
+    star = np.outer(_pixel_gauss(grid - dy, sig_psf), _pixel_gauss(grid - dx, sig_psf))
+    basis = np.stack([hit.ravel(), star.ravel()], axis=1)
     w = 1.0 / noise2.ravel()
     normal = basis.T @ (basis * w[:, None])
     try:
@@ -123,7 +121,7 @@ def narrower_than_psf(sub: np.ndarray, rms, objects, segmentation: np.ndarray, s
     # A star's isophotal flux over its peak is at least a centred narrowest star's, less what the
     # isophote cuts: only sources under it (and a margin) are fitted.
     s_min = STAR_MIN_RATIO * sig_psf
-    centred = erf(0.5 / (np.sqrt(2.0) * s_min)) ** 2
+    centred = _pixel_gauss(np.zeros(1), s_min)[0] ** 2
     try_ = ((ratio > 0.5) & (objects["peak"] > NARROW_MIN_PEAK * noise)
             & (objects["flux"] < 1.2 * objects["peak"] / centred)
             & (ypk >= hs) & (xpk >= hs) & (ypk < h - hs) & (xpk < w - hs))
@@ -140,9 +138,7 @@ def narrower_than_psf(sub: np.ndarray, rms, objects, segmentation: np.ndarray, s
     smooth = chi[np.arange(len(idx)), best] / ((2 * hs + 1) ** 2 - 5) < NARROW_SMOOTH
     narrow = (sigmas[best] < NARROW_RATIO * sig_psf) & (dchi > NARROW_DCHI2) & smooth
     if support is not None and narrow.any():
-        y, x = ypk[idx], xpk[idx]
-        backed = np.any([support[y + dy, x + dx] for dy in (-1, 0, 1) for dx in (-1, 0, 1)], axis=0)
-        narrow &= backed | (sigmas[best] <= HIT_SIGMA)
+        narrow &= touches(support, xpk[idx], ypk[idx]) | (sigmas[best] <= HIT_SIGMA)
     keep = np.zeros(len(idx), bool)
     r2 = (np.arange(-hs, hs + 1)[:, None] ** 2 + np.arange(-hs, hs + 1)[None, :] ** 2)
     for k in np.flatnonzero(narrow):
