@@ -8,7 +8,7 @@ statistics), so the maps adapt to seeing, sampling and depth.
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import sep
@@ -119,6 +119,9 @@ class FrameStats:
         The PSF's axis ratio (1: round, also when not measured) and major
         axis angle from +x [rad]; ``fwhm`` is then the geometric mean of the
         axes' FWHMs.
+    psf_stars : float (n, 2)
+        x, y of the stellar locus the PSF was measured on (none when not
+        measured), those whose core ``bad`` leaves alone where there are enough.
     """
 
     back: np.ndarray
@@ -133,6 +136,7 @@ class FrameStats:
     saturation: float
     psf_q: float = 1.0
     psf_theta: float = 0.0
+    psf_stars: np.ndarray = field(default_factory=lambda: np.zeros((0, 2)))
 
     @property
     def sigma(self) -> float:
@@ -347,7 +351,10 @@ def measure_frame(image: np.ndarray, bad: np.ndarray | None = None, header=None,
     data = _finite_data(image)[0]  # made again: a Background lives as long as L.A.Cosmic's thread
     sub = data - back
     objs, seg = _extract(sub, rms)
-    fwhm, n, q, theta = _psf_fwhm(sub, objs, seg, rms, sat - float(np.median(back)), bad)
+    fwhm, n, q, theta, stars = _psf_fwhm(sub, objs, seg, rms, sat - float(np.median(back)), bad)
+    if len(stars) and bad is not None:  # for the PSF's shape: stars with no hit or call on their core, if enough
+        untouched = stars[~touches(bad, objs["x"][stars], objs["y"][stars])]
+        stars = untouched if len(untouched) >= _MIN_STARS else stars
     sharpest = None
     if fwhm is None:
         sharpest = _few_stars_fwhm(sub, objs, seg, rms, sat - float(np.median(back)), bad)
@@ -367,7 +374,8 @@ def measure_frame(image: np.ndarray, bad: np.ndarray | None = None, header=None,
                       segmentation=np.asarray(seg, np.int32), compact=_compact(objs, rms),
                       fwhm=fwhm or sharpest or DEFAULT_FWHM,
                       fwhm_measured=fwhm is not None, n_psf_stars=n, saturation=sat,
-                      psf_q=q if fwhm is not None else 1.0, psf_theta=theta if fwhm is not None else 0.0)
+                      psf_q=q if fwhm is not None else 1.0, psf_theta=theta if fwhm is not None else 0.0,
+                      psf_stars=np.c_[objs["x"][stars], objs["y"][stars]] if len(stars) else np.zeros((0, 2)))
 
 
 #: Bright background: the sky, measured with the sources left out, this many
@@ -637,7 +645,11 @@ def _hits_blur(sub, objs, seg, rms, bad, snr, ratio, locus) -> bool:
     return len(own) >= _MIN_STARS and float(np.median(own)) < float(np.median(across))
 
 
-def _psf_fwhm(sub, objs, seg, rms, saturation_above_sky, bad) -> tuple[float | None, int, float, float]:
+#: No stars (object indices).
+NO_STARS = np.zeros(0, int)
+
+
+def _psf_fwhm(sub, objs, seg, rms, saturation_above_sky, bad) -> tuple[float | None, int, float, float, np.ndarray]:
     """FWHM of the stellar locus: bright (S/N > 20), isolated, unsaturated
     sources whose profile a Gaussian fits (cosmic rays and hot pixels do
     not: too sharp, or not smooth), the median width of the best fits; and
@@ -648,9 +660,10 @@ def _psf_fwhm(sub, objs, seg, rms, saturation_above_sky, bad) -> tuple[float | N
     Objects with no significant light outside ``bad`` only join a width
     that objects with some share. A compact locus that is cosmic-ray hits
     blurred by charge diffusion (:func:`_hits_blur`) gives way to a broader
-    one of more sources that the network leaves alone."""
+    one of more sources that the network leaves alone. Last, the locus's
+    members (indices into ``objs``; none when not measured)."""
     if len(objs) < _MIN_STARS:
-        return None, 0, 1.0, 0.0
+        return None, 0, 1.0, 0.0, NO_STARS
     x, y = objs["x"], objs["y"]
     snr, ratio, ok, clean = _bright_sources(sub, objs, seg, rms, saturation_above_sky, bad)
     ok &= (objs["a"] > 0) & (ratio > 0.35)
@@ -692,7 +705,7 @@ def _psf_fwhm(sub, objs, seg, rms, saturation_above_sky, bad) -> tuple[float | N
     if len(idx) > 150:  # the brightest are enough for a median width (the clean ones first)
         idx = idx[np.lexsort((-snr[idx], ~clean[idx]))[:150]]
     if len(idx) < _MIN_STARS:
-        return None, int(len(idx)), 1.0, 0.0
+        return None, int(len(idx)), 1.0, 0.0, NO_STARS
     hs = int(np.clip(np.ceil(4 * np.percentile(objs["a"][idx], 75)), 6, 12))
     if q < 1.0:
         # The isophotes' angle is off by a few degrees (34 for a true 30 at axis ratio 0.48), and a
@@ -720,7 +733,7 @@ def _psf_fwhm(sub, objs, seg, rms, saturation_above_sky, bad) -> tuple[float | N
     sig, chi = _gauss_fits(sub, rms, x[idx], y[idx], hs, (q, theta))
     good = np.isfinite(sig) & (chi < 3.0) & (sig > HIT_SIGMA) & (sig < 5.9)
     if good.sum() < _MIN_STARS:
-        return None, int(good.sum()), 1.0, 0.0
+        return None, int(good.sum()), 1.0, 0.0, NO_STARS
     order = np.argsort(sig[good])
     s, s_clean = sig[good][order], clean[idx][good][order]
     members = idx[good][order]
@@ -732,7 +745,7 @@ def _psf_fwhm(sub, objs, seg, rms, saturation_above_sky, bad) -> tuple[float | N
         near = np.abs(np.log(s / c)) < 0.15
         if not (near.sum() >= need and s_clean[near].sum() >= _MIN_STARS):
             continue
-        locus = float(np.clip(2.3548 * np.median(s[near]), 0.8, 30.0)), int(near.sum()), q, theta
+        locus = float(np.clip(2.3548 * np.median(s[near]), 0.8, 30.0)), int(near.sum()), q, theta, members[near]
         if hits is None:
             if bad is None or not _hits_blur(sub, objs, seg, rms, bad, snr, ratio, members[near]):
                 return locus
@@ -755,5 +768,5 @@ def _psf_fwhm(sub, objs, seg, rms, saturation_above_sky, bad) -> tuple[float | N
             width = float(np.median(s[near]))
             if s_clean.any() and abs(np.log(np.median(s[s_clean]) / width)) > 0.25:
                 break
-            return float(np.clip(2.3548 * width, 0.8, 30.0)), int(near.sum()), q, theta
-    return None, int(s_clean.sum()), 1.0, 0.0
+            return float(np.clip(2.3548 * width, 0.8, 30.0)), int(near.sum()), q, theta, members[near]
+    return None, int(s_clean.sum()), 1.0, 0.0, NO_STARS
