@@ -29,33 +29,37 @@ def _supersample(fwhm: float) -> int:
     return 5 if fwhm < 2.5 else 3 if fwhm < 6.0 else 1
 
 
-def moffat_image(shape, x0: float, y0: float, fwhm: float, beta: float, q: float = 1.0,
-                 theta: float = 0.0) -> np.ndarray:
+def moffat_image(shape, x0, y0, fwhm: float, beta: float, q: float = 1.0, theta: float = 0.0) -> np.ndarray:
     """A Moffat profile (1 at its centre) integrated over each pixel of a
     ``shape`` stamp, centred at (``x0``, ``y0``) [px, pixel centres at
     integers]; elliptical with axis ratio ``q`` and major axis at ``theta``
     from +x, ``fwhm`` the geometric mean of the axes' (as
-    :class:`maxidetect.maps.frame.FrameStats`')."""
+    :class:`maxidetect.maps.frame.FrameStats`'). With arrays of centres,
+    one stamp per centre: (n, H, W)."""
     ss = _supersample(fwhm)
     sub = (np.arange(ss) + 0.5) / ss - 0.5
     a2 = fwhm * fwhm / (4.0 * (2.0 ** (1.0 / beta) - 1.0))
-    ys = (np.arange(shape[0])[:, None] + sub).ravel()[:, None] - y0
-    xs = (np.arange(shape[1])[:, None] + sub).ravel()[None, :] - x0
+    x0, y0 = np.asarray(x0, np.float64), np.asarray(y0, np.float64)
+    ys = (np.arange(shape[0])[:, None] + sub).ravel()[:, None] - y0[..., None, None]
+    xs = (np.arange(shape[1])[:, None] + sub).ravel()[None, :] - x0[..., None, None]
     c, s = np.cos(theta), np.sin(theta)
     u, v = xs * c + ys * s, ys * c - xs * s  # along, across the major axis
     fine = (1.0 + (u * u * q + v * v / q) / a2) ** -beta
-    return fine.reshape(shape[0], ss, shape[1], ss).mean(axis=(1, 3))
+    return fine.reshape(*x0.shape, shape[0], ss, shape[1], ss).mean(axis=(-3, -1))
 
 
-def _linear(d, w, m):
-    """Amplitude and background of ``d`` = a m + b, weighted least squares; and its chi2."""
-    sw, swd, swm, swmm, swmd = w.sum(), (w * d).sum(), (w * m).sum(), (w * m * m).sum(), (w * d * m).sum()
+def _chi2_linear(d, w, m) -> np.ndarray:
+    """chi2 of ``d`` = a m + b with amplitude and background fitted (weighted least squares), per
+    stamp of (n, H, W) stacks."""
+    def tot(x):
+        return x.sum(axis=(-2, -1))
+    sw, swd, swm, swmm, swmd = tot(w), tot(w * d), tot(w * m), tot(w * m * m), tot(w * d * m)
     det = sw * swmm - swm * swm
-    if det <= 0:
-        return 0.0, 0.0, np.inf
-    a = (sw * swmd - swm * swd) / det
-    b = (swd - a * swm) / sw
-    return a, b, float((w * (d - a * m - b) ** 2).sum())
+    with np.errstate(divide="ignore", invalid="ignore"):
+        a = (sw * swmd - swm * swd) / det
+        b = (swd - a * swm) / sw
+        chi2 = tot(w * (d - a[..., None, None] * m - b[..., None, None]) ** 2)
+    return np.where(det > 0, chi2, np.inf)
 
 
 @dataclass(frozen=True)
@@ -130,22 +134,22 @@ def measure_moffat(sub: np.ndarray, rms: np.ndarray, stars_xy: np.ndarray, fwhm:
     if len(stamps) < MIN_STARS:
         return None
     every = np.ones(stamps[0][1].shape, bool)
+    data = np.stack([t[1] for t in stamps])
+    weight = 1.0 / np.stack([t[2] for t in stamps])
 
     def centres(psf):
-        out = []
+        xy = []
         for _, d, var, x0, y0 in stamps:
             f = psf.fit(d, var, every, x0, y0)
-            out.append((d, 1.0 / var, f[1][1:3] if f is not None else (x0, y0)))
-        return out
+            xy.append(f[1][1:3] if f is not None else (x0, y0))
+        return np.array(xy)
 
-    def cost(p, fitted):
+    def cost(p, xy):
         beta, fw = np.exp(p)
         if not (BETA_RANGE[0] <= beta <= BETA_RANGE[1]) or not 0.3 * fwhm <= fw <= 2.0 * fwhm:
             return np.inf
-        tot = 0.0
-        for d, wt, (x0, y0) in fitted:
-            tot += _linear(d, wt, moffat_image(d.shape, x0, y0, fw, beta, q, theta))[2]
-        return tot
+        return float(_chi2_linear(data, weight, moffat_image(data.shape[1:], xy[:, 0], xy[:, 1], fw, beta, q,
+                                                             theta)).sum())
 
     psf = MoffatPSF(0.9 * fwhm, 3.0, q, theta)
     for iters in (60, 30):
