@@ -22,6 +22,8 @@ from scipy.optimize import least_squares, minimize
 MAX_STARS = 20
 MIN_STARS = 5
 BETA_RANGE = (1.1, 50.0)  # 50: a Gaussian, near enough
+#: A member whose reduced chi2 under the first shape is this many times the median is left out.
+OUTLIER_CHI2 = 3.0
 
 
 def _supersample(fwhm: float) -> int:
@@ -115,10 +117,11 @@ def measure_moffat(sub: np.ndarray, rms: np.ndarray, stars_xy: np.ndarray, fwhm:
     fewer than :data:`MIN_STARS` usable stars. Each star's centre comes from
     a first fit (beta 3); the shape is then the one of least chi2 summed
     over the stars (Nelder-Mead in log beta and log FWHM, amplitudes and
-    backgrounds linear), the centres fitted again with it once, and the
+    backgrounds linear), the centres fitted again with it once, members it
+    fits far worse than the rest (:data:`OUTLIER_CHI2`) left out, and the
     shape again. Beta 50 (the range's end) is a Gaussian: a locus that holds
-    cosmic-ray hits fitted as stars gives that, and the Moffat then explains
-    nothing the Gaussian did not."""
+    cosmic-ray hits blurred to a star's width gives that, and the Moffat then
+    explains nothing the Gaussian did not."""
     h, w = sub.shape
     hs = int(np.clip(np.ceil(1.5 * fwhm) + 2, 4, 10))
     stamps = []
@@ -137,24 +140,36 @@ def measure_moffat(sub: np.ndarray, rms: np.ndarray, stars_xy: np.ndarray, fwhm:
     data = np.stack([t[1] for t in stamps])
     weight = 1.0 / np.stack([t[2] for t in stamps])
 
-    def centres(psf):
+    def centres(psf, keep):
         xy = []
-        for _, d, var, x0, y0 in stamps:
+        for k in keep:
+            _, d, var, x0, y0 = stamps[k]
             f = psf.fit(d, var, every, x0, y0)
             xy.append(f[1][1:3] if f is not None else (x0, y0))
         return np.array(xy)
 
-    def cost(p, xy):
+    def chi2(fw, beta, xy, keep):
+        return _chi2_linear(data[keep], weight[keep], moffat_image(data.shape[1:], xy[:, 0], xy[:, 1], fw, beta, q,
+                                                                   theta))
+
+    def cost(p, xy, keep):
         beta, fw = np.exp(p)
         if not (BETA_RANGE[0] <= beta <= BETA_RANGE[1]) or not 0.3 * fwhm <= fw <= 2.0 * fwhm:
             return np.inf
-        return float(_chi2_linear(data, weight, moffat_image(data.shape[1:], xy[:, 0], xy[:, 1], fw, beta, q,
-                                                             theta)).sum())
+        return float(chi2(fw, beta, xy, keep).sum())
 
     psf = MoffatPSF(0.9 * fwhm, 3.0, q, theta)
+    keep = np.arange(len(stamps))
     for iters in (60, 30):
-        fitted = centres(psf)
-        r = minimize(cost, np.log([psf.beta, psf.fwhm]), args=(fitted,), method="Nelder-Mead",
+        xy = centres(psf, keep)
+        if iters < 60:
+            # Members the first shape fits far worse than the rest are no stars (cosmic-ray hits
+            # that passed for the locus, brighter than its stars: beta came out a Gaussian's).
+            rchi = chi2(psf.fwhm, psf.beta, xy, keep) / (data[0].size - 4)
+            good = rchi <= OUTLIER_CHI2 * np.median(rchi)
+            if good.sum() >= MIN_STARS:
+                keep, xy = keep[good], xy[good]
+        r = minimize(cost, np.log([psf.beta, psf.fwhm]), args=(xy, keep), method="Nelder-Mead",
                      options={"xatol": 0.005, "fatol": 0.01, "maxiter": iters})
         if not np.isfinite(r.fun):
             return None
