@@ -8,7 +8,7 @@ decides whether the network's call on a star was the star itself
 (:func:`maxidetect.maps.stars.protect_sources`' ``explained``), the frame's
 own Moffat -- beta and FWHM measured once on the stars the PSF was measured
 on -- is fitted too (a second generator's Moffat stars of FWHM 1.1-1.5 px:
-stars of S/N > 20 with a false cosmic-ray flag 24 -> 7 of 242).
+stars of S/N > 20 with a false cosmic-ray flag 24 -> 6 of 242).
 """
 
 from __future__ import annotations
