@@ -375,7 +375,7 @@ def measure_frame(image: np.ndarray, bad: np.ndarray | None = None, header=None,
                       fwhm=fwhm or sharpest or DEFAULT_FWHM,
                       fwhm_measured=fwhm is not None, n_psf_stars=n, saturation=sat,
                       psf_q=q if fwhm is not None else 1.0, psf_theta=theta if fwhm is not None else 0.0,
-                      psf_stars=np.c_[objs["x"][stars], objs["y"][stars]] if len(stars) else np.zeros((0, 2)))
+                      psf_stars=np.c_[objs["x"][stars], objs["y"][stars]])
 
 
 #: Bright background: the sky, measured with the sources left out, this many

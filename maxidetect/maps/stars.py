@@ -1254,9 +1254,9 @@ def _explained_by_moffat(image_sub, stats: FrameStats, refits, explained: np.nda
     and wings lay tens of sigma off its best Gaussian: second generator, Moffat stars of FWHM
     1.1-2 px, 10% of the stars of S/N > 20 kept a cosmic-ray flag so). Every one, not pixel by
     pixel: fitted over a track across or beside a star, the Moffat takes the track's light for
-    the star's where the track meets the core. Nothing without a measured locus."""
-    psf = measure_moffat(image_sub, stats.rms, stats.psf_stars, stats.fwhm, stats.psf_q, stats.psf_theta) \
-        if stats.fwhm_measured else None
+    the star's where the track meets the core. Nothing without a measured locus (no
+    ``psf_stars`` then)."""
+    psf = measure_moffat(image_sub, stats.rms, stats.psf_stars, stats.fwhm, stats.psf_q, stats.psf_theta)
     if psf is None:
         return
     for sl, free, use, tested, (x0, y0) in refits:
