@@ -25,8 +25,9 @@ In order (each step is its own module; this one decides):
    where what is left outshines it, the sources on it found again on the
    subtracted frame;
 6. cosmic rays by their shape (:mod:`.narrow`): round, smooth sources far
-   narrower than the PSF that nothing zeroed (hits blurred by charge
-   diffusion pass the network, L.A.Cosmic and rule 1) get zero weight;
+   narrower than the PSF, and elongated ones narrower across than it, that
+   nothing zeroed (hits and tracks blurred by charge diffusion pass the
+   network, L.A.Cosmic and rule 1) get zero weight;
 7. what stays zero gets its halo: cosmic rays grow by one pixel (never
    into a released source).
 
@@ -107,7 +108,7 @@ class FusionReport:
     bbg_found_pixels: int = 0  # bright sky the network did not call
     cr_track_pixels: int = 0  # flagged by the network's sub-threshold CR probability beside a hit
     flashes: int = 0  # sources on a trail at one spacing along it (strobes): the trail's
-    narrow_hits: int = 0  # round, smooth sources far narrower than the PSF: cosmic rays by their shape
+    narrow_hits: int = 0  # sources far narrower than the PSF (tracks: across): cosmic rays by their shape
 
     def header_cards(self) -> list[tuple]:
         trails = [(f"MDTRL{k + 1}", f"{t.theta:.6f},{t.rho:.2f},{t.sigma:.2f},{t.t0:.1f},{t.t1:.1f}",
@@ -580,12 +581,12 @@ def fuse(image: np.ndarray, flags: np.ndarray, policy: MapPolicy,
 
     zero = (candidates & ~released) | independent | other
     if act["CR"] != "none" and stats.fwhm_measured:
-        # Cosmic rays by their shape: round, smooth sources far narrower than the PSF (hits blurred
-        # by charge diffusion look like stars to L.A.Cosmic and to rule 1's narrowest source, and
-        # the network calls them only in part: a second generator's thick-CCD frame kept 218 of
-        # 256), backed by the network's faint CR evidence. Those already zero were judged (a star
-        # under a hit keeps what rule 1 gave it); not where a saturated star, a spike, a fitted
-        # line or overscan shapes the light.
+        # Cosmic rays by their shape: round, smooth sources far narrower than the PSF, and tracks
+        # narrower across than it (hits and tracks blurred by charge diffusion look like stars to
+        # L.A.Cosmic and to rule 1's sources, and the network calls them only in part: a second
+        # generator's thick-CCD frame kept 218 of 256), backed by the network's faint CR evidence.
+        # Those already zero were judged (a star under a hit keeps what rule 1 gave it); not where
+        # a saturated star, a spike, a fitted line or overscan shapes the light.
         narrow_ids, narrow = narrower_than_psf(bare, stats.rms, stats.objects, stats.segmentation,
                                                stats.sigma_minor, support=faint_cr if faint_cr is not None else sharp,
                                                skip=zero | around_sat | on_spike | overscan | trl_line | col_lines)
