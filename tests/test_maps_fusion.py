@@ -3148,7 +3148,7 @@ def _edge_on(shape, x, y, flux, angle, scale, kernel):
 
 def test_cosmic_ray_tracks_blurred_by_charge_diffusion_are_found_by_their_shape():
     """A thick CCD's tracks (6-16 px, blurred by charge diffusion of sigma 0.7 px) among Moffat
-    stars of FWHM 2.4 px: across, ~0.8 of the stars' width; the network sees them only faintly
+    stars of FWHM 2.4 px: across, ~0.6 of the stars' Gaussian width; the network sees them only faintly
     (CR probability 0.3 everywhere, under its threshold) and nothing else calls them, so every
     one was left to be detected. A blurred line segment fits each best far narrower than any
     of the PSF's width: zero weight and a CR flag. What is elongated on the sky is at least as
