@@ -161,23 +161,33 @@ def narrower_than_psf(sub: np.ndarray, rms, objects, segmentation: np.ndarray, s
     out = np.zeros((h, w), bool)
     if not len(objects) or not sig_psf > 0:
         return np.zeros(0, int), out
-    hs = int(np.clip(np.ceil(2.5 * sig_psf), 3, 8))
     ypk = np.asarray(objects["ypeak"], int)
     xpk = np.asarray(objects["xpeak"], int)
     noise = rms[np.clip(ypk, 0, h - 1), np.clip(xpk, 0, w - 1)] if np.ndim(rms) else np.full(len(ypk), float(rms))
     ratio = objects["b"] / np.maximum(objects["a"], 1e-6)
+    bright = objects["peak"] > NARROW_MIN_PEAK * noise
+    if skip is not None:
+        bright &= ~skip[np.clip(ypk, 0, h - 1), np.clip(xpk, 0, w - 1)]
+    hits = _narrow_hits(sub, rms, objects, segmentation, sig_psf, support, bright & (ratio > 0.5), out)
+    tracks = _narrow_tracks(sub, rms, objects, segmentation, sig_psf, support, bright & (ratio <= 0.5), out)
+    return np.union1d(hits, tracks), out
+
+
+def _narrow_hits(sub, rms, objects, segmentation, sig_psf: float, support, tried, out) -> np.ndarray:
+    """The round sources of ``tried`` (bool per object) that are cosmic rays by their shape (see
+    :func:`narrower_than_psf`). Their lit pixels are added to ``out``; returns their indices."""
+    h, w = sub.shape
+    hs = int(np.clip(np.ceil(2.5 * sig_psf), 3, 8))
+    ypk = np.asarray(objects["ypeak"], int)
+    xpk = np.asarray(objects["xpeak"], int)
     # A star's isophotal flux over its peak is at least a centred narrowest star's, less what the
     # isophote cuts: only sources under it (and a margin) are fitted.
     s_min = STAR_MIN_RATIO * sig_psf
     centred = _pixel_gauss(np.zeros(1), s_min)[0] ** 2
-    try_ = ((ratio > 0.5) & (objects["peak"] > NARROW_MIN_PEAK * noise)
-            & (objects["flux"] < 1.2 * objects["peak"] / centred)
-            & (ypk >= hs) & (xpk >= hs) & (ypk < h - hs) & (xpk < w - hs))
-    if skip is not None:
-        try_ &= ~skip[np.clip(ypk, 0, h - 1), np.clip(xpk, 0, w - 1)]
-    idx = np.flatnonzero(try_)
+    idx = np.flatnonzero(tried & (objects["flux"] < 1.2 * objects["peak"] / centred)
+                         & (ypk >= hs) & (xpk >= hs) & (ypk < h - hs) & (xpk < w - hs))
     if not len(idx):
-        return np.zeros(0, int), out
+        return np.zeros(0, int)
     sigmas = np.geomspace(0.35, max(1.6 * sig_psf, 0.5), 24)
     chi, amp, where, prof = _width_chi2(sub, rms, ypk[idx], xpk[idx], hs, sigmas)
     best = np.argmin(chi, axis=1)
@@ -213,9 +223,7 @@ def narrower_than_psf(sub: np.ndarray, rms, objects, segmentation: np.ndarray, s
         keep[k] = True
         seg = segmentation[sl]
         out[sl] |= lit & ((seg == 0) | (seg == i + 1))
-    hits = idx[keep]
-    tracks = _narrow_tracks(sub, rms, objects, segmentation, sig_psf, support, skip, out)
-    return np.union1d(hits, tracks), out
+    return idx[keep]
 
 
 #: Lengths of the blurred segments fitted to elongated sources [px] (0.1: a round source).
@@ -232,8 +240,8 @@ TRACK_RATIO = 0.85
 TRACK_STAR_RATIO = 0.9
 
 
-def _narrow_tracks(sub, rms, objects, segmentation, sig_psf: float, support, skip, out) -> np.ndarray:
-    """The elongated sources (axis ratio <= 0.5) that are cosmic-ray tracks by their shape: a
+def _narrow_tracks(sub, rms, objects, segmentation, sig_psf: float, support, tried, out) -> np.ndarray:
+    """The elongated sources of ``tried`` (bool per object) that are cosmic-ray tracks by their shape: a
     blurred line segment fits them best at a width under :data:`TRACK_RATIO` of the PSF's,
     better than any segment from :data:`TRACK_STAR_RATIO` of it by :data:`NARROW_DCHI2`,
     smoothly, with ``support`` within a pixel of the peak and no source under them (as for round
@@ -241,20 +249,13 @@ def _narrow_tracks(sub, rms, objects, segmentation, sig_psf: float, support, ski
     track blurred by charge diffusion is narrower. Their lit pixels are added to ``out``;
     returns their indices."""
     h, w = sub.shape
-    ypk = np.asarray(objects["ypeak"], int)
-    xpk = np.asarray(objects["xpeak"], int)
-    noise = rms[np.clip(ypk, 0, h - 1), np.clip(xpk, 0, w - 1)] if np.ndim(rms) else np.full(len(ypk), float(rms))
-    ratio = objects["b"] / np.maximum(objects["a"], 1e-6)
-    half = np.clip(np.ceil(2.5 * sig_psf + 2.0 * np.asarray(objects["a"])), 3, _MAX_HALF).astype(int)
+    reach = 2.5 * sig_psf + 2.0 * np.asarray(objects["a"])
+    half = np.clip(np.ceil(reach), 3, _MAX_HALF).astype(int)
     yc = np.round(np.asarray(objects["y"])).astype(int)
     xc = np.round(np.asarray(objects["x"])).astype(int)
-    try_ = ((ratio <= 0.5) & (objects["peak"] > NARROW_MIN_PEAK * noise)
-            & (yc >= half) & (xc >= half) & (yc < h - half) & (xc < w - half)
-            & (np.asarray(objects["a"]) * 2.0 + 2.5 * sig_psf <= _MAX_HALF + 0.5))
-    if skip is not None:
-        try_ &= ~skip[np.clip(ypk, 0, h - 1), np.clip(xpk, 0, w - 1)]
+    try_ = tried & (reach <= _MAX_HALF + 0.5) & (yc >= half) & (xc >= half) & (yc < h - half) & (xc < w - half)
     if support is not None:
-        try_ &= touches(support, xpk, ypk)
+        try_ &= touches(support, np.asarray(objects["xpeak"], int), np.asarray(objects["ypeak"], int))
     # The two widths the verdict compares with are on the grid.
     sigmas = np.union1d(np.geomspace(0.35, max(1.6 * sig_psf, 0.5), 12),
                         [TRACK_RATIO * sig_psf, TRACK_STAR_RATIO * sig_psf])
@@ -272,9 +273,9 @@ def _narrow_tracks(sub, rms, objects, segmentation, sig_psf: float, support, ski
         est = np.sqrt(12.0 * max(float(objects["a"][i]) ** 2 - float(objects["b"][i]) ** 2, 0.0))
         lengths = _LENGTHS[(_LENGTHS <= 2 * hs) & (_LENGTHS >= 0.5 * est) & (_LENGTHS <= 2.0 * est + 1.0)]
         lengths = np.union1d(_LENGTHS[:1], lengths)
+        theta = float(objects["theta"][i])
         chi, li, g, amp, j, (dy, dx) = _segment_chi2(d, wt, float(objects["y"][i]) - yc[i],
-                                                     float(objects["x"][i]) - xc[i], float(objects["theta"][i]),
-                                                     sigmas, lengths)
+                                                     float(objects["x"][i]) - xc[i], theta, sigmas, lengths)
         best = chi[j]
         if not (sigmas[j] < TRACK_RATIO * sig_psf and chi[star].min() - best > NARROW_DCHI2
                 and best / max(int(mine.sum()) - 6, 1) < NARROW_SMOOTH):
@@ -288,7 +289,7 @@ def _narrow_tracks(sub, rms, objects, segmentation, sig_psf: float, support, ski
         # Nor a star under any part of it: at its centre, its ends, its brightest pixel, or where the
         # light it leaves peaks (second generator: a S/N 34 star at a track's end, in a dense field,
         # and a S/N 13 one beside a track's end, in a crowded field, were zeroed with them).
-        ct, st = np.cos(float(objects["theta"][i])), np.sin(float(objects["theta"][i]))
+        ct, st = np.cos(theta), np.sin(theta)
         end = 0.5 * lengths[li[j]]
         py, px = np.unravel_index(np.argmax(np.where(lit, d, -np.inf)), d.shape)
         left = ndimage.gaussian_filter(np.where(mine, d - model - back, 0.0), sig_psf)
