@@ -582,8 +582,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--grow", type=_type(nonnegative_int), default=0, help="grow zero-weight regions by N pixels")
     p.add_argument("--noise-weights", action="store_true", help="fold the local noise into the weights")
     p.add_argument("--sim-config", help="JSON simulation overrides")
-    p.add_argument("--variants", metavar="LIST", help="frame variants: default,undersampled,crowded,cosmic "
-                   "(cosmic: a long exposure's cosmic rays; default: default)")
+    p.add_argument("--variants", metavar="LIST", help="frame variants: default,undersampled,crowded,cosmic,diffused "
+                   "(cosmic: a long exposure's cosmic rays; diffused: cosmic rays blurred by a thick CCD's charge "
+                   "diffusion, sigma 0.3-0.7 px; default: default)")
     p.add_argument("--real", nargs="+", metavar="FITS", help="report on real frames without truth instead")
     p.add_argument("--tracking", action="store_true",
                    help="MaxiTrack ROC/AUC on simulated tracking errors instead (tracking.md/json)")

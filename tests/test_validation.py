@@ -66,6 +66,27 @@ def test_truth_mask_covers_injected_signal(abbr):
         assert np.mean(np.abs(diff[truth & ~sat]) > 0) > 0.95
 
 
+def test_cosmic_rays_blurred_by_charge_diffusion_keep_their_charge_and_their_truth():
+    """Thick CCDs blur a hit's charge (``cr_diffusion``): the same cosmic rays,
+    spread wider with lower peaks, the charge kept, the truth on the blurred
+    light, and everything else in the frame exactly as without the blur."""
+    cfg = SimConfig(noise=False, n_cr=1500, n_stars=300, n_galaxies=0, n_trails=0, overscan=0)
+    size, sigma = 256, 0.6
+    sharp, blurred = (simulate_frame(8, c, size=size) for c in (cfg, replace(cfg, cr_diffusion=(sigma, sigma))))
+    off = simulate_frame(8, replace(cfg, n_cr=0), size=size)
+    d_sharp, d_blur = (f.image.astype(np.float64) - off.image for f in (sharp, blurred))
+    assert "SIMCRDIF" not in sharp.header and blurred.header["SIMCRDIF"] == sigma
+    inner = np.zeros(d_blur.shape, bool)
+    inner[8:-8, 8:-8] = True  # the blur carries charge over the frame's edge
+    assert abs(d_blur[inner].sum() / d_sharp[inner].sum() - 1) < 0.02
+    assert d_blur.max() < 0.5 * d_sharp.max()
+    assert (d_blur > 1).sum() > 2 * (d_sharp > 1).sum()
+    noise = np.sqrt(blurred.header["SIMSKY"] * cfg.gain + cfg.rdnoise**2) / cfg.gain
+    truth, level = blurred.class_mask("CR"), truth_level("CR", blurred.header["SIMSKY"], noise)
+    assert np.all(truth <= (d_blur > 0)) and np.all((d_blur > level) <= truth)
+    np.testing.assert_array_equal(sharp.truth & ~BIT["CR"], blurred.truth & ~BIT["CR"])
+
+
 def test_matcher_one_to_one_radius_and_edges():
     true = np.array([[10.0, 10.0], [12.0, 10.0], [50.0, 50.0]])
     det = np.array([[11.1, 10.0], [10.2, 10.0], [80.0, 80.0], [50.0, 52.5]])

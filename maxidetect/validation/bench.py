@@ -137,8 +137,10 @@ def _maximask_masks(path: Path, maker) -> np.ndarray | None:
 
 #: Frame variants of the benchmark: the simulator's default ranges, an
 #: undersampled PSF (good seeing on many wide-field cameras), a crowded field,
-#: and a long exposure's cosmic rays (6000 per 2048^2, 13x the default's).
-VARIANTS = {"default": {}, "undersampled": {"fwhm": (1.5, 2.2)}, "crowded": {"n_stars": 2800}, "cosmic": {"n_cr": 6000}}
+#: a long exposure's cosmic rays (6000 per 2048^2, 13x the default's), and a
+#: thick (deep-depletion) CCD's cosmic rays, blurred by charge diffusion.
+VARIANTS = {"default": {}, "undersampled": {"fwhm": (1.5, 2.2)}, "crowded": {"n_stars": 2800}, "cosmic": {"n_cr": 6000},
+            "diffused": {"cr_diffusion": (0.3, 0.7)}}
 #: "none@maps-noise": no maps, at the detection threshold the maps' noise
 #: gives (excluding zero-weight pixels lowers the measured noise, so the same
 #: DETECT_THRESH is a lower threshold): a control for the sources lost with

@@ -76,6 +76,9 @@ class SimConfig:
     galaxy_mag: tuple = (17.0, 26.0)
     galaxy_slope: float = 0.32
     n_cr: int = 450
+    # px: Gaussian sigma of the charge diffusion that blurs cosmic rays (thick, deep-depletion CCDs
+    # collect a hit's charge over a wider area than the PSF-free track), drawn per frame; 0: sharp
+    cr_diffusion: tuple = (0.0, 0.0)
     n_hp: int = 150
     n_dp: int = 100
     n_hcl: int = 2
@@ -228,6 +231,7 @@ class _Frame:
     bright: list = field(default_factory=list)  # (x, y, flux) of stars that get spikes
     background: np.ndarray | None = None
     track_angle: float | None = None
+    cr_diffusion: float = 0.0  # px, the cosmic rays' blur
 
     @property
     def n(self) -> int:
@@ -442,6 +446,11 @@ def _cosmic_rays(f: _Frame) -> None:
                 ix, iy = int(round(px)), int(round(py))
                 if 0 <= ix < n and 0 <= iy < n:
                     cr[iy, ix] += per * rng.uniform(0.5, 1.5)
+    if max(cfg.cr_diffusion) > 0:  # its own stream: sharp frames stay as they were
+        sigma = f.rng("cr diffusion").uniform(*cfg.cr_diffusion)
+        if sigma > 0:
+            cr = ndimage.gaussian_filter(cr, sigma, mode="constant")  # charge kept (up to the edge)
+            f.cr_diffusion = float(sigma)
     f.img += cr
     f.truth[cr > truth_level("CR", f.sky, f.noise)] |= BIT["CR"]
 
@@ -541,6 +550,8 @@ def _header(f: _Frame) -> fits.Header:
     if f.track_angle is not None:
         hdr["SIMTRKL"] = (float(cfg.tracking_length), "tracking error length [pix]")
         hdr["SIMTRKA"] = (round(float(np.degrees(f.track_angle)), 3), "tracking error angle [deg]")
+    if f.cr_diffusion:
+        hdr["SIMCRDIF"] = (round(f.cr_diffusion, 4), "cosmic rays' charge diffusion sigma [pix]")
     if cfg.overscan:
         hdr["BIASSEC"] = (f"[{n - cfg.overscan + 1}:{n},1:{n}]", "overscan columns")
     return hdr
