@@ -85,6 +85,8 @@ def test_cosmic_rays_blurred_by_charge_diffusion_keep_their_charge_and_their_tru
     truth, level = blurred.class_mask("CR"), truth_level("CR", blurred.header["SIMSKY"], noise)
     assert np.all(truth <= (d_blur > 0)) and np.all((d_blur > level) <= truth)
     np.testing.assert_array_equal(sharp.truth & ~BIT["CR"], blurred.truth & ~BIT["CR"])
+    np.testing.assert_array_equal(simulate_frame(8, replace(cfg, n_cr=0, cr_diffusion=(sigma, sigma)), size=size).image,
+                                  off.image)
 
 
 def test_matcher_one_to_one_radius_and_edges():

@@ -76,8 +76,9 @@ class SimConfig:
     galaxy_mag: tuple = (17.0, 26.0)
     galaxy_slope: float = 0.32
     n_cr: int = 450
-    # px: Gaussian sigma of the charge diffusion that blurs cosmic rays (thick, deep-depletion CCDs
-    # collect a hit's charge over a wider area than the PSF-free track), drawn per frame; 0: sharp
+    # px: Gaussian sigma of the charge diffusion that blurs the cosmic rays (a thick, deep-depletion
+    # CCD spreads a hit's charge before collecting it; the sky's light is blurred by the PSF anyway),
+    # drawn per frame; 0: sharp
     cr_diffusion: tuple = (0.0, 0.0)
     n_hp: int = 150
     n_dp: int = 100
