@@ -168,18 +168,19 @@ def narrower_than_psf(sub: np.ndarray, rms, objects, segmentation: np.ndarray, s
     bright = objects["peak"] > NARROW_MIN_PEAK * noise
     if skip is not None:
         bright &= ~skip[np.clip(ypk, 0, h - 1), np.clip(xpk, 0, w - 1)]
-    hits = _narrow_hits(sub, rms, objects, segmentation, sig_psf, support, bright & (ratio > 0.5), out)
-    tracks = _narrow_tracks(sub, rms, objects, segmentation, sig_psf, support, bright & (ratio <= 0.5), out)
+    peaks = (ypk, xpk)
+    hits = _narrow_hits(sub, rms, objects, peaks, segmentation, sig_psf, support, bright & (ratio > 0.5), out)
+    tracks = _narrow_tracks(sub, rms, objects, peaks, segmentation, sig_psf, support, bright & (ratio <= 0.5), out)
     return np.union1d(hits, tracks), out
 
 
-def _narrow_hits(sub, rms, objects, segmentation, sig_psf: float, support, tried, out) -> np.ndarray:
+def _narrow_hits(sub, rms, objects, peaks, segmentation, sig_psf: float, support, tried, out) -> np.ndarray:
     """The round sources of ``tried`` (bool per object) that are cosmic rays by their shape (see
-    :func:`narrower_than_psf`). Their lit pixels are added to ``out``; returns their indices."""
+    :func:`narrower_than_psf`; ``peaks``: the objects' peak pixels (y, x)). Their lit pixels are
+    added to ``out``; returns their indices."""
     h, w = sub.shape
     hs = int(np.clip(np.ceil(2.5 * sig_psf), 3, 8))
-    ypk = np.asarray(objects["ypeak"], int)
-    xpk = np.asarray(objects["xpeak"], int)
+    ypk, xpk = peaks
     # A star's isophotal flux over its peak is at least a centred narrowest star's, less what the
     # isophote cuts: only sources under it (and a margin) are fitted.
     s_min = STAR_MIN_RATIO * sig_psf
@@ -240,14 +241,14 @@ TRACK_RATIO = 0.85
 TRACK_STAR_RATIO = 0.9
 
 
-def _narrow_tracks(sub, rms, objects, segmentation, sig_psf: float, support, tried, out) -> np.ndarray:
+def _narrow_tracks(sub, rms, objects, peaks, segmentation, sig_psf: float, support, tried, out) -> np.ndarray:
     """The elongated sources of ``tried`` (bool per object) that are cosmic-ray tracks by their shape: a
     blurred line segment fits them best at a width under :data:`TRACK_RATIO` of the PSF's,
     better than any segment from :data:`TRACK_STAR_RATIO` of it by :data:`NARROW_DCHI2`,
     smoothly, with ``support`` within a pixel of the peak and no source under them (as for round
     ones). A galaxy seen edge on, or two stars blended, are at least as wide as the PSF across; a
-    track blurred by charge diffusion is narrower. Their lit pixels are added to ``out``;
-    returns their indices."""
+    track blurred by charge diffusion is narrower. ``peaks``: the objects' peak pixels (y, x).
+    Their lit pixels are added to ``out``; returns their indices."""
     h, w = sub.shape
     reach = 2.5 * sig_psf + 2.0 * np.asarray(objects["a"])
     half = np.clip(np.ceil(reach), 3, _MAX_HALF).astype(int)
@@ -255,7 +256,7 @@ def _narrow_tracks(sub, rms, objects, segmentation, sig_psf: float, support, tri
     xc = np.round(np.asarray(objects["x"])).astype(int)
     try_ = tried & (reach <= _MAX_HALF + 0.5) & (yc >= half) & (xc >= half) & (yc < h - half) & (xc < w - half)
     if support is not None:
-        try_ &= touches(support, np.asarray(objects["xpeak"], int), np.asarray(objects["ypeak"], int))
+        try_ &= touches(support, peaks[1], peaks[0])
     # The two widths the verdict compares with are on the grid.
     sigmas = np.union1d(np.geomspace(0.35, max(1.6 * sig_psf, 0.5), 12),
                         [TRACK_RATIO * sig_psf, TRACK_STAR_RATIO * sig_psf])

@@ -448,10 +448,8 @@ def _cosmic_rays(f: _Frame) -> None:
                 if 0 <= ix < n and 0 <= iy < n:
                     cr[iy, ix] += per * rng.uniform(0.5, 1.5)
     if max(cfg.cr_diffusion) > 0:  # its own stream: sharp frames stay as they were
-        sigma = f.rng("cr diffusion").uniform(*cfg.cr_diffusion)
-        if sigma > 0:
-            cr = ndimage.gaussian_filter(cr, sigma, mode="constant")  # charge kept (up to the edge)
-            f.cr_diffusion = float(sigma)
+        f.cr_diffusion = float(f.rng("cr diffusion").uniform(*cfg.cr_diffusion))
+        cr = ndimage.gaussian_filter(cr, f.cr_diffusion, mode="constant")  # charge kept (up to the edge)
     f.img += cr
     f.truth[cr > truth_level("CR", f.sky, f.noise)] |= BIT["CR"]
 
