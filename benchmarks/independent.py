@@ -10,7 +10,8 @@ defects drawn by other rules than the simulator's: cosmic rays as wandering
 tracks deposited bilinearly (and single-pixel hits), hot and cold pixels, a
 hot column segment, and (in most frames) a satellite trail that may end
 inside the frame; in the ``diffused`` variant the cosmic rays are blurred as
-by charge diffusion in a thick CCD. Nothing is fitted to these frames.
+by charge diffusion in a thick CCD; in ``amplifiers`` the frame's right half was
+read at another level and gain. Nothing is fitted to these frames.
 
 For each frame, SEP and SExtractor run with no mask, with the network's maps alone, with
 the default fused maps, and with those maps and ``--clean`` (the rows with
@@ -78,6 +79,9 @@ VARIANTS = {
     # A thick, deep-depletion CCD: charge diffuses before it is collected, so cosmic rays (tracks
     # and single hits) are blurred by a Gaussian of sigma 0.4-0.8 px, no longer sharper than the PSF.
     "diffused": {"fwhm": (1.6, 4.5), "density": 1.0, "cr_blur": (0.4, 0.8)},
+    # A frame read by two amplifiers whose levels were not matched: the right half 2-8 sigma
+    # higher and up to 6% more gain (the step a smooth background cannot follow).
+    "amplifiers": {"fwhm": (1.6, 4.5), "density": 1.0, "amps": (2.0, 8.0)},
 }
 OVERSAMPLE = 5
 
@@ -248,6 +252,10 @@ def make_frame(seed: int, size: int = 1024, variant: str = "default", trail=None
     image[y0:y1, x] += rng.uniform(3.0, 30.0) * noise
     truth[y0:y1, x] |= BIT["HCL"]
     image = np.minimum(image, saturate)
+    if spec.get("amps"):  # its own random stream: the other variants' frames stay as they were
+        r_amp = np.random.default_rng([seed, 9])
+        h = size // 2
+        image[:, h:] = image[:, h:] * r_amp.uniform(1.0, 1.06) + r_amp.uniform(*spec["amps"]) * noise
     if spec.get("skysub"):
         image -= sky_map
     image = image.astype(np.float32)

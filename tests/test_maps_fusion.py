@@ -2496,6 +2496,62 @@ def test_two_amplifiers_bias_step_is_no_column_and_real_columns_stay(axis):
     assert zero[dead].mean() > 0.9 and zero[hot].mean() > 0.9
 
 
+@pytest.mark.parametrize("axis", [1, 0])
+def test_a_step_in_the_sky_is_no_trail_nor_persistence_and_real_ones_stay(axis):
+    """Two amplifiers 6 sigma apart (the second also 3% more gain): the network called a band of
+    columns on the step's bright side persistence (2300-4200 pixels zeroed on independent 1024^2
+    frames), and the trail search fitted a 'trail' along the step (the residual a smooth background
+    leaves on its bright side is a ridge): both cut the step's residual into ~60 false sources.
+    Neither is a defect: in the raw frame the band lies at one side's level. A real persistence
+    blob and a faint trail crossing the step stay masked, and the step is reported."""
+    n = 512
+    img, _ = _field(n=n, seed=31, n_stars=80)
+    yy, xx = np.mgrid[:n, :n]
+    img[:, 256:] = img[:, 256:] * 1.03 + 6 * NOISE
+    ghost = (np.abs(xx - 120) < 12) & (np.abs(yy - 400) < 12)
+    img[ghost] += 3 * NOISE  # a previous exposure's star, persisting
+    ang = np.radians(30.0)
+    dist = (xx - 60) * np.sin(ang) - (yy - 40) * np.cos(ang)
+    trail = 2.0 * NOISE * np.exp(-0.5 * (dist / 1.3) ** 2)
+    img = img + trail
+    flags = np.zeros(img.shape, np.int32)
+    broken = (np.arange(n) % 16 < 12)[:, None]  # the calls broken by the sources on them
+    flags[:, 256:262] |= np.where(broken, BIT["P"], 0).astype(np.int32)
+    flags[ghost] |= BIT["P"]
+    if axis == 0:
+        img, flags, ghost, trail = (np.ascontiguousarray(a.T) for a in (img, flags, ghost, trail))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", MaxidetectWarning)
+        zero, out, report = fuse(img.astype(np.float32), flags.copy(), MapPolicy())
+    band = np.zeros(img.shape, bool)
+    band[:, 250:268] = True
+    if axis == 0:
+        band = band.T
+    band &= ~(trail > 1e-6 * NOISE) & ((flags & BIT["P"]) != 0)  # the step's calls off the trail's band
+    assert zero[band].mean() < 0.01 and not (out[band] & BIT["P"]).any()
+    assert (out[ghost] & BIT["P"]).all() and zero[ghost].mean() > 0.8  # less a star on it
+    assert len(report.trails) == 1, report.trails
+    assert zero[trail > 0.5 * NOISE].mean() > 0.9 and (out[trail > 0.5 * NOISE] & BIT["TRL"]).all()
+    assert report.step_pixels > 0
+    assert any("step" in str(w.message) for w in caught), [str(w.message) for w in caught]
+
+
+def test_the_edge_of_a_step_at_an_angle_is_no_trail():
+    """A step 6 sigma high across the frame at 25 deg (a filter's or a shadow's edge): the residual
+    of a smooth background on its bright side passed the trail search; it lies at one side's raw
+    level, so no trail is masked along it."""
+    n = 512
+    img, _ = _field(n=n, seed=31, n_stars=80)
+    yy, xx = np.mgrid[:n, :n]
+    bright = (xx - 256) * np.cos(np.radians(25)) + (yy - 256) * np.sin(np.radians(25)) > 0
+    img[bright] += 6 * NOISE
+    with warnings.catch_warnings(record=True):
+        warnings.simplefilter("always", MaxidetectWarning)
+        zero, _, report = fuse(img.astype(np.float32), np.zeros(img.shape, np.int32), MapPolicy())
+    assert not report.trails and report.step_lines == 1
+    assert zero.mean() < 0.001
+
+
 def test_a_faint_hot_column_is_found_end_to_end():
     """A hot column at 1.8 sigma per pixel over 410 rows, on 20 frames: each
     found over >= 97% of its length and nowhere more than 8 px beyond it

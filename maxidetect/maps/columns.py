@@ -18,8 +18,9 @@ import warnings
 from dataclasses import dataclass
 
 import numpy as np
+from scipy import ndimage
 
-__all__ = ["LineDefect", "find_column_defects", "column_model", "edge_blocks", "step_edges", "on_step"]
+__all__ = ["LineDefect", "find_column_defects", "column_model", "edge_blocks", "step_edges", "step_calls", "on_step"]
 
 
 @dataclass
@@ -330,6 +331,11 @@ def find_column_defects(snr: np.ndarray, masked: np.ndarray, nsigma: float = 5.0
 
 #: A column stands this many noise units of its median off both sides' levels to be a bad column.
 STEP_SIGMA = 5.0
+#: A step's edge lies within this share of the step of one side's level.
+STEP_SHARE = 0.2
+#: The widest block of calls judged as a step's edge by its sides (the network's persistence band
+#: on a step's bright side: 4-7 columns).
+MAX_STEP_BLOCK = 16
 _SIDE = 3  # columns measured on each side of a block of called columns, past a one-column gap
 
 
@@ -345,36 +351,86 @@ def _side_levels(image: np.ndarray, rows: np.ndarray, x0: int, x1: int) -> tuple
     return out[0], out[1]
 
 
-def _is_step(img: np.ndarray, rms: np.ndarray, rows: np.ndarray, x: int, x0: int, x1: int) -> bool:
+def _is_step(img: np.ndarray, rms: np.ndarray, rows: np.ndarray, x: int, x0: int, x1: int,
+             sided: bool = False) -> bool:
     """Whether column ``x`` of the raw ``img``, over ``rows``, lies at one side's level of the block
     of columns x0..x1 it belongs to (or between them): the edge of a step in the sky (two
-    amplifiers' bias, a filter's edge), not a column of its own. False where it holds no data."""
+    amplifiers' bias, a filter's edge), not a column of its own. False where it holds no data.
+    ``sided``: the two sides' levels must also differ (a step is there), by STEP_SIGMA noise units
+    of their medians and by a pixel's noise (over a few thousand rows the medians of a smooth sky's
+    neighbouring columns differ by many of their own noise units), and the column lie at one of
+    them (within STEP_SHARE of the step), not between them (the flank of a spectrum's sky line)."""
     own = img[rows, x]
     if not np.isfinite(own).any():
         return False
     level = float(np.nanmedian(own))
-    noise = 1.2533 * float(np.median(rms[rows, x])) * np.sqrt(1.0 / len(rows) + 1.0 / (_SIDE * len(rows)))
-    diffs = [level - v for v in _side_levels(img, rows, x0, x1) if np.isfinite(v)]
+    pixel = float(np.median(rms[rows, x]))
+    noise = 1.2533 * pixel * np.sqrt(1.0 / len(rows) + 1.0 / (_SIDE * len(rows)))
+    sides = [v for v in _side_levels(img, rows, x0, x1) if np.isfinite(v)]
+    if sided:
+        rise = abs(sides[0] - sides[1]) if len(sides) == 2 else 0.0
+        if rise <= max(STEP_SIGMA * noise, pixel):
+            return False
+        return min(abs(level - v) for v in sides) <= STEP_SHARE * rise
+    diffs = [level - v for v in sides]
     if not diffs:
         return False
     same_sign = all(d > 0 for d in diffs) or all(d < 0 for d in diffs)
     return not (same_sign and min(abs(d) for d in diffs) > STEP_SIGMA * noise)
 
 
-def step_edges(image: np.ndarray, columns: np.ndarray, rms: np.ndarray) -> np.ndarray:
+def step_edges(image: np.ndarray, columns: np.ndarray, rms: np.ndarray, sided: bool = False) -> np.ndarray:
     """The pixels of ``columns`` (bool (H, W): column calls, e.g. the network's HCL and DCL) whose
     column, over the rows it is called, lies at the level of the columns on one side of its block of
     adjacent called columns, measured in the raw ``image`` (:func:`_is_step`): a step's edge, not a
     bad column. A raw frame read by two amplifiers (bias 60 ADU apart): the network called the 19
-    columns before the boundary dead, 6800 pixels given zero weight. bool like ``columns``."""
+    columns before the boundary dead, 6800 pixels given zero weight. ``sided``: see
+    :func:`_is_step`. bool like ``columns``."""
     out = np.zeros(columns.shape, bool)
     cols = np.flatnonzero(columns.any(axis=0))
     img = np.asarray(image, np.float32)
     for block in np.split(cols, np.flatnonzero(np.diff(cols) > 1) + 1) if len(cols) else ():
+        if sided and len(block) > MAX_STEP_BLOCK:
+            continue  # a region, whose sides lie far apart: no step's edge
         for x in block:
             rows = np.flatnonzero(columns[:, x])
-            if len(rows) >= 2 and _is_step(img, rms, rows, int(x), int(block[0]), int(block[-1])):
+            if len(rows) >= 2 and _is_step(img, rms, rows, int(x), int(block[0]), int(block[-1]), sided):
                 out[rows, x] = True
+    return out
+
+
+def _nanmedian_or_zero(v: np.ndarray) -> float:
+    v = v[np.isfinite(v)]
+    return float(np.median(v)) if len(v) else 0.0
+
+
+def step_calls(calls: np.ndarray, image: np.ndarray, rms: np.ndarray, min_calls: int = 20,
+               span: bool = False) -> np.ndarray:
+    """The ``calls`` (bool (H, W)) that lie along a step in the sky (:func:`step_edges` with
+    ``sided``), judged per column and per row holding ``min_calls`` or more. ``span``: the calls
+    are hits picked by their value (L.A.Cosmic's): a column's (row's) level is measured from its
+    first hit to its last, not on the hits, which lie above any level, and the column holds five
+    Poisson deviations more hits than the median column (row) with hits within 16 of it (a frame
+    full of cosmic rays has dozens in every column)."""
+    out = np.zeros(calls.shape, bool)
+    for axis in (0, 1):
+        c, img, r = (calls, image, rms) if axis == 0 else (calls.T, image.T, rms.T)
+        count = c.sum(axis=0)
+        many = count >= min_calls
+        if span and many.any():  # hits: (columns without any, as where overscan is left out, do not count)
+            usual = ndimage.generic_filter(np.where(count > 0, count, np.nan).astype(float), _nanmedian_or_zero,
+                                           size=33, mode="nearest")
+            many &= count > usual + 5.0 * np.sqrt(usual)
+        if not many.any():
+            continue
+        judged = c & many[None, :]
+        if span:
+            first = np.argmax(c, axis=0)
+            last = c.shape[0] - 1 - np.argmax(c[::-1], axis=0)
+            rows = np.arange(c.shape[0])[:, None]
+            judged = many[None, :] & (rows >= first[None, :]) & (rows <= last[None, :])
+        step = step_edges(img, judged, r, sided=True) & c
+        out |= step if axis == 0 else step.T
     return out
 
 

@@ -47,7 +47,15 @@ from scipy import ndimage
 
 from maxidetect.classes import CLASSES
 from maxidetect.errors import MaxidetectWarning
-from maxidetect.maps.columns import LineDefect, column_model, edge_blocks, find_column_defects, on_step, step_edges
+from maxidetect.maps.columns import (
+    LineDefect,
+    column_model,
+    edge_blocks,
+    find_column_defects,
+    on_step,
+    step_calls,
+    step_edges,
+)
 from maxidetect.maps.frame import (
     GAIN_KEYS,
     Background,
@@ -74,6 +82,7 @@ from maxidetect.maps.trails import (
     periodic_flashes,
     trail_mask,
     trail_model,
+    trail_on_step,
 )
 
 __all__ = ["FusionReport", "fuse", "cosmic_rays"]
@@ -109,6 +118,8 @@ class FusionReport:
     cr_track_pixels: int = 0  # flagged by the network's sub-threshold CR probability beside a hit
     flashes: int = 0  # sources on a trail at one spacing along it (strobes): the trail's
     narrow_hits: int = 0  # sources far narrower than the PSF (tracks: across): cosmic rays by their shape
+    step_pixels: int = 0  # calls along a step in the sky (persistence, L.A.Cosmic's hits): dropped
+    step_lines: int = 0  # lines fitted along a step in the sky: no trail
 
     def header_cards(self) -> list[tuple]:
         trails = [(f"MDTRL{k + 1}", f"{t.theta:.6f},{t.rho:.2f},{t.sigma:.2f},{t.t0:.1f},{t.t1:.1f}",
@@ -125,6 +136,28 @@ class FusionReport:
                 ("MDNEXPL", self.explained_pixels, "released pixels their star explains (no CR/HP)"),
                 ("MDSPILL", round(float(self.hit_spill[0]), 4), "hit value spilt per side neighbour"),
                 ("MDNNARR", self.narrow_hits, "sources far narrower than the PSF: CR")] + trails
+
+
+def _along_grid(t: Trail, degrees: float) -> bool:
+    ang = np.degrees(t.theta) % 90.0
+    return min(ang, 90.0 - ang) <= degrees
+
+
+def _step_message(edge: np.ndarray | None, lines: list[Trail]) -> str:
+    """Where the frame's sky steps (``edge``: the step-edge pixels the network called; ``lines``:
+    the lines fitted along steps), and what to do about it."""
+    where = []
+    if edge is not None and edge.any():
+        ys, xs = np.nonzero(edge)
+        where.append(f"x {xs.min()}-{xs.max()}, y {ys.min()}-{ys.max()}")
+    for t in lines[:3]:
+        mid = (t.t0 + t.t1) / 2
+        x = t.rho * np.cos(t.theta) - mid * np.sin(t.theta)
+        y = t.rho * np.sin(t.theta) + mid * np.cos(t.theta)
+        where.append(f"a line at {np.degrees(t.theta + np.pi / 2) % 180:.1f} deg through ({x:.0f}, {y:.0f})")
+    return ("a step in the sky's level along " + "; ".join(where) + " (amplifiers read at different levels?): "
+            "no defect, not masked; subtract each amplifier's level before detection, or its edge may "
+            "give false detections")
 
 
 def _label_max(values: np.ndarray, lab: np.ndarray, n: int) -> np.ndarray:
@@ -439,6 +472,12 @@ def fuse(image: np.ndarray, flags: np.ndarray, policy: MapPolicy,
         search_mask &= ~(dilate(pieces, 3) & ~(around_sat | spikes | overscan))
     report.trails = find_trails(z, search_mask, network_trl=net("TRL"), diffuse=diffuse, psf_sigma=stats.sigma,
                                 network_lines=line_components(net("SP") & ~spikes) | pieces)
+    # A step in the sky leaves a ridge on its bright side once a smooth background is subtracted:
+    # judged in the raw frame, such a line is no trail (two amplifiers 6 sigma apart: a "trail"
+    # 17 px wide zeroed along the boundary, the step's residual beside it cut into 60 sources).
+    on_steps = [t for t in report.trails if trail_on_step(image, stats.rms, t)]
+    report.step_lines = len(on_steps)
+    report.trails = [t for t in report.trails if not any(t is s for s in on_steps)]
     trl_mask = np.zeros(flags.shape, bool)
     model = np.zeros(flags.shape, np.float32)
     lines = []  # (pixels, direction) of each fitted line: its own fragments are never sources
@@ -466,6 +505,12 @@ def fuse(image: np.ndarray, flags: np.ndarray, policy: MapPolicy,
         step = step_edges(image, along_y, stats.rms) | step_edges(image.T, along_x.T, stats.rms.T).T
         if step.any():
             flags[step] &= ~(BIT["HCL"] | BIT["DCL"])
+    # The network also calls the bright side of such a step persistence, in a band a few columns
+    # wide along it (two amplifiers 3-6 sigma apart: 2300-4200 pixels zeroed, and the step's
+    # residual cut into ~50 false sources beside them). A real persistence's blob or bleed stands
+    # above both sides; here the sides must also differ.
+    on_edge = step_calls(net("P") & ~overscan, image, stats.rms)  # overscan's edge is a step of its own
+    flags[on_edge] &= ~BIT["P"]
     report.columns = [d for d in find_column_defects(z, masked | diffuse | trl_mask)
                       if not on_step(image, d, stats.rms)]
     for d in report.columns:
@@ -494,6 +539,10 @@ def fuse(image: np.ndarray, flags: np.ndarray, policy: MapPolicy,
         pool.shutdown()
     if lacos is not None:
         lacos &= ~saturated
+        # Its hits along a step's edge (~50 on a 512 px column at a 6-sigma step) are the step's.
+        lacos_edge = step_calls(lacos & ~overscan, image, stats.rms, min_calls=10, span=True)
+        lacos &= ~lacos_edge
+        on_edge |= lacos_edge
         # In diffuse light a hit needs 8 sigma, or the network's faint CR probability on it: two
         # weak kinds of evidence (the bench's frames: CR pixel recall +0.3-0.7 pt for 1 false pixel).
         lacos &= ~_lacosmic_false_alarms(lacos & ~net_cr, z, col_lines | sky_free, diffuse | bbg_called,
@@ -501,6 +550,12 @@ def fuse(image: np.ndarray, flags: np.ndarray, policy: MapPolicy,
                                          support=faint_cr)
         report.lacosmic_pixels = int(lacos.sum())
         flags[lacos] |= BIT["CR"]
+    report.step_pixels = int(on_edge.sum())
+    # Told where it looks like the detector's (along the grid, over half the frame or more); a
+    # nebula's edge the search also fits is dropped without a word.
+    long_ = [t for t in on_steps if _along_grid(t, 1.0) and t.length >= 0.5 * min(image.shape)]
+    if report.step_pixels or long_:
+        warnings.warn(_step_message(on_edge, long_), MaxidetectWarning, stacklevel=2)
 
     # -- zero-weight candidates and rule 1
     def class_zero(a):  # the network's own calls (CR: before L.A.Cosmic's were added to the flags)

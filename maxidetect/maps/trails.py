@@ -57,7 +57,7 @@ from scipy.spatial import cKDTree
 from maxidetect.maps.morph import component_shapes, dilate
 
 __all__ = ["Trail", "collinear_pieces", "find_trails", "line_components", "line_ridges", "periodic_flashes",
-           "trail_mask", "trails_from_header", "WINDOW"]
+           "trail_mask", "trail_on_step", "trails_from_header", "WINDOW"]
 
 WINDOW = 32  # px along the line per significance window
 #: A window's S/N under 1 ends a trail's run only over this many pixels at least (where a trail of
@@ -1219,6 +1219,34 @@ def _plausible(t: Trail, z, valid, network_trl, diffuse, psf_sigma, lines=None) 
         if in_diffuse > 0.5 and support < 0.1 and t.sigma >= 2.5:
             return False
     return True
+
+
+#: A trail's core stands SIDE_SIGMA noise units (of the medians) above each side's strip (SIDE_STRIP
+#: px wide) in the raw frame, and above the brighter side by SIDE_SHARE of its height above the darker.
+SIDE_SIGMA, SIDE_SHARE, SIDE_STRIP = 3.0, 0.3, 6.0
+
+
+def trail_on_step(image: np.ndarray, rms: np.ndarray, t: Trail) -> bool:
+    """Whether a fitted line is the edge of a step in the sky (two amplifiers' levels, a filter's or
+    a shadow's edge), not a trail: in the raw ``image`` (no background subtracted: a smoothed
+    background cannot follow a step, and the residual it leaves on the step's bright side is a
+    ridge to the search), the median of its core is not above both sides' medians (SIDE_STRIP px
+    strips beyond 3 sigma + 3 px), or stands far less above the brighter side than above the
+    darker one. A satellite trail stands above both. False where a side has too few pixels."""
+    inner = 3.0 * t.sigma + 3.0
+    ys, xs, dist, along = _band(image.shape, t.theta, t.rho, inner + SIDE_STRIP)
+    on = (along >= t.t0) & (along <= t.t1)
+    ys, xs, dist = ys[on], xs[on], dist[on]
+    vals = np.asarray(image[ys, xs], np.float64)
+    ok = np.isfinite(vals)
+    parts = [ok & (np.abs(dist) <= max(1.0, 1.5 * t.sigma)), ok & (dist <= -inner), ok & (dist >= inner)]
+    n = [int(m.sum()) for m in parts]
+    if min(n) < 20:
+        return False
+    core, left, right = (float(np.median(vals[m])) for m in parts)
+    noise = 1.2533 * float(np.median(rms[ys[parts[0]], xs[parts[0]]])) * np.sqrt(1.0 / n[0] + 1.0 / min(n[1:]))
+    low, high = sorted((core - left, core - right))
+    return bool(low < max(SIDE_SIGMA * noise, SIDE_SHARE * high))
 
 
 def _alongside(o: Trail, theta: float, rho: float, band: float = 30.0) -> bool:
