@@ -2552,6 +2552,36 @@ def test_the_edge_of_a_step_at_an_angle_is_no_trail():
     assert zero.mean() < 0.001
 
 
+@pytest.mark.parametrize("side", ["left", "bottom"])
+def test_hot_columns_at_the_frame_s_edge_are_masked_end_to_end(side):
+    """Three hot columns (rows) at the frame's edge, 10 sigma: three adjacent bright columns are sky
+    structure to the column search, and a strip that bright is left out of its statistics, so
+    only the network's calls in pieces masked it (on 1024^2 frames: cut into ~25 false sources).
+    Found by its step at the edge, it is masked end to end, and a star on it keeps its weight;
+    a glow that rises gradually towards the other edge is no defect."""
+    n = 256
+    img, _ = _field(n=n, seed=41)
+    img[:, :3] += 10 * NOISE
+    img[:, 200:] += np.linspace(0, 4, 56)[None, :] * NOISE  # an amplifier's glow
+    img += _star(img.shape, 1.5, 128.0, 3e4, 3.0)  # a star on the hot edge
+    flags = np.zeros(img.shape, np.int32)
+    flags[::3, :3] |= BIT["HCL"]  # the network's calls, in pieces
+    if side == "bottom":
+        img, flags = np.ascontiguousarray(img.T), np.ascontiguousarray(flags.T)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", MaxidetectWarning)
+        zero, out, report = fuse(img.astype(np.float32), flags, MapPolicy())
+    assert not any("step" in str(w.message) for w in caught)  # its edge is no amplifier's step
+    edge = (slice(None), slice(0, 3)) if side == "left" else (slice(0, 3), slice(None))
+    star = (slice(120, 137), slice(0, 4)) if side == "left" else (slice(0, 4), slice(120, 137))
+    free = np.ones(img.shape, bool)
+    free[star] = False
+    assert zero[edge][free[edge]].all() and (out[edge] & BIT["HCL"]).all()
+    assert not zero[(128, 1) if side == "left" else (1, 128)]
+    glow = (slice(None), slice(200, None)) if side == "left" else (slice(200, None), slice(None))
+    assert not (out[glow] & (BIT["HCL"] | BIT["DCL"])).any()
+
+
 def test_a_faint_hot_column_is_found_end_to_end():
     """A hot column at 1.8 sigma per pixel over 410 rows, on 20 frames: each
     found over >= 97% of its length and nowhere more than 8 px beyond it

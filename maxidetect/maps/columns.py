@@ -20,7 +20,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
-__all__ = ["LineDefect", "find_column_defects", "column_model", "edge_blocks", "step_edges", "step_calls", "on_step"]
+__all__ = ["LineDefect", "find_column_defects", "column_model", "edge_blocks", "hot_edges", "step_edges", "step_calls",
+           "on_step"]
 
 
 @dataclass
@@ -261,6 +262,48 @@ def edge_blocks(image: np.ndarray, noise: float, nsigma: float = 20.0, max_fract
                     piece = (slice(b0, b0 + block), sl) if axis == 0 else (sl, slice(b0, b0 + block))
                     if not (ref - median(data[piece])) <= nsigma * noise:
                         out[piece] = True
+    return out
+
+
+#: Hot edge lines stand this many pixel-noise units above the sky; at most HOT_EDGE_MAX of them.
+HOT_EDGE_SIGMA, HOT_EDGE_MAX = 1.5, 16
+
+
+def hot_edges(image: np.ndarray, noise: float, nsigma: float = HOT_EDGE_SIGMA,
+              max_lines: int = HOT_EDGE_MAX) -> list[LineDefect]:
+    """Columns and rows at the frame's edges brighter than the sky over their whole length (a CCD's
+    glowing or hot edge columns), as :class:`LineDefect`: contiguous from the edge (past lines
+    without data or without sky, as overscan), fewer than ``max_lines``, each ``nsigma`` noise
+    units above the four lines just inside them (the widest such block): a step (the glow of an
+    amplifier or a bright sky rises gradually). Three or more adjacent bright columns are the sky's
+    structure to the column search (:func:`find_column_defects`), and a strip brighter than 10
+    sigma is left out of its statistics: at the frame's edge both were hot columns, which the
+    network called in pieces (the strip cut into ~25 false sources on 1024^2 frames). Medians of
+    the raw image along each line, every 4th pixel."""
+    data = np.asarray(image, np.float32)
+    out = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN lines: no data
+        for axis in (0, 1):  # axis 0: each column's median (a column defect)
+            med = np.nanmedian(data[::4] if axis == 0 else data[:, ::4], axis=axis)
+            n, length = len(med), data.shape[axis]
+            if n < 4 * max_lines:
+                continue
+            ref = float(np.nanmedian(med[n // 4: 3 * n // 4]))
+            for way in (1, -1):
+                order = list(range(n) if way == 1 else range(n - 1, -1, -1))
+                k = 0
+                while k < len(order) and not (med[order[k]] - ref >= -20 * noise):  # NaN, or no sky
+                    k += 1
+                if k + max_lines + 4 > n:
+                    continue
+                block = []
+                for b in range(1, max_lines):  # the widest block above the lines just inside it
+                    inside = float(np.nanmedian(med[order[k + b:k + b + 4]]))
+                    if all(med[order[k + i]] - inside > nsigma * noise for i in range(b)):
+                        block = [(order[k + i], inside) for i in range(b)]
+                out += [LineDefect(1 if axis == 0 else 0, int(i), 0, length, float((med[i] - level) / noise))
+                        for i, level in block]
     return out
 
 

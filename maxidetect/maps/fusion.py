@@ -52,6 +52,7 @@ from maxidetect.maps.columns import (
     column_model,
     edge_blocks,
     find_column_defects,
+    hot_edges,
     on_step,
     step_calls,
     step_edges,
@@ -513,6 +514,9 @@ def fuse(image: np.ndarray, flags: np.ndarray, policy: MapPolicy,
     flags[on_edge] &= ~BIT["P"]
     report.columns = [d for d in find_column_defects(z, masked | diffuse | trl_mask)
                       if not on_step(image, d, stats.rms)]
+    edges = hot_edges(image, noise)  # end to end: a segment found on such a line gives way
+    on_edges = {(d.axis, d.index) for d in edges}
+    report.columns = [d for d in report.columns if (d.axis, d.index) not in on_edges] + edges
     for d in report.columns:
         sl = (slice(d.start, d.stop), d.index) if d.axis == 1 else (d.index, slice(d.start, d.stop))
         col_lines[sl] = True
@@ -540,7 +544,7 @@ def fuse(image: np.ndarray, flags: np.ndarray, policy: MapPolicy,
     if lacos is not None:
         lacos &= ~saturated
         # Its hits along a step's edge (~50 on a 512 px column at a 6-sigma step) are the step's.
-        lacos_edge = step_calls(lacos & ~overscan, image, stats.rms, min_calls=10, span=True)
+        lacos_edge = step_calls(lacos & ~overscan & ~col_lines, image, stats.rms, min_calls=10, span=True)
         lacos &= ~lacos_edge
         on_edge |= lacos_edge
         # In diffuse light a hit needs 8 sigma, or the network's faint CR probability on it: two
