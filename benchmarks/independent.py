@@ -11,7 +11,8 @@ tracks deposited bilinearly (and single-pixel hits), hot and cold pixels, a
 hot column segment, and (in most frames) a satellite trail that may end
 inside the frame; in the ``diffused`` variant the cosmic rays are blurred as
 by charge diffusion in a thick CCD; in ``amplifiers`` the frame's right half was
-read at another level and gain. Nothing is fitted to these frames.
+read at another level and gain; in ``edges`` hot columns at one edge and dead
+ones at the other. Nothing is fitted to these frames.
 
 For each frame, SEP and SExtractor run with no mask, with the network's maps alone, with
 the default fused maps, and with those maps and ``--clean`` (the rows with
@@ -82,6 +83,9 @@ VARIANTS = {
     # A frame read by two amplifiers whose levels were not matched: the right half 2-8 sigma
     # higher and up to 6% more gain (the step a smooth background cannot follow).
     "amplifiers": {"fwhm": (1.6, 4.5), "density": 1.0, "amps": (2.0, 8.0)},
+    # A CCD's edges: 1-4 hot (glowing) columns at one side, 3-15 sigma, and the opposite
+    # side's 1-3 columns dead (a fraction 0.2-0.6 of the sky's response).
+    "edges": {"fwhm": (1.6, 4.5), "density": 1.0, "edges": (3.0, 15.0)},
 }
 OVERSAMPLE = 5
 
@@ -256,6 +260,16 @@ def make_frame(seed: int, size: int = 1024, variant: str = "default", trail=None
         r_amp = np.random.default_rng([seed, 9])
         h = size // 2
         image[:, h:] = image[:, h:] * r_amp.uniform(1.0, 1.06) + r_amp.uniform(*spec["amps"]) * noise
+    if spec.get("edges"):  # its own random stream, as the amplifiers'
+        r_edge = np.random.default_rng([seed, 10])
+        hot, dead = int(r_edge.integers(1, 5)), int(r_edge.integers(1, 4))
+        lo = r_edge.random() < 0.5
+        hot_cols, dead_cols = (slice(0, hot), slice(size - dead, size)) if lo else \
+            (slice(size - hot, size), slice(0, dead))
+        image[:, hot_cols] += r_edge.uniform(*spec["edges"]) * noise
+        image[:, dead_cols] *= r_edge.uniform(0.2, 0.6)
+        truth[:, hot_cols] |= BIT["HCL"]
+        truth[:, dead_cols] |= BIT["DCL"]
     if spec.get("skysub"):
         image -= sky_map
     image = image.astype(np.float32)
