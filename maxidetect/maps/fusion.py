@@ -148,16 +148,24 @@ def _step_message(edge: np.ndarray | None, lines: list[Trail]) -> str:
     """Where the frame's sky steps (``edge``: the step-edge pixels the network called; ``lines``:
     the lines fitted along steps), and what to do about it."""
     where = []
-    if edge is not None and edge.any():
-        ys, xs = np.nonzero(edge)
-        where.append(f"x {xs.min()}-{xs.max()}, y {ys.min()}-{ys.max()}")
+    if edge is not None and edge.any():  # by line, each step apart (a raw frame's prescan and bias rows)
+        for axis, name, other in ((0, "column", "y"), (1, "row", "x")):
+            held = np.flatnonzero(edge.sum(axis=axis) >= 10)
+            for run in np.split(held, np.flatnonzero(np.diff(held) > 1) + 1)[:3] if len(held) else ():
+                span = np.flatnonzero((edge[:, run[0]:run[-1] + 1] if axis == 0 else edge[run[0]:run[-1] + 1]).any(
+                    axis=1 - axis))
+                label = f"{name} {run[0]}" if len(run) == 1 else f"{name}s {run[0]}-{run[-1]}"
+                where.append(f"{label} ({other} {span.min()}-{span.max()})")
+        if not where:
+            ys, xs = np.nonzero(edge)
+            where.append(f"x {xs.min()}-{xs.max()}, y {ys.min()}-{ys.max()}")
     for t in lines[:3]:
         mid = (t.t0 + t.t1) / 2
         x = t.rho * np.cos(t.theta) - mid * np.sin(t.theta)
         y = t.rho * np.sin(t.theta) + mid * np.cos(t.theta)
         where.append(f"a line at {np.degrees(t.theta + np.pi / 2) % 180:.1f} deg through ({x:.0f}, {y:.0f})")
-    return ("a step in the sky's level along " + "; ".join(where) + " (amplifiers read at different levels?): "
-            "no defect, not masked; subtract each amplifier's level before detection, or its edge may "
+    return ("a step in the sky's level along " + "; ".join(where) + ", as of amplifiers read at different "
+            "levels: no defect, not masked; subtract each amplifier's level before detection, or its edge may "
             "give false detections")
 
 
