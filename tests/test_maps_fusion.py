@@ -2532,7 +2532,7 @@ def test_a_step_in_the_sky_is_no_trail_nor_persistence_and_real_ones_stay(axis):
     assert (out[ghost] & BIT["P"]).all() and zero[ghost].mean() > 0.8  # less a star on it
     assert len(report.trails) == 1, report.trails
     assert zero[trail > 0.5 * NOISE].mean() > 0.9 and (out[trail > 0.5 * NOISE] & BIT["TRL"]).all()
-    assert report.step_pixels > 0
+    assert report.step_pixels > 0 and ("MDSTEP", True) in [c[:2] for c in report.header_cards()]
     assert any("step" in str(w.message) for w in caught), [str(w.message) for w in caught]
 
 
@@ -2572,6 +2572,7 @@ def test_hot_columns_at_the_frame_s_edge_are_masked_end_to_end(side):
         warnings.simplefilter("always", MaxidetectWarning)
         zero, out, report = fuse(img.astype(np.float32), flags, MapPolicy())
     assert not any("step" in str(w.message) for w in caught)  # its edge is no amplifier's step
+    assert ("MDSTEP", False) in [c[:2] for c in report.header_cards()]
     edge = (slice(None), slice(0, 3)) if side == "left" else (slice(0, 3), slice(None))
     star = (slice(120, 137), slice(0, 4)) if side == "left" else (slice(0, 4), slice(120, 137))
     free = np.ones(img.shape, bool)

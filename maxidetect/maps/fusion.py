@@ -121,6 +121,7 @@ class FusionReport:
     narrow_hits: int = 0  # sources far narrower than the PSF (tracks: across): cosmic rays by their shape
     step_pixels: int = 0  # calls along a step in the sky (persistence, L.A.Cosmic's hits): dropped
     step_lines: int = 0  # lines fitted along a step in the sky: no trail
+    sky_steps: bool = False  # steps that look like the detector's (the warning): MDSTEP
 
     def header_cards(self) -> list[tuple]:
         trails = [(f"MDTRL{k + 1}", f"{t.theta:.6f},{t.rho:.2f},{t.sigma:.2f},{t.t0:.1f},{t.t1:.1f}",
@@ -136,7 +137,8 @@ class FusionReport:
                 ("MDNREL", self.released_pixels, "pixels released to flag-only"),
                 ("MDNEXPL", self.explained_pixels, "released pixels their star explains (no CR/HP)"),
                 ("MDSPILL", round(float(self.hit_spill[0]), 4), "hit value spilt per side neighbour"),
-                ("MDNNARR", self.narrow_hits, "sources far narrower than the PSF: CR")] + trails
+                ("MDNNARR", self.narrow_hits, "sources far narrower than the PSF: CR"),
+                ("MDSTEP", self.sky_steps, "steps in the sky level (amplifiers?)")] + trails
 
 
 def _along_grid(t: Trail, degrees: float) -> bool:
@@ -566,7 +568,8 @@ def fuse(image: np.ndarray, flags: np.ndarray, policy: MapPolicy,
     # Told where it looks like the detector's (along the grid, over half the frame or more); a
     # nebula's edge the search also fits is dropped without a word.
     long_ = [t for t in on_steps if _along_grid(t, 1.0) and t.length >= 0.5 * min(image.shape)]
-    if report.step_pixels or long_:
+    report.sky_steps = bool(report.step_pixels or long_)
+    if report.sky_steps:
         warnings.warn(_step_message(on_edge, long_), MaxidetectWarning, stacklevel=2)
 
     # -- zero-weight candidates and rule 1
