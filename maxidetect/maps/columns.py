@@ -448,9 +448,9 @@ def _nanmedian_or_zero(v: np.ndarray) -> float:
 
 
 def step_calls(calls: np.ndarray, image: np.ndarray, rms: np.ndarray, min_calls: int = 20,
-               span: bool = False) -> np.ndarray:
-    """The ``calls`` (bool (H, W)) that lie along a step in the sky (:func:`step_edges` with
-    ``sided``), judged per column and per row holding ``min_calls`` or more. ``span``: the calls
+               span: bool = False, sided: bool = True) -> np.ndarray:
+    """The ``calls`` (bool (H, W)) that lie along a step in the sky (:func:`step_edges`, ``sided``
+    as there), judged per column and per row holding ``min_calls`` or more. ``span``: the calls
     are hits picked by their value (L.A.Cosmic's): a column's (row's) level is measured from its
     first hit to its last, not on the hits, which lie above any level, and the column holds five
     Poisson deviations more hits than the median column (row) with hits within 16 of it (a frame
@@ -472,7 +472,7 @@ def step_calls(calls: np.ndarray, image: np.ndarray, rms: np.ndarray, min_calls:
             last = c.shape[0] - 1 - np.argmax(c[::-1], axis=0)
             rows = np.arange(c.shape[0])[:, None]
             judged = many[None, :] & (rows >= first[None, :]) & (rows <= last[None, :])
-        step = step_edges(img, judged, r, sided=True) & c
+        step = step_edges(img, judged, r, sided=sided) & c
         out |= step if axis == 0 else step.T
     return out
 

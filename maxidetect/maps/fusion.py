@@ -55,7 +55,6 @@ from maxidetect.maps.columns import (
     hot_edges,
     on_step,
     step_calls,
-    step_edges,
 )
 from maxidetect.maps.frame import (
     GAIN_KEYS,
@@ -507,15 +506,10 @@ def fuse(image: np.ndarray, flags: np.ndarray, policy: MapPolicy,
     col_lines = np.zeros(flags.shape, bool)  # every segment found, whatever the policy does with it
     # A step in the sky (two amplifiers' bias levels) is no column: the network's column calls and
     # the segments found beside one, at the raw level of one side, go.
-    col_calls = net("HCL") | net("DCL")
-    if col_calls.any():
-        # Judged per column (row) holding 20 calls or more, in runs or not: a step's calls are
-        # broken by the sources on it (runs of 20+ only left 914 of 6808 such pixels zeroed).
-        along_y = col_calls & (col_calls.sum(axis=0) >= 20)[None, :]
-        along_x = col_calls & (col_calls.sum(axis=1) >= 20)[:, None]
-        step = step_edges(image, along_y, stats.rms) | step_edges(image.T, along_x.T, stats.rms.T).T
-        if step.any():
-            flags[step] &= ~(BIT["HCL"] | BIT["DCL"])
+    # Judged per column (row) holding 20 calls or more, in runs or not: a step's calls are broken
+    # by the sources on it (runs of 20+ only left 914 of 6808 such pixels zeroed).
+    step = step_calls(net("HCL") | net("DCL"), image, stats.rms, sided=False)
+    flags[step] &= ~(BIT["HCL"] | BIT["DCL"])
     # The network also calls the bright side of such a step persistence, in a band a few columns
     # wide along it (two amplifiers 3-6 sigma apart: 2300-4200 pixels zeroed, and the step's
     # residual cut into ~50 false sources beside them). A real persistence's blob or bleed stands
