@@ -111,6 +111,7 @@ def run(size: int, work: Path) -> dict:
             c = run_engine("SEP", path, cfg, m, work / f"case_{seed}_{strat}")
             sc = score_catalog(c, cat, truth, meta["fwhm"])
             matched[strat] = set(sc.pop("matched_true").tolist())
+            sc.pop("matched_flux")
             scores[strat] = sc
         snr = np.asarray(cat["SNR"])
         lost = sorted(i for i in matched["none"] - matched["maxidetect"] if snr[i] > 20)

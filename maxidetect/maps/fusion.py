@@ -82,6 +82,7 @@ from maxidetect.maps.trails import (
     periodic_flashes,
     trail_mask,
     trail_model,
+    trail_on_galaxy,
     trail_on_step,
 )
 
@@ -120,6 +121,7 @@ class FusionReport:
     narrow_hits: int = 0  # sources far narrower than the PSF (tracks: across): cosmic rays by their shape
     step_pixels: int = 0  # calls along a step in the sky (persistence, L.A.Cosmic's hits): dropped
     step_lines: int = 0  # lines fitted along a step in the sky: no trail
+    galaxy_lines: int = 0  # lines fitted along one object's major axis (edge-on discs): no trail
     sky_steps: bool = False  # steps that look like the detector's (the warning): MDSTEP
 
     def header_cards(self) -> list[tuple]:
@@ -487,7 +489,11 @@ def fuse(image: np.ndarray, flags: np.ndarray, policy: MapPolicy,
     # 17 px wide zeroed along the boundary, the step's residual beside it cut into 60 sources).
     on_steps = [t for t in report.trails if trail_on_step(image, stats.rms, t)]
     report.step_lines = len(on_steps)
-    report.trails = [t for t in report.trails if not any(t is s for s in on_steps)]
+    # An edge-on disc galaxy is a bright straight line a few hundred pixels long too: its light
+    # peaks in the middle and fades to both ends (the network calls it TRL or SP as well).
+    on_galaxies = [t for t in report.trails if trail_on_galaxy(z, t, stats.sigma)]
+    report.galaxy_lines = len(on_galaxies)
+    report.trails = [t for t in report.trails if not any(t is s for s in on_steps + on_galaxies)]
     trl_mask = np.zeros(flags.shape, bool)
     model = np.zeros(flags.shape, np.float32)
     lines = []  # (pixels, direction) of each fitted line: its own fragments are never sources

@@ -57,7 +57,7 @@ from scipy.spatial import cKDTree
 from maxidetect.maps.morph import component_shapes, dilate
 
 __all__ = ["Trail", "collinear_pieces", "find_trails", "line_components", "line_ridges", "periodic_flashes",
-           "trail_mask", "trail_on_step", "trails_from_header", "WINDOW"]
+           "trail_mask", "trail_on_galaxy", "trail_on_step", "trails_from_header", "WINDOW"]
 
 WINDOW = 32  # px along the line per significance window
 #: A window's S/N under 1 ends a trail's run only over this many pixels at least (where a trail of
@@ -1247,6 +1247,50 @@ def trail_on_step(image: np.ndarray, rms: np.ndarray, t: Trail) -> bool:
     noise = 1.2533 * float(np.median(rms[ys[parts[0]], xs[parts[0]]])) * np.sqrt(1.0 / n[0] + 1.0 / min(n[1:]))
     low, high = sorted((core - left, core - right))
     return bool(low < max(SIDE_SIGMA * noise, SIDE_SHARE * high))
+
+
+#: A line is one object's major axis when, in GALAXY_BINS bins along its lit stretch and GALAXY_REACH
+#: of its length past each end (within the frame), its core's light peaks away from the ends at
+#: GALAXY_PEAK times the median bin or more, fewer than half of the bins lie within a factor
+#: GALAXY_FLAT of the median, and on each side of the peak the outer half of the bins holds under
+#: GALAXY_FALL of the inner half's light; and it is fitted GALAXY_WIDTH times broader than the PSF
+#: or more (a disc's height; a short faint trail in a longer fitted stretch is peaked that way too).
+GALAXY_BINS, GALAXY_REACH, GALAXY_PEAK, GALAXY_FLAT, GALAXY_FALL, GALAXY_WIDTH = 12, 0.2, 2.0, 1.5, 0.6, 1.5
+
+
+def trail_on_galaxy(snr: np.ndarray, t: Trail, psf_sigma: float) -> bool:
+    """Whether a fitted line is the major axis of one extended object (an edge-on disc galaxy), not
+    a trail: along it (``snr``: the frame in noise units, sources not masked) the median of its core
+    per bin rises to one peak and falls away on both sides, as a disc's exponential profile does,
+    with no flat stretch (120 px discs of axis ratio 0.06-0.14 were fitted as trails and 50-90% of
+    them zeroed). A trail is about as bright all along: a glint or a star crossed is one bin, a
+    trail fading into the Earth's shadow fades at one end only, and one that crosses a galaxy is
+    lit past it on both sides. Lines on a meteor's rise and fall are left to the network's calls.
+    ``psf_sigma``: the frame's PSF sigma [px]."""
+    if not t.sigma >= GALAXY_WIDTH * psf_sigma:
+        return False
+    ys, xs, dist, along = _band(snr.shape, t.theta, t.rho, max(1.0, 1.5 * t.sigma))
+    if not len(along):
+        return False
+    length = t.t1 - t.t0
+    lo, hi = max(t.t0 - GALAXY_REACH * length, along.min()), min(t.t1 + GALAXY_REACH * length, along.max())
+    k = np.floor((along - lo) / max(hi - lo, 1.0) * GALAXY_BINS).astype(np.int64)
+    vals = np.asarray(snr[ys, xs], np.float64)
+    ok = (k >= 0) & (k < GALAXY_BINS) & np.isfinite(vals)
+    if np.bincount(k[ok], minlength=GALAXY_BINS).min() < 8:
+        return False  # a stretch without data (a blank region): not judged
+    prof = _bin_medians(vals[ok], k[ok], GALAXY_BINS)
+    peak, med = int(np.argmax(prof)), float(np.median(prof))
+    if not (2 <= peak <= GALAXY_BINS - 3 and med > 0 and prof[peak] >= GALAXY_PEAK * med):
+        return False
+    if np.mean(np.abs(np.log(np.clip(prof, 1e-3 * med, None) / med)) < np.log(GALAXY_FLAT)) >= 0.5:
+        return False  # flat over half its length: a trail with a bright spot
+    for side in (prof[peak - 1::-1], prof[peak + 1:]):
+        half = (len(side) + 1) // 2
+        inner, outer = float(np.mean(side[:half])), float(np.mean(side[half:]))
+        if inner <= 0 or outer >= GALAXY_FALL * inner:
+            return False
+    return True
 
 
 def _alongside(o: Trail, theta: float, rho: float, band: float = 30.0) -> bool:

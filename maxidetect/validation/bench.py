@@ -348,6 +348,7 @@ def _run_bench(opts: BenchOptions, maker, work_dir, progress: bool) -> dict:
                     sc = score_catalog(cat, frame.catalog, frame.truth, fwhm, opts.radius_fwhm, opts.snr_cut,
                                        mag_bins=np.arange(12.0, 26.5, 0.5))
                     matched[(strat, engine)] = set(sc.pop("matched_true").tolist())
+                    sc.pop("matched_flux")
                     real = sc.pop("matched_det")  # the same matching labels the score's reliability
                     if strat == "maxidetect" and engine == "SEP" and "MD_CONTAM" in cat.colnames:
                         scores.append((np.asarray(cat["MD_CONTAM"], float), real, variant))

@@ -243,8 +243,9 @@ def score_catalog(
         Headline completeness counts true sources with expected S/N above this.
 
     Besides the figures, ``matched_true`` (indices of the matched true
-    sources) and ``matched_det`` (bool per detection: matched) for callers
-    that need the matching itself.
+    sources), ``matched_flux`` (their detections' FLUX_AUTO, in that order)
+    and ``matched_det`` (bool per detection: matched) for callers that need
+    the matching itself.
     """
     det_xy, di, ti = match_detections(cat, truth_cat, radius_fwhm * fwhm, truth_mask)
     matched_t = np.zeros(len(truth_cat), bool)
@@ -289,6 +290,7 @@ def score_catalog(
         "n_bright_matched": n_point,
         "n_bright_false_point_flag": n_false,
         "matched_true": np.asarray(ti, int),
+        "matched_flux": np.asarray(flux, np.float64),
         "matched_det": matched_d,
     }
 
