@@ -89,6 +89,23 @@ def test_cosmic_rays_blurred_by_charge_diffusion_keep_their_charge_and_their_tru
                                   off.image)
 
 
+def test_nearby_disc_galaxies_are_true_galaxies_and_leave_the_rest_of_the_frame_as_it_was():
+    """``n_large_galaxies`` adds discs of r_eff 20-100 px to the truth catalogue as galaxies,
+    their light summing to their flux (the part of it inside the frame); with none the frame is
+    the default's, bit for bit."""
+    cfg = SimConfig(noise=False, n_cr=0, n_hp=0, n_dp=0, n_trails=0, overscan=0)
+    base, big = (simulate_frame(7, replace(cfg, n_large_galaxies=k), size=512) for k in (0.0, 1.0))
+    np.testing.assert_array_equal(base.image, simulate_frame(7, cfg, size=512).image)
+    assert len(big.catalog) == len(base.catalog) + 1  # this seed's draw: one disc
+    disc = big.catalog[-1]
+    assert disc["KIND"] == "galaxy" and 12.5 <= disc["MAG"] <= 16.0
+    extra = big.image.astype(np.float64) - base.image
+    assert extra.min() > -1e-3 * extra.max()
+    assert 0.9 < extra.sum() / float(disc["FLUX"]) <= 1.0 + 1e-6
+    many = simulate_frame(5, replace(cfg, n_large_galaxies=4.0), size=512)
+    assert len(many.catalog) - len(simulate_frame(5, cfg, size=512).catalog) > 1
+
+
 def test_matcher_one_to_one_radius_and_edges():
     true = np.array([[10.0, 10.0], [12.0, 10.0], [50.0, 50.0]])
     det = np.array([[11.1, 10.0], [10.2, 10.0], [80.0, 80.0], [50.0, 52.5]])

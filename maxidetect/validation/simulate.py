@@ -75,6 +75,9 @@ class SimConfig:
     n_galaxies: int = 500
     galaxy_mag: tuple = (17.0, 26.0)
     galaxy_slope: float = 0.32
+    # Nearby disc galaxies (r_eff 20-100 px, any inclination, a bulge), mean number per frame: real
+    # sources far larger than the field's, which the network may call nebulosity. 0 in the bench.
+    n_large_galaxies: float = 0.0
     n_cr: int = 450
     # px: Gaussian sigma of the charge diffusion that blurs the cosmic rays (a thick, deep-depletion
     # CCD spreads a hit's charge before collecting it; the sky's light is blurred by the PSF anyway),
@@ -320,6 +323,31 @@ def _galaxies(f: _Frame) -> None:
         rr = int(min(r_gal + 3 * re, 80))
         gal = _sersic_stamp(nser, re, rng.uniform(0, 0.6), rng.uniform(0, np.pi), x - ix - 0.5, y - iy - 0.5, rr)
         gal = np.clip(fftconvolve(gal, psf, mode="same"), 0, None) * _taper(rr)
+        _add(f.photons, flux * gal / gal.sum(), ix, iy)
+        f.rows.append((x, y, flux, m, "galaxy"))
+
+
+def _large_galaxies(f: _Frame) -> None:
+    """Nearby disc galaxies: an exponential disc (r_eff 20-100 px, axis ratio 0.1-1) and a de
+    Vaucouleurs bulge (r_e a tenth of the disc's, 10-40% of the light), magnitude 12.5-16, seen
+    through the PSF; in the truth catalogue as galaxies. Their own random stream."""
+    cfg, rng, n = f.cfg, f.rng("large_galaxies"), f.n
+    if cfg.n_large_galaxies <= 0:
+        return
+    r_star = int(np.ceil(4 * f.fwhm)) + 3
+    psf = _moffat_stamp(f.fwhm, f.ell, f.pa, cfg.moffat_beta, 0, 0, r_star)
+    for _ in range(int(rng.poisson(cfg.n_large_galaxies))):
+        x, y = rng.uniform(0.15, 0.85, 2) * n
+        m = rng.uniform(12.5, 16.0)
+        re, q, pa = rng.uniform(20.0, 100.0), rng.uniform(0.1, 1.0), rng.uniform(0, np.pi)
+        ix, iy = int(x), int(y)
+        r = int(3 * re) + r_star
+        dx, dy = x - ix - 0.5, y - iy - 0.5
+        bulge = rng.uniform(0.1, 0.4)
+        gal = (1 - bulge) * _sersic_stamp(1.0, re, 1 - q, pa, dx, dy, r) \
+            + bulge * _sersic_stamp(4.0, 0.1 * re, 0.5 * (1 - q), pa, dx, dy, r)
+        gal = np.clip(fftconvolve(gal, psf, mode="same"), 0, None) * _taper(r)
+        flux = 10 ** (-0.4 * (m - cfg.zeropoint))
         _add(f.photons, flux * gal / gal.sum(), ix, iy)
         f.rows.append((x, y, flux, m, "galaxy"))
 
@@ -583,6 +611,7 @@ def simulate_frame(seed: int = 0, config: SimConfig | None = None, size: int | N
     before_sources = f.photons.copy()
     _stars(f)
     _galaxies(f)
+    _large_galaxies(f)
     spikes = _tracking(f, before_sources, _spikes(f))
     f.mark("SP", spikes, truth_level("SP", f.sky, f.noise))
     del before_sources, spikes
