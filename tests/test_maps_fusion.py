@@ -3346,7 +3346,7 @@ def test_a_bright_track_beside_a_faint_star_stays_zero_and_the_star_stays(seed, 
     """A 60-120 sigma cosmic-ray track 4.5-5.5 px beside a faint star (peak ~5 sigma): the
     catalogued object (star and track) has its centroid on the track, the fits find the star
     beside it, and the disc freed around that centroid held the whole track (a second
-    generator's frame with a bright trail: 7 tracks freed so, each a false detection). The
+    generator's frame with a bright trail: such tracks freed whole, each a false detection). The
     star's model peaks past that disc and the track is ten times brighter: the track stays zero,
     the star keeps its core and its detection."""
     n = 256

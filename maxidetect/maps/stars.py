@@ -1539,7 +1539,8 @@ def protect_sources(image_sub: np.ndarray, stats: FrameStats, candidates: np.nda
         # released whole for a 1.5-sigma bump of the fringes beside it, and detected.
         # A faint source beside a far brighter track, the catalogued object's centroid on the track
         # (the disc freed around it then held the whole track): the track is the hit beside the
-        # source, as under a faint model (a bright trail's frame: 7 tracks freed whole so).
+        # source, as under a faint model (on a second generator's frame, such tracks freed whole became
+        # false detections).
         my, mx = np.unravel_index(np.argmax(model), model.shape)
         beside = (np.hypot(my + y0 - ref_y, mx + x0 - ref_x) > r_near
                   and float(np.max(d[cand], initial=0.0)) > BESIDE_RATIO * float(model.max()))
