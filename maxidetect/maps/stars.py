@@ -121,9 +121,6 @@ MIN_SOURCE_SNR = 5.0
 #: galaxy, a nebula's bump: significant only summed over many pixels) does
 #: not need the candidates far above it: they stay zero (see protect_sources).
 FAINT_PEAK = 3.0
-#: A source model whose peak lies past the disc freed around the catalogued object, under a candidate
-#: this many times brighter than it, is a source beside a track (see ``protect_sources``).
-BESIDE_RATIO = 10.0
 #: A PSF with a smaller axis ratio is fitted as elongated (tracking errors,
 #: coma): a round model narrow enough for its minor axis is too narrow for
 #: its major axis, and the stars fail rule 1 (measured: 10 of 435 lost).
@@ -1537,14 +1534,7 @@ def protect_sources(image_sub: np.ndarray, stats: FrameStats, candidates: np.nda
         # A track one pixel wide is sharp across it only (its neighbours along it are
         # as bright): a 25 px cosmic-ray track of 10-20 sigma on a fringed sky was
         # released whole for a 1.5-sigma bump of the fringes beside it, and detected.
-        # A faint source beside a far brighter track, the catalogued object's centroid on the track
-        # (the disc freed around it then held the whole track): the track is the hit beside the
-        # source, as under a faint model (on a second generator's frame, such tracks freed whole became
-        # false detections).
-        my, mx = np.unravel_index(np.argmax(model), model.shape)
-        beside = (np.hypot(my + y0 - ref_y, mx + x0 - ref_x) > r_near
-                  and float(np.max(d[cand], initial=0.0)) > BESIDE_RATIO * float(model.max()))
-        if model.max() < FAINT_PEAK * float(np.median(rms)) or beside:
+        if model.max() < FAINT_PEAK * float(np.median(rms)):
             sharp = steeper_than_psf(d - _side_mean(d), d, rms, stats.sigma_minor) | sharp_track(3)
             artefact = artefact | (cand & sharp & (_over_model(d, model, ~cand & ~others) > OUTLIER_SIGMA * rms))
         elif (cand & (r_ref > r_near)).any():
