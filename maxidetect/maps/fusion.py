@@ -142,11 +142,6 @@ class FusionReport:
                 ("MDSTEP", self.sky_steps, "steps in the sky level (amplifiers?)")] + trails
 
 
-def _along_grid(t: Trail, degrees: float) -> bool:
-    ang = np.degrees(t.theta) % 90.0
-    return min(ang, 90.0 - ang) <= degrees
-
-
 def _step_message(edge: np.ndarray | None, lines: list[Trail]) -> str:
     """Where the frame's sky steps (``edge``: the step-edge pixels the network called; ``lines``:
     the lines fitted along steps), and what to do about it."""
@@ -493,7 +488,8 @@ def fuse(image: np.ndarray, flags: np.ndarray, policy: MapPolicy,
     # peaks in the middle and fades to both ends (the network calls it TRL or SP as well).
     on_galaxies = [t for t in report.trails if trail_on_galaxy(z, t, stats.sigma)]
     report.galaxy_lines = len(on_galaxies)
-    report.trails = [t for t in report.trails if not any(t is s for s in on_steps + on_galaxies)]
+    no_trail = {id(t) for t in on_steps + on_galaxies}
+    report.trails = [t for t in report.trails if id(t) not in no_trail]
     trl_mask = np.zeros(flags.shape, bool)
     model = np.zeros(flags.shape, np.float32)
     lines = []  # (pixels, direction) of each fitted line: its own fragments are never sources
@@ -567,7 +563,7 @@ def fuse(image: np.ndarray, flags: np.ndarray, policy: MapPolicy,
     report.step_pixels = int(on_edge.sum())
     # Told where it looks like the detector's (along the grid, over half the frame or more); a
     # nebula's edge the search also fits is dropped without a word.
-    long_ = [t for t in on_steps if _along_grid(t, 1.0) and t.length >= 0.5 * min(image.shape)]
+    long_ = [t for t in on_steps if t.off_grid <= 1.0 and t.length >= 0.5 * min(image.shape)]
     report.sky_steps = bool(report.step_pixels or long_)
     if report.sky_steps:
         warnings.warn(_step_message(on_edge, long_), MaxidetectWarning, stacklevel=2)

@@ -149,6 +149,12 @@ class Trail:
     def length(self) -> float:
         return self.t1 - self.t0
 
+    @property
+    def off_grid(self) -> float:
+        """Its angle to the nearer pixel axis [deg] (0: along a column or a row)."""
+        ang = np.degrees(self.theta) % 90.0
+        return min(ang, 90.0 - ang)
+
 
 #: Flashes on a trail (an aircraft's strobes): at least this many sources centred on its line,
 #: one spacing apart each (within FLASH_TOLERANCE px, or 2% of it), of fluxes within a factor
@@ -1049,8 +1055,7 @@ def _is_column(trail: Trail, z: np.ndarray, valid: np.ndarray) -> bool:
     along it, whatever its angle (a 96 px stretch of a hot column fitted 1.25
     deg off, sigma 0.3 px; one 1.75 deg across a column, sigma 1.0). A
     trail, even one along the grid, spreads over its PSF's width."""
-    ang = np.degrees(trail.theta) % 90.0
-    off = min(ang, 90.0 - ang)
+    off = trail.off_grid
     # (a short line drifting across the grid by less than its half width is as good as on it)
     along_grid = trail.length * np.sin(np.radians(off)) <= trail.half_width
     if (off < 1.0 or along_grid) and trail.sigma < 0.8:
@@ -1199,15 +1204,13 @@ def _plausible(t: Trail, z, valid, network_trl, diffuse, psf_sigma, lines=None) 
             turn = np.abs((angle[k] - (t.theta + np.pi / 2) + np.pi / 2) % np.pi - np.pi / 2)
             on = on | ((k > 0) & (turn < LINE_SUPPORT_ANGLE))
         support = on.mean()
-    ang = np.degrees(t.theta) % 90.0
-    off_grid = np.radians(min(ang, 90.0 - ang))
     # along the grid: it drifts sideways by less than 3 of its widths over its length
-    on_grid = t.length * np.sin(off_grid) < 3 * 2.355 * t.sigma
+    on_grid = t.length * np.sin(np.radians(t.off_grid)) < 3 * 2.355 * t.sigma
     # A broad line along the pixel grid: bleeding, halos, amplifier structure. Broad beside the
     # frame's PSF (a trail is at least as wide): a fixed 1.5 px left every trail near the grid
     # unmasked in 4.5 px seeing. Near the grid and drifting across it, not along it: a 10 px wide
     # trail 2 deg off a column crossed 34 px of it over the frame, and was never masked.
-    if min(ang, 90.0 - ang) < 6.0 and on_grid and t.sigma > max(1.5, 1.5 * (psf_sigma or 0.0)) \
+    if t.off_grid < 6.0 and on_grid and t.sigma > max(1.5, 1.5 * (psf_sigma or 0.0)) \
             and support < 0.1:
         return False
     if psf_sigma and on_grid and t.sigma > 2.0 * psf_sigma:
