@@ -5,8 +5,10 @@ second-generator frames (``benchmarks/independent.py``, no trail of their
 own) get constructed cases: a satellite train (parallel trails 12-40 px
 apart), two trails crossing at a shallow angle, bright trails with a real
 PSF's power-law wings (a Moffat's line profile), a broad meteor, two faint
-trails side by side, and an aircraft (two wing-light streaks with strobe
-flashes on them). For each: the share of each trail's pixels (signal
+trails side by side, an aircraft (two wing-light streaks with strobe
+flashes on them), two bright trails crossing at right angles, two bright
+ones 10 px apart, a very bright one (S/N 860) and a defocused one 1 deg off
+the rows. For each: the share of each trail's pixels (signal
 above 0.5 sigma) given zero weight by the default maps, the trails fitted,
 and, with SEP, the detections that match no true source (spurious, and
 those on a trail) and the true sources of S/N > 20 found without the maps
@@ -61,6 +63,12 @@ CASES = {
     "meteor, FWHM 14 px": (908, [(57.0, 0.0, 14.0, 4.0, "gauss", (-500.0, 400.0))]),
     "aircraft": (909, [(69.0, -12.0, 3.0, 4.0, "gauss", None), (69.0, 13.0, 3.0, 3.0, "gauss", None),
                        (69.0, -12.0, 2.8, 250.0, "strobe", None), (69.0, 13.0, 2.8, 250.0, "strobe", None)]),
+    "two bright crossing at 90 deg, S/N 100 and 80": (910, [(30.0, 0.0, 2.5, 100.0, "moffat-2.0", None),
+                                                            (120.0, 0.0, 2.5, 80.0, "moffat-2.0", None)]),
+    "two bright 10 px apart, S/N 60 and 40": (911, [(61.75, 0.0, 2.5, 60.0, "moffat-2.0", None),
+                                                    (61.75, 10.0, 2.5, 40.0, "moffat-2.0", None)]),
+    "very bright, S/N 860, FWHM 7.8 px": (912, [(105.0, 30.0, 7.8, 860.0, "gauss", None)]),
+    "defocused (FWHM 9 px), 1 deg off the rows, S/N 20": (913, [(89.0, 0.0, 9.0, 20.0, "gauss", None)]),
 }
 
 

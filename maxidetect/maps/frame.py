@@ -15,7 +15,7 @@ import sep
 from scipy import ndimage
 
 from maxidetect.errors import MaxidetectWarning
-from maxidetect.maps.morph import dilate
+from maxidetect.maps.morph import component_shapes, dilate
 
 __all__ = ["Background", "FrameStats", "measure_background", "measure_frame", "elliptical_gaussian", "DEFAULT_FWHM",
            "no_data", "bright_background", "BRIGHT_SKY_SIGMA", "BRIGHT_SKY_NOISE"]
@@ -182,11 +182,30 @@ class FrameStats:
         fp = self.segmentation[y0:y1, x0:x1] == k + 1
         yy, xx = np.mgrid[-8:9, -8:9]
         thick = ndimage.binary_opening(fp, structure=xx**2 + yy**2 <= 64)
+        # A thick part drawn out into a line is a trail broader than the opening, no blob: a
+        # 116-sigma trail's footprint is 17 px wide, and crossed by a hot column (one object,
+        # as compact as a cross) it was masked whole and only its wings were searched.
+        lab, n = ndimage.label(thick, structure=np.ones((3, 3), bool))
+        if n:
+            major, minor = component_shapes(lab, n)[2:4]
+            line = (major * np.sqrt(12) >= 48) & (major >= 4 * minor)
+            line[0] = False
+            thick &= ~line[lab]
         z = np.where(fp, snr[y0:y1, x0:x1], -np.inf)
         thin = fp & ~thick
         level = float(np.median(z[thin])) if thin.any() else 0.0
         r = int(np.ceil(self.fwhm))
         peaks = (z == ndimage.maximum_filter(z, size=2 * r + 1)) & fp & (z > max(3 * level, 5.0))
+        if peaks.any():
+            # A peak stands three times above the brightest light 2 FWHM around it: a star's
+            # does, a line's ridge does not (its light goes on along it: two bright trails
+            # crossing, one compact object, were masked end to end by the disks of their ridges'
+            # noise peaks and never searched).
+            yy, xx = np.mgrid[-2 * r - 1:2 * r + 2, -2 * r - 1:2 * r + 2]
+            rr = np.hypot(yy, xx)
+            ring = ndimage.maximum_filter(z, footprint=(rr >= 2 * r) & (rr <= 2 * r + 1), mode="constant",
+                                          cval=-np.inf)
+            peaks &= z > 3 * ring
         return (slice(y0, y1), slice(x0, x1)), thick | (dilate(peaks, 2 * r) & fp)
 
     def snr(self, image: np.ndarray) -> np.ndarray:

@@ -482,7 +482,11 @@ def fuse(image: np.ndarray, flags: np.ndarray, policy: MapPolicy,
     # A step in the sky leaves a ridge on its bright side once a smooth background is subtracted:
     # judged in the raw frame, such a line is no trail (two amplifiers 6 sigma apart: a "trail"
     # 17 px wide zeroed along the boundary, the step's residual beside it cut into 60 sources).
-    on_steps = [t for t in report.trails if trail_on_step(image, stats.rms, t)]
+    # Judged again beside the lines that are no step: a train's trail has its neighbour in a side strip.
+    alone = {id(t) for t in report.trails if trail_on_step(image, stats.rms, t)}
+    not_steps = tuple(t for t in report.trails if id(t) not in alone)
+    on_steps = [t for t in report.trails if id(t) in alone
+                and trail_on_step(image, stats.rms, t, others=tuple(o for o in not_steps if o is not t))]
     report.step_lines = len(on_steps)
     # An edge-on disc galaxy is a bright straight line a few hundred pixels long too: its light
     # peaks in the middle and fades to both ends (the network calls it TRL or SP as well).

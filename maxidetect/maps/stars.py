@@ -1516,6 +1516,14 @@ def protect_sources(image_sub: np.ndarray, stats: FrameStats, candidates: np.nda
         # area (FWHM 1.5 px: 4 left within FWHM + 1).
         r_near = max(stats.fwhm + 1.0, 3.5)
         footprint = (model > 0.5 * rms) | (r_ref <= r_near)
+        # Its light is one piece with that disc or its own footprint: a lobe of the model apart
+        # from both is no part of this object (a fit that won on a hot column's brightest pixel, at
+        # the corner of a stamp grown over a trail's band, freed 5 px of the column 25 px off: a
+        # false detection). A blend's centroid may lie off its source (a track beside a galaxy).
+        lab_f, n_f = ndimage.label(footprint, structure=np.ones((3, 3), bool))
+        if n_f > 1:
+            mine_px = (r_ref <= r_near) | ((s == own) if own else False)
+            footprint = np.isin(lab_f, np.unique(lab_f[mine_px & footprint]))
         # One or two candidate pixels sharper than any PSF of the frame could
         # make them on a source's slope, off its peak (a hot pixel on a bright
         # star's wing, often deblended as an object of its own) are the

@@ -424,12 +424,13 @@ def _band(shape, theta, rho, band):
     return ys, xs, dist, -xs * s + ys * c
 
 
-def _refine_line(z, valid, theta, rho, band=30.0, half=2.5, span=None):
+def _refine_line(z, valid, theta, rho, band=30.0, half=2.5, span=None, top=10.0):
     """Straighten a candidate (a 1 deg error is 17 px at the end of a 1000 px
     trail): the angle and offset, turned about the candidate's middle, that
     maximise the matched-filter S/N of a strip ``2 half`` px wide (coordinate ascent).
     ``span``: (t0, t1) along the line, only that stretch (a short trail: turned about
-    the chord's middle, far from it, its angle and offset move together)."""
+    the chord's middle, far from it, its angle and offset move together). Pixels are
+    clipped at ``top`` (stars on the line)."""
     ys, xs, dist, along = _band(z.shape, theta, rho, band)
     ok = valid[ys, xs]
     if span is not None:
@@ -437,7 +438,7 @@ def _refine_line(z, valid, theta, rho, band=30.0, half=2.5, span=None):
     ys, xs, along = ys[ok], xs[ok], along[ok]
     if len(ys) < 100:
         return theta, rho
-    v = np.clip(z[ys, xs], -5, 10).astype(np.float64)
+    v = np.clip(z[ys, xs], -5, top).astype(np.float64)
     t_mid = float(np.median(along))
     xc, yc = rho * np.cos(theta) - t_mid * np.sin(theta), rho * np.sin(theta) + t_mid * np.cos(theta)
     xs, ys = xs - xc, ys - yc
@@ -726,7 +727,9 @@ def _final_profile(snr: np.ndarray, valid: np.ndarray, t: Trail, band: float = 2
     if keep.sum() < 50:
         return t
     d = dist[keep]
-    v = np.clip(np.asarray(snr[ys[keep], xs[keep]], np.float32), -10, 50)
+    # No upper clip: the profile is of medians, and a trail brighter than the clip came out
+    # flat-topped, fitted too broad, and its band zeroed a S/N 27 star 16 px from its line.
+    v = np.maximum(np.asarray(snr[ys[keep], xs[keep]], np.float32), -10)
     centres, prof = _across_profile(d, v, band)
     beyond = np.abs(centres) > 3 * t.sigma + 4
     if beyond.sum() < 8:
@@ -770,7 +773,8 @@ def _through_masked(snr: np.ndarray, masked: np.ndarray, t: Trail, band: float =
     last stretch stopped it 150 px short of the edge), and one dark step (noise) where two lit ones
     follow; the trail ends at its last lit step, never in a galaxy it runs into."""
     ys, xs, dist, along = _band(snr.shape, t.theta, t.rho, band)
-    v = np.clip(np.asarray(snr[ys, xs], np.float32), -10, 50)
+    # clipped above a star's test (four times the peak), never on the trail's own light
+    v = np.clip(np.asarray(snr[ys, xs], np.float32), -10, max(50.0, 5.0 * t.amplitude))
     off = masked[ys, xs]
     inner = max(1.0, 1.5 * t.sigma)
     core = np.abs(dist) <= inner
@@ -1204,8 +1208,10 @@ def _plausible(t: Trail, z, valid, network_trl, diffuse, psf_sigma, lines=None) 
             turn = np.abs((angle[k] - (t.theta + np.pi / 2) + np.pi / 2) % np.pi - np.pi / 2)
             on = on | ((k > 0) & (turn < LINE_SUPPORT_ANGLE))
         support = on.mean()
-    # along the grid: it drifts sideways by less than 3 of its widths over its length
-    on_grid = t.length * np.sin(np.radians(t.off_grid)) < 3 * 2.355 * t.sigma
+    # along the grid: it drifts sideways by less than its width (FWHM) over its length. Bleeds,
+    # glows and sky lines run exactly along it; a satellite defocused to 1.6x the stars' width,
+    # 2 deg off the rows (drifting 2.8 widths over 384 px), was taken for one and left unmasked.
+    on_grid = t.length * np.sin(np.radians(t.off_grid)) < 2.355 * t.sigma
     # A broad line along the pixel grid: bleeding, halos, amplifier structure. Broad beside the
     # frame's PSF (a trail is at least as wide): a fixed 1.5 px left every trail near the grid
     # unmasked in 4.5 px seeing. Near the grid and drifting across it, not along it: a 10 px wide
@@ -1229,19 +1235,23 @@ def _plausible(t: Trail, z, valid, network_trl, diffuse, psf_sigma, lines=None) 
 SIDE_SIGMA, SIDE_SHARE, SIDE_STRIP = 3.0, 0.3, 6.0
 
 
-def trail_on_step(image: np.ndarray, rms: np.ndarray, t: Trail) -> bool:
+def trail_on_step(image: np.ndarray, rms: np.ndarray, t: Trail, others: tuple = ()) -> bool:
     """Whether a fitted line is the edge of a step in the sky (two amplifiers' levels, a filter's or
     a shadow's edge), not a trail: in the raw ``image`` (no background subtracted: a smoothed
     background cannot follow a step, and the residual it leaves on the step's bright side is a
     ridge to the search), the median of its core is not above both sides' medians (SIDE_STRIP px
     strips beyond 3 sigma + 3 px), or stands far less above the brighter side than above the
-    darker one. A satellite trail stands above both. False where a side has too few pixels."""
+    darker one. A satellite trail stands above both. False where a side has too few pixels.
+    The bands of the ``others`` trails are no side (a train's trail 12 px beside a brighter one
+    had it in its side strip, and was dropped as a step's edge)."""
     inner = 3.0 * t.sigma + 3.0
     ys, xs, dist, along = _band(image.shape, t.theta, t.rho, inner + SIDE_STRIP)
     on = (along >= t.t0) & (along <= t.t1)
     ys, xs, dist = ys[on], xs[on], dist[on]
     vals = np.asarray(image[ys, xs], np.float64)
     ok = np.isfinite(vals)
+    for o in others:
+        ok &= np.abs(xs * np.cos(o.theta) + ys * np.sin(o.theta) - o.rho) > o.mask_half_width
     parts = [ok & (np.abs(dist) <= max(1.0, 1.5 * t.sigma)), ok & (dist <= -inner), ok & (dist >= inner)]
     n = [int(m.sum()) for m in parts]
     if min(n) < 20:
@@ -1684,7 +1694,7 @@ def find_trails(snr: np.ndarray, masked: np.ndarray, network_trl: np.ndarray | N
         for a trail.
     psf_sigma : float, optional
         The frame's PSF sigma: a line along the pixel grid (drifting sideways
-        by less than three of its widths over its length) and more than twice
+        by less than its width over its length) and more than twice
         as broad is a sky line of a spectrum, a bleed or an amplifier glow,
         not a satellite (whose trail is about as wide as the PSF), even where
         the network calls it TRL (it does, on spectra).
@@ -1733,5 +1743,81 @@ def find_trails(snr: np.ndarray, masked: np.ndarray, network_trl: np.ndarray | N
         trails += _rejudged(deferred, trails, z, valid, excess, min_length, judge, all_of=True)
     # Judged again as a column with its final width: a hot column segment verified over its own
     # stretch was fitted 1.0 px wide on the high-passed grid, 0.61 px on the frame as it is.
-    final = [_final_profile(snr, ~masked, t) for t in trails]
-    return [_through_masked(snr, masked, t) for t in final if not _is_column(t, z, ~masked)]
+    final = [_straightened(snr, ~masked, _final_profile(snr, ~masked, t)) for t in trails]
+    final = [t for t in final if not _is_column(t, z, ~masked)]
+    for t in list(final):
+        final += [c for c in _companions(snr, ~masked, t) if not any(_same_line(c.theta, c.rho, o.theta, o.rho,
+                                                                                 px=max(3.0, 2 * o.sigma))
+                                                                      for o in final)]
+    return [_through_masked(snr, masked, t) for t in final]
+
+
+def _companions(snr: np.ndarray, valid: np.ndarray, t: Trail, band: float = 24.0) -> list[Trail]:
+    """Parallel trails within ``band`` px of a found one ``t``, over its stretch: a second peak
+    of the profile across it (medians of the frame as it is, 0.5 px bins) beyond its core, with a
+    dip between of at least half its height, 1 sigma per pixel and 8 times the medians' noise, and
+    a width within 1.5x of ``t``'s. A
+    satellite train's trails 12 px apart: the second lay within the first's band widened for the
+    neighbour search (wings of 60 sigma reach 9 px) and was never masked; a defocused satellite's
+    trail has two such ridges. A bright trail's wings fall steadily: no second peak."""
+    ys, xs, dist, along = _band(snr.shape, t.theta, t.rho, band)
+    keep = valid[ys, xs] & (along >= t.t0) & (along <= t.t1)
+    if keep.sum() < 50:
+        return []
+    centres, prof = _across_profile(dist[keep], np.maximum(np.asarray(snr[ys[keep], xs[keep]], np.float32), -10), band)
+    edges = np.arange(-band, band + 0.5, 0.5)
+    count = np.bincount(np.clip(np.digitize(dist[keep], edges) - 1, 0, len(centres) - 1), minlength=len(centres))
+    noise = 1.2533 / np.sqrt(np.maximum(count, 1))  # a median's, in noise units
+    ok = np.isfinite(prof) & (count >= 20)
+    prof = np.where(ok, prof, -np.inf)
+    win = max(4, int(round(2 * t.sigma)))  # bins (0.5 px): a local peak within +-sigma
+    peak_here = prof >= ndimage.maximum_filter(prof, size=2 * win + 1, mode="nearest")
+    out = []
+    for sign in (-1, 1):
+        side = (sign * centres >= 2.5 * t.sigma + 2) & ok & peak_here
+        best = None
+        for j in np.flatnonzero(side):
+            between = ok & (sign * centres >= t.sigma) & (sign * centres < sign * centres[j])
+            if not between.any():
+                continue
+            dip = float(prof[between].min())
+            rise = float(prof[j]) - dip
+            tall = rise >= max(1.0, 0.5 * float(prof[j]), 8 * float(noise[j]))
+            if tall and (best is None or prof[j] > prof[best[0]]):
+                best = (j, dip)
+        if best is None:
+            continue
+        j, dip = best
+        near = ok & (np.abs(centres - centres[j]) <= 2.5 * t.sigma)
+        fit = _fit_profile(centres[near] - centres[j], prof[near] - dip, t.sigma * np.exp(np.linspace(-0.7, 0.7, 29)),
+                           np.arange(-1.0, 1.01, 0.1))
+        if fit is None:
+            continue
+        _, amp, off, sigma = fit
+        if not 1 / 1.5 <= sigma / t.sigma <= 1.5:
+            continue  # a train's satellites are alike; a broad rise beside a ridge is the sky's (a step's plateau)
+        out.append(replace(t, rho=t.rho + float(centres[j]) + off, sigma=sigma, amplitude=amp, wings=None,
+                           significance=t.significance * amp / max(t.amplitude, 1e-6)))
+    return out
+
+
+#: A trail whose fitted peak is this bright [sigma per pixel] is straightened again on its own light.
+BRIGHT_TRAIL = 20.0
+
+
+def _straightened(snr: np.ndarray, valid: np.ndarray, t: Trail) -> Trail:
+    """A bright trail (:data:`BRIGHT_TRAIL`) straightened again over its own stretch on the
+    frame as it is, clipped at twice its peak, and its profile fitted again. The search clips
+    its pixels at 10 sigma, where a bright trail's core is a plateau wider than the strip that
+    straightens it: a 900-sigma trail came out 0.6 deg off, its band 3.5 px too wide at its ends."""
+    if t.amplitude < BRIGHT_TRAIL:
+        return t
+    th, rho = _refine_line(snr, valid, t.theta, t.rho, half=max(2.5, 1.5 * t.sigma), span=(t.t0, t.t1),
+                           top=2.0 * t.amplitude)
+    if (th, rho) == (t.theta, t.rho):
+        return t
+    # its ends where they were, measured along the new line
+    ends = [(t.rho * np.cos(t.theta) - a * np.sin(t.theta), t.rho * np.sin(t.theta) + a * np.cos(t.theta))
+            for a in (t.t0, t.t1)]
+    t0, t1 = sorted(-x * np.sin(th) + y * np.cos(th) for x, y in ends)
+    return _final_profile(snr, valid, replace(t, theta=th, rho=rho, t0=float(t0), t1=float(t1)))
