@@ -3443,3 +3443,24 @@ def test_two_trails_of_a_train_a_few_widths_apart_are_both_masked(apart, peaks):
     zero, _, report = fuse(img.astype(np.float32), np.zeros(img.shape, np.int32), MapPolicy())
     assert len(report.trails) == 2
     assert zero[np.abs(d) < 2].mean() > 0.97 and zero[np.abs(d - apart) < 2].mean() > 0.97
+
+
+def test_a_bright_star_on_a_very_bright_trails_wings_keeps_its_core():
+    """A bright star 11 px from a 400-sigma trail with a PSF's power-law wings: rule 1 judges it
+    with the trail's model subtracted, and a Gaussian fitted to the trail's core left the wings,
+    on which the star was taken for a piece of the trail and zeroed (lost). The model follows
+    the measured wings."""
+    n = 512
+    img, _ = _field(n=n, seed=4, n_stars=30)
+    yy, xx = np.mgrid[:n, :n]
+    a = np.radians(143.0)
+    d = xx * np.cos(a) + yy * np.sin(a) + 60.0
+    img += NOISE * 400.0 * (1 + (d / 2.0) ** 2) ** -1.6
+    t = -250.0  # along the line
+    sx, sy = -60.0 * np.cos(a) - t * np.sin(a) - 11.0 * np.cos(a), -60.0 * np.sin(a) + t * np.cos(a) - 11.0 * np.sin(a)
+    img += _star(img.shape, sx, sy, 1.5e5, 3.0)
+    zero, _, report = fuse(img.astype(np.float32), np.zeros(img.shape, np.int32), MapPolicy())
+    assert len(report.trails) == 1
+    assert zero[np.abs(d) < 3].mean() > 0.99
+    iy, ix = int(round(sy)), int(round(sx))
+    assert not zero[iy - 1:iy + 2, ix - 1:ix + 2].any()

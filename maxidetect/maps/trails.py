@@ -107,6 +107,9 @@ _E_W, _E_W2 = 0.2420, 0.4000  # E[z 1{z>1}] and E[z^2 1{z>1}] for z ~ N(0, 1)
 #: A fitted trail's zero weight reaches out to where its profile falls to this much of the noise
 #: per pixel, and a pixel more (:attr:`Trail.mask_half_width`).
 MASK_EDGE_SIGMA = 0.3
+#: A trail whose fitted peak is this bright [sigma per pixel] is straightened again on its own light,
+#: and its model follows its measured wings (sampled every WING_STEP px).
+BRIGHT_TRAIL, WING_STEP = 20.0, 0.5
 
 
 @dataclass
@@ -126,6 +129,9 @@ class Trail:
     #: Where its measured profile falls to MASK_EDGE_SIGMA [px from the line] (None: not measured):
     #: a real trail's profile is its PSF's, with wings far above the fitted Gaussian's.
     wings: float | None = None
+    #: A bright trail's measured profile beyond its core, over its peak, every WING_STEP px from the
+    #: line (the lower of its two sides), for its model (None: the Gaussian's alone).
+    wing_profile: tuple | None = None
 
     @property
     def half_width(self) -> float:
@@ -239,11 +245,19 @@ def trail_model(shape, trail: Trail, snr: np.ndarray | None = None, step: float 
     constant amplitude leaves its brighter stretches as compact residuals that
     pass for sources."""
     model = np.zeros(shape, np.float32)
-    # 8 sigma: beyond it the profile is below 1e-14 of its peak
-    ys, xs, dist, along = _band(shape, trail.theta, trail.rho, 8.0 * trail.sigma)
+    # 8 sigma: beyond it the profile is below 1e-14 of its peak; a bright trail's measured wings
+    # (:attr:`Trail.wing_profile`) beyond 2 sigma where above it: a S/N 1000 star 11 px from a
+    # 400-sigma trail sat on the wings a Gaussian left, and was taken for a piece of the trail.
+    wing = trail.wing_profile
+    reach = 8.0 * trail.sigma if wing is None else max(8.0 * trail.sigma, WING_STEP * (len(wing) - 1))
+    ys, xs, dist, along = _band(shape, trail.theta, trail.rho, reach)
     keep = (along >= trail.t0) & (along <= trail.t1)
     ys, xs, dist, along = ys[keep], xs[keep], dist[keep], along[keep]
     profile = np.exp(-0.5 * (dist / trail.sigma) ** 2)
+    if wing is not None:
+        r = WING_STEP * np.arange(len(wing))
+        beyond = np.where(np.abs(dist) > 2.0 * trail.sigma, np.interp(np.abs(dist), r, wing, right=0.0), 0.0)
+        profile = np.maximum(profile, beyond)
     amp = np.full(len(ys), trail.amplitude, np.float64)
     if snr is not None and len(ys):
         from numpy.lib.stride_tricks import sliding_window_view
@@ -715,13 +729,14 @@ def _bright_span(z, valid, theta, rho, band: float = 24.0, core: float = 3.0, pe
     return lo + (a - 1) * WINDOW, lo + (b + 2) * WINDOW
 
 
-def _final_profile(snr: np.ndarray, valid: np.ndarray, t: Trail, band: float = 24.0) -> Trail:
+def _final_profile(snr: np.ndarray, valid: np.ndarray, t: Trail, band: float = 24.0, side: int = 0) -> Trail:
     """The found trail's width, offset and amplitude fitted again on the S/N
     image as it is (``snr``; the search's is high-passed by a 40 px median,
     which a line several pixels wide lifts where it runs: its wings came out
     negative and a 7 px wide trail 10% narrow, and the wings the model missed
     were released by rule 1 as faint sources), over its own extent, above the
-    median level beyond its wings."""
+    median level beyond its wings. ``side`` (+1 or -1: of ``dist``): its core and
+    that side alone (a train's trail with its neighbour on the other side)."""
     ys, xs, dist, along = _band(snr.shape, t.theta, t.rho, band)
     keep = valid[ys, xs] & (along >= t.t0) & (along <= t.t1)
     if keep.sum() < 50:
@@ -732,17 +747,29 @@ def _final_profile(snr: np.ndarray, valid: np.ndarray, t: Trail, band: float = 2
     v = np.maximum(np.asarray(snr[ys[keep], xs[keep]], np.float32), -10)
     centres, prof = _across_profile(d, v, band)
     beyond = np.abs(centres) > 3 * t.sigma + 4
+    use = np.ones(len(centres), bool) if not side else side * centres >= -2 * t.sigma
+    beyond &= use
     if beyond.sum() < 8:
         return t
     prof = prof - np.median(prof[beyond])
-    best = _fit_profile(centres, prof, t.sigma * np.exp(np.linspace(-0.5, 0.5, 41)), np.arange(-1.0, 1.01, 0.1))
+    best = _fit_profile(centres[use], prof[use], t.sigma * np.exp(np.linspace(-0.5, 0.5, 41)),
+                        np.arange(-1.0, 1.01, 0.1))
     if best is None:
         return t
     _, amp, off, sigma = best
-    return replace(t, rho=t.rho + off, sigma=sigma, amplitude=amp, wings=_wing_reach(centres - off, prof, sigma))
+    ways = (1, -1) if not side else (side,)
+    wings = _wing_reach(centres - off, prof, sigma, ways=ways)
+    shape = None
+    if wings is not None and amp >= BRIGHT_TRAIL:
+        r = np.arange(0.0, band - 1.0, WING_STEP)
+        sides = [np.interp(r, c[np.argsort(c)], prof[np.argsort(c)], left=np.nan, right=np.nan)
+                 for c in (w * (centres - off) for w in ways)]
+        shape = tuple(float(v) for v in np.clip(np.nan_to_num(np.fmin.reduce(sides)) / amp, 0.0, 1.0))
+    return replace(t, rho=t.rho + off, sigma=sigma, amplitude=amp, wings=wings, wing_profile=shape)
 
 
-def _wing_reach(dist: np.ndarray, prof: np.ndarray, sigma: float, top: float = 16.0) -> float | None:
+def _wing_reach(dist: np.ndarray, prof: np.ndarray, sigma: float, top: float = 16.0,
+                ways: tuple = (1, -1)) -> float | None:
     """How far [px, at most ``top``] from the line a trail's measured profile (``prof``, medians
     at offsets ``dist``, the sky's level 0) stays MASK_EDGE_SIGMA above the sky on both sides,
     out from 2.5 of its widths; None where it falls below there already. A bright trail's wings
@@ -751,10 +778,10 @@ def _wing_reach(dist: np.ndarray, prof: np.ndarray, sigma: float, top: float = 1
     wings: 4-5 spurious detections each)."""
     r = np.arange(2.5 * sigma, top + 0.25, 0.5)
     levels = []
-    for side in (dist, -dist):  # each side's profile at r: the nearer side's bins
+    for side in (w * dist for w in ways):  # each side's profile at r (``ways``: the sides looked at)
         order = np.argsort(side)
         levels.append(np.interp(r, side[order], prof[order], left=np.nan, right=np.nan))
-    low = np.fmin(*levels) if np.isfinite(levels[0]).any() and np.isfinite(levels[1]).any() else None
+    low = np.fmin.reduce(levels) if all(np.isfinite(lv).any() for lv in levels) else None
     if low is None or not low[0] >= MASK_EDGE_SIGMA:
         return None
     below = np.flatnonzero(~(low >= MASK_EDGE_SIGMA))
@@ -1796,13 +1823,12 @@ def _companions(snr: np.ndarray, valid: np.ndarray, t: Trail, band: float = 24.0
         _, amp, off, sigma = fit
         if not 1 / 1.5 <= sigma / t.sigma <= 1.5:
             continue  # a train's satellites are alike; a broad rise beside a ridge is the sky's (a step's plateau)
-        out.append(replace(t, rho=t.rho + float(centres[j]) + off, sigma=sigma, amplitude=amp, wings=None,
-                           significance=t.significance * amp / max(t.amplitude, 1e-6)))
+        c = replace(t, rho=t.rho + float(centres[j]) + off, sigma=sigma, amplitude=amp, wings=None,
+                    wing_profile=None, significance=t.significance * amp / max(t.amplitude, 1e-6))
+        out.append(_final_profile(snr, valid, c, band, side=sign))  # its wings: on its far side
     return out
 
 
-#: A trail whose fitted peak is this bright [sigma per pixel] is straightened again on its own light.
-BRIGHT_TRAIL = 20.0
 
 
 def _straightened(snr: np.ndarray, valid: np.ndarray, t: Trail) -> Trail:
