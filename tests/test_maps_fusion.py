@@ -1807,6 +1807,14 @@ def test_an_aircraft_s_strobes_on_its_streak_are_masked_and_a_star_on_it_kept():
     assert not zero[int(round(sy)) - 1:int(round(sy)) + 2, int(round(sx)) - 1:int(round(sx)) + 2].any()
 
 
+def _noise_and_line(n: int, seed: int, angle: float, rho: float):
+    """Unit noise (n, n) and each pixel's distance from the line at ``angle`` [deg], ``rho``."""
+    z = np.random.default_rng(seed).normal(0.0, 1.0, (n, n)).astype(np.float32)
+    yy, xx = np.mgrid[:n, :n]
+    a = np.radians(angle)
+    return z, xx * np.cos(a) + yy * np.sin(a) - rho
+
+
 @pytest.mark.parametrize("peak,power", [(300.0, 1.6), (100.0, 2.0)])
 def test_a_bright_trails_wings_are_masked_and_are_not_a_train(peak, power):
     """A bright trail whose profile has a real PSF's power-law wings, far above its fitted
@@ -1815,11 +1823,7 @@ def test_a_bright_trails_wings_are_masked_and_are_not_a_train(peak, power):
     it, detected in fragments along it), and the wings, falling steadily away from it, are no
     parallel trails of their own."""
     n = 768
-    rng = np.random.default_rng(83)
-    z = rng.normal(0.0, 1.0, (n, n)).astype(np.float32)
-    yy, xx = np.mgrid[:n, :n]
-    a = np.radians(67.0)
-    d = xx * np.cos(a) + yy * np.sin(a) - 500.0
+    z, d = _noise_and_line(n, 83, 67.0, 500.0)
     profile = peak * (1 + (d / 2.0) ** 2) ** -power
     found = find_trails((z + profile).astype(np.float32), np.zeros((n, n), bool))
     assert len(found) == 1
@@ -3347,11 +3351,7 @@ def test_a_very_bright_trail_is_fitted_to_its_own_profile_and_its_band_stops_whe
     is. Clipped at 50 sigma, its profile came out flat-topped and fitted up to 1.65x too broad,
     and its band zeroed a S/N 27 star whose core lay 6 px past the trail's light."""
     n = 640
-    rng = np.random.default_rng(91)
-    z = rng.normal(0.0, 1.0, (n, n)).astype(np.float32)
-    yy, xx = np.mgrid[:n, :n]
-    a = np.radians(104.0)
-    d = xx * np.cos(a) + yy * np.sin(a) - 150.0
+    z, d = _noise_and_line(n, 91, 104.0, 150.0)
     profile = peak * np.exp(-0.5 * (d / sigma) ** 2)
     found = find_trails((z + profile).astype(np.float32), np.zeros((n, n), bool))
     assert len(found) == 1
