@@ -1772,10 +1772,10 @@ def find_trails(snr: np.ndarray, masked: np.ndarray, network_trl: np.ndarray | N
     # stretch was fitted 1.0 px wide on the high-passed grid, 0.61 px on the frame as it is.
     final = [_straightened(snr, ~masked, _final_profile(snr, ~masked, t)) for t in trails]
     final = [t for t in final if not _is_column(t, z, ~masked)]
-    for t in list(final):
-        final += [c for c in _companions(snr, ~masked, t) if not any(_same_line(c.theta, c.rho, o.theta, o.rho,
-                                                                                 px=max(3.0, 2 * o.sigma))
-                                                                      for o in final)]
+    for t in list(final):  # a second peak across a trail's profile, unless found already
+        for c in _companions(snr, ~masked, t):
+            if not any(_same_line(c.theta, c.rho, o.theta, o.rho, px=max(3.0, 2 * o.sigma)) for o in final):
+                final.append(c)
     return [_through_masked(snr, masked, t) for t in final]
 
 
@@ -1783,10 +1783,10 @@ def _companions(snr: np.ndarray, valid: np.ndarray, t: Trail, band: float = 24.0
     """Parallel trails within ``band`` px of a found one ``t``, over its stretch: a second peak
     of the profile across it (medians of the frame as it is, 0.5 px bins) beyond its core, with a
     dip between of at least half its height, 1 sigma per pixel and 8 times the medians' noise, and
-    a width within 1.5x of ``t``'s. A
-    satellite train's trails 12 px apart: the second lay within the first's band widened for the
-    neighbour search (wings of 60 sigma reach 9 px) and was never masked; a defocused satellite's
-    trail has two such ridges. A bright trail's wings fall steadily: no second peak."""
+    a width within 1.5x of ``t``'s; fitted on its core and far side, wings included. A satellite
+    train's trails 9-10 px apart: the second lay within the first's band widened for the neighbour
+    search (wings of 60 sigma reach 9 px) and was never masked; a defocused satellite's trail has
+    two such ridges. A bright trail's wings fall steadily: no second peak."""
     ys, xs, dist, along = _band(snr.shape, t.theta, t.rho, band)
     keep = valid[ys, xs] & (along >= t.t0) & (along <= t.t1)
     if keep.sum() < 50:
@@ -1827,8 +1827,6 @@ def _companions(snr: np.ndarray, valid: np.ndarray, t: Trail, band: float = 24.0
                     wing_profile=None, significance=t.significance * amp / max(t.amplitude, 1e-6))
         out.append(_final_profile(snr, valid, c, band, side=sign))  # its wings: on its far side
     return out
-
-
 
 
 def _straightened(snr: np.ndarray, valid: np.ndarray, t: Trail) -> Trail:
