@@ -514,12 +514,27 @@ def _excess_noise(z: np.ndarray, valid: np.ndarray, block: int = EXCESS_BLOCK, r
 PROFILE_SIGMAS = (0.5, 0.7, 1.0, 1.4, 2.0, 2.8, 3.6)
 
 
-def _across_profile(dist, values, band):
+def _across_profile(dist, values, band, counts: bool = False):
     """The profile across a line: medians of ``values`` in 0.5 px bins of
-    ``dist`` within ``band``: (bin centres, medians)."""
+    ``dist`` within ``band``: (bin centres, medians), and the bins' counts with ``counts``."""
     edges = np.arange(-band, band + 0.5, 0.5)
     centres = edges[:-1] + 0.25
-    return centres, _bin_medians(values, np.digitize(dist, edges) - 1, len(centres))
+    bins = np.digitize(dist, edges) - 1
+    prof = _bin_medians(values, bins, len(centres))
+    if not counts:
+        return centres, prof
+    inside = (bins >= 0) & (bins < len(centres))
+    return centres, prof, np.bincount(bins[inside], minlength=len(centres))
+
+
+def _side_levels(dist: np.ndarray, prof: np.ndarray, r: np.ndarray, ways: tuple = (1, -1)) -> list:
+    """A profile (``prof`` at offsets ``dist``) at distances ``r`` from its line on each side
+    (``ways``: +1 and/or -1), the nearer side's bins; NaN beyond them."""
+    levels = []
+    for side in (w * dist for w in ways):
+        order = np.argsort(side)
+        levels.append(np.interp(r, side[order], prof[order], left=np.nan, right=np.nan))
+    return levels
 
 
 def _fit_profile(centres, prof, sigmas, offsets):
@@ -761,9 +776,7 @@ def _final_profile(snr: np.ndarray, valid: np.ndarray, t: Trail, band: float = 2
     wings = _wing_reach(centres - off, prof, sigma, ways=ways)
     shape = None
     if wings is not None and amp >= BRIGHT_TRAIL:
-        r = np.arange(0.0, band - 1.0, WING_STEP)
-        sides = [np.interp(r, c[np.argsort(c)], prof[np.argsort(c)], left=np.nan, right=np.nan)
-                 for c in (w * (centres - off) for w in ways)]
+        sides = _side_levels(centres - off, prof, np.arange(0.0, band - 1.0, WING_STEP), ways)
         shape = tuple(float(v) for v in np.clip(np.nan_to_num(np.fmin.reduce(sides)) / amp, 0.0, 1.0))
     return replace(t, rho=t.rho + off, sigma=sigma, amplitude=amp, wings=wings, wing_profile=shape)
 
@@ -777,10 +790,7 @@ def _wing_reach(dist: np.ndarray, prof: np.ndarray, sigma: float, top: float = 1
     they were detected in fragments along it (constructed trails of peak S/N 40-400 with Moffat
     wings: 4-5 spurious detections each)."""
     r = np.arange(2.5 * sigma, top + 0.25, 0.5)
-    levels = []
-    for side in (w * dist for w in ways):  # each side's profile at r (``ways``: the sides looked at)
-        order = np.argsort(side)
-        levels.append(np.interp(r, side[order], prof[order], left=np.nan, right=np.nan))
+    levels = _side_levels(dist, prof, r, ways)
     low = np.fmin.reduce(levels) if all(np.isfinite(lv).any() for lv in levels) else None
     if low is None or not low[0] >= MASK_EDGE_SIGMA:
         return None
@@ -1791,9 +1801,8 @@ def _companions(snr: np.ndarray, valid: np.ndarray, t: Trail, band: float = 24.0
     keep = valid[ys, xs] & (along >= t.t0) & (along <= t.t1)
     if keep.sum() < 50:
         return []
-    centres, prof = _across_profile(dist[keep], np.maximum(np.asarray(snr[ys[keep], xs[keep]], np.float32), -10), band)
-    edges = np.arange(-band, band + 0.5, 0.5)
-    count = np.bincount(np.clip(np.digitize(dist[keep], edges) - 1, 0, len(centres) - 1), minlength=len(centres))
+    v = np.maximum(np.asarray(snr[ys[keep], xs[keep]], np.float32), -10)
+    centres, prof, count = _across_profile(dist[keep], v, band, counts=True)
     noise = 1.2533 / np.sqrt(np.maximum(count, 1))  # a median's, in noise units
     ok = np.isfinite(prof) & (count >= 20)
     prof = np.where(ok, prof, -np.inf)

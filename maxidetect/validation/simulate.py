@@ -322,9 +322,16 @@ def _galaxies(f: _Frame) -> None:
         re = rng.uniform(1.0, 5.0) * (1.0 + max(0.0, 20.0 - m) * 0.4)
         rr = int(min(r_gal + 3 * re, 80))
         gal = _sersic_stamp(nser, re, rng.uniform(0, 0.6), rng.uniform(0, np.pi), x - ix - 0.5, y - iy - 0.5, rr)
-        gal = np.clip(fftconvolve(gal, psf, mode="same"), 0, None) * _taper(rr)
-        _add(f.photons, flux * gal / gal.sum(), ix, iy)
-        f.rows.append((x, y, flux, m, "galaxy"))
+        _add_galaxy(f, gal, psf, rr, x, y, flux, m)
+
+
+def _add_galaxy(f: _Frame, gal: np.ndarray, psf: np.ndarray, r: int, x: float, y: float, flux: float,
+                m: float) -> None:
+    """A galaxy's stamp (half size ``r``) seen through ``psf``, tapered, added with ``flux`` at
+    (``x``, ``y``), and its row in the truth catalogue."""
+    gal = np.clip(fftconvolve(gal, psf, mode="same"), 0, None) * _taper(r)
+    _add(f.photons, flux * gal / gal.sum(), int(x), int(y))
+    f.rows.append((x, y, flux, m, "galaxy"))
 
 
 def _large_galaxies(f: _Frame) -> None:
@@ -340,16 +347,12 @@ def _large_galaxies(f: _Frame) -> None:
         x, y = rng.uniform(0.15, 0.85, 2) * n
         m = rng.uniform(12.5, 16.0)
         re, q, pa = rng.uniform(20.0, 100.0), rng.uniform(0.1, 1.0), rng.uniform(0, np.pi)
-        ix, iy = int(x), int(y)
         r = int(3 * re) + r_star
-        dx, dy = x - ix - 0.5, y - iy - 0.5
+        dx, dy = x - int(x) - 0.5, y - int(y) - 0.5
         bulge = rng.uniform(0.1, 0.4)
         gal = (1 - bulge) * _sersic_stamp(1.0, re, 1 - q, pa, dx, dy, r) \
             + bulge * _sersic_stamp(4.0, 0.1 * re, 0.5 * (1 - q), pa, dx, dy, r)
-        gal = np.clip(fftconvolve(gal, psf, mode="same"), 0, None) * _taper(r)
-        flux = 10 ** (-0.4 * (m - cfg.zeropoint))
-        _add(f.photons, flux * gal / gal.sum(), ix, iy)
-        f.rows.append((x, y, flux, m, "galaxy"))
+        _add_galaxy(f, gal, psf, r, x, y, 10 ** (-0.4 * (m - cfg.zeropoint)), m)
 
 
 def _spikes(f: _Frame) -> np.ndarray:
