@@ -3445,11 +3445,13 @@ def test_two_trails_of_a_train_a_few_widths_apart_are_both_masked(apart, peaks):
     assert zero[np.abs(d) < 2].mean() > 0.97 and zero[np.abs(d - apart) < 2].mean() > 0.97
 
 
-def test_a_bright_star_on_a_very_bright_trails_wings_keeps_its_core():
+@pytest.mark.parametrize("galaxy", [False, True])
+def test_a_bright_star_on_a_very_bright_trails_wings_keeps_its_core(galaxy):
     """A bright star 11 px from a 400-sigma trail with a PSF's power-law wings: rule 1 judges it
     with the trail's model subtracted, and a Gaussian fitted to the trail's core left the wings,
     on which the star was taken for a piece of the trail and zeroed (lost). The model follows
-    the measured wings."""
+    the measured wings. A bright galaxy there is deblended with the trail's residual, its
+    centroid off its core: it is judged on its own pixels all the same."""
     n = 512
     img, _ = _field(n=n, seed=4, n_stars=30)
     yy, xx = np.mgrid[:n, :n]
@@ -3458,9 +3460,81 @@ def test_a_bright_star_on_a_very_bright_trails_wings_keeps_its_core():
     img += NOISE * 400.0 * (1 + (d / 2.0) ** 2) ** -1.6
     t = -250.0  # along the line
     sx, sy = -60.0 * np.cos(a) - t * np.sin(a) - 11.0 * np.cos(a), -60.0 * np.sin(a) + t * np.cos(a) - 11.0 * np.sin(a)
-    img += _star(img.shape, sx, sy, 1.5e5, 3.0)
+    img += _galaxy(img.shape, sx, sy, 3e5, 2.5) if galaxy else _star(img.shape, sx, sy, 1.5e5, 3.0)
     zero, _, report = fuse(img.astype(np.float32), np.zeros(img.shape, np.int32), MapPolicy())
     assert len(report.trails) == 1
     assert zero[np.abs(d) < 3].mean() > 0.99
     iy, ix = int(round(sy)), int(round(sx))
     assert not zero[iy - 1:iy + 2, ix - 1:ix + 2].any()
+
+
+#: Cosmic-ray hits as a second generator draws them (charge shared with their neighbours), in sigma.
+_SHARED_HITS = (np.array([[7, 12, 1], [23, 60, 0], [4, 81, 7], [0, 40, 24]]),
+                np.array([[21, 6, -2], [32, 36, 0], [7, 55, 4], [0, 15, 5]]),
+                np.array([[28, 19, 0, 0], [69, 85, 0, 0], [14, 108, 47, 0], [0, 24, 116, 27], [0, 0, 42, 48]]))
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_cosmic_rays_at_the_edge_of_a_broad_trails_band_keep_their_zero_weight(seed):
+    """A broad trail's band (its light subtracted) is one group of candidates with the cosmic-ray
+    hits on it: its quiet pixels, free pixels of the artefact, made the artefact so costly that a
+    hit at the band's edge won as a narrow source over every pixel, was freed and detected (a
+    second generator's frames: 1-2 per broad trail). A star in the band keeps its core."""
+    from maxidetect.maps.morph import dilate
+    from maxidetect.maps.stars import protect_sources
+
+    n, fwhm = 256, 3.9
+    img, pos = _field(n=n, seed=seed, n_stars=30, fwhm=fwhm)
+    yy, xx = np.mgrid[:n, :n]
+    band = np.abs(yy - 128.0 - 0.02 * xx) <= 12.0  # a fitted trail's band, 1 deg off the rows
+    hits = np.zeros((n, n), bool)
+    for k, x in enumerate(range(30, 230, 25)):
+        h = _SHARED_HITS[k % 3]
+        y = int(128 + 0.02 * x + (8 if k % 2 else -10))
+        if min(np.hypot(px - x, py - y) for px, py in pos) < 10:
+            continue  # a hit on a star's core is the star's, flagged (rule 1)
+        img[y:y + h.shape[0], x:x + h.shape[1]] += NOISE * h
+        hits[y:y + h.shape[0], x:x + h.shape[1]] |= h >= 5
+    sx, sy = 141.3, 131.6
+    img = (img + _star(img.shape, sx, sy, 4000.0, fwhm)).astype(np.float32)
+    st = measure_frame(img, bad=hits)
+    got = protect_sources(img - st.back, st, band | dilate(hits, 1, square=True),
+                          lines=[(band, np.radians(1.15))]).released
+    assert not got[hits].any(), np.argwhere(got & hits)[:5]
+    assert got[np.hypot(xx - sx, yy - sy) <= 1.5].all()
+
+
+
+def test_a_bright_galaxy_on_a_very_bright_trails_wings_keeps_its_core(predictor):
+    """A second-generator frame (``benchmarks/trail_cases.py``, case "bright, Moffat wings, S/N
+    400") through the network: a S/N 1000 galaxy 11 px from a 400-sigma trail is catalogued
+    with the trail's residual, its centroid 12 px off its core. Rule 1 takes as an object's own
+    the pieces of a line's pixels standing above it that reach its core or lie in its footprint:
+    with its centroid's disc alone, no piece was its own, it was never judged, and was lost."""
+    import importlib.util
+    from pathlib import Path
+
+    from maxidetect.extract.sep_engine import detect
+    from maxidetect.maps.frame import pixel_noise
+    from maxidetect.maps.writer import maps_from_masks
+    from maxidetect.masks.maker import MaskMaker
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "trail_cases.py"
+    spec = importlib.util.spec_from_file_location("trail_cases_frames", path)
+    gen = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(gen)
+    seed, trails = gen.CASES["bright, Moffat wings, S/N 400"]
+    image, header, cat, _, _ = gen.make_frame(seed, 1024, "default", trail=False)
+    gen.add_trails(image, trails, pixel_noise(image))
+    maker = MaskMaker(predictor=predictor, for_maps=True)
+    probs = maker.probabilities(image)
+    masks = probs > maker.config.thresholds[maker.selected][:, None, None]
+    ms = maps_from_masks(masks, maker, MapPolicy(), image=image, header=header, probs=probs)
+    assert len(ms.report.trails) == 1
+    k = int(np.argmin(np.hypot(np.asarray(cat["X"]) - 492.2, np.asarray(cat["Y"]) - 501.5)))
+    gx, gy = float(cat["X"][k]), float(cat["Y"][k])
+    assert cat["SNR"][k] > 500
+    iy, ix = int(round(gy)), int(round(gx))
+    assert (ms.weight[iy - 1:iy + 2, ix - 1:ix + 2] > 0).all()
+    found = detect(image, weight=ms.weight).catalog
+    assert np.hypot(np.asarray(found["X_IMAGE"]) - 1 - gx, np.asarray(found["Y_IMAGE"]) - 1 - gy).min() < 1.5

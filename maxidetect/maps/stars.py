@@ -130,6 +130,10 @@ ROUND_Q = 0.85
 #: 1% it rejected 1.7% of faint undersampled Moffat stars (peak 5-8 sigma,
 #: cores called CR; the Gaussian is not their profile): 0.3% at 0.1% (of 720).
 SOURCE_ALPHA = 0.001
+#: A fitted line's pixel (its model subtracted) is an object's candidate in rule 1 where it stands
+#: this many sigma above the line, or beside such a pixel; the rest are the line's (zero for the
+#: line, whatever the object is) and in none of its fits (:func:`_own_on_line`).
+LINE_LOUD = 3.0
 _WIDTHS = (0.85, 1.0, 1.3, 1.8, 2.6, 3.8)  # x the PSF sigma: stars to compact galaxies
 _OFFSETS = np.linspace(-0.5, 0.5, 9)  # sub-pixel centre search around the peak pixel (1/8 px: undersampled PSFs)
 
@@ -832,6 +836,21 @@ def hit_spill(image_sub: np.ndarray, candidates: np.ndarray, rms: np.ndarray, si
     return max(f_side, 0.0), max(f_corner, 0.0)
 
 
+def _own_on_line(d, rms, cand, fitted, core) -> np.ndarray:
+    """An object's candidates where they lie on a fitted line (``fitted``, its model subtracted
+    from ``d``): the pieces standing :data:`LINE_LOUD` sigma above the line, or off it, that
+    reach ``core`` (the object's core and footprint), and their neighbours. The line's other
+    candidates are the line's, zero whatever the object is, and no model's data: its model's
+    errors are no sky (a 860-sigma trail's residual, a step of -2 sigma, made a 1-sigma broad
+    "source" of a faint track at the band's edge). As the artefact's free pixels its quiet
+    pixels cost it 2 each in the AIC: a cosmic-ray hit at a broad trail's edge (second
+    generator: 1 to 2 per trail) won as a narrow source over every pixel and was detected."""
+    loud = cand & (~fitted | (d > LINE_LOUD * rms))
+    lab, _ = ndimage.label(loud, structure=np.ones((3, 3), bool))
+    mine = np.isin(lab, np.unique(lab[loud & core])) & (lab > 0)
+    return dilate(mine, 1, square=True) & cand
+
+
 def _without_spill(d, cand, rms, sig_psf: float, spill) -> np.ndarray:
     """``d`` less the light the candidates sharper than any source (hits) spill
     into their neighbours on this frame (``spill``: :func:`hit_spill`): a
@@ -1481,6 +1500,16 @@ def protect_sources(image_sub: np.ndarray, stats: FrameStats, candidates: np.nda
                 if not track.any() or not _round_core(d, own_px & ~track, rms):
                     cand, mine, track = cand & ~along, mine & ~along, None
         bounds = (y0, y1, x0, x1)
+        yy, xx = np.ogrid[y0:y1, x0:x1]
+        r_ref = np.hypot(yy - ref_y, xx - ref_x)  # distance from the object's centre
+        if fitted is not None and (mine & fitted).any():
+            # Its own: what reaches its core or lies in its footprint (a blend's centroid, 12 px
+            # off a S/N 1000 galaxy on a bright trail's wings, had no loud pixel in its core).
+            reach = (r_ref <= r_core) | (s == own) if own else r_ref <= r_core
+            judged = _own_on_line(d, rms, mine, fitted, reach)
+            others, mine = others | (mine & ~judged), judged  # the line's, other objects': in no fit
+            if track is not None and not (track & mine).any():
+                track = None  # a sharp track on the line, apart from the object: judged whole
         if not mine.any():
             return _Verdict(bounds)
         psf_shape = (stats.psf_q, stats.psf_theta)
@@ -1507,8 +1536,6 @@ def protect_sources(image_sub: np.ndarray, stats: FrameStats, candidates: np.nda
             track = track & (sharp_across() | (_over_model(d, model, ~cand & ~others) > OUTLIER_SIGMA * rms))
         else:
             track = np.zeros(d.shape, bool)
-        yy, xx = np.ogrid[y0:y1, x0:x1]
-        r_ref = np.hypot(yy - ref_y, xx - ref_x)  # distance from the object's centre
         # Its footprint reaches one pixel past its core: the detection filter
         # carries a zero-weight pixel's infinite noise one pixel (3x3 kernel),
         # enough to erase a faint undersampled core next to it; and 3.5 px at
