@@ -1502,11 +1502,11 @@ def protect_sources(image_sub: np.ndarray, stats: FrameStats, candidates: np.nda
         bounds = (y0, y1, x0, x1)
         yy, xx = np.ogrid[y0:y1, x0:x1]
         r_ref = np.hypot(yy - ref_y, xx - ref_x)  # distance from the object's centre
+        own_seg = (s == own) if own else np.zeros(s.shape, bool)  # its segmentation footprint
         if fitted is not None and (mine & fitted).any():
             # Its own: what reaches its core or lies in its footprint (a blend's centroid, 12 px
             # off a S/N 1000 galaxy on a bright trail's wings, had no loud pixel in its core).
-            reach = (r_ref <= r_core) | (s == own) if own else r_ref <= r_core
-            judged = _own_on_line(d, rms, mine, fitted, reach)
+            judged = _own_on_line(d, rms, mine, fitted, (r_ref <= r_core) | own_seg)
             others, mine = others | (mine & ~judged), judged  # the line's, other objects': in no fit
             if track is not None and not (track & mine).any():
                 track = None  # a sharp track on the line, apart from the object: judged whole
@@ -1549,8 +1549,7 @@ def protect_sources(image_sub: np.ndarray, stats: FrameStats, candidates: np.nda
         # false detection). A blend's centroid may lie off its source (a track beside a galaxy).
         lab_f, n_f = ndimage.label(footprint, structure=np.ones((3, 3), bool))
         if n_f > 1:
-            mine_px = (r_ref <= r_near) | ((s == own) if own else False)
-            footprint = np.isin(lab_f, np.unique(lab_f[mine_px & footprint]))
+            footprint = np.isin(lab_f, np.unique(lab_f[((r_ref <= r_near) | own_seg) & footprint]))
         # One or two candidate pixels sharper than any PSF of the frame could
         # make them on a source's slope, off its peak (a hot pixel on a bright
         # star's wing, often deblended as an object of its own) are the
@@ -1599,8 +1598,7 @@ def protect_sources(image_sub: np.ndarray, stats: FrameStats, candidates: np.nda
                 # filter's reach of zero weight, under the minimum area (27 of 80 stars lost;
                 # disc: 2); a "source" of a 400-sigma trail's residual freed so is detected.
                 ll = line_light[sl]
-                at = (min(max(int(round(ref_y)) - y0, 0), ll.shape[0] - 1),
-                      min(max(int(round(ref_x)) - x0, 0), ll.shape[1] - 1))
+                at = tuple(np.clip(np.round([ref_y - y0, ref_x - x0]).astype(int), 0, np.array(ll.shape) - 1))
                 core = r_ref <= (r_near if model.max() >= MODEL_ERROR * ll[at] else r_core)
                 free &= (ll <= 0) | (ndimage.uniform_filter(d, 3, mode="nearest") >= ll) | core
             if whole and _core_width(model) <= _explained_limit(float(stats.sigma)):
