@@ -8,7 +8,8 @@ PSF's power-law wings (a Moffat's line profile), a broad meteor, two faint
 trails side by side, an aircraft (two wing-light streaks with strobe
 flashes on them), two bright trails crossing at right angles, two bright
 ones 10 px apart, a very bright one (S/N 860), a defocused one 1 deg off
-the rows and three broad ones (the frames' cosmic rays on their bands). For
+the rows, three broad ones (the frames' cosmic rays on their bands) and
+three exactly along the pixel grid (a geostationary satellite's). For
 each: the share of each trail's pixels (signal above 0.5 sigma) given zero
 weight by the default maps, the trails fitted, and, with SEP, the detections
 that match no true source (spurious, and those on a trail, cosmic-ray hits on
@@ -74,6 +75,9 @@ CASES = {
     "broad (FWHM 9 px) at 30 deg, S/N 20": (940, [(30.0, 17.0, 9.0, 20.0, "gauss", None)]),
     "broad (FWHM 12 px) at 47 deg, S/N 10": (944, [(47.0, 17.0, 12.0, 10.0, "gauss", None)]),
     "broad (FWHM 9 px), 0.5 deg off the rows, S/N 20": (942, [(89.5, 17.0, 9.0, 20.0, "gauss", None)]),
+    "along a column, S/N 5": (915, [(0.0, 20.3, 3.0, 5.0, "gauss", None)]),
+    "along a column between two, S/N 8": (916, [(0.0, -60.5, 3.0, 8.0, "gauss", None)]),
+    "along a row, Moffat wings, S/N 200": (917, [(90.0, -40.0, 2.5, 200.0, "moffat-2.0", None)]),
 }
 
 

@@ -1275,6 +1275,34 @@ def test_saturated_star_called_a_cosmic_ray_keeps_its_core():
     assert zero[40, 200]
 
 
+def test_hot_pixels_at_the_saturation_level_keep_their_zero_weight():
+    """A saturated region's calls are released whole as a star's (its flat top fails rule 1's
+    fit), but a hot pixel or a cosmic ray at the saturation level is no star: the sky is around
+    it (a second generator's frame: 7 saturated hot pixels called HP kept their weight and were
+    detected). A star saturating a single pixel in 1.2 px seeing still keeps its core."""
+    img, pos = _field(n=256, seed=6, fwhm=1.2)
+    sat_level = 30000.0
+    x, y = 60.0, 70.0
+    img += _star(img.shape, x, y, 2e5, 1.2)  # peak ~4x the level: one to a few pixels saturate
+    img = np.minimum(img, sat_level)
+    hot = [(30, 200), (150, 40), (220, 222)]
+    for yy, xx in hot:
+        img[yy, xx] = sat_level
+    img[100, 100:103] = sat_level  # a short cosmic-ray track, saturated
+    img = img.astype(np.float32)
+    flags = np.zeros(img.shape, np.int32)
+    flags[img >= sat_level] |= BIT["SAT"]
+    iy, ix = int(round(y)), int(round(x))
+    flags[iy - 2:iy + 3, ix - 2:ix + 3] |= BIT["CR"]  # the star's core called a cosmic ray
+    for yy, xx in hot:
+        flags[yy, xx] |= BIT["HP"]
+    flags[100, 100:103] |= BIT["CR"]
+    zero, flags, _ = fuse(img, flags, MapPolicy())
+    assert not zero[iy - 1:iy + 2, ix - 1:ix + 2].any()
+    assert all(zero[yy, xx] for yy, xx in hot)
+    assert zero[100, 100:103].all()
+
+
 @pytest.mark.parametrize("named", [True, False])
 def test_dead_pixel_on_a_faint_star_costs_only_itself(named):
     """A dead pixel next to a star's peak makes its neighbours look sharp to
@@ -1425,6 +1453,38 @@ def test_trail_along_the_pixel_grid_in_mediocre_seeing_is_found(angle):
     zero, flags, report = fuse((img + trail).astype(np.float32), np.zeros(img.shape, np.int32), MapPolicy())
     assert len(report.trails) == 1
     assert zero[trail > NOISE].mean() > 0.95
+
+
+@pytest.mark.parametrize("angle, centre, snr, fwhm, beta", [
+    (0.0, 250.3, 5.0, 3.0, None), (90.0, 250.3, 5.0, 3.0, None), (0.0, 250.3, 200.0, 3.0, 2.0),
+    (90.0, 250.3, 200.0, 3.0, 2.0), (0.0, 250.0, 8.0, 1.6, None), (0.0, 250.5, 8.0, 1.6, None)])
+def test_a_trail_exactly_along_a_column_or_a_row_is_found_and_measured(angle, centre, snr, fwhm, beta):
+    """A satellite in a geostationary orbit trails along the right ascension, exactly along the
+    rows or columns of many cameras. A line's pixels all lie at whole-pixel distances from it
+    then: the profile across it had every other 0.5 px bin empty, counted as 0, and a FWHM 3 px
+    trail along a column was fitted 0.5 px sigma at half its brightness, taken for a bad column
+    and fragmented. A S/N 200 one (Moffat wings), flat-topped where the search clips its pixels,
+    was fitted 3.6 px sigma and taken for a broad line along the grid (a bleed or sky line). In
+    good seeing (FWHM 1.6 px) one is as narrow as a column: left to the column search, which
+    found nothing (its reference columns hold the trail's wings); one half a pixel off the
+    columns had every other column of its band left out, each twice."""
+    n = 512
+    img, pos = _field(n=n, seed=61, n_stars=50, fwhm=fwhm)
+    yy, xx = np.mgrid[:n, :n]
+    a = np.radians(angle)
+    dist = (xx - centre) * np.cos(a) + (yy - centre) * np.sin(a)
+    if beta is None:
+        trail = snr * NOISE * np.exp(-0.5 * (dist / (fwhm / 2.3548)) ** 2)
+    else:
+        core = fwhm / (2 * np.sqrt(2 ** (1 / beta) - 1))
+        trail = snr * NOISE * (1 + (dist / core) ** 2) ** -beta
+    zero, _, report = fuse((img + trail).astype(np.float32), np.zeros(img.shape, np.int32), MapPolicy())
+    assert len(report.trails) == 1 and not report.columns
+    t = report.trails[0]
+    assert t.off_grid < 0.2 and abs(t.amplitude / snr - 1) < 0.15
+    assert 0.8 < 2.3548 * t.sigma / fwhm < 1.5
+    clear = np.min([np.hypot(xx - x, yy - y) for x, y in pos], axis=0) > 10  # (stars on it keep theirs: rule 1)
+    assert zero[(trail > 0.5 * NOISE) & clear].mean() > 0.99
 
 
 def test_a_trail_the_network_calls_a_spike_is_still_searched_without_saturated_stars():

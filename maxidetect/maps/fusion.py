@@ -350,6 +350,30 @@ def _lacosmic_false_alarms(alone: np.ndarray, z: np.ndarray, col_lines: np.ndarr
     return out
 
 
+#: A saturated region is a star's core where at least SAT_LIT_PIXELS of the pixels touching it hold
+#: SAT_LIT_SHARE of its brightest pixel's light (above the sky). A star's wings fall slowly: in 1.2 px
+#: seeing the pixels beside a saturated peak hold 15% of it or more. A hot pixel or a cosmic ray
+#: at the saturation level has the sky around it.
+SAT_LIT_PIXELS, SAT_LIT_SHARE = 3, 0.05
+
+
+def _lit_around(bare: np.ndarray, lab: np.ndarray, n: int) -> np.ndarray:
+    """Per label ``0 .. n`` of the saturated regions ``lab`` in the sky-subtracted frame ``bare``:
+    whether their light spreads past them as a star's does (:data:`SAT_LIT_PIXELS`, :data:`SAT_LIT_SHARE`)."""
+    out = np.zeros(n + 1, bool)
+    h, w = lab.shape
+    for k, sl in enumerate(ndimage.find_objects(lab), 1):
+        if sl is None:
+            continue
+        ys = slice(max(sl[0].start - 1, 0), min(sl[0].stop + 1, h))
+        xs = slice(max(sl[1].start - 1, 0), min(sl[1].stop + 1, w))
+        own = lab[ys, xs] == k
+        ring = ndimage.binary_dilation(own, structure=np.ones((3, 3), bool)) & (lab[ys, xs] == 0)
+        b = np.nan_to_num(bare[ys, xs])
+        out[k] = np.count_nonzero(b[ring] >= SAT_LIT_SHARE * b[own].max()) >= SAT_LIT_PIXELS
+    return out
+
+
 def fuse(image: np.ndarray, flags: np.ndarray, policy: MapPolicy,
          header=None, missing=None, cr_probability=None) -> tuple[np.ndarray, np.ndarray, FusionReport]:
     """Fuse the network's masks with the frame's own evidence.
@@ -636,7 +660,7 @@ def fuse(image: np.ndarray, flags: np.ndarray, policy: MapPolicy,
         # more than 5% of the frame is no star (a blank or burnt-out frame).
         sat_lab, n_sat = ndimage.label(saturated)
         area = np.bincount(sat_lab.ravel(), minlength=n_sat + 1)
-        stars = (area <= 0.05 * saturated.size) & (np.arange(n_sat + 1) > 0)
+        stars = (area <= 0.05 * saturated.size) & (np.arange(n_sat + 1) > 0) & _lit_around(bare, sat_lab, n_sat)
         # Point-like calls only: a column or trail crossing the star stays a line.
         if lacos_zero:
             point |= lacos_grown

@@ -91,6 +91,12 @@ MAX_PEAKS = 40  # Hough peaks taken to find them
 #: 3 x LOCAL_SEGMENT px every LOCAL_SEGMENT px, at LOCAL_THETAS angles.
 MAX_LOCAL, LOCAL_SEGMENT, LOCAL_THETAS = 6, 64, 180
 MODEL_BIN = 4.0  # px along a trail per amplitude bin of its model
+#: The search's S/N image is clipped here (a star on the line weighs no more than a bright trail).
+#: A line whose fitted peak reaches CLIPPED_SHARE of it was fitted on a flat top, too broad: its
+#: width is judged again on the frame as it is (a S/N 200 trail along a column, FWHM 3.9 px, came
+#: out sigma 3.6 and was dropped as a broad line along the grid).
+SEARCH_TOP = 50.0
+CLIPPED_SHARE = 0.5
 #: Rounds of the search for the parallel neighbours of the trails found (a satellite train: trails
 #: 10-40 px apart, each hidden from the first round by a brighter one beside it). Each round leaves
 #: out the found trails' zero-weight bands widened by NEIGHBOUR_PAD px, and searches within
@@ -414,20 +420,22 @@ def _peaks(sig, thetas, diag, bin_, nsigma, max_lines=12):
 
 def _band(shape, theta, rho, band):
     """Pixels within ``band`` of a line, without scanning the whole frame:
-    (ys, xs, dist, along)."""
+    (ys, xs, dist, along). Whole pixels from the one below the line's crossing:
+    rounding each ``crossing + k`` to even took every other column of a line at
+    a half-pixel offset along the grid, each twice."""
     h, w = shape
     c, s = np.cos(theta), np.sin(theta)
     if abs(s) >= abs(c):  # more horizontal than vertical: a band of rows per column
         xs = np.arange(w)
         yc = (rho - xs * c) / s
-        half = band / abs(s) + 1
-        ys = np.round(yc[:, None] + np.arange(-np.ceil(half), np.ceil(half) + 1)[None, :]).astype(int)
+        half = np.ceil(band / abs(s) + 1)
+        ys = (np.floor(yc)[:, None] + np.arange(-half, half + 2)[None, :]).astype(int)
         xs = np.broadcast_to(xs[:, None], ys.shape)
     else:
         ys = np.arange(h)
         xc = (rho - ys * s) / c
-        half = band / abs(c) + 1
-        xs = np.round(xc[:, None] + np.arange(-np.ceil(half), np.ceil(half) + 1)[None, :]).astype(int)
+        half = np.ceil(band / abs(c) + 1)
+        xs = (np.floor(xc)[:, None] + np.arange(-half, half + 2)[None, :]).astype(int)
         ys = np.broadcast_to(ys[:, None], xs.shape)
     ys, xs = ys.ravel(), xs.ravel()
     keep = (ys >= 0) & (ys < h) & (xs >= 0) & (xs < w)
@@ -516,13 +524,22 @@ PROFILE_SIGMAS = (0.5, 0.7, 1.0, 1.4, 2.0, 2.8, 3.6)
 
 def _across_profile(dist, values, band, counts: bool = False):
     """The profile across a line: medians of ``values`` in 0.5 px bins of
-    ``dist`` within ``band``: (bin centres, medians), and the bins' counts with ``counts``."""
+    ``dist`` within ``band``: (the mean distance of each bin holding pixels, its
+    median); with ``counts``, every bin's centre and median (0 where empty) and
+    count. (A line exactly along the pixel grid has all its pixels at whole-pixel
+    distances: every other bin is empty, and each pixel a quarter pixel from its
+    bin's centre. With the zeros of the empty bins, a FWHM 3 px trail along a
+    column was fitted 0.5 px sigma: a bad column.)"""
     edges = np.arange(-band, band + 0.5, 0.5)
     centres = edges[:-1] + 0.25
     bins = np.digitize(dist, edges) - 1
     prof = _bin_medians(values, bins, len(centres))
     if not counts:
-        return centres, prof
+        inside = (bins >= 0) & (bins < len(centres))
+        n = np.bincount(bins[inside], minlength=len(centres))
+        held = n > 0
+        mean = np.bincount(bins[inside], weights=dist[inside], minlength=len(centres))[held] / n[held]
+        return mean, prof[held]
     inside = (bins >= 0) & (bins < len(centres))
     return centres, prof, np.bincount(bins[inside], minlength=len(centres))
 
@@ -540,10 +557,13 @@ def _side_levels(dist: np.ndarray, prof: np.ndarray, r: np.ndarray, ways: tuple 
 def _fit_profile(centres, prof, sigmas, offsets):
     """Least-squares Gaussian (amplitude free, positive) to the profile ``prof``
     at ``centres``, over the grid of ``sigmas`` x ``offsets``: (residual,
-    amplitude, offset, sigma) of the best, or None when no amplitude is positive."""
+    amplitude, offset, sigma) of the best, or None when no amplitude is positive.
+    A Gaussian with no points under it (where the profile's bins are empty, its
+    pixels left out) fits nothing."""
     g = np.exp(-0.5 * ((centres[None, None, :] - offsets[None, :, None]) / sigmas[:, None, None]) ** 2)
     gg = (g * g).sum(axis=-1)
-    a = (g @ prof) / gg
+    held = gg > 0.1  # (a full profile, 0.5 px bins, has gg >= 1.7 for any width tried)
+    a = np.where(held, g @ prof, 0.0) / np.where(held, gg, 1.0)
     r = (prof * prof).sum() - a * a * gg  # the residual sum of squares at the best amplitude
     r = np.where(a > 0, r, np.inf)
     i, j = np.unravel_index(np.argmin(r), r.shape)
@@ -744,14 +764,17 @@ def _bright_span(z, valid, theta, rho, band: float = 24.0, core: float = 3.0, pe
     return lo + (a - 1) * WINDOW, lo + (b + 2) * WINDOW
 
 
-def _final_profile(snr: np.ndarray, valid: np.ndarray, t: Trail, band: float = 24.0, side: int = 0) -> Trail:
+def _final_profile(snr: np.ndarray, valid: np.ndarray, t: Trail, band: float = 24.0, side: int = 0,
+                   clipped: bool = False) -> Trail:
     """The found trail's width, offset and amplitude fitted again on the S/N
     image as it is (``snr``; the search's is high-passed by a 40 px median,
     which a line several pixels wide lifts where it runs: its wings came out
     negative and a 7 px wide trail 10% narrow, and the wings the model missed
     were released by rule 1 as faint sources), over its own extent, above the
     median level beyond its wings. ``side`` (+1 or -1: of ``dist``): its core and
-    that side alone (a train's trail with its neighbour on the other side)."""
+    that side alone (a train's trail with its neighbour on the other side).
+    ``clipped``: the search's profile had a flat top, its width is only an upper
+    bound (widths from PROFILE_SIGMAS' narrowest up are tried)."""
     ys, xs, dist, along = _band(snr.shape, t.theta, t.rho, band)
     keep = valid[ys, xs] & (along >= t.t0) & (along <= t.t1)
     if keep.sum() < 50:
@@ -767,8 +790,10 @@ def _final_profile(snr: np.ndarray, valid: np.ndarray, t: Trail, band: float = 2
     if beyond.sum() < 8:
         return t
     prof = prof - np.median(prof[beyond])
-    best = _fit_profile(centres[use], prof[use], t.sigma * np.exp(np.linspace(-0.5, 0.5, 41)),
-                        np.arange(-1.0, 1.01, 0.1))
+    sigmas = t.sigma * np.exp(np.linspace(-0.5, 0.5, 41))
+    if clipped:
+        sigmas = np.exp(np.linspace(np.log(PROFILE_SIGMAS[0]), np.log(sigmas[-1]), 61))
+    best = _fit_profile(centres[use], prof[use], sigmas, np.arange(-1.0, 1.01, 0.1))
     if best is None:
         return t
     _, amp, off, sigma = best
@@ -1085,7 +1110,7 @@ def line_ridges(snr: np.ndarray, segmentation: np.ndarray, peaks: np.ndarray, fw
     return out
 
 
-def _is_column(trail: Trail, z: np.ndarray, valid: np.ndarray) -> bool:
+def _is_column(trail: Trail, z: np.ndarray, valid: np.ndarray, psf_sigma: float | None = None) -> bool:
     """A one-pixel line along a column or a row: the column search's business.
     Fitted so (within 1 deg of the grid, sigma under 0.8 px), or within 6
     deg with its light, summed along the grid over its pixels, nearly all
@@ -1095,11 +1120,16 @@ def _is_column(trail: Trail, z: np.ndarray, valid: np.ndarray) -> bool:
     drifting across the grid by less than its half width over its length is
     along it, whatever its angle (a 96 px stretch of a hot column fitted 1.25
     deg off, sigma 0.3 px; one 1.75 deg across a column, sigma 1.0). A
-    trail, even one along the grid, spreads over its PSF's width."""
+    trail, even one along the grid, spreads over its PSF's width: one as narrow as a
+    column, in good seeing (``psf_sigma``, the frame's), is judged by its light's share.
+    (A FWHM 1.6 px trail of S/N 8 along a column was left to the column search, which
+    measures a column against those two and three away, where the trail's light was,
+    and found nothing.)"""
     off = trail.off_grid
     # (a short line drifting across the grid by less than its half width is as good as on it)
     along_grid = trail.length * np.sin(np.radians(off)) <= trail.half_width
-    if (off < 1.0 or along_grid) and trail.sigma < 0.8:
+    like_psf = psf_sigma is not None and trail.sigma >= 0.75 * psf_sigma
+    if (off < 1.0 or along_grid) and trail.sigma < 0.8 and not like_psf:
         return True
     if off >= 6.0 and not along_grid:
         return False
@@ -1225,13 +1255,15 @@ def _same_line(theta_a: float, rho_a: float, theta_b: float, rho_b: float, deg: 
     return d < np.radians(deg) and abs(rho_a - rho_b) < px
 
 
-def _plausible(t: Trail, z, valid, network_trl, diffuse, psf_sigma, lines=None) -> bool:
+def _plausible(t: Trail, z, valid, network_trl, diffuse, psf_sigma, lines=None, unclipped: bool = False) -> bool:
     """A verified line that is a satellite trail: no bad column, no broad line
     along the pixel grid, no faint broad filament nobody else sees. ``lines``:
     (labels, major-axis angle per label) of the network's other line calls,
     which support the line only where they run along it (a broad band of
-    spike calls on a trail is no support for a line that crosses it)."""
-    if _is_column(t, z, valid):
+    spike calls on a trail is no support for a line that crosses it).
+    A line bright enough to be clipped in the search is judged broad along the
+    grid only with its width fitted on the frame as it is (``unclipped``)."""
+    if _is_column(t, z, valid, psf_sigma):
         return False
     core = None
     if network_trl is not None or (diffuse is not None and diffuse.any()):  # the line's own pixels
@@ -1249,6 +1281,7 @@ def _plausible(t: Trail, z, valid, network_trl, diffuse, psf_sigma, lines=None) 
     # glows and sky lines run exactly along it; a satellite defocused to 1.6x the stars' width,
     # 2 deg off the rows (drifting 2.8 widths over 384 px), was taken for one and left unmasked.
     on_grid = t.length * np.sin(np.radians(t.off_grid)) < 2.355 * t.sigma
+    on_grid &= unclipped or t.amplitude < CLIPPED_SHARE * SEARCH_TOP
     # A broad line along the pixel grid: bleeding, halos, amplifier structure. Broad beside the
     # frame's PSF (a trail is at least as wide): a fixed 1.5 px left every trail near the grid
     # unmasked in 4.5 px seeing. Near the grid and drifting across it, not along it: a 10 px wide
@@ -1417,7 +1450,7 @@ def _search(candidates, z, valid, excess, network_trl, diffuse, psf_sigma, lines
             t2 = _verify(z, valid, th2, r2, length, 3.0, source, excess=excess, span=span)
             if t2 is not None and t2.significance > t.significance:
                 theta, rho, t = th2, r2, t2
-        if t is not None and _is_column(t, z, valid):
+        if t is not None and _is_column(t, z, valid, psf_sigma):
             # A bad column's light is no trail's either: lines crossing it at a shallow angle
             # are judged without it (in a crowded bulge a line 3.6 deg across a 17-sigma column
             # segment passed on its light). The column itself, not a band as wide as a trail's:
@@ -1736,7 +1769,7 @@ def find_trails(snr: np.ndarray, masked: np.ndarray, network_trl: np.ndarray | N
         not a satellite (whose trail is about as wide as the PSF), even where
         the network calls it TRL (it does, on spectra).
     """
-    z = np.where(masked, 0.0, np.clip(np.asarray(snr, np.float32), -10, 50)).astype(np.float32)
+    z = np.where(masked, 0.0, np.clip(np.asarray(snr, np.float32), -10, SEARCH_TOP)).astype(np.float32)
     valid = ~masked
     lines = None
     if network_lines is not None and network_lines.any():
@@ -1780,8 +1813,17 @@ def find_trails(snr: np.ndarray, masked: np.ndarray, network_trl: np.ndarray | N
         trails += _rejudged(deferred, trails, z, valid, excess, min_length, judge, all_of=True)
     # Judged again as a column with its final width: a hot column segment verified over its own
     # stretch was fitted 1.0 px wide on the high-passed grid, 0.61 px on the frame as it is.
-    final = [_straightened(snr, ~masked, _final_profile(snr, ~masked, t)) for t in trails]
-    final = [t for t in final if not _is_column(t, z, ~masked)]
+    final = []
+    for t in trails:
+        # a line clipped in the search is judged along the grid with its width on the frame as it is
+        # (off the grid its width decides nothing: the band follows its measured wings)
+        clipped = t.amplitude >= CLIPPED_SHARE * SEARCH_TOP and t.off_grid < 6.0
+        f = _straightened(snr, ~masked, _final_profile(snr, ~masked, t, clipped=clipped))
+        if _is_column(f, z, ~masked, psf_sigma):
+            continue
+        if clipped and not _plausible(f, z, ~masked, *judge, unclipped=True):
+            continue
+        final.append(f)
     for t in list(final):  # a second peak across a trail's profile, unless found already
         for c in _companions(snr, ~masked, t):
             if not any(_same_line(c.theta, c.rho, o.theta, o.rho, px=max(3.0, 2 * o.sigma)) for o in final):
