@@ -357,13 +357,14 @@ def _lacosmic_false_alarms(alone: np.ndarray, z: np.ndarray, col_lines: np.ndarr
 SAT_LIT_PIXELS, SAT_LIT_SHARE = 3, 0.05
 
 
-def _lit_around(bare: np.ndarray, lab: np.ndarray, n: int) -> np.ndarray:
+def _lit_around(bare: np.ndarray, lab: np.ndarray, which: np.ndarray) -> np.ndarray:
     """Per label ``0 .. n`` of the saturated regions ``lab`` in the sky-subtracted frame ``bare``:
-    whether their light spreads past them as a star's does (:data:`SAT_LIT_PIXELS`, :data:`SAT_LIT_SHARE`)."""
-    out = np.zeros(n + 1, bool)
+    whether their light spreads past them as a star's does (:data:`SAT_LIT_PIXELS`,
+    :data:`SAT_LIT_SHARE`); only the labels ``which`` (bool per label) are looked at."""
+    out = np.zeros(len(which), bool)
     h, w = lab.shape
-    for k, sl in enumerate(ndimage.find_objects(lab), 1):
-        if sl is None:
+    for k, sl in enumerate(ndimage.find_objects(lab, max_label=len(which) - 1), 1):
+        if sl is None or not which[k]:
             continue
         ys = slice(max(sl[0].start - 1, 0), min(sl[0].stop + 1, h))
         xs = slice(max(sl[1].start - 1, 0), min(sl[1].stop + 1, w))
@@ -660,12 +661,15 @@ def fuse(image: np.ndarray, flags: np.ndarray, policy: MapPolicy,
         # more than 5% of the frame is no star (a blank or burnt-out frame).
         sat_lab, n_sat = ndimage.label(saturated)
         area = np.bincount(sat_lab.ravel(), minlength=n_sat + 1)
-        stars = (area <= 0.05 * saturated.size) & (np.arange(n_sat + 1) > 0) & _lit_around(bare, sat_lab, n_sat)
+        stars = (area <= 0.05 * saturated.size) & (np.arange(n_sat + 1) > 0)
         # Point-like calls only: a column or trail crossing the star stays a line.
         if lacos_zero:
             point |= lacos_grown
         comp, n = ndimage.label(point & ~independent, structure=np.ones((3, 3), bool))
         if n and stars.any():
+            near = np.zeros(n_sat + 1, bool)  # the regions a call touches (only those are looked at)
+            near[sat_lab[dilate(comp > 0, 2) & (sat_lab > 0)]] = True
+            stars &= _lit_around(bare, sat_lab, stars & near)
             touch = np.zeros(n + 1, bool)
             touch[comp[dilate(stars[sat_lab], 2) & (comp > 0)]] = True
             touch[0] = False
