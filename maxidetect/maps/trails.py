@@ -534,14 +534,13 @@ def _across_profile(dist, values, band, counts: bool = False):
     centres = edges[:-1] + 0.25
     bins = np.digitize(dist, edges) - 1
     prof = _bin_medians(values, bins, len(centres))
-    if not counts:
-        inside = (bins >= 0) & (bins < len(centres))
-        n = np.bincount(bins[inside], minlength=len(centres))
-        held = n > 0
-        mean = np.bincount(bins[inside], weights=dist[inside], minlength=len(centres))[held] / n[held]
-        return mean, prof[held]
     inside = (bins >= 0) & (bins < len(centres))
-    return centres, prof, np.bincount(bins[inside], minlength=len(centres))
+    n = np.bincount(bins[inside], minlength=len(centres))
+    if counts:
+        return centres, prof, n
+    held = n > 0
+    mean = np.bincount(bins[inside], weights=dist[inside], minlength=len(centres))[held] / n[held]
+    return mean, prof[held]
 
 
 def _side_levels(dist: np.ndarray, prof: np.ndarray, r: np.ndarray, ways: tuple = (1, -1)) -> list:
@@ -1819,11 +1818,9 @@ def find_trails(snr: np.ndarray, masked: np.ndarray, network_trl: np.ndarray | N
         # (off the grid its width decides nothing: the band follows its measured wings)
         clipped = t.amplitude >= CLIPPED_SHARE * SEARCH_TOP and t.off_grid < 6.0
         f = _straightened(snr, ~masked, _final_profile(snr, ~masked, t, clipped=clipped))
-        if _is_column(f, z, ~masked, psf_sigma):
-            continue
-        if clipped and not _plausible(f, z, ~masked, *judge, unclipped=True):
-            continue
-        final.append(f)
+        # (_plausible judges the column first)
+        if _plausible(f, z, ~masked, *judge, unclipped=True) if clipped else not _is_column(f, z, ~masked, psf_sigma):
+            final.append(f)
     for t in list(final):  # a second peak across a trail's profile, unless found already
         for c in _companions(snr, ~masked, t):
             if not any(_same_line(c.theta, c.rho, o.theta, o.rho, px=max(3.0, 2 * o.sigma)) for o in final):
