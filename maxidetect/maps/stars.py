@@ -29,7 +29,8 @@ frame's noise:
 - *source beside a hit*: a star a few pixels from a cosmic ray in one
   group of candidates, fitted at its own peak in the group with the hit's
   pixels free, where no bridge of light joins the two (along a track it
-  does);
+  does), or where a track ends on the star's wing and runs off on one side
+  (the track keeps its zero weight but within a pixel of the peak);
 - *source under a hit*: where the candidates' peak is sharper than any
   source, at most two such pixels are free and the source is fitted over
   every other pixel, candidates included (L.A.Cosmic takes a faint
@@ -97,6 +98,7 @@ import warnings
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import NamedTuple
 
 import numpy as np
 from scipy import ndimage
@@ -518,12 +520,23 @@ def _lrt_limit(dof: int) -> float:
     return float(2.0 * gammaincinv(dof / 2, 1.0 - SOURCE_ALPHA))
 
 
+class Judgement(NamedTuple):
+    """:func:`judge_object`'s verdict on one stamp."""
+    source: bool
+    model: np.ndarray | None = None  # the source's model (None: no source)
+    whole: bool = False  # the source's model explains the candidates too: the call was the source
+    hit: np.ndarray | None = None  # a track's pixels the verdict's fit took for an artefact beside the source
+
+
 def judge_object(d, rms, cand, others, sig_psf, shape=(1.0, 0.0), min_snr: float = MIN_SOURCE_SNR,
-                 spikes=None, fitted=None, spill=(0.0, 0.0)):
-    """Judge one stamp: returns (is_source, source_model or None, whole):
-    ``whole`` when the source's model explains the candidate pixels too (it
-    won over every pixel: no artefact is needed there; the network's call was
-    the source itself).
+                 spikes=None, fitted=None, spill=(0.0, 0.0)) -> Judgement:
+    """Judge one stamp: a :class:`Judgement`. ``whole`` when the source's
+    model explains the candidate pixels too (it won over every pixel: no
+    artefact is needed there; the network's call was the source itself);
+    ``hit``: where a source beside a hit won with a track's end within reach
+    of its peak, the track's pixels (they keep their zero weight: released,
+    a track's end on a star's wing made one detection with it, 3 px off
+    the star).
 
     ``d``: background-subtracted pixels, ``rms``: noise, ``cand``: the zero
     candidates, ``others``: pixels of other objects (left out of every fit).
@@ -544,7 +557,7 @@ def judge_object(d, rms, cand, others, sig_psf, shape=(1.0, 0.0), min_snr: float
     use_out = use_all & ~cand
     n_cand = int((cand & use_all).sum())
     if use_out.sum() < 8 or n_cand == 0:
-        return False, None, False
+        return Judgement(False)
     # Centres tried: the candidates' peak, and the brightest pixel just
     # outside them (a star whose core the candidates cover only in part).
     cy, cx = np.unravel_index(np.argmax(np.where(cand & use_all, d, -np.inf)), d.shape)  # not a neighbour's peak
@@ -611,12 +624,12 @@ def judge_object(d, rms, cand, others, sig_psf, shape=(1.0, 0.0), min_snr: float
             if extra and fit[1] > 0 and fit[2] >= min_snr and _light_taken(d, lit, fit[4], fit[5], n_cand):
                 continue
             if beats(fit, extra):
-                return True, fit[3], not extra
+                return Judgement(True, fit[3], not extra)
     # A star beside the hit that made the group's peak: its own peak in the group.
-    ok, model = _source_beside_hit(d, var, rms, cand & use_all, use_all, plane, aic_art, sig_psf, shape,
-                                   min_snr)
+    ok, model, hit = _source_beside_hit(d, var, rms, cand & use_all, use_all, plane, aic_art, sig_psf, shape,
+                                        min_snr)
     if ok:
-        return True, model, False
+        return Judgement(True, model, False, hit)
     # Not where the candidates' peak is sharper than any source (a hit, not a
     # star): no wings, no track; a source under the hit, last.
     if not smooth_peak:
@@ -625,7 +638,7 @@ def judge_object(d, rms, cand, others, sig_psf, shape=(1.0, 0.0), min_snr: float
         if not ok:
             ok, model = _source_under_sharp_track(d, var, rms, cand & use_all, use_all, plane, aic_art, sig_psf, shape,
                                                   min_snr)
-        return ok, model, False
+        return Judgement(ok, model)
     # *Source + wings*: a bright undersampled star's Moffat wings are far
     # above any Gaussian of its core's width (S/N 200 at FWHM 1.2 px: chi2
     # twice the artefact's). Wings only add light around the core, so a hit
@@ -641,15 +654,15 @@ def judge_object(d, rms, cand, others, sig_psf, shape=(1.0, 0.0), min_snr: float
         chi2, amp, snr, model = _fit_wings(d, var, use_all, stack, plane)
         if amp > 0 and snr >= min_snr and (chi2 + 2 * n_par < aic_art or (
                 n_art > n_par - 3 and chi2 - chi2_art < _lrt_limit(n_art - (n_par - 3)))):
-            return True, model, True
+            return Judgement(True, model, True)
     # A track across the core, last (the costliest model).
     for profiles, fit in over_all:
         if fit[1] > 0 and fit[2] >= min_snr:
             ok, model = _source_under_track(d, var, cand & use_all, use_all, profiles, plane, aic_art, sig_psf, fit,
                                             min_snr)
             if ok:
-                return True, model, False
-    return False, None, False
+                return Judgement(True, model)
+    return Judgement(False)
 
 
 def _track_extension(d, cand, rms, sig_psf: float, half_width: float = 1.0, nsigma: float = 4.0) -> np.ndarray:
@@ -921,10 +934,12 @@ def _source_beside_hit(d, var, rms, cand, use_all, plane, aic_art, sig_psf, shap
     that distance of its centre (a hit's own pixel fits a narrow source
     once its neighbours are free), and where the source, or the source with
     wings (:func:`_fit_wings`), with the hit free beats the artefact model
-    (AIC) at 5 sigma or more."""
+    (AIC) at 5 sigma or more. Within that distance only the end of a track
+    running off on one side may be free (:func:`_track_ends_beside`).
+    Returns (ok, model, that track's pixels or None)."""
     bright = cand & use_all & (d >= BESIDE_MIN_PEAK * np.sqrt(var))
     if bright.sum() < 2:
-        return False, None
+        return False, None, None
     top = bright & (d >= ndimage.maximum_filter(d, size=3, mode="nearest"))
     top &= ~steeper_than_psf(d - _side_mean(d), d, rms, sig_psf)
     reach = max(2.0, BESIDE_MIN_FWHM * 2.3548 * sig_psf)
@@ -936,9 +951,11 @@ def _source_beside_hit(d, var, rms, cand, use_all, plane, aic_art, sig_psf, shap
         away = cand & (np.hypot(yy - py, xx - px) >= reach)
         free = away & (d > OUTLIER_SIGMA * np.sqrt(var))
         # The hit is apart from the peak: no bridge of pixels a third as bright
-        # joins them (along a track the light runs on: the track model's).
+        # joins them (along a track the light runs on: the track model's), unless
+        # the track ends beside the peak (below).
         lab, _ = ndimage.label(cand & (d >= BESIDE_GAP * d[py, px]), structure=np.ones((3, 3), bool))
-        if not (free & bright & (lab != lab[py, px])).any():
+        bridged = not (free & bright & (lab != lab[py, px])).any()
+        if not (free & bright).any():
             continue
         profiles = _centre_profiles(d.shape, py, px, sig_psf, shape)
         got = _free_outliers(d, var, cand, use_all, profiles, plane, free, model_error=True)
@@ -946,16 +963,62 @@ def _source_beside_hit(d, var, rms, cand, use_all, plane, aic_art, sig_psf, shap
             continue
         (chi2, _, snr, src), free, use = got
         n_free = int(free.sum())
-        if n_free >= int(cand.sum()) or (free & ~away).any():
-            continue  # pixels of its own core free: a hit's
+        track = None
+        if (free & ~away).any():
+            track = _track_ends_beside(d, rms, free, away, py, px, reach, src, var, use)
+            if track is None:
+                continue  # pixels of its own core free: a hit's
+        elif bridged:
+            continue
+        if n_free >= int(cand.sum()):
+            continue
         if snr >= min_snr and chi2 + 2 * (7 + n_free) < aic_art \
                 and chi2 + 2 * 4 < _plane_chi2(d, var, use, plane):
-            return True, src
+            return True, src, track
         stack = _wing_profiles(tuple(d.shape), int(py), int(px), float(sig_psf), q, float(shape[1]))
         chi2, amp, snr, model = _fit_wings(d, var, use, stack, plane)
         if amp > 0 and snr >= min_snr and chi2 + 2 * (7 + len(_WING_WIDTHS) + n_free) < aic_art:
-            return True, model
-    return False, None
+            return True, model, track
+    return False, None, None
+
+
+def _track_ends_beside(d, rms, free, away, py: int, px: int, reach: float, src, var, use) -> np.ndarray | None:
+    """The track's pixels (its free pixels joined to those within reach), where
+    the free pixels within ``reach`` of a source's peak (``~away``) are the end
+    of a track that runs away from it on one side (a cosmic ray
+    ending on a star's wing: a second generator's S/N 64 star at FWHM 1.35 px
+    was zeroed so), not a hit's own neighbours: none is the peak or beside it,
+    each joins free pixels out of reach, all of their tracks' pixels lie on one
+    side of the peak (a track through the peak frees pixels on both), the
+    pixels within 2.5 px left to the source hold a round core of
+    :data:`BESIDE_MIN_PEAK` sigma (a track's end pixel has only its spill),
+    and none of the pixels its fit used (``use``) within twice that reach,
+    nor any on the side away from the track, lies far above its model
+    ``src`` (a track's pixel next to a stretch the network did not call or
+    called in another group: never free, the track goes on there). None
+    otherwise."""
+    yy, xx = np.indices(d.shape)
+    r = np.hypot(yy - py, xx - px)
+    near = free & ~away
+    if (near & (r < 1.2)).any():
+        return None
+    lab, _ = ndimage.label(free, structure=np.ones((3, 3), bool))
+    ids = np.unique(lab[near])
+    if any(not (away & free & (lab == i)).any() for i in ids):
+        return None
+    track = np.isin(lab, ids)
+    ty, tx = np.nonzero(track)
+    oy, ox = ty - py, tx - px
+    my, mx = oy.mean(), ox.mean()
+    if ((oy * my + ox * mx) <= 0).any():
+        return None
+    if not _round_core(d, (r <= 2.5) & ~free, rms, peak=BESIDE_MIN_PEAK):
+        return None
+    # ... nor any other pixel on the far side (another group's candidates: the track goes on).
+    close = (r <= 2.0 * reach) & ~free & (use | ((yy - py) * my + (xx - px) * mx < 0))
+    if (d - src > OUTLIER_SIGMA * np.sqrt(var + (MODEL_ERROR * np.maximum(src, 0.0)) ** 2))[close].any():
+        return None
+    return track
 
 
 #: With the light beside a track, each side must show the source at this many sigma.
@@ -1514,9 +1577,10 @@ def protect_sources(image_sub: np.ndarray, stats: FrameStats, candidates: np.nda
             return _Verdict(bounds)
         psf_shape = (stats.psf_q, stats.psf_theta)
         ok = whole = False
+        hit = None
         if track is None:  # judged whole first, unless a track made it look like a piece of a line
-            ok, model, whole = judge_object(d, rms, mine, others, stats.sigma, psf_shape, spikes=spikes_sl,
-                                            fitted=fitted, spill=spill)
+            ok, model, whole, hit = judge_object(d, rms, mine, others, stats.sigma, psf_shape, spikes=spikes_sl,
+                                                 fitted=fitted, spill=spill)
         if not ok:
             # *Source beside a sharp track*: a cosmic-ray track sharper across than any PSF in one
             # group of candidates with a source spoils every model above (a second generator's
@@ -1526,8 +1590,8 @@ def protect_sources(image_sub: np.ndarray, stats: FrameStats, candidates: np.nda
             track = sharp_track() if track is None else track
             if not (track & mine).any() or not _round_core(d, ((s == own) if own else mine) & ~track, rms):
                 return _Verdict(bounds)  # no track, or no source's core beside it (most hits: spares the fits)
-            ok, model, _ = judge_object(d, rms, mine & ~track, others | track, stats.sigma, psf_shape,
-                                        min_snr=TRACK_SOURCE_SNR, spikes=spikes_sl, fitted=fitted, spill=spill)
+            ok, model, _, hit = judge_object(d, rms, mine & ~track, others | track, stats.sigma, psf_shape,
+                                             min_snr=TRACK_SOURCE_SNR, spikes=spikes_sl, fitted=fitted, spill=spill)
             if not ok:
                 return _Verdict(bounds)
             # The pixel kept beside each of the track's sharp pixels is the source's where its
@@ -1542,6 +1606,12 @@ def protect_sources(image_sub: np.ndarray, stats: FrameStats, candidates: np.nda
         # least, or an undersampled core keeps fewer pixels than the minimum
         # area (FWHM 1.5 px: 4 left within FWHM + 1).
         r_near = max(stats.fwhm + 1.0, 3.5)
+        my, mx = np.unravel_index(np.argmax(model), model.shape)
+        if r_ref[my, mx] > r_near and not own_seg[my, mx]:
+            # The source that won is another object beside this one (a star, for a track
+            # ending on its wing: its pixels outside the track's candidates): that object's own
+            # judgement releases it, and this disc would free the track, detected with the star.
+            return _Verdict(bounds)
         footprint = (model > 0.5 * rms) | (r_ref <= r_near)
         # Its light is one piece with that disc or its own footprint: a lobe of the model apart
         # from both is no part of this object (a fit that won on a hot column's brightest pixel, at
@@ -1550,6 +1620,12 @@ def protect_sources(image_sub: np.ndarray, stats: FrameStats, candidates: np.nda
         lab_f, n_f = ndimage.label(footprint, structure=np.ones((3, 3), bool))
         if n_f > 1:
             footprint = np.isin(lab_f, np.unique(lab_f[((r_ref <= r_near) | own_seg) & footprint]))
+        # The disc is the source's own too where its peak is in that piece and the object's
+        # centroid (a blend's: a star and the track ending on it) lies off it: a S/N 64 star 3.8 px
+        # from such a centroid kept zero pixels 2 px from its peak, whose halo erased it from
+        # detection.
+        if footprint[my, mx]:
+            footprint |= np.hypot(yy - (y0 + my), xx - (x0 + mx)) <= r_near
         # One or two candidate pixels sharper than any PSF of the frame could
         # make them on a source's slope, off its peak (a hot pixel on a bright
         # star's wing, often deblended as an object of its own) are the
@@ -1557,6 +1633,13 @@ def protect_sources(image_sub: np.ndarray, stats: FrameStats, candidates: np.nda
         # the source those pixels only, and their light stays out of its
         # photometry. On a core, the hit is released (its flag stays).
         artefact = _artefacts_on_wings(d, cand, rms, stats.sigma_minor, r_core)
+        if hit is not None:
+            # A track ending beside the source, as its fit found it, keeps its zero weight
+            # (released, a track's end on a S/N 64 star's wing made one detection with it, 3 px
+            # off the star), but not within a pixel of the source's peak: the detection filter
+            # carries a zero weight's infinite noise one pixel, and the peak is detected no more.
+            hy, hx = np.indices(d.shape)
+            artefact = artefact | (hit & cand & (np.maximum(np.abs(hy - my), np.abs(hx - mx)) >= 2))
         # A source too faint to be seen pixel by pixel is found without the
         # candidates sharper than any PSF far above it: those are a hit on it
         # (or the hit is the detection and the "source" a nebula's bump under
