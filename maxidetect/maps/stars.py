@@ -1638,8 +1638,8 @@ def protect_sources(image_sub: np.ndarray, stats: FrameStats, candidates: np.nda
             # (released, a track's end on a S/N 64 star's wing made one detection with it, 3 px
             # off the star), but not within a pixel of the source's peak: the detection filter
             # carries a zero weight's infinite noise one pixel, and the peak is detected no more.
-            hy, hx = np.indices(d.shape)
-            artefact = artefact | (hit & cand & (np.maximum(np.abs(hy - my), np.abs(hx - mx)) >= 2))
+            beside_peak = np.maximum(np.abs(yy - (y0 + my)), np.abs(xx - (x0 + mx))) < 2  # the stamp's grid
+            artefact = artefact | (hit & cand & ~beside_peak)
         # A source too faint to be seen pixel by pixel is found without the
         # candidates sharper than any PSF far above it: those are a hit on it
         # (or the hit is the detection and the "source" a nebula's bump under
