@@ -192,6 +192,34 @@ def test_lacosmic_finds_the_same_hits_with_the_sky_subtracted_under_a_gain_heade
     assert (found["rescaled"] ^ found["no header"]).sum() <= 2
 
 
+def test_lacosmic_in_strips_finds_what_it_finds_on_the_whole_frame(monkeypatch):
+    """L.A.Cosmic runs on overlapping strips of rows (its arrays for a whole 4096^2 frame were
+    0.73 GB): with strips of 48 rows, tracks and hits across every cut and a saturated star
+    on one are called pixel for pixel as on the whole frame, edges included."""
+    from maxidetect.maps import fusion
+    from maxidetect.maps.frame import measure_background
+
+    img, _ = _field(n=300, fwhm=2.5, n_stars=40, seed=41)
+    rng = np.random.default_rng(42)
+    for k in range(12):  # tracks over the cuts (every 48 rows), at every angle
+        trk, _ = _track(img.shape, rng.uniform(10, 290), 48 * (k % 6) + 47.5, rng.uniform(8, 30),
+                        rng.uniform(0, np.pi), NOISE * rng.uniform(8, 40))
+        img += trk.astype(np.float32)
+    for _ in range(40):  # single-pixel hits, on the frame's edges too
+        y, x = rng.integers(0, 300, 2)
+        img[y, x] += NOISE * rng.uniform(10, 60)
+    img += _star(img.shape, 150.0, 96.0, 6e6, 2.5).astype(np.float32)
+    img = np.minimum(img, 6e4).astype(np.float32)  # a saturated star across a cut
+    header = fits.Header({"SATURATE": 6e4, "GAIN": SKY / NOISE**2, "RDNOISE": 5.0})
+    bg = measure_background(img, header=header)
+    monkeypatch.setattr(fusion, "LACOS_STRIP_PIXELS", 1 << 40)
+    whole = fusion.cosmic_rays(img, bg, header)
+    monkeypatch.setattr(fusion, "LACOS_STRIP_PIXELS", 48 * (300 + 16))  # 48 rows of the padded frame
+    strips = fusion.cosmic_rays(img, bg, header)
+    assert whole.sum() > 100
+    np.testing.assert_array_equal(strips, whole)
+
+
 def test_a_sky_subtracted_frame_under_a_raw_saturation_level_finds_its_flat_tops():
     """SATURATE in a raw frame's header is above every pixel once the sky is
     subtracted: the saturated star's flat top is then found as a frame

@@ -141,3 +141,30 @@ def test_segment_statistics_equal_scipy_ndimage():
             ys, xs = np.nonzero((seg == ids[i]) & (img == img[seg == ids[i]].max()))
             assert (py[i], px[i]) == (ys[0], xs[0])
         assert (s.sum(img)[~have] == 0).all() and (s.max(img)[~have] == 0).all()
+
+
+def test_an_object_over_seps_first_pixel_stack_is_extracted_as_with_a_frame_sized_one(monkeypatch):
+    """SEP's pixel stack is tried at SExtractor's MEMORY_PIXSTACK (sized to the frame, it took
+    0.75 GB of a 4096^2 frame's maps): where an object holds more pixels over the threshold, the
+    frame is extracted again with a stack of its size, and the catalogue is that stack's."""
+    rng = np.random.default_rng(5)
+    img = rng.normal(100.0, 5.0, (300, 300))
+    yy, xx = np.mgrid[:300, :300]
+    img += 400.0 * np.exp(-((xx - 150.0) ** 2 + (yy - 140.0) ** 2) / (2 * 60.0**2))  # ~30000 px over it
+    for x, y in rng.uniform(20, 280, (15, 2)):
+        img += 3000.0 * np.exp(-((xx - x) ** 2 + (yy - y) ** 2) / (2 * 1.5**2))
+    calls = []
+    real = sep.extract
+
+    def counted(*a, **k):
+        calls.append(1)
+        return real(*a, **k)
+
+    monkeypatch.setattr(sep, "extract", counted)
+    small = detect(img, SexConfig(overrides={"MEMORY_PIXSTACK": 2000})).catalog
+    assert len(calls) == 2  # the first stack filled up
+    calls.clear()
+    whole = detect(img, SexConfig(overrides={"MEMORY_PIXSTACK": img.size})).catalog
+    assert len(calls) == 1 and len(whole) >= 10
+    for name in ("X_IMAGE", "Y_IMAGE", "FLUX_AUTO", "ISOAREA_IMAGE", "FLAGS"):
+        np.testing.assert_array_equal(small[name], whole[name])

@@ -216,6 +216,14 @@ def _header_float(header, keys, default):
 #: a raw frame's at 30 ADU of noise and a gain of 1: where the old fixed gain
 #: of 1 was right, this is nearly the same).
 SKY_ELECTRONS = 1000.0
+#: L.A.Cosmic runs on strips of about this many pixels: its arrays (~43 bytes per pixel, a 2x
+#: subsampled Laplacian among them) for a whole 4096^2 frame were 0.73 GB, at the maps' peak.
+LACOS_STRIP_PIXELS = 2 << 20
+#: Rows each strip takes from its neighbours. Every step of it is local (the noise and
+#: fine-structure medians, 7 and 5 + 9 px; the Laplacian; two 3x3 dilations; the saturated
+#: stars' 5x5 dilations): a pixel's call depends on rows within ~12 px, so every row kept is
+#: computed with all of them, and the mask is the whole frame's.
+LACOS_OVERLAP = 32
 WING_SIGMA = 4.0  # a cosmic ray's flag reaches neighbours at least this far above the sky (and their local level)
 # An L.A.Cosmic hit on a source rule 1 released loses its cosmic-ray flag only
 # from this peak S/N up: there it is a sharp star core (undersampled frames:
@@ -283,10 +291,17 @@ def cosmic_rays(image: np.ndarray, stats: FrameStats | Background, header=None,
     # sigclip 4.0, not L.A.Cosmic's usual 4.5: the bench's cosmic-ray pixel recall rose 0.953 / 0.950 /
     # 0.939 -> 0.961 / 0.957 / 0.947 (default / undersampled / crowded; faint stretches of tracks) at a
     # false-positive rate still under 1e-4 (3.5 passed it on an undersampled frame).
-    mask, _ = astroscrappy.detect_cosmics(padded, gain=gain, readnoise=rdnoise, satlevel=sat, sigclip=4.0,
-                                          sigfrac=0.3, objlim=5.0, niter=1, sepmed=True, cleantype="meanmask",
-                                          verbose=False)
-    return np.asarray(mask[pad:-pad, pad:-pad], bool)
+    mask = np.zeros(padded.shape, bool)
+    n = padded.shape[0]
+    rows = max(LACOS_STRIP_PIXELS // padded.shape[1], 2 * LACOS_OVERLAP)
+    for y0 in range(0, n, rows):
+        y1 = min(y0 + rows, n)
+        a, b = max(y0 - LACOS_OVERLAP, 0), min(y1 + LACOS_OVERLAP, n)
+        strip, _ = astroscrappy.detect_cosmics(padded[a:b], gain=gain, readnoise=rdnoise, satlevel=sat,
+                                               sigclip=4.0, sigfrac=0.3, objlim=5.0, niter=1, sepmed=True,
+                                               cleantype="meanmask", verbose=False)
+        mask[y0:y1] = strip[y0 - a:y1 - a]
+    return mask[pad:-pad, pad:-pad]
 
 
 def _above_local_level(pixels: np.ndarray, z: np.ndarray, nsigma: float, r: int = LOCAL_RING) -> np.ndarray:
@@ -648,6 +663,10 @@ def fuse(image: np.ndarray, flags: np.ndarray, policy: MapPolicy,
     # takes the star's light into its model, and the star found without it is no PSF.
     rule_stats = (sources_under(stats, sub, dilate(trl_mask, int(np.ceil(stats.fwhm)) + 2))
                   if trl_mask.any() else stats)
+    # What the searches needed goes before rule 1 and its forks: held to the end, the frame's
+    # masks and models were a quarter of the fusion's peak memory.
+    del image, model, masked, source, not_sources, on_lines, search_mask, pieces, releasable, diffuse, cold
+    del on_edge, bbg_called
     result = protect_sources(sub, rule_stats, candidates, lines=lines, exclude=overscan, spikes=on_spike,
                              halo=1 if act["CR"] == "zero" else 0, line_light=trail_light)
     released = result.released
@@ -674,10 +693,13 @@ def fuse(image: np.ndarray, flags: np.ndarray, policy: MapPolicy,
             touch[comp[dilate(stars[sat_lab], 2) & (comp > 0)]] = True
             touch[0] = False
             released = released | touch[comp]
+        del sat_lab, comp
+    del lines, trail_light
     report.tested, report.sources_protected = result.n_tested, result.n_sources
     report.released_pixels = int(released.sum())
 
     zero = (candidates & ~released) | independent | other
+    del candidates
     if act["CR"] != "none" and stats.fwhm_measured:
         # Cosmic rays by their shape: round, smooth sources far narrower than the PSF, and tracks
         # narrower across than it (hits and tracks blurred by charge diffusion look like stars to
