@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import filecmp
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -82,19 +83,23 @@ def main(argv=None) -> int:
     rows = []
     try:
         for cmd in a.commands.split(","):
-            for f in frames:
+            for i, f in enumerate(frames):
                 res, outs = {}, {}
                 for k, (tag, tree) in enumerate(trees.items()):
-                    out = work / f"out_{cmd}_{f.stem}_{k}"
+                    out = work / f"out_{cmd}_{i}_{k}"
+                    if out.exists():
+                        shutil.rmtree(out)
                     res[tag] = _run(tree, [cmd, str(f), "-o", str(out), "--overwrite", "-q"])
                     outs[tag] = out
                 same = ""
                 if a.against:
-                    a0, a1 = (sorted(p.name for p in o.iterdir()) for o in outs.values())
+                    # the outputs, not the run records (.maxidetect/: times and paths)
+                    a0, a1 = (sorted(p.name for p in o.iterdir() if p.is_file() and not p.name.startswith("."))
+                              for o in outs.values())
                     o0, o1 = outs.values()
                     same = "yes" if a0 == a1 and all(filecmp.cmp(o0 / n, o1 / n, shallow=False) for n in a0) \
                         else "NO"
-                rows.append((cmd, f.name, res, same))
+                rows.append((cmd, f"{f.parent.name}/{f.name}", res, same))
                 print(cmd, f.name, {t: f"{r[0]:.0f} MB {r[1]:.1f} s rc {r[2]}" for t, r in res.items()}, same,
                       flush=True)
     finally:
