@@ -19,9 +19,11 @@ import subprocess
 import sys
 import tempfile
 import time
+from contextlib import ExitStack
 from pathlib import Path
 
 import numpy as np
+from revision import checked_out
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -117,15 +119,11 @@ def main(argv=None) -> int:
     work.mkdir(parents=True, exist_ok=True)
     frames = make_frames(a.size, a.variants.split(","), a.seed, work)
     trees = {"this tree": str(ROOT)}
-    if a.against:
-        wt = work / f"tree-{a.against}"
-        if not wt.exists():
-            subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", str(wt), a.against], check=True,
-                           capture_output=True)
-        trees[a.against] = str(wt)
     child = f"STAGES = {STAGES!r}\n" + CHILD
-    runs = {t: [] for t in trees}
-    try:
+    with ExitStack() as stack:
+        if a.against:
+            trees[a.against] = str(stack.enter_context(checked_out(a.against, work)))
+        runs = {t: [] for t in trees}
         for r in range(a.rounds):
             for k, (tag, tree) in enumerate(trees.items()):
                 out = work / f"run{r}_{k}.json"
@@ -138,10 +136,6 @@ def main(argv=None) -> int:
                 m0 = np.load(str(f).replace(".npz", "") + ".run0_0.json.maps.npz")
                 m1 = np.load(str(f).replace(".npz", "") + ".run0_1.json.maps.npz")
                 same[f.stem] = int((m0["zero"] != m1["zero"]).sum() + (m0["flags"] != m1["flags"]).sum())
-    finally:
-        if a.against:
-            subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(work / f"tree-{a.against}")],
-                           capture_output=True)
     cmd = "python benchmarks/fusion_time.py " + " ".join(sys.argv[1:] if argv is None else argv)
     lines = [f"# Evidence fusion time: {len(frames)} simulated {a.size}^2 frames (seed {a.seed})", "",
              f"`{cmd.strip()}` ({time.strftime('%Y-%m-%d')}, {os.cpu_count()} CPUs, {_cpu_name()}); "

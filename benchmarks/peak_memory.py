@@ -20,7 +20,10 @@ import subprocess
 import sys
 import tempfile
 import time
+from contextlib import ExitStack
 from pathlib import Path
+
+from revision import checked_out
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -74,14 +77,10 @@ def main(argv=None) -> int:
                             "--size", str(size), "-q"], check=True)
         frames.insert(0, path)
     trees = {"this tree": str(ROOT)}
-    if a.against:
-        wt = work / f"tree-{a.against}"
-        if not wt.exists():
-            subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", str(wt), a.against], check=True,
-                           capture_output=True)
-        trees[a.against] = str(wt)
     rows = []
-    try:
+    with ExitStack() as stack:
+        if a.against:
+            trees[a.against] = str(stack.enter_context(checked_out(a.against, work)))
         for cmd in a.commands.split(","):
             for i, f in enumerate(frames):
                 res, outs = {}, {}
@@ -102,10 +101,6 @@ def main(argv=None) -> int:
                 rows.append((cmd, f"{f.parent.name}/{f.name}", res, same))
                 print(cmd, f.name, {t: f"{r[0]:.0f} MB {r[1]:.1f} s rc {r[2]}" for t, r in res.items()}, same,
                       flush=True)
-    finally:
-        if a.against:
-            subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(work / f"tree-{a.against}")],
-                           capture_output=True)
     cmdline = "python benchmarks/peak_memory.py " + " ".join(sys.argv[1:] if argv is None else argv)
     lines = ["# Peak memory of the command line", "",
              f"`{cmdline.strip()}` ({time.strftime('%Y-%m-%d')}, {os.cpu_count()} CPUs); VmHWM of each command's "
