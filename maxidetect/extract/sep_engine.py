@@ -179,7 +179,6 @@ def detect(
         raise ConfigError("DETECT_THRESH in mag/arcsec2 (<threshold>,<ZP>) is not supported by the SEP engine")
     thresh = float(thresh_items[0])
     kernel = read_conv_file(cfg.resolve("FILTER_NAME", "default.conv")) if cfg.get_bool("FILTER", True) else None
-    sep.set_sub_object_limit(max(int(cfg.get_float("MEMORY_OBJSTACK", 3000)), 4096))
     # SEP thresholds each pixel at thresh x err[pixel]; SExtractor at
     # DETECT_THRESH x sqrt(variance convolved with the filter, zero beyond the
     # edges). Hand SEP the latter so both engines compare the filtered image
@@ -189,7 +188,8 @@ def detect(
     if kernel is not None and not np.isscalar(err):
         detnoise = np.sqrt(ndimage.convolve(err**2, kernel.astype(np.float64), mode="constant", cval=0.0))
     objs, seg = sep_extract(
-        sub, thresh, pixstack=max(int(cfg.get_float("MEMORY_PIXSTACK", SEP_PIXSTACK)), 1), err=detnoise,
+        sub, thresh, pixstack=max(int(cfg.get_float("MEMORY_PIXSTACK", SEP_PIXSTACK)), 1),
+        sub_object_limit=max(int(cfg.get_float("MEMORY_OBJSTACK", 3000)), 4096), err=detnoise,
         minarea=int(cfg.get_float("DETECT_MINAREA", 5)),
         filter_kernel=kernel, filter_type="conv",
         deblend_nthresh=int(cfg.get_float("DEBLEND_NTHRESH", 32)),

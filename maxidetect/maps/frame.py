@@ -286,15 +286,18 @@ _KERNEL = np.array([[1, 2, 1], [2, 4, 2], [1, 2, 1]], np.float32) / 16.0
 #: ~45 bytes a pixel: sized to a 4096^2 frame it took 0.75 GB, the maps' peak, and half of the
 #: extraction's time (0.89 -> 1.83 s), for the same objects.
 SEP_PIXSTACK = 300000
-_SEP_LOCK = threading.Lock()  # the stack's size is SEP's global setting: set and used together
+_SEP_LOCK = threading.Lock()  # SEP's limits are global settings: set and used together
 
 
-def sep_extract(data: np.ndarray, thresh: float, pixstack: int = SEP_PIXSTACK, **kwargs):
+def sep_extract(data: np.ndarray, thresh: float, pixstack: int = SEP_PIXSTACK, sub_object_limit: int = 4096,
+                **kwargs):
     """``sep.extract(data, thresh, **kwargs)`` with a pixel stack of ``pixstack``, and again with
     one of the image's size where that fills up (an object with more pixels over the threshold
     than it holds at once): the stack bounds what SEP may hold, not what it finds, so the
-    objects are the same as with the largest stack, at a fraction of the memory."""
+    objects are the same as with the largest stack, at a fraction of the memory.
+    ``sub_object_limit``: SEP's deblending limit per object."""
     with _SEP_LOCK:
+        sep.set_sub_object_limit(int(sub_object_limit))
         sep.set_extract_pixstack(int(pixstack))
         try:
             return sep.extract(data, thresh, **kwargs)
@@ -308,7 +311,6 @@ def sep_extract(data: np.ndarray, thresh: float, pixstack: int = SEP_PIXSTACK, *
 def _extract(sub: np.ndarray, rms: np.ndarray, mask: np.ndarray | None = None):
     """SEP's objects at 3 sigma on a sky-subtracted image (``mask``: pixels
     left out), and their segmentation."""
-    sep.set_sub_object_limit(4096)
     try:
         return sep_extract(np.ascontiguousarray(sub), 3.0, err=np.ascontiguousarray(rms), mask=mask,
                            minarea=3, filter_kernel=_KERNEL, filter_type="conv", deblend_nthresh=32,
