@@ -481,7 +481,7 @@ def fuse(image: np.ndarray, flags: np.ndarray, policy: MapPolicy,
     # Spikes come out of bright (saturated) stars: the network's SP components
     # that touch one and point at it are left out of the trail search; elsewhere
     # the network calls a trail a spike as often (measured), and the search decides.
-    spikes = dilate(network_spikes(net("SP"), saturated, stats.fwhm), 3)
+    spikes = dilate(network_spikes(net("SP"), saturated, stats.fwhm, snr=z), 3)
     source = stats.source_mask(2, snr=z)
     not_sources = around_sat | spikes | overscan | sharp
     masked = source | not_sources

@@ -163,9 +163,16 @@ def on_spikes(sub: np.ndarray, rms: np.ndarray, sat: np.ndarray, y: np.ndarray, 
 
 #: The network's spike calls within this many pixels (taxicab) of a saturated pixel are its star's.
 SPIKE_REACH = 25
+#: A spike's light fades away from its star; a trail that ends by (or crosses) a saturated star is as
+#: bright all along. A line of spike calls at least FLAT_LENGTH px long whose farthest third from the
+#: star holds FLAT_SHARE of its nearest third's mean S/N or more, itself FLAT_SNR times its noise, is
+#: no spike. (Means of the S/N clipped to +-FLAT_CLIP: the calls' band is several times wider than the
+#: line, and its median is the sky's.)
+FLAT_LENGTH, FLAT_SHARE, FLAT_SNR, FLAT_CLIP = 100.0, 0.7, 5.0, 10.0
 
 
-def network_spikes(sp: np.ndarray, sat: np.ndarray, fwhm: float, reach: int = SPIKE_REACH) -> np.ndarray:
+def network_spikes(sp: np.ndarray, sat: np.ndarray, fwhm: float, reach: int = SPIKE_REACH,
+                   snr: np.ndarray | None = None) -> np.ndarray:
     """The network's spike calls (``sp``, bool) that are spikes of saturated
     stars (``sat``): its connected components within ``reach`` of a saturated
     pixel, less those that draw a line (>= 30 px, four times longer than
@@ -173,7 +180,10 @@ def network_spikes(sp: np.ndarray, sat: np.ndarray, fwhm: float, reach: int = SP
     more than 2 FWHM and 5 px). A spike points at its star; the network also
     calls faint and broad satellite trails spikes end to end (measured on the
     second generator: a 3-sigma trail across the frame, 100% SP, whose band
-    of calls touched a saturated star 15 px off its axis, was never searched)."""
+    of calls touched a saturated star 15 px off its axis, was never searched).
+    With ``snr`` (the frame in noise units), a long line of calls as bright far
+    from the star as near it is no spike either (:data:`FLAT_LENGTH`: a
+    2-sigma trail 250 px long ending 5 px from a small saturated star, 100% SP)."""
     out = np.zeros(sp.shape, bool)
     if not sp.any() or not sat.any():
         return out
@@ -198,4 +208,23 @@ def network_spikes(sp: np.ndarray, sat: np.ndarray, fwhm: float, reach: int = SP
         if len(sy):
             across = -(sx + x0 - cx[i]) * np.sin(theta[i]) + (sy + y0 - cy[i]) * np.cos(theta[i])
             spike[i] = np.abs(across).min() <= clear
+            if spike[i] and snr is not None and major[i] * np.sqrt(12) >= FLAT_LENGTH:
+                j = int(np.argmin(np.abs(across)))
+                spike[i] = not _flat_from(snr, lab, i, box, (sy[j] + y0, sx[j] + x0), theta[i])
     return spike[lab]
+
+
+def _flat_from(snr: np.ndarray, lab: np.ndarray, i: int, box, star: tuple, theta: float) -> bool:
+    """Whether component ``i`` of ``lab`` (its ``box``, major axis at ``theta``) is as bright in its
+    farthest third from ``star`` (y, x) as in its nearest (:data:`FLAT_SHARE`)."""
+    yy, xx = np.nonzero(lab[box] == i)
+    yy, xx = yy + box[0].start, xx + box[1].start
+    r = np.abs((xx - star[1]) * np.cos(theta) + (yy - star[0]) * np.sin(theta))
+    lo, hi = float(r.min()), float(r.max())
+    third = (hi - lo) / 3.0
+    v = np.clip(np.nan_to_num(np.asarray(snr[yy, xx], np.float64)), -FLAT_CLIP, FLAT_CLIP)
+    near, far = v[r <= lo + third], v[r >= hi - third]
+    if len(near) < 20 or len(far) < 20:
+        return False
+    m_near, m_far = float(near.mean()), float(far.mean())
+    return bool(m_far >= FLAT_SNR / np.sqrt(len(far)) and m_far >= FLAT_SHARE * m_near)

@@ -1290,13 +1290,53 @@ def _plausible(t: Trail, z, valid, network_trl, diffuse, psf_sigma, lines=None, 
         return False
     if psf_sigma and on_grid and t.sigma > 2.0 * psf_sigma:
         return False  # on the grid and twice the PSF's width: a sky line, bleed or glow, whatever the network says
-    if t.sigma >= 3.0 and support < 0.1 and t.significance < 50:
+    if t.sigma >= 3.0 and support < 0.1 and t.significance < 50 and not _even_line(t, z, valid):
         return False  # broad and faint, and the network sees nothing: a filament or a halo's edge
     if diffuse is not None and diffuse.any():
         in_diffuse = diffuse[core].mean() if core.any() else 0.0
         if in_diffuse > 0.5 and support < 0.1 and t.sigma >= 2.5:
             return False
     return True
+
+
+#: A broad faint line is a trail on its own evidence where, in EVEN_SEGMENTS stretches of at least
+#: WINDOW px along it, the profile's centre (a Gaussian of its fitted width, the light beside it
+#: subtracted) stays within EVEN_OFFSET px (or EVEN_OFFSET_WIDTHS of its sigma) of a straight line, and
+#: every stretch stands EVEN_SNR above the noise, within a factor EVEN_SHARE of the stretches' median
+#: amplitude. A halo's edge curves off any chord (a 100 px chord of a 300 px radius lies 4 px off it at
+#: its middle) and a filament's light comes and goes; a satellite is as bright all along.
+EVEN_SEGMENTS, EVEN_OFFSET, EVEN_OFFSET_WIDTHS, EVEN_SNR, EVEN_SHARE = (3, 8), 1.0, 0.3, 3.0, 0.6
+
+
+def _even_line(t: Trail, z: np.ndarray, valid: np.ndarray) -> bool:
+    """Whether a fitted line is straight and about as bright all along (see :data:`EVEN_SEGMENTS`):
+    the network calls broad faint trails nothing (measured on the second generator: FWHM 7-10 px,
+    peak S/N 1-3 per pixel, 0% TRL), and only their shape tells them from a nebula's filament."""
+    inner = 2.5 * t.sigma + 2.0
+    ys, xs, dist, along = _band(z.shape, t.theta, t.rho, inner + 6.0)
+    ok = valid[ys, xs] & (along >= t.t0) & (along <= t.t1)
+    dist, along, v = dist[ok], along[ok], np.asarray(z[ys[ok], xs[ok]], np.float64)
+    m = int(np.clip(t.length // WINDOW, *EVEN_SEGMENTS))
+    k = np.minimum(((along - t.t0) / max(t.length, 1.0) * m).astype(int), m - 1)
+    flank = np.abs(dist) > inner
+    if np.bincount(k[flank], minlength=m).min() < 20 or np.bincount(k[~flank], minlength=m).min() < 20:
+        return False  # a stretch nearly all masked: not judged
+    level = _bin_medians(v[flank], k[flank], m)
+    core = ~flank
+    d, kc, vc = dist[core], k[core], v[core] - level[k[core]]
+    offsets = np.arange(-2.0, 2.01, 0.25) * max(1.0, t.sigma / 2)
+    g = np.exp(-0.5 * ((d[None, :] - offsets[:, None]) / t.sigma) ** 2)  # (offsets, pixels)
+    num = np.stack([np.bincount(kc, weights=gi * vc, minlength=m) for gi in g])
+    den = np.stack([np.bincount(kc, weights=gi * gi, minlength=m) for gi in g])
+    best = np.argmax(np.where(num > 0, num * num / np.maximum(den, 1e-9), -1.0), axis=0)
+    cols = np.arange(m)
+    amp, snr = num[best, cols] / den[best, cols], num[best, cols] / np.sqrt(den[best, cols])
+    centre = offsets[best]
+    x = cols - (m - 1) / 2
+    resid = centre - np.polyval(np.polyfit(x, centre, 1), x)
+    med = float(np.median(amp))
+    return bool(med > 0 and np.abs(resid).max() <= max(EVEN_OFFSET, EVEN_OFFSET_WIDTHS * t.sigma)
+                and (snr >= EVEN_SNR).all() and (amp >= EVEN_SHARE * med).all() and (amp * EVEN_SHARE <= med).all())
 
 
 #: A trail's core stands SIDE_SIGMA noise units (of the medians) above each side's strip (SIDE_STRIP
