@@ -1801,6 +1801,31 @@ def test_a_trail_the_network_calls_a_spike_ending_at_a_saturated_star_is_masked(
     assert zero[on].mean() > 0.95
 
 
+@pytest.mark.parametrize("cx, cy", [(4.0, 6.0), (505.0, 5.0)])
+def test_a_long_bright_spike_from_a_star_in_a_corner_is_a_spike_not_a_trail(cx, cy):
+    """A very bright star in the frame's corner: of its four diagonal spikes one runs into the frame,
+    220 px long and bright to its end (S/N 80 -> 8, fading as 1/r past the saturated core). A spike
+    on one side of its star does not peak in the middle as a spike line through its star does (the
+    test that takes that for a galaxy's axis); its line of calls points at its star and fades away
+    from it: a spike, no trail."""
+    n = 512
+    img, _ = _field(n=n, seed=67, n_stars=50)
+    yy, xx = np.mgrid[:n, :n]
+    spikes = np.zeros(img.shape)
+    for ang in (45, 135, 225, 315):
+        a = np.radians(ang)
+        along = (xx - cx) * np.cos(a) + (yy - cy) * np.sin(a)
+        across = -(xx - cx) * np.sin(a) + (yy - cy) * np.cos(a)
+        spikes += (along > 0) * (along < 220) * 80 * NOISE * 22.0 / np.maximum(along, 22.0) \
+            * np.exp(-0.5 * (across / 1.2) ** 2)
+    img = np.minimum(img + _star(img.shape, cx, cy, 3e7, 3.0) + spikes, 6e4)
+    flags = np.zeros(img.shape, np.int32)
+    flags[img >= 6e4] |= BIT["SAT"]
+    flags[(spikes > 2 * NOISE) & (img < 6e4)] |= BIT["SP"]
+    zero, flags, report = fuse(img.astype(np.float32), flags, MapPolicy())
+    assert report.trails == []
+
+
 @pytest.mark.parametrize("seed", [57, 58])
 def test_the_spikes_of_saturated_stars_are_no_trail(seed):
     """Long spikes the network calls spikes (lines through their star) stay

@@ -165,10 +165,10 @@ def on_spikes(sub: np.ndarray, rms: np.ndarray, sat: np.ndarray, y: np.ndarray, 
 SPIKE_REACH = 25
 #: A spike's light fades away from its star; a trail that ends by (or crosses) a saturated star is as
 #: bright all along. A line of spike calls at least FLAT_LENGTH px long whose farthest third from the
-#: star holds FLAT_SHARE of its nearest third's mean S/N or more, itself FLAT_SNR times its noise, is
-#: no spike. (Means of the S/N clipped to +-FLAT_CLIP: the calls' band is several times wider than the
-#: line, and its median is the sky's.)
-FLAT_LENGTH, FLAT_SHARE, FLAT_SNR, FLAT_CLIP = 100.0, 0.7, 5.0, 10.0
+#: star holds FLAT_SHARE of its nearest third's S/N or more, itself FLAT_SNR times its noise, is no
+#: spike. Each third's S/N: the median of its pixels within FLAT_CORE px of the calls' axis (the calls'
+#: band is several times wider than the line: its median is the sky's; a star on it, a few pixels).
+FLAT_LENGTH, FLAT_SHARE, FLAT_SNR, FLAT_CORE = 100.0, 0.7, 5.0, 1.5
 
 
 def network_spikes(sp: np.ndarray, sat: np.ndarray, fwhm: float, reach: int = SPIKE_REACH,
@@ -210,21 +210,27 @@ def network_spikes(sp: np.ndarray, sat: np.ndarray, fwhm: float, reach: int = SP
             spike[i] = np.abs(across).min() <= clear
             if spike[i] and snr is not None and major[i] * np.sqrt(12) >= FLAT_LENGTH:
                 j = int(np.argmin(np.abs(across)))
-                spike[i] = not _flat_from(snr, lab, i, box, (sy[j] + y0, sx[j] + x0), theta[i])
+                spike[i] = not _flat_from(snr, lab, i, box, (sy[j] + y0, sx[j] + x0), (cy[i], cx[i]), theta[i])
     return spike[lab]
 
 
-def _flat_from(snr: np.ndarray, lab: np.ndarray, i: int, box, star: tuple, theta: float) -> bool:
-    """Whether component ``i`` of ``lab`` (its ``box``, major axis at ``theta``) is as bright in its
-    farthest third from ``star`` (y, x) as in its nearest (:data:`FLAT_SHARE`)."""
+def _flat_from(snr: np.ndarray, lab: np.ndarray, i: int, box, star: tuple, centre: tuple, theta: float) -> bool:
+    """Whether component ``i`` of ``lab`` (its ``box``, its axis through ``centre`` (y, x) at ``theta``)
+    is as bright in its farthest third from ``star`` (y, x) as in its nearest (:data:`FLAT_SHARE`)."""
     yy, xx = np.nonzero(lab[box] == i)
     yy, xx = yy + box[0].start, xx + box[1].start
-    r = np.abs((xx - star[1]) * np.cos(theta) + (yy - star[0]) * np.sin(theta))
+    c, s = np.cos(theta), np.sin(theta)
+    core = np.abs(-(xx - centre[1]) * s + (yy - centre[0]) * c) <= FLAT_CORE
+    yy, xx = yy[core], xx[core]
+    r = np.abs((xx - star[1]) * c + (yy - star[0]) * s)
+    v = np.asarray(snr[yy, xx], np.float64)
+    if len(r) < 60:
+        return False
     lo, hi = float(r.min()), float(r.max())
     third = (hi - lo) / 3.0
-    v = np.clip(np.nan_to_num(np.asarray(snr[yy, xx], np.float64)), -FLAT_CLIP, FLAT_CLIP)
     near, far = v[r <= lo + third], v[r >= hi - third]
+    near, far = near[np.isfinite(near)], far[np.isfinite(far)]
     if len(near) < 20 or len(far) < 20:
         return False
-    m_near, m_far = float(near.mean()), float(far.mean())
-    return bool(m_far >= FLAT_SNR / np.sqrt(len(far)) and m_far >= FLAT_SHARE * m_near)
+    m_near, m_far = float(np.median(near)), float(np.median(far))
+    return bool(m_far >= FLAT_SNR * 1.2533 / np.sqrt(len(far)) and m_far >= FLAT_SHARE * m_near)
