@@ -1254,14 +1254,18 @@ def _same_line(theta_a: float, rho_a: float, theta_b: float, rho_b: float, deg: 
     return d < np.radians(deg) and abs(rho_a - rho_b) < px
 
 
-def _plausible(t: Trail, z, valid, network_trl, diffuse, psf_sigma, lines=None, unclipped: bool = False) -> bool:
+def _plausible(t: Trail, z, valid, network_trl, diffuse, psf_sigma, lines=None, unclipped: bool = False,
+               width_only: bool = False) -> bool:
     """A verified line that is a satellite trail: no bad column, no broad line
     along the pixel grid, no faint broad filament nobody else sees. ``lines``:
     (labels, major-axis angle per label) of the network's other line calls,
     which support the line only where they run along it (a broad band of
     spike calls on a trail is no support for a line that crosses it).
     A line bright enough to be clipped in the search is judged broad along the
-    grid only with its width fitted on the frame as it is (``unclipped``)."""
+    grid only with its width fitted on the frame as it is (``unclipped``).
+    ``width_only``: a line judged again with its final width, as a column and
+    as a faint filament only (a S/N 8 trail 1.8 deg off the rows, its final
+    profile 2.4x the PSF's width, was dropped as a sky line)."""
     if _is_column(t, z, valid, psf_sigma):
         return False
     core = None
@@ -1281,6 +1285,7 @@ def _plausible(t: Trail, z, valid, network_trl, diffuse, psf_sigma, lines=None, 
     # 2 deg off the rows (drifting 2.8 widths over 384 px), was taken for one and left unmasked.
     on_grid = t.length * np.sin(np.radians(t.off_grid)) < 2.355 * t.sigma
     on_grid &= unclipped or t.amplitude < CLIPPED_SHARE * SEARCH_TOP
+    on_grid &= not width_only
     # A broad line along the pixel grid: bleeding, halos, amplifier structure. Broad beside the
     # frame's PSF (a trail is at least as wide): a fixed 1.5 px left every trail near the grid
     # unmasked in 4.5 px seeing. Near the grid and drifting across it, not along it: a 10 px wide
@@ -1292,7 +1297,7 @@ def _plausible(t: Trail, z, valid, network_trl, diffuse, psf_sigma, lines=None, 
         return False  # on the grid and twice the PSF's width: a sky line, bleed or glow, whatever the network says
     if t.sigma >= 3.0 and support < 0.1 and t.significance < BROAD_FAINT and not _even_line(t, z, valid):
         return False  # broad and faint, and the network sees nothing: a filament or a halo's edge
-    if diffuse is not None and diffuse.any():
+    if diffuse is not None and diffuse.any() and not width_only:
         in_diffuse = diffuse[core].mean() if core.any() else 0.0
         if in_diffuse > 0.5 and support < 0.1 and t.sigma >= 2.5:
             return False
@@ -1863,7 +1868,7 @@ def find_trails(snr: np.ndarray, masked: np.ndarray, network_trl: np.ndarray | N
         f = _straightened(snr, ~masked, _final_profile(snr, ~masked, t, clipped=clipped))
         # Every line judged again with its final width (_plausible judges the column first): a line
         # fitted narrower in the search came out 6 px wide at S/N 0.9 on a galaxy's light, and stood.
-        if _plausible(f, z, ~masked, *judge, unclipped=clipped):
+        if _plausible(f, z, ~masked, *judge, unclipped=True, width_only=not clipped):
             final.append(f)
     for t in list(final):  # a second peak across a trail's profile, unless found already
         for c in _companions(snr, ~masked, t):
