@@ -12,7 +12,9 @@ hot column segment, and (in most frames) a satellite trail that may end
 inside the frame; in the ``diffused`` variant the cosmic rays are blurred as
 by charge diffusion in a thick CCD; in ``amplifiers`` the frame's right half was
 read at another level and gain; in ``edges`` hot columns at one edge and dead
-ones at the other. Nothing is fitted to these frames.
+ones at the other; in ``spikes`` every bright star has a reflector's four diffraction spikes;
+in ``cmos`` every row and column sits at its own offset (a CMOS sensor's fixed pattern).
+Nothing is fitted to these frames.
 
 For each frame, SEP and SExtractor run with no mask, with the network's maps alone, with
 the default fused maps, and with those maps and ``--clean`` (the rows with
@@ -93,6 +95,12 @@ VARIANTS = {
     # A nearby disc galaxy or two, 60-240 px across (r_eff 30-120 px), mostly edge-on (axis ratio
     # 0.04-0.35), a dust lane in half of them: bright straight lines that are real sources.
     "discs": {"fwhm": (1.6, 4.5), "density": 1.0, "discs": (1, 2)},
+    # A reflector's spider: every star above 30x the faintest gets four diffraction spikes (the
+    # frame's position angle), thin lines whose light falls as the inverse square of the distance.
+    "spikes": {"fwhm": (1.6, 4.5), "density": 1.0, "spikes": True},
+    # A CMOS sensor's fixed pattern: every row and every column at its own offset (0.3-0.8 sigma
+    # rms), which the sky's per-column and per-row statistics see as many faint lines.
+    "cmos": {"fwhm": (1.6, 4.5), "density": 1.0, "pattern": (0.3, 0.8)},
 }
 OVERSAMPLE = 5
 
@@ -168,11 +176,14 @@ def make_frame(seed: int, size: int = 1024, variant: str = "default", trail=None
     # Stars: N(>F) ~ F^-0.75 (Euclidean counts), up to well past saturation.
     n_stars = rng.poisson(320 * area * spec["density"])
     flux = np.minimum(f_min * rng.random(n_stars) ** (-1 / 0.75), 400 * saturate * fwhm**2)
+    spider = np.random.default_rng([seed, 13]).uniform(0, np.pi / 2) if spec.get("spikes") else None
     for f in flux:
         x, y = rng.uniform(-5, size + 5, 2)
         radius = int(np.clip(fwhm * (3 + 3 * np.log10(max(f / f_min, 1.0))), 6, 120))
         _add(light, *_render(psf, x, y, radius, f))
         rows.append((x, y, f, "star", a_eff))
+        if spider is not None and f > 30 * f_min:
+            _spikes(light, x, y, f, spider, fwhm, np.sqrt(var_pix), xx, yy)
     # Galaxies: Sersic profiles convolved with the PSF.
     kr = int(np.ceil(3 * fwhm))
     k_sub = (np.arange((2 * kr + 1) * OVERSAMPLE) + 0.5) / OVERSAMPLE - 0.5 - kr
@@ -279,6 +290,10 @@ def make_frame(seed: int, size: int = 1024, variant: str = "default", trail=None
         image[:, dead_cols] *= r_edge.uniform(0.2, 0.6)
         truth[:, hot_cols] |= BIT["HCL"]
         truth[:, dead_cols] |= BIT["DCL"]
+    if spec.get("pattern"):  # its own random stream, as the amplifiers'
+        r_pat = np.random.default_rng([seed, 14])
+        image += r_pat.normal(0, r_pat.uniform(*spec["pattern"]) * noise, (size, 1))
+        image += r_pat.normal(0, r_pat.uniform(*spec["pattern"]) * noise, (1, size))
     if spec.get("skysub"):
         image -= sky_map
     x, y, f, kind, area_eff = (np.array(c) for c in zip(*rows, strict=True))
@@ -297,6 +312,25 @@ def make_frame(seed: int, size: int = 1024, variant: str = "default", trail=None
     return image, hdr, cat[inside], truth, {"fwhm": fwhm, "beta": beta, "sky": sky, "gain": gain, "q": q,
                                          "angle": float(np.degrees(psf_angle)),
                                          "trail_deg": trail_deg}
+
+
+def _spikes(light, x: float, y: float, flux: float, angle: float, fwhm: float, noise: float, xx, yy):
+    """Four diffraction spikes from the star at (x, y) at ``angle`` and right angles to it: 0.5% of
+    its flux in each per pixel at 5 FWHM, falling as the inverse square of the distance, a Gaussian
+    of 0.6 the PSF's sigma across, out to where they fade under a tenth of ``noise``."""
+    sigma = 0.6 * fwhm / 2.3548
+    peak = 0.005 * flux / (np.sqrt(2 * np.pi) * sigma)  # per pixel on the axis, at r0
+    r0 = 5 * fwhm
+    reach = min(r0 * np.sqrt(peak / (0.1 * noise)), 2 * light.shape[0]) if peak > 0 else 0
+    if reach <= r0:
+        return
+    box = (slice(max(int(y - reach), 0), int(y + reach) + 1), slice(max(int(x - reach), 0), int(x + reach) + 1))
+    dx, dy = xx[box] - x, yy[box] - y
+    for a in (angle, angle + np.pi / 2):
+        along = dx * np.cos(a) + dy * np.sin(a)
+        across = -dx * np.sin(a) + dy * np.cos(a)
+        r = np.maximum(np.abs(along), r0)
+        light[box] += np.where(np.abs(along) <= reach, peak * (r0 / r) ** 2, 0.0) * np.exp(-0.5 * (across / sigma) ** 2)
 
 
 def _discs(light, rng, count, fwhm: float, noise: float, xx, yy) -> list:

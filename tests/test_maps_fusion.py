@@ -3803,3 +3803,92 @@ def test_stars_centred_on_a_bright_trail_are_detected():
     x, y = np.asarray(cat["X_IMAGE"]) - 1, np.asarray(cat["Y_IMAGE"]) - 1
     for sx, sy in stars:
         assert np.hypot(x - sx, y - sy).min() < 1.5, (sx, sy)
+
+
+def _spiked_star(n, cx, cy, flux, fwhm, turn, seed, n_stars=50):
+    """A field with an unsaturated bright star at (cx, cy) and a reflector's four spikes at ``turn``
+    degrees (mod 90): 0.5% of its flux per pixel on the axis at 5 FWHM, falling as the inverse square
+    of the distance, 0.6 the PSF's sigma across. (image, the spikes' light)."""
+    img, _ = _field(n=n, seed=seed, n_stars=n_stars)
+    yy, xx = np.mgrid[:n, :n]
+    sigma, r0 = 0.6 * fwhm / 2.3548, 5 * fwhm
+    peak = 0.005 * flux / (np.sqrt(2 * np.pi) * sigma)
+    light = np.zeros((n, n))
+    for a in (np.radians(turn), np.radians(turn + 90)):
+        along = (xx - cx) * np.cos(a) + (yy - cy) * np.sin(a)
+        across = -(xx - cx) * np.sin(a) + (yy - cy) * np.cos(a)
+        light += peak * (r0 / np.maximum(np.abs(along), r0)) ** 2 * np.exp(-0.5 * (across / sigma) ** 2)
+    return (img + _star(img.shape, cx, cy, flux, fwhm) + light).astype(np.float32), light
+
+
+@pytest.mark.parametrize("seed,turn", [(71, 25.0), (72, 58.0)])
+def test_the_spikes_of_a_bright_unsaturated_star_are_flagged_not_a_trail(seed, turn):
+    """A bright star below saturation (peak ~40000 over a sky of 1000) with a reflector's four
+    spikes, which the network does not call: the search finds their lines (S/N ~45 at 15 px, ~5 at
+    50 px), and took each for a trail through the star, zeroing the star's spikes, part of its own
+    light and a faint star on a spike. A line through a bright source that fades away from it is
+    its spikes: flagged SP, never zeroed."""
+    n, cx, cy, fwhm = 512, 250.3, 260.6, 3.0
+    img, light = _spiked_star(n, cx, cy, 6e5, fwhm, turn, seed)
+    a = np.radians(turn)
+    fx, fy = cx + 60 * np.cos(a), cy + 60 * np.sin(a)  # a faint star on a spike
+    img += _star(img.shape, fx, fy, 2500.0, fwhm).astype(np.float32)
+    zero, flags, report = fuse(img, np.zeros(img.shape, np.int32), MapPolicy())
+    assert report.trails == []
+    assert report.spike_lines >= 1
+    spike = light > 3 * NOISE
+    assert zero[spike].mean() < 0.05  # L.A.Cosmic's calls on its sharpest pixels aside (flagged SP)
+    assert (flags[spike] & BIT["SP"] != 0).mean() > 0.5
+    assert not zero[int(round(fy)) - 2:int(round(fy)) + 3, int(round(fx)) - 2:int(round(fx)) + 3].any()
+
+
+def test_the_spikes_found_as_lines_follow_the_spike_policy():
+    """With ``SP=zero`` a bright star's spikes found as lines get zero weight, as the network's
+    spike calls do (the default flags them)."""
+    img, light = _spiked_star(512, 250.3, 260.6, 6e5, 3.0, 25.0, 71)
+    zero, flags, report = fuse(img, np.zeros(img.shape, np.int32), MapPolicy.parse("SP=zero"))
+    assert report.spike_lines >= 1 and report.trails == []
+    spike = (light > 3 * NOISE) & (np.hypot(*np.mgrid[:512, :512] - np.array([260.6, 250.3])[:, None, None]) > 15)
+    assert zero[spike].mean() > 0.5
+
+
+@pytest.mark.parametrize("seed,flux,length", [(73, 6e5, None), (74, 6e5, None), (75, 6e3, 100.0), (76, 6e3, 100.0)])
+def test_a_trail_through_a_bright_stars_centre_is_still_a_trail(seed, flux, length):
+    """A S/N 3 trail that crosses a star's centre (peak S/N 6000 on a trail across the frame; S/N
+    60 a third of the way along a 100 px trail, whose fitted stretch reaches past its end, so that
+    its farthest third from the star is half sky) is as bright far from the star as near it: a
+    trail, masked end to end, whatever the star."""
+    n, cx, cy = 512, 250.3, 260.6
+    img, _ = _field(n=n, seed=seed, n_stars=50)
+    img += _star(img.shape, cx, cy, flux, 3.0).astype(np.float32)
+    yy, xx = np.mgrid[:n, :n]
+    a = np.radians(33.0)
+    along = (xx - cx) * np.cos(a) + (yy - cy) * np.sin(a)
+    across = -(xx - cx) * np.sin(a) + (yy - cy) * np.cos(a)
+    lit = np.ones(img.shape, bool) if length is None else (along >= -length / 3) & (along <= 2 * length / 3)
+    trail = 3 * NOISE * np.exp(-0.5 * (across / 1.3) ** 2) * lit
+    img = (img + trail).astype(np.float32)
+    zero, flags, report = fuse(img, np.zeros(img.shape, np.int32), MapPolicy())
+    assert len(report.trails) == 1 and report.spike_lines == 0
+    assert zero[(np.abs(across) < 1) & lit & (np.hypot(xx - cx, yy - cy) > 20)].mean() > 0.9
+
+
+@pytest.mark.filterwarnings("ignore:PSF not measurable")
+def test_cosmic_ray_flags_on_the_spikes_of_an_unsaturated_star_become_spike_flags():
+    """The network calls sharp pixels of a bright star's spikes cosmic rays whether or not the star
+    saturates: on a spike that is there, the flag says SP (the weight as it was); a cosmic ray off the
+    spikes keeps its CR flag. Only saturated stars' spikes were looked for (seven bright stars of a
+    second-generator frame flagged as cosmic rays)."""
+    n, cx, cy = 512, 250.3, 260.6
+    img, light = _spiked_star(n, cx, cy, 6e5, 3.0, 25.0, 75)
+    flags = np.zeros(img.shape, np.int32)
+    a = np.radians(25.0 + 90.0)
+    spike_px = [(int(round(cy + r * np.sin(a))), int(round(cx + r * np.cos(a)))) for r in range(18, 40, 4)]
+    for yx in spike_px:
+        flags[yx] |= BIT["CR"]
+    img[400, 80] += 3000  # a cosmic ray off the spikes, found by the network
+    flags[400, 80] |= BIT["CR"]
+    zero, flags, report = fuse(img, flags, MapPolicy())
+    assert report.cr_on_spikes >= len(spike_px) - 1
+    assert sum(bool(flags[yx] & BIT["SP"]) and not flags[yx] & BIT["CR"] for yx in spike_px) >= len(spike_px) - 1
+    assert flags[400, 80] & BIT["CR"] and zero[400, 80]

@@ -82,6 +82,7 @@ from maxidetect.maps.trails import (
     periodic_flashes,
     trail_mask,
     trail_model,
+    trail_of_spikes,
     trail_on_galaxy,
     trail_on_step,
 )
@@ -122,6 +123,7 @@ class FusionReport:
     step_pixels: int = 0  # calls along a step in the sky (persistence, L.A.Cosmic's hits): dropped
     step_lines: int = 0  # lines fitted along a step in the sky: no trail
     galaxy_lines: int = 0  # lines fitted along one object's major axis (edge-on discs): no trail
+    spike_lines: int = 0  # lines through a bright source fading away from it (its spikes): no trail
     sky_steps: bool = False  # steps that look like the detector's (the warning): MDSTEP
 
     def header_cards(self) -> list[tuple]:
@@ -133,6 +135,7 @@ class FusionReport:
                 ("MDPSFQ", round(self.psf_q, 3), "PSF axis ratio (1: round)"),
                 ("MDPSFTH", round(float(np.degrees(self.psf_theta)), 1), "PSF major axis from +x [deg]"),
                 ("MDNTRL", len(self.trails), "trails fitted and masked end to end"),
+                ("MDNSPKL", self.spike_lines, "lines that are a star's spikes: SP, not TRL"),
                 ("MDNCOL", len(self.columns), "bad column/row segments found"),
                 ("MDNPROT", self.sources_protected, "sources protected from zero weight"),
                 ("MDNREL", self.released_pixels, "pixels released to flag-only"),
@@ -241,6 +244,28 @@ TRACK_SHARP = 3.0  # ... and on a real source's footprint, this much sharper tha
 #: Both (a track's wings and its faint rest) stand that far above their local level too: the
 #: median of the square ring this many pixels away (:func:`_above_local_level`).
 LOCAL_RING = 4
+
+
+#: Stars whose spikes are looked for besides the saturated ones: a peak SPIKE_HOST_PEAK times the
+#: local noise or more, as broad across as the PSF (SPIKE_HOST_WIDTH of its minor sigma: no hit).
+#: The SPIKE_HOSTS brightest of them (spike_stars measures the angle on the largest dozen).
+SPIKE_HOST_PEAK, SPIKE_HOST_WIDTH, SPIKE_HOSTS = 100.0, 0.6, 12
+
+
+def _bright_stars(stats: FrameStats) -> np.ndarray:
+    """Discs (radius max(2 px, FWHM / 2)) at the peaks of the frame's bright compact objects
+    (:data:`SPIKE_HOST_PEAK`), bool (H, W): hosts of diffraction spikes besides saturated stars."""
+    out = np.zeros(stats.rms.shape, bool)
+    o = stats.objects
+    if not len(o):
+        return out
+    h, w = out.shape
+    iy, ix = np.clip(o["ypeak"].astype(int), 0, h - 1), np.clip(o["xpeak"].astype(int), 0, w - 1)
+    peak = o["peak"] / stats.rms[iy, ix]
+    keep = np.flatnonzero(stats.compact & (peak >= SPIKE_HOST_PEAK) & (o["b"] >= SPIKE_HOST_WIDTH * stats.sigma_minor))
+    keep = keep[np.argsort(-peak[keep])[:SPIKE_HOSTS]]  # the angle is measured on the brightest
+    out[iy[keep], ix[keep]] = True
+    return dilate(out, max(2, int(round(stats.fwhm / 2))))
 
 
 def cosmic_rays(image: np.ndarray, stats: FrameStats | Background, header=None,
@@ -532,7 +557,17 @@ def fuse(image: np.ndarray, flags: np.ndarray, policy: MapPolicy,
     # peaks in the middle and fades to both ends (the network calls it TRL or SP as well).
     on_galaxies = [t for t in report.trails if trail_on_galaxy(z, t, stats.sigma)]
     report.galaxy_lines = len(on_galaxies)
-    no_trail = {id(t) for t in on_steps + on_galaxies}
+    # A bright star's diffraction spikes (a reflector's spider: saturated or not) are a line through
+    # it whose light fades away from it: flagged, never zeroed (the star and any source on them stay).
+    of_spikes = [t for t in report.trails if id(t) not in {id(o) for o in on_galaxies}
+                 and trail_of_spikes(z, t, ~search_mask)]
+    report.spike_lines = len(of_spikes)
+    spike_band = np.zeros(flags.shape, bool)
+    for t in of_spikes:
+        spike_band |= trail_mask(flags.shape, t, margin=0.0, half_width=t.mask_half_width)
+    if act["SP"] != "none":
+        flags[spike_band] |= BIT["SP"]
+    no_trail = {id(t) for t in on_steps + on_galaxies + of_spikes}
     report.trails = [t for t in report.trails if id(t) not in no_trail]
     trl_mask = np.zeros(flags.shape, bool)
     model = np.zeros(flags.shape, np.float32)
@@ -642,6 +677,9 @@ def fuse(image: np.ndarray, flags: np.ndarray, policy: MapPolicy,
     for a in BIT:
         if BIT[a] and a not in RELEASABLE and a not in INDEPENDENT:
             other |= class_zero(a)
+    if act["SP"] == "zero":  # the spikes found as lines too, as the network's spike calls
+        other |= spike_band
+    del spike_band
     # Sources under a fitted trail or column are judged with its profile subtracted.
     # Rule 1 frees a trail's pixels only where what is left outshines it; a column's as
     # before (the real star below).
@@ -800,13 +838,22 @@ def fuse(image: np.ndarray, flags: np.ndarray, policy: MapPolicy,
             track = _above_local_level(track, z, TRACK_SIGMA)
             flags[track] |= BIT["CR"]
             report.cr_track_pixels = int(track.sum())
-    if act["CR"] != "none" and saturated.any():
+    hosts = saturated | _bright_stars(stats) if act["CR"] != "none" else saturated
+    if act["CR"] != "none" and hosts.any():
         # The sharp pixels of diffraction spikes pass for cosmic rays (the
         # network's and L.A.Cosmic's; measured on undersampled frames: half the
         # false cosmic-ray flags). On a spike that is there, the flag says SP;
-        # the weight stays as it was.
+        # the weight stays as it was. A bright star below saturation has its
+        # spikes too (a reflector's spider).
         ys, xs = np.nonzero(((flags & BIT["CR"]) != 0) | called_cr)
-        on = on_spikes(sub, stats.rms, saturated, ys, xs, stats.fwhm, stars=sub_stars)
+        stars = sub_stars
+        if (hosts & ~saturated).any():  # the saturated stars' angle where they give one; every host's spikes
+            more = spike_stars(sub, hosts, stats.fwhm)
+            if sub_stars is None or more is None:
+                stars = more if sub_stars is None else sub_stars
+            else:
+                stars = (sub_stars[0], more[1])
+        on = on_spikes(sub, stats.rms, hosts, ys, xs, stats.fwhm, stars=stars)
         if on.any():
             flags[ys[on], xs[on]] &= ~BIT["CR"]
             if act["SP"] != "none":

@@ -57,7 +57,7 @@ from scipy.spatial import cKDTree
 from maxidetect.maps.morph import component_shapes, dilate
 
 __all__ = ["Trail", "collinear_pieces", "find_trails", "line_components", "line_ridges", "periodic_flashes",
-           "trail_mask", "trail_on_galaxy", "trail_on_step", "trails_from_header", "WINDOW"]
+           "trail_mask", "trail_of_spikes", "trail_on_galaxy", "trail_on_step", "trails_from_header", "WINDOW"]
 
 WINDOW = 32  # px along the line per significance window
 #: A window's S/N under 1 ends a trail's run only over this many pixels at least (where a trail of
@@ -1302,6 +1302,60 @@ def _plausible(t: Trail, z, valid, network_trl, diffuse, psf_sigma, lines=None, 
         if in_diffuse > 0.5 and support < 0.1 and t.sigma >= 2.5:
             return False
     return True
+
+
+#: A diffraction spike is a line through a bright source's centre whose light falls away from it (as the
+#: inverse square of the distance); a trail that crosses or ends at a star is as bright far from it as
+#: near. A line whose core passes within SPIKE_ON px (or a sigma more) of a source SPIKE_HOST times its
+#: amplitude or more (SPIKE_PEAK sigma at least) is a spike where the line's level over the light beside
+#: it (at the same distance from the source), in the middle third of its stretch from that source, is
+#: under SPIKE_FADE of that in its nearest third (as 1/r^2 from 5 px over 25 px thirds: 0.17), and that
+#: third's farther half under SPIKE_FADE_NEAR of its nearer half.
+#: The source may lie up to SPIKE_END px (and 3 sigma) past the line's ends.
+SPIKE_ON, SPIKE_HOST, SPIKE_PEAK, SPIKE_FADE, SPIKE_FADE_NEAR, SPIKE_END = 1.5, 10.0, 30.0, 0.5, 0.8, 20.0
+
+
+def trail_of_spikes(snr: np.ndarray, t: Trail, valid: np.ndarray) -> bool:
+    """Whether the fitted line ``t`` is the spikes of a bright source on it or at its end (see
+    :data:`SPIKE_FADE`; ``snr``: the frame in noise units; ``valid``: the pixels the search saw). A
+    reflector's spider puts four on every bright star, saturated or not, and the search took each
+    pair for a trail (on the second generator's ``spikes`` variant, 6 of 7 lines found on a frame
+    with no trail, centred on stars of S/N 900-2100, the stars' flux cut by their zero weight)."""
+    ys, xs, dist, along = _band(snr.shape, t.theta, t.rho, 2.5 * t.sigma + 8.0)
+    # the source's own footprint is left out of the search: a one-sided spike ends at its edge
+    reach = SPIKE_END + 3.0 * t.sigma
+    inside = (along >= t.t0 - reach) & (along <= t.t1 + reach)
+    v = np.asarray(snr[ys, xs], np.float32)
+    on = inside & (np.abs(dist) <= SPIKE_ON + t.sigma) & np.isfinite(v)
+    if not on.any():
+        return False
+    k = np.flatnonzero(on)[np.argmax(v[on])]
+    if v[k] < max(SPIKE_PEAK, SPIKE_HOST * t.amplitude):
+        return False
+    # distances from the source, the line's and the light beside it compared at the same one: its
+    # wings (a star on a faint trail) raise the line's pixels more than those a few px off it
+    r = np.hypot(along - along[k], dist)
+    stretch = valid[ys, xs] & (along >= t.t0) & (along <= t.t1)  # the line's light, as fitted
+    core = stretch & (np.abs(dist) <= max(1.0, t.sigma))
+    side = stretch & (np.abs(dist) >= 2.5 * t.sigma + 3.0)
+    if core.sum() < 40:
+        return False
+    lo, hi = float(r[core].min()), float(r[core].max())
+    third = (hi - lo) / 3.0
+    if third < 8.0:
+        return False
+    level = []
+    # the nearest third's halves and the middle third: a fitted stretch reaches past a trail's end
+    # (its last window), and the farthest third of a short trail beside a star was half sky; the
+    # fade goes on within the nearest third too (a S/N 3 trail's middle third half past its end
+    # held 0.58 of its nearest, whose halves are alike)
+    for a, b in ((lo, lo + third / 2), (lo + third / 2, lo + third), (lo, lo + third), (lo + third, lo + 2 * third)):
+        c, d = core & (r >= a) & (r <= b), side & (r >= a) & (r <= b)
+        if c.sum() < 10 or d.sum() < 10:
+            return False
+        level.append(float(np.median(v[c])) - float(np.median(v[d])))
+    first, second, near, middle = level
+    return bool(near > 0 and first > 0 and middle < SPIKE_FADE * near and second < SPIKE_FADE_NEAR * first)
 
 
 #: A broad faint line is a trail on its own evidence where, in EVEN_SEGMENTS stretches of at least
