@@ -13,7 +13,8 @@ inside the frame; in the ``diffused`` variant the cosmic rays are blurred as
 by charge diffusion in a thick CCD; in ``amplifiers`` the frame's right half was
 read at another level and gain; in ``edges`` hot columns at one edge and dead
 ones at the other; in ``spikes`` every bright star has a reflector's four diffraction spikes;
-in ``cmos`` every row and column sits at its own offset (a CMOS sensor's fixed pattern).
+in ``cmos`` every row and column sits at its own offset (a CMOS sensor's fixed pattern); in
+``glints`` the trail comes in bright dashes (a tumbling satellite).
 Nothing is fitted to these frames.
 
 For each frame, SEP and SExtractor run with no mask, with the network's maps alone, with
@@ -101,6 +102,9 @@ VARIANTS = {
     # A CMOS sensor's fixed pattern: every row and every column at its own offset (0.3-0.8 sigma
     # rms), which the sky's per-column and per-row statistics see as many faint lines.
     "cmos": {"fwhm": (1.6, 4.5), "density": 1.0, "pattern": (0.3, 0.8)},
+    # A tumbling satellite: its trail in bright dashes (20-60% of a 40-160 px period), 0-20% as
+    # bright between them.
+    "glints": {"fwhm": (1.6, 4.5), "density": 1.0, "glints": True},
 }
 OVERSAMPLE = 5
 
@@ -221,6 +225,11 @@ def make_frame(seed: int, size: int = 1024, variant: str = "default", trail=None
         trail_deg = float(np.degrees(ang))
         line = amp * np.sqrt(var_pix) * np.exp(-0.5 * (across / width) ** 2)
         line *= (along >= t0) & (along <= t1)
+        if spec.get("glints"):  # its own random stream, as the amplifiers'
+            r_gl = np.random.default_rng([seed, 15])
+            period, duty = r_gl.uniform(40.0, 160.0), r_gl.uniform(0.2, 0.6)
+            phase = ((along - t0) / period + r_gl.uniform()) % 1.0
+            line *= np.where(phase < duty, 1.0, r_gl.uniform(0.0, 0.2))  # bright dashes, faint between
         light += line
         truth[line > 0.5 * np.sqrt(var_pix)] |= BIT["TRL"]
     grad = rng.uniform(-0.15, 0.15, 2) * sky / size
