@@ -252,9 +252,12 @@ LOCAL_RING = 4
 SPIKE_HOST_PEAK, SPIKE_HOST_WIDTH, SPIKE_HOSTS = 100.0, 0.6, 12
 
 
-def _bright_stars(stats: FrameStats) -> np.ndarray:
+def _bright_stars(stats: FrameStats, around_sat: np.ndarray) -> np.ndarray:
     """Discs (radius max(2 px, FWHM / 2)) at the peaks of the frame's bright compact objects
-    (:data:`SPIKE_HOST_PEAK`), bool (H, W): hosts of diffraction spikes besides saturated stars."""
+    (:data:`SPIKE_HOST_PEAK`) away from saturated pixels (``around_sat``: a saturated star is its
+    own host; a disc merged into it moved its centre and spike lines by a pixel, and 580 true spike
+    pixels of an undersampled frame lost their SP flags), bool (H, W): hosts of diffraction spikes
+    besides saturated stars."""
     out = np.zeros(stats.rms.shape, bool)
     o = stats.objects
     if not len(o):
@@ -262,7 +265,8 @@ def _bright_stars(stats: FrameStats) -> np.ndarray:
     h, w = out.shape
     iy, ix = np.clip(o["ypeak"].astype(int), 0, h - 1), np.clip(o["xpeak"].astype(int), 0, w - 1)
     peak = o["peak"] / stats.rms[iy, ix]
-    keep = np.flatnonzero(stats.compact & (peak >= SPIKE_HOST_PEAK) & (o["b"] >= SPIKE_HOST_WIDTH * stats.sigma_minor))
+    keep = np.flatnonzero(stats.compact & (peak >= SPIKE_HOST_PEAK) & (o["b"] >= SPIKE_HOST_WIDTH * stats.sigma_minor)
+                          & ~around_sat[iy, ix])
     keep = keep[np.argsort(-peak[keep])[:SPIKE_HOSTS]]  # the angle is measured on the brightest
     out[iy[keep], ix[keep]] = True
     return dilate(out, max(2, int(round(stats.fwhm / 2))))
@@ -838,7 +842,7 @@ def fuse(image: np.ndarray, flags: np.ndarray, policy: MapPolicy,
             track = _above_local_level(track, z, TRACK_SIGMA)
             flags[track] |= BIT["CR"]
             report.cr_track_pixels = int(track.sum())
-    hosts = saturated | _bright_stars(stats) if act["CR"] != "none" else saturated
+    hosts = saturated | _bright_stars(stats, around_sat) if act["CR"] != "none" else saturated
     if act["CR"] != "none" and hosts.any():
         # The sharp pixels of diffraction spikes pass for cosmic rays (the
         # network's and L.A.Cosmic's; measured on undersampled frames: half the
