@@ -566,11 +566,9 @@ def fuse(image: np.ndarray, flags: np.ndarray, policy: MapPolicy,
     of_spikes = [t for t in report.trails if id(t) not in {id(o) for o in on_galaxies}
                  and trail_of_spikes(z, t, ~search_mask)]
     report.spike_lines = len(of_spikes)
-    spike_band = np.zeros(flags.shape, bool)
-    for t in of_spikes:
-        spike_band |= trail_mask(flags.shape, t, margin=0.0, half_width=t.mask_half_width)
-    if act["SP"] != "none":
-        flags[spike_band] |= BIT["SP"]
+    if act["SP"] != "none":  # with SP=zero, zeroed below as the network's spike calls (read from the flags)
+        for t in of_spikes:
+            flags[trail_mask(flags.shape, t, margin=0.0, half_width=t.mask_half_width)] |= BIT["SP"]
     no_trail = {id(t) for t in on_steps + on_galaxies + of_spikes}
     report.trails = [t for t in report.trails if id(t) not in no_trail]
     trl_mask = np.zeros(flags.shape, bool)
@@ -681,9 +679,6 @@ def fuse(image: np.ndarray, flags: np.ndarray, policy: MapPolicy,
     for a in BIT:
         if BIT[a] and a not in RELEASABLE and a not in INDEPENDENT:
             other |= class_zero(a)
-    if act["SP"] == "zero":  # the spikes found as lines too, as the network's spike calls
-        other |= spike_band
-    del spike_band
     # Sources under a fitted trail or column are judged with its profile subtracted.
     # Rule 1 frees a trail's pixels only where what is left outshines it; a column's as
     # before (the real star below).
