@@ -563,8 +563,8 @@ def fuse(image: np.ndarray, flags: np.ndarray, policy: MapPolicy,
     report.galaxy_lines = len(on_galaxies)
     # A bright star's diffraction spikes (a reflector's spider: saturated or not) are a line through
     # it whose light fades away from it: flagged, never zeroed (the star and any source on them stay).
-    of_spikes = [t for t in report.trails if id(t) not in {id(o) for o in on_galaxies}
-                 and trail_of_spikes(z, t, ~search_mask)]
+    galaxy_ids = {id(t) for t in on_galaxies}
+    of_spikes = [t for t in report.trails if id(t) not in galaxy_ids and trail_of_spikes(z, t, ~search_mask)]
     report.spike_lines = len(of_spikes)
     if act["SP"] != "none":  # with SP=zero, zeroed below as the network's spike calls (read from the flags)
         for t in of_spikes:
@@ -846,12 +846,9 @@ def fuse(image: np.ndarray, flags: np.ndarray, policy: MapPolicy,
         # spikes too (a reflector's spider).
         ys, xs = np.nonzero(((flags & BIT["CR"]) != 0) | called_cr)
         stars = sub_stars
-        if (hosts & ~saturated).any():  # the saturated stars' angle where they give one; every host's spikes
-            more = spike_stars(sub, hosts, stats.fwhm)
-            if sub_stars is None or more is None:
-                stars = more if sub_stars is None else sub_stars
-            else:
-                stars = (sub_stars[0], more[1])
+        more = spike_stars(sub, hosts, stats.fwhm) if (hosts & ~saturated).any() else None
+        if more is not None:  # the saturated stars' angle where they give one; every host's spikes
+            stars = more if sub_stars is None else (sub_stars[0], more[1])
         on = on_spikes(sub, stats.rms, hosts, ys, xs, stats.fwhm, stars=stars)
         if on.any():
             flags[ys[on], xs[on]] &= ~BIT["CR"]
