@@ -105,6 +105,9 @@ VARIANTS = {
     # A tumbling satellite: its trail in bright dashes (20-60% of a 40-160 px period), 0-20% as
     # bright between them.
     "glints": {"fwhm": (1.6, 4.5), "density": 1.0, "glints": True},
+    # A tracking error (wind shake, a drifting mount): every star and galaxy smeared along one
+    # direction into a streak 5-16 px long, as bright as a cosmic-ray track and as straight.
+    "drift": {"fwhm": (1.6, 3.5), "density": 1.0, "drift": (5.0, 16.0)},
 }
 OVERSAMPLE = 5
 
@@ -175,7 +178,17 @@ def make_frame(seed: int, size: int = 1024, variant: str = "default", trail=None
 
         def psf(x, y):
             return circ(x * c + y * s, (-x * s + y * c) / q)
-    a_eff = 2.266 * fwhm**2 * q  # noise-equivalent area of the PSF (Gaussian approximation)
+    drift = 0.0
+    if "drift" in spec:  # its own random stream: the circular profile averaged along a segment
+        r_dr = np.random.default_rng([seed, 16])
+        drift, psf_angle = r_dr.uniform(*spec["drift"]), r_dr.uniform(0, np.pi)
+        steps = np.linspace(-drift / 2, drift / 2, int(4 * drift) + 1)
+        point, c, s = psf, np.cos(psf_angle), np.sin(psf_angle)
+
+        def psf(x, y):
+            return sum(point(x - t * c, y - t * s) for t in steps) / len(steps)
+    sig = fwhm / 2.3548  # noise-equivalent area of the PSF (Gaussian approximation; a streak's length
+    a_eff = 2.266 * fwhm**2 * q * np.sqrt(1 + drift**2 / 12 / sig**2)  # as a box's variance)
     f_min = 2.5 * np.sqrt(a_eff * var_pix)  # S/N ~ 2.5: the faintest drawn
     # Stars: N(>F) ~ F^-0.75 (Euclidean counts), up to well past saturation.
     n_stars = rng.poisson(320 * area * spec["density"])
@@ -183,13 +196,13 @@ def make_frame(seed: int, size: int = 1024, variant: str = "default", trail=None
     spider = np.random.default_rng([seed, 13]).uniform(0, np.pi / 2) if spec.get("spikes") else None
     for f in flux:
         x, y = rng.uniform(-5, size + 5, 2)
-        radius = int(np.clip(fwhm * (3 + 3 * np.log10(max(f / f_min, 1.0))), 6, 120))
+        radius = int(np.clip(fwhm * (3 + 3 * np.log10(max(f / f_min, 1.0))), 6, 120) + drift / 2)
         _add(light, *_render(psf, x, y, radius, f))
         rows.append((x, y, f, "star", a_eff))
         if spider is not None and f > 30 * f_min:
             _spikes(light, x, y, f, spider, fwhm, np.sqrt(var_pix), xx, yy)
     # Galaxies: Sersic profiles convolved with the PSF.
-    kr = int(np.ceil(3 * fwhm))
+    kr = int(np.ceil(3 * fwhm + drift / 2))
     k_sub = (np.arange((2 * kr + 1) * OVERSAMPLE) + 0.5) / OVERSAMPLE - 0.5 - kr
     ky, kx = np.meshgrid(k_sub, k_sub, indexing="ij")
     kernel = psf(kx, ky)
@@ -200,7 +213,7 @@ def make_frame(seed: int, size: int = 1024, variant: str = "default", trail=None
         ell, theta = rng.uniform(0.0, 0.6), rng.uniform(0, np.pi)
         f = min(2 * f_min * rng.random() ** (-1 / 0.6), 100 * saturate)
         model = Sersic2D(1.0, r_eff, n_s, 0.0, 0.0, ell, theta)
-        radius = int(np.clip(4 * r_eff + 2 * fwhm, 8, 60))
+        radius = int(np.clip(4 * r_eff + 2 * fwhm, 8, 60) + drift / 2)
         _add(light, *_render(model, x, y, radius, f, kernel))
         rows.append((x, y, f, "galaxy", 2.266 * (fwhm**2 + (1.5 * r_eff) ** 2)))
     if spec.get("discs"):  # its own random stream, as the amplifiers'
@@ -319,6 +332,7 @@ def make_frame(seed: int, size: int = 1024, variant: str = "default", trail=None
         hdr["RDNOISE"] = (round(rdnoise, 3), "e-")
         hdr["SATURATE"] = (round(saturate, 1), "ADU")
     return image, hdr, cat[inside], truth, {"fwhm": fwhm, "beta": beta, "sky": sky, "gain": gain, "q": q,
+                                         "drift": drift,
                                          "angle": float(np.degrees(psf_angle)),
                                          "trail_deg": trail_deg}
 

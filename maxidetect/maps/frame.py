@@ -319,8 +319,12 @@ def _extract(sub: np.ndarray, rms: np.ndarray, mask: np.ndarray | None = None):
         return np.zeros(0, dtype=[("x", float), ("y", float)]), np.zeros(sub.shape, np.int32)
 
 
-def _compact(objs, rms: np.ndarray) -> np.ndarray:
-    """Objects that are not line-like (see :class:`FrameStats`)."""
+def _compact(objs, rms: np.ndarray, psf: tuple[float, float, float] = (1.0, 0.0, 0.0)) -> np.ndarray:
+    """Objects that are not line-like (see :class:`FrameStats`). ``psf``: the frame's (axis ratio,
+    major axis angle [rad], geometric-mean sigma [px]); where it is elongated, objects shaped as it
+    (its angle within 25 deg, no thinner than 0.6 of its ratio, no longer than twice its major axis)
+    are compact too: a tracking error trails every star into a streak as thin as 1:5, which the
+    column search, left to see it, took for short bad rows (second generator's ``drift`` frames)."""
     if not len(objs) or "b" not in objs.dtype.names:
         return np.zeros(len(objs), bool)
     h, w = rms.shape
@@ -328,7 +332,12 @@ def _compact(objs, rms: np.ndarray) -> np.ndarray:
     iy = np.clip(np.round(objs["y"]).astype(int), 0, h - 1)
     ix = np.clip(np.round(objs["x"]).astype(int), 0, w - 1)
     bright = objs["peak"] > 20 * rms[iy, ix]
-    return ((ratio > 0.3) & (objs["b"] > 0.6)) | (bright & (ratio > 0.12))
+    out = ((ratio > 0.3) & (objs["b"] > 0.6)) | (bright & (ratio > 0.12))
+    q, theta, sigma = psf
+    if q < ELONGATED_Q and sigma > 0:
+        off = np.abs((objs["theta"] - theta + np.pi / 2) % np.pi - np.pi / 2)
+        out |= (off < np.radians(25)) & (ratio > 0.6 * q) & (objs["a"] < 2 * sigma / np.sqrt(q))
+    return out
 
 
 def sources_under(stats: FrameStats, sub: np.ndarray, region: np.ndarray, margin: int = 16) -> FrameStats:
@@ -372,7 +381,8 @@ def sources_under(stats: FrameStats, sub: np.ndarray, region: np.ndarray, margin
     piece = lab[nseg]
     np.copyto(seg[crop], piece, where=piece > 0)  # seg[crop]: a view, written through
     objs = np.concatenate([old[keep], new[take]])
-    compact = np.concatenate([stats.compact[keep], _compact(new[take], stats.rms)])
+    compact = np.concatenate([stats.compact[keep],
+                              _compact(new[take], stats.rms, (stats.psf_q, stats.psf_theta, stats.sigma))])
     return replace(stats, objects=objs, segmentation=seg, compact=compact)
 
 
@@ -413,8 +423,9 @@ def measure_frame(image: np.ndarray, bad: np.ndarray | None = None, header=None,
                         "calls (hits, or stars sharper than FWHM ~1.1 px: those only --policy CR=flag,HP=flag keeps)")
         warnings.warn(f"PSF not measurable ({n} clean stars): FWHM {guess} assumed{hint}",
                       MaxidetectWarning, stacklevel=2)
+    shape = (q, theta, fwhm / 2.3548) if fwhm is not None else (1.0, 0.0, 0.0)
     return FrameStats(back=back, rms=rms, globalrms=bg.globalrms, objects=objs,
-                      segmentation=np.asarray(seg, np.int32), compact=_compact(objs, rms),
+                      segmentation=np.asarray(seg, np.int32), compact=_compact(objs, rms, shape),
                       fwhm=fwhm or sharpest or DEFAULT_FWHM,
                       fwhm_measured=fwhm is not None, n_psf_stars=n, saturation=sat,
                       psf_q=q if fwhm is not None else 1.0, psf_theta=theta if fwhm is not None else 0.0,
@@ -709,7 +720,9 @@ def _psf_fwhm(sub, objs, seg, rms, saturation_above_sky, bad) -> tuple[float | N
         return None, 0, 1.0, 0.0, NO_STARS
     x, y = objs["x"], objs["y"]
     snr, ratio, ok, clean = _bright_sources(sub, objs, seg, rms, saturation_above_sky, bad)
-    ok &= (objs["a"] > 0) & (ratio > 0.35)
+    # Down to 1:10: a tracking error trails every star into a streak (1:5 at 14 px and FWHM 2.4 px);
+    # a locus of them must still share one direction below, which tracks and galaxies do not.
+    ok &= (objs["a"] > 0) & (ratio > 0.1)
     if ok.sum() >= 2:  # isolated: no other detection within 6 a
         from scipy.spatial import cKDTree
 
@@ -765,11 +778,11 @@ def _psf_fwhm(sub, objs, seg, rms, saturation_above_sky, bad) -> tuple[float | N
             c = _gauss_fits(sub, rms, x[top], y[top], hs, (qq, tt))[1]
             return float(np.nansum(np.where(np.isfinite(c), c, 10.0)))
 
-        tries = [float(np.clip(q * f, 0.25, 1.0)) for f in (0.6, 0.7, 0.8, 0.9, 1.0)]
+        tries = [float(np.clip(q * f, 0.1, 1.0)) for f in (0.6, 0.7, 0.8, 0.9, 1.0)]
         costs = [cost(qq, theta) for qq in tries]
         q, best = tries[int(np.argmin(costs))], min(costs)
         # Then the ratio more finely (the steps above are 0.1 of the moments' ratio).
-        for qq in (float(np.clip(q * 0.95, 0.25, 1.0)), float(np.clip(q * 1.05, 0.25, 1.0))):
+        for qq in (float(np.clip(q * 0.95, 0.1, 1.0)), float(np.clip(q * 1.05, 0.1, 1.0))):
             c = cost(qq, theta)
             if c < best:
                 q, best = qq, c
