@@ -444,14 +444,20 @@ def _fit_families(d, var, uses, profiles, n_widths, top=4, plane=None, refit=Fal
             i, r = np.divmod(idx, n_off * n_off)
             k = sets[:, None]
             return gy[k, i, r // n_off][..., :, None] * gx[k, i, r % n_off][..., None, :]
-    else:  # an elongated PSF: every model's pixels
-        g = np.stack([np.asarray(p[:n_w], np.float64).reshape(-1, h * w) for p in profiles])  # (K, models, px)
-        b = np.matmul(g, wp.reshape(n_sets, 3, -1).swapaxes(1, 2))
-        a = np.matmul(g * g, w0.reshape(n_sets, -1, 1))[..., 0]
-        r0 = np.matmul(g, wd.reshape(n_sets, -1, 1))[..., 0]
+    else:  # an elongated PSF: every model's pixels, and their squares, once per centre (sets share them)
+        own: dict = {}
+        for p in profiles:
+            if id(p) not in own:
+                gp = np.asarray(p[:n_w], np.float64).reshape(-1, h * w)  # (models, px)
+                own[id(p)] = (gp, gp * gp)
+        gs = [own[id(p)] for p in profiles]
+        wpt = wp.reshape(n_sets, 3, -1).swapaxes(1, 2)
+        b = np.stack([np.matmul(gk, wpt[k]) for k, (gk, _) in enumerate(gs)])
+        a = np.stack([np.matmul(sq, w0[k].reshape(-1, 1))[:, 0] for k, (_, sq) in enumerate(gs)])
+        r0 = np.stack([np.matmul(gk, wd[k].reshape(-1, 1))[:, 0] for k, (gk, _) in enumerate(gs)])
 
         def pixels(sets, idx):
-            return g[sets[:, None], idx].reshape(*idx.shape, h, w)
+            return np.stack([gs[k][0][idx[j]] for j, k in enumerate(sets)]).reshape(*idx.shape, h, w)
     cb = np.matmul(b, c_inv)
     schur = np.maximum(a - np.einsum("kij,kij->ki", b, cb), 1e-300)
     excess = r0 - np.matmul(b, u[..., None])[..., 0]
