@@ -108,6 +108,8 @@ VARIANTS = {
     # A tracking error (wind shake, a drifting mount): every star and galaxy smeared along one
     # direction into a streak 5-16 px long, as bright as a cosmic-ray track and as straight.
     "drift": {"fwhm": (1.6, 3.5), "density": 1.0, "drift": (5.0, 16.0)},
+    # The same in good seeing (FWHM 1.1-1.6 px across): each streak as sharp as a cosmic-ray track.
+    "sharpdrift": {"fwhm": (1.1, 1.6), "density": 1.0, "drift": (5.0, 16.0)},
 }
 OVERSAMPLE = 5
 

@@ -18,7 +18,8 @@ from scipy import ndimage
 from maxidetect.errors import MaxidetectWarning
 from maxidetect.maps.morph import component_shapes, dilate
 
-__all__ = ["Background", "FrameStats", "measure_background", "measure_frame", "elliptical_gaussian", "DEFAULT_FWHM",
+__all__ = ["Background", "FrameStats", "measure_background", "measure_frame", "elliptical_gaussian",
+           "trailed_gaussian", "DEFAULT_FWHM",
            "no_data", "bright_background", "BRIGHT_SKY_SIGMA", "BRIGHT_SKY_NOISE", "sep_extract", "SEP_PIXSTACK"]
 
 #: The PSF FWHM [pix] assumed when the frame has too few clean stars to measure it.
@@ -120,6 +121,12 @@ class FrameStats:
         The PSF's axis ratio (1: round, also when not measured) and major
         axis angle from +x [rad]; ``fwhm`` is then the geometric mean of the
         axes' FWHMs.
+    psf_trail : (float, float) or None
+        Where the elongated PSF is trailed (a round core drawn along its
+        major axis by a tracking error, :func:`trailed_gaussian`, fits its
+        bright stars clearly better than an elliptical Gaussian): its core's
+        sigma and the segment's half-length [px], for rule 1's fits; ``fwhm``,
+        ``psf_q`` and ``psf_theta`` stay the elliptical Gaussian's.
     psf_stars : float (n, 2)
         x, y of the stellar locus the PSF was measured on (none when not
         measured), those whose core ``bad`` leaves alone where there are enough.
@@ -137,6 +144,7 @@ class FrameStats:
     saturation: float
     psf_q: float = 1.0
     psf_theta: float = 0.0
+    psf_trail: tuple[float, float] | None = None
     psf_stars: np.ndarray = field(default_factory=lambda: np.zeros((0, 2)))
 
     @property
@@ -145,9 +153,16 @@ class FrameStats:
         return self.fwhm / 2.3548
 
     @property
+    def psf_shape(self) -> tuple:
+        """(axis ratio, major axis angle, ``psf_trail``): the PSF's shape for rule 1's fits."""
+        return self.psf_q, self.psf_theta, self.psf_trail
+
+    @property
     def sigma_minor(self) -> float:
-        """The PSF's sigma along its minor axis [pix]: the sharpest a source can be."""
-        return self.sigma * np.sqrt(min(self.psf_q, 1.0))
+        """The PSF's sigma along its minor axis [pix]: the sharpest a source can be (a trailed
+        PSF's core: its streaks are sharper across than the elliptical Gaussian's minor axis)."""
+        minor = self.sigma * np.sqrt(min(self.psf_q, 1.0))
+        return minor if self.psf_trail is None else min(minor, float(self.psf_trail[0]))
 
     def source_mask(self, grow: int = 2, snr: np.ndarray | None = None) -> np.ndarray:
         """Footprints of the compact objects, grown by ``grow`` pixels (line-like
@@ -404,7 +419,7 @@ def measure_frame(image: np.ndarray, bad: np.ndarray | None = None, header=None,
     data = _finite_data(image)[0]  # made again: a Background lives as long as L.A.Cosmic's thread
     sub = data - back
     objs, seg = _extract(sub, rms)
-    fwhm, n, q, theta, stars = _psf_fwhm(sub, objs, seg, rms, sat - float(np.median(back)), bad)
+    fwhm, n, q, theta, trail, stars = _psf_fwhm(sub, objs, seg, rms, sat - float(np.median(back)), bad)
     if len(stars) and bad is not None:  # for the PSF's shape: stars with no hit or call on their core, if enough
         untouched = stars[~touches(bad, objs["x"][stars], objs["y"][stars])]
         stars = untouched if len(untouched) >= _MIN_STARS else stars
@@ -429,6 +444,7 @@ def measure_frame(image: np.ndarray, bad: np.ndarray | None = None, header=None,
                       fwhm=fwhm or sharpest or DEFAULT_FWHM,
                       fwhm_measured=fwhm is not None, n_psf_stars=n, saturation=sat,
                       psf_q=q if fwhm is not None else 1.0, psf_theta=theta if fwhm is not None else 0.0,
+                      psf_trail=trail if fwhm is not None else None,
                       psf_stars=np.c_[objs["x"][stars], objs["y"][stars]])
 
 
@@ -467,15 +483,49 @@ def bright_background(image: np.ndarray, stats: FrameStats, bad: np.ndarray | No
         & (sky.rms >= noise_rise * float(np.median(sky.rms[finite])))
 
 
-def elliptical_gaussian(dx, dy, var, q: float, theta: float):
+def trailed_gaussian(dx, dy, var, half: float, theta: float):
+    """A round Gaussian of variance ``var`` [px^2] drawn along a segment of
+    half-length ``half`` at ``theta`` from +x (peak 1 at dx = dy = 0), the
+    pixel integration approximated as in :func:`elliptical_gaussian`."""
+    from scipy.special import erf
+
+    r2 = np.sqrt(2.0 * (var + 1 / 12))
+    c, s = np.cos(theta), np.sin(theta)
+    u, v = dx * c + dy * s, dy * c - dx * s
+    return (np.exp(-(v / r2) ** 2) * (erf((u + half) / r2) - erf((u - half) / r2))
+            / np.maximum(2 * erf(half / r2), 1e-300))
+
+
+def elliptical_gaussian(dx, dy, var, q: float, theta: float, trailed: bool = False):
     """exp(-chi^2 / 2) of an elliptical Gaussian (peak 1 at dx = dy = 0) of
     geometric-mean variance ``var`` [px^2], axis ratio ``q``, major axis at
     ``theta`` from +x; the pixel integration approximated by a box's
-    variance (1/12 px^2 per axis). Arrays broadcast."""
+    variance (1/12 px^2 per axis). Arrays broadcast.
+
+    ``trailed``: instead, a round Gaussian drawn along the major axis (a
+    tracking error's PSF: flat along its length, with steep ends) of the
+    same second moments: the minor axis's variance across, and a segment
+    whose variance makes up the major axis's."""
     c, s = np.cos(theta), np.sin(theta)
     va, vb = var / q, var * q
+    if trailed and q < 1.0:
+        return trailed_gaussian(dx, dy, vb, np.sqrt(3.0 * (va - vb)), theta)  # a segment's variance: (2 half)^2 / 12
     cxx, cyy, cxy = va * c * c + vb * s * s + 1 / 12, va * s * s + vb * c * c + 1 / 12, (va - vb) * c * s
     return np.exp(-0.5 * (cyy * dx * dx - 2 * cxy * dx * dy + cxx * dy * dy) / (cxx * cyy - cxy * cxy))
+
+
+def light_centre(d: np.ndarray, mask: np.ndarray | None = None) -> tuple[int, int]:
+    """The pixel nearest the centroid of ``d``'s light a quarter of its peak
+    or more (within ``mask``): a trailed PSF's centre, which its brightest
+    pixel is not (its top is flat along its length: noise picks the peak)."""
+    m = np.ones(d.shape, bool) if mask is None else mask
+    top = np.where(m, d, -np.inf).max()
+    w = np.where(m & (d >= 0.25 * top), d, 0.0) if top > 0 else m.astype(np.float64)
+    yy, xx = np.indices(d.shape)
+    cy, cx = int(round((w * yy).sum() / w.sum())), int(round((w * xx).sum() / w.sum()))
+    if not m[cy, cx]:  # a bent group: its brightest pixel
+        return np.unravel_index(np.argmax(np.where(m, d, -np.inf)), d.shape)
+    return cy, cx
 
 
 def _gauss_fits(sub, rms, xs, ys, hs: int = 4, shape=(1.0, 0.0)):
@@ -484,7 +534,8 @@ def _gauss_fits(sub, rms, xs, ys, hs: int = 4, shape=(1.0, 0.0)):
     background), with a 10% model error. With ``shape`` (axis ratio < 1,
     major axis angle from +x) the Gaussians are elliptical, of that shape
     (sigma: the geometric mean of the axes; pixel integration approximated
-    by a box's variance)."""
+    by a box's variance); a third item of ``shape``, True: trailed (see
+    :func:`elliptical_gaussian`)."""
     from scipy.special import erf
 
     sigmas = np.geomspace(0.35, 6.0, 28)
@@ -498,11 +549,11 @@ def _gauss_fits(sub, rms, xs, ys, hs: int = 4, shape=(1.0, 0.0)):
     prof = 0.5 * (erf((rel + 0.5) / s2) - erf((rel - 0.5) / s2))
     prof /= prof.max(axis=-1, keepdims=True)  # peak 1 (the separable product's peak is the product of peaks)
     g = prof[:, :, None, :, None] * prof[:, None, :, None, :]  # (n_sig, off_y, off_x, h, w)
-    q, theta = shape
+    q, theta, trailed = (*shape, False)[:3]
     if q < 1.0:
         rel = grid[None, :] - offs[:, None]
         g = elliptical_gaussian(rel[None, None, :, None, :], rel[None, :, None, :, None],
-                                (sigmas**2)[:, None, None, None, None], q, theta)
+                                (sigmas**2)[:, None, None, None, None], q, theta, trailed)
         g /= g.max(axis=(3, 4), keepdims=True)
 
     def sums(m, py, px):  # sum over pixels of g-like separable terms times m: (n_sig, off_y, off_x)
@@ -514,7 +565,7 @@ def _gauss_fits(sub, rms, xs, ys, hs: int = 4, shape=(1.0, 0.0)):
         if cy - hs < 0 or cx - hs < 0 or cy + hs >= h or cx + hs >= w:
             continue
         d = np.asarray(sub[cy - hs:cy + hs + 1, cx - hs:cx + hs + 1], np.float64)
-        iy, ix = np.unravel_index(np.argmax(d), d.shape)  # centre on the peak
+        iy, ix = light_centre(d) if trailed else np.unravel_index(np.argmax(d), d.shape)  # centre on the peak
         cy, cx = cy + iy - hs, cx + ix - hs
         if cy - hs < 0 or cx - hs < 0 or cy + hs >= h or cx + hs >= w:
             continue
@@ -703,7 +754,16 @@ def _hits_blur(sub, objs, seg, rms, bad, snr, ratio, locus) -> bool:
 NO_STARS = np.zeros(0, int)
 
 
-def _psf_fwhm(sub, objs, seg, rms, saturation_above_sky, bad) -> tuple[float | None, int, float, float, np.ndarray]:
+#: Under this axis ratio the PSF may be trailed (:func:`elliptical_gaussian`): the
+#: trailed profile is tried, and taken where the brightest stars' reduced chi2 in excess of 1
+#: is under TRAILED_GAIN of the elliptical Gaussian's (constructed and second-generator trailed
+#: frames 0.04-0.77, elliptical Gaussian stars of axis ratio 0.48 1.07-3.7).
+TRAILED_Q = 0.5
+TRAILED_GAIN = 0.8
+
+
+def _psf_fwhm(sub, objs, seg, rms, saturation_above_sky,
+              bad) -> tuple[float | None, int, float, float, tuple | None, np.ndarray]:
     """FWHM of the stellar locus: bright (S/N > 20), isolated, unsaturated
     sources whose profile a Gaussian fits (cosmic rays and hot pixels do
     not: too sharp, or not smooth), the median width of the best fits; and
@@ -717,7 +777,7 @@ def _psf_fwhm(sub, objs, seg, rms, saturation_above_sky, bad) -> tuple[float | N
     one of more sources that the network leaves alone. Last, the locus's
     members (indices into ``objs``; none when not measured)."""
     if len(objs) < _MIN_STARS:
-        return None, 0, 1.0, 0.0, NO_STARS
+        return None, 0, 1.0, 0.0, None, NO_STARS
     x, y = objs["x"], objs["y"]
     snr, ratio, ok, clean = _bright_sources(sub, objs, seg, rms, saturation_above_sky, bad)
     # Down to 1:10: a tracking error trails every star into a streak (1:5 at 14 px and FWHM 2.4 px);
@@ -731,7 +791,7 @@ def _psf_fwhm(sub, objs, seg, rms, saturation_above_sky, bad) -> tuple[float | N
         near = d[:, 1] < 6 * np.maximum(objs["a"][ok], 1.0)
         idx = np.flatnonzero(ok)
         ok[idx[near]] = False
-    q, theta = 1.0, 0.0
+    q, theta, trail = 1.0, 0.0, None
     # Judged on the more compact half (the stars: galaxies are larger; size
     # as flux / peak, which brightness does not change), and elongated only
     # if those share one direction (galaxies are elongated every which way:
@@ -761,7 +821,7 @@ def _psf_fwhm(sub, objs, seg, rms, saturation_above_sky, bad) -> tuple[float | N
     if len(idx) > 150:  # the brightest are enough for a median width (the clean ones first)
         idx = idx[np.lexsort((-snr[idx], ~clean[idx]))[:150]]
     if len(idx) < _MIN_STARS:
-        return None, int(len(idx)), 1.0, 0.0, NO_STARS
+        return None, int(len(idx)), 1.0, 0.0, None, NO_STARS
     hs = int(np.clip(np.ceil(4 * np.percentile(objs["a"][idx], 75)), 6, 12))
     if q < 1.0:
         # The isophotes' angle is off by a few degrees (34 for a true 30 at axis ratio 0.48), and a
@@ -774,22 +834,46 @@ def _psf_fwhm(sub, objs, seg, rms, saturation_above_sky, bad) -> tuple[float | N
         # brightest stars best, from 0.6x the moments' up.
         pick = idx[clean[idx]] if clean[idx].any() else idx
         top = pick[np.argsort(-snr[pick])[:30]]
-        def cost(qq, tt):
-            c = _gauss_fits(sub, rms, x[top], y[top], hs, (qq, tt))[1]
-            return float(np.nansum(np.where(np.isfinite(c), c, 10.0)))
+        def cost(qq, tt, tr, clip=np.inf):
+            c = _gauss_fits(sub, rms, x[top], y[top], hs, (qq, tt, tr))[1]
+            return float(np.nansum(np.minimum(np.where(np.isfinite(c), c, 10.0), clip)))
 
-        tries = [float(np.clip(q * f, 0.1, 1.0)) for f in (0.6, 0.7, 0.8, 0.9, 1.0)]
-        costs = [cost(qq, theta) for qq in tries]
-        q, best = tries[int(np.argmin(costs))], min(costs)
-        # Then the ratio more finely (the steps above are 0.1 of the moments' ratio).
-        for qq in (float(np.clip(q * 0.95, 0.1, 1.0)), float(np.clip(q * 1.05, 0.1, 1.0))):
-            c = cost(qq, theta)
-            if c < best:
-                q, best = qq, c
+        def search(tr, clip=np.inf):
+            tries = [float(np.clip(q_m * f, 0.1, 1.0)) for f in (0.6, 0.7, 0.8, 0.9, 1.0)]
+            costs = [cost(qq, theta, tr, clip) for qq in tries]
+            qb, best = tries[int(np.argmin(costs))], min(costs)
+            # Then the ratio more finely (the steps above are 0.1 of the moments' ratio).
+            for qq in (float(np.clip(qb * 0.95, 0.1, 1.0)), float(np.clip(qb * 1.05, 0.1, 1.0))):
+                c = cost(qq, theta, tr, clip)
+                if c < best:
+                    qb, best = qq, c
+            return qb, best
+
+        q_m = q  # the moments'
+        q = search(False)[0]
+        if q < TRAILED_Q:
+            # Drawn out this far, a tracking error's streak is flat along its length with steep
+            # ends, far off any Gaussian at high S/N (FWHM 1.2 px across, 8 px long: rule 1 took 23
+            # stars of S/N 20-420 on one frame for cosmic-ray tracks): the trailed profile where
+            # it fits the brightest stars clearly better: their reduced chi2 in excess of 1 (each
+            # clipped at 10: a blend or a hit on a few stars, 100-600 in both, decided a plain sum;
+            # the faint ones, fitted as well by either, a median). The locus and its width stay
+            # the Gaussian's (every other use of the PSF's shape).
+            q_t = search(True, 10.0)[0]
+            sg, c_t = _gauss_fits(sub, rms, x[top], y[top], hs, (q_t, theta, True))
+            c_g = _gauss_fits(sub, rms, x[top], y[top], hs, (q, theta))[1]
+
+            def excess(c):
+                return float((np.minimum(np.where(np.isfinite(c), c, 10.0), 10.0) - 1.0).clip(0).sum())
+            if excess(c_t) < TRAILED_GAIN * excess(c_g):
+                sg = sg[np.isfinite(sg) & (sg > HIT_SIGMA)]
+                if len(sg) >= _MIN_STARS:
+                    s_t = float(np.median(sg))  # geometric-mean sigma: (2 half)^2 / 12 makes up the major axis
+                    trail = (float(s_t * np.sqrt(q_t)), float(np.sqrt(3.0 * s_t**2 * (1 / q_t - q_t))))
     sig, chi = _gauss_fits(sub, rms, x[idx], y[idx], hs, (q, theta))
     good = np.isfinite(sig) & (chi < 3.0) & (sig > HIT_SIGMA) & (sig < 5.9)
     if good.sum() < _MIN_STARS:
-        return None, int(good.sum()), 1.0, 0.0, NO_STARS
+        return None, int(good.sum()), 1.0, 0.0, None, NO_STARS
     order = np.argsort(sig[good])
     s, s_clean = sig[good][order], clean[idx][good][order]
     members = idx[good][order]
@@ -801,7 +885,7 @@ def _psf_fwhm(sub, objs, seg, rms, saturation_above_sky, bad) -> tuple[float | N
         near = np.abs(np.log(s / c)) < 0.15
         if not (near.sum() >= need and s_clean[near].sum() >= _MIN_STARS):
             continue
-        locus = float(np.clip(2.3548 * np.median(s[near]), 0.8, 30.0)), int(near.sum()), q, theta, members[near]
+        locus = float(np.clip(2.3548 * np.median(s[near]), 0.8, 30.0)), int(near.sum()), q, theta, trail, members[near]
         if hits is None:
             if bad is None or not _hits_blur(sub, objs, seg, rms, bad, snr, ratio, members[near]):
                 return locus
@@ -824,5 +908,5 @@ def _psf_fwhm(sub, objs, seg, rms, saturation_above_sky, bad) -> tuple[float | N
             width = float(np.median(s[near]))
             if s_clean.any() and abs(np.log(np.median(s[s_clean]) / width)) > 0.25:
                 break
-            return float(np.clip(2.3548 * width, 0.8, 30.0)), int(near.sum()), q, theta, members[near]
-    return None, int(s_clean.sum()), 1.0, 0.0, NO_STARS
+            return float(np.clip(2.3548 * width, 0.8, 30.0)), int(near.sum()), q, theta, trail, members[near]
+    return None, int(s_clean.sum()), 1.0, 0.0, None, NO_STARS

@@ -105,6 +105,7 @@ class FusionReport:
     fwhm_measured: bool = False
     psf_q: float = 1.0  # the PSF's axis ratio (1: round or not measured)
     psf_theta: float = 0.0  # its major axis from +x [rad]
+    psf_trail: tuple | None = None  # (core sigma, half-length) of a trailed PSF (a tracking error)
     trails: list[Trail] = field(default_factory=list)
     columns: list[LineDefect] = field(default_factory=list)
     lacosmic_pixels: int = 0
@@ -134,6 +135,8 @@ class FusionReport:
                 ("MDFWHMOK", self.fwhm_measured, "PSF measured on the frame (else default)"),
                 ("MDPSFQ", round(self.psf_q, 3), "PSF axis ratio (1: round)"),
                 ("MDPSFTH", round(float(np.degrees(self.psf_theta)), 1), "PSF major axis from +x [deg]"),
+                ("MDPSFTR", self.psf_trail is not None, "PSF trailed along its major axis (tracking)"),
+                ("MDPSFTL", round(2 * self.psf_trail[1], 2) if self.psf_trail else 0.0, "trailed PSF's length [pix]"),
                 ("MDNTRL", len(self.trails), "trails fitted and masked end to end"),
                 ("MDNSPKL", self.spike_lines, "lines that are a star's spikes: SP, not TRL"),
                 ("MDNCOL", len(self.columns), "bad column/row segments found"),
@@ -489,7 +492,7 @@ def fuse(image: np.ndarray, flags: np.ndarray, policy: MapPolicy,
     for w in caught:
         warnings.warn(str(w.message), MaxidetectWarning, stacklevel=2)
     report.fwhm, report.fwhm_measured = stats.fwhm, stats.fwhm_measured
-    report.psf_q, report.psf_theta = stats.psf_q, stats.psf_theta
+    report.psf_q, report.psf_theta, report.psf_trail = stats.psf_shape
     # -- bright background: where the sky itself is bright, by its statistics. The network's
     # calls stand there only: on the bodies of bright galaxies and stars they are their light,
     # not background (real frames: every bright galaxy of a CTIO frame flagged, 97% of a

@@ -104,7 +104,7 @@ import numpy as np
 from scipy import ndimage
 from scipy.special import erf
 
-from maxidetect.maps.frame import FrameStats, elliptical_gaussian
+from maxidetect.maps.frame import FrameStats, elliptical_gaussian, light_centre, trailed_gaussian
 from maxidetect.maps.moffat import measure_moffat
 from maxidetect.maps.morph import dilate, grow_labels
 from maxidetect.resources import usable_cpus
@@ -177,22 +177,34 @@ def _profiles(shape, cy, cx, sig_psf):
     return _axis_profiles(shape[0], int(cy), float(sig_psf)), _axis_profiles(shape[1], int(cx), float(sig_psf))
 
 
+def _trail(psf_shape) -> tuple | None:
+    """A PSF shape's (q, theta[, trail]) trail: (core sigma, half-length) or None."""
+    return psf_shape[2] if len(psf_shape) > 2 else None
+
+
+def _trailed(psf_shape) -> bool:
+    """Whether a PSF shape (q, theta[, trail]) is trailed."""
+    return _trail(psf_shape) is not None
+
+
 def _centre_profiles(shape, cy, cx, sig_psf: float, psf_shape) -> tuple | np.ndarray:
     """The source's profiles at pixel (cy, cx) of a stamp: elliptical where
-    the PSF's axis ratio (``psf_shape`` = (q, theta)) is under :data:`ROUND_Q`
+    the PSF's axis ratio (``psf_shape`` = (q, theta[, trail])) is under :data:`ROUND_Q`
     (:func:`_elliptical_profiles`), else round (:func:`_profiles`)."""
     if psf_shape[0] < ROUND_Q:
         return _elliptical_profiles(tuple(shape), int(cy), int(cx), float(sig_psf), float(psf_shape[0]),
-                                    float(psf_shape[1]))
+                                    float(psf_shape[1]), trail=_trail(psf_shape))
     return _profiles(shape, cy, cx, sig_psf)
 
 
 @lru_cache(maxsize=16)  # float64: ~14 MB for 15 px stamps, ~115 MB if all grown; elongated PSFs only
 def _elliptical_profiles(shape, cy: int, cx: int, sig_psf: float, q: float, theta: float,
-                         widths=_WIDTHS) -> np.ndarray:
+                         widths=_WIDTHS, trail: tuple | None = None) -> np.ndarray:
     """Peak-normalised elliptical Gaussians of an elongated PSF (axis ratio
     ``q``, major axis at ``theta`` from +x; ``sig_psf`` the geometric mean
-    sigma) for every width (x ``sig_psf``) and sub-pixel centre around pixel (cy, cx):
+    sigma; ``trail``: (core sigma, half-length) of a trailed PSF, whose
+    cores are widened instead, see :func:`~maxidetect.maps.frame.trailed_gaussian`)
+    for every width (x ``sig_psf``) and sub-pixel centre around pixel (cy, cx):
     (n_w, n_off, n_off, h, w), float32 values held as float64 (the fits'
     precision: no conversion per fit), read-only. Not separable: the pixel
     integration is approximated by a box's variance (1/12 px^2 per axis).
@@ -202,22 +214,24 @@ def _elliptical_profiles(shape, cy: int, cx: int, sig_psf: float, q: float, thet
     reach = max(cy, h - 1 - cy, cx, w - 1 - cx)
     if reach <= 24:  # canvases for a few reaches only
         reach = -(-max(reach, 1) // 8) * 8
-        canvas = _elliptical_canvas(reach, sig_psf, q, theta, widths)
+        canvas = _elliptical_canvas(reach, sig_psf, q, theta, widths, trail)
     else:  # a grown stamp (rare): its own grid, not kept
-        canvas = _elliptical_grid(reach, sig_psf, q, theta, widths)
+        canvas = _elliptical_grid(reach, sig_psf, q, theta, widths, trail)
     g = canvas[..., reach - cy:reach - cy + h, reach - cx:reach - cx + w]
     g = (g / g.max(axis=(3, 4), keepdims=True)).astype(np.float32).astype(np.float64)
     g.flags.writeable = False
     return g
 
 
-def _elliptical_grid(reach: int, sig_psf: float, q: float, theta: float, widths) -> np.ndarray:
+def _elliptical_grid(reach: int, sig_psf: float, q: float, theta: float, widths, trail=None) -> np.ndarray:
     """:func:`_elliptical_profiles`' Gaussians, not normalised, over pixel
     shifts -reach..reach from the centre pixel in y and x: (n_w, n_off,
     n_off, 2 reach + 1, 2 reach + 1)."""
     shifts = np.arange(-reach, reach + 1, dtype=np.float64)
     dy = (shifts[None, :] - _OFFSETS[:, None])[:, None, :, None]  # (n_off, 1, n, 1)
     dx = (shifts[None, :] - _OFFSETS[:, None])[None, :, None, :]  # (1, n_off, 1, n)
+    if trail is not None:  # a trailed source is a wider core drawn along the PSF's segment, not a longer one
+        return np.asarray([trailed_gaussian(dx, dy, (k * trail[0]) ** 2, trail[1], theta) for k in widths])
     return np.asarray([elliptical_gaussian(dx, dy, (k * sig_psf) ** 2, q, theta) for k in widths])
 
 
@@ -232,7 +246,7 @@ _WING_WIDTHS = (1.7, 3.0)
 _WING_CORES = _WIDTHS[:3]  # a star's core is as wide as the PSF (galaxies have the wider Gaussians)
 
 
-def _wing_profiles(shape, cy: int, cx: int, sig_psf: float, q: float, theta: float):
+def _wing_profiles(shape, cy: int, cx: int, sig_psf: float, q: float, theta: float, trail=None):
     """Peak-normalised core and wing Gaussians around pixel (cy, cx), for
     every core width (:data:`_WING_CORES`) and sub-pixel centre, per
     component (core, then :data:`_WING_WIDTHS`): the source's own profiles
@@ -241,17 +255,18 @@ def _wing_profiles(shape, cy: int, cx: int, sig_psf: float, q: float, theta: flo
     len(_WING_WIDTHS), n_w * n_off * n_off, h * w) of
     :func:`_elliptical_profiles`, float32, read-only."""
     if q < 1.0:
-        return _wing_stack(tuple(shape), int(cy), int(cx), float(sig_psf), float(q), float(theta))
+        return _wing_stack(tuple(shape), int(cy), int(cx), float(sig_psf), float(q), float(theta), trail)
     h, w = shape
     return [(_axis_profiles(h, int(cy), sig_psf, widths), _axis_profiles(w, int(cx), sig_psf, widths))
             for widths in (tuple(f * k for k in _WING_CORES) for f in (1.0, *_WING_WIDTHS))]
 
 
 @lru_cache(maxsize=32)  # ~1.5 MB each at most, only on frames with an elongated PSF
-def _wing_stack(shape, cy: int, cx: int, sig_psf: float, q: float, theta: float) -> np.ndarray:
+def _wing_stack(shape, cy: int, cx: int, sig_psf: float, q: float, theta: float, trail) -> np.ndarray:
     """:func:`_wing_profiles` of an elongated PSF."""
     h, w = shape
-    stack = np.asarray([_elliptical_profiles(shape, cy, cx, sig_psf, q, theta, tuple(f * k for k in _WING_CORES))
+    stack = np.asarray([_elliptical_profiles(shape, cy, cx, sig_psf, q, theta, tuple(f * k for k in _WING_CORES),
+                                             trail)
                         .reshape(-1, h * w) for f in (1.0, *_WING_WIDTHS)], np.float32)
     stack.flags.writeable = False
     return stack
@@ -332,15 +347,20 @@ def _fit_wings(d, var, use, comps, plane, top=4):
     n_par = n_src + 3
     normal += np.eye(n_par) * 1e-9 * np.trace(normal, axis1=1, axis2=2)[:, None, None]
     coef = np.linalg.solve(normal, rhs.T[..., None])[..., 0]  # (n_mod, n_par)
-    ok = (coef[:, :n_src] >= 0).all(axis=1) & (coef[:, 0] > 0)
-    if not ok.any():
-        return np.inf, 0.0, 0.0, None
+    core = coef[:, 0] > 0
+    ok = (coef[:, :n_src] >= 0).all(axis=1) & core
     w0 = w0.ravel()
-    plain = np.where(ok, (w0 * dv * dv).sum() - np.einsum("mp,pm->m", coef, rhs), np.inf)
-    first = np.argsort(plain)[:min(top, int(ok.sum()))]
+    plain = (w0 * dv * dv).sum() - np.einsum("mp,pm->m", coef, rhs)
     # Refitted once with the model error in the weights: on a bright star
     # the plain fit bends the wings to mend the core's shape, which the
-    # model error forgives, and spoils the pixels around it.
+    # model error forgives, and spoils the pixels around it. The best plain
+    # fits of non-negative amplitudes, and the best of any wings (bent below
+    # zero, they may come out non-negative once refitted: a trailed star of
+    # S/N 1000, chi2 366 refitted, where the best non-negative plain fit gave 491).
+    first = np.unique(np.r_[np.argsort(np.where(ok, plain, np.inf))[:min(top, int(ok.sum()))],
+                            np.argsort(np.where(core & ~ok, plain, np.inf))[:min(top, int((core & ~ok).sum()))]])
+    if not len(first):
+        return np.inf, 0.0, 0.0, None
     prof = pixels(first)  # (n_src, top, pixels)
     basis = np.concatenate([prof, np.broadcast_to(pv[:, None, :], (3, len(first), dv.size))])
     src = np.einsum("mc,cmp->mp", coef[first, :n_src], prof)
@@ -352,18 +372,27 @@ def _fit_wings(d, var, use, comps, plane, top=4):
     model = src + coef_m[:, n_src:] @ pv
     var_m = var.ravel() + (MODEL_ERROR * src) ** 2
     chi2 = np.where(use.ravel(), (dv - model) ** 2 / var_m, 0.0).sum(axis=1)
+    chi2 = np.where(refit | ok[first], chi2, np.inf)  # negative wings, refitted or not: no source
+    if not np.isfinite(chi2).any():
+        return np.inf, 0.0, 0.0, None
     j = int(np.argmin(chi2))
     k = int(first[j])
     sig_a = np.sqrt(np.linalg.inv(normal[k])[0, 0])
     return float(chi2[j]), float(coef_m[j, 0]), float(coef_m[j, 0] / sig_a), src[j].reshape(d.shape)
 
 
-def _light_around(d, var_m, model, use, cy: int, cx: int, fwhm: float) -> float:
+def _light_around(d, var_m, model, use, cy: int, cx: int, fwhm: float, segment=None) -> float:
     """S/N of the light the source ``model`` leaves unexplained 1-3 FWHM
-    from (cy, cx): wings a Gaussian lacks are positive there, a hit's
-    (nothing around it) negative or none."""
+    from (cy, cx) (``segment``: (half-length, angle), from a trailed PSF's
+    segment through it, ``fwhm`` its core's): wings a Gaussian lacks are
+    positive there, a hit's (nothing around it) negative or none."""
     yy, xx = np.ogrid[0:d.shape[0], 0:d.shape[1]]
-    r = np.hypot(yy - cy, xx - cx)
+    if segment is None:
+        r = np.hypot(yy - cy, xx - cx)
+    else:
+        c, s = np.cos(segment[1]), np.sin(segment[1])
+        u, v = (xx - cx) * c + (yy - cy) * s, (yy - cy) * c - (xx - cx) * s
+        r = np.hypot(np.maximum(np.abs(u) - segment[0], 0.0), v)
     ring = use & (r >= fwhm) & (r <= 3.0 * fwhm)
     if not ring.any():
         return 0.0
@@ -567,16 +596,21 @@ def judge_object(d, rms, cand, others, sig_psf, shape=(1.0, 0.0), min_snr: float
     # Centres tried: the candidates' peak, and the brightest pixel just
     # outside them (a star whose core the candidates cover only in part).
     cy, cx = np.unravel_index(np.argmax(np.where(cand & use_all, d, -np.inf)), d.shape)  # not a neighbour's peak
-    smooth_peak = not steeper_than_psf(d[cy, cx] - _side_mean(d)[cy, cx], d[cy, cx], rms[cy, cx], sig_psf)
+    # A trailed PSF is as sharp as its minor axis across: its streak's sides are (a round test at
+    # the mean width took streaks of FWHM 1.2 px across for hits, bright ones never had their wings fitted).
+    sig_peak = _trail(shape)[0] if _trailed(shape) else sig_psf
+    smooth_peak = not steeper_than_psf(d[cy, cx] - _side_mean(d)[cy, cx], d[cy, cx], rms[cy, cx], sig_peak)
     # A bright source's fit is refitted with the model error in its weights where the candidates could
     # be a star's core: not where their peak is sharper than any source (the model error forgave a
     # 5000 ADU hit on a 6000 ADU core its excess: one narrow star, flag lost), nor where their light
     # draws a line (a track across a star, fitted as a narrow source on the track: the star zeroed).
-    refit = smooth_peak and _compact(d, cand & use_all)
+    refit = smooth_peak and (_compact(d, cand & use_all) or _trailed_streak(d, cand & use_all, shape))
     ring = dilate(cand, 2) & use_out
     centres = {(cy, cx)}
     if ring.any():
         centres.add(np.unravel_index(np.argmax(np.where(ring, d, -np.inf)), d.shape))
+    if _trailed(shape):  # a flat-topped streak's centre is its light's, not its brightest pixel
+        centres.update({tuple(int(v) for v in light_centre(d, m)) for m in (cand & use_all, dilate(cand, 2) & use_all)})
     plane = _plane_basis(tuple(d.shape))
     chi2_art = _plane_chi2(d, var, use_out, plane)
     n_art = n_cand  # the artefact's free pixels
@@ -650,13 +684,14 @@ def judge_object(d, rms, cand, others, sig_psf, shape=(1.0, 0.0), min_snr: float
     # twice the artefact's). Wings only add light around the core, so a hit
     # (no light around it) gains nothing; two more parameters than the source.
     n_par = 7 + len(_WING_WIDTHS)
+    segment = (_trail(shape)[1], shape[1]) if _trailed(shape) else None
     for (py, px), (_, fit) in zip(centres, over_all, strict=True):
         if fit[1] <= 0 or fit[2] < min_snr:
             continue
-        if _light_around(d, fit[5], fit[4], use_all, int(py), int(px), 2.3548 * sig_psf) <= 0.0:
+        if _light_around(d, fit[5], fit[4], use_all, int(py), int(px), 2.3548 * sig_peak, segment) <= 0.0:
             continue  # no light around the core beyond the Gaussian's: no wings to fit
         stack = _wing_profiles(tuple(d.shape), int(py), int(px), float(sig_psf),
-                               float(shape[0]) if shape[0] < ROUND_Q else 1.0, float(shape[1]))
+                               float(shape[0]) if shape[0] < ROUND_Q else 1.0, float(shape[1]), _trail(shape))
         chi2, amp, snr, model = _fit_wings(d, var, use_all, stack, plane)
         if amp > 0 and snr >= min_snr and (chi2 + 2 * n_par < aic_art or (
                 n_art > n_par - 3 and chi2 - chi2_art < _lrt_limit(n_art - (n_par - 3)))):
@@ -981,7 +1016,7 @@ def _source_beside_hit(d, var, rms, cand, use_all, plane, aic_art, sig_psf, shap
         if snr >= min_snr and chi2 + 2 * (7 + n_free) < aic_art \
                 and chi2 + 2 * 4 < _plane_chi2(d, var, use, plane):
             return True, src, track
-        stack = _wing_profiles(tuple(d.shape), int(py), int(px), float(sig_psf), q, float(shape[1]))
+        stack = _wing_profiles(tuple(d.shape), int(py), int(px), float(sig_psf), q, float(shape[1]), _trail(shape))
         chi2, amp, snr, model = _fit_wings(d, var, use, stack, plane)
         if amp > 0 and snr >= min_snr and chi2 + 2 * (7 + len(_WING_WIDTHS) + n_free) < aic_art:
             return True, model, track
@@ -1094,6 +1129,17 @@ def _compact(d: np.ndarray, mask: np.ndarray) -> bool:
     """Whether the light of ``d`` in ``mask`` draws no line (major axis under twice the minor)."""
     a, b = _moments(d, mask)[:2]
     return a < 2.0 * max(b, 0.5)
+
+
+def _trailed_streak(d: np.ndarray, mask: np.ndarray, shape) -> bool:
+    """Whether the light of ``d`` in ``mask`` draws the line of a trailed PSF (``shape``): along
+    its major axis (within :data:`MAX_LINE_ANGLE`) and no longer (rms length under 1.5x its)."""
+    if not _trailed(shape):
+        return False
+    core, half = _trail(shape)
+    a, _, theta = _moments(d, mask)[:3]
+    off = abs((theta - shape[1] + np.pi / 2) % np.pi - np.pi / 2)
+    return 0 < a < 1.5 * np.sqrt(core**2 + half**2 / 3) and off < MAX_LINE_ANGLE
 
 
 def _moments(d: np.ndarray, mask: np.ndarray) -> tuple[float, float, float, float, float]:
@@ -1308,6 +1354,39 @@ def _core_width(profile) -> float:
         return np.inf
     curv = np.log(sides).reshape(2, 2).sum(axis=1) - 2.0 * np.log(m[cy, cx])  # y, x: -1 / sigma^2
     return float((curv[0] * curv[1]) ** -0.25) if (curv < 0).all() else np.inf
+
+
+def _width_across(profile, theta: float) -> float:
+    """:func:`_core_width` across a trailed profile (its top is flat along ``theta``): from the
+    log's second difference at the peak pixel one pixel either side perpendicular to it
+    (interpolated bilinearly)."""
+    m = np.asarray(profile, np.float64)
+    cy, cx = np.unravel_index(np.argmax(m), m.shape)
+    ny, nx = np.cos(theta), -np.sin(theta)  # the unit vector across
+    at = np.array([[cy + ny, cy - ny], [cx + nx, cx - nx]])
+    if m[cy, cx] <= 0 or (at < 0).any() or (at[0] > m.shape[0] - 1).any() or (at[1] > m.shape[1] - 1).any():
+        return np.inf
+    sides = ndimage.map_coordinates(m, at, order=1)
+    if (sides <= 0).any():
+        return np.inf
+    curv = np.log(sides).sum() - 2.0 * np.log(m[cy, cx])  # -1 / sigma^2
+    return float((-curv) ** -0.5) if curv < 0 else np.inf
+
+
+@lru_cache(maxsize=16)
+def _trailed_limit(trail: tuple, theta: float) -> float:
+    """:func:`_width_across` of a trailed profile of EXPLAINED_MAX_WIDTH times the PSF's core,
+    as :func:`_explained_limit` is for a round PSF."""
+    yy, xx = np.mgrid[-12:13, -12:13].astype(np.float64)
+    return _width_across(trailed_gaussian(xx, yy, (EXPLAINED_MAX_WIDTH * trail[0]) ** 2, trail[1], theta), theta)
+
+
+def _as_narrow_as_psf(model, stats: FrameStats) -> bool:
+    """Whether a source model's core is no broader than EXPLAINED_MAX_WIDTH times the PSF's
+    (across it, where the PSF is trailed)."""
+    if stats.psf_trail is None:
+        return _core_width(model) <= _explained_limit(float(stats.sigma))
+    return _width_across(model, stats.psf_theta) <= _trailed_limit(stats.psf_trail, stats.psf_theta)
 
 
 @lru_cache(maxsize=64)
@@ -1581,7 +1660,7 @@ def protect_sources(image_sub: np.ndarray, stats: FrameStats, candidates: np.nda
                 track = None  # a sharp track on the line, apart from the object: judged whole
         if not mine.any():
             return _Verdict(bounds)
-        psf_shape = (stats.psf_q, stats.psf_theta)
+        psf_shape = stats.psf_shape
         ok = whole = False
         hit = None
         if track is None:  # judged whole first, unless a track made it look like a piece of a line
@@ -1690,7 +1769,7 @@ def protect_sources(image_sub: np.ndarray, stats: FrameStats, candidates: np.nda
                 at = tuple(np.clip(np.round([ref_y - y0, ref_x - x0]).astype(int), 0, np.array(ll.shape) - 1))
                 core = r_ref <= (r_near if model.max() >= MODEL_ERROR * ll[at] else r_core)
                 free &= (ll <= 0) | (ndimage.uniform_filter(d, 3, mode="nearest") >= ll) | core
-            if whole and _core_width(model) <= _explained_limit(float(stats.sigma)):
+            if whole and _as_narrow_as_psf(model, stats):
                 # A star's own profile (no broader: a track beside a star fitted as one broad
                 # source with it is no star) explains the call's pixels, each no more than
                 # OUTLIER_SIGMA of the noise above it (a hit on a bright star hides in the
