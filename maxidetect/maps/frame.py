@@ -496,6 +496,13 @@ def trailed_gaussian(dx, dy, var, half: float, theta: float):
             / np.maximum(2 * erf(half / r2), 1e-300))
 
 
+def segment_half(var, q: float):
+    """Half the length of the segment that draws a round core of variance ``var`` * ``q`` out to
+    the major axis of an elliptical PSF (geometric-mean variance ``var``, axis ratio ``q``): its
+    variance, (2 half)^2 / 12, is the major axis's less the minor's."""
+    return np.sqrt(3.0 * (var / q - var * q))
+
+
 def elliptical_gaussian(dx, dy, var, q: float, theta: float, trailed: bool = False):
     """exp(-chi^2 / 2) of an elliptical Gaussian (peak 1 at dx = dy = 0) of
     geometric-mean variance ``var`` [px^2], axis ratio ``q``, major axis at
@@ -509,7 +516,7 @@ def elliptical_gaussian(dx, dy, var, q: float, theta: float, trailed: bool = Fal
     c, s = np.cos(theta), np.sin(theta)
     va, vb = var / q, var * q
     if trailed and q < 1.0:
-        return trailed_gaussian(dx, dy, vb, np.sqrt(3.0 * (va - vb)), theta)  # a segment's variance: (2 half)^2 / 12
+        return trailed_gaussian(dx, dy, vb, segment_half(var, q), theta)
     cxx, cyy, cxy = va * c * c + vb * s * s + 1 / 12, va * s * s + vb * c * c + 1 / 12, (va - vb) * c * s
     return np.exp(-0.5 * (cyy * dx * dx - 2 * cxy * dx * dy + cxx * dy * dy) / (cxx * cyy - cxy * cxy))
 
@@ -834,23 +841,30 @@ def _psf_fwhm(sub, objs, seg, rms, saturation_above_sky,
         # brightest stars best, from 0.6x the moments' up.
         pick = idx[clean[idx]] if clean[idx].any() else idx
         top = pick[np.argsort(-snr[pick])[:30]]
-        def cost(qq, tt, tr, clip=np.inf):
-            c = _gauss_fits(sub, rms, x[top], y[top], hs, (qq, tt, tr))[1]
+        fits = {}  # (ratio, trailed): the 30 stars' (sigma, reduced chi2), each fitted once
+
+        def fit(qq, tr):
+            if (qq, tr) not in fits:
+                fits[qq, tr] = _gauss_fits(sub, rms, x[top], y[top], hs, (qq, theta, tr))
+            return fits[qq, tr]
+
+        def cost(qq, tr, clip=np.inf):
+            c = fit(qq, tr)[1]
             return float(np.nansum(np.minimum(np.where(np.isfinite(c), c, 10.0), clip)))
 
         def search(tr, clip=np.inf):
             tries = [float(np.clip(q_m * f, 0.1, 1.0)) for f in (0.6, 0.7, 0.8, 0.9, 1.0)]
-            costs = [cost(qq, theta, tr, clip) for qq in tries]
+            costs = [cost(qq, tr, clip) for qq in tries]
             qb, best = tries[int(np.argmin(costs))], min(costs)
             # Then the ratio more finely (the steps above are 0.1 of the moments' ratio).
             for qq in (float(np.clip(qb * 0.95, 0.1, 1.0)), float(np.clip(qb * 1.05, 0.1, 1.0))):
-                c = cost(qq, theta, tr, clip)
+                c = cost(qq, tr, clip)
                 if c < best:
                     qb, best = qq, c
-            return qb, best
+            return qb
 
         q_m = q  # the moments'
-        q = search(False)[0]
+        q = search(False)
         if q < TRAILED_Q:
             # Drawn out this far, a tracking error's streak is flat along its length with steep
             # ends, far off any Gaussian at high S/N (FWHM 1.2 px across, 8 px long: rule 1 took 23
@@ -859,17 +873,16 @@ def _psf_fwhm(sub, objs, seg, rms, saturation_above_sky,
             # clipped at 10: a blend or a hit on a few stars, 100-600 in both, decided a plain sum;
             # the faint ones, fitted as well by either, a median). The locus and its width stay
             # the Gaussian's (every other use of the PSF's shape).
-            q_t = search(True, 10.0)[0]
-            sg, c_t = _gauss_fits(sub, rms, x[top], y[top], hs, (q_t, theta, True))
-            c_g = _gauss_fits(sub, rms, x[top], y[top], hs, (q, theta))[1]
+            q_t = search(True, 10.0)
 
             def excess(c):
                 return float((np.minimum(np.where(np.isfinite(c), c, 10.0), 10.0) - 1.0).clip(0).sum())
-            if excess(c_t) < TRAILED_GAIN * excess(c_g):
+            sg, c_t = fit(q_t, True)
+            if excess(c_t) < TRAILED_GAIN * excess(fit(q, False)[1]):
                 sg = sg[np.isfinite(sg) & (sg > HIT_SIGMA)]
                 if len(sg) >= _MIN_STARS:
-                    s_t = float(np.median(sg))  # geometric-mean sigma: (2 half)^2 / 12 makes up the major axis
-                    trail = (float(s_t * np.sqrt(q_t)), float(np.sqrt(3.0 * s_t**2 * (1 / q_t - q_t))))
+                    s_t = float(np.median(sg))  # the geometric-mean sigma
+                    trail = (float(s_t * np.sqrt(q_t)), float(segment_half(s_t**2, q_t)))
     sig, chi = _gauss_fits(sub, rms, x[idx], y[idx], hs, (q, theta))
     good = np.isfinite(sig) & (chi < 3.0) & (sig > HIT_SIGMA) & (sig < 5.9)
     if good.sum() < _MIN_STARS:

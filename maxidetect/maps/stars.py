@@ -182,11 +182,6 @@ def _trail(psf_shape) -> tuple | None:
     return psf_shape[2] if len(psf_shape) > 2 else None
 
 
-def _trailed(psf_shape) -> bool:
-    """Whether a PSF shape (q, theta[, trail]) is trailed."""
-    return _trail(psf_shape) is not None
-
-
 def _centre_profiles(shape, cy, cx, sig_psf: float, psf_shape) -> tuple | np.ndarray:
     """The source's profiles at pixel (cy, cx) of a stamp: elliptical where
     the PSF's axis ratio (``psf_shape`` = (q, theta[, trail])) is under :data:`ROUND_Q`
@@ -598,7 +593,8 @@ def judge_object(d, rms, cand, others, sig_psf, shape=(1.0, 0.0), min_snr: float
     cy, cx = np.unravel_index(np.argmax(np.where(cand & use_all, d, -np.inf)), d.shape)  # not a neighbour's peak
     # A trailed PSF is as sharp as its minor axis across: its streak's sides are (a round test at
     # the mean width took streaks of FWHM 1.2 px across for hits, bright ones never had their wings fitted).
-    sig_peak = _trail(shape)[0] if _trailed(shape) else sig_psf
+    trail = _trail(shape)
+    sig_peak = sig_psf if trail is None else trail[0]
     smooth_peak = not steeper_than_psf(d[cy, cx] - _side_mean(d)[cy, cx], d[cy, cx], rms[cy, cx], sig_peak)
     # A bright source's fit is refitted with the model error in its weights where the candidates could
     # be a star's core: not where their peak is sharper than any source (the model error forgave a
@@ -609,7 +605,7 @@ def judge_object(d, rms, cand, others, sig_psf, shape=(1.0, 0.0), min_snr: float
     centres = {(cy, cx)}
     if ring.any():
         centres.add(np.unravel_index(np.argmax(np.where(ring, d, -np.inf)), d.shape))
-    if _trailed(shape):  # a flat-topped streak's centre is its light's, not its brightest pixel
+    if trail is not None:  # a flat-topped streak's centre is its light's, not its brightest pixel
         centres.update({tuple(int(v) for v in light_centre(d, m)) for m in (cand & use_all, dilate(cand, 2) & use_all)})
     plane = _plane_basis(tuple(d.shape))
     chi2_art = _plane_chi2(d, var, use_out, plane)
@@ -684,14 +680,14 @@ def judge_object(d, rms, cand, others, sig_psf, shape=(1.0, 0.0), min_snr: float
     # twice the artefact's). Wings only add light around the core, so a hit
     # (no light around it) gains nothing; two more parameters than the source.
     n_par = 7 + len(_WING_WIDTHS)
-    segment = (_trail(shape)[1], shape[1]) if _trailed(shape) else None
+    segment = None if trail is None else (trail[1], shape[1])
     for (py, px), (_, fit) in zip(centres, over_all, strict=True):
         if fit[1] <= 0 or fit[2] < min_snr:
             continue
         if _light_around(d, fit[5], fit[4], use_all, int(py), int(px), 2.3548 * sig_peak, segment) <= 0.0:
             continue  # no light around the core beyond the Gaussian's: no wings to fit
         stack = _wing_profiles(tuple(d.shape), int(py), int(px), float(sig_psf),
-                               float(shape[0]) if shape[0] < ROUND_Q else 1.0, float(shape[1]), _trail(shape))
+                               float(shape[0]) if shape[0] < ROUND_Q else 1.0, float(shape[1]), trail)
         chi2, amp, snr, model = _fit_wings(d, var, use_all, stack, plane)
         if amp > 0 and snr >= min_snr and (chi2 + 2 * n_par < aic_art or (
                 n_art > n_par - 3 and chi2 - chi2_art < _lrt_limit(n_art - (n_par - 3)))):
@@ -1134,7 +1130,7 @@ def _compact(d: np.ndarray, mask: np.ndarray) -> bool:
 def _trailed_streak(d: np.ndarray, mask: np.ndarray, shape) -> bool:
     """Whether the light of ``d`` in ``mask`` draws the line of a trailed PSF (``shape``): along
     its major axis (within :data:`MAX_LINE_ANGLE`) and no longer (rms length under 1.5x its)."""
-    if not _trailed(shape):
+    if _trail(shape) is None:
         return False
     core, half = _trail(shape)
     a, _, theta = _moments(d, mask)[:3]
