@@ -465,7 +465,7 @@ def cmd_train_score(args) -> int:
     else:
         rec = run(args.out, train_seeds=range(args.seed, args.seed + args.frames),
                   held_seeds=range(args.held_seed, args.held_seed + args.held_frames), size=args.size,
-                  progress=not args.quiet, threshold_frames=args.threshold_frames)
+                  progress=not args.quiet, threshold_frames=args.threshold_frames, cache=args.cache)
     ev = rec["evaluation"]
     print(f"{args.out}: threshold {rec['threshold']:.3f}, sha256 {rec['sha256'][:12]}..., "
           f"{rec['recipe']['n_detections']} training detections")
@@ -620,6 +620,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--held-seed", type=_type(nonnegative_int), default=500, help="first held-out seed")
     p.add_argument("--threshold-frames", type=_type(positive_int), default=24,
                    help="in-range held-out frames the --clean threshold is chosen on (default 24)")
+    p.add_argument("--cache", metavar="DIR", default=None,
+                   help="keep each set of frames' features in DIR and reuse them (refit in minutes; "
+                   "empty it after changing the maps)")
     p.add_argument("--rethreshold", metavar="MODEL", default=None,
                    help="only choose the threshold of the trained MODEL again (its trees kept), write OUT")
     p.add_argument("--size", type=_type(_frame_size), default=1024, help="frame side (default 1024)")

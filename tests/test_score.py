@@ -89,6 +89,42 @@ def test_a_star_on_a_nebula_is_psf_shaped_a_knot_of_it_is_not():
     assert masked[F["psf_r2"]] > 0.8
 
 
+def _trailed(shape, x, y, flux, sigma, length, angle):
+    """A round Gaussian star of ``sigma`` dragged ``length`` px along ``angle`` (a tracking error)."""
+    yy, xx = np.indices(shape)
+    out = np.zeros(shape)
+    for t in np.linspace(-length / 2, length / 2, 41):
+        cx, cy = x + t * np.cos(angle), y + t * np.sin(angle)
+        out += np.exp(-0.5 * ((xx - cx) ** 2 + (yy - cy) ** 2) / sigma**2)
+    return flux * out / out.sum()
+
+
+def test_shapes_are_read_against_a_trailed_psf():
+    """Stars trailed 10 px by a tracking error in good seeing are as long as a cosmic-ray track:
+    against the frame's trailed PSF they are PSF-shaped (elongation as the PSF's, along its axis,
+    fitted by it), a track across them is not; read against a round PSF the star is not either."""
+    from maxidetect.score.features import PsfShape
+
+    sig, length, ang = 0.6, 10.0, np.radians(30)
+    var = np.sqrt(sig**2 * (sig**2 + length**2 / 12))  # the trailed PSF's geometric-mean variance
+    q, fwhm = sig**2 / var, 2.3548 * np.sqrt(var)
+    rng = np.random.default_rng(3)
+    img = rng.normal(100, 3, (96, 96))
+    star_light = _trailed(img.shape, 30.3, 30.6, 6000, sig, length, ang)
+    track_light = _trailed(img.shape, 66.0, 64.0, 6000, 0.45, length, ang + np.radians(80))
+    img += star_light + track_light
+    seg = np.where(star_light > 6, 1, np.where(track_light > 6, 2, 0)).astype(np.int32)  # isophotes at 2 sigma
+    trailed = PsfShape(q=q, theta=ang, trailed=True)
+    star, track = detection_features(img, np.ones_like(img), None, seg, [1, 2], fwhm=fwhm, psf=trailed)
+    assert star[F["elongation"]] > 3 and 0.7 < star[F["elong_psf"]] < 1.4 and star[F["psf_angle"]] < 8
+    assert star[F["psf_q"]] == pytest.approx(q) and track[F["psf_angle"]] > 60
+    assert star[F["psf_r2"]] > 0.9 and star[F["psf_r2"]] > track[F["psf_r2"]] + 0.2
+    assert 0.7 < star[F["psf_flux_frac"]] < 1.3 and 0.6 < star[F["peak_frac_psf"]] < 1.6
+    assert 0.7 < star[F["r50_psf"]] < 1.4
+    round_ = detection_features(img, np.ones_like(img), None, seg, [1], fwhm=fwhm)[0]
+    assert round_[F["psf_r2"]] < star[F["psf_r2"]] - 0.1 and round_[F["elong_psf"]] > 3
+
+
 def test_a_star_cut_by_a_masked_column_is_seen_as_one_object_in_two_pieces():
     """SEP on a star crossed by a zero-weight dead column: two detections, the
     fainter one knows a brighter object lies across the gap (zero_split > 0),
@@ -280,3 +316,20 @@ def test_no_detection_gives_an_empty_catalogue_with_the_columns(tmp_path):
     assert main(["detect", str(tmp_path / "n.fits"), "--no-mask", "-DETECT_THRESH", "50"]) == 0
     cat = read_catalog(tmp_path / "n.nomask.sep.cat.fits")
     assert len(cat) == 0 and "MD_CONTAM" in cat.colnames
+
+
+def test_training_sets_are_kept_and_read_back_by_their_recipe(tmp_path):
+    """``make_dataset(cache=...)`` keeps a set's features and reads them back, the same arrays;
+    another recipe (here a tracking error) is another set."""
+    from maxidetect.training.score import make_dataset
+
+    args = ([901], 256, {"fwhm": (2.0, 2.0)})
+    first = make_dataset(*args, progress=False, tracking=(6.0,), cache=tmp_path)
+    again = make_dataset(*args, progress=False, tracking=(6.0,), cache=tmp_path)
+    assert len(list(tmp_path.glob("dataset-*.npz"))) == 1
+    for a, b in zip(first, again, strict=True):
+        assert np.array_equal(np.asarray(a, dtype=float if a.dtype != object else object),
+                              np.asarray(b, dtype=float if b.dtype != object else object),
+                              equal_nan=a.dtype != object)
+    other = make_dataset(*args, progress=False, tracking=(0.0,), cache=tmp_path)
+    assert len(list(tmp_path.glob("dataset-*.npz"))) == 2 and not np.array_equal(other[0], first[0])

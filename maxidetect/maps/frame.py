@@ -16,7 +16,7 @@ import sep
 from scipy import ndimage
 
 from maxidetect.errors import MaxidetectWarning
-from maxidetect.maps.morph import component_shapes, dilate
+from maxidetect.maps.morph import axis_angle, component_shapes, dilate
 
 __all__ = ["Background", "FrameStats", "measure_background", "measure_frame", "elliptical_gaussian",
            "trailed_gaussian", "DEFAULT_FWHM",
@@ -350,7 +350,7 @@ def _compact(objs, rms: np.ndarray, psf: tuple[float, float, float] = (1.0, 0.0,
     out = ((ratio > 0.3) & (objs["b"] > 0.6)) | (bright & (ratio > 0.12))
     q, theta, sigma = psf
     if q < ELONGATED_Q and sigma > 0:
-        off = np.abs((objs["theta"] - theta + np.pi / 2) % np.pi - np.pi / 2)
+        off = axis_angle(objs["theta"], theta)
         out |= (off < np.radians(25)) & (ratio > 0.6 * q) & (objs["a"] < 2 * sigma / np.sqrt(q))
     return out
 
@@ -820,7 +820,7 @@ def _psf_fwhm(sub, objs, seg, rms, saturation_above_sky,
     if np.hypot(*two) > 0.6 and np.median(ratio[small]) < ELONGATED_Q:
         q = float(np.median(ratio[small]))
         theta = 0.5 * float(np.arctan2(two[1], two[0]))
-        off = np.abs((objs["theta"] - theta + np.pi / 2) % np.pi - np.pi / 2)
+        off = axis_angle(objs["theta"], theta)
         ok &= (np.abs(ratio - q) < 0.15) & (off < np.radians(20))  # the same elongation
     else:
         ok &= ratio > 0.6  # round: no trails, no pairs

@@ -106,7 +106,7 @@ from scipy.special import erf
 
 from maxidetect.maps.frame import FrameStats, elliptical_gaussian, light_centre, trailed_gaussian
 from maxidetect.maps.moffat import measure_moffat
-from maxidetect.maps.morph import dilate, grow_labels
+from maxidetect.maps.morph import axis_angle, dilate, grow_labels
 from maxidetect.resources import usable_cpus
 
 __all__ = ["ReleaseResult", "protect_sources", "steeper_than_psf", "sharper_across_than_psf", "MODEL_ERROR",
@@ -1134,7 +1134,7 @@ def _trailed_streak(d: np.ndarray, mask: np.ndarray, shape) -> bool:
         return False
     core, half = _trail(shape)
     a, _, theta = _moments(d, mask)[:3]
-    off = abs((theta - shape[1] + np.pi / 2) % np.pi - np.pi / 2)
+    off = axis_angle(theta, shape[1])
     return 0 < a < 1.5 * np.sqrt(core**2 + half**2 / 3) and off < MAX_LINE_ANGLE
 
 
@@ -1179,7 +1179,7 @@ def _along_line(d, own_pixels, lines, rms=None) -> np.ndarray | None:
     cy, cx = int(round(my)), int(round(mx))
     found = None
     for mask, direction in lines:
-        if abs((theta - direction + np.pi / 2) % np.pi - np.pi / 2) <= MAX_LINE_ANGLE and mask[cy, cx]:
+        if axis_angle(theta, direction) <= MAX_LINE_ANGLE and mask[cy, cx]:
             found = mask if found is None else (found | mask)
     return found
 

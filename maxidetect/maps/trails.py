@@ -54,7 +54,7 @@ from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 from scipy.spatial import cKDTree
 
-from maxidetect.maps.morph import component_shapes, dilate
+from maxidetect.maps.morph import axis_angle, component_shapes, dilate
 
 __all__ = ["Trail", "collinear_pieces", "find_trails", "line_components", "line_ridges", "periodic_flashes",
            "trail_mask", "trail_of_spikes", "trail_on_galaxy", "trail_on_step", "trails_from_header", "WINDOW"]
@@ -1212,7 +1212,7 @@ def _same(a: Trail, b: Trail) -> bool:
     """The same trail found twice: nearly parallel, and close at a's middle and all along the
     stretch of a beside b (two trails crossing at 3 deg are close at a middle near the
     crossing: the fainter one, 900 px long, was dropped as the brighter one found again)."""
-    dtheta = abs((a.theta - b.theta + np.pi / 2) % np.pi - np.pi / 2)
+    dtheta = axis_angle(a.theta, b.theta)
     if dtheta > np.radians(5.0):
         return False
     _, xs, ys = _points(a, 17)
@@ -1228,7 +1228,7 @@ def _continues(a: Trail, b: Trail) -> tuple[float, float] | None:
     that covers both when they are at most JOIN_GAP px apart; (nan, nan) when
     ``b`` lies on the line but farther; None when ``b`` is not on ``a``'s line
     or overlaps it (found twice)."""
-    dtheta = abs((a.theta - b.theta + np.pi / 2) % np.pi - np.pi / 2)
+    dtheta = axis_angle(a.theta, b.theta)
     if dtheta > np.radians(1.5):
         return None
     ends = []
@@ -1277,7 +1277,7 @@ def _plausible(t: Trail, z, valid, network_trl, diffuse, psf_sigma, lines=None, 
         if lines is not None:  # the network's other line calls: those along this line
             lab, angle = lines
             k = lab[core]
-            turn = np.abs((angle[k] - (t.theta + np.pi / 2) + np.pi / 2) % np.pi - np.pi / 2)
+            turn = axis_angle(angle[k], t.theta + np.pi / 2)
             on = on | ((k > 0) & (turn < LINE_SUPPORT_ANGLE))
         support = on.mean()
     # along the grid: it drifts sideways by less than its width (FWHM) over its length. Bleeds,
@@ -1481,7 +1481,7 @@ def _alongside(o: Trail, theta: float, rho: float, band: float = 30.0) -> bool:
     """The line (theta, rho) runs within 5 deg of trail ``o`` and within ``band`` px plus o's
     half width of it somewhere along o, and is not o itself (within 1.5 deg, and within o's
     half width all along it): o lies in the strip the line is straightened over."""
-    dtheta = abs((theta - o.theta + np.pi / 2) % np.pi - np.pi / 2)
+    dtheta = axis_angle(theta, o.theta)
     if dtheta > np.radians(5.0):
         return False
     _, xs, ys = _points(o, 17)
@@ -1650,7 +1650,7 @@ def _apart(t: Trail, known: list[Trail], z: np.ndarray) -> bool:
     under half of ``t``'s peak (a bright trail's wings beyond its band fall steadily away from it:
     no dip between)."""
     for o in known:
-        dtheta = abs((t.theta - o.theta + np.pi / 2) % np.pi - np.pi / 2)
+        dtheta = axis_angle(t.theta, o.theta)
         if dtheta > NEIGHBOUR_ANGLE / 2:
             continue  # a line across o, not along it: no wing of o
         # t's stretch seen from o's line: where both run side by side
@@ -1686,7 +1686,7 @@ def _beside(candidate, trails: list[Trail]) -> bool:
     theta, rho, _, _, where = candidate
     c, s = np.cos(theta), np.sin(theta)
     for o in trails:
-        if abs((theta - o.theta + np.pi / 2) % np.pi - np.pi / 2) > NEIGHBOUR_ANGLE:
+        if axis_angle(theta, o.theta) > NEIGHBOUR_ANGLE:
             continue
         if where is not None:
             (mx, my), _ = where
@@ -1724,7 +1724,7 @@ def _neighbours(trails, z, valid, excess, bin_, eb, n_theta, nsigma, min_length,
         vb = valid_r[:hb * bin_, :wb * bin_].reshape(hb, bin_, wb, bin_).mean(axis=(1, 3)) > 0.5
 
         def parallel(theta, ref=new):
-            return any(abs((theta - t.theta + np.pi / 2) % np.pi - np.pi / 2) <= NEIGHBOUR_ANGLE for t in ref)
+            return any(axis_angle(theta, t.theta) <= NEIGHBOUR_ANGLE for t in ref)
 
         only = np.array([parallel(th) for th in thetas])
         sig, _, diag = _hough(zb / eb, vb, n_theta, only=only)
@@ -1752,7 +1752,7 @@ def _deferred(trails: list[Trail]) -> tuple[list[Trail], list[Trail]]:
     for t in trails:
         _, xs, ys = _points(t, 17)
         for o in firm:
-            dtheta = abs((t.theta - o.theta + np.pi / 2) % np.pi - np.pi / 2)
+            dtheta = axis_angle(t.theta, o.theta)
             if not (NEIGHBOUR_ANGLE / 2 < dtheta <= np.radians(5.0) and t.amplitude < 0.5 * o.amplitude):
                 continue
             dist = np.abs(xs * np.cos(o.theta) + ys * np.sin(o.theta) - o.rho)

@@ -16,7 +16,7 @@ from maxidetect.errors import MaxidetectWarning
 from maxidetect.files import is_image_hdu, open_fits, plane_shape, select_hdus
 from maxidetect.maps.frame import measure_frame, pixel_noise
 from maxidetect.maps.trails import trails_from_header
-from maxidetect.score.features import detection_features
+from maxidetect.score.features import PsfShape, detection_features
 from maxidetect.score.model import ScoreModel
 
 __all__ = ["Scorer", "score_sextractor_catalog", "CONTAM_COLUMN", "CLASS_COLUMN"]
@@ -42,12 +42,14 @@ class Scorer:
     def columns(self, image, weight, flag, segmentation, ids, map_header=None):
         """(MD_CONTAM, MD_CLASS) for the objects ``ids`` of ``segmentation``."""
         fwhm = map_header.get("MDFWHM") if map_header is not None else None
+        psf = PsfShape.from_header(map_header)
         if not fwhm:
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always", MaxidetectWarning)
-                fwhm = measure_frame(image).fwhm
+                stats = measure_frame(image)
             for w in caught:
                 warnings.warn(str(w.message), MaxidetectWarning, stacklevel=3)
+            fwhm, psf = stats.fwhm, PsfShape(stats.psf_q, stats.psf_theta, stats.psf_trail is not None)
         rng = self.model.fwhm_range
         if rng is not None and float(fwhm) > MEASURED_FWHM_EXCESS * rng[1] and not self._warned:
             # Measured with the shipped model: 1.5% of the real S/N > 10 detections of simulated
@@ -57,7 +59,8 @@ class Scorer:
                           f"({rng[0]:g}-{rng[1]:g} px): MD_CONTAM is extrapolated, and --clean may drop "
                           f"1-3% of the real detections", MaxidetectWarning, stacklevel=3)
             self._warned = True
-        x = detection_features(image, weight, flag, segmentation, ids, float(fwhm), trails_from_header(map_header))
+        x = detection_features(image, weight, flag, segmentation, ids, float(fwhm), trails_from_header(map_header),
+                               psf=psf)
         return self.model.score(x)
 
     def __call__(self, table: Table, image, weight, flag, segmentation, map_header=None) -> Table:

@@ -5,12 +5,16 @@ catalogue and the frame's PSF and fitted trails, for every object:
 
 - per class, the fraction of its isophote and whether its core (3x3 at the
   peak) carries the class's flag, and the fraction at zero weight;
-- its shape against the frame's PSF: half-light radius / (FWHM / 2), peak /
-  flux against a PSF's, a sharpness statistic (peak over its 8 neighbours),
-  area in PSF beams, elongation;
+- its shape against the frame's PSF (round, elliptical or trailed, as the maps'
+  header measured it): half-light radius and peak / flux against the PSF's,
+  a sharpness statistic (peak over its 8 neighbours), area in PSF beams,
+  elongation, alone and against the PSF's, and its major axis's angle to the
+  PSF's (a star trailed by a tracking error is as long as a cosmic-ray track,
+  but shaped and aligned as every other star of the frame);
 - how well a local plane plus the PSF fits the pixels around its peak
-  (in a box of +-1.2 FWHM: R^2 for Gaussians 0.6, 1 and 1.6 times the PSF's width, and the PSF
-  component's share of the isophotal flux): a star on a nebula or on bright
+  (in a box of +-1.2 FWHM: R^2 for the PSF scaled to 0.6, 1 and 1.6 times its width, and the PSF
+  component's share of the isophotal flux; an elongated PSF's best of a few centres along its
+  major axis, where the peak of its flat top is noise's choice): a star on a nebula or on bright
   background is PSF-shaped once the local light is taken out, a knot of the
   nebula is broader, a cosmic ray narrower (the isophote alone cannot tell:
   the nebula's light inflates a star's isophotal flux and area);
@@ -34,6 +38,8 @@ of SEP, SExtractor or photutils get the same features.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import sep
 from scipy import ndimage
@@ -41,11 +47,11 @@ from scipy.spatial import cKDTree
 
 from maxidetect.classes import CLASSES
 from maxidetect.extract.segments import Segments
-from maxidetect.maps.frame import in_usual_units
-from maxidetect.maps.morph import dilate
+from maxidetect.maps.frame import elliptical_gaussian, in_usual_units
+from maxidetect.maps.morph import axis_angle, dilate
 from maxidetect.maps.spikes import spike_distance
 
-__all__ = ["FEATURES", "FLAG_CLASSES", "detection_features"]
+__all__ = ["FEATURES", "FLAG_CLASSES", "PsfShape", "detection_features"]
 
 #: Classes whose flags enter the features (BG has no bit).
 FLAG_CLASSES = tuple(c.abbr for c in CLASSES if c.bit)
@@ -54,7 +60,7 @@ FEATURES = (
     + ["iso_zero", "core_zero", "r50_psf", "peak_frac_psf", "sharpness", "area_beams", "elongation",
        "trail_angle", "trail_dist", "back_rel", "noise_rel", "log_snr", "sat_dist", "edge_dist", "log_flux",
        "spike_dist", "nn_dist", "n_within_5fwhm", "psf_r2", "psf_r2_narrow", "psf_r2_broad", "psf_flux_frac",
-       "zero_split"]
+       "zero_split", "psf_q", "elong_psf", "psf_angle"]
 )
 _PSF_SCALES = (1.0, 0.6, 1.6)  # Gaussian widths fitted, in PSF widths (the PSF's first)
 _FAR = 500.0  # px: "none near" for the distance features
@@ -63,23 +69,79 @@ _MAX_GAP = 7  # px: widest gap across which two objects may be one (a 3-px zero 
 _NO_SPLIT = -3.0  # zero_split with no object across a gap: a flux ratio of 1e-3
 
 
-def _psf_peak_fraction(fwhm: float) -> float:
-    """Peak pixel / total flux of a centred, pixel-integrated Gaussian PSF."""
-    from scipy.special import erf
+@dataclass(frozen=True)
+class PsfShape:
+    """The frame's PSF shape beside its FWHM (the geometric mean of its axes'):
+    axis ratio, major axis angle from +x [rad], and whether it is trailed (a
+    round core drawn along its major axis, :func:`~maxidetect.maps.frame.elliptical_gaussian`)."""
 
-    s = fwhm / 2.3548
-    return float(erf(0.5 / (np.sqrt(2) * s)) ** 2)
+    q: float = 1.0
+    theta: float = 0.0
+    trailed: bool = False
+
+    @classmethod
+    def from_header(cls, header) -> PsfShape:
+        """From the maps' header cards (MDPSFQ, MDPSFTH, MDPSFTR); round where they are missing."""
+        if header is None or header.get("MDPSFQ") is None:
+            return cls()
+        return cls(q=float(np.clip(header["MDPSFQ"], 0.05, 1.0)), theta=float(np.radians(header.get("MDPSFTH", 0.0))),
+                   trailed=bool(header.get("MDPSFTR", False)))
+
+    @property
+    def round(self) -> bool:
+        return self.q >= 1.0 and not self.trailed
+
+    def profile(self, dx, dy, fwhm: float, scale: float = 1.0):
+        """The PSF at offsets ``dx``, ``dy`` [px] of width ``scale`` times its own: a round one
+        integrated over the pixel exactly (peak 1 before), else as
+        :func:`~maxidetect.maps.frame.elliptical_gaussian` approximates it (peak 1)."""
+        if self.round:
+            from scipy.special import erf
+
+            q = np.sqrt(2.0) * scale * fwhm / 2.3548
+            return (0.5 * (erf((dy + 0.5) / q) - erf((dy - 0.5) / q))
+                    * 0.5 * (erf((dx + 0.5) / q) - erf((dx - 0.5) / q)))
+        return elliptical_gaussian(dx, dy, (scale * fwhm / 2.3548) ** 2, self.q, self.theta, self.trailed)
+
+    def half_length(self, fwhm: float) -> float:
+        """How far its centre may lie from its brightest pixel along the major axis [px]: a trailed
+        PSF's segment half-length (its top is flat), else 0."""
+        if not self.trailed or self.q >= 1.0:
+            return 0.0
+        var = (fwhm / 2.3548) ** 2
+        return float(np.sqrt(3.0 * (var / self.q - var * self.q)))
+
+    def _grid(self, fwhm: float, scale: float = 1.0):
+        reach = int(np.ceil(scale * (4 * fwhm / np.sqrt(self.q) + self.half_length(fwhm)))) + 2
+        off = np.arange(-reach, reach + 1, dtype=np.float64)
+        return off, self.profile(off[None, :], off[:, None], fwhm, scale)
+
+    def total(self, fwhm: float, scale: float = 1.0) -> float:
+        """The flux of :meth:`profile` (peak 1)."""
+        return float(self._grid(fwhm, scale)[1].sum())
+
+    def peak_and_r50(self, fwhm: float) -> tuple[float, float]:
+        """Its centred peak pixel over its total flux, and its half-light radius [px] (a round
+        one's exact, FWHM / 2; else measured on its model as the objects' are)."""
+        if self.round:
+            from scipy.special import erf
+
+            return float(erf(0.5 / (np.sqrt(2) * fwhm / 2.3548)) ** 2), fwhm / 2
+        off, g = self._grid(fwhm)
+        c = len(off) // 2
+        r, _ = sep.flux_radius(np.ascontiguousarray(g), np.array([float(c)]), np.array([float(c)]),
+                               np.array([float(c)]), 0.5, subpix=5)
+        return float(g[c, c] / g.sum()), float(r[0])
 
 
-def _local_psf_fits(sub, valid, px, py, fwhm: float):
-    """Least-squares fits of ``a + b dx + c dy + f * G`` (G a pixel-integrated
-    Gaussian of unit flux at the peak's 3x3 centroid) in a box of radius
-    ~1.2 FWHM around each peak, zero-weight pixels left out. Returns the R^2
-    of each width in :data:`_PSF_SCALES` (n, 3) and the PSF width's flux f (n,)."""
-    from scipy.special import erf
-
+def _local_psf_fits(sub, valid, px, py, fwhm: float, psf: PsfShape = PsfShape()):
+    """Least-squares fits of ``a + b dx + c dy + f * G`` (G the PSF scaled to unit flux at the
+    peak's 3x3 centroid; for a trailed PSF, the best of centres along its major axis within its
+    half-length) in a box of radius ~1.2 FWHM (along the major axis) around each peak,
+    zero-weight pixels left out. Returns the R^2 of each width in :data:`_PSF_SCALES` (n, 3) and
+    the PSF width's flux f (n,)."""
     h, w = sub.shape
-    r = int(np.clip(np.ceil(1.2 * fwhm), 2, 6))
+    r = int(np.clip(np.ceil(1.2 * fwhm / np.sqrt(psf.q)), 2, 6 if psf.q >= 1.0 else 8))
     off = np.arange(-r, r + 1, dtype=np.float64)
     ys, xs = py[:, None] + off.astype(int), px[:, None] + off.astype(int)
     iy, ix = np.clip(ys, 0, h - 1), np.clip(xs, 0, w - 1)
@@ -90,7 +152,6 @@ def _local_psf_fits(sub, valid, px, py, fwhm: float):
     s3 = np.maximum(c3.sum(axis=(1, 2)), 1e-12)
     cy = c3.sum(axis=2) @ np.array([-1.0, 0.0, 1.0]) / s3
     cx = c3.sum(axis=1) @ np.array([-1.0, 0.0, 1.0]) / s3
-    dy, dx = off[None, :] - cy[:, None], off[None, :] - cx[:, None]
     n_use = np.maximum(use.sum(axis=(1, 2)), 1.0)
     mean = (cut * use).sum(axis=(1, 2)) / n_use
     tss = np.maximum((((cut - mean[:, None, None]) ** 2) * use).sum(axis=(1, 2)), 1e-12)
@@ -99,22 +160,25 @@ def _local_psf_fits(sub, valid, px, py, fwhm: float):
     cols[:, 0], cols[:, 1], cols[:, 2] = 1.0, off[None, :, None], off[None, None, :]
     cols = cols.reshape(n, 4, -1)
     cut, use = cut.reshape(n, -1), use.reshape(n, -1)
-    r2 = np.zeros((n, len(_PSF_SCALES)))
+    half = psf.half_length(fwhm)
+    shifts = np.linspace(-half, half, min(2 * int(np.ceil(half / 1.5)) + 1, 11)) if half > 0 else np.zeros(1)
+    r2 = np.full((n, len(_PSF_SCALES)), -np.inf)
     flux = np.zeros(n)
-    for j, scale in enumerate(_PSF_SCALES):
-        q = np.sqrt(2.0) * scale * fwhm / 2.3548
-        gy = 0.5 * (erf((dy + 0.5) / q) - erf((dy - 0.5) / q))
-        gx = 0.5 * (erf((dx + 0.5) / q) - erf((dx - 0.5) / q))
-        cols[:, 3] = (gy[:, :, None] * gx[:, None, :]).reshape(n, -1)
-        a = cols * use[:, None, :]
-        m = a @ cols.transpose(0, 2, 1)
-        m += 1e-9 * np.trace(m, axis1=1, axis2=2)[:, None, None] * np.eye(4)
-        theta = np.linalg.solve(m, a @ cut[..., None])
-        rss = (((cut - (cols.transpose(0, 2, 1) @ theta)[..., 0]) ** 2) * use).sum(axis=1)
-        theta = theta[..., 0]
-        r2[:, j] = 1.0 - rss / tss
-        if j == 0:
-            flux = theta[:, 3]
+    totals = [psf.total(fwhm, scale) for scale in _PSF_SCALES]
+    for t in shifts:
+        dy = off[None, :, None] - (cy + t * np.sin(psf.theta))[:, None, None]
+        dx = off[None, None, :] - (cx + t * np.cos(psf.theta))[:, None, None]
+        for j, scale in enumerate(_PSF_SCALES):
+            cols[:, 3] = (psf.profile(dx, dy, fwhm, scale) / totals[j]).reshape(n, -1)
+            a = cols * use[:, None, :]
+            m = a @ cols.transpose(0, 2, 1)
+            m += 1e-9 * np.trace(m, axis1=1, axis2=2)[:, None, None] * np.eye(4)
+            theta = np.linalg.solve(m, a @ cut[..., None])
+            rss = (((cut - (cols.transpose(0, 2, 1) @ theta)[..., 0]) ** 2) * use).sum(axis=1)
+            fit = 1.0 - rss / tss
+            if j == 0:
+                flux = np.where(fit > r2[:, 0], theta[:, 3, 0], flux)
+            r2[:, j] = np.maximum(r2[:, j], fit)
     return np.clip(r2, -1.0, 1.0), flux
 
 
@@ -161,12 +225,15 @@ def _zero_split(seg, zero, flux_of_label, ids) -> np.ndarray:
     return out
 
 
-def detection_features(image, weight, flag, segmentation, ids, fwhm: float, trails=(), header=None) -> np.ndarray:
+def detection_features(image, weight, flag, segmentation, ids, fwhm: float, trails=(), header=None,
+                       psf: PsfShape | None = None) -> np.ndarray:
     """Feature matrix (n, len(FEATURES)), float32, for the objects ``ids``
     (their labels in ``segmentation``) of one 2-D image.
 
     ``weight``/``flag`` may be None (no maps: those features are 0).
+    ``psf``: the PSF's shape (FWHM ``fwhm``); None: round.
     """
+    psf = psf or PsfShape()
     ids = np.asarray(ids, np.int64)
     n = len(ids)
     out = np.zeros((n, len(FEATURES)), np.float32)
@@ -210,9 +277,10 @@ def detection_features(image, weight, flag, segmentation, ids, fwhm: float, trai
         if c.bit:
             out[:, col[f"core_{c.abbr}"]] = (core_flags & c.bit) != 0
     out[:, col["core_zero"]] = core_zero
+    psf_peak, psf_r50 = psf.peak_and_r50(fwhm)
     with np.errstate(divide="ignore", invalid="ignore"):
         out[:, col["sharpness"]] = np.where(peak > 0, (peak - neigh) / peak, 0.0)
-        out[:, col["peak_frac_psf"]] = np.where(flux > 0, peak / flux, 1.0) / _psf_peak_fraction(fwhm)
+        out[:, col["peak_frac_psf"]] = np.where(flux > 0, peak / flux, 1.0) / psf_peak
     out[:, col["area_beams"]] = area / (np.pi * (fwhm / 2) ** 2)
 
     # Moments of the isophote: elongation and orientation.
@@ -234,10 +302,13 @@ def detection_features(image, weight, flag, segmentation, ids, fwhm: float, trai
     a2, b2 = np.maximum(tr / 2 + disc, 1e-6), np.maximum(tr / 2 - disc, 1e-6)
     out[:, col["elongation"]] = np.sqrt(a2 / b2)
     theta = 0.5 * np.arctan2(2 * mxy, mxx - myy)  # of the major axis, from x
+    out[:, col["psf_q"]] = psf.q
+    out[:, col["elong_psf"]] = out[:, col["elongation"]] * psf.q
+    out[:, col["psf_angle"]] = np.degrees(axis_angle(theta, psf.theta))
 
-    # Half-light radius against the PSF's (FWHM / 2 for a Gaussian).
+    # Half-light radius against the PSF's.
     r, _ = sep.flux_radius(sub, mx, my, np.maximum(6 * np.sqrt(a2), 3.0), 0.5, subpix=5)
-    out[:, col["r50_psf"]] = np.nan_to_num(np.asarray(r)) / (fwhm / 2)
+    out[:, col["r50_psf"]] = np.nan_to_num(np.asarray(r)) / psf_r50
 
     # Fitted trails: the nearest one's distance and the angle to it.
     dist = np.full(n, 1e3)
@@ -247,7 +318,7 @@ def detection_features(image, weight, flag, segmentation, ids, fwhm: float, trai
         along = -mx * np.sin(t.theta) + my * np.cos(t.theta)
         d = np.where((along >= t.t0 - 20) & (along <= t.t1 + 20), d, 1e3)
         trail_dir = t.theta + np.pi / 2  # direction along the trail
-        da = np.degrees(np.abs((theta - trail_dir + np.pi / 2) % np.pi - np.pi / 2))
+        da = np.degrees(axis_angle(theta, trail_dir))
         closer = d < dist
         dist, angle = np.where(closer, d, dist), np.where(closer, da, angle)
     out[:, col["trail_dist"]] = np.minimum(dist, 1e3) / fwhm
@@ -281,7 +352,7 @@ def detection_features(image, weight, flag, segmentation, ids, fwhm: float, trai
         out[:, col["n_within_5fwhm"]] = tree.query_ball_point(pts, 5 * fwhm, return_length=True) - 1
     else:
         out[:, col["nn_dist"]] = _FAR / fwhm
-    r2, psf_flux = _local_psf_fits(sub, ~zero, px, py, fwhm)
+    r2, psf_flux = _local_psf_fits(sub, ~zero, px, py, fwhm, psf)
     out[:, col["psf_r2"]], out[:, col["psf_r2_narrow"]], out[:, col["psf_r2_broad"]] = r2.T
     with np.errstate(divide="ignore", invalid="ignore"):
         out[:, col["psf_flux_frac"]] = np.clip(np.where(flux > 0, psf_flux / flux, 0.0), -1.0, 2.0)
