@@ -1419,7 +1419,11 @@ def _explained_by_moffat(image_sub, stats: FrameStats, refits, explained: np.nda
     pixel: fitted over a track across or beside a star, the Moffat takes the track's light for
     the star's where the track meets the core. Nothing without a measured locus (no
     ``psf_stars`` then)."""
-    psf = measure_moffat(image_sub, stats.rms, stats.psf_stars, stats.fwhm, stats.psf_q, stats.psf_theta)
+    if stats.psf_trail is None:
+        psf = measure_moffat(image_sub, stats.rms, stats.psf_stars, stats.fwhm, stats.psf_q, stats.psf_theta)
+    else:  # a trailed PSF: its round core's Moffat drawn along the segment (its flat top, its steep ends)
+        psf = measure_moffat(image_sub, stats.rms, stats.psf_stars, 2.3548 * stats.psf_trail[0], 1.0,
+                             stats.psf_theta, half=stats.psf_trail[1])
     if psf is None:
         return
     for sl, free, use, tested, (x0, y0) in refits:
