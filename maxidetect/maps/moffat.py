@@ -31,15 +31,14 @@ def _supersample(fwhm: float) -> int:
     return 5 if fwhm < 2.5 else 3 if fwhm < 6.0 else 1
 
 
-def moffat_image(shape, x0, y0, fwhm: float, beta: float, q: float = 1.0, theta: float = 0.0,
-                 ss: int | None = None) -> np.ndarray:
+def moffat_image(shape, x0, y0, fwhm: float, beta: float, q: float = 1.0, theta: float = 0.0) -> np.ndarray:
     """A Moffat profile (1 at its centre) integrated over each pixel of a
     ``shape`` stamp, centred at (``x0``, ``y0``) [px, pixel centres at
     integers]; elliptical with axis ratio ``q`` and major axis at ``theta``
     from +x, ``fwhm`` the geometric mean of the axes' (as
     :class:`maxidetect.maps.frame.FrameStats`'). With arrays of centres,
-    one stamp per centre: (n, H, W). ``ss``: sub-pixels per axis (default :func:`_supersample`)."""
-    ss = _supersample(fwhm) if ss is None else ss
+    one stamp per centre: (n, H, W)."""
+    ss = _supersample(fwhm)
     sub = (np.arange(ss) + 0.5) / ss - 0.5
     a2 = fwhm * fwhm / (4.0 * (2.0 ** (1.0 / beta) - 1.0))
     x0, y0 = np.asarray(x0, np.float64), np.asarray(y0, np.float64)
@@ -58,8 +57,8 @@ TRAIL_STEP = 0.5
 def trailed_moffat_image(shape, x0, y0, fwhm: float, beta: float, half: float, theta: float) -> np.ndarray:
     """A round Moffat core (``fwhm``, ``beta``) drawn along a segment of half-length ``half`` at
     ``theta`` from +x (a tracking error's PSF, as :func:`maxidetect.maps.frame.trailed_gaussian`):
-    the mean of the core at centres :data:`TRAIL_STEP` apart along it, each pixel-integrated as
-    :func:`moffat_image` (the segment blurs along it: 3 sub-pixels per axis are enough there)."""
+    the mean of the core at centres :data:`TRAIL_STEP` apart along it, each pixel-integrated on 3
+    sub-pixels per axis at most (the segment blurs along it)."""
     t = np.linspace(-half, half, max(2, int(np.ceil(2 * half / TRAIL_STEP)) + 1))
     x0, y0 = np.asarray(x0, np.float64)[..., None], np.asarray(y0, np.float64)[..., None]
     # A round core, in float32 (3x faster over the centres; 1e-6 of the peak off, against the

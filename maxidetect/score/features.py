@@ -47,7 +47,7 @@ from scipy.spatial import cKDTree
 
 from maxidetect.classes import CLASSES
 from maxidetect.extract.segments import Segments
-from maxidetect.maps.frame import elliptical_gaussian, in_usual_units
+from maxidetect.maps.frame import elliptical_gaussian, in_usual_units, segment_half
 from maxidetect.maps.morph import axis_angle, dilate
 from maxidetect.maps.spikes import spike_distance
 
@@ -108,8 +108,7 @@ class PsfShape:
         PSF's segment half-length (its top is flat), else 0."""
         if not self.trailed or self.q >= 1.0:
             return 0.0
-        var = (fwhm / 2.3548) ** 2
-        return float(np.sqrt(3.0 * (var / self.q - var * self.q)))
+        return float(segment_half((fwhm / 2.3548) ** 2, self.q))
 
     def _grid(self, fwhm: float, scale: float = 1.0):
         reach = int(np.ceil(scale * (4 * fwhm / np.sqrt(self.q) + self.half_length(fwhm)))) + 2
