@@ -1246,6 +1246,80 @@ def test_a_star_where_a_cosmic_ray_track_ends_keeps_its_core():
     assert not lost, lost
     assert min(zero[t].mean() for t in bare) >= 0.95
 
+
+def test_a_star_beyond_a_bright_track_s_centroid_keeps_its_core():
+    """Faint stars (FWHM 1.3 px, peak 12-30 sigma), each with a brighter cosmic-ray track
+    (30-55 sigma per pixel, 4-8 px) starting 4-5 px from it, one call over both: the frame's
+    catalogue takes star and track for one object centred on the track, and that object's
+    stamp left the star's core out (a second generator's S/N 25 star was zeroed so). The
+    group's peaks apart from every judgement's centre are judged on their own: each star keeps
+    its core; the tracks stay zeroed."""
+    rng = np.random.default_rng(83)
+    img0, flags, stars, _ = _good_seeing_field(84, fwhm=1.3, n_hits=0, flag_above=1e9)
+    img = img0.astype(np.float64)
+    placed, tracks = [], []
+    for x, y, peak in stars:
+        if peak > 30 or rng.random() < 0.3:  # the others: isolated stars for the PSF
+            continue
+        phi = rng.uniform(0, 2 * np.pi)
+        r0 = rng.uniform(4.0, 5.0)
+        tr = _track_from(img.shape, x + r0 * np.cos(phi), y + r0 * np.sin(phi), rng.uniform(4, 8),
+                         phi + rng.uniform(-0.5, 0.5), NOISE * rng.uniform(30, 55))
+        img += tr
+        gap = _track_from(img.shape, x, y, r0, phi, 1.0) > 0  # the call runs from the star to the track
+        flags[ndimage.binary_dilation((tr > 0) | gap, np.ones((3, 3), bool), iterations=2)] |= BIT["CR"]
+        placed.append((x, y))
+        tracks.append(tr)
+    zero, _, dx, dy = _fuse_and_detect(img.astype(np.float32), flags)
+    assert len(placed) >= 8
+    lost = _lost_stars(placed, zero, dx, dy)
+    assert not lost, lost
+    assert min(zero[t > 0].mean() for t in tracks) >= 0.9
+
+
+def test_two_close_stars_under_one_call_keep_their_cores():
+    """Pairs of stars (FWHM 1.3 px, peaks 15-40 sigma and 0.4-0.8 of that) 2.6-3.4 px
+    apart, one cosmic-ray call over both: no one source fits the pair, and the call was
+    zeroed whole (a second generator's S/N 36 and 19 stars were lost so). Two sources fitted
+    together keep both cores; pairs of compact 2x2 hits as close, 60-160 sigma (no wings: a
+    Gaussian of the PSF's width puts a few per cent of their light on their neighbours, which
+    have none; fainter ones look like stars at this FWHM, to one source as to two), stay
+    zeroed."""
+    rng = np.random.default_rng(91)
+    img0, flags, stars, _ = _good_seeing_field(92, n=360, fwhm=1.3, n_stars=50, n_hits=0, flag_above=1e9)
+    img = img0.astype(np.float64)
+    yy, xx = np.indices(img.shape)
+    unit = _moffat(img.shape, 180.0, 180.0, 1.0, 1.3).max()  # a star's peak per unit flux
+    pairs, hits = [], []
+    for y in range(24, 340, 22):
+        for x in range(24, 340, 22):
+            x0, y0 = x + rng.uniform(-0.5, 0.5), y + rng.uniform(-0.5, 0.5)
+            if min(np.hypot(x0 - a, y0 - b) for a, b, _ in stars) < 12:
+                continue
+            phi, sep = rng.uniform(0, np.pi), rng.uniform(2.6, 3.4)
+            x1, y1 = x0 + sep * np.cos(phi), y0 + sep * np.sin(phi)
+            peak = rng.uniform(15, 40) * NOISE
+            ratio = rng.uniform(0.4, 0.8)
+            if len(pairs) <= len(hits):
+                img += _moffat(img.shape, x0, y0, peak / unit, 1.3)
+                img += _moffat(img.shape, x1, y1, ratio * peak / unit, 1.3)
+                pairs.append(((x0, y0), (x1, y1)))
+            else:  # compact 2x2 hits, bright enough for their missing wings to show
+                for (hx, hy), level in (((x0, y0), 4 * peak), ((x1, y1), 4 * ratio * peak)):
+                    iy, ix = int(hy), int(hx)
+                    img[iy:iy + 2, ix:ix + 2] += level * rng.uniform(0.7, 1.0, (2, 2))
+                hits.append(((x0, y0), (x1, y1)))
+            call = (np.hypot(yy - y0, xx - x0) <= 2.5) | (np.hypot(yy - y1, xx - x1) <= 2.5)
+            flags[call] |= BIT["CR"]
+    zero, _, dx, dy = _fuse_and_detect(img.astype(np.float32), flags)
+    assert len(pairs) >= 15 and len(hits) >= 15
+    lost = _lost_stars([p for p, _ in pairs], zero, dx, dy)
+    assert not lost, lost
+    assert not [(a, b) for _, (a, b) in pairs if zero[int(round(b)), int(round(a))]]  # the fainter one's core too
+    assert np.mean([zero[int(b0) + 1, int(a0) + 1] and zero[int(b1) + 1, int(a1) + 1]
+                    for (a0, b0), (a1, b1) in hits]) >= 0.9
+
+
 def _elongated_star(shape, x, y, flux, fwhm, q, theta, over=5):
     """An elliptical Gaussian star (FWHM ``fwhm`` along the major axis at
     ``theta`` from +x, axis ratio ``q``), integrated over pixels."""

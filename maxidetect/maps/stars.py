@@ -41,7 +41,13 @@ frame's noise:
   wide) and one pixel more are left out of the fits and keep their zero
   weight (the pixel more only where the source's model does not explain
   it), and the rest is judged again, where it has a round core of 5
-  sigma (a source of 10 sigma at least must win).
+  sigma (a source of 10 sigma at least must win);
+- *two sources*: two close stars in one call (no one source fits them,
+  or the fainter was the "artefact" beside the brighter): two sources at
+  the group's peak and at the peak its fit leaves, neither a line's piece,
+  which must explain every candidate (none far above them) and beat the
+  artefact as one source does; preferred to a source with an artefact
+  beside it where it passes.
 
 The *source* and *source + artefact* models are fitted at two centres,
 the candidates' peak and the brightest pixel beside them, tried in the
@@ -70,6 +76,11 @@ On a source too faint to see pixel by pixel (fitted peak under
 ``FAINT_PEAK`` sigma: a faint galaxy, a nebula's knot) the candidates
 sharper than any PSF and far above it stay zero: the source is found
 without them, and released they would make a detection of the hit's light.
+
+A group's peak (5 sigma above its surroundings, no steeper than a source,
+round, off spikes and fitted lines) that no judgement's stamp holds gets a
+judgement of its own: a track that runs into a star is often catalogued
+with it as one object centred on the track.
 
 Objects that only the cosmic-ray halo (grown after this rule) would reach
 are judged too: a source keeps the halo off its footprint, and its
@@ -651,6 +662,14 @@ def judge_object(d, rms, cand, others, sig_psf, shape=(1.0, 0.0), min_snr: float
         return min(((extra > 0, f[0] + 2 * (7 + extra)) for f, (_, extra, _) in per_centre[i] if beats(f, extra)),
                    default=(True, np.inf))
 
+    def or_pair(judgement: Judgement) -> Judgement:
+        """Two sources where they explain every candidate (:func:`_source_pair`), rather than
+        a source with an artefact beside it (the fainter of two close stars called as one, zeroed
+        as that artefact) or nothing: they keep the call's flag."""
+        ok, model = _source_pair(d, var, rms, cand & use_all, use_all, plane, (chi2_art, n_art), sig_psf, shape,
+                                 min_snr)
+        return Judgement(True, model) if ok else judgement
+
     order = sorted(range(len(centres)), key=rank)
     centres = [centres[i] for i in order]
     for i in order:
@@ -660,12 +679,12 @@ def judge_object(d, rms, cand, others, sig_psf, shape=(1.0, 0.0), min_snr: float
             if extra and fit[1] > 0 and fit[2] >= min_snr and _light_taken(d, lit, fit[4], fit[5], n_cand):
                 continue
             if beats(fit, extra):
-                return Judgement(True, fit[3], not extra)
+                return Judgement(True, fit[3], True) if not extra else or_pair(Judgement(True, fit[3]))
     # A star beside the hit that made the group's peak: its own peak in the group.
     ok, model, hit = _source_beside_hit(d, var, rms, cand & use_all, use_all, plane, aic_art, sig_psf, shape,
                                         min_snr)
     if ok:
-        return Judgement(True, model, False, hit)
+        return or_pair(Judgement(True, model, False, hit))
     # Not where the candidates' peak is sharper than any source (a hit, not a
     # star): no wings, no track; a source under the hit, last.
     if not smooth_peak:
@@ -698,8 +717,129 @@ def judge_object(d, rms, cand, others, sig_psf, shape=(1.0, 0.0), min_snr: float
             ok, model = _source_under_track(d, var, cand & use_all, use_all, profiles, plane, aic_art, sig_psf, fit,
                                             min_snr)
             if ok:
-                return Judgement(True, model)
-    return Judgement(False)
+                return or_pair(Judgement(True, model))
+    return or_pair(Judgement(False))
+
+
+#: The widths (x the PSF's sigma) a source of :func:`_source_pair` may take: stars, compact galaxies.
+_PAIR_WIDTHS = 3
+
+
+def _source_pair(d, var, rms, cand, use_all, plane, art: tuple, sig_psf: float, shape,
+                 min_snr: float) -> tuple[bool, np.ndarray | None]:
+    """*Two sources*: two close stars called as one group (second generator, FWHM 1.3 px:
+    S/N 36 and 19 stars 2.9 px apart, the network's cosmic-ray call over both, zeroed and
+    lost: no one source fits the pair; or the fainter was zeroed as an artefact beside the
+    brighter). The first is centred on the group's (and its rim's) brightest local maximum of
+    APART_PEAK sigma or more, no steeper than a source; the second on the brightest such peak
+    of the light the first's fit leaves, two pixels or more from it. Each is fitted on the
+    light the other leaves (twice); neither may be a line's piece there (:func:`_line_piece`).
+    Both amplitudes are then fitted together with the plane (and with wings). Both must be
+    significant, no candidate pixel may lie OUTLIER_SIGMA above the pair (a star and a track's
+    piece fitted as a pair freed the track), and the pair must beat the artefact ``art`` =
+    (chi2, free pixels) as a single source does: by the AIC, or, over a large group, not be
+    rejected by the likelihood ratio at SOURCE_ALPHA. (ok, the pair's model)."""
+    chi2_art, n_art = art
+    aic_art = chi2_art + 2 * (n_art + 3)
+    near = dilate(cand, 1) & use_all
+    ys, xs = np.nonzero(near)
+    v = d[ys, xs]
+    r = rms[ys, xs]
+    top = np.max([_shifted(d, dy, dx)[ys, xs] for dy in (-1, 0, 1) for dx in (-1, 0, 1) if dy or dx], axis=0)
+    peak = (v >= top) & (v >= APART_PEAK * r) & ~steeper_than_psf(v - _side_mean(d)[ys, xs], v, r, sig_psf)
+    if not peak.any():
+        return False, None
+    k = int(np.argmax(np.where(peak, v, -np.inf)))
+    ay, ax = int(ys[k]), int(xs[k])
+    pa = _centre_profiles(d.shape, ay, ax, sig_psf, shape)
+    src_a = _pair_fit(d, var, use_all, pa, plane)
+    if src_a is None:
+        return False, None
+    # The second: a peak of APART_PEAK sigma or more, no steeper than a source, in the light the
+    # first leaves (most stamps have none: a lone star, a hit beside it).
+    rest = d - src_a
+    left = rest[ys, xs]
+    top = np.max([_shifted(rest, dy, dx)[ys, xs] for dy in (-1, 0, 1) for dx in (-1, 0, 1) if dy or dx], axis=0)
+    second = ((np.maximum(np.abs(ys - ay), np.abs(xs - ax)) >= 2) & (left >= top) & (left >= APART_PEAK * r)
+              & ~steeper_than_psf(left - _side_mean(rest)[ys, xs], left, r, sig_psf))
+    if not second.any():
+        return False, None
+    k = int(np.argmax(np.where(second, left, -np.inf)))
+    pb = _centre_profiles(d.shape, int(ys[k]), int(xs[k]), sig_psf, shape)
+    src_b = None
+    for _ in range(2):
+        src_b = _pair_fit(d - src_a, var, use_all, pb, plane)
+        if src_b is None:
+            return False, None
+        src_a = _pair_fit(d - src_b, var, use_all, pa, plane)
+        if src_a is None:
+            return False, None
+    # Each a round core in the light the other leaves: a faint cosmic-ray track (5-6 sigma per
+    # pixel, FWHM 2 px) was fitted as two sources along it, each the track's piece.
+    yy, xx = np.indices(d.shape)
+    for (py, px), other in (((ay, ax), src_b), ((int(ys[k]), int(xs[k])), src_a)):
+        if _line_piece(d - other, np.hypot(yy - py, xx - px) <= 2.5, rms):
+            return False, None
+    # Both amplitudes fitted together with the plane; then with wings (two round Gaussians 1.7
+    # and 3 times each core's width at its centre, amplitudes free, a negative one dropped: a
+    # bright undersampled star's Moffat wings are far above a Gaussian's, see judge_object).
+    w0 = np.where(use_all, 1.0 / var, 0.0).reshape(1, -1)
+    cores = [src_a, src_b]
+    for wings in (False, True):
+        comps = cores + [g for m in cores for g in _round_wings(m)] if wings else cores
+        while True:
+            basis = np.concatenate([np.stack(comps), plane]).reshape(len(comps) + 3, 1, -1)
+            coef = _weighted_solve(basis, w0, d.ravel())[0]
+            neg = set(np.flatnonzero(coef[2:len(comps)] < 0).tolist())
+            if not neg:
+                break
+            comps = cores + [c for i, c in enumerate(comps[2:]) if i not in neg]
+        n_par = 11 + len(comps) - 2
+        if coef[0] <= 0 or coef[1] <= 0 or (wings and n_par == 11):
+            continue
+        normal = np.einsum("ap,p,bp->ab", basis[:, 0], w0[0], basis[:, 0])
+        snr = coef[:2] / np.sqrt(np.diag(np.linalg.inv(normal))[:2])
+        if snr.min() < min_snr:
+            continue
+        src = np.einsum("a,aij->ij", coef[:len(comps)], np.stack(comps))
+        model = src + np.einsum("a,aij->ij", coef[len(comps):], plane)
+        var_m = var + (MODEL_ERROR * np.maximum(src, 0.0)) ** 2
+        chi2 = float(np.where(use_all, (d - model) ** 2 / var_m, 0.0).sum())
+        if ((d - model)[cand] > OUTLIER_SIGMA * np.sqrt(var_m[cand])).any():
+            continue  # the pair is the whole call or none: a track's piece is no star
+        if chi2 + 2 * n_par < aic_art or (n_art > n_par - 3 and chi2 - chi2_art < _lrt_limit(n_art - (n_par - 3))):
+            return True, src
+    return False, None
+
+
+def _line_piece(d, pixels, rms) -> bool:
+    """Whether the pixels 2 sigma bright joined to the brightest of ``pixels`` are three or more
+    and no rounder than a line (:data:`MIN_LINE_ELONGATION`; fewer draw no line)."""
+    bright = pixels & (d > 2.0 * rms)
+    if bright.sum() < 3:
+        return False
+    lab, _ = ndimage.label(bright, structure=np.ones((3, 3), bool))
+    core = lab == lab.flat[np.argmax(np.where(bright, d / rms, -np.inf))]
+    a, b, *_ = _moments(d, core)
+    return core.sum() >= 3 and a >= MIN_LINE_ELONGATION * max(b, 1e-6)
+
+
+def _pair_fit(light, var, use, profiles, plane) -> np.ndarray | None:
+    """:func:`_source_pair`'s one source fitted to ``light``: its model, or None (no positive source)."""
+    fit = _fit_family(light, var, use, profiles, _PAIR_WIDTHS, plane=plane)
+    return fit[3] if fit[1] > 0 else None
+
+
+def _round_wings(model) -> list:
+    """Two round pixel-integrated Gaussians, :data:`_WING_WIDTHS` times the width of the
+    Gaussian ``model`` (from its moments, less a pixel's own 1/12 px^2), at its centroid."""
+    m = np.maximum(model, 0.0)
+    total = m.sum()
+    yy, xx = np.indices(m.shape)
+    cy, cx = (m * yy).sum() / total, (m * xx).sum() / total
+    sig = np.sqrt(max((m * ((yy - cy) ** 2 + (xx - cx) ** 2)).sum() / total / 2.0 - 1.0 / 12.0, 0.05))
+    iy, ix = np.arange(m.shape[0]) - cy, np.arange(m.shape[1]) - cx
+    return [np.outer(_pixel_gauss(iy, f * sig), _pixel_gauss(ix, f * sig)) for f in _WING_WIDTHS]
 
 
 def _track_extension(d, cand, rms, sig_psf: float, half_width: float = 1.0, nsigma: float = 4.0) -> np.ndarray:
@@ -1528,6 +1668,75 @@ def _verdicts(judge, tasks, released: np.ndarray, processes: int | None, counts:
         yield judge(task, released)
 
 
+#: The significance [sigma] of a peak in a group of candidates that gets a judgement of its own
+#: where none is centred near it (:func:`_peaks_apart`).
+APART_PEAK = 5.0
+
+
+def _peaks_apart(image_sub, stats: FrameStats, lab, tasks, reach: int, limit: int, on_lines) -> list:
+    """Judgements centred on the peaks of candidate groups (``lab``) that no judgement of
+    ``tasks`` reaches: a local maximum of APART_PEAK sigma or more in a group, no steeper than
+    a source, off ``on_lines`` (bool (H, W): diffraction spikes, fitted trails and columns, whose
+    own bumps these judgements took for stars: spikes' pieces were released), a core rounder
+    than a line, farther than ``reach`` px (in x or y) from every centre judging its group. A
+    cosmic-ray track that runs into a star is often catalogued with it as one object, its
+    centroid the track's: the stamp around that centre left the star's core out (second
+    generator, FWHM 1.3 px: a S/N 25 star 7 px from such a centroid, zeroed and lost).
+    At most ``limit``, brightest first; each judged like a catalogued object on its group."""
+    if limit <= 0:
+        return []
+    h, w = lab.shape
+    ys, xs = np.nonzero(lab)
+    v = np.asarray(image_sub, np.float64)[ys, xs]
+    rms = np.asarray(stats.rms, np.float64)[ys, xs]
+    keep = v >= APART_PEAK * rms
+    ys, xs, v, rms = ys[keep], xs[keep], v[keep], rms[keep]
+    if not len(ys):
+        return []
+    img = np.asarray(image_sub)
+    top = np.full(len(ys), -np.inf)
+    sides = np.zeros(len(ys))
+    for dy in (-1, 0, 1):
+        for dx in (-1, 0, 1):
+            if dy or dx:
+                nb = img[np.clip(ys + dy, 0, h - 1), np.clip(xs + dx, 0, w - 1)]
+                top = np.maximum(top, nb)
+                if not (dy and dx):
+                    sides += 0.25 * nb
+    peak = (v >= top) & ~steeper_than_psf(v - sides, v, rms, stats.sigma_minor)
+    ys, xs, v, rms = ys[peak], xs[peak], v[peak], rms[peak]
+    # A peak of its own: APART_PEAK sigma above the median of a ring 1.5 FWHM out (a noise peak
+    # on a plateau of light, a persistence blob's, is none).
+    r_ring = max(2.0, 1.5 * float(stats.fwhm))
+    ang = np.linspace(0.0, 2.0 * np.pi, 16, endpoint=False)
+    ring = np.median([img[np.clip(np.round(ys + r_ring * np.sin(a)).astype(int), 0, h - 1),
+                          np.clip(np.round(xs + r_ring * np.cos(a)).astype(int), 0, w - 1)] for a in ang], axis=0)
+    peak = (v - ring >= APART_PEAK * rms) & ~on_lines[ys, xs]
+    ys, xs, v = ys[peak], xs[peak], v[peak]
+    if not len(ys):
+        return []
+    centres: dict[int, list] = {}  # group label: the centres judging it
+    for cy, cx, _, group, _, _, groups, release in tasks:
+        if release:
+            for g in ([group] if group else groups):
+                centres.setdefault(int(g), []).append((int(cy), int(cx)))
+    seg = stats.segmentation
+    out = []
+    for k in np.argsort(-v, kind="stable"):
+        py, px, g = int(ys[k]), int(xs[k]), int(lab[ys[k], xs[k]])
+        near = centres.setdefault(g, [])
+        if any(max(abs(py - cy), abs(px - cx)) <= reach for cy, cx in near):
+            continue
+        win = (slice(max(py - 3, 0), py + 4), slice(max(px - 3, 0), px + 4))
+        if not _round_core(np.asarray(img[win], np.float64), np.ones(img[win].shape, bool), stats.rms[win]):
+            continue  # a piece of a line (a track's own bump)
+        near.append((py, px))
+        out.append((py, px, int(seg[py, px]), 0, float(py), float(px), np.array([g], lab.dtype), True))
+        if len(out) >= limit:
+            break
+    return out
+
+
 def protect_sources(image_sub: np.ndarray, stats: FrameStats, candidates: np.ndarray,
                     lines=(), max_objects: int = 20000, exclude: np.ndarray | None = None,
                     spikes: np.ndarray | None = None, halo: int = 0,
@@ -1830,6 +2039,10 @@ def protect_sources(image_sub: np.ndarray, stats: FrameStats, candidates: np.nda
             for k in first[:max_objects]:
                 cy, cx = divmod(int(k), w)
                 tasks.append((cy, cx, int(seg[cy, cx]), int(lab[cy, cx]), cy, cx, None, True))
+        on_lines = np.zeros(candidates.shape, bool) if spikes is None else spikes.copy()
+        for m, _ in lines:
+            on_lines |= m
+        tasks += _peaks_apart(image_sub, stats, lab, tasks, hs - 2, max(max_objects - len(tasks), 0), on_lines)
     n_tested = len(tasks)
     counts = {"ahead": 0, "again": 0}
     refits = []
