@@ -2877,6 +2877,39 @@ def test_stars_trailed_in_good_seeing_are_no_cosmic_ray_tracks(angle):
     assert len(flagged) <= 3, flagged  # the trailed Moffat explains the call (its round one: 10/25, 13/22 kept it)
 
 
+def test_a_trailed_star_deblended_in_two_keeps_its_weight(predictor):
+    """A second-generator frame (``benchmarks/independent.py``, seed 7404 ``sharpdrift``: FWHM
+    1.27 px, stars drawn 10.5 px along 170 deg) through the network, which calls the whole streak
+    of a S/N 139 star a cosmic ray. The frame's catalogue deblends the streak
+    in two; each piece judged with the other left out of its fits is half a trailed PSF, and rule 1
+    zeroed the star whole (lost). Judged again with the pieces on its candidates in, the streak is
+    the trailed PSF: its weight is kept and it is detected."""
+    import importlib.util
+    from pathlib import Path
+
+    from maxidetect.extract.sep_engine import detect
+    from maxidetect.maps.writer import maps_from_masks
+    from maxidetect.masks.maker import MaskMaker
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "independent.py"
+    spec = importlib.util.spec_from_file_location("independent_frames", path)
+    gen = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(gen)
+    image, header, cat, _, meta = gen.make_frame(7404, 1024, "sharpdrift")
+    maker = MaskMaker(predictor=predictor, for_maps=True)
+    probs = maker.probabilities(image)
+    masks = probs > maker.config.thresholds[maker.selected][:, None, None]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", MaxidetectWarning)
+        ms = maps_from_masks(masks, maker, MapPolicy(), image=image, header=header, probs=probs)
+    k = int(np.argmin(np.hypot(np.asarray(cat["X"]) - 489.6, np.asarray(cat["Y"]) - 582.6)))
+    sx, sy = float(cat["X"][k]), float(cat["Y"][k])
+    assert cat["SNR"][k] > 100 and meta["drift"] > 10
+    assert ms.weight[int(round(sy)), int(round(sx))] > 0
+    found = detect(image, weight=ms.weight).catalog
+    assert np.hypot(np.asarray(found["X_IMAGE"]) - 1 - sx, np.asarray(found["Y_IMAGE"]) - 1 - sy).min() < 2.0
+
+
 @pytest.mark.parametrize("axis", [1, 0])
 def test_two_amplifiers_bias_step_is_no_column_and_real_columns_stay(axis):
     """A raw frame read by two amplifiers, the second half 6 sigma higher:

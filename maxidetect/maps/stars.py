@@ -1875,6 +1875,17 @@ def protect_sources(image_sub: np.ndarray, stats: FrameStats, candidates: np.nda
         if track is None:  # judged whole first, unless a track made it look like a piece of a line
             ok, model, whole, hit = judge_object(d, rms, mine, others, stats.sigma, psf_shape, spikes=spikes_sl,
                                                  fitted=fitted, spill=spill)
+            if not ok and own and stats.psf_trail is not None:
+                # On a trailed frame the catalogue's other objects on its candidates may be pieces
+                # of it: a trailed star (FWHM 1.3 px, drift 10 px) deblended in two, each judged
+                # with the other left out, is no trailed PSF (a S/N 139 star zeroed whole so).
+                # Judged again with them in. (Not on other frames: a track beside a star, judged
+                # with the star in, freed its own stretch beside the star.)
+                joined = np.unique(s[mine & (s > 0) & (s != own)])
+                if len(joined):
+                    others_j = others & ~(np.isin(s, joined) & ~(candidates[sl] & ~mine))
+                    ok, model, whole, hit = judge_object(d, rms, mine, others_j, stats.sigma, psf_shape,
+                                                         spikes=spikes_sl, fitted=fitted, spill=spill)
         if not ok:
             # *Source beside a sharp track*: a cosmic-ray track sharper across than any PSF in one
             # group of candidates with a source spoils every model above (a second generator's
