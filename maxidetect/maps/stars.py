@@ -725,6 +725,23 @@ def judge_object(d, rms, cand, others, sig_psf, shape=(1.0, 0.0), min_snr: float
 _PAIR_WIDTHS = 3
 
 
+def _smooth_maxima(img, ys, xs, rms, sig_psf: float) -> np.ndarray:
+    """Whether each pixel (``ys``, ``xs``) of ``img`` is a local maximum (3x3, the edge repeated)
+    no steeper than a source (:func:`steeper_than_psf`); ``rms``: the noise at those pixels."""
+    h, w = img.shape
+    v = np.asarray(img[ys, xs], np.float64)
+    top = np.full(len(ys), -np.inf)
+    sides = np.zeros(len(ys))
+    for dy in (-1, 0, 1):
+        for dx in (-1, 0, 1):
+            if dy or dx:
+                nb = img[np.clip(ys + dy, 0, h - 1), np.clip(xs + dx, 0, w - 1)]
+                top = np.maximum(top, nb)
+                if not (dy and dx):
+                    sides += 0.25 * nb
+    return (v >= top) & ~steeper_than_psf(v - sides, v, rms, sig_psf)
+
+
 def _source_pair(d, var, rms, cand, use_all, plane, art: tuple, sig_psf: float, shape,
                  min_snr: float) -> tuple[bool, np.ndarray | None]:
     """*Two sources*: two close stars called as one group (second generator, FWHM 1.3 px:
@@ -745,8 +762,7 @@ def _source_pair(d, var, rms, cand, use_all, plane, art: tuple, sig_psf: float, 
     ys, xs = np.nonzero(near)
     v = d[ys, xs]
     r = rms[ys, xs]
-    top = np.max([_shifted(d, dy, dx)[ys, xs] for dy in (-1, 0, 1) for dx in (-1, 0, 1) if dy or dx], axis=0)
-    peak = (v >= top) & (v >= APART_PEAK * r) & ~steeper_than_psf(v - _side_mean(d)[ys, xs], v, r, sig_psf)
+    peak = (v >= APART_PEAK * r) & _smooth_maxima(d, ys, xs, r, sig_psf)
     if not peak.any():
         return False, None
     k = int(np.argmax(np.where(peak, v, -np.inf)))
@@ -759,9 +775,8 @@ def _source_pair(d, var, rms, cand, use_all, plane, art: tuple, sig_psf: float, 
     # first leaves (most stamps have none: a lone star, a hit beside it).
     rest = d - src_a
     left = rest[ys, xs]
-    top = np.max([_shifted(rest, dy, dx)[ys, xs] for dy in (-1, 0, 1) for dx in (-1, 0, 1) if dy or dx], axis=0)
-    second = ((np.maximum(np.abs(ys - ay), np.abs(xs - ax)) >= 2) & (left >= top) & (left >= APART_PEAK * r)
-              & ~steeper_than_psf(left - _side_mean(rest)[ys, xs], left, r, sig_psf))
+    second = ((np.maximum(np.abs(ys - ay), np.abs(xs - ax)) >= 2) & (left >= APART_PEAK * r)
+              & _smooth_maxima(rest, ys, xs, r, sig_psf))
     if not second.any():
         return False, None
     k = int(np.argmax(np.where(second, left, -np.inf)))
@@ -774,8 +789,8 @@ def _source_pair(d, var, rms, cand, use_all, plane, art: tuple, sig_psf: float, 
         src_a = _pair_fit(d - src_b, var, use_all, pa, plane)
         if src_a is None:
             return False, None
-    # Each a round core in the light the other leaves: a faint cosmic-ray track (5-6 sigma per
-    # pixel, FWHM 2 px) was fitted as two sources along it, each the track's piece.
+    # Neither a line's piece in the light the other leaves: a faint cosmic-ray track (5-6 sigma
+    # per pixel, FWHM 2 px) was fitted as two sources along it.
     yy, xx = np.indices(d.shape)
     for (py, px), other in (((ay, ax), src_b), ((int(ys[k]), int(xs[k])), src_a)):
         if _line_piece(d - other, np.hypot(yy - py, xx - px) <= 2.5, rms):
@@ -1694,16 +1709,7 @@ def _peaks_apart(image_sub, stats: FrameStats, lab, tasks, reach: int, limit: in
     if not len(ys):
         return []
     img = np.asarray(image_sub)
-    top = np.full(len(ys), -np.inf)
-    sides = np.zeros(len(ys))
-    for dy in (-1, 0, 1):
-        for dx in (-1, 0, 1):
-            if dy or dx:
-                nb = img[np.clip(ys + dy, 0, h - 1), np.clip(xs + dx, 0, w - 1)]
-                top = np.maximum(top, nb)
-                if not (dy and dx):
-                    sides += 0.25 * nb
-    peak = (v >= top) & ~steeper_than_psf(v - sides, v, rms, stats.sigma_minor)
+    peak = _smooth_maxima(img, ys, xs, rms, stats.sigma_minor)
     ys, xs, v, rms = ys[peak], xs[peak], v[peak], rms[peak]
     # A peak of its own: APART_PEAK sigma above the median of a ring 1.5 FWHM out (a noise peak
     # on a plateau of light, a persistence blob's, is none).
