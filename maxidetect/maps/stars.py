@@ -1884,13 +1884,17 @@ def protect_sources(image_sub: np.ndarray, stats: FrameStats, candidates: np.nda
             if not ok and own and stats.psf_trail is not None:
                 # On a trailed frame the catalogue's other objects on its candidates may be pieces
                 # of it: a trailed star (FWHM 1.3 px, drift 10 px) deblended in two, each judged
-                # with the other left out, is no trailed PSF (a S/N 139 star zeroed whole so).
-                # Judged again with them in. (Not on other frames: a track beside a star, judged
-                # with the star in, freed its own stretch beside the star.)
-                joined = np.unique(s[mine & (s > 0) & (s != own)])
-                if len(joined):
-                    others_j = others & ~(np.isin(s, joined) & ~(candidates[sl] & ~mine))
-                    ok, model, whole, hit = judge_object(d, rms, mine, others_j, stats.sigma, psf_shape,
+                # with the other left out, is no trailed PSF (a S/N 139 star zeroed whole so);
+                # and so may the other groups of candidates on its own footprint (a S/N 23 streak
+                # called in two pieces, the one beyond its core left out). Judged again with them
+                # in. (Not on other frames: a track beside a star, judged with the star in, freed
+                # its own stretch beside the star.)
+                extra = candidates[sl] & (s == own) & ~mine & ~released[sl]
+                mine_j = mine | extra
+                joined = np.unique(s[mine_j & (s > 0) & (s != own)])
+                if len(joined) or extra.any():
+                    others_j = others & ~extra & ~(np.isin(s, joined) & ~(candidates[sl] & ~mine_j))
+                    ok, model, whole, hit = judge_object(d, rms, mine_j, others_j, stats.sigma, psf_shape,
                                                          spikes=spikes_sl, fitted=fitted, spill=spill)
         if not ok:
             # *Source beside a sharp track*: a cosmic-ray track sharper across than any PSF in one
