@@ -1922,6 +1922,12 @@ def protect_sources(image_sub: np.ndarray, stats: FrameStats, candidates: np.nda
         # area (FWHM 1.5 px: 4 left within FWHM + 1).
         r_near = max(stats.fwhm + 1.0, 3.5)
         my, mx = np.unravel_index(np.argmax(model), model.shape)
+        if stats.psf_trail is not None:
+            # A trailed model's top is flat along its segment: its peak is the top's pixel nearest
+            # the object (the brightest, noise's choice along it, lay 6 px off a S/N 21 streak's
+            # centroid, taken for another object beside it: nothing released, the star lost).
+            top = model >= 0.9 * model.max()
+            my, mx = np.unravel_index(np.argmin(np.where(top, r_ref, np.inf)), model.shape)
         if r_ref[my, mx] > r_near and not own_seg[my, mx]:
             # The source that won is another object beside this one (a star, for a track
             # ending on its wing: its pixels outside the track's candidates): that object's own
