@@ -1889,7 +1889,7 @@ def protect_sources(image_sub: np.ndarray, stats: FrameStats, candidates: np.nda
                 # called in two pieces, the one beyond its core left out). Judged again with them
                 # in. (Not on other frames: a track beside a star, judged with the star in, freed
                 # its own stretch beside the star.)
-                extra = candidates[sl] & (s == own) & ~mine & ~released[sl]
+                extra = candidates[sl] & own_seg & ~mine & ~released[sl]
                 mine_j = mine | extra
                 joined = np.unique(s[mine_j & (s > 0) & (s != own)])
                 if len(joined) or extra.any():
