@@ -2877,6 +2877,30 @@ def test_stars_trailed_in_good_seeing_are_no_cosmic_ray_tracks(angle):
     assert len(flagged) <= 3, flagged  # the trailed Moffat explains the call (its round one: 10/25, 13/22 kept it)
 
 
+def _second_generator_maps(predictor, seed: int, variant: str):
+    """A second-generator frame (``benchmarks/independent.py``, 1024^2) and its maps made as
+    ``maxidetect maps`` makes them (the network, then the fusion): image, truth catalogue, frame
+    parameters, :class:`MapSet`."""
+    import importlib.util
+    from pathlib import Path
+
+    from maxidetect.maps.writer import maps_from_masks
+    from maxidetect.masks.maker import MaskMaker
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "independent.py"
+    spec = importlib.util.spec_from_file_location("independent_frames", path)
+    gen = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(gen)
+    image, header, cat, _, meta = gen.make_frame(seed, 1024, variant)
+    maker = MaskMaker(predictor=predictor, for_maps=True)
+    probs = maker.probabilities(image)
+    masks = probs > maker.config.thresholds[maker.selected][:, None, None]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", MaxidetectWarning)
+        ms = maps_from_masks(masks, maker, MapPolicy(), image=image, header=header, probs=probs)
+    return image, cat, meta, ms
+
+
 @pytest.mark.parametrize("seed, x, y, snr", [(7404, 489.6, 582.6, 100), (7402, 117.9, 893.2, 20)])
 def test_a_trailed_star_in_pieces_keeps_its_weight(predictor, seed, x, y, snr):
     """Second-generator frames (``benchmarks/independent.py``, ``sharpdrift``: FWHM 1.3 px, stars
@@ -2886,24 +2910,9 @@ def test_a_trailed_star_in_pieces_keeps_its_weight(predictor, seed, x, y, snr):
     pieces, the one beyond its core another group, left out of its fits. Rule 1 zeroed both whole
     (lost). On a trailed frame an object is judged again with the pieces on its candidates and the
     groups on its footprint in: the streak is the trailed PSF, kept and detected."""
-    import importlib.util
-    from pathlib import Path
-
     from maxidetect.extract.sep_engine import detect
-    from maxidetect.maps.writer import maps_from_masks
-    from maxidetect.masks.maker import MaskMaker
 
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "independent.py"
-    spec = importlib.util.spec_from_file_location("independent_frames", path)
-    gen = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(gen)
-    image, header, cat, _, meta = gen.make_frame(seed, 1024, "sharpdrift")
-    maker = MaskMaker(predictor=predictor, for_maps=True)
-    probs = maker.probabilities(image)
-    masks = probs > maker.config.thresholds[maker.selected][:, None, None]
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", MaxidetectWarning)
-        ms = maps_from_masks(masks, maker, MapPolicy(), image=image, header=header, probs=probs)
+    image, cat, meta, ms = _second_generator_maps(predictor, seed, "sharpdrift")
     k = int(np.argmin(np.hypot(np.asarray(cat["X"]) - x, np.asarray(cat["Y"]) - y)))
     sx, sy = float(cat["X"][k]), float(cat["Y"][k])
     assert cat["SNR"][k] > snr and meta["drift"] > 8
@@ -4102,23 +4111,7 @@ def test_a_star_merged_with_a_brighter_galaxy_keeps_its_core(predictor):
     galaxy, whose light (200-1000 sigma in the stamp, no plane's) decided every fit: chi2 5e7,
     negative amplitudes, the core zeroed. Left out of the fits as another object's pixels are, it
     leaves the star to be judged: its core keeps its weight."""
-    import importlib.util
-    from pathlib import Path
-
-    from maxidetect.maps.writer import maps_from_masks
-    from maxidetect.masks.maker import MaskMaker
-
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "independent.py"
-    spec = importlib.util.spec_from_file_location("independent_frames", path)
-    gen = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(gen)
-    image, header, cat, _, _ = gen.make_frame(9100, 1024, "crowded")
-    maker = MaskMaker(predictor=predictor, for_maps=True)
-    probs = maker.probabilities(image)
-    masks = probs > maker.config.thresholds[maker.selected][:, None, None]
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", MaxidetectWarning)
-        ms = maps_from_masks(masks, maker, MapPolicy(), image=image, header=header, probs=probs)
+    _, cat, _, ms = _second_generator_maps(predictor, 9100, "crowded")
     k = int(np.argmin(np.hypot(np.asarray(cat["X"]) - 174.1, np.asarray(cat["Y"]) - 175.9)))
     sx, sy = int(round(float(cat["X"][k]))), int(round(float(cat["Y"][k])))
     assert cat["SNR"][k] > 300 and cat["KIND"][k] == "star"
