@@ -1759,12 +1759,14 @@ def _brighter_neighbours(d, rms, group, ref, sig_psf: float) -> np.ndarray:
     the object judged (``ref``: its own core, wherever the group lies on it)."""
     if not group.any():
         return np.zeros(d.shape, bool)
-    sm = ndimage.gaussian_filter(d, sig_psf)
     reach = 2 * 2.3548 * sig_psf
     yy, xx = np.indices(d.shape)
     to_group = ndimage.distance_transform_edt(~group)
-    far = (to_group > reach / 2) & (np.hypot(yy - ref[0], xx - ref[1]) > reach)
-    top = far & (d >= 5.0 * rms) & (sm > sm[group].max()) & (sm >= ndimage.maximum_filter(sm, size=3))
+    top = (to_group > reach / 2) & (np.hypot(yy - ref[0], xx - ref[1]) > reach) & (d >= 5.0 * rms)
+    if not top.any():  # most stamps: nothing bright apart (spares the smoothing)
+        return top
+    sm = ndimage.gaussian_filter(d, sig_psf)
+    top &= (sm > sm[group].max()) & (sm >= ndimage.maximum_filter(sm, size=3))
     if not top.any():
         return np.zeros(d.shape, bool)
     ys, xs = np.nonzero(top)
