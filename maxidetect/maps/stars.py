@@ -1699,7 +1699,7 @@ def _peaks_apart(image_sub, stats: FrameStats, lab, tasks, reach: int, limit: in
     generator, FWHM 1.3 px: a S/N 25 star 7 px from such a centroid, zeroed and lost).
     A star beside a track far brighter than it is no local maximum while the track is there:
     the peaks are looked for again with the group's pixels sharper across than any PSF, and one
-    more, taken off (:func:`_track_free`; second generator, elongated PSF: a S/N 42 star beside a
+    more, taken off (:func:`_track_pixels`; second generator, elongated PSF: a S/N 42 star beside a
     100-sigma track, the blend's centroid 9 px off, zeroed and lost), where the PSF is sampled
     (:data:`BESIDE_TRACK_MIN_SIGMA`).
     At most ``limit``, brightest first (those beside a track after the rest); each judged like a
@@ -1718,11 +1718,11 @@ def _peaks_apart(image_sub, stats: FrameStats, lab, tasks, reach: int, limit: in
     peak = _smooth_maxima(img, ys, xs, rms, stats.sigma_minor)
     new = np.zeros(len(ys), bool)  # the peaks found beside a track (its pixels out of their core's test)
     sampled = stats.sigma_minor >= BESIDE_TRACK_MIN_SIGMA
-    img_free, track = _track_free(img, stats, lab, ys, xs) if sampled else (img, None)
+    track = _track_pixels(img, stats, lab, ys, xs) if sampled else None
     if track is not None:
         # No steepness test there (a pixel beside the track taken off has the sky for a neighbour);
         # only a peak far fainter than the track beside it (a star as bright is a maximum of its own).
-        new = ~peak & ~track[ys, xs] & _local_maxima(img_free, ys, xs)
+        new = ~peak & ~track[ys, xs] & _local_maxima(img, ys, xs, off=track)
         if new.any():
             new[new] = v[new] <= BESIDE_TRACK_SHARE * _track_beside(img, track, ys[new], xs[new])
             peak |= new
@@ -1760,15 +1760,17 @@ def _peaks_apart(image_sub, stats: FrameStats, lab, tasks, reach: int, limit: in
     return out
 
 
-def _local_maxima(img, ys, xs) -> np.ndarray:
-    """Whether each pixel (``ys``, ``xs``) of ``img`` is a local maximum (3x3, the edge repeated)."""
+def _local_maxima(img, ys, xs, off=None) -> np.ndarray:
+    """Whether each pixel (``ys``, ``xs``) of ``img`` is a local maximum (3x3, the edge repeated),
+    the pixels of ``off`` (bool like ``img``) taken for the sky (0)."""
     h, w = img.shape
     v = img[ys, xs]
     ok = np.ones(len(ys), bool)
     for dy in (-1, 0, 1):
         for dx in (-1, 0, 1):
             if dy or dx:
-                ok &= v >= img[np.clip(ys + dy, 0, h - 1), np.clip(xs + dx, 0, w - 1)]
+                yy, xx = np.clip(ys + dy, 0, h - 1), np.clip(xs + dx, 0, w - 1)
+                ok &= v >= (img[yy, xx] if off is None else np.where(off[yy, xx], 0, img[yy, xx]))
     return ok
 
 
@@ -1795,18 +1797,16 @@ def _track_beside(img, track, ys, xs, r: int = 2) -> np.ndarray:
     return top
 
 
-def _track_free(img, stats: FrameStats, lab, ys, xs):
-    """(image, track): ``img`` with the candidates of ``lab`` sharper across than any PSF
-    (tested at ``ys``, ``xs``) and one pixel more taken off (set to the sky, 0), and those
-    pixels (bool like ``img``); (img, None) where there are none."""
-    at = (ys, xs)
-    sharp = sharper_across_than_psf(img, stats.rms, stats.sigma_minor, at=at)
+def _track_pixels(img, stats: FrameStats, lab, ys, xs) -> np.ndarray | None:
+    """The candidates of ``lab`` sharper across than any PSF (tested at ``ys``, ``xs``) and one
+    pixel more (bool like ``img``): a track's, taken off to find what lies beside it; None
+    where there are none."""
+    sharp = sharper_across_than_psf(img, stats.rms, stats.sigma_minor, at=(ys, xs))
     if not sharp.any():
-        return img, None
+        return None
     track = np.zeros(img.shape, bool)
     track[ys[sharp], xs[sharp]] = True
-    track = dilate(track, 1, square=True) & (lab > 0)
-    return np.where(track, np.zeros((), img.dtype), img), track
+    return dilate(track, 1, square=True) & (lab > 0)
 
 
 @lru_cache(maxsize=64)
