@@ -4103,7 +4103,6 @@ def test_cosmic_ray_flags_on_the_spikes_of_an_unsaturated_star_become_spike_flag
     assert flags[400, 80] & BIT["CR"] and zero[400, 80]
 
 
-
 def test_a_star_merged_with_a_brighter_galaxy_keeps_its_core(predictor):
     """A second-generator frame (``benchmarks/independent.py``, ``crowded`` seed 9100) through the
     network, which calls the core of a S/N 318 star 10 px from a S/N 2040 galaxy a cosmic ray. The

@@ -730,16 +730,10 @@ def _smooth_maxima(img, ys, xs, rms, sig_psf: float) -> np.ndarray:
     no steeper than a source (:func:`steeper_than_psf`); ``rms``: the noise at those pixels."""
     h, w = img.shape
     v = np.asarray(img[ys, xs], np.float64)
-    top = np.full(len(ys), -np.inf)
     sides = np.zeros(len(ys))
-    for dy in (-1, 0, 1):
-        for dx in (-1, 0, 1):
-            if dy or dx:
-                nb = img[np.clip(ys + dy, 0, h - 1), np.clip(xs + dx, 0, w - 1)]
-                top = np.maximum(top, nb)
-                if not (dy and dx):
-                    sides += 0.25 * nb
-    return (v >= top) & ~steeper_than_psf(v - sides, v, rms, sig_psf)
+    for dy, dx in ((-1, 0), (0, -1), (0, 1), (1, 0)):
+        sides += 0.25 * img[np.clip(ys + dy, 0, h - 1), np.clip(xs + dx, 0, w - 1)]
+    return _local_maxima(img, ys, xs) & ~steeper_than_psf(v - sides, v, rms, sig_psf)
 
 
 def _source_pair(d, var, rms, cand, use_all, plane, art: tuple, sig_psf: float, shape,
